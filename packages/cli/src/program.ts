@@ -1,0 +1,12 @@
+import { Command } from "commander";
+
+/**
+ * The one `cxr` command. Each package contributes its subcommands through a `registerCommands`
+ * function in its own `src/cli.ts`, so the CLI grows with the packages without a central switch.
+ */
+export function buildProgram(): Command {
+  const program = new Command("cxr")
+    .description("RoentGen-v2 on WebGPU: chest-radiograph diffusion, synthetic data, fair classifiers")
+    .showHelpAfterError();
+  return program;
+}
