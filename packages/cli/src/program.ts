@@ -1,3 +1,4 @@
+import { registerCommands as registerKernelCommands } from "@cxr/kernels/cli";
 import { Command } from "commander";
 
 /**
@@ -8,5 +9,6 @@ export function buildProgram(): Command {
   const program = new Command("cxr")
     .description("RoentGen-v2 on WebGPU: chest-radiograph diffusion, synthetic data, fair classifiers")
     .showHelpAfterError();
+  registerKernelCommands(program);
   return program;
 }

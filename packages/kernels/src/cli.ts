@@ -1,0 +1,113 @@
+import { writeFileSync } from "node:fs";
+import { benchCommand } from "@cxr/cli/bench";
+import type { Command } from "commander";
+import { BENCH_CASES } from "./bench/cases.ts";
+import { type BenchResult, formatBenchTable, runBenchCase } from "./bench/runner.ts";
+import { createGpu, type DeviceOptions, GpuUnavailableError, OPTIONAL_FEATURES } from "./runtime/device.ts";
+
+interface DeviceFlags {
+  backend?: string;
+  adapter?: string;
+}
+
+function deviceOptions(flags: DeviceFlags, profile: boolean): DeviceOptions {
+  return { backend: flags.backend, adapterName: flags.adapter, profile };
+}
+
+const LIMITS_SHOWN = [
+  "maxBufferSize",
+  "maxStorageBufferBindingSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupsPerDimension",
+  "maxStorageBuffersPerShaderStage",
+  "minUniformBufferOffsetAlignment",
+] as const;
+
+async function doctor(flags: DeviceFlags & { json?: boolean }): Promise<void> {
+  let gpu: Awaited<ReturnType<typeof createGpu>>;
+  try {
+    gpu = await createGpu(deviceOptions(flags, false));
+  } catch (error) {
+    if (error instanceof GpuUnavailableError) {
+      console.log(error.message);
+      process.exitCode = 2;
+      return;
+    }
+    throw error;
+  }
+  const limits = Object.fromEntries(LIMITS_SHOWN.map((name) => [name, gpu.limits[name]]));
+  const report = {
+    runtime: typeof Bun !== "undefined" ? `bun ${Bun.version}` : `node ${process.versions.node}`,
+    adapter: gpu.adapter,
+    features: Object.fromEntries(OPTIONAL_FEATURES.map((feature) => [feature, gpu.features.has(feature)])),
+    limits,
+  };
+  if (flags.json) {
+    console.log(JSON.stringify(report, null, 2));
+  } else {
+    const a = gpu.adapter;
+    console.log(`runtime   ${report.runtime}`);
+    console.log(
+      `adapter   ${a.description || a.device} (vendor ${a.vendor || "?"}, ${a.architecture || "?"})`,
+    );
+    console.log(
+      `kind      ${a.kind}${a.kind === "cpu" ? " (software rasterizer: kernels use the CPU variants)" : ""}`,
+    );
+    console.log(`backend   ${a.backend}${a.compatibilityMode ? " (compatibility mode)" : ""}`);
+    for (const [feature, present] of Object.entries(report.features)) {
+      console.log(`feature   ${feature.padEnd(16)} ${present ? "yes" : "no"}`);
+    }
+    for (const [name, value] of Object.entries(limits)) console.log(`limit     ${name.padEnd(34)} ${value}`);
+  }
+  gpu.destroy();
+}
+
+async function benchKernels(
+  flags: DeviceFlags & { json?: boolean; filter?: string; repeats: string; out?: string },
+): Promise<void> {
+  const gpu = await createGpu(deviceOptions(flags, true));
+  const filter = flags.filter?.split(",").map((text) => text.trim().toLowerCase());
+  const cases = BENCH_CASES.filter(
+    (benchCase) => !filter || filter.some((f) => benchCase.op.toLowerCase().includes(f)),
+  );
+  if (cases.length === 0) throw new Error(`bench kernels: no case matches --filter ${flags.filter}`);
+  const repeats = Number.parseInt(flags.repeats, 10);
+  if (!Number.isInteger(repeats) || repeats < 1)
+    throw new Error(`bench kernels: --repeats must be a positive integer`);
+  console.error(
+    `adapter: ${gpu.adapter.description || gpu.adapter.device} (${gpu.adapter.kind}); timing: ${
+      gpu.profiler.timing ? "timestamp queries + wall clock" : "wall clock"
+    }; median of >= ${repeats} runs after a warm-up`,
+  );
+  const results: BenchResult[] = [];
+  for (const benchCase of cases) {
+    console.error(`  ${benchCase.op} ${benchCase.shape} ...`);
+    results.push(await runBenchCase(gpu, benchCase, repeats));
+  }
+  const document = { adapter: gpu.adapter, results };
+  if (flags.out) writeFileSync(flags.out, `${JSON.stringify(document, null, 2)}\n`);
+  console.log(flags.json ? JSON.stringify(document, null, 2) : formatBenchTable(results));
+  gpu.destroy();
+}
+
+export function registerCommands(program: Command): void {
+  program
+    .command("doctor")
+    .description("show the WebGPU adapter, backend, features and limits, or why there is none")
+    .option("--backend <name>", "Dawn backend: vulkan, metal, d3d12, opengles")
+    .option("--adapter <substring>", "pick the adapter whose name contains this")
+    .option("--json", "print JSON")
+    .action(doctor);
+  benchCommand(program)
+    .command("kernels")
+    .description("time each kernel next to a naive reference kernel at UNet and DenseNet shapes")
+    .option("--filter <ops>", "comma-separated op names to run, e.g. matmul,conv2d")
+    .option("--repeats <n>", "timed runs per kernel (median reported)", "3")
+    .option("--backend <name>", "Dawn backend")
+    .option("--adapter <substring>", "adapter name substring")
+    .option("--json", "print JSON instead of a table")
+    .option("--out <file>", "also write the JSON document to this file")
+    .action(benchKernels);
+}

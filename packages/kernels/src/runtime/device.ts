@@ -1,0 +1,287 @@
+/**
+ * The WebGPU device layer: finds an adapter (discrete GPU, then integrated, then software), turns on
+ * the optional features we use, asks for the adapter's full limits, and keeps Dawn's instance alive
+ * for the whole process (a collected instance segfaults inside Dawn: PLATFORM.md).
+ */
+import { BufferPool } from "./pool.ts";
+import { Profiler } from "./profiler.ts";
+import { UniformArena } from "./uniforms.ts";
+import { create } from "./webgpu.ts";
+
+/** Features we switch on when the adapter offers them. */
+export const OPTIONAL_FEATURES = ["shader-f16", "subgroups", "timestamp-query"] as const;
+export type OptionalFeature = (typeof OPTIONAL_FEATURES)[number];
+
+/** What kind of processor runs the kernels; kernels pick their variant from it. */
+export type AdapterKind = "discrete" | "integrated" | "cpu" | "unknown";
+
+export interface DeviceOptions {
+  /** Dawn backend: "vulkan", "metal", "d3d12", "opengles". Default: Dawn's choice, then opengles. */
+  backend?: string;
+  /** Pick the adapter whose name contains this substring (Dawn's `adapter=` option). */
+  adapterName?: string;
+  /** Time each kernel with timestamp queries (when available) for the profiler. */
+  profile?: boolean;
+  /** Refuse the OpenGL ES compatibility fallback. */
+  noFallback?: boolean;
+  /** Skip an optional feature even if present (testing the paths without it). */
+  disableFeatures?: OptionalFeature[];
+}
+
+export interface AdapterDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  kind: AdapterKind;
+  backend: string;
+  compatibilityMode: boolean;
+}
+
+// Module-level on purpose: Dawn's GPU object must outlive every device made from it.
+const liveInstances: GPU[] = [];
+
+function dawnInstance(flags: string[]): GPU {
+  const instance = create(flags);
+  liveInstances.push(instance);
+  return instance;
+}
+
+export function classifyAdapter(info: GPUAdapterInfo, isFallback: boolean): AdapterKind {
+  const text = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`.toLowerCase();
+  if (isFallback || /llvmpipe|lavapipe|swiftshader|software|warp|microsoft basic render/.test(text))
+    return "cpu";
+  if (/intel|integrated|apple|mali|adreno|powervr|videocore/.test(text)) return "integrated";
+  if (/nvidia|amd|radeon|geforce|quadro|tesla|\bh100|\bh200|\ba100/.test(text)) return "discrete";
+  return "unknown";
+}
+
+interface AdapterChoice {
+  adapter: GPUAdapter;
+  backend: string;
+  compatibilityMode: boolean;
+}
+
+async function requestBestAdapter(options: DeviceOptions): Promise<AdapterChoice | { failures: string[] }> {
+  const failures: string[] = [];
+  const flags = (backend?: string) => {
+    const list: string[] = [];
+    if (backend) list.push(`backend=${backend}`);
+    if (options.adapterName) list.push(`adapter=${options.adapterName}`);
+    return list;
+  };
+  const backend = options.backend ?? process.env.DAWNNODE_BACKEND;
+  if (backend !== "opengles") {
+    const gpu = dawnInstance(flags(backend));
+    // Discrete first, then integrated; Dawn orders adapters by these preferences.
+    for (const powerPreference of ["high-performance", "low-power"] as const) {
+      try {
+        const adapter = await gpu.requestAdapter({ powerPreference });
+        if (adapter) return { adapter, backend: backend ?? "default", compatibilityMode: false };
+      } catch (error) {
+        failures.push(`${backend ?? "default"} ${powerPreference}: ${(error as Error).message}`);
+      }
+    }
+    failures.push(`${backend ?? "default backend"}: no adapter found`);
+  }
+  if (options.noFallback || (backend && backend !== "opengles")) return { failures };
+  // OpenGL ES compatibility path: works with stock Mesa where Vulkan lavapipe is too old.
+  if (!process.env.EGL_PLATFORM) process.env.EGL_PLATFORM = "surfaceless";
+  const gles = dawnInstance(flags("opengles"));
+  try {
+    const adapter = await gles.requestAdapter({ featureLevel: "compatibility" });
+    if (adapter) return { adapter, backend: "opengles", compatibilityMode: true };
+    failures.push("opengles (compatibility): no adapter found");
+  } catch (error) {
+    failures.push(`opengles: ${(error as Error).message}`);
+  }
+  return { failures };
+}
+
+export const INSTALL_HINT = [
+  "No WebGPU adapter was found. Kernels need a Vulkan, Metal or D3D12 driver (or OpenGL ES).",
+  "On Debian 12 / Ubuntu without a GPU, install Mesa's software Vulkan driver (lavapipe) from backports:",
+  '  echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/backports.list',
+  "  apt-get update && apt-get install -y -t bookworm-backports mesa-vulkan-drivers libvulkan1",
+  "(or run `bash setup.sh` as root, which does this). On a GPU machine install the vendor's Vulkan driver.",
+  "Fallback with stock Mesa: apt-get install -y libegl1 libegl-mesa0 libgles2, then `--backend opengles`.",
+].join("\n");
+
+export class GpuUnavailableError extends Error {
+  constructor(readonly failures: string[]) {
+    super(`${INSTALL_HINT}\nTried: ${failures.join("; ") || "nothing"}`);
+    this.name = "GpuUnavailableError";
+  }
+}
+
+/** Limits we raise to the adapter's maximum instead of WebGPU's conservative defaults. */
+const RAISED_LIMITS = [
+  "maxBufferSize",
+  "maxStorageBufferBindingSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupSizeY",
+  "maxComputeWorkgroupSizeZ",
+  "maxComputeWorkgroupsPerDimension",
+  "maxStorageBuffersPerShaderStage",
+  "maxTextureDimension2D",
+] as const;
+
+/**
+ * One open device with everything a kernel launch needs: the buffer pool, the pipeline cache,
+ * the uniform arena, the command encoder that batches dispatches, and the profiler.
+ */
+export class Gpu {
+  readonly features: ReadonlySet<OptionalFeature>;
+  readonly pool: BufferPool;
+  readonly profiler: Profiler;
+  readonly uniforms: UniformArena;
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private encoder: GPUCommandEncoder | null = null;
+  private pendingDispatches = 0;
+  private lostReason: string | null = null;
+  private readonly errors: string[] = [];
+
+  constructor(
+    readonly device: GPUDevice,
+    readonly adapter: AdapterDescription,
+    features: Set<OptionalFeature>,
+    profile: boolean,
+  ) {
+    this.features = features;
+    this.pool = new BufferPool(device);
+    this.uniforms = new UniformArena(device);
+    this.profiler = new Profiler(device, profile && features.has("timestamp-query"), profile);
+    device.lost.then((info) => {
+      this.lostReason = `${info.reason}: ${info.message}`;
+    });
+    device.onuncapturederror = (event: GPUUncapturedErrorEvent) => {
+      this.errors.push(event.error.message);
+    };
+  }
+
+  get kind(): AdapterKind {
+    return this.adapter.kind;
+  }
+
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  /** The compute pipeline for this WGSL source, compiled once per device (compiles are slow on lavapipe). */
+  pipeline(code: string, label: string, entryPoint = "main"): GPUComputePipeline {
+    const key = `${entryPoint}\u0000${code}`;
+    let pipeline = this.pipelines.get(key);
+    if (!pipeline) {
+      const module = this.device.createShaderModule({ code, label });
+      pipeline = this.device.createComputePipeline({
+        layout: "auto",
+        compute: { module, entryPoint },
+        label,
+      });
+      this.pipelines.set(key, pipeline);
+    }
+    return pipeline;
+  }
+
+  /** The encoder that collects this batch of dispatches; submitted by `flush()`. */
+  commandEncoder(): GPUCommandEncoder {
+    this.assertAlive();
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    this.pendingDispatches++;
+    return this.encoder;
+  }
+
+  /** Submits every recorded dispatch. Cheap when nothing is pending. */
+  flush(): void {
+    if (!this.encoder) return;
+    this.uniforms.upload();
+    this.profiler.resolve(this.encoder);
+    this.device.queue.submit([this.encoder.finish()]);
+    this.encoder = null;
+    this.pendingDispatches = 0;
+    this.uniforms.reset();
+  }
+
+  /** Flushes when a batch has grown large, so memory for uniforms and timestamps stays bounded. */
+  maybeFlush(): void {
+    if (this.pendingDispatches >= 512 || this.uniforms.nearlyFull() || this.profiler.nearlyFull())
+      this.flush();
+  }
+
+  /** Waits until the GPU has finished everything submitted, then reports validation errors. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    await this.profiler.collect();
+    this.throwPendingErrors();
+  }
+
+  throwPendingErrors(): void {
+    if (this.errors.length > 0) {
+      const messages = this.errors.splice(0, this.errors.length);
+      throw new Error(`WebGPU reported: ${messages.join("\n")}`);
+    }
+  }
+
+  assertAlive(): void {
+    if (this.lostReason) throw new Error(`The GPU device was lost (${this.lostReason}); create a new one.`);
+  }
+
+  destroy(): void {
+    this.flush();
+    this.pool.destroy();
+    this.uniforms.destroy();
+    this.profiler.destroy();
+    this.device.destroy();
+  }
+}
+
+/** Opens the best available device. Throws `GpuUnavailableError` with install instructions. */
+export async function createGpu(options: DeviceOptions = {}): Promise<Gpu> {
+  const choice = await requestBestAdapter(options);
+  if ("failures" in choice) throw new GpuUnavailableError(choice.failures);
+  const { adapter } = choice;
+  const info = adapter.info;
+  const disabled = new Set(options.disableFeatures ?? []);
+  const features = new Set<OptionalFeature>(
+    OPTIONAL_FEATURES.filter((feature) => adapter.features.has(feature) && !disabled.has(feature)),
+  );
+  const requiredLimits: Record<string, number> = {};
+  for (const name of RAISED_LIMITS) {
+    const value = (adapter.limits as unknown as Record<string, number | undefined>)[name];
+    if (typeof value === "number") requiredLimits[name] = value;
+  }
+  const device = await adapter.requestDevice({
+    requiredFeatures: [...features] as GPUFeatureName[],
+    requiredLimits,
+  });
+  const description: AdapterDescription = {
+    vendor: info.vendor,
+    architecture: info.architecture,
+    device: info.device,
+    description: info.description,
+    kind: classifyAdapter(info, (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true),
+    backend: choice.backend,
+    compatibilityMode: choice.compatibilityMode,
+  };
+  return new Gpu(device, description, features, options.profile ?? false);
+}
+
+let shared: Promise<Gpu> | null = null;
+
+/**
+ * The process-wide default device (tests, CLI). Options from the environment:
+ * CXR_BACKEND, CXR_ADAPTER, CXR_PROFILE=1.
+ */
+export function defaultGpu(): Promise<Gpu> {
+  if (!shared) {
+    shared = createGpu({
+      backend: process.env.CXR_BACKEND || undefined,
+      adapterName: process.env.CXR_ADAPTER || undefined,
+      profile: process.env.CXR_PROFILE === "1",
+    });
+  }
+  return shared;
+}
