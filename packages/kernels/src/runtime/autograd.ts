@@ -155,6 +155,26 @@ export function backward(root: Tensor, gradRoot?: Tensor): void {
     }
   };
   const nodes = reverseTopologicalOrder(root);
+  // Backward kernels are ops too; they must not record onto the tape they are consuming.
+  noGrad(() => runNodes(nodes, grads, addGrad, root));
+  // Whatever is left belongs to leaves: parameters and inputs marked trainable.
+  for (const [tensor, grad] of grads) {
+    if (tensor.grad) {
+      accumulateInto(tensor.grad, grad);
+      grad.release();
+    } else {
+      tensor.grad = grad;
+    }
+  }
+  root.node = null;
+}
+
+function runNodes(
+  nodes: TapeNode[],
+  grads: Map<Tensor, Tensor>,
+  addGrad: (tensor: Tensor, grad: Tensor) => void,
+  root: Tensor,
+): void {
   for (const node of nodes) {
     const gradOutputs = node.outputs.map((output) => grads.get(output) ?? null);
     const inputGrads = gradOutputs.some((grad) => grad !== null) ? node.backward(gradOutputs) : [];
@@ -177,14 +197,4 @@ export function backward(root: Tensor, gradRoot?: Tensor): void {
     node.inputs = [];
     node.saved = [];
   }
-  // Whatever is left belongs to leaves: parameters and inputs marked trainable.
-  for (const [tensor, grad] of grads) {
-    if (tensor.grad) {
-      accumulateInto(tensor.grad, grad);
-      grad.release();
-    } else {
-      tensor.grad = grad;
-    }
-  }
-  root.node = null;
 }

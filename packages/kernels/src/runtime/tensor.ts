@@ -6,10 +6,11 @@ import "./webgpu.ts";
 import type { TapeNode } from "./autograd.ts";
 import type { Gpu } from "./device.ts";
 
-export type DType = "f32" | "f16";
+/** f32 and f16 hold values; u32 holds indices (token ids, argmax positions). */
+export type DType = "f32" | "f16" | "u32";
 export type Shape = readonly number[];
 
-export const BYTES_PER_ELEMENT: Record<DType, number> = { f32: 4, f16: 2 };
+export const BYTES_PER_ELEMENT: Record<DType, number> = { f32: 4, f16: 2, u32: 4 };
 
 export function sizeOf(shape: Shape): number {
   let size = 1;
@@ -132,7 +133,7 @@ export class Tensor {
     return tensor;
   }
 
-  /** Copies host data to a new tensor. f16 tensors take f32 values and convert them. */
+  /** Copies host data to a new tensor. f16 tensors take f32 values and convert them; u32 takes integers. */
   static upload(gpu: Gpu, data: ArrayLike<number>, shape: Shape, dtype: DType = "f32"): Tensor {
     const size = sizeOf(shape);
     if (data.length !== size) {
@@ -140,7 +141,15 @@ export class Tensor {
     }
     const tensor = new Tensor(gpu, shape, dtype);
     gpu.flush(); // keep queue order: writes must land after work already recorded on this buffer
-    if (dtype === "f32") {
+    if (dtype === "u32") {
+      const values = Uint32Array.from(data, (value) => {
+        if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+          throw new OpError("upload", `u32 tensor given ${value}, not an unsigned integer`, { shape });
+        }
+        return value;
+      });
+      gpu.device.queue.writeBuffer(tensor.buffer, 0, values.buffer, 0, values.byteLength);
+    } else if (dtype === "f32") {
       const values = data instanceof Float32Array ? data : Float32Array.from(data);
       const padded = values.byteLength % 4 === 0 ? values : Float32Array.from(values);
       gpu.device.queue.writeBuffer(tensor.buffer, 0, padded.buffer, padded.byteOffset, padded.byteLength);
@@ -156,7 +165,7 @@ export class Tensor {
     return Tensor.upload(gpu, [value], [1]);
   }
 
-  /** Waits for queued work and copies the tensor back (as float32 values). */
+  /** Waits for queued work and copies the tensor back (as float32 values; u32 exact below 2^24). */
   async download(): Promise<Float32Array> {
     const gpu = this.gpu;
     const bytes = this.byteLength;
@@ -177,6 +186,7 @@ export class Tensor {
     staging.destroy();
     gpu.throwPendingErrors();
     if (this.dtype === "f32") return new Float32Array(raw, 0, this.size);
+    if (this.dtype === "u32") return Float32Array.from(new Uint32Array(raw, 0, this.size));
     const halves = new Uint16Array(raw, 0, this.size);
     const result = new Float32Array(this.size);
     for (let index = 0; index < this.size; index++) result[index] = float16BitsToFloat32(halves[index]);

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Sets up everything from a machine that has only Node.js and npm, then runs the main job.
+#   bash setup.sh            install, then run `cxr quickstart` on the built-in defaults
+#   bash setup.sh --no-run   install only (CI uses this)
+# What it installs: Bun (from npm) if absent, the workspace packages, and on Linux without a usable
+# WebGPU adapter, Mesa's software Vulkan driver (lavapipe) when run as root (else it prints the command).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+BUN_VERSION=1.3.14
+run_main=1
+for argument in "$@"; do
+  case "$argument" in
+    --no-run) run_main=0 ;;
+    *) echo "setup.sh: unknown option $argument (use --no-run)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '\n== %s\n' "$*"; }
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "setup.sh: Node.js and npm are required (https://nodejs.org or your package manager)." >&2
+  exit 1
+fi
+
+if ! command -v bun >/dev/null 2>&1; then
+  say "Installing Bun $BUN_VERSION from npm"
+  if [ "$(id -u)" = 0 ]; then
+    npm install -g --allow-scripts=bun "bun@$BUN_VERSION" 2>/dev/null || npm install -g "bun@$BUN_VERSION"
+  else
+    npm install --prefix "$HOME/.local" -g "bun@$BUN_VERSION"
+    export PATH="$HOME/.local/bin:$PATH"
+    echo "Bun went to ~/.local/bin; add it to PATH in your shell profile."
+  fi
+fi
+bun --version >/dev/null || { echo "setup.sh: the bun binary does not run (its npm postinstall must run)" >&2; exit 1; }
+
+say "Installing packages (bun install)"
+bun install --frozen-lockfile
+
+adapter_ok() { bun packages/cli/src/main.ts doctor >/tmp/cxr-doctor.$$ 2>&1; }
+
+install_lavapipe() {
+  # Debian 12's own Mesa (22.3) lavapipe is rejected by Dawn; Mesa 25 from bookworm-backports works.
+  . /etc/os-release
+  export DEBIAN_FRONTEND=noninteractive
+  if [ "${ID:-}" = debian ] && [ "${VERSION_CODENAME:-}" = bookworm ]; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" >/etc/apt/sources.list.d/backports.list
+    apt-get update -q
+    apt-get install -y -q -t bookworm-backports mesa-vulkan-drivers libvulkan1
+  else
+    apt-get update -q
+    apt-get install -y -q mesa-vulkan-drivers libvulkan1
+  fi
+}
+
+if [ "$(uname -s)" = Linux ] && ! adapter_ok; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "No WebGPU adapter: installing Mesa's lavapipe Vulkan driver"
+    install_lavapipe
+  else
+    cat /tmp/cxr-doctor.$$
+    echo
+    echo "Run as root (or with sudo) to install the driver, e.g. on Debian 12:"
+    echo '  echo "deb http://deb.debian.org/debian bookworm-backports main" | sudo tee /etc/apt/sources.list.d/backports.list'
+    echo "  sudo apt-get update && sudo apt-get install -y -t bookworm-backports mesa-vulkan-drivers libvulkan1"
+    rm -f /tmp/cxr-doctor.$$
+    exit 1
+  fi
+fi
+rm -f /tmp/cxr-doctor.$$
+
+say "WebGPU adapter"
+bun packages/cli/src/main.ts doctor 2>&1 | grep -v "artificially reduced"
+
+if [ "$run_main" = 1 ]; then
+  say "Main job: cxr quickstart (built-in phantom data, defaults)"
+  bun packages/cli/src/main.ts quickstart
+fi
