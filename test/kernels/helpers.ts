@@ -8,7 +8,10 @@ import { expect } from "vitest";
 
 export const gpu: () => Promise<Gpu> = defaultGpu;
 
-/** Deterministic pseudo-random values (mulberry32 + Box-Muller), so failures reproduce. */
+/**
+ * Deterministic pseudo-random normal values (mulberry32 + Box-Muller), so failures reproduce.
+ * Rounded to float32, so references see exactly the values the GPU sees.
+ */
 export function randomValues(count: number, seed: number, scale = 1): Float64Array {
   let state = seed >>> 0 || 1;
   const next = () => {
@@ -21,7 +24,7 @@ export function randomValues(count: number, seed: number, scale = 1): Float64Arr
   const values = new Float64Array(count);
   for (let index = 0; index < count; index++) {
     const u = Math.max(next(), 1e-12);
-    values[index] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * next());
+    values[index] = Math.fround(scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * next()));
   }
   return values;
 }

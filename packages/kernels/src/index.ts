@@ -1,3 +1,6 @@
+export * from "./ops/embedding.ts";
+export * from "./ops/layout.ts";
+export * from "./ops/pooling.ts";
 export * from "./ops/unary.ts";
 export * from "./runtime/autograd.ts";
 export * from "./runtime/device.ts";

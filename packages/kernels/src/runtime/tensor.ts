@@ -193,6 +193,20 @@ export class Tensor {
     return result;
   }
 
+  /**
+   * Moves this tensor's buffer into a new tensor of another shape (no copy); this tensor is released.
+   * For results the caller owns, e.g. a gradient whose shape differs from its input's only in rank.
+   */
+  reshapeInto(shape: Shape): Tensor {
+    if (sizeOf(shape) !== this.size) {
+      throw new OpError("reshape", `sizes differ (${this.size} vs ${sizeOf(shape)})`, { from: this.shape, to: shape });
+    }
+    const moved = new Tensor(this.gpu, shape, this.dtype, this.buffer);
+    this.buffer_ = null;
+    this.node = null;
+    return moved;
+  }
+
   /** A view with another shape of the same size; shares the buffer (no copy). */
   reshapeView(shape: Shape): Tensor {
     if (sizeOf(shape) !== this.size) {
