@@ -1,3 +1,4 @@
+import { registerCommands as registerDataCommands } from "@cxr/data/cli";
 import { registerCommands as registerKernelCommands } from "@cxr/kernels/cli";
 import { Command } from "commander";
 
@@ -10,5 +11,6 @@ export function buildProgram(): Command {
     .description("RoentGen-v2 on WebGPU: chest-radiograph diffusion, synthetic data, fair classifiers")
     .showHelpAfterError();
   registerKernelCommands(program);
+  registerDataCommands(program);
   return program;
 }

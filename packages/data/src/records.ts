@@ -55,6 +55,8 @@ export interface RecordSource {
   file: string;
   /** 1-based CSV row, header = row 1; null for sources without rows (a prompt folder). */
   row: number | null;
+  /** The column of that row that names the image (CheXpert `Path`, MIMIC `dicom_id`). */
+  imageColumn?: string;
 }
 
 export interface CxrRecord {
