@@ -1,4 +1,14 @@
-import { backward, concat, layoutReference, OpError, split, Tensor, upsampleNearest } from "@cxr/kernels";
+import {
+  backward,
+  concat,
+  layoutReference,
+  OpError,
+  permute,
+  reshape,
+  split,
+  Tensor,
+  upsampleNearest,
+} from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
 import { expectClose, finiteDifferenceGradient, gpu, randomValues, upload } from "./helpers.ts";
 
@@ -154,5 +164,59 @@ describe("upsampleNearest", () => {
   it("rejects non-4-D input, naming the op and shape", async () => {
     const x = await upload([1, 2, 3], [3]);
     expect(() => upsampleNearest(x)).toThrow(/upsampleNearest: expects \[N, C, H, W\] \(x: \[3\]\)/);
+  });
+});
+
+describe("permute and reshape", () => {
+  it.each([
+    [[1], [0]],
+    [
+      [2, 3],
+      [1, 0],
+    ],
+    [
+      [2, 5, 3, 7],
+      [0, 2, 1, 3],
+    ],
+    [
+      [3, 1, 4, 2, 5],
+      [4, 2, 0, 3, 1],
+    ],
+    [
+      [2, 4096, 5, 64],
+      [0, 2, 1, 3],
+    ],
+  ])(
+    "permute %j by %j matches the reference; its gradient is the inverse permutation",
+    async (shape, permutation) => {
+      const size = shape.reduce((a, b) => a * b, 1);
+      const xValues = randomValues(size, 31);
+      const x = await upload(xValues, shape, true);
+      const y = permute(x, permutation);
+      expect(y.shape).toEqual(permutation.map((axis) => shape[axis]));
+      expectClose(await y.download(), layoutReference.permute(xValues, shape, permutation), exact, "permute");
+      const gy = randomValues(size, 32);
+      backward(y, await upload(gy, y.shape));
+      const inverse = permutation.map((_, index) => permutation.indexOf(index));
+      expectClose(
+        await x.grad!.download(),
+        layoutReference.permute(gy, y.shape, inverse),
+        exact,
+        "permute backward",
+      );
+    },
+  );
+
+  it("reshape copies and routes the gradient back in the input's shape", async () => {
+    const x = await upload(randomValues(24, 2), [2, 3, 4], true);
+    const y = reshape(x, [6, 4]);
+    const gy = randomValues(24, 3);
+    backward(y, await upload(gy, [6, 4]));
+    expect(x.grad!.shape).toEqual([2, 3, 4]);
+    expectClose(await x.grad!.download(), gy, exact, "reshape backward");
+    expect(() => reshape(x, [5, 5])).toThrow(
+      /reshape: sizes differ \(24 vs 25\) \(x: \[2, 3, 4\], to: \[5, 5\]\)/,
+    );
+    expect(() => permute(x, [0, 0, 1])).toThrow(/permute: \[0, 0, 1\] is not a permutation of 3 axes/);
   });
 });

@@ -1,6 +1,7 @@
 /**
  * Data movement: concat and split along an axis (UNet skip connections and DenseNet dense blocks
- * concatenate channels), and nearest-neighbour 2x-style upsampling of NCHW images.
+ * concatenate channels), permute (attention heads: [B, L, H, D] <-> [B, H, L, D]; NCHW <-> tokens),
+ * and nearest-neighbour upsampling of NCHW images.
  * Both concat and split are one strided slice-copy kernel run once per input.
  */
 import { needsGrad, record } from "../runtime/autograd.ts";
@@ -131,6 +132,100 @@ export function split(x: Tensor, sizes: number[], axis = 1): Tensor[] {
   return outputs;
 }
 
+const MAX_PERMUTE_RANK = 8;
+
+/** output[index] = input[sum(coordinate[axis] * inputStride[permutation[axis]])]. */
+export const PERMUTE_WGSL = `
+@group(0) @binding(0) var<storage, read> input: array<f32>;
+@group(0) @binding(1) var<storage, read_write> output: array<f32>;
+struct Params {
+  size: u32, rank: u32, pad0: u32, pad1: u32,
+  outShape: array<vec4<u32>, 2>,
+  sourceStrides: array<vec4<u32>, 2>,
+}
+@group(0) @binding(2) var<uniform> params: Params;
+${LINEAR_INDEX_WGSL}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+  let index = linearIndex(gid, groups, 256u);
+  if (index >= params.size) { return; }
+  var rest = index;
+  var offset = 0u;
+  for (var axis = i32(params.rank) - 1; axis >= 0; axis--) {
+    let dim = params.outShape[axis / 4][axis % 4];
+    offset += (rest % dim) * params.sourceStrides[axis / 4][axis % 4];
+    rest = rest / dim;
+  }
+  output[index] = input[offset];
+}`;
+
+function permuteRaw(x: Tensor, permutation: number[]): Tensor {
+  const rank = x.rank;
+  const inputStrides: number[] = new Array(rank);
+  let stride = 1;
+  for (let axis = rank - 1; axis >= 0; axis--) {
+    inputStrides[axis] = stride;
+    stride *= x.shape[axis];
+  }
+  const outShape = permutation.map((axis) => x.shape[axis]);
+  const sourceStrides = permutation.map((axis) => inputStrides[axis]);
+  const pad = (values: number[]) => [...values, ...new Array(MAX_PERMUTE_RANK - values.length).fill(0)];
+  const output = Tensor.empty(x.gpu, outShape);
+  launch(
+    x.gpu,
+    { name: "permute", code: PERMUTE_WGSL },
+    {
+      bindings: [x, output],
+      params: new Params()
+        .u32(x.size, rank, 0, 0)
+        .u32(...pad(outShape))
+        .u32(...pad(sourceStrides)),
+      workgroups: grid(x.size, 256),
+      flops: 0,
+      bytes: 8 * x.size,
+    },
+  );
+  return output;
+}
+
+/** Reorders axes: output axis i is input axis permutation[i] (like torch.permute). */
+export function permute(x: Tensor, permutation: number[]): Tensor {
+  const valid =
+    permutation.length === x.rank &&
+    [...permutation].sort((a, b) => a - b).every((axis, index) => axis === index);
+  if (!valid)
+    throw new OpError("permute", `[${permutation.join(", ")}] is not a permutation of ${x.rank} axes`, { x });
+  if (x.rank > MAX_PERMUTE_RANK) throw new OpError("permute", `rank above ${MAX_PERMUTE_RANK}`, { x });
+  if (x.dtype !== "f32") throw new OpError("permute", `needs f32 input, got ${x.dtype}`, { x });
+  const output = permuteRaw(x, permutation);
+  if (needsGrad(x)) {
+    const inverse = new Array<number>(permutation.length);
+    permutation.forEach((axis, index) => {
+      inverse[axis] = index;
+    });
+    record("permute", [x], [output], ([gradOutput]) => [permuteRaw(gradOutput!, inverse)]);
+  }
+  return output;
+}
+
+/**
+ * A copy with another shape of the same size, recorded for autograd (the gradient is reshaped back).
+ * Use `Tensor.reshapeInto` instead when the source is a temporary you own.
+ */
+export function reshape(x: Tensor, shape: Shape): Tensor {
+  if (sizeOf(shape) !== x.size) {
+    throw new OpError("reshape", `sizes differ (${x.size} vs ${sizeOf(shape)})`, { x, to: shape });
+  }
+  const copy = (source: Tensor, to: Shape) => {
+    const output = Tensor.empty(source.gpu, to, source.dtype);
+    source.gpu.commandEncoder().copyBufferToBuffer(source.buffer, 0, output.buffer, 0, source.byteLength);
+    return output;
+  };
+  const output = copy(x, shape);
+  if (needsGrad(x)) record("reshape", [x], [output], ([gradOutput]) => [copy(gradOutput!, x.shape)]);
+  return output;
+}
+
 const UPSAMPLE_WGSL = `
 @group(0) @binding(0) var<storage, read> input: array<f32>;
 @group(0) @binding(1) var<storage, read_write> output: array<f32>;
@@ -225,6 +320,27 @@ export const layoutReference = {
       });
     }
     return Float64Array.from(parts);
+  },
+  permute(x: Float64Array, shape: Shape, permutation: number[]): Float64Array {
+    const rank = shape.length;
+    const strides = new Array<number>(rank);
+    let stride = 1;
+    for (let axis = rank - 1; axis >= 0; axis--) {
+      strides[axis] = stride;
+      stride *= shape[axis];
+    }
+    const outShape = permutation.map((axis) => shape[axis]);
+    const output = new Float64Array(x.length);
+    for (let index = 0; index < x.length; index++) {
+      let rest = index;
+      let offset = 0;
+      for (let axis = rank - 1; axis >= 0; axis--) {
+        offset += (rest % outShape[axis]) * strides[permutation[axis]];
+        rest = Math.floor(rest / outShape[axis]);
+      }
+      output[index] = x[offset];
+    }
+    return output;
   },
   upsampleNearest(x: Float64Array, shape: Shape, factor: number): Float64Array {
     const [n, c, h, w] = shape;
