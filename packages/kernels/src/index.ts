@@ -1,6 +1,7 @@
 export * from "./ops/embedding.ts";
 export * from "./ops/layout.ts";
 export * from "./ops/pooling.ts";
+export * from "./ops/softmax.ts";
 export * from "./ops/unary.ts";
 export * from "./runtime/autograd.ts";
 export * from "./runtime/device.ts";
