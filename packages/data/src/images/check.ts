@@ -62,11 +62,17 @@ export async function checkImages(
 }
 
 async function imageProblem(record: CxrRecord, level: ImageCheckLevel): Promise<DataIssue | null> {
-  const where = { file: record.source.file, row: record.source.row, column: record.source.imageColumn ?? null };
+  const where = {
+    file: record.source.file,
+    row: record.source.row,
+    column: record.source.imageColumn ?? null,
+  };
   try {
     const info = await stat(record.imagePath);
-    if (!info.isFile()) return { ...where, kind: "missing-image", message: `${record.imagePath} is not a file` };
-    if (info.size === 0) return { ...where, kind: "unreadable-image", message: `${record.imagePath} is empty` };
+    if (!info.isFile())
+      return { ...where, kind: "missing-image", message: `${record.imagePath} is not a file` };
+    if (info.size === 0)
+      return { ...where, kind: "unreadable-image", message: `${record.imagePath} is empty` };
   } catch {
     return { ...where, kind: "missing-image", message: `image not found: ${record.imagePath}` };
   }

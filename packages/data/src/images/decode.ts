@@ -37,7 +37,11 @@ export async function decodeImage(path: string): Promise<DecodedImage> {
     bytes = await readFile(path);
   } catch (error) {
     const missing = (error as NodeJS.ErrnoException).code === "ENOENT";
-    throw new ImageReadError(path, conciseErrorMessage(error), missing ? "missing-image" : "unreadable-image");
+    throw new ImageReadError(
+      path,
+      conciseErrorMessage(error),
+      missing ? "missing-image" : "unreadable-image",
+    );
   }
   try {
     const metadata = await sharp(bytes).metadata();
@@ -54,8 +58,20 @@ export async function decodeImage(path: string): Promise<DecodedImage> {
     const { data, info } = await image.toColourspace("b-w").raw().toBuffer({ resolveWithObject: true });
     return { width: info.width, height: info.height, bitDepth: 8, pixels: normalize(data, 255) };
   } catch (error) {
-    throw new ImageReadError(path, conciseErrorMessage(error), "unreadable-image");
+    throw new ImageReadError(path, decoderMessage(error), "unreadable-image");
   }
+}
+
+/**
+ * libvips keeps one error buffer for all threads, so when several images decode at once the decoder's
+ * own words ("premature end of JPEG image") can be lost and only sharp's generic failOn line is left.
+ */
+function decoderMessage(error: unknown): string {
+  const message = conciseErrorMessage(error);
+  if (/^Warning treated as error due to failOn setting$/.test(message)) {
+    return "corrupt or truncated image data (the decoder warned and stopped)";
+  }
+  return message;
 }
 
 function normalize(samples: Uint8Array | Uint16Array, maximum: number): Float32Array {

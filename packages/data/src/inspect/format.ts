@@ -29,7 +29,9 @@ export function formatSummary(summary: DatasetSummary, heading: string): string 
   lines.push("label".padEnd(labelWidth) + columns.map((column) => column.padStart(10)).join(""));
   for (const label of CHEXPERT_LABELS) {
     const counts = summary.labels[label];
-    lines.push(label.padEnd(labelWidth) + columns.map((column) => String(counts[column]).padStart(10)).join(""));
+    lines.push(
+      label.padEnd(labelWidth) + columns.map((column) => String(counts[column]).padStart(10)).join(""),
+    );
   }
 
   lines.push("");
@@ -38,7 +40,9 @@ export function formatSummary(summary: DatasetSummary, heading: string): string 
     lines.push("problems: none");
   } else {
     const kinds = Object.entries(problems.byKind).map(([kind, count]) => `${kind} ${count}`);
-    lines.push(`problems: ${problems.total} (${kinds.join(", ")}); ${problems.skipped} rows or images skipped`);
+    lines.push(
+      `problems: ${problems.total} (${kinds.join(", ")}); ${problems.skipped} rows or images skipped`,
+    );
     for (const issue of problems.first) lines.push(`  ${formatIssue(issue)}`);
     if (problems.first.length < problems.total) {
       lines.push(`  ... ${problems.total - problems.first.length} more (raise --max-problems to see them)`);

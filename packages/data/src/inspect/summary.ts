@@ -1,4 +1,5 @@
 import type { DataIssue } from "../errors.ts";
+import { patientsInSeveralSplits } from "../pipeline/splits.ts";
 import {
   AGE_BINS,
   ageBin,
@@ -9,7 +10,6 @@ import {
   SEXES,
   SPLITS,
 } from "../records.ts";
-import { patientsInSeveralSplits } from "../pipeline/splits.ts";
 
 /** Value -> count, keys in display order; missing values count under "unknown". */
 export type Counts = Record<string, number>;
@@ -91,12 +91,12 @@ export function summarizeDataset(
  */
 function count(
   records: readonly CxrRecord[],
-  valueOf: (record: CxrRecord) => string | null,
+  attributeOf: (record: CxrRecord) => string | null,
   vocabulary?: readonly string[],
 ): Counts {
   const tally = new Map<string, number>();
   for (const record of records) {
-    const value = valueOf(record) ?? UNKNOWN;
+    const value = attributeOf(record) ?? UNKNOWN;
     tally.set(value, (tally.get(value) ?? 0) + 1);
   }
   const known = [...tally.keys()].filter((value) => value !== UNKNOWN);

@@ -30,7 +30,9 @@ export function loadChexpert(path: string, options: ChexpertOptions = {}): LoadR
   const log = new IssueLog(onError);
   const csvFiles = options.csvFiles ?? chexpertCsvFiles(path);
   const demographics =
-    options.demographicsCsv === undefined ? new Map() : readDemographics(options.demographicsCsv, log, ageRange);
+    options.demographicsCsv === undefined
+      ? new Map()
+      : readDemographics(options.demographicsCsv, log, ageRange);
 
   const records: CxrRecord[] = [];
   for (const file of csvFiles) {

@@ -87,7 +87,11 @@ export class RowReader {
     const text = this.text(index);
     const race = parseRaceGroup(text);
     if (race === undefined) {
-      this.problem("invalid-value", column, `unknown race "${text}" (expected WHITE, BLACK, ASIAN, HISPANIC)`);
+      this.problem(
+        "invalid-value",
+        column,
+        `unknown race "${text}" (expected WHITE, BLACK, ASIAN, HISPANIC)`,
+      );
       return null;
     }
     return race;

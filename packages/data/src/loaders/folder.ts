@@ -41,7 +41,13 @@ export function loadFolder(path: string, options: LoadOptions = {}): LoadResult 
     if (!isImage(file)) continue;
     const promptFile = `${stem}.txt`;
     if (!fileSet.has(promptFile)) {
-      log.report({ kind: "missing-prompt", file, row: null, column: null, message: `no prompt file ${promptFile}` });
+      log.report({
+        kind: "missing-prompt",
+        file,
+        row: null,
+        column: null,
+        message: `no prompt file ${promptFile}`,
+      });
       log.skip();
       continue;
     }

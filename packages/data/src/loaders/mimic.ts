@@ -60,7 +60,9 @@ export function loadMimic(path: string, options: MimicOptions = {}): LoadResult 
   const records: CxrRecord[] = [];
   const table = readCsvTable(metadataFile, log);
   const columns =
-    table === null ? null : requireColumns(table, ["dicom_id", "subject_id", "study_id", "ViewPosition"], log);
+    table === null
+      ? null
+      : requireColumns(table, ["dicom_id", "subject_id", "study_id", "ViewPosition"], log);
   if (table !== null && columns !== null) {
     const imageRoot = resolve(options.imageRoot ?? path);
     const studyDate = columnIndex(table, "StudyDate");
@@ -69,8 +71,10 @@ export function loadMimic(path: string, options: MimicOptions = {}): LoadResult 
       const dicomId = reader.text(columns.dicom_id);
       const subjectId = reader.text(columns.subject_id);
       const studyId = reader.text(columns.study_id);
-      if (!/^\d+$/.test(subjectId)) reader.problem("invalid-value", "subject_id", `subject_id "${subjectId}" is not a number`);
-      if (!/^\d+$/.test(studyId)) reader.problem("invalid-value", "study_id", `study_id "${studyId}" is not a number`);
+      if (!/^\d+$/.test(subjectId))
+        reader.problem("invalid-value", "subject_id", `subject_id "${subjectId}" is not a number`);
+      if (!/^\d+$/.test(studyId))
+        reader.problem("invalid-value", "study_id", `study_id "${studyId}" is not a number`);
       if (dicomId === "") reader.problem("invalid-value", "dicom_id", "dicom_id is blank");
       const labels = labelsByStudy?.get(studyKey(subjectId, studyId));
       if (labelsByStudy !== null && labels === undefined) {
@@ -82,7 +86,11 @@ export function loadMimic(path: string, options: MimicOptions = {}): LoadResult 
       }
       if (labels !== undefined && "badRow" in labels) {
         const where = `${chexpertFile}:${labels.badRow}`;
-        reader.problem("unmatched-row", "study_id", `study ${studyId} is skipped: its label row ${where} is invalid`);
+        reader.problem(
+          "unmatched-row",
+          "study_id",
+          `study ${studyId} is skipped: its label row ${where} is invalid`,
+        );
       }
       if (!reader.finish()) continue;
       const patient = patients?.get(subjectId);
@@ -157,8 +165,15 @@ function readSplits(file: string, log: IssueLog): Map<string, Split> | null {
     const reader = new RowReader(table, csvRow, log);
     const text = reader.text(columns.split).toLowerCase();
     const split: Split | null =
-      text === "train" ? "train" : text === "validate" || text === "valid" ? "valid" : text === "test" ? "test" : null;
-    if (split === null) reader.problem("invalid-value", "split", `unknown split "${text}" (expected train, validate or test)`);
+      text === "train"
+        ? "train"
+        : text === "validate" || text === "valid"
+          ? "valid"
+          : text === "test"
+            ? "test"
+            : null;
+    if (split === null)
+      reader.problem("invalid-value", "split", `unknown split "${text}" (expected train, validate or test)`);
     if (reader.finish() && split !== null) byImage.set(reader.text(columns.dicom_id), split);
   }
   return byImage;
@@ -184,7 +199,8 @@ function readPatients(
   for (const csvRow of table.rows) {
     const reader = new RowReader(table, csvRow, log);
     const year = reader.text(anchorYear);
-    if (year !== "" && !/^\d{4}$/.test(year)) reader.problem("invalid-value", "anchor_year", `anchor_year "${year}" is not a year`);
+    if (year !== "" && !/^\d{4}$/.test(year))
+      reader.problem("invalid-value", "anchor_year", `anchor_year "${year}" is not a year`);
     const patient: MimicPatient = {
       sex: reader.sex(columns.gender, "gender"),
       anchorAge: reader.age(columns.anchor_age, "anchor_age", ageRange),

@@ -74,9 +74,12 @@ export async function* batches<Device>(
 ): AsyncGenerator<Batch<Device | undefined>> {
   const resolved = { ...DEFAULT_BATCH_OPTIONS, ...options };
   const { batchSize, imageSize, prefetch, dropLast, upload } = resolved;
-  if (!(Number.isInteger(batchSize) && batchSize > 0)) throw new Error(`batchSize must be a positive integer, got ${batchSize}`);
-  if (!(Number.isInteger(imageSize) && imageSize > 0)) throw new Error(`imageSize must be a positive integer, got ${imageSize}`);
-  if (!(Number.isInteger(prefetch) && prefetch >= 0)) throw new Error(`prefetch must be an integer >= 0, got ${prefetch}`);
+  if (!(Number.isInteger(batchSize) && batchSize > 0))
+    throw new Error(`batchSize must be a positive integer, got ${batchSize}`);
+  if (!(Number.isInteger(imageSize) && imageSize > 0))
+    throw new Error(`imageSize must be a positive integer, got ${imageSize}`);
+  if (!(Number.isInteger(prefetch) && prefetch >= 0))
+    throw new Error(`prefetch must be an integer >= 0, got ${prefetch}`);
 
   const order = (resolved.order ?? records.keys())[Symbol.iterator]();
   let exhausted = false;
@@ -92,7 +95,8 @@ export async function* batches<Device>(
         break;
       }
       const record = records[step.value];
-      if (record === undefined) throw new Error(`batch order index ${step.value} is outside 0..${records.length - 1}`);
+      if (record === undefined)
+        throw new Error(`batch order index ${step.value} is outside 0..${records.length - 1}`);
       chunk.push(record);
     }
     if (chunk.length === 0 || (dropLast && chunk.length < batchSize)) {
@@ -118,7 +122,9 @@ export async function* batches<Device>(
     const batch = await current;
     if (batch.size === 0) {
       if (++emptyInARow >= MAX_CONSECUTIVE_EMPTY_BATCHES) {
-        throw new Error(`${emptyInARow} batches in a row had no readable image; last problem: ${batch.issues.at(-1)?.message}`);
+        throw new Error(
+          `${emptyInARow} batches in a row had no readable image; last problem: ${batch.issues.at(-1)?.message}`,
+        );
       }
       continue;
     }
@@ -163,7 +169,16 @@ async function prepareBatch(
   });
   const area = imageSize * imageSize;
   const images = new Float32Array(kept.length * area);
-  pixels.forEach((image, position) => images.set(image, position * area));
+  for (const [position, image] of pixels.entries()) images.set(image, position * area);
   const { target, mask } = labelTargets(kept, options.targets);
-  return { index, size: kept.length, imageSize, images, labels: target, mask, records: kept, issues: log.issues };
+  return {
+    index,
+    size: kept.length,
+    imageSize,
+    images,
+    labels: target,
+    mask,
+    records: kept,
+    issues: log.issues,
+  };
 }

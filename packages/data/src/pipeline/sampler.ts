@@ -60,7 +60,9 @@ export class BalancedSampler implements Iterable<number> {
       cells.set(key, cell);
     });
     // Sorted so the draw sequence depends only on the seed, not on record order within the dataset.
-    this.cells = [...cells.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, cell]) => cell);
+    this.cells = [...cells.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([, cell]) => cell);
     this.excluded = excluded;
     if (this.cells.length === 0) {
       throw new Error(
@@ -86,11 +88,18 @@ export class BalancedSampler implements Iterable<number> {
 }
 
 /** "female|60-80|BLACK" for attributes [sex, ageBin, race]; null when any of them is unknown. */
-export function demographicGroup(record: CxrRecord, attributes: readonly DemographicAttribute[]): string | null {
+export function demographicGroup(
+  record: CxrRecord,
+  attributes: readonly DemographicAttribute[],
+): string | null {
   const values: string[] = [];
   for (const attribute of attributes) {
     const value =
-      attribute === "ageBin" ? (record.age === null ? null : ageBin(record.age)) : (record[attribute] as string | null);
+      attribute === "ageBin"
+        ? record.age === null
+          ? null
+          : ageBin(record.age)
+        : (record[attribute] as string | null);
     if (value === null) return null;
     values.push(value);
   }

@@ -29,7 +29,8 @@ export function assignPatientSplits(
   const { fractions, seed, overwrite = false } = options;
   const total = SPLITS.reduce((sum, split) => sum + fractions[split], 0);
   for (const split of SPLITS) {
-    if (!(fractions[split] >= 0)) throw new Error(`split fraction for ${split} must be >= 0, got ${fractions[split]}`);
+    if (!(fractions[split] >= 0))
+      throw new Error(`split fraction for ${split} must be >= 0, got ${fractions[split]}`);
   }
   if (Math.abs(total - 1) > 1e-6) throw new Error(`split fractions must add up to 1, got ${total}`);
 

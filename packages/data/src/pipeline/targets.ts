@@ -18,10 +18,17 @@ export interface TargetOptions {
   blank: "negative" | "ignore";
 }
 
-export const DEFAULT_TARGET_OPTIONS: TargetOptions = { policy: "ignore", labels: CHEXPERT_LABELS, blank: "negative" };
+export const DEFAULT_TARGET_OPTIONS: TargetOptions = {
+  policy: "ignore",
+  labels: CHEXPERT_LABELS,
+  blank: "negative",
+};
 
 /** Target and mask of one label value: [target, mask]. */
-export function labelTarget(value: LabelValue, options: Pick<TargetOptions, "policy" | "blank">): [number, number] {
+export function labelTarget(
+  value: LabelValue,
+  options: Pick<TargetOptions, "policy" | "blank">,
+): [number, number] {
   if (value === 1) return [1, 1];
   if (value === 0) return [0, 1];
   if (value === null) return options.blank === "negative" ? [0, 1] : [0, 0];
@@ -38,7 +45,10 @@ export interface LabelTargets {
   labels: readonly ChexpertLabel[];
 }
 
-export function labelTargets(records: readonly CxrRecord[], options: Partial<TargetOptions> = {}): LabelTargets {
+export function labelTargets(
+  records: readonly CxrRecord[],
+  options: Partial<TargetOptions> = {},
+): LabelTargets {
   const resolved = { ...DEFAULT_TARGET_OPTIONS, ...options };
   const labelCount = resolved.labels.length;
   const target = new Float32Array(records.length * labelCount);
