@@ -1,0 +1,4 @@
+export * from "./schedule/betas.ts";
+export * from "./schedule/guidance.ts";
+export * from "./schedule/noising.ts";
+export * from "./schedule/samplers.ts";
