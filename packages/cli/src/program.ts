@@ -1,3 +1,4 @@
+import { registerCommands as registerClassifierCommands } from "@cxr/classifier/cli";
 import { registerCommands as registerDataCommands } from "@cxr/data/cli";
 import { registerCommands as registerKernelCommands } from "@cxr/kernels/cli";
 import { Command } from "commander";
@@ -12,5 +13,6 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   registerKernelCommands(program);
   registerDataCommands(program);
+  registerClassifierCommands(program);
   return program;
 }

@@ -1,0 +1,172 @@
+/**
+ * The evaluation JSON document: its schema is the contract for scripts, the server and the study
+ * reports, so it is declared once here (zod), typed from the declaration, and checked in tests.
+ * Bump EVALUATION_SCHEMA_VERSION on any change that is not a pure addition.
+ */
+import { z } from "zod";
+
+export const EVALUATION_SCHEMA_VERSION = 1;
+
+/** A number with its bootstrap interval; value null when undefined, with the reason. */
+export const estimateSchema = z.object({
+  value: z.number().nullable(),
+  lower: z.number().nullable(),
+  upper: z.number().nullable(),
+  /** Bootstrap rounds in which the statistic was defined. */
+  roundsUsed: z.number().int(),
+  undefinedReason: z.string().nullable(),
+});
+export type Estimate = z.infer<typeof estimateSchema>;
+
+const rocCurveSchema = z.object({
+  falsePositiveRate: z.array(z.number()),
+  truePositiveRate: z.array(z.number()),
+});
+
+const thresholdSchema = z.object({
+  label: z.string(),
+  value: z.number().nullable(),
+  source: z.enum(["validation", "user", "predictions"]),
+  /** F1 on the rows the threshold was fitted on; null for user thresholds. */
+  f1: z.number().nullable(),
+  undefinedReason: z.string().nullable(),
+});
+
+const labelResultSchema = z.object({
+  label: z.string(),
+  positives: z.number().int(),
+  negatives: z.number().int(),
+  /** Images whose truth is -1 (uncertain) or blank: left out of this label. */
+  excluded: z.number().int(),
+  threshold: z.number().nullable(),
+  auroc: estimateSchema,
+  accuracy: estimateSchema,
+  truePositiveRate: estimateSchema,
+  falsePositiveRate: estimateSchema,
+  precision: estimateSchema,
+  roc: rocCurveSchema.nullable(),
+});
+
+const subgroupLabelSchema = z.object({
+  label: z.string(),
+  positives: z.number().int(),
+  negatives: z.number().int(),
+  auroc: estimateSchema,
+  truePositiveRate: estimateSchema,
+  falsePositiveRate: estimateSchema,
+});
+
+const subgroupSchema = z.object({
+  dimension: z.string(),
+  name: z.string(),
+  images: z.number().int(),
+  patients: z.number().int(),
+  /** False when the subgroup is below the minimum size and so kept out of gaps. */
+  inGaps: z.boolean(),
+  underdiagnosisRate: estimateSchema,
+  overdiagnosisRate: estimateSchema,
+  macroAuroc: estimateSchema,
+  labels: z.array(subgroupLabelSchema),
+});
+
+const gapEndSchema = z.object({ subgroup: z.string(), value: z.number() });
+
+const gapSchema = z.object({
+  dimension: z.string(),
+  metric: z.string(),
+  /** The label for per-label metrics; null for underdiagnosisRate, overdiagnosisRate, macroAuroc. */
+  label: z.string().nullable(),
+  gap: estimateSchema,
+  highest: gapEndSchema.nullable(),
+  lowest: gapEndSchema.nullable(),
+  /** Subgroups that took part. */
+  subgroups: z.array(z.string()),
+  /** Subgroups of the dimension left out, with why. */
+  excluded: z.array(z.object({ subgroup: z.string(), reason: z.string() })),
+});
+
+const differenceSchema = z.object({
+  candidate: z.number().nullable(),
+  baseline: z.number().nullable(),
+  /** candidate minus baseline, with its paired-bootstrap interval. */
+  difference: estimateSchema,
+});
+
+const comparisonSchema = z.object({
+  baseline: z.string(),
+  baselineThresholds: z.array(thresholdSchema),
+  macroAuroc: differenceSchema,
+  labels: z.array(
+    z.object({
+      label: z.string(),
+      auroc: differenceSchema,
+      accuracy: differenceSchema,
+      truePositiveRate: differenceSchema,
+      falsePositiveRate: differenceSchema,
+      precision: differenceSchema,
+    }),
+  ),
+  subgroups: z.array(
+    z.object({
+      dimension: z.string(),
+      name: z.string(),
+      underdiagnosisRate: differenceSchema,
+      overdiagnosisRate: differenceSchema,
+    }),
+  ),
+  gaps: z.array(
+    z.object({
+      dimension: z.string(),
+      metric: z.string(),
+      label: z.string().nullable(),
+      gap: differenceSchema,
+      /** (candidate gap - baseline gap) / baseline gap: -0.193 reads "19.3% smaller". */
+      relativeChange: estimateSchema,
+    }),
+  ),
+});
+
+export const evaluationDocumentSchema = z.object({
+  schema: z.literal("cxr-evaluation"),
+  schemaVersion: z.literal(EVALUATION_SCHEMA_VERSION),
+  inputs: z.object({
+    predictions: z.string(),
+    images: z.number().int(),
+    patients: z.number().int(),
+    validation: z.string().nullable(),
+    thresholdsFile: z.string().nullable(),
+    baseline: z.string().nullable(),
+    labels: z.array(z.string()),
+    missingLabels: z.array(z.string()),
+    ignoredColumns: z.array(z.string()),
+  }),
+  config: z.object({
+    minimumSubgroupSize: z.number().int(),
+    bootstrapRounds: z.number().int(),
+    seed: z.number().int(),
+    confidenceLevel: z.number(),
+    intervalMethod: z.literal("percentile, patient-level bootstrap"),
+  }),
+  /** Label -> threshold, the format `--thresholds` reads back. */
+  thresholds: z.record(z.string(), z.number().nullable()),
+  thresholdDetails: z.array(thresholdSchema),
+  overall: z.object({
+    macroAuroc: estimateSchema,
+    /** Labels averaged into macroAuroc (those with a defined AUROC on the whole file). */
+    macroLabels: z.array(z.string()),
+    underdiagnosisRate: estimateSchema,
+    overdiagnosisRate: estimateSchema,
+    labels: z.array(labelResultSchema),
+  }),
+  subgroups: z.array(subgroupSchema),
+  gaps: z.array(gapSchema),
+  comparison: comparisonSchema.nullable(),
+  notes: z.array(z.string()),
+});
+export type EvaluationDocument = z.infer<typeof evaluationDocumentSchema>;
+export type GapResult = z.infer<typeof gapSchema>;
+export type SubgroupResult = z.infer<typeof subgroupSchema>;
+export type LabelResult = z.infer<typeof labelResultSchema>;
+export type ThresholdResult = z.infer<typeof thresholdSchema>;
+export type Difference = z.infer<typeof differenceSchema>;
+export type Comparison = z.infer<typeof comparisonSchema>;

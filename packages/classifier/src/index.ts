@@ -1,0 +1,40 @@
+/** @cxr/classifier: evaluation and fairness toolkit (the classifier itself follows). */
+export {
+  auroc,
+  rocCurve,
+  TRUTH_BLANK,
+  TRUTH_NEGATIVE,
+  TRUTH_POSITIVE,
+  TRUTH_UNCERTAIN,
+} from "./evaluation/auroc.ts";
+export { percentileInterval } from "./evaluation/bootstrap.ts";
+export {
+  DEFAULT_EVALUATION_CONFIG,
+  type EvaluationConfig,
+  type EvaluationInput,
+  evaluatePredictions,
+  type ModelInput,
+  resolveThresholds,
+} from "./evaluation/evaluate.ts";
+export { evaluationJson, writeEvaluationOutputs } from "./evaluation/outputs.ts";
+export { evaluationPlots, renderPng } from "./evaluation/plots.ts";
+export {
+  createPredictionTable,
+  formatPredictionsCsv,
+  type PredictionInput,
+  type PredictionRow,
+  type PredictionTable,
+  parsePredictionsCsv,
+  readPredictionsCsv,
+} from "./evaluation/predictions.ts";
+export { SeededRandom } from "./evaluation/random.ts";
+export { renderMarkdownReport, renderSummary } from "./evaluation/report.ts";
+export {
+  type Estimate,
+  EVALUATION_SCHEMA_VERSION,
+  type EvaluationDocument,
+  evaluationDocumentSchema,
+} from "./evaluation/report-schema.ts";
+export { DIMENSIONS, type Dimension } from "./evaluation/subgroups.ts";
+export { synthesizePredictions } from "./evaluation/synthetic.ts";
+export { type FittedThreshold, fitF1Threshold, parseThresholdsJson } from "./evaluation/thresholds.ts";
