@@ -156,3 +156,24 @@ describe("model input", () => {
     expectClose(source.pixels, [0, 0.5, 1, 0.25]);
   });
 });
+
+describe("fused pad and resize", () => {
+  it("equals padding then resizing, for wide and tall images, up and down", () => {
+    let state = 12345;
+    const random = () => (state = (state * 1103515245 + 12345) % 2147483648) / 2147483648;
+    for (const [width, height, size] of [
+      [37, 23, 16],
+      [23, 37, 16],
+      [5, 9, 32],
+      [64, 40, 64],
+      [30, 30, 7],
+    ]) {
+      const source = image(width, height, Array.from({ length: width * height }, random));
+      const reference = resizeBilinear(padToSquare(source), size, size).pixels;
+      expectClose(
+        toModelInput(source, size),
+        Array.from(reference, (value) => value * 2 - 1),
+      );
+    }
+  });
+});

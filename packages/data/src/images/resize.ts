@@ -60,33 +60,75 @@ function axisWeights(sourceSize: number, targetSize: number): AxisWeights {
 /** Separable bilinear resize: rows first, then columns. */
 export function resizeBilinear(image: GrayImage, width: number, height: number): GrayImage {
   if (image.width === width && image.height === height) return image;
-  const horizontal = axisWeights(image.width, width);
-  const vertical = axisWeights(image.height, height);
-  const rowsResized = new Float32Array(image.height * width);
-  for (let y = 0; y < image.height; y++) {
-    const rowOffset = y * image.width;
+  const pixels = resizeInsideCanvas(
+    image,
+    { width: image.width, height: image.height, left: 0, top: 0 },
+    width,
+    height,
+  );
+  return { width, height, pixels };
+}
+
+/** Where an image sits on a larger black canvas. */
+interface Canvas {
+  width: number;
+  height: number;
+  left: number;
+  top: number;
+}
+
+/**
+ * Resizes the canvas (the image plus black margins) to width x height without building the canvas:
+ * margin pixels are zero, so they only count in the weight normalisation, never in the sums. The
+ * result is the same as padding first, at a fraction of the memory for a 3000-pixel radiograph.
+ */
+function resizeInsideCanvas(image: GrayImage, canvas: Canvas, width: number, height: number): Float32Array {
+  const horizontal = axisWeights(canvas.width, width);
+  const vertical = axisWeights(canvas.height, height);
+  const source = image.pixels;
+  const sourceWidth = image.width;
+  const sourceHeight = image.height;
+
+  // Pass 1: each image row to `width` samples. The tap range of each output column is clipped to the image.
+  const rowsResized = new Float32Array(sourceHeight * width);
+  const { starts: columnStarts, weights: columnWeights, taps: columnTaps } = horizontal;
+  const columnOffsets = new Int32Array(width);
+  const firstTaps = new Int32Array(width);
+  const lastTaps = new Int32Array(width);
+  for (let x = 0; x < width; x++) {
+    columnOffsets[x] = columnStarts[x] - canvas.left;
+    firstTaps[x] = Math.max(0, -columnOffsets[x]);
+    lastTaps[x] = Math.min(columnTaps, sourceWidth - columnOffsets[x]);
+  }
+  for (let y = 0; y < sourceHeight; y++) {
+    const rowOffset = y * sourceWidth;
+    const outputOffset = y * width;
     for (let x = 0; x < width; x++) {
-      const start = horizontal.starts[x];
-      const taps = Math.min(horizontal.taps, image.width - start);
+      const offset = rowOffset + columnOffsets[x];
+      const weightOffset = x * columnTaps;
       let sum = 0;
-      for (let tap = 0; tap < taps; tap++) {
-        sum += horizontal.weights[x * horizontal.taps + tap] * image.pixels[rowOffset + start + tap];
-      }
-      rowsResized[y * width + x] = sum;
+      for (let tap = firstTaps[x]; tap < lastTaps[x]; tap++)
+        sum += columnWeights[weightOffset + tap] * source[offset + tap];
+      rowsResized[outputOffset + x] = sum;
     }
   }
+
+  // Pass 2: columns to `height` samples; canvas rows outside the image add nothing.
   const pixels = new Float32Array(height * width);
+  const { starts: rowStarts, weights: rowWeights, taps: rowTaps } = vertical;
   for (let y = 0; y < height; y++) {
-    const start = vertical.starts[y];
-    const taps = Math.min(vertical.taps, image.height - start);
-    for (let tap = 0; tap < taps; tap++) {
-      const weight = vertical.weights[y * vertical.taps + tap];
+    const start = rowStarts[y] - canvas.top;
+    const firstTap = Math.max(0, -start);
+    const lastTap = Math.min(rowTaps, sourceHeight - start);
+    const outputOffset = y * width;
+    for (let tap = firstTap; tap < lastTap; tap++) {
+      const weight = rowWeights[y * rowTaps + tap];
       if (weight === 0) continue;
       const sourceOffset = (start + tap) * width;
-      for (let x = 0; x < width; x++) pixels[y * width + x] += weight * rowsResized[sourceOffset + x];
+      for (let x = 0; x < width; x++) pixels[outputOffset + x] += weight * rowsResized[sourceOffset + x];
     }
   }
-  return { width, height, pixels };
+  return pixels;
 }
 
 /** [0, 1] -> [-1, 1] in place, the range the diffusion model and classifier are trained on. */
@@ -95,10 +137,18 @@ export function toModelRange(pixels: Float32Array): Float32Array {
   return pixels;
 }
 
-/** Pad, resize to size x size and scale to [-1, 1]: the model input of one radiograph. */
+/**
+ * Pad, resize to size x size and scale to [-1, 1]: the model input of one radiograph. Equal to
+ * resizeBilinear(padToSquare(image), size, size) scaled, without materialising the padded square.
+ */
 export function toModelInput(image: GrayImage, size: number): Float32Array {
-  const square = resizeBilinear(padToSquare(image), size, size);
-  // Copy when nothing was resized, so the caller's image is never scaled in place.
-  const pixels = square.pixels === image.pixels ? square.pixels.slice() : square.pixels;
-  return toModelRange(pixels);
+  const side = Math.max(image.width, image.height);
+  if (side === size && image.width === image.height) return toModelRange(image.pixels.slice());
+  const canvas = {
+    width: side,
+    height: side,
+    left: Math.floor((side - image.width) / 2),
+    top: Math.floor((side - image.height) / 2),
+  };
+  return toModelRange(resizeInsideCanvas(image, canvas, size, size));
 }
