@@ -2,9 +2,11 @@ import {
   ADAMW_DEFAULTS,
   AdamW,
   adamwReference,
+  chooseElementwiseVariant,
   clipGradNorm,
   clipGradNormReference,
   cosineLearningRate,
+  type ElementwiseVariant,
   Ema,
   emaDecay,
   emaReference,
@@ -14,6 +16,7 @@ import { describe, expect, it } from "vitest";
 import { asFloat32, expectClose, gpu, randomValues, upload } from "./helpers.ts";
 
 const shapes = [[1], [7, 3], [1025], [70001]];
+const variants: ElementwiseVariant[] = ["vec4", "scalar"];
 const sizeOfShape = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
 async function setGradient(param: Tensor, values: Float64Array): Promise<void> {
@@ -35,56 +38,62 @@ describe("AdamW", () => {
   // A large rate and decay so that f32 rounding of the parameters does not hide errors in the update.
   const config = { learningRate: 0.02, beta1: 0.8, beta2: 0.95, weightDecay: 0.1, epsilon: 1e-6 };
 
-  it("five steps match PyTorch's algorithm in float64, with a parameter that skips a step", async () => {
-    const initial = shapes.map((shape, index) => asFloat32(randomValues(sizeOfShape(shape), 10 + index)));
-    const params = await Promise.all(shapes.map((shape, index) => upload(initial[index], shape, true)));
-    const optimizer = new AdamW(params, { ...config, parameterNames: ["a", "b", "c", "d"] });
-    const reference = initial.map((values) => ({
-      param: Float64Array.from(values),
-      m: new Float64Array(values.length),
-      v: new Float64Array(values.length),
-      step: 0,
-    }));
-    for (let step = 0; step < 5; step++) {
-      const learningRate = config.learningRate * (1 - step / 10); // the rate reaches the kernel as a uniform
-      for (let index = 0; index < params.length; index++) {
-        // Parameter "b" has no gradient at step 2: PyTorch neither decays nor counts it then.
-        if (index === 1 && step === 2) {
-          params[index].grad?.release();
-          params[index].grad = null;
-          continue;
+  it.each(variants)(
+    "five steps match PyTorch's algorithm in float64, a parameter skipping one (%s)",
+    async (variant) => {
+      const initial = shapes.map((shape, index) => asFloat32(randomValues(sizeOfShape(shape), 10 + index)));
+      const params = await Promise.all(shapes.map((shape, index) => upload(initial[index], shape, true)));
+      const optimizer = new AdamW(params, { ...config, parameterNames: ["a", "b", "c", "d"] }, { variant });
+      const reference = initial.map((values) => ({
+        param: Float64Array.from(values),
+        m: new Float64Array(values.length),
+        v: new Float64Array(values.length),
+        step: 0,
+      }));
+      for (let step = 0; step < 5; step++) {
+        const learningRate = config.learningRate * (1 - step / 10); // the rate reaches the kernel as a uniform
+        for (let index = 0; index < params.length; index++) {
+          // Parameter "b" has no gradient at step 2: PyTorch neither decays nor counts it then.
+          if (index === 1 && step === 2) {
+            params[index].grad?.release();
+            params[index].grad = null;
+            continue;
+          }
+          const gradient = asFloat32(randomValues(initial[index].length, 100 * step + index, 0.5 + index));
+          await setGradient(params[index], gradient);
+          const state = reference[index];
+          state.step++;
+          adamwReference.step(state.param, gradient, state.m, state.v, state.step, {
+            ...config,
+            learningRate,
+          });
         }
-        const gradient = asFloat32(randomValues(initial[index].length, 100 * step + index, 0.5 + index));
-        await setGradient(params[index], gradient);
-        const state = reference[index];
-        state.step++;
-        adamwReference.step(state.param, gradient, state.m, state.v, state.step, { ...config, learningRate });
+        optimizer.step(learningRate);
       }
-      optimizer.step(learningRate);
-    }
-    expect(optimizer.stepCount(0)).toBe(5);
-    expect(optimizer.stepCount(1)).toBe(4);
-    const actual = await downloadAll(params);
-    const state = optimizer.state();
-    for (let index = 0; index < params.length; index++) {
-      const name = optimizer.names[index];
-      const tolerance = { atol: 2e-6, rtol: 1e-5 };
-      expectClose(actual[index], reference[index].param, tolerance, `param ${name}`);
-      expectClose(
-        await state[`${name}.exp_avg`].download(),
-        reference[index].m,
-        tolerance,
-        `exp_avg ${name}`,
-      );
-      expectClose(
-        await state[`${name}.exp_avg_sq`].download(),
-        reference[index].v,
-        tolerance,
-        `exp_avg_sq ${name}`,
-      );
-    }
-    expect(Array.from(await state.step.download())).toEqual([5, 4, 5, 5]);
-  });
+      expect(optimizer.stepCount(0)).toBe(5);
+      expect(optimizer.stepCount(1)).toBe(4);
+      const actual = await downloadAll(params);
+      const state = optimizer.state();
+      for (let index = 0; index < params.length; index++) {
+        const name = optimizer.names[index];
+        const tolerance = { atol: 2e-6, rtol: 1e-5 };
+        expectClose(actual[index], reference[index].param, tolerance, `param ${name}`);
+        expectClose(
+          await state[`${name}.exp_avg`].download(),
+          reference[index].m,
+          tolerance,
+          `exp_avg ${name}`,
+        );
+        expectClose(
+          await state[`${name}.exp_avg_sq`].download(),
+          reference[index].v,
+          tolerance,
+          `exp_avg_sq ${name}`,
+        );
+      }
+      expect(Array.from(await state.step.download())).toEqual([5, 4, 5, 5]);
+    },
+  );
 
   it("uses RoentGen-v2's defaults", () => {
     expect(ADAMW_DEFAULTS).toMatchObject({
@@ -127,6 +136,28 @@ describe("AdamW", () => {
     expect(Array.from(await param.download())).toEqual([1, 2, 3]);
   });
 
+  it("falls back to the scalar variant for buffers that are not multiples of 16 bytes", async () => {
+    const device = await gpu();
+    const { STORAGE_USAGE, Tensor } = await import("@cxr/kernels");
+    const odd = new Tensor(
+      device,
+      [3],
+      "f32",
+      device.device.createBuffer({ size: 12, usage: STORAGE_USAGE }),
+    );
+    odd.trainable();
+    const pooled = await upload([1, 2, 3], [3], true);
+    expect(chooseElementwiseVariant([pooled])).toBe("vec4");
+    expect(chooseElementwiseVariant([odd])).toBe("scalar");
+    odd.grad = await upload([1, -1, 1], [3]);
+    expect(() => new AdamW([odd], {}, { variant: "vec4" }).step()).toThrow(
+      "AdamW: the vec4 variant needs buffers whose sizes are multiples of 16 bytes",
+    );
+    new AdamW([odd], { learningRate: 0.1, weightDecay: 0 }).step();
+    // The buffer starts zeroed; a first step moves each value by the rate against sign(g).
+    expectClose(await odd.download(), [-0.1, 0.1, -0.1], { atol: 1e-6, rtol: 0 }, "scalar fallback");
+  });
+
   it("rejects bad configuration and mismatched gradients", async () => {
     const param = await upload([1, 2, 3], [3], true);
     expect(() => new AdamW([param], { beta1: 1 })).toThrow("AdamW: beta1 1 must be in [0, 1)");
@@ -155,7 +186,7 @@ describe("clipGradNorm", () => {
   // Gradient sizes: one over many partial sums (70001 -> 274 partials: a second reduction level).
   const clipShapes = [[70001], [300], [1], [5, 7]];
 
-  async function run(scaleOfGradients: number, maxNorm: number) {
+  async function run(scaleOfGradients: number, maxNorm: number, variant: ElementwiseVariant) {
     const gradients = clipShapes.map((shape, index) =>
       asFloat32(randomValues(sizeOfShape(shape), 500 + index, scaleOfGradients)),
     );
@@ -163,7 +194,7 @@ describe("clipGradNorm", () => {
       clipShapes.map((shape) => upload(new Float64Array(sizeOfShape(shape)), shape, true)),
     );
     for (let index = 0; index < params.length; index++) await setGradient(params[index], gradients[index]);
-    const norm = clipGradNorm(params, maxNorm);
+    const norm = clipGradNorm(params, maxNorm, { variant });
     const expectedNorm = clipGradNormReference.clip(gradients, maxNorm);
     // f32 partial sums of up to 256 squares, then a tree: 1e-5 relative.
     expectClose(await norm.download(), [expectedNorm], { atol: 0, rtol: 1e-5 }, "norm");
@@ -174,13 +205,13 @@ describe("clipGradNorm", () => {
     return { expectedNorm, actual, gradients };
   }
 
-  it("leaves gradients alone when the norm is below the maximum", async () => {
-    const { expectedNorm } = await run(1e-3, 1);
+  it.each(variants)("leaves gradients alone when the norm is below the maximum (%s)", async (variant) => {
+    const { expectedNorm } = await run(1e-3, 1, variant);
     expect(expectedNorm).toBeLessThan(1);
   });
 
-  it("scales gradients to the maximum norm when above it", async () => {
-    const { expectedNorm, actual } = await run(1, 1);
+  it.each(variants)("scales gradients to the maximum norm when above it (%s)", async (variant) => {
+    const { expectedNorm, actual } = await run(1, 1, variant);
     expect(expectedNorm).toBeGreaterThan(100);
     let total = 0;
     for (const gradient of actual) for (const value of gradient) total += value * value;
@@ -205,33 +236,33 @@ describe("clipGradNorm", () => {
 });
 
 describe("Ema", () => {
-  it.each(["constant", "diffusers"] as const)(
-    "%s decay: averages match the float64 reference",
-    async (schedule) => {
-      const values = shapes
-        .slice(0, 3)
-        .map((shape, index) => asFloat32(randomValues(sizeOfShape(shape), 70 + index)));
-      const params = await Promise.all(values.map((value, index) => upload(value, shapes[index], true)));
-      const ema = new Ema(params, { decay: 0.9, schedule });
-      const averages = values.map((value) => Float64Array.from(value));
-      for (let update = 1; update <= 4; update++) {
-        // Move the parameters in place (as an optimizer step would), then fold them in.
-        for (let index = 0; index < params.length; index++) {
-          values[index] = asFloat32(randomValues(values[index].length, 1000 * update + index));
-          overwrite(params[index], values[index]);
-        }
-        ema.update();
-        const decay = emaDecay(update, { decay: 0.9, schedule });
-        for (let index = 0; index < params.length; index++)
-          emaReference.update(averages[index], values[index], decay);
-      }
-      expect(ema.updates).toBe(4);
-      const actual = await downloadAll(ema.averages);
-      for (let index = 0; index < params.length; index++) {
-        expectClose(actual[index], averages[index], { atol: 1e-6, rtol: 1e-6 }, `average ${index}`);
-      }
-    },
+  const cases = variants.flatMap((variant) =>
+    (["constant", "diffusers"] as const).map((schedule) => [schedule, variant] as const),
   );
+  it.each(cases)("%s decay: averages match the float64 reference (%s)", async (schedule, variant) => {
+    const values = shapes
+      .slice(0, 3)
+      .map((shape, index) => asFloat32(randomValues(sizeOfShape(shape), 70 + index)));
+    const params = await Promise.all(values.map((value, index) => upload(value, shapes[index], true)));
+    const ema = new Ema(params, { decay: 0.9, schedule }, { variant });
+    const averages = values.map((value) => Float64Array.from(value));
+    for (let update = 1; update <= 4; update++) {
+      // Move the parameters in place (as an optimizer step would), then fold them in.
+      for (let index = 0; index < params.length; index++) {
+        values[index] = asFloat32(randomValues(values[index].length, 1000 * update + index));
+        overwrite(params[index], values[index]);
+      }
+      ema.update();
+      const decay = emaDecay(update, { decay: 0.9, schedule });
+      for (let index = 0; index < params.length; index++)
+        emaReference.update(averages[index], values[index], decay);
+    }
+    expect(ema.updates).toBe(4);
+    const actual = await downloadAll(ema.averages);
+    for (let index = 0; index < params.length; index++) {
+      expectClose(actual[index], averages[index], { atol: 1e-6, rtol: 1e-6 }, `average ${index}`);
+    }
+  });
 
   it("diffusers schedule: first update copies, then min(decay, (1 + k) / (10 + k))", () => {
     expect(emaDecay(1, { decay: 0.9999, schedule: "diffusers" })).toBe(0);
