@@ -1,4 +1,5 @@
 /** Every kernel benchmark, in the order `cxr bench kernels` prints them. Each op file adds its cases. */
+import { NORM_BENCH_CASES } from "./norms.ts";
 import type { BenchCase } from "./types.ts";
 
-export const BENCH_CASES: BenchCase[] = [];
+export const BENCH_CASES: BenchCase[] = [...NORM_BENCH_CASES];

@@ -14,20 +14,29 @@ import { grid, LINEAR_INDEX_WGSL, launch } from "../runtime/kernel.ts";
 import { OpError, type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
 import { Params } from "../runtime/uniforms.ts";
 import {
+  type AccessStyle,
+  accessStyleOf,
   type ChannelRows,
   channelParameterGradients,
   checkChannelParameter,
   checkEps,
+  FUSED_NORM_MAX_ELEMENTS,
+  fusedNormalize,
   type NormVariantOptions,
   naiveNormalize,
   normalizeChannels,
   normBackwardSums,
   normInputGradient,
+  type StatisticRows,
 } from "./groupnorm.ts";
 import { chooseMomentsVariant, type MomentsVariant, momentStatistics } from "./reduce.ts";
 
-/** "naive": one invocation per channel reduces all N * H * W values serially, then normalises. */
-export type BatchNormVariant = MomentsVariant | "naive";
+/**
+ * "cpu-fused": one invocation per channel computes the statistics (vec4, one read) and normalises,
+ * in one dispatch, for small N * H * W on lavapipe. "naive": one invocation per channel reduces all
+ * N * H * W values serially (scalar, three passes), then normalises: the benchmark baseline.
+ */
+export type BatchNormVariant = MomentsVariant | "cpu-fused" | "naive";
 
 export interface BatchNormOptions extends NormVariantOptions<BatchNormVariant> {
   /** Batch statistics and running-buffer updates (true) or running statistics (false). */
@@ -37,8 +46,10 @@ export interface BatchNormOptions extends NormVariantOptions<BatchNormVariant> {
   eps?: number;
 }
 
-export function chooseBatchNormVariant(gpu: Gpu, _shape: Shape): BatchNormVariant {
-  return chooseMomentsVariant(gpu);
+export function chooseBatchNormVariant(gpu: Gpu, shape: Shape): BatchNormVariant {
+  const moments = chooseMomentsVariant(gpu);
+  const perChannel = sizeOf(shape) / shape[1];
+  return moments === "cpu-chunked" && perChannel <= FUSED_NORM_MAX_ELEMENTS ? "cpu-fused" : moments;
 }
 
 /**
@@ -167,16 +178,17 @@ export function batchNorm2d(
   }
   const gpu = x.gpu;
   const variant = options.variant ?? chooseBatchNormVariant(gpu, x.shape);
+  const style = accessStyleOf(gpu, variant);
   const rows: ChannelRows = { samples, channels, rowLength: spatial, statDivisor: 1, statModulus: channels };
   let y: Tensor;
   let stats: Tensor;
   if (!training) {
     stats = Tensor.empty(gpu, [channels, 4]);
     runningBuffers(gpu, stats, runningMean, runningVar, false, momentum, eps, count);
-    y = normalizeChannels(op, "eval", x, stats, gamma, beta, rows);
+    y = normalizeChannels(op, "eval", style, x, stats, gamma, beta, rows);
   } else {
-    if (variant === "naive") {
-      ({ y, stats } = naiveNormalize(op, x, gamma, beta, eps, {
+    if (variant === "naive" || variant === "cpu-fused") {
+      const statisticRows: StatisticRows = {
         statistics: channels,
         rowLength: spatial,
         baseStride: 1,
@@ -184,7 +196,15 @@ export function batchNorm2d(
         outerStride: channels,
         inner: 1,
         channels,
-      }));
+      };
+      ({ y, stats } = (variant === "naive" ? naiveNormalize : fusedNormalize)(
+        op,
+        x,
+        gamma,
+        beta,
+        eps,
+        statisticRows,
+      ));
     } else {
       stats = momentStatistics(
         op,
@@ -195,7 +215,7 @@ export function batchNorm2d(
         eps,
         variant,
       );
-      y = normalizeChannels(op, variant, x, stats, gamma, beta, rows);
+      y = normalizeChannels(op, variant, style, x, stats, gamma, beta, rows);
     }
     runningBuffers(gpu, stats, runningMean, runningVar, true, momentum, eps, count);
   }
@@ -204,7 +224,7 @@ export function batchNorm2d(
       op,
       [x, gamma, beta],
       [y],
-      ([gradOutput]) => batchNormBackward(x, gradOutput!, stats, gamma, beta, rows, training),
+      ([gradOutput]) => batchNormBackward(x, gradOutput!, stats, gamma, beta, rows, training, style),
       [stats],
     );
   } else {
@@ -221,6 +241,7 @@ function batchNormBackward(
   beta: Tensor,
   rows: ChannelRows,
   training: boolean,
+  style: AccessStyle,
 ): (Tensor | null)[] {
   const op = "batchNorm2d";
   const gpu = x.gpu;
@@ -229,7 +250,7 @@ function batchNormBackward(
   let gradBeta: Tensor | null = null;
   // Training-mode dx needs Σdy and Σdy·x̂ per channel, which are exactly beta's and gamma's gradients.
   if (wantParameters || (training && x.requiresGrad)) {
-    const { partials, chunks } = normBackwardSums(op, x, gradOutput, stats, rows);
+    const { partials, chunks } = normBackwardSums(op, style, x, gradOutput, stats, rows);
     ({ gradGamma, gradBeta } = channelParameterGradients(op, partials, chunks, rows));
     partials.release();
   }
@@ -252,7 +273,7 @@ function batchNormBackward(
     } else {
       coefficients = Tensor.zeros(gpu, [rows.channels, 2]); // eval: dx = gamma * rstd * dy
     }
-    gradInput = normInputGradient(op, x, gradOutput, stats, gamma, coefficients, rows);
+    gradInput = normInputGradient(op, style, x, gradOutput, stats, gamma, coefficients, rows);
     coefficients.release();
   }
   if (gradGamma && !gamma.requiresGrad) {

@@ -19,16 +19,29 @@ import { OpError, type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
 import { Params } from "../runtime/uniforms.ts";
 import { chooseMomentsVariant, lanesFor, type MomentsVariant, momentStatistics } from "./reduce.ts";
 
-/** "naive": one invocation per (n, group) does the whole reduction and normalisation serially. */
-export type GroupNormVariant = MomentsVariant | "naive";
+/**
+ * "cpu-fused": one invocation per (n, group) computes the statistics (vec4, one read) and
+ * normalises, in one dispatch; chosen on lavapipe when each group is small, where dispatch overhead
+ * outweighs splitting the work. "naive": the same shape of work done plainly (scalar loads, three
+ * passes): the benchmark baseline.
+ */
+export type GroupNormVariant = MomentsVariant | "cpu-fused" | "naive";
 
 export interface NormVariantOptions<Variant extends string> {
   /** Force a variant (tests run every one; benchmarks time the naive one). */
   variant?: Variant;
 }
 
-export function chooseGroupNormVariant(gpu: Gpu, _shape: Shape): GroupNormVariant {
-  return chooseMomentsVariant(gpu);
+/**
+ * Elements per statistic up to which one fused dispatch beats the chunked three-dispatch path on
+ * lavapipe (measured at SD UNet shapes; see the README's Normalisation section).
+ */
+export const FUSED_NORM_MAX_ELEMENTS = 8192;
+
+export function chooseGroupNormVariant(gpu: Gpu, shape: Shape, groups: number): GroupNormVariant {
+  const moments = chooseMomentsVariant(gpu);
+  const perGroup = sizeOf(shape) / (shape[0] * groups);
+  return moments === "cpu-chunked" && perGroup <= FUSED_NORM_MAX_ELEMENTS ? "cpu-fused" : moments;
 }
 
 const VECTOR_TYPES = {
@@ -37,10 +50,16 @@ const VECTOR_TYPES = {
 } as const;
 
 // ---------------------------------------------------------------------------------------------
-// WGSL shared with batch norm. x is viewed as [rows = N * C, rowLength = spatial]; row r is
-// channel r % C and uses statistic (r / statDivisor) % statModulus (group norm: (n, group);
-// batch norm: channel). Each invocation handles every `chunks`-th load of one row, so neighbouring
-// invocations read neighbouring addresses.
+// WGSL shared with batch norm. x is viewed as [rows = N * C, rowUnits] in loads of 4 (or 1) floats;
+// row r is channel r % C and uses statistic (r / statDivisor) % statModulus (group norm: (n, group);
+// batch norm: channel).
+//
+// Access patterns, chosen per adapter (AccessStyle): elementwise kernels give each invocation a
+// contiguous range of `perInvocation` loads of the flattened tensor, crossing rows as needed. On
+// lavapipe long contiguous runs per invocation are fastest (measured: a contiguous copy ran ~3x
+// faster than the same copy interleaved across invocations); on a GPU perInvocation = 1, so
+// neighbouring invocations touch neighbouring addresses (coalesced). Row sums use (row, chunk)
+// invocations whose chunk is a contiguous span (CPU) or every `chunks`-th load (GPU).
 // ---------------------------------------------------------------------------------------------
 
 const CHANNEL_ROW_HEADER = `
@@ -53,26 +72,26 @@ const NORMALIZE_CHANNELS_TEMPLATE = `
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<{{vector}}>;
-struct Params { rows: u32, rowUnits: u32, chunks: u32, channels: u32, statDivisor: u32, statModulus: u32,
-                hasGamma: u32, hasBeta: u32 }
+struct Params { totalUnits: u32, rowUnits: u32, perInvocation: u32, channels: u32, statDivisor: u32,
+                statModulus: u32, hasGamma: u32, hasBeta: u32 }
 @group(0) @binding(5) var<uniform> params: Params;
 ${CHANNEL_ROW_HEADER}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 64u);
-  if (index >= params.rows * params.chunks) { return; }
-  let row = index / params.chunks;
-  let chunk = index % params.chunks;
-  let channel = row % params.channels;
-  let statistic = statisticOf(row);
-  let mean = stats[4u * statistic];
-  var scale = stats[4u * statistic + 1u];
-  var shift = 0.0;
-  if (params.hasGamma == 1u) { scale *= gamma[channel]; }
-  if (params.hasBeta == 1u) { shift = beta[channel]; }
-  let rowEnd = (row + 1u) * params.rowUnits;
-  for (var u = row * params.rowUnits + chunk; u < rowEnd; u += params.chunks) {
-    y[u] = (x[u] - mean) * scale + shift;
+  let begin = linearIndex(gid, groups, 64u) * params.perInvocation;
+  if (begin >= params.totalUnits) { return; }
+  let end = min(begin + params.perInvocation, params.totalUnits);
+  var u = begin;
+  while (u < end) {
+    let row = u / params.rowUnits;
+    let rowEnd = min((row + 1u) * params.rowUnits, end);
+    let statistic = statisticOf(row);
+    let mean = stats[4u * statistic];
+    var scale = stats[4u * statistic + 1u];
+    var shift = 0.0;
+    if (params.hasGamma == 1u) { scale *= gamma[row % params.channels]; }
+    if (params.hasBeta == 1u) { shift = beta[row % params.channels]; }
+    for (; u < rowEnd; u++) { y[u] = (x[u] - mean) * scale + shift; }
   }
 }`;
 
@@ -82,7 +101,8 @@ const NORM_BACKWARD_SUMS_TEMPLATE = `
 @group(0) @binding(1) var<storage, read> gradOutput: array<{{vector}}>;
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
 @group(0) @binding(3) var<storage, read_write> partials: array<f32>;
-struct Params { rows: u32, rowUnits: u32, chunks: u32, statDivisor: u32, statModulus: u32 }
+struct Params { rows: u32, rowUnits: u32, chunks: u32, chunkStep: u32, unitStep: u32, span: u32,
+                statDivisor: u32, statModulus: u32 }
 @group(0) @binding(4) var<uniform> params: Params;
 fn horizontalSum(v: {{vector}}) -> f32 { return {{horizontalSum}}; }
 ${CHANNEL_ROW_HEADER}
@@ -91,17 +111,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let index = linearIndex(gid, groups, 64u);
   if (index >= params.rows * params.chunks) { return; }
   let row = index / params.chunks;
-  let chunk = index % params.chunks;
   let statistic = statisticOf(row);
   let mean = stats[4u * statistic];
   let rstd = stats[4u * statistic + 1u];
   var sumGrad = {{vector}}(0.0);
   var sumGradCentered = {{vector}}(0.0);
-  let rowEnd = (row + 1u) * params.rowUnits;
-  for (var u = row * params.rowUnits + chunk; u < rowEnd; u += params.chunks) {
-    let g = gradOutput[u];
-    sumGrad += g;
-    sumGradCentered += g * (x[u] - mean);
+  let begin = row * params.rowUnits + (index % params.chunks) * params.chunkStep;
+  let end = min(begin + params.span, (row + 1u) * params.rowUnits);
+  // Blocks of 64 loads summed apart, then added: rounding grows with 64 + n/64 terms, not n.
+  let blockSpan = 64u * params.unitStep;
+  for (var block = begin; block < end; block += blockSpan) {
+    var blockGrad = {{vector}}(0.0);
+    var blockGradCentered = {{vector}}(0.0);
+    for (var u = block; u < min(block + blockSpan, end); u += params.unitStep) {
+      let g = gradOutput[u];
+      blockGrad += g;
+      blockGradCentered += g * (x[u] - mean);
+    }
+    sumGrad += blockGrad;
+    sumGradCentered += blockGradCentered;
   }
   partials[2u * index] = horizontalSum(sumGrad);
   partials[2u * index + 1u] = horizontalSum(sumGradCentered) * rstd;
@@ -115,27 +143,30 @@ const NORM_INPUT_GRADIENT_TEMPLATE = `
 @group(0) @binding(3) var<storage, read> gamma: array<f32>;
 @group(0) @binding(4) var<storage, read> coefficients: array<f32>;
 @group(0) @binding(5) var<storage, read_write> gradInput: array<{{vector}}>;
-struct Params { rows: u32, rowUnits: u32, chunks: u32, channels: u32, statDivisor: u32, statModulus: u32,
-                hasGamma: u32 }
+struct Params { totalUnits: u32, rowUnits: u32, perInvocation: u32, channels: u32, statDivisor: u32,
+                statModulus: u32, hasGamma: u32 }
 @group(0) @binding(6) var<uniform> params: Params;
 ${CHANNEL_ROW_HEADER}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 64u);
-  if (index >= params.rows * params.chunks) { return; }
-  let row = index / params.chunks;
-  let chunk = index % params.chunks;
-  let statistic = statisticOf(row);
-  let mean = stats[4u * statistic];
-  let rstd = stats[4u * statistic + 1u];
-  var weight = 1.0;
-  if (params.hasGamma == 1u) { weight = gamma[row % params.channels]; }
-  let k1 = coefficients[2u * statistic];
-  let k2 = coefficients[2u * statistic + 1u];
-  let rowEnd = (row + 1u) * params.rowUnits;
-  for (var u = row * params.rowUnits + chunk; u < rowEnd; u += params.chunks) {
-    let normalized = (x[u] - mean) * rstd;
-    gradInput[u] = rstd * (weight * gradOutput[u] - k1 - normalized * k2);
+  let begin = linearIndex(gid, groups, 64u) * params.perInvocation;
+  if (begin >= params.totalUnits) { return; }
+  let end = min(begin + params.perInvocation, params.totalUnits);
+  var u = begin;
+  while (u < end) {
+    let row = u / params.rowUnits;
+    let rowEnd = min((row + 1u) * params.rowUnits, end);
+    let statistic = statisticOf(row);
+    let mean = stats[4u * statistic];
+    let rstd = stats[4u * statistic + 1u];
+    var weight = 1.0;
+    if (params.hasGamma == 1u) { weight = gamma[row % params.channels]; }
+    let k1 = coefficients[2u * statistic];
+    let k2 = coefficients[2u * statistic + 1u];
+    for (; u < rowEnd; u++) {
+      let normalized = (x[u] - mean) * rstd;
+      gradInput[u] = rstd * (weight * gradOutput[u] - k1 - normalized * k2);
+    }
   }
 }`;
 
@@ -260,6 +291,94 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   }
 }`;
 
+/**
+ * The fused kernel: one invocation per statistic, like the naive one, but with vec4 loads and the
+ * one-read shifted statistics of the chunked path (exact re-read when ill-conditioned).
+ */
+const FUSED_NORM_TEMPLATE = `
+@group(0) @binding(0) var<storage, read> x: array<{{vector}}>;
+@group(0) @binding(1) var<storage, read> gamma: array<f32>;
+@group(0) @binding(2) var<storage, read> beta: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<{{vector}}>;
+@group(0) @binding(4) var<storage, read_write> stats: array<f32>;
+struct Params { statistics: u32, rowUnits: u32, baseStride: u32, outer: u32, outerStride: u32, inner: u32,
+                channels: u32, hasGamma: u32, hasBeta: u32, eps: f32 }
+@group(0) @binding(5) var<uniform> params: Params;
+fn horizontalSum(v: {{vector}}) -> f32 { return {{horizontalSum}}; }
+${LINEAR_INDEX_WGSL}
+fn rowOf(statistic: u32, a: u32, k: u32) -> u32 {
+  return statistic * params.baseStride + a * params.outerStride + k;
+}
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+  let statistic = linearIndex(gid, groups, 64u);
+  if (statistic >= params.statistics) { return; }
+  let shift = {{firstElement}};
+  var sum = {{vector}}(0.0);
+  var squares = {{vector}}(0.0);
+  for (var a = 0u; a < params.outer; a++) {
+    for (var k = 0u; k < params.inner; k++) {
+      let start = rowOf(statistic, a, k) * params.rowUnits;
+      let end = start + params.rowUnits;
+      // Blocks of 64 loads summed apart, then added: rounding grows with 64 + n/64 terms, not n.
+      for (var block = start; block < end; block += 64u) {
+        var blockSum = {{vector}}(0.0);
+        var blockSquares = {{vector}}(0.0);
+        for (var i = block; i < min(block + 64u, end); i++) {
+          let deviation = x[i] - shift;
+          blockSum += deviation;
+          blockSquares += deviation * deviation;
+        }
+        sum += blockSum;
+        squares += blockSquares;
+      }
+    }
+  }
+  let count = f32(params.outer * params.inner * params.rowUnits * {{lanes}}u);
+  let shiftedSum = horizontalSum(sum);
+  let shiftedSquares = horizontalSum(squares);
+  let mean = shift + shiftedSum / count;
+  let offsetPart = shiftedSum * shiftedSum / count;
+  var m2 = max(shiftedSquares - offsetPart, 0.0);
+  if (offsetPart > 0.875 * shiftedSquares) {
+    var centered = {{vector}}(0.0);
+    for (var a = 0u; a < params.outer; a++) {
+      for (var k = 0u; k < params.inner; k++) {
+        let start = rowOf(statistic, a, k) * params.rowUnits;
+        for (var i = start; i < start + params.rowUnits; i++) {
+          let deviation = x[i] - mean;
+          centered += deviation * deviation;
+        }
+      }
+    }
+    m2 = horizontalSum(centered);
+  }
+  let variance = m2 / count;
+  let rstd = inverseSqrt(variance + params.eps);
+  stats[4u * statistic] = mean;
+  stats[4u * statistic + 1u] = rstd;
+  stats[4u * statistic + 2u] = variance;
+  stats[4u * statistic + 3u] = count;
+  for (var a = 0u; a < params.outer; a++) {
+    for (var k = 0u; k < params.inner; k++) {
+      let row = rowOf(statistic, a, k);
+      var scale = rstd;
+      var offset = 0.0;
+      if (params.hasGamma == 1u) { scale *= gamma[row % params.channels]; }
+      if (params.hasBeta == 1u) { offset = beta[row % params.channels]; }
+      let start = row * params.rowUnits;
+      for (var i = start; i < start + params.rowUnits; i++) { y[i] = (x[i] - mean) * scale + offset; }
+    }
+  }
+}`;
+
+const FUSED_VECTOR_TYPES = {
+  4: { ...VECTOR_TYPES[4], lanes: 4, firstElement: "x[rowOf(statistic, 0u, 0u) * params.rowUnits].x" },
+  1: { ...VECTOR_TYPES[1], lanes: 1, firstElement: "x[rowOf(statistic, 0u, 0u) * params.rowUnits]" },
+} as const;
+
+export const fusedNormSource = (lanes: 4 | 1) => wgsl(FUSED_NORM_TEMPLATE, FUSED_VECTOR_TYPES[lanes]);
+
 export const normalizeChannelsSource = (lanes: 4 | 1) =>
   wgsl(NORMALIZE_CHANNELS_TEMPLATE, VECTOR_TYPES[lanes]);
 export const normBackwardSumsSource = (lanes: 4 | 1) =>
@@ -280,24 +399,56 @@ export interface ChannelRows {
   statModulus: number;
 }
 
-/** Loads of one row each invocation handles: interleaved chunks, enough invocations to fill the device. */
-export function rowChunks(gpu: Gpu, rows: number, rowUnits: number): number {
-  const target = gpu.kind === "cpu" ? 4096 : 131072;
-  return Math.max(1, Math.min(rowUnits, Math.ceil(target / rows)));
+/** Memory access pattern of the elementwise and row-sum kernels (see the WGSL notes above). */
+export type AccessStyle = "cpu" | "gpu";
+
+/** The access style a variant implies: the CPU-style statistics go with CPU-style access. */
+export function accessStyleOf(gpu: Gpu, variant: string | undefined): AccessStyle {
+  if (variant === "cpu-chunked" || variant === "cpu-fused") return "cpu";
+  if (variant === "gpu-workgroup") return "gpu";
+  return gpu.kind === "cpu" ? "cpu" : "gpu";
 }
 
-function rowGeometry(gpu: Gpu, layout: ChannelRows) {
+/** Loads per invocation for elementwise kernels over `totalUnits` loads. */
+export function loadsPerInvocation(style: AccessStyle, totalUnits: number): number {
+  // CPU: ≥ 256 contiguous loads each, at most ~512 invocations (a few per SIMD lane group and core).
+  return style === "cpu" ? Math.max(256, Math.ceil(totalUnits / 512)) : 1;
+}
+
+/** How row sums split a row: (row, chunk) invocations and the loop each one runs. */
+export interface RowSplit {
+  chunks: number;
+  /** Offset of chunk k's first load: k * chunkStep. */
+  chunkStep: number;
+  /** Distance between consecutive loads of one chunk. */
+  unitStep: number;
+  /** Loads from the chunk's first to its end (clipped at the row's end). */
+  span: number;
+}
+
+export function rowSplit(style: AccessStyle, rows: number, rowUnits: number): RowSplit {
+  if (style === "cpu") {
+    // Contiguous chunks of ≥ 64 loads; split rows only when there are too few rows to share out.
+    const chunks = Math.max(1, Math.min(Math.ceil(rowUnits / 64), Math.ceil(256 / rows)));
+    const chunkUnits = Math.ceil(rowUnits / chunks);
+    return { chunks: Math.ceil(rowUnits / chunkUnits), chunkStep: chunkUnits, unitStep: 1, span: chunkUnits };
+  }
+  const chunks = Math.max(1, Math.min(rowUnits, Math.ceil(131072 / rows)));
+  return { chunks, chunkStep: 1, unitStep: chunks, span: rowUnits };
+}
+
+function rowGeometry(layout: ChannelRows) {
   const rows = layout.samples * layout.channels;
   const lanes = lanesFor(layout.rowLength);
   const rowUnits = layout.rowLength / lanes;
-  const chunks = rowChunks(gpu, rows, rowUnits);
-  return { rows, lanes, rowUnits, chunks, invocations: rows * chunks };
+  return { rows, lanes, rowUnits, totalUnits: rows * rowUnits };
 }
 
 /** y = (x - mean) * rstd * gamma + beta per channel row. `gamma`/`beta` may be null (1 and 0). */
 export function normalizeChannels(
   op: string,
   variant: string,
+  style: AccessStyle,
   x: Tensor,
   stats: Tensor,
   gamma: Tensor | null,
@@ -305,7 +456,8 @@ export function normalizeChannels(
   layout: ChannelRows,
 ): Tensor {
   const gpu = x.gpu;
-  const geometry = rowGeometry(gpu, layout);
+  const geometry = rowGeometry(layout);
+  const perInvocation = loadsPerInvocation(style, geometry.totalUnits);
   const y = Tensor.empty(gpu, x.shape);
   launch(
     gpu,
@@ -313,16 +465,16 @@ export function normalizeChannels(
     {
       bindings: [x, stats, gamma ?? x, beta ?? x, y],
       params: new Params().u32(
-        geometry.rows,
+        geometry.totalUnits,
         geometry.rowUnits,
-        geometry.chunks,
+        perInvocation,
         layout.channels,
         layout.statDivisor,
         layout.statModulus,
         gamma ? 1 : 0,
         beta ? 1 : 0,
       ),
-      workgroups: grid(geometry.invocations, 64),
+      workgroups: grid(Math.ceil(geometry.totalUnits / perInvocation), 64),
       flops: 3 * x.size,
       bytes: 8 * x.size,
     },
@@ -330,7 +482,7 @@ export function normalizeChannels(
   return y;
 }
 
-export interface NaiveNormLayout {
+export interface StatisticRows {
   statistics: number;
   rowLength: number;
   baseStride: number;
@@ -347,7 +499,7 @@ export function naiveNormalize(
   gamma: Tensor | null,
   beta: Tensor | null,
   eps: number,
-  layout: NaiveNormLayout,
+  layout: StatisticRows,
 ): { y: Tensor; stats: Tensor } {
   const gpu = x.gpu;
   const y = Tensor.empty(gpu, x.shape);
@@ -378,35 +530,80 @@ export function naiveNormalize(
   return { y, stats };
 }
 
+/** The fused kernel (see FUSED_NORM_TEMPLATE); returns y and the [statistics, 4] stats. */
+export function fusedNormalize(
+  op: string,
+  x: Tensor,
+  gamma: Tensor | null,
+  beta: Tensor | null,
+  eps: number,
+  layout: StatisticRows,
+): { y: Tensor; stats: Tensor } {
+  const gpu = x.gpu;
+  const lanes = lanesFor(layout.rowLength);
+  const y = Tensor.empty(gpu, x.shape);
+  const stats = Tensor.empty(gpu, [layout.statistics, 4]);
+  launch(
+    gpu,
+    { name: op, variant: "cpu-fused", code: fusedNormSource(lanes) },
+    {
+      bindings: [x, gamma ?? x, beta ?? x, y, stats],
+      params: new Params()
+        .u32(
+          layout.statistics,
+          layout.rowLength / lanes,
+          layout.baseStride,
+          layout.outer,
+          layout.outerStride,
+          layout.inner,
+          layout.channels,
+          gamma ? 1 : 0,
+          beta ? 1 : 0,
+        )
+        .f32(eps),
+      workgroups: grid(layout.statistics, 64),
+      flops: 7 * x.size,
+      bytes: 8 * x.size,
+    },
+  );
+  return { y, stats };
+}
+
 /** Per (row, chunk) sums of dy and dy * x̂: a [rows * chunks, 2] tensor. */
 export function normBackwardSums(
   op: string,
+  style: AccessStyle,
   x: Tensor,
   gradOutput: Tensor,
   stats: Tensor,
   layout: ChannelRows,
 ): { partials: Tensor; chunks: number } {
   const gpu = x.gpu;
-  const geometry = rowGeometry(gpu, layout);
-  const partials = Tensor.empty(gpu, [geometry.invocations, 2]);
+  const geometry = rowGeometry(layout);
+  const split = rowSplit(style, geometry.rows, geometry.rowUnits);
+  const invocations = geometry.rows * split.chunks;
+  const partials = Tensor.empty(gpu, [invocations, 2]);
   launch(
     gpu,
-    { name: `${op}Backward`, variant: "row-sums", code: normBackwardSumsSource(geometry.lanes) },
+    { name: `${op}Backward`, variant: `row-sums-${style}`, code: normBackwardSumsSource(geometry.lanes) },
     {
       bindings: [x, gradOutput, stats, partials],
       params: new Params().u32(
         geometry.rows,
         geometry.rowUnits,
-        geometry.chunks,
+        split.chunks,
+        split.chunkStep,
+        split.unitStep,
+        split.span,
         layout.statDivisor,
         layout.statModulus,
       ),
-      workgroups: grid(geometry.invocations, 64),
+      workgroups: grid(invocations, 64),
       flops: 4 * x.size,
-      bytes: 8 * x.size + 8 * geometry.invocations,
+      bytes: 8 * x.size + 8 * invocations,
     },
   );
-  return { partials, chunks: geometry.chunks };
+  return { partials, chunks: split.chunks };
 }
 
 /** gamma and beta gradients [C] from the backward row sums. */
@@ -436,6 +633,7 @@ export function channelParameterGradients(
 /** dx = rstd * (gamma * dy - k1 - x̂ * k2) with (k1, k2) = coefficients[statistic]. */
 export function normInputGradient(
   op: string,
+  style: AccessStyle,
   x: Tensor,
   gradOutput: Tensor,
   stats: Tensor,
@@ -444,23 +642,28 @@ export function normInputGradient(
   layout: ChannelRows,
 ): Tensor {
   const gpu = x.gpu;
-  const geometry = rowGeometry(gpu, layout);
+  const geometry = rowGeometry(layout);
+  const perInvocation = loadsPerInvocation(style, geometry.totalUnits);
   const gradInput = Tensor.empty(gpu, x.shape);
   launch(
     gpu,
-    { name: `${op}Backward`, variant: "input-gradient", code: normInputGradientSource(geometry.lanes) },
+    {
+      name: `${op}Backward`,
+      variant: `input-gradient-${style}`,
+      code: normInputGradientSource(geometry.lanes),
+    },
     {
       bindings: [x, gradOutput, stats, gamma ?? x, coefficients, gradInput],
       params: new Params().u32(
-        geometry.rows,
+        geometry.totalUnits,
         geometry.rowUnits,
-        geometry.chunks,
+        perInvocation,
         layout.channels,
         layout.statDivisor,
         layout.statModulus,
         gamma ? 1 : 0,
       ),
-      workgroups: grid(geometry.invocations, 64),
+      workgroups: grid(Math.ceil(geometry.totalUnits / perInvocation), 64),
       flops: 6 * x.size,
       bytes: 12 * x.size,
     },
@@ -541,11 +744,12 @@ export function groupNorm(
   checkChannelParameter(op, "beta", beta, layout.channels, x);
   checkEps(op, eps);
   const gpu = x.gpu;
-  const variant = options.variant ?? chooseGroupNormVariant(gpu, x.shape);
+  const variant = options.variant ?? chooseGroupNormVariant(gpu, x.shape, groups);
+  const style = accessStyleOf(gpu, variant);
   let y: Tensor;
   let stats: Tensor;
-  if (variant === "naive") {
-    ({ y, stats } = naiveNormalize(op, x, gamma, beta, eps, {
+  if (variant === "naive" || variant === "cpu-fused") {
+    const statisticRows: StatisticRows = {
       statistics: layout.statistics,
       rowLength: layout.spatial,
       baseStride: layout.channelsPerGroup,
@@ -553,7 +757,15 @@ export function groupNorm(
       outerStride: 0,
       inner: layout.channelsPerGroup,
       channels: layout.channels,
-    }));
+    };
+    ({ y, stats } = (variant === "naive" ? naiveNormalize : fusedNormalize)(
+      op,
+      x,
+      gamma,
+      beta,
+      eps,
+      statisticRows,
+    ));
   } else {
     // Each (n, group) is one contiguous span of C/groups * spatial elements.
     stats = momentStatistics(
@@ -565,7 +777,7 @@ export function groupNorm(
       eps,
       variant,
     );
-    y = normalizeChannels(op, variant, x, stats, gamma, beta, layout.rows);
+    y = normalizeChannels(op, variant, style, x, stats, gamma, beta, layout.rows);
   }
   const inputs = [x, gamma, beta].filter((tensor): tensor is Tensor => tensor !== null);
   if (needsGrad(...inputs)) {
@@ -574,7 +786,7 @@ export function groupNorm(
       inputs,
       [y],
       ([gradOutput]) => {
-        const grads = groupNormBackward(x, gradOutput!, stats, gamma, groups, layout, {
+        const grads = groupNormBackward(x, gradOutput!, stats, gamma, groups, layout, style, {
           input: x.requiresGrad,
           gamma: gamma?.requiresGrad ?? false,
           beta: beta?.requiresGrad ?? false,
@@ -599,11 +811,12 @@ function groupNormBackward(
   gamma: Tensor | null,
   groups: number,
   layout: ReturnType<typeof groupLayout>,
+  style: AccessStyle,
   wanted: { input: boolean; gamma: boolean; beta: boolean },
 ): { gradInput: Tensor | null; gradGamma: Tensor | null; gradBeta: Tensor | null } {
   const op = "groupNorm";
   const gpu = x.gpu;
-  const { partials, chunks } = normBackwardSums(op, x, gradOutput, stats, layout.rows);
+  const { partials, chunks } = normBackwardSums(op, style, x, gradOutput, stats, layout.rows);
   let gradInput: Tensor | null = null;
   let gradGamma: Tensor | null = null;
   let gradBeta: Tensor | null = null;
@@ -627,7 +840,7 @@ function groupNormBackward(
         bytes: 4 * partials.size,
       },
     );
-    gradInput = normInputGradient(op, x, gradOutput, stats, gamma, coefficients, layout.rows);
+    gradInput = normInputGradient(op, style, x, gradOutput, stats, gamma, coefficients, layout.rows);
     coefficients.release();
   }
   if (wanted.gamma || wanted.beta) {

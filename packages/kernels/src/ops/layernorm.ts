@@ -12,7 +12,14 @@ import type { Gpu } from "../runtime/device.ts";
 import { grid, LINEAR_INDEX_WGSL, launch, wgsl } from "../runtime/kernel.ts";
 import { OpError, type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
 import { Params } from "../runtime/uniforms.ts";
-import { checkEps, type NormVariantOptions, rowChunks } from "./groupnorm.ts";
+import {
+  type AccessStyle,
+  accessStyleOf,
+  checkEps,
+  loadsPerInvocation,
+  type NormVariantOptions,
+  rowSplit,
+} from "./groupnorm.ts";
 import { chooseMomentsVariant, lanesFor, type MomentsVariant, momentStatistics } from "./reduce.ts";
 
 export type LayerNormVariant = MomentsVariant;
@@ -26,7 +33,9 @@ const VECTOR_TYPES = {
   1: { vector: "f32", horizontalSum: "v" },
 } as const;
 
-// x is [rows, rowUnits] in loads of 1 or 4 floats; each invocation takes every `chunks`-th load of a row.
+// x is [rows, rowUnits] in loads of 1 or 4 floats. Access patterns as in group norm (AccessStyle):
+// elementwise kernels take a contiguous range of `perInvocation` loads (crossing rows), row sums take
+// (row, chunk) invocations with a contiguous (CPU) or interleaved (GPU) chunk.
 
 const LAYER_NORMALIZE_TEMPLATE = `
 @group(0) @binding(0) var<storage, read> x: array<{{vector}}>;
@@ -34,22 +43,27 @@ const LAYER_NORMALIZE_TEMPLATE = `
 @group(0) @binding(2) var<storage, read> gamma: array<{{vector}}>;
 @group(0) @binding(3) var<storage, read> beta: array<{{vector}}>;
 @group(0) @binding(4) var<storage, read_write> y: array<{{vector}}>;
-struct Params { rows: u32, rowUnits: u32, chunks: u32, hasGamma: u32, hasBeta: u32 }
+struct Params { totalUnits: u32, rowUnits: u32, perInvocation: u32, hasGamma: u32, hasBeta: u32 }
 @group(0) @binding(5) var<uniform> params: Params;
 ${LINEAR_INDEX_WGSL}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 64u);
-  if (index >= params.rows * params.chunks) { return; }
-  let row = index / params.chunks;
-  let mean = stats[4u * row];
-  let rstd = stats[4u * row + 1u];
-  let start = row * params.rowUnits;
-  for (var u = index % params.chunks; u < params.rowUnits; u += params.chunks) {
-    var value = (x[start + u] - mean) * rstd;
-    if (params.hasGamma == 1u) { value *= gamma[u]; }
-    if (params.hasBeta == 1u) { value += beta[u]; }
-    y[start + u] = value;
+  let begin = linearIndex(gid, groups, 64u) * params.perInvocation;
+  if (begin >= params.totalUnits) { return; }
+  let end = min(begin + params.perInvocation, params.totalUnits);
+  var u = begin;
+  while (u < end) {
+    let row = u / params.rowUnits;
+    let rowStart = row * params.rowUnits;
+    let rowEnd = min(rowStart + params.rowUnits, end);
+    let mean = stats[4u * row];
+    let rstd = stats[4u * row + 1u];
+    for (; u < rowEnd; u++) {
+      var value = (x[u] - mean) * rstd;
+      if (params.hasGamma == 1u) { value *= gamma[u - rowStart]; }
+      if (params.hasBeta == 1u) { value += beta[u - rowStart]; }
+      y[u] = value;
+    }
   }
 }`;
 
@@ -60,7 +74,7 @@ const LAYER_NORM_ROW_SUMS_TEMPLATE = `
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
 @group(0) @binding(3) var<storage, read> gamma: array<{{vector}}>;
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
-struct Params { rows: u32, rowUnits: u32, chunks: u32, hasGamma: u32 }
+struct Params { rows: u32, rowUnits: u32, chunks: u32, chunkStep: u32, unitStep: u32, span: u32, hasGamma: u32 }
 @group(0) @binding(5) var<uniform> params: Params;
 fn horizontalSum(v: {{vector}}) -> f32 { return {{horizontalSum}}; }
 ${LINEAR_INDEX_WGSL}
@@ -71,20 +85,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let row = index / params.chunks;
   let mean = stats[4u * row];
   let rstd = stats[4u * row + 1u];
-  let start = row * params.rowUnits;
+  let rowStart = row * params.rowUnits;
   var sumGrad = {{vector}}(0.0);
   var sumGradNormalized = {{vector}}(0.0);
-  for (var u = index % params.chunks; u < params.rowUnits; u += params.chunks) {
-    var g = gradOutput[start + u];
-    if (params.hasGamma == 1u) { g *= gamma[u]; }
+  let begin = rowStart + (index % params.chunks) * params.chunkStep;
+  let end = min(begin + params.span, rowStart + params.rowUnits);
+  for (var u = begin; u < end; u += params.unitStep) {
+    var g = gradOutput[u];
+    if (params.hasGamma == 1u) { g *= gamma[u - rowStart]; }
     sumGrad += g;
-    sumGradNormalized += g * (x[start + u] - mean);
+    sumGradNormalized += g * (x[u] - mean);
   }
   partials[2u * index] = horizontalSum(sumGrad);
   partials[2u * index + 1u] = horizontalSum(sumGradNormalized) * rstd;
 }`;
 
-/** dx = rstd * (gamma * dy - mean(gamma * dy) - x̂ * mean(gamma * dy * x̂)), the row's chunks summed here. */
+/** dx = rstd * (gamma * dy - mean(gamma * dy) - x̂ * mean(gamma * dy * x̂)), each row's chunks summed here. */
 const LAYER_NORM_INPUT_GRADIENT_TEMPLATE = `
 @group(0) @binding(0) var<storage, read> x: array<{{vector}}>;
 @group(0) @binding(1) var<storage, read> gradOutput: array<{{vector}}>;
@@ -92,30 +108,35 @@ const LAYER_NORM_INPUT_GRADIENT_TEMPLATE = `
 @group(0) @binding(3) var<storage, read> gamma: array<{{vector}}>;
 @group(0) @binding(4) var<storage, read> partials: array<f32>;
 @group(0) @binding(5) var<storage, read_write> gradInput: array<{{vector}}>;
-struct Params { rows: u32, rowUnits: u32, chunks: u32, hasGamma: u32, rowLength: f32 }
+struct Params { totalUnits: u32, rowUnits: u32, perInvocation: u32, chunks: u32, hasGamma: u32, rowLength: f32 }
 @group(0) @binding(6) var<uniform> params: Params;
 ${LINEAR_INDEX_WGSL}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 64u);
-  if (index >= params.rows * params.chunks) { return; }
-  let row = index / params.chunks;
-  let mean = stats[4u * row];
-  let rstd = stats[4u * row + 1u];
-  var sumGrad = 0.0;
-  var sumGradNormalized = 0.0;
-  for (var j = row * params.chunks; j < (row + 1u) * params.chunks; j++) {
-    sumGrad += partials[2u * j];
-    sumGradNormalized += partials[2u * j + 1u];
-  }
-  let k1 = sumGrad / params.rowLength;
-  let k2 = sumGradNormalized / params.rowLength;
-  let start = row * params.rowUnits;
-  for (var u = index % params.chunks; u < params.rowUnits; u += params.chunks) {
-    var g = gradOutput[start + u];
-    if (params.hasGamma == 1u) { g *= gamma[u]; }
-    let normalized = (x[start + u] - mean) * rstd;
-    gradInput[start + u] = rstd * (g - k1 - normalized * k2);
+  let begin = linearIndex(gid, groups, 64u) * params.perInvocation;
+  if (begin >= params.totalUnits) { return; }
+  let end = min(begin + params.perInvocation, params.totalUnits);
+  var u = begin;
+  while (u < end) {
+    let row = u / params.rowUnits;
+    let rowStart = row * params.rowUnits;
+    let rowEnd = min(rowStart + params.rowUnits, end);
+    let mean = stats[4u * row];
+    let rstd = stats[4u * row + 1u];
+    var sumGrad = 0.0;
+    var sumGradNormalized = 0.0;
+    for (var j = row * params.chunks; j < (row + 1u) * params.chunks; j++) {
+      sumGrad += partials[2u * j];
+      sumGradNormalized += partials[2u * j + 1u];
+    }
+    let k1 = sumGrad / params.rowLength;
+    let k2 = sumGradNormalized / params.rowLength;
+    for (; u < rowEnd; u++) {
+      var g = gradOutput[u];
+      if (params.hasGamma == 1u) { g *= gamma[u - rowStart]; }
+      let normalized = (x[u] - mean) * rstd;
+      gradInput[u] = rstd * (g - k1 - normalized * k2);
+    }
   }
 }`;
 
@@ -228,15 +249,16 @@ export function layerNorm(
   );
   const lanes = lanesFor(width);
   const rowUnits = width / lanes;
-  const chunks = rowChunks(gpu, rows, rowUnits);
+  const style = accessStyleOf(gpu, variant);
+  const perInvocation = loadsPerInvocation(style, rows * rowUnits);
   const y = Tensor.empty(gpu, x.shape);
   launch(
     gpu,
     { name: op, variant, code: layerNormalizeSource(lanes) },
     {
       bindings: [x, stats, gamma ?? x, beta ?? x, y],
-      params: new Params().u32(rows, rowUnits, chunks, gamma ? 1 : 0, beta ? 1 : 0),
-      workgroups: grid(rows * chunks, 64),
+      params: new Params().u32(rows * rowUnits, rowUnits, perInvocation, gamma ? 1 : 0, beta ? 1 : 0),
+      workgroups: grid(Math.ceil((rows * rowUnits) / perInvocation), 64),
       flops: 3 * x.size,
       bytes: 8 * x.size,
     },
@@ -248,7 +270,7 @@ export function layerNorm(
       inputs,
       [y],
       ([gradOutput]) => {
-        const grads = layerNormBackward(x, gradOutput!, stats, gamma, beta);
+        const grads = layerNormBackward(x, gradOutput!, stats, gamma, beta, style);
         const result: (Tensor | null)[] = [grads.gradInput];
         if (gamma) result.push(grads.gradGamma);
         if (beta) result.push(grads.gradBeta);
@@ -268,6 +290,7 @@ function layerNormBackward(
   stats: Tensor,
   gamma: Tensor | null,
   beta: Tensor | null,
+  style: AccessStyle,
 ): { gradInput: Tensor | null; gradGamma: Tensor | null; gradBeta: Tensor | null } {
   const op = "layerNormBackward";
   const gpu = x.gpu;
@@ -279,27 +302,38 @@ function layerNormBackward(
   let gradGamma: Tensor | null = null;
   let gradBeta: Tensor | null = null;
   if (x.requiresGrad) {
-    const chunks = rowChunks(gpu, rows, rowUnits);
-    const partials = Tensor.empty(gpu, [rows * chunks, 2]);
+    const split = rowSplit(style, rows, rowUnits);
+    const partials = Tensor.empty(gpu, [rows * split.chunks, 2]);
     launch(
       gpu,
-      { name: op, variant: "row-sums", code: layerNormRowSumsSource(lanes) },
+      { name: op, variant: `row-sums-${style}`, code: layerNormRowSumsSource(lanes) },
       {
         bindings: [x, gradOutput, stats, gamma ?? x, partials],
-        params: new Params().u32(rows, rowUnits, chunks, gamma ? 1 : 0),
-        workgroups: grid(rows * chunks, 64),
+        params: new Params().u32(
+          rows,
+          rowUnits,
+          split.chunks,
+          split.chunkStep,
+          split.unitStep,
+          split.span,
+          gamma ? 1 : 0,
+        ),
+        workgroups: grid(rows * split.chunks, 64),
         flops: 5 * x.size,
         bytes: 8 * x.size,
       },
     );
+    const perInvocation = loadsPerInvocation(style, rows * rowUnits);
     gradInput = Tensor.empty(gpu, x.shape);
     launch(
       gpu,
-      { name: op, variant: "input-gradient", code: layerNormInputGradientSource(lanes) },
+      { name: op, variant: `input-gradient-${style}`, code: layerNormInputGradientSource(lanes) },
       {
         bindings: [x, gradOutput, stats, gamma ?? x, partials, gradInput],
-        params: new Params().u32(rows, rowUnits, chunks, gamma ? 1 : 0).f32(width),
-        workgroups: grid(rows * chunks, 64),
+        params: new Params()
+          .u32(rows * rowUnits, rowUnits, perInvocation, split.chunks, gamma ? 1 : 0)
+          .f32(width),
+        workgroups: grid(Math.ceil((rows * rowUnits) / perInvocation), 64),
         flops: 6 * x.size,
         bytes: 12 * x.size,
       },

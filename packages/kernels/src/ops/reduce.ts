@@ -563,10 +563,10 @@ export const reduceReference = {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * How the per-chunk statistics are computed. "cpu-chunked": each invocation reads a contiguous
- * chunk twice (mean, then squared deviations) while it sits in L1, no workgroup memory (fast on
- * lavapipe). "gpu-workgroup": 256 invocations read a chunk with coalesced strides and reduce in
- * workgroup memory (fast on GPUs).
+ * How the per-chunk statistics are computed. "cpu-chunked": each invocation reads one contiguous
+ * chunk once (shifted sums, exact re-read when ill-conditioned), no workgroup memory (fast on
+ * lavapipe). "gpu-workgroup": 256 invocations read a chunk with coalesced strides and reduce it in
+ * workgroup memory, two passes (mean, then squared deviations) over the chunk (fast on GPUs).
  */
 export type MomentsVariant = "cpu-chunked" | "gpu-workgroup";
 
@@ -575,8 +575,8 @@ export function chooseMomentsVariant(gpu: Gpu): MomentsVariant {
 }
 
 const VECTOR_TYPES = {
-  4: { vector: "vec4<f32>", lanes: 4, horizontalSum: "v.x + v.y + v.z + v.w" },
-  1: { vector: "f32", lanes: 1, horizontalSum: "v" },
+  4: { vector: "vec4<f32>", lanes: 4, horizontalSum: "v.x + v.y + v.z + v.w", firstElement: "x[begin].x" },
+  1: { vector: "f32", lanes: 1, horizontalSum: "v", firstElement: "x[begin]" },
 } as const;
 
 /** Elements per load: 4 (vec4) when rows start on 16-byte boundaries, else 1. */
@@ -585,8 +585,12 @@ export function lanesFor(rowLength: number): 4 | 1 {
 }
 
 /**
- * Per (row, chunk): count, mean and sum of squared deviations (M2) of the chunk, by two passes over
- * it. Chunks are combined with Chan et al.'s parallel formula, so no pass subtracts large sums.
+ * Per (row, chunk): count, mean and sum of squared deviations (M2) of the chunk, in one read.
+ * Sums are taken about a shift K = the chunk's first element (the "shifted data" algorithm), so a
+ * large common offset cancels exactly; M2 = Σ(x-K)² - (Σ(x-K))²/n loses bits only when K lies far
+ * from the chunk mean, and when that costs more than 3 bits the chunk is re-read and M2 computed
+ * about its exact mean (two-pass). Chunks are then merged with Chan et al.'s parallel formula.
+ * On lavapipe this one-read form measured ~2x faster than two passes per chunk.
  */
 const MOMENTS_CHUNKED_TEMPLATE = `
 @group(0) @binding(0) var<storage, read> x: array<{{vector}}>;
@@ -604,18 +608,38 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let rowStart = row * params.rowUnits;
   let begin = rowStart + chunk * params.chunkUnits;
   let end = rowStart + min((chunk + 1u) * params.chunkUnits, params.rowUnits);
+  let shift = {{firstElement}};
   var sum = {{vector}}(0.0);
-  for (var i = begin; i < end; i++) { sum += x[i]; }
-  let count = f32((end - begin) * {{lanes}}u);
-  let mean = horizontalSum(sum) / count;
   var squares = {{vector}}(0.0);
-  for (var i = begin; i < end; i++) {
-    let deviation = x[i] - mean;
-    squares += deviation * deviation;
+  // Blocks of 64 loads summed apart, then added: rounding grows with 64 + n/64 terms, not n.
+  for (var block = begin; block < end; block += 64u) {
+    var blockSum = {{vector}}(0.0);
+    var blockSquares = {{vector}}(0.0);
+    for (var i = block; i < min(block + 64u, end); i++) {
+      let deviation = x[i] - shift;
+      blockSum += deviation;
+      blockSquares += deviation * deviation;
+    }
+    sum += blockSum;
+    squares += blockSquares;
+  }
+  let count = f32((end - begin) * {{lanes}}u);
+  let shiftedSum = horizontalSum(sum);
+  let shiftedSquares = horizontalSum(squares);
+  let mean = shift + shiftedSum / count;
+  let offsetPart = shiftedSum * shiftedSum / count;
+  var m2 = max(shiftedSquares - offsetPart, 0.0);
+  if (offsetPart > 0.875 * shiftedSquares) {
+    var centered = {{vector}}(0.0);
+    for (var i = begin; i < end; i++) {
+      let deviation = x[i] - mean;
+      centered += deviation * deviation;
+    }
+    m2 = horizontalSum(centered);
   }
   partials[3u * index] = count;
   partials[3u * index + 1u] = mean;
-  partials[3u * index + 2u] = horizontalSum(squares);
+  partials[3u * index + 2u] = m2;
 }`;
 
 const MOMENTS_WORKGROUP_TEMPLATE = `
@@ -716,10 +740,13 @@ export function planMoments(rows: number, rowLength: number, variant: MomentsVar
   const rowUnits = rowLength / lanes;
   let chunks: number;
   if (variant === "cpu-chunked") {
-    // ≤ 256 vec4 per chunk keeps the two passes in L1; ≥ 512 invocations keep both cores' lanes fed.
-    const forCache = Math.ceil(rowUnits / 256);
-    const forParallelism = Math.min(Math.ceil(512 / rows), Math.ceil(rowUnits / 16));
-    chunks = Math.max(forCache, forParallelism, 1);
+    // Long contiguous runs per invocation are fastest on lavapipe (measured: 128-2560 invocations of
+    // one read each); ≤ 1024 loads per chunk keeps the occasional re-read in cache.
+    chunks = Math.max(
+      Math.ceil(rowUnits / 1024),
+      Math.min(Math.ceil(256 / rows), Math.ceil(rowUnits / 64)),
+      1,
+    );
   } else {
     // Workgroups of 256 invocations, at least 256 loads per workgroup, ~1024 workgroups in flight.
     chunks = Math.max(1, Math.min(Math.ceil(1024 / rows), Math.ceil(rowUnits / 256)));
