@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { benchCommand } from "@cxr/cli/bench";
 import { CHEXPERT_LABELS } from "@cxr/data";
 import { type Command, InvalidArgumentError } from "commander";
-import { z } from "zod";
+import * as z from "zod";
 import { DEFAULT_EVALUATION_BENCH, formatEvaluationBench, runEvaluationBench } from "./evaluation/bench.ts";
 import { DEFAULT_EVALUATION_CONFIG, evaluatePredictions, type ModelInput } from "./evaluation/evaluate.ts";
 import { evaluationJson, writeEvaluationOutputs } from "./evaluation/outputs.ts";

@@ -88,14 +88,15 @@ export function readPredictionsCsv(path: string): PredictionTable {
 }
 
 export function parsePredictionsCsv(text: string, source: string): PredictionTable {
-  const parsed = Papa.parse<string[]>(text.replace(/^\uFEFF/, ""), { skipEmptyLines: "greedy" });
+  const content = text.replace(/^\uFEFF/, "");
+  if (content.trim() === "") throw new Error(`${source}: the file is empty (expected a header row)`);
+  const parsed = Papa.parse<string[]>(content, { delimiter: ",", skipEmptyLines: "greedy" });
   if (parsed.errors.length > 0) {
     const first = parsed.errors[0];
     const where = first.row === undefined ? "" : ` at row ${first.row + 1}`;
     throw new Error(`${source}: CSV syntax error${where}: ${first.message}`);
   }
   const [header, ...records] = parsed.data;
-  if (header === undefined) throw new Error(`${source}: the file is empty (expected a header row)`);
   const columns = resolveColumns(header, source);
 
   const rowCount = records.length;

@@ -3,7 +3,7 @@
  * reports, so it is declared once here (zod), typed from the declaration, and checked in tests.
  * Bump EVALUATION_SCHEMA_VERSION on any change that is not a pure addition.
  */
-import { z } from "zod";
+import * as z from "zod";
 
 export const EVALUATION_SCHEMA_VERSION = 1;
 
