@@ -313,7 +313,12 @@ fn rowOf(statistic: u32, a: u32, k: u32) -> u32 {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let statistic = linearIndex(gid, groups, 64u);
   if (statistic >= params.statistics) { return; }
-  let shift = {{firstElement}};
+  // Shift: the mean of the first 16 values (a pilot estimate of the mean), as in the chunked kernel.
+  let pilotStart = rowOf(statistic, 0u, 0u) * params.rowUnits;
+  let pilotEnd = min(pilotStart + {{pilotLoads}}u, pilotStart + params.rowUnits);
+  var pilot = {{vector}}(0.0);
+  for (var i = pilotStart; i < pilotEnd; i++) { pilot += x[i]; }
+  let shift = horizontalSum(pilot) / f32((pilotEnd - pilotStart) * {{lanes}}u);
   var sum = {{vector}}(0.0);
   var squares = {{vector}}(0.0);
   for (var a = 0u; a < params.outer; a++) {
@@ -340,7 +345,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let mean = shift + shiftedSum / count;
   let offsetPart = shiftedSum * shiftedSum / count;
   var m2 = max(shiftedSquares - offsetPart, 0.0);
-  if (offsetPart > 0.875 * shiftedSquares) {
+  if (offsetPart > 0.5 * shiftedSquares) {
     var centered = {{vector}}(0.0);
     for (var a = 0u; a < params.outer; a++) {
       for (var k = 0u; k < params.inner; k++) {
@@ -373,8 +378,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 
 const FUSED_VECTOR_TYPES = {
-  4: { ...VECTOR_TYPES[4], lanes: 4, firstElement: "x[rowOf(statistic, 0u, 0u) * params.rowUnits].x" },
-  1: { ...VECTOR_TYPES[1], lanes: 1, firstElement: "x[rowOf(statistic, 0u, 0u) * params.rowUnits]" },
+  4: { ...VECTOR_TYPES[4], lanes: 4, pilotLoads: 4 },
+  1: { ...VECTOR_TYPES[1], lanes: 1, pilotLoads: 16 },
 } as const;
 
 export const fusedNormSource = (lanes: 4 | 1) => wgsl(FUSED_NORM_TEMPLATE, FUSED_VECTOR_TYPES[lanes]);
