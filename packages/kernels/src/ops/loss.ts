@@ -173,7 +173,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     return;
   }
   let z = logits[index];
-  var local = sigmoidOf(z) - labels[index];
+  let y = labels[index];
+  // sigmoid(z) - y written as (1 - y) sigmoid(z) - y sigmoid(-z): no cancellation when a confident
+  // prediction is right (z >> 0, y = 1 would otherwise subtract 1 from ~1).
+  var local = (1.0 - y) * sigmoidOf(z) - y * sigmoidOf(-z);
   if (params.withRespectToLabels == 1u) { local = -z; }
   gradInput[index] = gradOutput[0] * m * local / weights;
 }`;
@@ -412,7 +415,11 @@ export const bceWithLogitsReference = {
     const weight = mask ? mask.reduce((sum, value) => sum + value, 0) : logits.length;
     const factor = (index: number) => (weight === 0 ? 0 : (gradOutput * (mask ? mask[index] : 1)) / weight);
     return {
-      gradLogits: logits.map((z, index) => factor(index) * (referenceSigmoid(z) - targets[index])),
+      gradLogits: logits.map(
+        (z, index) =>
+          factor(index) *
+          ((1 - targets[index]) * referenceSigmoid(z) - targets[index] * referenceSigmoid(-z)),
+      ),
       gradTargets: logits.map((z, index) => factor(index) * -z),
     };
   },
