@@ -1,5 +1,6 @@
 import { registerCommands as registerClassifierCommands } from "@cxr/classifier/cli";
 import { registerCommands as registerDataCommands } from "@cxr/data/cli";
+import { registerPhantomCommands } from "@cxr/data/cli-phantom";
 import { registerCommands as registerKernelCommands } from "@cxr/kernels/cli";
 import { Command } from "commander";
 
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   registerKernelCommands(program);
   registerDataCommands(program);
+  registerPhantomCommands(program);
   registerClassifierCommands(program);
   return program;
 }

@@ -15,6 +15,7 @@ export * from "./loaders/index.ts";
 export * from "./loaders/mimic.ts";
 export * from "./loaders/options.ts";
 export * from "./loaders/prompt.ts";
+export * from "./phantom/index.ts";
 export * from "./pipeline/batches.ts";
 export * from "./pipeline/filters.ts";
 export * from "./pipeline/random.ts";
