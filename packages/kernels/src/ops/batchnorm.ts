@@ -20,7 +20,7 @@ import {
   channelParameterGradients,
   checkChannelParameter,
   checkEps,
-  FUSED_NORM_MAX_ELEMENTS,
+  chooseNormVariant,
   fusedNormalize,
   type NormVariantOptions,
   naiveNormalize,
@@ -29,12 +29,13 @@ import {
   normInputGradient,
   type StatisticRows,
 } from "./groupnorm.ts";
-import { chooseMomentsVariant, type MomentsVariant, momentStatistics } from "./reduce.ts";
+import { type MomentsVariant, momentStatistics } from "./reduce.ts";
 
 /**
- * "cpu-fused": one invocation per channel computes the statistics (vec4, one read) and normalises,
- * in one dispatch, for small N * H * W on lavapipe. "naive": one invocation per channel reduces all
- * N * H * W values serially (scalar, three passes), then normalises: the benchmark baseline.
+ * As group norm's variants, with one statistic per channel: "cpu-chunked", "gpu-workgroup",
+ * "cpu-fused" (one invocation per channel streams N x H x W values, one dispatch; chosen on lavapipe
+ * when there are enough channels) and "naive" (one invocation per channel, scalar, three serial
+ * passes: the benchmark baseline).
  */
 export type BatchNormVariant = MomentsVariant | "cpu-fused" | "naive";
 
@@ -47,9 +48,7 @@ export interface BatchNormOptions extends NormVariantOptions<BatchNormVariant> {
 }
 
 export function chooseBatchNormVariant(gpu: Gpu, shape: Shape): BatchNormVariant {
-  const moments = chooseMomentsVariant(gpu);
-  const perChannel = sizeOf(shape) / shape[1];
-  return moments === "cpu-chunked" && perChannel <= FUSED_NORM_MAX_ELEMENTS ? "cpu-fused" : moments;
+  return chooseNormVariant(gpu, shape[1]);
 }
 
 /**

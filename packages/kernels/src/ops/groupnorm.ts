@@ -20,10 +20,11 @@ import { Params } from "../runtime/uniforms.ts";
 import { chooseMomentsVariant, lanesFor, type MomentsVariant, momentStatistics } from "./reduce.ts";
 
 /**
- * "cpu-fused": one invocation per (n, group) computes the statistics (vec4, one read) and
- * normalises, in one dispatch; chosen on lavapipe when each group is small, where dispatch overhead
- * outweighs splitting the work. "naive": the same shape of work done plainly (scalar loads, three
- * passes): the benchmark baseline.
+ * "cpu-chunked": statistics split into contiguous chunks per invocation, merged, then a normalise
+ * kernel (parallel within each group, no workgroup memory). "gpu-workgroup": the same with each
+ * chunk reduced by a 256-invocation workgroup in workgroup memory. "cpu-fused": one invocation per
+ * (n, group) streams its group (vec4, one-read statistics) and normalises, in one dispatch.
+ * "naive": one invocation per (n, group), scalar loads, three serial passes: the benchmark baseline.
  */
 export type GroupNormVariant = MomentsVariant | "cpu-fused" | "naive";
 
@@ -33,15 +34,21 @@ export interface NormVariantOptions<Variant extends string> {
 }
 
 /**
- * Elements per statistic up to which one fused dispatch beats the chunked three-dispatch path on
- * lavapipe (measured at SD UNet shapes; see the README's Normalisation section).
+ * Statistics from which the fused CPU kernel has enough independent work for lavapipe (2 threads x
+ * 8 SIMD lanes, 4+ workgroups of 8 to balance): below it, the chunked path splits each group.
+ * Measured on lavapipe at SD UNet and DenseNet shapes (README, Normalisation): with 64 groups the
+ * fused kernel beat the chunked one at 40960 and at 2560 elements per group.
  */
-export const FUSED_NORM_MAX_ELEMENTS = 8192;
+export const FUSED_NORM_MIN_STATISTICS = 32;
+
+/** One source of truth for the CPU choice between the fused and the chunked kernels. */
+export function chooseNormVariant(gpu: Gpu, statistics: number): MomentsVariant | "cpu-fused" {
+  const moments = chooseMomentsVariant(gpu);
+  return moments === "cpu-chunked" && statistics >= FUSED_NORM_MIN_STATISTICS ? "cpu-fused" : moments;
+}
 
 export function chooseGroupNormVariant(gpu: Gpu, shape: Shape, groups: number): GroupNormVariant {
-  const moments = chooseMomentsVariant(gpu);
-  const perGroup = sizeOf(shape) / (shape[0] * groups);
-  return moments === "cpu-chunked" && perGroup <= FUSED_NORM_MAX_ELEMENTS ? "cpu-fused" : moments;
+  return chooseNormVariant(gpu, shape[0] * groups);
 }
 
 const VECTOR_TYPES = {
@@ -309,9 +316,9 @@ ${LINEAR_INDEX_WGSL}
 fn rowOf(statistic: u32, a: u32, k: u32) -> u32 {
   return statistic * params.baseStride + a * params.outerStride + k;
 }
-@compute @workgroup_size(64)
+@compute @workgroup_size({{workgroupSize}})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let statistic = linearIndex(gid, groups, 64u);
+  let statistic = linearIndex(gid, groups, {{workgroupSize}}u);
   if (statistic >= params.statistics) { return; }
   // Shift: the mean of the first 16 values (a pilot estimate of the mean), as in the chunked kernel.
   let pilotStart = rowOf(statistic, 0u, 0u) * params.rowUnits;
@@ -377,9 +384,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   }
 }`;
 
+/** Workgroups of one llvmpipe SIMD batch, so a few dozen statistics still spread over its threads. */
+const FUSED_WORKGROUP_SIZE = 8;
 const FUSED_VECTOR_TYPES = {
-  4: { ...VECTOR_TYPES[4], lanes: 4, pilotLoads: 4 },
-  1: { ...VECTOR_TYPES[1], lanes: 1, pilotLoads: 16 },
+  4: { ...VECTOR_TYPES[4], lanes: 4, pilotLoads: 4, workgroupSize: FUSED_WORKGROUP_SIZE },
+  1: { ...VECTOR_TYPES[1], lanes: 1, pilotLoads: 16, workgroupSize: FUSED_WORKGROUP_SIZE },
 } as const;
 
 export const fusedNormSource = (lanes: 4 | 1) => wgsl(FUSED_NORM_TEMPLATE, FUSED_VECTOR_TYPES[lanes]);
@@ -566,7 +575,7 @@ export function fusedNormalize(
           beta ? 1 : 0,
         )
         .f32(eps),
-      workgroups: grid(layout.statistics, 64),
+      workgroups: grid(layout.statistics, FUSED_WORKGROUP_SIZE),
       flops: 7 * x.size,
       bytes: 8 * x.size,
     },
