@@ -3,14 +3,16 @@
  * into `groups` groups of C / groups channels; each (n, group) is normalised by its own mean and
  * biased variance, then scaled and shifted per channel.
  *
- * Forward: the statistics pass splits each (n, group) span (40960 elements at a 64x64x320 UNet
- * level) into chunks, each reduced by one invocation (lavapipe) or one workgroup (GPU), and merges
- * the chunks with Chan's parallel variance formula; a second kernel normalises. Backward: per
- * (n, channel) sums of dy and dy * x̂, from which one small kernel forms the per-group terms and
- * another the gamma/beta gradients, then an elementwise kernel writes dx.
+ * Forward, by adapter: on a GPU the statistics pass splits each (n, group) span (40960 elements at
+ * the 64x64x320 UNet level) into chunks reduced by one workgroup each and merged with Chan's parallel
+ * variance formula, then a second kernel normalises; on lavapipe, with 32+ groups in the batch, one
+ * fused dispatch gives each (n, group) to one invocation (already enough parallel work for its
+ * threads and SIMD lanes), and with fewer groups the groups are split into per-invocation chunks.
+ * Backward: per (n, channel) sums of dy and dy * x̂, from which one small kernel forms the per-group
+ * terms and another the gamma/beta gradients, then an elementwise kernel writes dx.
  *
- * The channel-row kernels here (normalise, backward sums, input gradient, naive) are shared with
- * batch norm, which is the same computation with statistics per channel across the batch.
+ * The channel-row kernels here (normalise, backward sums, input gradient, fused, naive) are shared
+ * with batch norm, which is the same computation with statistics per channel across the batch.
  */
 import { needsGrad, record } from "../runtime/autograd.ts";
 import type { Gpu } from "../runtime/device.ts";
