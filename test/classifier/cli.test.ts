@@ -8,7 +8,7 @@ import { registerCommands } from "../../packages/classifier/src/cli.ts";
 import { formatPredictionsCsv } from "../../packages/classifier/src/evaluation/predictions.ts";
 import { evaluationDocumentSchema } from "../../packages/classifier/src/evaluation/report-schema.ts";
 import { synthesizePredictions } from "../../packages/classifier/src/evaluation/synthetic.ts";
-import { repositoryRoot, scratchFolder } from "./helpers.ts";
+import { fixtures, repositoryRoot, scratchFolder } from "./helpers.ts";
 
 /** Runs `cxr <args>` in this process and returns what it printed to stdout. */
 async function cxr(args: string[]): Promise<string> {
@@ -123,6 +123,23 @@ describe("cxr evaluate", () => {
     expect(viaValidation.overall).toEqual(second.overall);
   });
 
+  it("runs the README example on the fixtures", async () => {
+    const printed = await cxr([
+      "evaluate",
+      "--predictions",
+      join(fixtures, "example-predictions.csv"),
+      "--validation",
+      join(fixtures, "example-validation.csv"),
+      "--baseline",
+      join(fixtures, "example-baseline.csv"),
+      "--bootstrap-rounds",
+      "20",
+    ]);
+    expect(printed).toContain("500 images of 200 patients; 14 labels.");
+    expect(printed).toMatch(/\| sex \| Underdiagnosis rate \| 0\.1002 \(/);
+    expect(printed).toContain("### Gap changes");
+  });
+
   it("prints the JSON Schema of the document", async () => {
     const schema = JSON.parse(await cxr(["evaluate", "--schema"]));
     expect(schema.properties.schemaVersion.const).toBe(1);
@@ -199,6 +216,6 @@ describe("cxr bench evaluate", () => {
       "5",
     ]);
     expect(printed).toMatch(/predictions: 2000 images of 800 patients x 14 labels/);
-    expect(printed).toMatch(/evaluate with 5 rounds: +\d+\.\d\d s wall/);
+    expect(printed).toMatch(/evaluate with 5 rounds: \d+\.\d\d s wall, \d+\.\d\d s CPU/);
   });
 });

@@ -74,7 +74,12 @@ describe("predictions CSV", () => {
     [
       "half a label",
       [header.slice(0, 7), goodRow.slice(0, 7)],
-      /label "Edema" has one column but not "Edema_prob"/,
+      /label "Edema" has one column but not "Edema_prob"; each/,
+    ],
+    [
+      "a misspelled half of a label",
+      [[...header.slice(0, 7), "Edma_prob"], goodRow],
+      /label "Edema" has one column but not "Edema_prob" \(misspelled as "Edma_prob"\?\)/,
     ],
     ["no label columns", [header.slice(0, 4), goodRow.slice(0, 4)], /no label columns found/],
     [

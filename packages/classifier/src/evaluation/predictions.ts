@@ -208,6 +208,16 @@ function resolveColumns(header: string[], source: string): ResolvedColumns {
     );
   }
   const used = new Set<string>([...REQUIRED_COLUMNS, ...OPTIONAL_COLUMNS]);
+  const labelColumnNames = new Set(
+    CHEXPERT_LABELS.flatMap((label) => [`${label}${TRUE_SUFFIX}`, `${label}${PROBABILITY_SUFFIX}`]).map(
+      (name) => name.toLowerCase(),
+    ),
+  );
+  // A column that looks like a label column but names no CheXpert label is a typo, not extra data.
+  const strayLabelColumns = header.filter((name) => {
+    const key = name.trim().toLowerCase();
+    return (key.endsWith(TRUE_SUFFIX) || key.endsWith(PROBABILITY_SUFFIX)) && !labelColumnNames.has(key);
+  });
   const labels: ChexpertLabel[] = [];
   const labelColumns: ResolvedColumns["labelColumns"] = [];
   for (const label of CHEXPERT_LABELS) {
@@ -218,24 +228,23 @@ function resolveColumns(header: string[], source: string): ResolvedColumns {
     if (trueColumn === undefined && probabilityColumn === undefined) continue;
     if (trueColumn === undefined || probabilityColumn === undefined) {
       const absent = trueColumn === undefined ? `${label}${TRUE_SUFFIX}` : `${label}${PROBABILITY_SUFFIX}`;
+      const hint =
+        strayLabelColumns.length > 0
+          ? ` (misspelled as ${strayLabelColumns.map((name) => `"${name}"`).join(", ")}?)`
+          : "";
       throw new Error(
-        `${source}: label "${label}" has one column but not "${absent}"; each label needs both`,
+        `${source}: label "${label}" has one column but not "${absent}"${hint}; each label needs both`,
       );
     }
     used.add(trueName).add(probabilityName);
     labels.push(label);
     labelColumns.push({ trueColumn, probabilityColumn });
   }
-  // A column that looks like a label column but names no CheXpert label is a typo, not extra data.
-  for (const name of header) {
-    const key = name.trim().toLowerCase();
-    if (used.has(key)) continue;
-    if (key.endsWith(TRUE_SUFFIX) || key.endsWith(PROBABILITY_SUFFIX)) {
-      throw new Error(
-        `${source}: column "${name}" does not name a CheXpert label (expected "<Label>${TRUE_SUFFIX}" and ` +
-          `"<Label>${PROBABILITY_SUFFIX}" with Label one of: ${CHEXPERT_LABELS.join(", ")})`,
-      );
-    }
+  if (strayLabelColumns.length > 0) {
+    throw new Error(
+      `${source}: column "${strayLabelColumns[0]}" does not name a CheXpert label (expected "<Label>${TRUE_SUFFIX}" ` +
+        `and "<Label>${PROBABILITY_SUFFIX}" with Label one of: ${CHEXPERT_LABELS.join(", ")})`,
+    );
   }
   if (labels.length === 0) {
     throw new Error(

@@ -2,7 +2,8 @@
  * Synthetic predictions for the benchmark and tests: patients with demographics, several images
  * each, truth for every label (with uncertain and blank values) and probabilities from a noisy
  * scorer that is deliberately biased against some subgroups, so gaps are non-zero. Probabilities
- * are rounded to 4 decimals, as many exporters do, which creates ties.
+ * are rounded to 4 decimals, as many exporters do, which creates ties. Labels are drawn independently
+ * of each other (No Finding can co-occur with a finding): enough for timing and tests, not a phantom.
  */
 import { CHEXPERT_LABELS, type ChexpertLabel, RACES, type Race, SEXES, type Sex } from "@cxr/data";
 import { createPredictionTable, type PredictionInput, type PredictionTable } from "./predictions.ts";
