@@ -20,6 +20,12 @@ describe("auroc", () => {
     expect(auroc([1, 0, -1, -2, 1], [0.9, 0.1, 0.99, 0.0, 0.05])).toBe(0.5);
   });
 
+  it("rejects truth codes and probabilities it cannot interpret", () => {
+    expect(() => auroc([1, 0.5], [0.2, 0.3])).toThrow(/truth value 0.5 at row 1 is not 1, 0, -1 or blank/);
+    expect(() => auroc([1, 0], [0.2, Number.NaN])).toThrow(/probability NaN at row 1 is outside \[0, 1\]/);
+    expect(auroc([1, 0, Number.NaN], [0.9, 0.1, 0.5])).toBe(1);
+  });
+
   it("is undefined (NaN), not 0.5, with one class", () => {
     expect(auroc([1, 1, 1], [0.2, 0.5, 0.9])).toBeNaN();
     expect(auroc([0, 0, -1], [0.2, 0.5, 0.9])).toBeNaN();

@@ -264,16 +264,26 @@ export function aurocFromCounts(counts: SubgroupCounts, group: number): number {
 }
 
 /**
- * Exact AUROC of one score vector against 0/1 truth (rows with other truth codes are left out);
- * NaN when only one class is present. A convenience over the subgroup pass for callers with plain
- * arrays, such as classifier training.
+ * Exact AUROC of one score vector against truth coded 1, 0, -1 (uncertain) or -2/NaN (blank); only
+ * 1 and 0 take part. NaN when only one class is present. A convenience over the subgroup pass for
+ * callers with plain arrays, such as classifier training.
  */
 export function auroc(truth: ArrayLike<number>, probability: ArrayLike<number>): number {
   const rowCount = truth.length;
   if (probability.length !== rowCount) {
     throw new Error(`auroc: ${rowCount} truth values but ${probability.length} probabilities`);
   }
-  const truthCodes = Int8Array.from(truth);
+  const truthCodes = new Int8Array(rowCount);
+  for (let row = 0; row < rowCount; row++) {
+    const value = truth[row];
+    if (Number.isNaN(value)) truthCodes[row] = TRUTH_BLANK;
+    else if (value === 1 || value === 0 || value === TRUTH_UNCERTAIN || value === TRUTH_BLANK)
+      truthCodes[row] = value;
+    else throw new Error(`auroc: truth value ${value} at row ${row} is not 1, 0, -1 or blank`);
+    if (!(probability[row] >= 0 && probability[row] <= 1)) {
+      throw new Error(`auroc: probability ${probability[row]} at row ${row} is outside [0, 1]`);
+    }
+  }
   const ranked = rankLabel(
     truthCodes,
     Float64Array.from(probability),
