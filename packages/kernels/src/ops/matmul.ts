@@ -329,9 +329,9 @@ const EPILOGUE_WGSL = `
 @group(0) @binding(5) var<uniform> params: Params;
 ${ACTIVATION_WGSL}
 // One output element: add the bias, keep the pre-activation when backward needs it, activate.
-fn storeOutput(index: u32, column: u32, sum: f32) {
+fn storeOutput(index: u32, biasIndex: u32, sum: f32) {
   var value = sum;
-  if (params.hasBias != 0u) { value += bias[column]; }
+  if (params.hasBias != 0u) { value += bias[biasIndex]; }
   if (params.storePreActivation != 0u) { preActivation[index] = value; }
   output[index] = activate(value, params.activation);
 }`;
@@ -435,49 +435,53 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
 }`;
 
 /**
- * Packs one operand into an rgba32float texture array for the CPU variant: packed row r holds
- * (batch = r / rowsPerBatch, outer index r % rowsPerBatch), texel x holds k = 4x .. 4x+3. Rows and k
- * past the operand's end are zero, so the matmul kernel needs no bounds checks in its inner loop.
- * Packed row r lives at texture row r % rowsPerLayer of layer r / rowsPerLayer.
+ * Packs one operand into an rgba32float texture array for the CPU variant. Invocation (x, outer,
+ * batch) writes packed row r = batch * rowsPerBatch + outer, texel x: elements k = 4x .. 4x+3 of that
+ * operand row, zero past K so that padding adds nothing to the sums. (Padded rows are left as they
+ * are: they only feed outputs that are never stored.) Packed row r lives at row r & (layer height - 1)
+ * of layer r >> layerShift; the dispatch grid gives every coordinate directly because integer
+ * division is slow on a CPU.
  */
 export const MATMUL_PACK_WGSL = `
 @group(0) @binding(0) var<storage, read> source: array<f32>;
 @group(0) @binding(1) var packed: texture_storage_2d_array<rgba32float, write>;
 struct Params {
-  texels: u32, width: u32, rowsPerBatch: u32, rows: u32, depth: u32,
-  batchStride: u32, outerStride: u32, depthStride: u32, rowsPerLayer: u32,
+  width: u32, rows: u32, rowsPerBatch: u32, depth: u32,
+  batchStride: u32, outerStride: u32, depthStride: u32, layerShift: u32, rowOffset: u32,
 }
 @group(0) @binding(2) var<uniform> params: Params;
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.texels) { return; }
-  let x = index % params.width;
-  let packedRow = index / params.width;
-  let outer = packedRow % params.rowsPerBatch;
-  let batch = packedRow / params.rowsPerBatch;
+@compute @workgroup_size(16, 16)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let x = gid.x;
+  let outer = gid.y + params.rowOffset;
+  let batch = gid.z;
+  if (x >= params.width || outer >= params.rows) { return; }
+  let base = batch * params.batchStride + outer * params.outerStride;
   var texel = vec4<f32>(0.0);
-  if (outer < params.rows) {
-    let base = batch * params.batchStride + outer * params.outerStride;
-    for (var lane = 0u; lane < 4u; lane++) {
-      let k = x * 4u + lane;
-      if (k < params.depth) { texel[lane] = source[base + k * params.depthStride]; }
-    }
+  for (var lane = 0u; lane < 4u; lane++) {
+    let k = x * 4u + lane;
+    if (k < params.depth) { texel[lane] = source[base + k * params.depthStride]; }
   }
-  textureStore(packed, vec2<u32>(x, packedRow % params.rowsPerLayer), packedRow / params.rowsPerLayer, texel);
+  let packedRow = batch * params.rowsPerBatch + outer;
+  let layerMask = (1u << params.layerShift) - 1u;
+  textureStore(packed, vec2<u32>(x, packedRow & layerMask), packedRow >> params.layerShift, texel);
 }`;
 
 /**
- * The CPU variant's product over packed operands. A workgroup owns WORKGROUP * ROWS output rows and
- * COLUMNS output columns of one batch: invocation `lane` computes rows row0 .. row0 + ROWS - 1. The B
- * texel coordinates depend only on the workgroup and k, so they are the same across lanes.
+ * The CPU variant's product over packed operands. The kernel computes P = R C^T, where R (packedA)
+ * holds the operand whose rows become the kernel's rows and C (packedB) the one whose rows become its
+ * columns: normally R = op(a) and C = op(b)^T; with the roles swapped (when that wastes fewer padded
+ * lanes, e.g. few rows and many columns) R = op(b)^T, C = op(a) and P is the output transposed, which
+ * the store strides undo. A workgroup owns WORKGROUP * ROWS kernel rows and COLUMNS kernel columns of
+ * one batch; invocation `lane` computes ROWS consecutive rows. The packedB coordinates depend only on
+ * the workgroup and k, the same for every lane.
  */
 export const MATMUL_CPU_WGSL = `
 struct Params {
   N: u32, hasBias: u32, activation: u32, storePreActivation: u32,
-  batch: u32, M: u32, depthTexels: u32, rowGroups: u32, columnBlocks: u32,
-  aBatchRows: u32, bBatchRows: u32, aRowsPerLayer: u32, bRowsPerLayer: u32,
+  batch: u32, rows: u32, columns: u32, depthTexels: u32, rowGroups: u32, columnBlocks: u32,
+  aBatchRows: u32, bBatchRows: u32, layerShift: u32,
+  outputBatchStride: u32, outputRowStride: u32, outputColumnStride: u32, swapped: u32,
 }
 @group(0) @binding(0) var packedA: texture_2d_array<f32>;
 @group(0) @binding(1) var packedB: texture_2d_array<f32>;
@@ -495,16 +499,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
   if (batch >= params.batch) { return; }
   let row0 = (rowGroup * WORKGROUP + lane) * ROWS;
   let column0 = columnBlock * COLUMN_VECTORS * 4u;
+  let layerMask = (1u << params.layerShift) - 1u;
   let aRow = batch * params.aBatchRows + row0;
-  let aLayer = aRow / params.aRowsPerLayer;
-  let aY = aRow % params.aRowsPerLayer;
+  let aLayer = aRow >> params.layerShift;
+  let aY = aRow & layerMask;
   let bRow = batch * params.bBatchRows + column0;
-  let bLayer = bRow / params.bRowsPerLayer;
-  let bY = bRow % params.bRowsPerLayer;
+  let bLayer = bRow >> params.layerShift;
+  let bY = bRow & layerMask;
   var acc: array<vec4<f32>, ROWS * COLUMN_VECTORS>;
-  if (row0 < params.M) {
+  if (row0 < params.rows) {
     for (var k4 = 0u; k4 < params.depthTexels; k4++) {
-      // Columns c .. c+3 of B^T as the columns of a matrix: (a row texel) * matrix = 4 dot products.
+      // Four rows of C as the columns of a matrix: (a row texel of R) * matrix = 4 dot products.
       var bColumns: array<mat4x4<f32>, COLUMN_VECTORS>;
       for (var j = 0u; j < COLUMN_VECTORS; j++) {
         let y = bY + j * 4u;
@@ -520,13 +525,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
       }
     }
   }
+  let outputBase = batch * params.outputBatchStride;
   for (var i = 0u; i < ROWS; i++) {
     let row = row0 + i;
-    if (row >= params.M) { break; }
+    if (row >= params.rows) { break; }
     for (var j = 0u; j < COLUMN_VECTORS * 4u; j++) {
       let column = column0 + j;
-      if (column < params.N) {
-        storeOutput((batch * params.M + row) * params.N + column, column, acc[i * COLUMN_VECTORS + j / 4u][j % 4u]);
+      if (column < params.columns) {
+        let index = outputBase + row * params.outputRowStride + column * params.outputColumnStride;
+        storeOutput(index, select(column, row, params.swapped != 0u), acc[i * COLUMN_VECTORS + j / 4u][j % 4u]);
       }
     }
   }
@@ -572,8 +579,6 @@ const CPU_SOURCE = wgsl(MATMUL_CPU_WGSL, {
   columnVectors: MATMUL_CPU_TILE.columns / 4,
   workgroupSize: MATMUL_CPU_TILE.workgroupSize,
 });
-/** Packed texture heights are multiples of this, so no register block straddles two layers. */
-const PACK_ROW_ALIGNMENT = 64;
 
 // ---------------------------------------------------------------------------------------------
 // Problems, scratch resources and dispatch
@@ -615,20 +620,32 @@ interface Epilogue {
   preActivation: Tensor | null;
 }
 
-interface ScratchTexture {
+/** Limits of the CPU variant's texture pool. */
+export const MATMUL_SCRATCH = {
+  /** Idle packing textures kept for reuse beyond this many bytes are destroyed, least recent first. */
+  idleBytesLimit: 512 * 2 ** 20,
+} as const;
+
+interface PackedTexture {
   texture: GPUTexture;
   view: GPUTextureView;
+  /** Size class: texels per row, rows per layer, layers. */
+  key: string;
   width: number;
   height: number;
   layers: number;
+  bytes: number;
+  lastUse: number;
 }
 
 interface Scratch {
   /** Stand-ins bound when there is no bias / no pre-activation to keep (every binding must be bound). */
   noBias: Tensor;
   noPreActivation: Tensor;
-  packedA: ScratchTexture | null;
-  packedB: ScratchTexture | null;
+  /** Idle packing textures by size class, like the buffer pool: reusable as soon as released. */
+  idle: Map<string, PackedTexture[]>;
+  idleBytes: number;
+  clock: number;
 }
 
 const scratchByGpu = new WeakMap<Gpu, Scratch>();
@@ -640,51 +657,137 @@ function scratchOf(gpu: Gpu): Scratch {
       // retain(): these outlive any tidy() scope that happens to create them.
       noBias: Tensor.zeros(gpu, [4]).retain(),
       noPreActivation: Tensor.empty(gpu, [4]).retain(),
-      packedA: null,
-      packedB: null,
+      idle: new Map(),
+      idleBytes: 0,
+      clock: 0,
     };
     scratchByGpu.set(gpu, scratch);
   }
   return scratch;
 }
 
-/** Frees the CPU variant's packing textures (they grow to the largest operand seen and stay). */
+/** Frees the CPU variant's idle packing textures and stand-in buffers (e.g. between training and sampling). */
 export function releaseMatmulScratch(gpu: Gpu): void {
   const scratch = scratchByGpu.get(gpu);
   if (!scratch) return;
-  gpu.flush();
-  scratch.packedA?.texture.destroy();
-  scratch.packedB?.texture.destroy();
+  gpu.flush(); // recorded dispatches may still reference the textures
+  for (const list of scratch.idle.values()) for (const packed of list) packed.texture.destroy();
   scratch.noBias.release();
   scratch.noPreActivation.release();
   scratchByGpu.delete(gpu);
 }
 
-/** Texture geometry for `rows` packed rows of `width` texels, or why it cannot be had. */
-function packedGeometry(gpu: Gpu, width: number, rows: number): { height: number; layers: number } | string {
+/**
+ * A texture for `rows` packed rows of `width` texels, from the pool or new. Like pooled buffers it
+ * may be handed out again as soon as it is released: later writes are queued after earlier reads.
+ */
+function acquirePacked(gpu: Gpu, width: number, rows: number): PackedTexture {
+  const scratch = scratchOf(gpu);
+  const layerHeight = 2 ** layerShiftOf(gpu);
+  const classWidth = Math.min(Math.ceil(width / 16) * 16, gpu.limits.maxTextureDimension2D);
+  const layers = Math.ceil(rows / layerHeight);
+  const height = layers > 1 ? layerHeight : Math.min(Math.ceil(rows / 256) * 256, layerHeight);
+  const key = `${classWidth}x${height}x${layers}`;
+  const reused = scratch.idle.get(key)?.pop();
+  if (reused) {
+    scratch.idleBytes -= reused.bytes;
+    return reused;
+  }
+  const texture = gpu.device.createTexture({
+    label: `matmul packed ${key}`,
+    size: [classWidth, height, layers],
+    format: "rgba32float",
+    usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+  });
+  // A 2d-array view even for one layer: the kernels declare texture_2d_array.
+  const view = texture.createView({ dimension: "2d-array" });
+  return {
+    texture,
+    view,
+    key,
+    width: classWidth,
+    height,
+    layers,
+    bytes: 16 * classWidth * height * layers,
+    lastUse: 0,
+  };
+}
+
+function releasePacked(gpu: Gpu, packed: PackedTexture): void {
+  const scratch = scratchOf(gpu);
+  packed.lastUse = ++scratch.clock;
+  let list = scratch.idle.get(packed.key);
+  if (!list) scratch.idle.set(packed.key, (list = []));
+  list.push(packed);
+  scratch.idleBytes += packed.bytes;
+  if (scratch.idleBytes <= MATMUL_SCRATCH.idleBytesLimit) return;
+  gpu.flush(); // the textures about to go may be referenced by recorded dispatches
+  const byAge = [...scratch.idle.values()].flat().sort((x, y) => x.lastUse - y.lastUse);
+  for (const oldest of byAge) {
+    if (scratch.idleBytes <= MATMUL_SCRATCH.idleBytesLimit) break;
+    const siblings = scratch.idle.get(oldest.key) ?? [];
+    siblings.splice(siblings.indexOf(oldest), 1);
+    scratch.idleBytes -= oldest.bytes;
+    oldest.texture.destroy();
+  }
+}
+
+/**
+ * Packed row r sits in layer r >> layerShift: layers are a power of two rows tall (the largest that
+ * the adapter allows), so kernels find the layer with a shift instead of an integer division. A
+ * one-layer texture is only as tall as it needs to be.
+ */
+function layerShiftOf(gpu: Gpu): number {
+  return Math.floor(Math.log2(gpu.limits.maxTextureDimension2D));
+}
+
+/** Why `rows` packed rows of `width` texels do not fit in a texture array, or null when they do. */
+function packingLimit(gpu: Gpu, width: number, rows: number, batches: number): string | null {
   const maxDimension = gpu.limits.maxTextureDimension2D;
-  const maxLayers = gpu.limits.maxTextureArrayLayers;
   if (width > maxDimension) {
     return `K=${width * 4} needs ${width} texels per packed row, more than the adapter's ${maxDimension}`;
   }
-  const tallest = Math.floor(maxDimension / PACK_ROW_ALIGNMENT) * PACK_ROW_ALIGNMENT;
-  const height = Math.min(Math.ceil(rows / PACK_ROW_ALIGNMENT) * PACK_ROW_ALIGNMENT, tallest);
-  const layers = Math.ceil(rows / height);
-  if (layers > maxLayers) {
-    return `${rows} packed rows need ${layers} texture layers, more than the adapter's ${maxLayers}`;
+  const layers = Math.ceil(rows / 2 ** layerShiftOf(gpu));
+  if (layers > gpu.limits.maxTextureArrayLayers) {
+    return `${rows} packed rows need ${layers} texture layers, more than the adapter's ${gpu.limits.maxTextureArrayLayers}`;
   }
-  return { height, layers };
+  if (batches > gpu.limits.maxComputeWorkgroupsPerDimension) {
+    return `${batches} batches exceed the adapter's ${gpu.limits.maxComputeWorkgroupsPerDimension} workgroups per dimension`;
+  }
+  return null;
 }
 
-/** Rows each operand occupies when packed for the CPU variant. */
-function cpuPackedRows(problem: MatmulShape & { aBatched: boolean; bBatched: boolean }) {
-  const paddedM = Math.ceil(problem.M / MATMUL_CPU_TILE.rows) * MATMUL_CPU_TILE.rows;
-  const paddedN = Math.ceil(problem.N / MATMUL_CPU_TILE.columns) * MATMUL_CPU_TILE.columns;
+/** How the CPU variant lays out a problem: which operand gives the kernel's rows, padded sizes. */
+interface CpuLayout {
+  /** Kernel rows come from b (output columns) and kernel columns from a (output rows). */
+  swapped: boolean;
+  rows: number;
+  columns: number;
+  paddedRows: number;
+  paddedColumns: number;
+  rowsBatched: boolean;
+  columnsBatched: boolean;
+  /** Texels per packed row: K / 4, rounded up. */
+  width: number;
+}
+
+function cpuLayout(problem: MatmulShape & { aBatched: boolean; bBatched: boolean }): CpuLayout {
+  const { rows: blockRows, columns: blockColumns, workgroupSize } = MATMUL_CPU_TILE;
+  const groupRows = blockRows * workgroupSize;
+  // Lanes past the last row and columns past the last one still run: count the padded work.
+  const paddedWork = (rows: number, columns: number) =>
+    Math.ceil(rows / groupRows) * groupRows * Math.ceil(columns / blockColumns) * blockColumns;
+  const swapped = paddedWork(problem.N, problem.M) < paddedWork(problem.M, problem.N);
+  const rows = swapped ? problem.N : problem.M;
+  const columns = swapped ? problem.M : problem.N;
   return {
-    paddedM,
-    paddedN,
-    rowsA: (problem.aBatched ? problem.batch : 1) * paddedM,
-    rowsB: (problem.bBatched ? problem.batch : 1) * paddedN,
+    swapped,
+    rows,
+    columns,
+    paddedRows: Math.ceil(rows / blockRows) * blockRows,
+    paddedColumns: Math.ceil(columns / blockColumns) * blockColumns,
+    rowsBatched: swapped ? problem.bBatched : problem.aBatched,
+    columnsBatched: swapped ? problem.aBatched : problem.bBatched,
     width: Math.ceil(problem.K / 4),
   };
 }
@@ -694,12 +797,12 @@ function cpuVariantLimit(
   gpu: Gpu,
   problem: MatmulShape & { aBatched: boolean; bBatched: boolean },
 ): string | null {
-  const { rowsA, rowsB, width } = cpuPackedRows(problem);
-  for (const rows of [rowsA, rowsB]) {
-    const geometry = packedGeometry(gpu, width, rows);
-    if (typeof geometry === "string") return geometry;
-  }
-  return null;
+  const layout = cpuLayout(problem);
+  const batches = problem.batch;
+  return (
+    packingLimit(gpu, layout.width, (layout.rowsBatched ? batches : 1) * layout.paddedRows, batches) ??
+    packingLimit(gpu, layout.width, (layout.columnsBatched ? batches : 1) * layout.paddedColumns, batches)
+  );
 }
 
 /**
@@ -725,33 +828,6 @@ function variantFor(problem: MatmulProblem, forced: MatmulVariant | undefined): 
       bBatched: problem.b.batched,
     })
   );
-}
-
-function scratchTexture(gpu: Gpu, role: "packedA" | "packedB", width: number, rows: number): ScratchTexture {
-  const geometry = packedGeometry(gpu, width, rows);
-  if (typeof geometry === "string") throw new OpError("matmul", geometry);
-  const scratch = scratchOf(gpu);
-  const current = scratch[role];
-  // Packed row r sits in layer r / height, so any texture at least this wide with enough rows will do.
-  if (current && current.width >= width && current.height * current.layers >= rows) return current;
-  const newWidth = Math.max(width, current?.width ?? 0);
-  const height = Math.max(geometry.height, current?.height ?? 0);
-  const layers = Math.max(Math.ceil(rows / height), 1);
-  if (current) {
-    gpu.flush(); // recorded dispatches still reference the old texture
-    current.texture.destroy();
-  }
-  const texture = gpu.device.createTexture({
-    label: `matmul ${role}`,
-    size: [newWidth, height, layers],
-    format: "rgba32float",
-    usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.TEXTURE_BINDING,
-  });
-  // A 2d-array view even for one layer: the kernels declare texture_2d_array.
-  const view = texture.createView({ dimension: "2d-array" });
-  const created = { texture, view, width: newWidth, height, layers };
-  scratch[role] = created;
-  return created;
 }
 
 function epilogueParams(problem: MatmulShape, epilogue: Epilogue): Params {
@@ -811,39 +887,79 @@ function dispatchStrided(
   );
 }
 
-function pack(
-  gpu: Gpu,
-  source: Tensor,
-  target: ScratchTexture,
-  layout: OperandLayout,
-  batches: number,
-  rows: number,
-  rowsPerBatch: number,
-  depth: number,
-): void {
-  const width = Math.ceil(depth / 4);
-  const texels = width * rowsPerBatch * batches;
-  launch(
-    gpu,
-    { name: "matmulPack", code: MATMUL_PACK_WGSL },
-    {
-      bindings: [source, target.view],
-      params: new Params().u32(
-        texels,
-        width,
-        rowsPerBatch,
-        rows,
-        depth,
-        layout.batchStride,
-        layout.outerStride,
-        layout.depthStride,
-        target.height,
-      ),
-      workgroups: grid(texels, 256),
-      flops: 0,
-      bytes: 4 * batches * rows * depth + 16 * texels,
-    },
-  );
+/** Largest packed-row count per pack dispatch: 65535 workgroups of 16 rows. */
+const PACK_ROWS_PER_DISPATCH = 65535 * 16;
+
+interface PackedOperand {
+  tensor: Tensor;
+  strides: OperandLayout;
+  batches: number;
+  /** Operand rows (kernel rows or columns) per batch, and their padded count in the texture. */
+  rows: number;
+  rowsPerBatch: number;
+  depth: number;
+}
+
+/**
+ * Rows already laid out as whole texels (k contiguous, K a multiple of 64 so each row is a multiple
+ * of the 256-byte copy pitch) are copied into the texture by the copy engine instead of a shader.
+ */
+function canCopyRows(operand: PackedOperand): boolean {
+  const { strides, depth } = operand;
+  return strides.depthStride === 1 && strides.outerStride === depth && depth % 64 === 0;
+}
+
+function copyRows(gpu: Gpu, operand: PackedOperand, target: PackedTexture): void {
+  const layerHeight = 2 ** layerShiftOf(gpu);
+  const encoder = gpu.commandEncoder();
+  for (let batch = 0; batch < operand.batches; batch++) {
+    let packedRow = batch * operand.rowsPerBatch;
+    let sourceRow = 0;
+    while (sourceRow < operand.rows) {
+      const y = packedRow % layerHeight;
+      const count = Math.min(operand.rows - sourceRow, layerHeight - y);
+      const offset = 4 * (batch * operand.strides.batchStride + sourceRow * operand.depth);
+      encoder.copyBufferToTexture(
+        { buffer: operand.tensor.buffer, offset, bytesPerRow: 4 * operand.depth, rowsPerImage: count },
+        { texture: target.texture, origin: [0, y, Math.floor(packedRow / layerHeight)] },
+        [operand.depth / 4, count, 1],
+      );
+      packedRow += count;
+      sourceRow += count;
+    }
+  }
+}
+
+function pack(gpu: Gpu, operand: PackedOperand, target: PackedTexture): void {
+  if (canCopyRows(operand)) {
+    copyRows(gpu, operand, target);
+    return;
+  }
+  const width = Math.ceil(operand.depth / 4);
+  for (let rowOffset = 0; rowOffset < operand.rows; rowOffset += PACK_ROWS_PER_DISPATCH) {
+    const rows = Math.min(PACK_ROWS_PER_DISPATCH, operand.rows - rowOffset);
+    launch(
+      gpu,
+      { name: "matmulPack", code: MATMUL_PACK_WGSL },
+      {
+        bindings: [operand.tensor, target.view],
+        params: new Params().u32(
+          width,
+          operand.rows,
+          operand.rowsPerBatch,
+          operand.depth,
+          operand.strides.batchStride,
+          operand.strides.outerStride,
+          operand.strides.depthStride,
+          layerShiftOf(gpu),
+          rowOffset,
+        ),
+        workgroups: [Math.ceil(width / 16), Math.ceil(rows / 16), operand.batches],
+        flops: 0,
+        bytes: 4 * operand.batches * rows * operand.depth + 16 * operand.batches * rows * width,
+      },
+    );
+  }
 }
 
 function dispatchCpu(problem: MatmulProblem, output: Tensor, epilogue: Epilogue): void {
@@ -856,45 +972,47 @@ function dispatchCpu(problem: MatmulProblem, output: Tensor, epilogue: Epilogue)
       b: problem.b.tensor,
     });
   }
-  const { paddedM, paddedN, rowsA, rowsB, width } = cpuPackedRows(geometry);
-  const packedA = scratchTexture(gpu, "packedA", width, rowsA);
-  const packedB = scratchTexture(gpu, "packedB", width, rowsB);
-  const la = stridesOfA(problem);
-  const lb = stridesOfB(problem);
-  pack(
-    gpu,
-    problem.a.tensor,
-    packedA,
-    la,
-    problem.a.batched ? problem.batch : 1,
-    problem.M,
-    paddedM,
-    problem.K,
-  );
-  pack(
-    gpu,
-    problem.b.tensor,
-    packedB,
-    lb,
-    problem.b.batched ? problem.batch : 1,
-    problem.N,
-    paddedN,
-    problem.K,
-  );
-  const rowsPerGroup = MATMUL_CPU_TILE.rows * MATMUL_CPU_TILE.workgroupSize;
-  const rowGroups = Math.ceil(problem.M / rowsPerGroup);
-  const columnBlocks = paddedN / MATMUL_CPU_TILE.columns;
+  const layout = cpuLayout(geometry);
+  const strides = { a: stridesOfA(problem), b: stridesOfB(problem) };
+  const rowSide = layout.swapped ? "b" : "a";
+  const columnSide = layout.swapped ? "a" : "b";
+  const rowOperand: PackedOperand = {
+    tensor: problem[rowSide].tensor,
+    strides: strides[rowSide],
+    batches: layout.rowsBatched ? problem.batch : 1,
+    rows: layout.rows,
+    rowsPerBatch: layout.paddedRows,
+    depth: problem.K,
+  };
+  const columnOperand: PackedOperand = {
+    tensor: problem[columnSide].tensor,
+    strides: strides[columnSide],
+    batches: layout.columnsBatched ? problem.batch : 1,
+    rows: layout.columns,
+    rowsPerBatch: layout.paddedColumns,
+    depth: problem.K,
+  };
+  const packedA = acquirePacked(gpu, layout.width, rowOperand.batches * layout.paddedRows);
+  const packedB = acquirePacked(gpu, layout.width, columnOperand.batches * layout.paddedColumns);
+  pack(gpu, rowOperand, packedA);
+  pack(gpu, columnOperand, packedB);
+  const rowGroups = Math.ceil(layout.rows / (MATMUL_CPU_TILE.rows * MATMUL_CPU_TILE.workgroupSize));
+  const columnBlocks = layout.paddedColumns / MATMUL_CPU_TILE.columns;
   const groups = problem.batch * rowGroups * columnBlocks;
   const params = epilogueParams(problem, epilogue).u32(
     problem.batch,
-    problem.M,
-    width,
+    layout.rows,
+    layout.columns,
+    layout.width,
     rowGroups,
     columnBlocks,
-    problem.a.batched ? paddedM : 0,
-    problem.b.batched ? paddedN : 0,
-    packedA.height,
-    packedB.height,
+    layout.rowsBatched ? layout.paddedRows : 0,
+    layout.columnsBatched ? layout.paddedColumns : 0,
+    layerShiftOf(gpu),
+    problem.M * problem.N,
+    layout.swapped ? 1 : problem.N,
+    layout.swapped ? problem.N : 1,
+    layout.swapped ? 1 : 0,
   );
   launch(
     gpu,
@@ -906,6 +1024,8 @@ function dispatchCpu(problem: MatmulProblem, output: Tensor, epilogue: Epilogue)
       ...problemCost(problem, epilogue),
     },
   );
+  releasePacked(gpu, packedA);
+  releasePacked(gpu, packedB);
 }
 
 function dispatch(
