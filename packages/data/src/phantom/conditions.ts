@@ -47,7 +47,7 @@ export function baseConditionRate(condition: Condition, age: number, sex: Sex): 
   const male = sex === "male";
   switch (condition) {
     case "heartFailure":
-      return 0.01 + 0.3 * logistic((age - 72) / 9);
+      return 0.015 + 0.35 * logistic((age - 70) / 9);
     case "cardiomegalyIsolated":
       return 0.01 + 0.05 * logistic((age - 68) / 10);
     case "aorticEctasia":
@@ -55,22 +55,22 @@ export function baseConditionRate(condition: Condition, age: number, sex: Sex): 
     case "malignancy":
       return 0.004 + 0.06 * logistic((age - 65) / 8);
     case "incidentalNodule":
-      return 0.01 + 0.035 * logistic((age - 55) / 10);
+      return 0.015 + 0.045 * logistic((age - 55) / 10);
     case "pleuralDisease":
       return (0.002 + 0.025 * logistic((age - 66) / 8)) * (male ? 1.6 : 0.5);
     case "cardiacSurgery":
       return (0.003 + 0.05 * logistic((age - 66) / 7)) * (male ? 1.3 : 0.75);
     case "pneumonia":
       // U-shaped: small children and the elderly.
-      return 0.05 + 0.08 * Math.exp(-age / 5) + 0.08 * logistic((age - 72) / 8);
+      return 0.07 + 0.1 * Math.exp(-age / 5) + 0.1 * logistic((age - 72) / 8);
     case "critical":
-      return 0.04 + 0.12 * logistic((age - 62) / 12);
+      return 0.06 + 0.15 * logistic((age - 62) / 12);
     case "trauma":
       return (0.015 + 0.035 * Math.exp(-(((age - 30) / 16) ** 2))) * (male ? 1.7 : 0.6);
     case "spontaneousPneumothorax":
       // Tall, thin young men.
       return male && age >= 15 && age <= 40 ? 0.015 : 0.002;
     case "basilarAtelectasis":
-      return 0.02 + 0.05 * logistic((age - 65) / 10);
+      return 0.03 + 0.07 * logistic((age - 65) / 10);
   }
 }

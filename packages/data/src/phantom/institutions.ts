@@ -97,7 +97,7 @@ export const INSTITUTIONS: readonly InstitutionProfile[] = [
       olderRaceWeights: { WHITE: 0.32, BLACK: 0.3, ASIAN: 0.1, HISPANIC: 0.28 },
     },
     followUpStudiesMean: 1.2,
-    conditionRates: { critical: 2.4, heartFailure: 1.4, pneumonia: 1.4, trauma: 1.5, malignancy: 0.9 },
+    conditionRates: { critical: 3, heartFailure: 1.5, pneumonia: 1.5, trauma: 1.5, malignancy: 0.9 },
     acquisition: {
       apShare: 0.6,
       exposureGain: { mean: 1.7, sd: 0.15 },

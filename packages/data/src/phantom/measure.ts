@@ -98,6 +98,36 @@ function growRegion(
   return { leaks, touchesOther };
 }
 
+/**
+ * The highest point of a hemidiaphragm that is not hidden by the heart. Walking the lung's columns
+ * from the chest wall inwards, the lung's lowest pixel rises over the dome; where the heart begins, it
+ * jumps up to the heart's upper contour. The highest lowest-pixel before that jump is the dome top (or,
+ * when the heart covers the dome, the cardiophrenic angle).
+ */
+function diaphragmRow(mask: Uint8Array, size: number, label: number, inward: 1 | -1): number {
+  const jump = Math.max(2, Math.round(size * 0.05));
+  let highest = size;
+  let previous = -1;
+  for (let step = 0; step < size; step++) {
+    const col = inward === 1 ? step : size - 1 - step;
+    let lowest = -1;
+    for (let row = size - 1; row >= 0; row--) {
+      if (mask[row * size + col] === label) {
+        lowest = row;
+        break;
+      }
+    }
+    if (lowest < 0) {
+      if (previous >= 0) break;
+      continue;
+    }
+    if (previous >= 0 && previous - lowest > jump) break;
+    if (lowest < highest) highest = lowest;
+    previous = lowest;
+  }
+  return highest;
+}
+
 /** The darkest pixel of a rectangle (fractions of the image). */
 function darkestIn(
   image: Float32Array,
@@ -214,48 +244,113 @@ export function measureCardiothoracicRatio(
     }
   }
   if (firstRow < 0) return null;
-  // The heart is measured below the narrowest mediastinum (above it, the gap is between the apices)
-  // and above the diaphragm: once the gap has narrowed below the heart's widest row, a renewed
-  // widening is the lung bases parting around the domes, not heart.
+  // The heart is measured below the narrowest mediastinum (above it, the gap is between the apices) and
+  // above the diaphragm (below it, the gap widens because the lung bases part around the domes).
   let narrowestRow = firstRow;
   const upperEnd = firstRow + Math.floor((lastRow - firstRow) * 0.5);
   for (let row = firstRow; row <= upperEnd; row++) {
     if (gaps[row] >= 0 && gaps[row] < gaps[narrowestRow]) narrowestRow = row;
   }
-  const tolerance = Math.max(1, Math.round(size * 0.015));
-  const mediastinum = gaps[narrowestRow];
-  const jump = Math.max(3, Math.round(size * 0.06));
+  const lowestHeartRow = Math.min(
+    diaphragmRow(mask, size, RIGHT_LUNG, 1),
+    diaphragmRow(mask, size, LEFT_LUNG, -1),
+    lastRow,
+  );
   let heartWidth = 0;
   let heartRow = -1;
-  let narrowing = false;
-  let narrowestSince = 0;
-  for (let row = narrowestRow; row <= lastRow; row++) {
-    const gap = gaps[row];
-    if (gap < 0) break;
-    const heartStarted = heartWidth > mediastinum + 3 * tolerance;
-    // A sudden widening below the heart's widest row is the lungs parting at the cardiophrenic angles.
-    if (heartStarted && row > narrowestRow && gap - gaps[row - 1] > jump) break;
-    if (!narrowing) {
-      if (gap > heartWidth) {
-        heartWidth = gap;
-        heartRow = row;
-      } else if (gap <= heartWidth - tolerance && heartStarted) {
-        narrowing = true;
-        narrowestSince = gap;
-      }
-    } else {
-      if (gap > narrowestSince + tolerance) break;
-      narrowestSince = Math.min(narrowestSince, gap);
+  for (let row = narrowestRow; row <= lowestHeartRow; row++) {
+    if (gaps[row] > heartWidth) {
+      heartWidth = gaps[row];
+      heartRow = row;
     }
   }
   if (heartRow < 0 || thoraxRow < 0) return null;
+  // The mask's edges sit where the smoothed image crosses a threshold tuned to keep the lungs
+  // enclosed; the borders themselves are placed more precisely at half contrast on the image.
+  const heartEdges = innerEdges(mask, size, heartRow);
+  const thoraxEdges = outerEdges(mask, size, thoraxRow);
+  const heartProfile = rowProfile(image, size, heartRow);
+  const thoraxProfile = rowProfile(image, size, thoraxRow);
+  // The right lung lies at smaller columns than the heart, the left lung at larger ones.
+  const preciseHeart =
+    halfContrastEdge(heartProfile, heartEdges.left, -1) - halfContrastEdge(heartProfile, heartEdges.right, 1);
+  const preciseThorax =
+    halfContrastEdge(thoraxProfile, thoraxEdges.left, 1) -
+    halfContrastEdge(thoraxProfile, thoraxEdges.right, -1);
   return {
-    ratio: heartWidth / thoraxWidth,
-    heartWidth,
-    thoraxWidth,
+    ratio: preciseHeart / preciseThorax,
+    heartWidth: preciseHeart,
+    thoraxWidth: preciseThorax,
     heartRow,
     thoraxRow,
     threshold,
     lungMask: mask,
   };
+}
+
+/** Last right-lung pixel and first left-lung pixel of a row (the lungs' borders with the heart). */
+function innerEdges(mask: Uint8Array, size: number, row: number): { right: number; left: number } {
+  let right = -1;
+  let left = -1;
+  for (let col = 0; col < size; col++) {
+    const label = mask[row * size + col];
+    if (label === RIGHT_LUNG) right = col;
+    if (label === LEFT_LUNG && left < 0) left = col;
+  }
+  return { right, left };
+}
+
+/** First right-lung pixel and last left-lung pixel of a row (the lungs' borders with the chest wall). */
+function outerEdges(mask: Uint8Array, size: number, row: number): { right: number; left: number } {
+  let right = -1;
+  let left = -1;
+  for (let col = 0; col < size; col++) {
+    const label = mask[row * size + col];
+    if (label === RIGHT_LUNG && right < 0) right = col;
+    if (label === LEFT_LUNG) left = col;
+  }
+  return { right, left };
+}
+
+/** A row averaged with its neighbours above and below, to quiet the noise without blurring across. */
+function rowProfile(image: Float32Array, size: number, row: number): Float32Array {
+  const profile = new Float32Array(size);
+  let rows = 0;
+  for (let r = Math.max(0, row - 1); r <= Math.min(size - 1, row + 1); r++, rows++) {
+    for (let col = 0; col < size; col++) profile[col] += image[r * size + col];
+  }
+  for (let col = 0; col < size; col++) profile[col] /= rows;
+  return profile;
+}
+
+function meanOver(profile: Float32Array, from: number, to: number): number {
+  const low = Math.max(0, Math.min(from, to));
+  const high = Math.min(profile.length - 1, Math.max(from, to));
+  let sum = 0;
+  for (let col = low; col <= high; col++) sum += profile[col];
+  return sum / (high - low + 1);
+}
+
+/**
+ * Sub-pixel position of a lung border near `lungPixel` (the mask's last lung pixel), where the profile
+ * crosses halfway between the lung's level and the tissue's level beyond. `outward` points from the
+ * lung into the tissue (+1: tissue at larger columns). Returns the border between pixel centres.
+ */
+function halfContrastEdge(profile: Float32Array, lungPixel: number, outward: 1 | -1): number {
+  const near = Math.max(2, Math.round(profile.length * 0.02));
+  const far = Math.max(4, Math.round(profile.length * 0.05));
+  const lungLevel = meanOver(profile, lungPixel - outward * far, lungPixel - outward * near);
+  const tissueLevel = meanOver(profile, lungPixel + outward * near, lungPixel + outward * far);
+  const half = (lungLevel + tissueLevel) / 2;
+  if (!(tissueLevel > lungLevel)) return lungPixel + outward * 0.5;
+  for (let step = -near; step <= far; step++) {
+    const inside = lungPixel + outward * step;
+    const outside = inside + outward;
+    if (inside < 0 || outside < 0 || inside >= profile.length || outside >= profile.length) continue;
+    if (profile[inside] < half && profile[outside] >= half) {
+      const fraction = (half - profile[inside]) / (profile[outside] - profile[inside]);
+      return inside + outward * fraction;
+    }
+  }
+  return lungPixel + outward * 0.5;
 }

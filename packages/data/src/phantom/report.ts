@@ -99,6 +99,13 @@ function findingPhrases(
   lungHeight: number,
 ): string[] {
   const phrases: string[] = [];
+  // The pneumonia call attaches to the first consolidation, or failing that to the first opacity.
+  let pneumoniaStated = pneumonia === null;
+  const withPneumonia = (phrase: string) => {
+    if (pneumoniaStated) return phrase;
+    pneumoniaStated = true;
+    return phrase + (pneumonia === "positive" ? ", compatible with pneumonia" : ", possibly pneumonia");
+  };
   for (const kind of PRIORITY) {
     const ofKind = findings.filter((finding) => finding.kind === kind);
     if (ofKind.length === 0) continue;
@@ -115,14 +122,13 @@ function findingPhrases(
         );
         break;
       case "consolidation":
-        for (const [index, finding] of ofKind.entries()) {
+        for (const finding of ofKind) {
           if (finding.kind !== "consolidation") continue;
           const density =
             finding.severity === "mild" ? "patchy " : finding.severity === "severe" ? "dense " : "";
-          let phrase = hedge(finding.reported, `${density}${LOBE_NAME[finding.lobe]} consolidation`);
-          if (index === 0 && pneumonia === "positive") phrase += ", compatible with pneumonia";
-          if (index === 0 && pneumonia === "uncertain") phrase += ", possibly pneumonia";
-          phrases.push(phrase);
+          phrases.push(
+            withPneumonia(hedge(finding.reported, `${density}${LOBE_NAME[finding.lobe]} consolidation`)),
+          );
         }
         break;
       case "edema": {
@@ -151,14 +157,16 @@ function findingPhrases(
         const sided = ofKind.filter((finding) => finding.kind === "opacity");
         const wording = (severity: Severity) => (severity === "mild" ? "hazy" : "patchy");
         phrases.push(
-          pairedPhrase(
-            sided,
-            (finding) =>
-              hedge(
-                finding.reported,
-                `${wording(finding.severity)} ${finding.side} ${finding.kind === "opacity" ? zone(finding.blobs[0].y, lungHeight) : ""} opacity`,
-              ),
-            (severity) => `${wording(severity)} bilateral opacities`,
+          withPneumonia(
+            pairedPhrase(
+              sided,
+              (finding) =>
+                hedge(
+                  finding.reported,
+                  `${wording(finding.severity)} ${finding.side} ${finding.kind === "opacity" ? zone(finding.blobs[0].y, lungHeight) : ""} opacity`,
+                ),
+              (severity) => `${wording(severity)} bilateral opacities`,
+            ),
           ),
         );
         break;

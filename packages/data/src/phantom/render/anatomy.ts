@@ -30,7 +30,7 @@ export const BODY_DEPTH_BASE = 0.78;
 export const BODY_DEPTH_PER_SOFT_TISSUE = 0.22;
 const HEART_DENSITY = 0.18;
 const MEDIASTINUM_DENSITY = 0.2;
-const CHEST_WALL_DENSITY = 0.14;
+const CHEST_WALL_DENSITY = 0.22;
 const BREAST_DENSITY = 0.2;
 const TRACHEA_AIR = 0.2;
 const BRONCHUS_AIR = 0.12;
@@ -135,13 +135,13 @@ export function drawAnatomy(layers: Layers, frame: BodyFrame, inputs: AnatomyPas
       // The liver under the right hemidiaphragm is a little denser than the rest of the abdomen.
       soft += 0.06 * belowDiaphragm * smoothstep(0.1, -0.3, x) * smoothstep(1.15, 0.6, u);
       const cavity = cavityDistance(side, u, y);
-      // Chest wall muscles and the ribs seen end-on make a bright band around the lungs.
-      if (cavity < 0 && cavity > -0.16 && u > 0.55 && y > 0) {
+      // Chest wall muscles, the ribs seen end-on and the apical soft tissue make a bright rim around the
+      // lungs.
+      if (cavity < 0 && cavity > -0.22 && u > 0.3) {
+        // Medially the band stops at the diaphragm; laterally it runs on past the costophrenic angle.
+        const aboveAbdomen = Math.max(1 - belowDiaphragm, smoothstep(0.85, 1, u));
         soft +=
-          CHEST_WALL_DENSITY *
-          smoothstep(-0.16, -0.04, cavity) *
-          smoothstep(0.55, 0.8, u) *
-          (1 - belowDiaphragm);
+          CHEST_WALL_DENSITY * smoothstep(-0.22, -0.05, cavity) * smoothstep(0.3, 0.5, u) * aboveAbdomen;
       }
       const mediastinum = mediastinumHalfWidth(anatomy, side.sign, y, mediastinalWidening, lungHeight);
       const inMediastinum =

@@ -29,7 +29,11 @@ import { valueNoise } from "./texture.ts";
 /** Where a collapsing lung stays attached: near the hilum and the base. */
 const COLLAPSE_ANCHOR_LATERAL = 0.18;
 const COLLAPSE_ANCHOR_DEPTH = 0.82;
-const PLEURAL_LINE_DENSITY = 0.14;
+const PLEURAL_LINE_DENSITY = 0.18;
+/** Pleural air relative to the air of normal lung at the same place, before removing parenchyma. */
+const PLEURAL_AIR_GAIN = 1.3;
+/** Airless collapsed lobe: denser than the heart it lies behind. */
+const COLLAPSED_LOBE_DENSITY = 0.14;
 const LESION_DENSITY = 1.6;
 const CALCIFIED_PLAQUE_DENSITY = 0.3;
 
@@ -94,9 +98,10 @@ export function drawFindings(layers: Layers, frame: BodyFrame, inputs: FindingsP
             const collapsed =
               cavityDistance(side, anchorU + (u - anchorU) / keep, anchorY + (y - anchorY) / keep) * keep;
             const pleuralSpace = ramp(-collapsed, pixel) * inCavity;
-            // Pleural air has no parenchyma: it is darker than aerated lung, and has no vessels.
-            aeration *= 1 + pleuralSpace * (1 / LUNG_AIR_FRACTION - 1);
-            aeration *= 1 - 0.4 * finding.collapse * (1 - pleuralSpace);
+            // Pleural air has no parenchyma and spans the full depth of the hemithorax: it is darker than
+            // aerated lung, and has no vessels. The collapsed lung is denser than normal lung.
+            aeration *= 1 + pleuralSpace * (PLEURAL_AIR_GAIN / LUNG_AIR_FRACTION - 1);
+            aeration *= 1 - 0.6 * finding.collapse * (1 - pleuralSpace);
             markingScale *= 1 - pleuralSpace;
             const lineWidth = Math.max(pixel * 0.7, 0.008);
             extraMarkings += PLEURAL_LINE_DENSITY * inCavity * Math.exp(-((collapsed / lineWidth) ** 2));
@@ -122,7 +127,8 @@ export function drawFindings(layers: Layers, frame: BodyFrame, inputs: FindingsP
           case "edema": {
             const hx = u - HILUM_LATERAL;
             const hy = y - HILUM_DEPTH * side.height;
-            const perihilar = Math.exp(-((hx * hx) / 0.16 + (hy * hy) / 0.3));
+            // Bat-wing: densest at the hila, fading towards the periphery, sparing the lateral rim.
+            const perihilar = Math.exp(-((hx * hx) / 0.3 + (hy * hy) / 0.45));
             const haze = finding.haze * perihilar * inCavity;
             aeration *= 1 - haze;
             // Congested upper-zone vessels ("cephalisation").
@@ -155,10 +161,11 @@ export function drawFindings(layers: Layers, frame: BodyFrame, inputs: FindingsP
             const top = side.height * 0.45;
             const depth = (y - top) / (side.height - top);
             if (depth <= 0) break;
-            const width = 0.12 + 0.38 * Math.min(depth, 1);
+            const width = 0.15 + 0.55 * Math.min(depth, 1);
             const triangle = ramp(width - u, edge * 2) * smoothstep(0, 0.15, depth) * inCavity;
             aeration *= 1 - 0.85 * triangle;
             markingScale *= 1 - 0.7 * triangle;
+            extraTissue += COLLAPSED_LOBE_DENSITY * triangle;
             break;
           }
           case "pleuralThickening": {

@@ -11,7 +11,7 @@ export const DOME_LATERAL = 0.45;
 /** Where the lung apex is highest. */
 export const APEX_LATERAL = 0.42;
 /** How quickly the apex curves down medially and laterally. */
-const APEX_CURVATURE = 1.1;
+const APEX_CURVATURE = 1.6;
 /** How far the chest wall tapers in towards the apex (the upper thorax is narrower). */
 const LATERAL_TAPER = 0.36;
 /** The carina (tracheal bifurcation) and the hila, relative to the lung height. */

@@ -35,7 +35,7 @@ export const UNCERTAIN_REPORT_RATE: Readonly<Record<Severity, number>> = {
 export const CARDIOTHORACIC_RATIO_BY_SEVERITY: Readonly<Record<Severity, readonly [number, number]>> = {
   mild: [0.51, 0.55],
   moderate: [0.55, 0.6],
-  severe: [0.6, 0.66],
+  severe: [0.6, 0.65],
 };
 
 const LOBE_REGIONS: Readonly<
@@ -400,10 +400,10 @@ export class FindingSampler {
           break;
         }
         case "critical":
-          if (rng.chance(0.35)) this.atelectasis(rng.chance(0.6) ? "left" : "right", COMMON);
-          if (rng.chance(0.3)) this.effusions(0.5, 0.5, COMMON);
-          if (rng.chance(0.2)) this.edema(COMMON);
-          if (rng.chance(0.2)) {
+          if (rng.chance(0.5)) this.atelectasis(rng.chance(0.6) ? "left" : "right", COMMON);
+          if (rng.chance(0.45)) this.effusions(0.5, 0.5, COMMON);
+          if (rng.chance(0.25)) this.edema(COMMON);
+          if (rng.chance(0.3)) {
             this.opacity("right", COMMON);
             if (rng.chance(0.6)) this.opacity("left", COMMON);
           }
