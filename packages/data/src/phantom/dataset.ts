@@ -14,7 +14,7 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import Papa from "papaparse";
-import { z } from "zod";
+import * as z from "zod";
 import { CHEXPERT_LABELS, type LabelValue, SPLITS, type Split } from "../records.ts";
 import { DEFAULT_SPLIT_FRACTIONS, type PhantomStudy, planPhantomCohort } from "./cohort.ts";
 import { institutionIds } from "./institutions.ts";
