@@ -133,7 +133,7 @@ export function registerPhantomCommands(program: Command): void {
     .addOption(
       new Option("--size <pixels>", "image width and height")
         .choices(PHANTOM_SIZES.map(String))
-        .default("256"),
+        .default("128"),
     )
     .option(
       "--institution <names...>",
