@@ -39,6 +39,8 @@ const HILUM_DENSITY = 0.2;
 /** Angular frequencies of three generations of vessels fanning out from each hilum. */
 const VESSEL_ORDERS = [7, 13, 23];
 const VESSEL_WEIGHTS = [1, 0.75, 0.5];
+/** exp(-12) is 6e-6: below a 16-bit step. */
+const VESSEL_CUTOFF = 12;
 
 function distanceToSegment(px: number, py: number, ax: number, ay: number, bx: number, by: number): number {
   const dx = bx - ax;
@@ -63,9 +65,11 @@ function vesselTree(radius: number, angle: number, seed: number): number {
     const alignment = 1 - Math.cos(frequency * angle + phase + wander);
     const halfWidth = 0.022 * (1 - 0.55 * Math.min(radius, 1.1)) * (1 - 0.15 * order);
     const angularWidth = (frequency * halfWidth) / radius;
-    const profile = Math.exp((-2 * alignment) / (angularWidth * angularWidth));
+    const exponent = (2 * alignment) / (angularWidth * angularWidth);
+    // Most pixels lie between vessels, where the profile is below what an image can show.
+    if (exponent > VESSEL_CUTOFF) continue;
     const fade = smoothstep(start, start + 0.1, radius) * Math.exp(-radius / 0.55);
-    total += VESSEL_WEIGHTS[order] * profile * fade;
+    total += VESSEL_WEIGHTS[order] * Math.exp(-exponent) * fade;
   }
   return total;
 }

@@ -18,6 +18,9 @@ export function expose(layers: Layers, acquisition: Acquisition): Float32Array {
   const windowScale = 1 / (windowHigh - windowLow);
   const noise = new Rng(acquisition.noise.seed);
   const sigma = acquisition.noise.sigma;
+  // Box-Muller gives two independent normals per pair of uniforms; the second is kept for the next pixel.
+  let spare = 0;
+  let hasSpare = false;
   for (let row = 0; row < size; row++) {
     // The anode heel effect: exposure falls off along the tube axis (top to bottom of the film).
     const rowGain = gain * (1 + heel * ((row + 0.5) / size - 0.5));
@@ -28,7 +31,17 @@ export function expose(layers: Layers, acquisition: Acquisition): Float32Array {
       let value = (1 - Math.exp(-rowGain * attenuation) - windowLow) * windowScale;
       value = value <= 0 ? 0 : value >= 1 ? 1 : value ** gamma;
       // Fewer photons reach the detector behind dense tissue, so bright regions are noisier.
-      value += sigma * (0.4 + 0.6 * Math.sqrt(value)) * noise.normal();
+      let normal: number;
+      if (hasSpare) {
+        normal = spare;
+      } else {
+        const radius = Math.sqrt(-2 * Math.log(1 - noise.next()));
+        const angle = 2 * Math.PI * noise.next();
+        normal = radius * Math.cos(angle);
+        spare = radius * Math.sin(angle);
+      }
+      hasSpare = !hasSpare;
+      value += sigma * (0.4 + 0.6 * Math.sqrt(value)) * normal;
       image[index] = value;
     }
   }
