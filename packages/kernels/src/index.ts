@@ -1,5 +1,6 @@
 export * from "./nn/module.ts";
 export * from "./nn/safetensors.ts";
+export * from "./ops/attention.ts";
 export * from "./ops/batchnorm.ts";
 export * from "./ops/binary.ts";
 export * from "./ops/embedding.ts";
