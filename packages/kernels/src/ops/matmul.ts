@@ -4,11 +4,12 @@
  * (bias over columns, then ReLU / SiLU / GELU). Backward for both operands and the bias.
  *
  * Three variants, chosen per adapter by `chooseMatmulVariant`:
- * - "cpu-register-blocked" (lavapipe/llvmpipe): operands are first packed into zero-padded rgba32float
- *   textures (4 consecutive k per texel), then each invocation keeps a ROWS x COLUMNS block of outputs in
- *   registers and reads operands only through `textureLoad`. No workgroup memory. The columns of a block
- *   are the same for every invocation of a workgroup, so llvmpipe loads that operand once per SIMD
- *   batch instead of once per lane (PLATFORM.md: per-lane loads are what costs on a CPU).
+ * - "cpu-register-blocked" (lavapipe/llvmpipe): operands are first packed into rgba32float textures
+ *   (4 consecutive k per texel, zero past K; by the copy engine when rows are already k-contiguous),
+ *   then each invocation keeps a 4 x 16 block of outputs in registers and reads operands only through
+ *   `textureLoad`, 20 texel loads per 256 multiply-adds. No workgroup memory. On llvmpipe every load
+ *   with a per-lane address is per-lane scalar code (PLATFORM.md), and texel fetches measured 1.2-1.6x
+ *   cheaper than vec4 buffer loads of the same packed data.
  * - "gpu-tiled": 64x64 output tile per workgroup staged through workgroup memory, 4x4 per invocation.
  * - "naive": one output per invocation, reading both operands straight from their buffers.
  */
@@ -473,8 +474,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
  * columns: normally R = op(a) and C = op(b)^T; with the roles swapped (when that wastes fewer padded
  * lanes, e.g. few rows and many columns) R = op(b)^T, C = op(a) and P is the output transposed, which
  * the store strides undo. A workgroup owns WORKGROUP * ROWS kernel rows and COLUMNS kernel columns of
- * one batch; invocation `lane` computes ROWS consecutive rows. The packedB coordinates depend only on
- * the workgroup and k, the same for every lane.
+ * one batch; invocation `lane` computes ROWS consecutive rows. Block shape, measured on lavapipe at
+ * 1024^3 (process CPU time): 4x16, 8x8 and 16x16 within noise of each other (16x16 spills registers);
+ * 1 or 2 rows per lane 1.5-3x slower (more texel loads per multiply-add); workgroups of 8-64 lanes
+ * alike, so 16 lanes keep few-row products from idling lanes.
  */
 export const MATMUL_CPU_WGSL = `
 struct Params {
@@ -808,7 +811,8 @@ function cpuVariantLimit(
 /**
  * Products with this few rows or columns are matrix-vector work: each output of the naive kernel
  * already reads its row and column once, and packing would cost more than it saves (measured on
- * lavapipe: 1x1280x320 and 2x1000x1024 run 1.4-3x faster naive; from 8 rows on packing wins by 3x+).
+ * lavapipe: 1x1280x320 and 2x1000x1024 run 1.4-3x faster naive; from 8 rows on packing wins by
+ * 2.7x or more).
  */
 const CPU_NAIVE_MAX_ROWS = 4;
 
