@@ -8,6 +8,7 @@ export * from "./ops/groupnorm.ts";
 export * from "./ops/layernorm.ts";
 export * from "./ops/layout.ts";
 export * from "./ops/loss.ts";
+export * from "./ops/matmul.ts";
 export * from "./ops/optim.ts";
 export * from "./ops/pooling.ts";
 export * from "./ops/random.ts";
