@@ -13,7 +13,7 @@
  * - "gpu-tiled": 64x64 output tile per workgroup staged through workgroup memory, 4x4 per invocation.
  * - "naive": one output per invocation, reading both operands straight from their buffers.
  */
-import { needsGrad, noGrad, record } from "../runtime/autograd.ts";
+import { needsGrad, record } from "../runtime/autograd.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { grid, LINEAR_INDEX_WGSL, launch, wgsl } from "../runtime/kernel.ts";
 import { formatShape, OpError, type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
@@ -1228,16 +1228,16 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
       "matmul",
       inputs,
       [output],
-      ([gradOutput]) =>
-        noGrad(() => {
-          const gradZ =
-            activation === "none"
-              ? gradOutput!
-              : activationBackward(gradOutput!, preActivation ?? output, activation);
-          const grads = matmulBackward(variant, problem, gradZ, a, b, bias);
-          if (gradZ !== gradOutput) gradZ.release();
-          return grads;
-        }),
+      // The backward products dispatch directly, so they record nothing on the tape.
+      ([gradOutput]) => {
+        const gradZ =
+          activation === "none"
+            ? gradOutput!
+            : activationBackward(gradOutput!, preActivation ?? output, activation);
+        const grads = matmulBackward(variant, problem, gradZ, a, b, bias);
+        if (gradZ !== gradOutput) gradZ.release();
+        return grads;
+      },
       preActivation ? [preActivation] : [],
     );
   }
