@@ -1,0 +1,181 @@
+/**
+ * Attention benchmarks: the issue's target shape (8 heads, 1024 tokens, head size 64) forward and
+ * forward+backward, and the UNet's cross-attention (4096 latent tokens of a 64x64 latent attending to
+ * CLIP's 77 text tokens, batch 2 for classifier-free guidance, 5 heads of 64). Each case runs the fused
+ * kernel next to our own matmul -> softmax -> matmul composition on the same inputs: the issue's
+ * baseline (the composition is what a library without a fused kernel would run). The forward case
+ * also reports the working memory of both at 1024 and 2048 tokens, to show linear vs quadratic growth.
+ */
+import {
+  type AttentionShape,
+  attention,
+  attentionComposed,
+  attentionCost,
+  chooseAttentionVariant,
+} from "../ops/attention.ts";
+import { backward, noGrad } from "../runtime/autograd.ts";
+import type { Gpu } from "../runtime/device.ts";
+import { Tensor } from "../runtime/tensor.ts";
+import type { BenchCase, BenchInstance } from "./types.ts";
+
+const COMPOSED_LABEL = "naive = our matmul-softmax-matmul composition";
+
+/** Deterministic values in [-1, 1) (xorshift), so runs are comparable. */
+function benchValues(count: number, seed: number): Float32Array {
+  let state = seed >>> 0 || 1;
+  const values = new Float32Array(count);
+  for (let index = 0; index < count; index++) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    values[index] = ((state >>> 0) / 4294967296) * 2 - 1;
+  }
+  return values;
+}
+
+interface AttentionInputs {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  release(): void;
+}
+
+function inputsFor(gpu: Gpu, shape: AttentionShape, trainable: boolean): AttentionInputs {
+  const { batch, heads, queryLength, keyLength, headDim } = shape;
+  const make = (length: number, seed: number) => {
+    const tensor = Tensor.upload(gpu, benchValues(batch * heads * length * headDim, seed), [
+      batch,
+      heads,
+      length,
+      headDim,
+    ]);
+    return trainable ? tensor.trainable() : tensor;
+  };
+  const q = make(queryLength, 11);
+  const k = make(keyLength, 13);
+  const v = make(keyLength, 17);
+  return {
+    q,
+    k,
+    v,
+    release: () => {
+      for (const tensor of [q, k, v]) tensor.release();
+    },
+  };
+}
+
+type AttentionFunction = (q: Tensor, k: Tensor, v: Tensor) => Tensor;
+const fused: AttentionFunction = (q, k, v) => attention(q, k, v);
+const composed: AttentionFunction = (q, k, v) => attentionComposed(q, k, v);
+
+/** Forward and backward through `fn`; gradients are released, so repeated calls do not accumulate. */
+function trainingStep(fn: AttentionFunction, inputs: AttentionInputs, gradOutput: Tensor): void {
+  const output = fn(inputs.q, inputs.k, inputs.v);
+  backward(output, gradOutput);
+  output.release();
+  for (const tensor of [inputs.q, inputs.k, inputs.v]) {
+    tensor.grad?.release();
+    tensor.grad = null;
+  }
+}
+
+/**
+ * Pool bytes in use at the peak of one call, above what was in use when it started (the inputs):
+ * the op's output plus every temporary. Synchronous: the pool counts allocations as they are recorded.
+ */
+function workingBytes(gpu: Gpu, call: () => void): number {
+  gpu.pool.resetPeak();
+  const before = gpu.pool.snapshot().inUseBytes;
+  call();
+  return gpu.pool.snapshot().peakInUseBytes - before;
+}
+
+const mebibytes = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+
+/** Working memory of fused and composed forward at each length (8 heads of 64, batch 1). */
+function forwardMemoryReport(gpu: Gpu, lengths: number[]): Record<string, string> {
+  const report: Record<string, string> = {};
+  for (const length of lengths) {
+    const shape = { batch: 1, heads: 8, queryLength: length, keyLength: length, headDim: 64 };
+    const inputs = inputsFor(gpu, shape, false);
+    const measure = (fn: AttentionFunction) =>
+      workingBytes(gpu, () => noGrad(() => fn(inputs.q, inputs.k, inputs.v)).release());
+    report[`mem@${length} fused/composed`] = `${mebibytes(measure(fused))} / ${mebibytes(measure(composed))}`;
+    inputs.release();
+  }
+  return report;
+}
+
+interface AttentionBenchSpec {
+  shape: AttentionShape;
+  context: string;
+  /** Time forward and backward together (a training step of the op) instead of forward alone. */
+  withBackward?: boolean;
+  targetSpeedup?: number;
+  /** Lengths at which `extra()` measures working memory of both paths (forward cases). */
+  memoryLengths?: number[];
+}
+
+function describeShape({ batch, heads, queryLength, keyLength, headDim }: AttentionShape): string {
+  const lengths = queryLength === keyLength ? `${queryLength}` : `${queryLength}x${keyLength}`;
+  return `B${batch} H${heads} L${lengths} D${headDim} fp32`;
+}
+
+function attentionCase(spec: AttentionBenchSpec): BenchCase {
+  const cost = attentionCost(spec.shape);
+  return {
+    op: spec.withBackward ? "attentionBackward" : "attention",
+    shape: `${describeShape(spec.shape)}${spec.withBackward ? " fwd+bwd" : ""}`,
+    context: spec.context,
+    targetSpeedup: spec.targetSpeedup,
+    flops: cost.forwardFlops + (spec.withBackward ? cost.backwardFlops : 0),
+    bytes: cost.forwardBytes + (spec.withBackward ? cost.backwardBytes : 0),
+    async setup(gpu: Gpu): Promise<BenchInstance> {
+      const inputs = inputsFor(gpu, spec.shape, spec.withBackward ?? false);
+      const { batch, heads, queryLength, headDim } = spec.shape;
+      const gradOutput = spec.withBackward
+        ? Tensor.upload(gpu, benchValues(batch * heads * queryLength * headDim, 19), inputs.q.shape)
+        : null;
+      const call = (fn: AttentionFunction) => () => {
+        if (gradOutput) trainingStep(fn, inputs, gradOutput);
+        else fn(inputs.q, inputs.k, inputs.v).release();
+      };
+      return {
+        run: call(fused),
+        naive: call(composed),
+        naiveLabel: `${COMPOSED_LABEL}; fused variant chosen: ${chooseAttentionVariant(gpu, spec.shape)}`,
+        extra: () => {
+          if (spec.memoryLengths) return forwardMemoryReport(gpu, spec.memoryLengths);
+          if (!gradOutput) return {};
+          const measure = (fn: AttentionFunction) =>
+            workingBytes(gpu, () => trainingStep(fn, inputs, gradOutput));
+          return {
+            "mem fwd+bwd fused/composed": `${mebibytes(measure(fused))} / ${mebibytes(measure(composed))}`,
+          };
+        },
+        dispose: () => {
+          inputs.release();
+          gradOutput?.release();
+        },
+      };
+    },
+  };
+}
+
+export const ATTENTION_BENCH_CASES: BenchCase[] = [
+  attentionCase({
+    shape: { batch: 1, heads: 8, queryLength: 1024, keyLength: 1024, headDim: 64 },
+    context: "issue target: self-attention, 8 heads x 1024 tokens x 64",
+    targetSpeedup: 1,
+    memoryLengths: [1024, 2048],
+  }),
+  attentionCase({
+    shape: { batch: 1, heads: 8, queryLength: 1024, keyLength: 1024, headDim: 64 },
+    context: "the same, forward and backward (one training step of the op)",
+    withBackward: true,
+  }),
+  attentionCase({
+    shape: { batch: 2, heads: 5, queryLength: 4096, keyLength: 77, headDim: 64 },
+    context: "UNet cross-attention: 64x64 latent tokens x 77 CLIP tokens, CFG batch 2",
+  }),
+];
