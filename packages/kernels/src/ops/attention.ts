@@ -9,10 +9,10 @@
  * Every kernel gives each invocation one row (a query row; a key row for dK/dV) and streams the other
  * side in blocks of BLOCK rows that all invocations of a workgroup share. The variants differ only in
  * how a shared block reaches the invocations:
- * - "cpu-rows" (llvmpipe): no workgroup memory. With subgroups, each SIMD lane loads a different row of
- *   the block and `subgroupBroadcast` hands it to the others (llvmpipe turns a load of one address by
- *   every lane into one scalar load per lane; a broadcast is a register shuffle). Without subgroups,
- *   every lane reads the shared row itself.
+ * - "cpu-rows" (llvmpipe): no workgroup memory. Each SIMD lane loads a different row of the block and
+ *   `subgroupBroadcast` hands it to the others: llvmpipe turns a load of one address by every lane into
+ *   one scalar load per lane, while a broadcast is a register shuffle. Needs subgroups of >= 8 lanes
+ *   (llvmpipe has them); a CPU adapter without them runs "gpu-tiled", which is correct anywhere.
  * - "gpu-tiled": the workgroup stages the block in workgroup memory, then every row reads it there.
  * The head dimension is a uniform, not compiled in: per-row accumulators live in the output (or
  * gradient) rows themselves, so one pipeline serves every D and compiles in seconds on llvmpipe, where
@@ -139,8 +139,8 @@ const NEG_BIG: f32 = -3.0e38;
 const LN2: f32 = 0.6931471805599453;
 const LOG2E: f32 = 1.4426950408889634;
 fn total(x: Row) -> f32 { return x.x + x.y + x.z + x.w; }
-// Non-short-circuit & and | throughout: a short-circuit becomes a branch per use, and llvmpipe
-// compiles branches into masked blocks that multiply its compile time.
+// Non-short-circuit & and |: both sides are cheap, and a short-circuit would be a branch per key.
+// Without a mask, keyMask is some other buffer; an out-of-range read there is clamped by WebGPU.
 fn keyKept(batch: u32, j: u32) -> bool {
   return (params.useMask == 0u) | (keyMask[batch * params.keyLength + j] != 0.0);
 }
@@ -333,7 +333,7 @@ const lines = (block: number, line: (t: number) => string, separator = "\n    ")
 const sumOf = (block: number, term: (t: number) => string) =>
   Array.from({ length: block }, (_, t) => term(t)).join(" + ");
 
-/** Fills a kernel template's generated blocks for one shared-row source. */
+/** Fills a kernel template's generated (unrolled) blocks for one variant. */
 function kernelBlocks(kernel: AttentionKernel, variant: AttentionVariant): Record<string, string> {
   const block = BLOCK_ROWS[variant];
   const max = Array.from({ length: block }, (_, t) => `score${t}`).reduce((a, b) => `max(${a}, ${b})`);
