@@ -1,4 +1,4 @@
-import { backward, noGrad, UNARY_FUNCTIONS, type UnaryKind, unary, unaryReference } from "@cxr/kernels";
+import { add, backward, noGrad, UNARY_FUNCTIONS, type UnaryKind, unary, unaryReference } from "@cxr/kernels";
 import { describe, it } from "vitest";
 import { asFloat32, expectClose, finiteDifferenceGradient, randomValues, upload } from "./helpers.ts";
 
@@ -56,5 +56,17 @@ describe("unary without gradients", () => {
     const x = await upload([1, -2, 3], [3], true);
     const y = noGrad(() => unary("relu", x));
     if (y.requiresGrad || y.node) throw new Error("noGrad recorded a node");
+  });
+});
+
+describe("gradient accumulation", () => {
+  it("adds the gradients of a tensor used twice (fan-out), and across backward calls", async () => {
+    const x = await upload([1, -2, 3], [3], true);
+    const y = unary("scale", unary("scale", x, 2), 1);
+    const z = unary("scale", x, 3);
+    backward(add(y, z), await upload([1, 1, 1], [3]));
+    expectClose(await x.grad!.download(), [5, 5, 5], { atol: 0, rtol: 0 }, "fan-out");
+    backward(unary("scale", x, 4), await upload([1, 1, 1], [3]));
+    expectClose(await x.grad!.download(), [9, 9, 9], { atol: 0, rtol: 0 }, "accumulated across calls");
   });
 });

@@ -62,7 +62,7 @@ export function record(
 }
 
 const ACCUMULATE_WGSL = `
-@group(0) @binding(0) var<storage, read_write> target: array<f32>;
+@group(0) @binding(0) var<storage, read_write> total: array<f32>;
 @group(0) @binding(1) var<storage, read> source: array<f32>;
 struct Params { size: u32 }
 @group(0) @binding(2) var<uniform> params: Params;
@@ -70,7 +70,7 @@ ${LINEAR_INDEX_WGSL}
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let index = linearIndex(gid, groups, 256u);
-  if (index < params.size) { target[index] = target[index] + source[index]; }
+  if (index < params.size) { total[index] = total[index] + source[index]; }
 }`;
 
 /** target += source, same shape. The one op autograd itself needs. */

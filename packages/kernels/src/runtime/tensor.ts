@@ -199,7 +199,10 @@ export class Tensor {
    */
   reshapeInto(shape: Shape): Tensor {
     if (sizeOf(shape) !== this.size) {
-      throw new OpError("reshape", `sizes differ (${this.size} vs ${sizeOf(shape)})`, { from: this.shape, to: shape });
+      throw new OpError("reshape", `sizes differ (${this.size} vs ${sizeOf(shape)})`, {
+        from: this.shape,
+        to: shape,
+      });
     }
     const moved = new Tensor(this.gpu, shape, this.dtype, this.buffer);
     this.buffer_ = null;
