@@ -38,3 +38,12 @@ export {
 export { DIMENSIONS, type Dimension } from "./evaluation/subgroups.ts";
 export { synthesizePredictions } from "./evaluation/synthetic.ts";
 export { type FittedThreshold, fitF1Threshold, parseThresholdsJson } from "./evaluation/thresholds.ts";
+export { DEFAULT_SMALL_CNN, SmallCnn, type SmallCnnConfig } from "./training/model.ts";
+export { predictionTableFromRecords, type RecordPredictions } from "./training/predictions.ts";
+export {
+  DEFAULT_TRAIN_CONFIG,
+  type EpochReport,
+  predictProbabilities,
+  type TrainConfig,
+  trainClassifier,
+} from "./training/train.ts";

@@ -3,6 +3,7 @@ import { registerCommands as registerDataCommands } from "@cxr/data/cli";
 import { registerPhantomCommands } from "@cxr/data/cli-phantom";
 import { registerCommands as registerKernelCommands } from "@cxr/kernels/cli";
 import { Command } from "commander";
+import { registerQuickstart } from "./quickstart.ts";
 
 /**
  * The one `cxr` command. Each package contributes its subcommands through a `registerCommands`
@@ -12,6 +13,7 @@ export function buildProgram(): Command {
   const program = new Command("cxr")
     .description("RoentGen-v2 on WebGPU: chest-radiograph diffusion, synthetic data, fair classifiers")
     .showHelpAfterError();
+  registerQuickstart(program);
   registerKernelCommands(program);
   registerDataCommands(program);
   registerPhantomCommands(program);

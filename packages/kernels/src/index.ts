@@ -1,3 +1,4 @@
+export * from "./nn/layers.ts";
 export * from "./nn/module.ts";
 export * from "./nn/safetensors.ts";
 export * from "./ops/attention.ts";
@@ -5,6 +6,7 @@ export * from "./ops/batchnorm.ts";
 export * from "./ops/binary.ts";
 export * from "./ops/embedding.ts";
 export * from "./ops/groupnorm.ts";
+export * from "./ops/im2col.ts";
 export * from "./ops/layernorm.ts";
 export * from "./ops/layout.ts";
 export * from "./ops/loss.ts";
