@@ -5,9 +5,9 @@
  */
 import { attention } from "../ops/attention.ts";
 import { batchNorm2d } from "../ops/batchnorm.ts";
+import { conv2d } from "../ops/conv2d.ts";
 import { embedding } from "../ops/embedding.ts";
 import { groupNorm } from "../ops/groupnorm.ts";
-import { conv2dIm2col } from "../ops/im2col.ts";
 import { layerNorm } from "../ops/layernorm.ts";
 import { permute, reshape } from "../ops/layout.ts";
 import { matmul } from "../ops/matmul.ts";
@@ -94,13 +94,7 @@ export class Conv2d extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    if (this.options.groups !== 1) {
-      throw new OpError("Conv2d", `groups=${this.options.groups} needs the direct conv2d kernel`, {
-        x,
-        weight: this.weight,
-      });
-    }
-    return conv2dIm2col(x, this.weight, this.bias, this.options);
+    return conv2d(x, this.weight, this.bias, this.options);
   }
 }
 
