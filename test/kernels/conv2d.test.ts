@@ -137,38 +137,41 @@ describe.each(CONV2D_VARIANTS)("conv2d variant %s", (variant: Conv2dVariant) => 
   });
 });
 
-describe("conv2d at the benchmark's size", () => {
-  it("the chosen variant matches the reference on 8 -> 16 channels at 64x64 with a split weight gradient", async () => {
-    // N*OH*OW = 8192 pixels: the weight gradient is split into chunks on every variant.
-    const xShape = [2, 8, 64, 64];
-    const wShape = [16, 8, 3, 3];
-    const x = asFloat32(randomValues(sizeOf(xShape), 71));
-    const w = asFloat32(randomValues(sizeOf(wShape), 72));
-    const gy = asFloat32(randomValues(2 * 16 * 64 * 64, 73));
-    const options = { padding: 1 };
-    const xTensor = await upload(x, xShape);
-    const wTensor = await upload(w, wShape);
-    const gyTensor = await upload(gy, [2, 16, 64, 64]);
-    expectClose(
-      await conv2d(xTensor, wTensor, null, options).download(),
-      conv2dReference.forward(x, xShape, w, wShape, null, options),
-      tolerance(72),
-      "forward",
-    );
-    expectClose(
-      await conv2dBackwardWeight(gyTensor, xTensor, wShape, options).download(),
-      conv2dReference.backwardWeight(gy, x, xShape, wShape, options),
-      tolerance(8192),
-      "gradient of w",
-    );
-    expectClose(
-      await conv2dBackwardInput(gyTensor, wTensor, xShape, options).download(),
-      conv2dReference.backwardInput(gy, xShape, w, wShape, options),
-      tolerance(144),
-      "gradient of x",
-    );
-  });
-});
+describe.each(CONV2D_VARIANTS)(
+  "conv2d at the benchmark's image size, variant %s",
+  (variant: Conv2dVariant) => {
+    it("matches the reference on 8 -> 16 channels at 64x64, the weight gradient split into chunks", async () => {
+      // N*OH*OW = 8192 pixels: the weight gradient is split into chunks on every variant.
+      const xShape = [2, 8, 64, 64];
+      const wShape = [16, 8, 3, 3];
+      const x = asFloat32(randomValues(sizeOf(xShape), 71));
+      const w = asFloat32(randomValues(sizeOf(wShape), 72));
+      const gy = asFloat32(randomValues(2 * 16 * 64 * 64, 73));
+      const options = { padding: 1, variant };
+      const xTensor = await upload(x, xShape);
+      const wTensor = await upload(w, wShape);
+      const gyTensor = await upload(gy, [2, 16, 64, 64]);
+      expectClose(
+        await conv2d(xTensor, wTensor, null, options).download(),
+        conv2dReference.forward(x, xShape, w, wShape, null, options),
+        tolerance(72),
+        "forward",
+      );
+      expectClose(
+        await conv2dBackwardWeight(gyTensor, xTensor, wShape, options).download(),
+        conv2dReference.backwardWeight(gy, x, xShape, wShape, options),
+        tolerance(8192),
+        "gradient of w",
+      );
+      expectClose(
+        await conv2dBackwardInput(gyTensor, wTensor, xShape, options).download(),
+        conv2dReference.backwardInput(gy, xShape, w, wShape, options),
+        tolerance(144),
+        "gradient of x",
+      );
+    });
+  },
+);
 
 describe("conv2d reference", () => {
   const cases: ConvCase[] = [

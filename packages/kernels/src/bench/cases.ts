@@ -1,11 +1,13 @@
 /** Every kernel benchmark, in the order `cxr bench kernels` prints them. Each op file adds its cases. */
 import { ATTENTION_BENCH_CASES } from "./attention.ts";
+import { CONV2D_BENCH_CASES } from "./conv2d.ts";
 import { MATMUL_BENCH_CASES } from "./matmul.ts";
 import { NORM_BENCH_CASES } from "./norms.ts";
 import type { BenchCase } from "./types.ts";
 
 export const BENCH_CASES: BenchCase[] = [
   ...MATMUL_BENCH_CASES,
+  ...CONV2D_BENCH_CASES,
   ...NORM_BENCH_CASES,
   ...ATTENTION_BENCH_CASES,
 ];

@@ -331,16 +331,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let group = channel / p.Cg;
   let c = channel % p.Cg;
   var sum = 0.0;
-  for (var o = group * p.Og; o < (group + 1u) * p.Og; o++) {
-    for (var ky = 0u; ky < p.kH; ky++) {
-      // The output row that read this input row through tap ky, if the stride lands on one.
-      let ty = i32(iy + p.pH) - i32(ky * p.dH);
-      if (ty < 0 || ty % i32(p.sH) != 0 || ty / i32(p.sH) >= i32(p.OH)) { continue; }
-      let oy = u32(ty) / p.sH;
-      for (var kx = 0u; kx < p.kW; kx++) {
-        let tx = i32(ix + p.pW) - i32(kx * p.dW);
-        if (tx < 0 || tx % i32(p.sW) != 0 || tx / i32(p.sW) >= i32(p.OW)) { continue; }
-        let ox = u32(tx) / p.sW;
+  for (var ky = 0u; ky < p.kH; ky++) {
+    // The output row that read this input row through tap ky, if the stride lands on one.
+    let ty = i32(iy + p.pH) - i32(ky * p.dH);
+    if (ty < 0 || ty % i32(p.sH) != 0 || ty / i32(p.sH) >= i32(p.OH)) { continue; }
+    let oy = u32(ty) / p.sH;
+    for (var kx = 0u; kx < p.kW; kx++) {
+      let tx = i32(ix + p.pW) - i32(kx * p.dW);
+      if (tx < 0 || tx % i32(p.sW) != 0 || tx / i32(p.sW) >= i32(p.OW)) { continue; }
+      let ox = u32(tx) / p.sW;
+      for (var o = group * p.Og; o < (group + 1u) * p.Og; o++) {
         sum += gradOutput[((n * p.O + o) * p.OH + oy) * p.OW + ox] * w[((o * p.Cg + c) * p.kH + ky) * p.kW + kx];
       }
     }
@@ -625,23 +625,30 @@ function planeLayout(
   return layout;
 }
 
-/** Scratch textures, reused by size (like the buffer pool). A texture goes back to the pool as soon as
- * the dispatches that read it are recorded: later users are later in queue order. */
+/** Idle scratch textures kept for reuse beyond this many bytes are destroyed (oldest first). */
+export const CONV2D_SCRATCH_IDLE_BYTES = 256 * 1024 * 1024;
+
+/**
+ * Scratch textures, reused by size (like the buffer pool). A texture goes back to the pool as soon as
+ * the dispatches that read it are recorded: later users come later in queue order.
+ */
 class ScratchTextures {
   private readonly idle = new Map<string, GPUTexture[]>();
-  constructor(private readonly device: GPUDevice) {}
+  private idleBytes = 0;
+  constructor(private readonly gpu: Gpu) {}
 
   acquire(width: number, height: number): GPUTexture {
     const texture = this.idle.get(`${width}x${height}`)?.pop();
-    return (
-      texture ??
-      this.device.createTexture({
-        size: [width, height],
-        format: "rgba32float",
-        usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
-        label: "conv2d scratch",
-      })
-    );
+    if (texture) {
+      this.idleBytes -= bytesOf(texture);
+      return texture;
+    }
+    return this.gpu.device.createTexture({
+      size: [width, height],
+      format: "rgba32float",
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+      label: "conv2d scratch",
+    });
   }
 
   release(texture: GPUTexture): void {
@@ -649,19 +656,46 @@ class ScratchTextures {
     let list = this.idle.get(key);
     if (!list) this.idle.set(key, (list = []));
     list.push(texture);
+    this.idleBytes += bytesOf(texture);
+    if (this.idleBytes > CONV2D_SCRATCH_IDLE_BYTES) this.trim(CONV2D_SCRATCH_IDLE_BYTES / 2);
+  }
+
+  /** Destroys idle textures until at most `keepBytes` remain. */
+  trim(keepBytes: number): void {
+    // Recorded dispatches may still read these textures: submit them before destroying.
+    this.gpu.flush();
+    for (const [key, list] of this.idle) {
+      while (list.length > 0 && this.idleBytes > keepBytes) {
+        const texture = list.shift()!;
+        this.idleBytes -= bytesOf(texture);
+        texture.destroy();
+      }
+      if (list.length === 0) this.idle.delete(key);
+    }
   }
 }
+
+const bytesOf = (texture: GPUTexture) => texture.width * texture.height * 16;
 
 const scratchByGpu = new WeakMap<Gpu, ScratchTextures>();
 function scratchTextures(gpu: Gpu): ScratchTextures {
   let scratch = scratchByGpu.get(gpu);
-  if (!scratch) scratchByGpu.set(gpu, (scratch = new ScratchTextures(gpu.device)));
+  if (!scratch) scratchByGpu.set(gpu, (scratch = new ScratchTextures(gpu)));
   return scratch;
+}
+
+/** Frees the cpu-texture variant's idle packing textures (e.g. between training and sampling). */
+export function releaseConv2dScratch(gpu: Gpu): void {
+  scratchByGpu.get(gpu)?.trim(0);
 }
 
 const PLANE_ORIGIN_WGSL = `
 fn planeOrigin(plane: u32, planesPerRow: u32, planeWidth: u32, planeHeight: u32) -> vec2<u32> {
   return vec2<u32>((plane % planesPerRow) * planeWidth, (plane / planesPerRow) * planeHeight);
+}
+fn nextPlane(origin: vec2<u32>, planesPerRow: u32, planeWidth: u32, planeHeight: u32) -> vec2<u32> {
+  let wraps = origin.x + planeWidth >= planesPerRow * planeWidth;
+  return select(vec2<u32>(origin.x + planeWidth, origin.y), vec2<u32>(0u, origin.y + planeHeight), wraps);
 }`;
 
 /** NCHW buffer -> packed planes (n, group, quad): texel = channels 4*quad..4*quad+3 of the group. */
@@ -820,7 +854,7 @@ fn dots(weights: vec4<f32>, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f3
  * images waste no lanes). Per (input-channel quad, ky, kx): 8 input texels + 8 weight texels, 256
  * multiply-adds in registers. `taps` are each pixel's top-left input position in the padded plane.
  */
-export const CONV2D_CPU_WGSL = `
+const CONV2D_CPU_TEMPLATE = `
 @group(0) @binding(0) var packedInput: texture_2d<f32>;
 @group(0) @binding(1) var packedWeights: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
@@ -868,10 +902,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   var high0 = vec4<f32>(0.0); var high1 = vec4<f32>(0.0); var high2 = vec4<f32>(0.0); var high3 = vec4<f32>(0.0);
   var high4 = vec4<f32>(0.0); var high5 = vec4<f32>(0.0); var high6 = vec4<f32>(0.0); var high7 = vec4<f32>(0.0);
   let quads = (p.Cg + 3u) / 4u;
+  // Plane origins advance by one plane per quad; stepping avoids a per-lane division in the loop.
+  var origin = planeOrigin(image * quads, p.planesPerRow, p.planeWidth, p.planeHeight);
   for (var quad = 0u; quad < quads; quad++) {
-    let origin = planeOrigin(image * quads + quad, p.planesPerRow, p.planeWidth, p.planeHeight);
-    for (var ky = 0u; ky < p.kH; ky++) {
-      for (var kx = 0u; kx < p.kW; kx++) {
+    {{tapLoops}}
         let shift = origin + vec2<u32>(kx * p.dW, ky * p.dH);
         let x0 = textureLoad(packedInput, t0 + shift, 0); let x1 = textureLoad(packedInput, t1 + shift, 0);
         let x2 = textureLoad(packedInput, t2 + shift, 0); let x3 = textureLoad(packedInput, t3 + shift, 0);
@@ -896,6 +930,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         low7 += dots(wv, x0, x1, x2, x3); high7 += dots(wv, x4, x5, x6, x7);
       }
     }
+    origin = nextPlane(origin, p.planesPerRow, p.planeWidth, p.planeHeight);
   }
   if (index >= p.total) { return; }
   let n = image / p.groups;
@@ -904,6 +939,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   storeRow(n, group, o0 + 4u, pixel0, low4, high4); storeRow(n, group, o0 + 5u, pixel0, low5, high5);
   storeRow(n, group, o0 + 6u, pixel0, low6, high6); storeRow(n, group, o0 + 7u, pixel0, low7, high7);
 }`;
+
+/** The forward kernel, and its 1x1 fast path: a plain GEMM over channel quads, no tap loops. */
+export const CONV2D_CPU_WGSL = wgsl(CONV2D_CPU_TEMPLATE, {
+  tapLoops: "for (var ky = 0u; ky < p.kH; ky++) { for (var kx = 0u; kx < p.kW; kx++) {",
+});
+export const CONV2D_CPU_1X1_WGSL = wgsl(CONV2D_CPU_TEMPLATE, { tapLoops: "{ let ky = 0u; { let kx = 0u;" });
 
 /**
  * Input gradient, CPU adapters: a transposed convolution. Pixels are ordered by stride phase
@@ -978,8 +1019,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   var high0 = vec4<f32>(0.0); var high1 = vec4<f32>(0.0); var high2 = vec4<f32>(0.0); var high3 = vec4<f32>(0.0);
   var high4 = vec4<f32>(0.0); var high5 = vec4<f32>(0.0); var high6 = vec4<f32>(0.0); var high7 = vec4<f32>(0.0);
   let quads = (p.Og + 3u) / 4u;
+  var plane = planeOrigin(image * quads, p.planesPerRow, p.planeWidth, p.planeHeight);
   for (var quad = 0u; quad < quads; quad++) {
-    let origin = vec2<i32>(planeOrigin(image * quads + quad, p.planesPerRow, p.planeWidth, p.planeHeight));
+    let origin = vec2<i32>(plane);
     for (var ky = 0u; ky < p.kH; ky++) {
       let offsetY = tapOffset(phaseY, p.pH, ky, p.dH, p.sH);
       if (offsetY == -2147483647) { continue; }
@@ -1010,6 +1052,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         low7 += dots(wv, g0, g1, g2, g3); high7 += dots(wv, g4, g5, g6, g7);
       }
     }
+    plane = nextPlane(plane, p.planesPerRow, p.planeWidth, p.planeHeight);
   }
   if (index >= p.total || c0 >= p.Cg) { return; }
   let n = image / p.groups;
@@ -1307,6 +1350,7 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, options: Conv
   const hasBias = bias ? 1 : 0;
   // Kernels without a bias bind the weight in its slot (any read-only buffer will do).
   const biasBinding = bias ?? w;
+  const pointwise = isPointwise(g);
   if (variant === "naive") {
     launch(
       gpu,
@@ -1319,7 +1363,6 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, options: Conv
       },
     );
   } else if (variant === "gpu-tiled") {
-    const pointwise = isPointwise(g);
     const taps = g.inPerGroup * g.kernelHeight * g.kernelWidth;
     const pixels = g.outHeight * g.outWidth;
     launch(
@@ -1350,7 +1393,11 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, options: Conv
     const total = g.batch * g.groups * pixelBlocks * channelBlocks;
     launch(
       gpu,
-      { name: "conv2d", variant: isPointwise(g) ? "cpu-texture-1x1" : variant, code: CONV2D_CPU_WGSL },
+      {
+        name: "conv2d",
+        variant: pointwise ? "cpu-texture-1x1" : variant,
+        code: pointwise ? CONV2D_CPU_1X1_WGSL : CONV2D_CPU_WGSL,
+      },
       {
         bindings: [input.texture.createView(), weights.createView(), biasBinding, y],
         params: geometryParams(g).u32(
