@@ -307,6 +307,19 @@ describe("conv2d rejects bad input", () => {
     }
   });
 
+  it("refuses an output larger than the adapter's largest buffer", async () => {
+    const device = await gpu();
+    const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+    const x = await upload([1], [1, 1, 1, 1]);
+    const w = await upload([1], [1, 1, 1, 1]);
+    // Padding p makes a (1 + 2p)^2 output; pick p so it needs more bytes than one buffer holds.
+    const padding = Math.ceil(Math.sqrt(limit / 4) / 2) + 1;
+    const side = 1 + 2 * padding;
+    expect(() => conv2d(x, w, null, { padding })).toThrow(
+      `conv2d: output [1, 1, ${side}, ${side}] needs ${4 * side * side} bytes, more than this adapter's largest storage buffer (${limit} bytes)`,
+    );
+  });
+
   it("refuses the texture variant when its textures exceed the adapter limit", async () => {
     const device = await gpu();
     const limit = device.limits.maxTextureDimension2D;

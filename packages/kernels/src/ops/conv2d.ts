@@ -147,7 +147,7 @@ export function conv2dCost(g: Conv2dGeometry): { flops: number; bytes: number } 
 }
 
 /** True for convolutions that are a plain GEMM over channels (1x1 kernel, stride 1, no padding). */
-export function isPointwise(g: Conv2dGeometry): boolean {
+export function isPointwiseConv2d(g: Conv2dGeometry): boolean {
   return (
     g.kernelHeight === 1 &&
     g.kernelWidth === 1 &&
@@ -1325,6 +1325,19 @@ function requireF32(op: string, operands: Record<string, Tensor>): void {
   }
 }
 
+/** Refuses an output larger than one storage buffer, naming the op (before any allocation). */
+function checkOutputFits(gpu: Gpu, op: string, shape: Shape, operands: Record<string, Tensor>): void {
+  const bytes = 4 * shape.reduce((product, dim) => product * dim, 1);
+  const limit = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  if (bytes > limit) {
+    throw new OpError(
+      op,
+      `output [${shape.join(", ")}] needs ${bytes} bytes, more than this adapter's largest storage buffer (${limit} bytes)`,
+      operands,
+    );
+  }
+}
+
 function sameShape(a: Shape, b: Shape): boolean {
   return a.length === b.length && a.every((dim, index) => dim === b[index]);
 }
@@ -1345,12 +1358,13 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, options: Conv
   }
   const gpu = x.gpu;
   const variant = resolveVariant(gpu, "conv2d", g, options, operands);
+  checkOutputFits(gpu, "conv2d", conv2dOutputShape(g), operands);
   const y = Tensor.empty(gpu, conv2dOutputShape(g));
   const cost = conv2dCost(g);
   const hasBias = bias ? 1 : 0;
   // Kernels without a bias bind the weight in its slot (any read-only buffer will do).
   const biasBinding = bias ?? w;
-  const pointwise = isPointwise(g);
+  const pointwise = isPointwiseConv2d(g);
   if (variant === "naive") {
     launch(
       gpu,
@@ -1471,7 +1485,7 @@ export function conv2dBackwardInput(
       },
     );
   } else if (variant === "gpu-tiled") {
-    const pointwise = isPointwise(g);
+    const pointwise = isPointwiseConv2d(g);
     const taps = g.outPerGroup * g.kernelHeight * g.kernelWidth;
     const pixels = g.height * g.width;
     launch(
@@ -1571,7 +1585,7 @@ export function conv2dBackwardWeight(
     const chunk = Math.ceil(Math.ceil(reduction / wanted) / 16) * 16;
     splits = Math.ceil(reduction / chunk);
     partial = splits === 1 ? gradWeight : Tensor.empty(gpu, [splits, gradWeight.size]);
-    const pointwise = isPointwise(g);
+    const pointwise = isPointwiseConv2d(g);
     launch(
       gpu,
       {
@@ -1613,7 +1627,7 @@ export function conv2dBackwardWeight(
       gpu,
       {
         name: op,
-        variant: isPointwise(g) ? "cpu-texture-1x1" : variant,
+        variant: isPointwiseConv2d(g) ? "cpu-texture-1x1" : variant,
         code: CONV2D_BACKWARD_WEIGHT_CPU_WGSL,
       },
       {
