@@ -69,6 +69,13 @@ const CASES: ConvCase[] = [
     options: { stride: [2, 1], padding: [0, 2], dilation: [1, 2] },
     bias: true,
   },
+  {
+    why: "stride 3 on a 1x2 image (stride phases with no pixels)",
+    x: [2, 3, 1, 2],
+    w: [2, 3, 1, 1],
+    options: { stride: 3 },
+    bias: true,
+  },
   { why: "kernel as large as the input", x: [1, 2, 5, 5], w: [3, 2, 5, 5], options: {} },
   {
     why: "stride larger than the kernel",

@@ -964,7 +964,10 @@ ${LINEAR_INDEX_WGSL}
 ${PLANE_ORIGIN_WGSL}
 ${DOTS_WGSL}
 /** Rows/columns of the input that belong to phase \`phase\` along an axis of size \`size\`. */
-fn phaseLength(size: u32, phase: u32, stride: u32) -> u32 { return (size - phase + stride - 1u) / stride; }
+fn phaseLength(size: u32, phase: u32, stride: u32) -> u32 {
+  if (phase >= size) { return 0u; }
+  return (size - phase + stride - 1u) / stride;
+}
 /** Output offset reached by tap k in this phase, or a sentinel when the stride skips it. */
 fn tapOffset(phase: u32, pad: u32, k: u32, dilation: u32, stride: u32) -> i32 {
   let t = i32(phase + pad) - i32(k * dilation);
