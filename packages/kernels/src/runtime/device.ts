@@ -104,7 +104,8 @@ export const INSTALL_HINT = [
   '  echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/backports.list',
   "  apt-get update && apt-get install -y -t bookworm-backports mesa-vulkan-drivers libvulkan1",
   "(or run `bash setup.sh` as root, which does this). On a GPU machine install the vendor's Vulkan driver.",
-  "Fallback with stock Mesa: apt-get install -y libegl1 libegl-mesa0 libgles2, then `--backend opengles`.",
+  "Fallback with stock Mesa: apt-get install -y libegl1 libegl-mesa0 libgles2, then run with",
+  "EGL_PLATFORM=surfaceless CXR_BACKEND=opengles (compatibility mode; not every kernel variant runs there).",
 ].join("\n");
 
 export class GpuUnavailableError extends Error {
