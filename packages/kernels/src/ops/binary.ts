@@ -8,6 +8,7 @@ import { grid, LINEAR_INDEX_WGSL, launch, wgsl } from "../runtime/kernel.ts";
 import { OpError, type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
 import { Params } from "../runtime/uniforms.ts";
 import { copyTensor, sumToShape } from "./reduce.ts";
+import { unary } from "./unary.ts";
 
 export type BinaryKind = "add" | "sub" | "mul" | "div";
 
@@ -175,11 +176,9 @@ function binaryGradB(kind: BinaryKind, gy: Tensor, a: Tensor, b: Tensor): Tensor
   return reduced(result, b.shape);
 }
 
+/** -x through the scale kernel: no scalar upload, so backward never flushes the batch midway. */
 function negate(source: Tensor): Tensor {
-  const minusOne = Tensor.upload(source.gpu, [-1], [1]);
-  const result = binaryRaw("mul", source, minusOne);
-  minusOne.release();
-  return result;
+  return unary("scale", source, -1);
 }
 
 export const add = (a: Tensor, b: Tensor) => binary("add", a, b);
