@@ -13,7 +13,7 @@ import { fixtures, repositoryRoot, scratchFolder } from "./helpers.ts";
 /** Runs `cxr <args>` in this process and returns what it printed to stdout. */
 async function cxr(args: string[]): Promise<string> {
   const program = new Command("cxr").exitOverride();
-  registerCommands(program);
+  registerCommands(program, { bench: program.command("bench") });
   let printed = "";
   const write = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
     printed += String(chunk);

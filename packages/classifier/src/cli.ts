@@ -3,7 +3,6 @@
  * code path classifier training uses.
  */
 import { readFileSync } from "node:fs";
-import { benchCommand } from "@cxr/cli/bench";
 import { CHEXPERT_LABELS } from "@cxr/data";
 import { type Command, InvalidArgumentError } from "commander";
 import * as z from "zod";
@@ -98,7 +97,8 @@ async function runEvaluate(flags: EvaluateFlags): Promise<void> {
   process.stdout.write(flags.json ? evaluationJson(document) : renderSummary(document));
 }
 
-export function registerCommands(program: Command): void {
+/** `groups.bench` is the shared `cxr bench` group, built by the CLI and passed down. */
+export function registerCommands(program: Command, groups: { bench: Command }): void {
   program
     .command("evaluate")
     .description(
@@ -137,7 +137,7 @@ export function registerCommands(program: Command): void {
     )
     .action(runEvaluate);
 
-  benchCommand(program)
+  groups.bench
     .command("evaluate")
     .description(
       "time a full evaluation of synthetic predictions (default 100,000 images x 14 labels, 1,000 rounds)",

@@ -8,15 +8,20 @@ import { registerQuickstart } from "./quickstart.ts";
 /**
  * The one `cxr` command. Each package contributes its subcommands through a `registerCommands`
  * function in its own `src/cli.ts`, so the CLI grows with the packages without a central switch.
+ * Shared command groups (`cxr bench ...`) are built here and passed down, so no package imports
+ * the CLI.
  */
 export function buildProgram(): Command {
   const program = new Command("cxr")
     .description("RoentGen-v2 on WebGPU: chest-radiograph diffusion, synthetic data, fair classifiers")
     .showHelpAfterError();
+  const groups = {
+    bench: program.command("bench").description("benchmarks that print measured figures"),
+  };
   registerQuickstart(program);
-  registerKernelCommands(program);
+  registerKernelCommands(program, groups);
   registerDataCommands(program);
   registerPhantomCommands(program);
-  registerClassifierCommands(program);
+  registerClassifierCommands(program, groups);
   return program;
 }

@@ -1,5 +1,4 @@
 import { writeFileSync } from "node:fs";
-import { benchCommand } from "@cxr/cli/bench";
 import type { Command } from "commander";
 import { BENCH_CASES } from "./bench/cases.ts";
 import { type BenchResult, formatBenchTable, runBenchCase } from "./bench/runner.ts";
@@ -92,7 +91,8 @@ async function benchKernels(
   gpu.destroy();
 }
 
-export function registerCommands(program: Command): void {
+/** `groups.bench` is the shared `cxr bench` group, built by the CLI and passed down. */
+export function registerCommands(program: Command, groups: { bench: Command }): void {
   program
     .command("doctor")
     .description("show the WebGPU adapter, backend, features and limits, or why there is none")
@@ -100,7 +100,7 @@ export function registerCommands(program: Command): void {
     .option("--adapter <substring>", "pick the adapter whose name contains this")
     .option("--json", "print JSON")
     .action(doctor);
-  benchCommand(program)
+  groups.bench
     .command("kernels")
     .description("time each kernel next to a naive reference kernel at UNet and DenseNet shapes")
     .option("--filter <ops>", "comma-separated op names to run, e.g. matmul,conv2d")
