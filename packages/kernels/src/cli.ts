@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { BENCH_CASES } from "./bench/cases.ts";
 import { type BenchResult, formatBenchTable, runBenchCase } from "./bench/runner.ts";
 import { createGpu, type DeviceOptions, GpuUnavailableError, OPTIONAL_FEATURES } from "./runtime/device.ts";
+import { parseWaitMode, WAIT_MODES } from "./runtime/wait.ts";
 
 interface DeviceFlags {
   backend?: string;
@@ -64,13 +65,15 @@ async function doctor(flags: DeviceFlags & { json?: boolean }): Promise<void> {
 }
 
 async function benchKernels(
-  flags: DeviceFlags & { json?: boolean; filter?: string; repeats: string; out?: string },
+  flags: DeviceFlags & { json?: boolean; filter?: string; repeats: string; out?: string; wait: string },
 ): Promise<void> {
-  const gpu = await createGpu(deviceOptions(flags, true));
+  const wait = parseWaitMode(flags.wait, "bench kernels --wait");
+  const gpu = await createGpu({ ...deviceOptions(flags, true), wait });
   const filter = flags.filter?.split(",").map((text) => text.trim().toLowerCase());
-  const cases = BENCH_CASES.filter(
-    (benchCase) => !filter || filter.some((f) => benchCase.op.toLowerCase().includes(f)),
-  );
+  const cases = BENCH_CASES.filter((benchCase) => {
+    const text = `${benchCase.op} ${benchCase.shape}`.toLowerCase();
+    return !filter || filter.some((f) => text.includes(f));
+  });
   if (cases.length === 0) throw new Error(`bench kernels: no case matches --filter ${flags.filter}`);
   const repeats = Number.parseInt(flags.repeats, 10);
   if (!Number.isInteger(repeats) || repeats < 1)
@@ -78,7 +81,7 @@ async function benchKernels(
   console.error(
     `adapter: ${gpu.adapter.description || gpu.adapter.device} (${gpu.adapter.kind}); timing: ${
       gpu.profiler.timing ? "timestamp queries + wall clock" : "wall clock"
-    }; median of >= ${repeats} runs after a warm-up`,
+    }; median of >= ${repeats} runs after a warm-up; ${wait} wait`,
   );
   const results: BenchResult[] = [];
   for (const benchCase of cases) {
@@ -103,8 +106,16 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
   groups.bench
     .command("kernels")
     .description("time each kernel next to a naive reference kernel at UNet and DenseNet shapes")
-    .option("--filter <ops>", "comma-separated op names to run, e.g. matmul,conv2d")
+    .option(
+      "--filter <ops>",
+      "comma-separated words matched against each case's op and shape, e.g. matmul,conv2d or wait",
+    )
     .option("--repeats <n>", "timed runs per kernel (median reported)", "3")
+    .option(
+      "--wait <mode>",
+      `how to wait for the GPU: ${WAIT_MODES.join(" or ")} (busy = Dawn's setImmediate loop)`,
+      "timer",
+    )
     .option("--backend <name>", "Dawn backend")
     .option("--adapter <substring>", "adapter name substring")
     .option("--json", "print JSON instead of a table")

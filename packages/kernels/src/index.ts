@@ -25,3 +25,4 @@ export * from "./runtime/pool.ts";
 export * from "./runtime/profiler.ts";
 export * from "./runtime/tensor.ts";
 export * from "./runtime/uniforms.ts";
+export * from "./runtime/wait.ts";

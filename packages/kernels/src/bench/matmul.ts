@@ -15,6 +15,7 @@ import {
 } from "../ops/matmul.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
+import type { WaitMode } from "../runtime/wait.ts";
 import type { BenchCase, BenchInstance } from "./types.ts";
 
 /** Deterministic values in [-1, 1) (xorshift), so runs are comparable. */
@@ -40,6 +41,8 @@ interface MatmulBenchSpec {
   targetSpeedup?: number;
   /** Time this variant instead of the chosen one. */
   variant?: MatmulVariant;
+  /** Compare the chosen variant with itself under two GPU waits instead of with the naive kernel. */
+  waits?: { run: WaitMode; naive: WaitMode };
 }
 
 function describe(spec: MatmulBenchSpec): string {
@@ -48,7 +51,8 @@ function describe(spec: MatmulBenchSpec): string {
     spec.bias ? "+bias" : "",
     spec.activation && spec.activation !== "none" ? `+${spec.activation}` : "",
   ];
-  return `[${spec.a.join("x")}]x[${spec.b.join("x")}]${spec.transposeB ? "^T" : ""} M${plan.M} N${plan.N} K${plan.K}${epilogue.join("")} fp32${spec.variant ? ` (${spec.variant})` : ""}`;
+  const waits = spec.waits ? ` (${spec.waits.run} wait vs ${spec.waits.naive} wait)` : "";
+  return `[${spec.a.join("x")}]x[${spec.b.join("x")}]${spec.transposeB ? "^T" : ""} M${plan.M} N${plan.N} K${plan.K}${epilogue.join("")} fp32${spec.variant ? ` (${spec.variant})` : ""}${waits}`;
 }
 
 function matmulCase(spec: MatmulBenchSpec): BenchCase {
@@ -65,8 +69,20 @@ function matmulCase(spec: MatmulBenchSpec): BenchCase {
       const bias = spec.bias ? Tensor.upload(gpu, benchValues(plan.N, 7), [plan.N]) : null;
       const call = (variant: MatmulVariant) => () =>
         matmul(a, b, { transposeB: spec.transposeB, bias, activation: spec.activation, variant }).release();
+      const chosen = call(spec.variant ?? chooseMatmulVariant(gpu, plan));
+      if (spec.waits) {
+        return {
+          run: chosen,
+          naive: chosen,
+          waits: spec.waits,
+          naiveLabel: `baseline: the same kernel, ${spec.waits.naive} wait`,
+          dispose: () => {
+            for (const tensor of [a, b, bias]) tensor?.release();
+          },
+        };
+      }
       return {
-        run: call(spec.variant ?? chooseMatmulVariant(gpu, plan)),
+        run: chosen,
         naive: call("naive"),
         naiveLabel: "naive: one output per invocation",
         dispose: () => {
@@ -79,6 +95,12 @@ function matmulCase(spec: MatmulBenchSpec): BenchCase {
 
 export const MATMUL_BENCH_CASES: BenchCase[] = [
   matmulCase({ a: [1024, 1024], b: [1024, 1024], context: "square target case", targetSpeedup: 5 }),
+  matmulCase({
+    a: [1024, 1024],
+    b: [1024, 1024],
+    context: "square; waiting for the GPU on a timer vs Dawn's setImmediate busy-poll (runtime/wait.ts)",
+    waits: { run: "timer", naive: "busy" },
+  }),
   matmulCase({
     a: [1024, 1024],
     b: [1024, 1024],

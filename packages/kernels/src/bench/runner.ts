@@ -3,6 +3,7 @@
  * the shaders), then repeated timed batches with a GPU sync around each, median taken.
  */
 import type { Gpu } from "../runtime/device.ts";
+import type { WaitMode } from "../runtime/wait.ts";
 import type { BenchCase } from "./types.ts";
 
 export interface BenchResult {
@@ -10,6 +11,9 @@ export interface BenchResult {
   shape: string;
   context: string;
   variant: string;
+  /** How the timed runs waited for the GPU (runtime/wait.ts). */
+  wait: string;
+  naiveWait: string;
   milliseconds: number;
   naiveLabel: string;
   naiveMilliseconds: number;
@@ -22,7 +26,23 @@ export interface BenchResult {
   extra: Record<string, string>;
 }
 
-async function timeMedian(gpu: Gpu, fn: () => void, repeats: number, minimumMs: number): Promise<number> {
+async function timeMedian(
+  gpu: Gpu,
+  fn: () => void,
+  repeats: number,
+  minimumMs: number,
+  wait: WaitMode | undefined,
+): Promise<number> {
+  const mode = gpu.waitPolicy.mode;
+  if (wait) gpu.waitPolicy.mode = wait;
+  try {
+    return await timeSamples(gpu, fn, repeats, minimumMs);
+  } finally {
+    gpu.waitPolicy.mode = mode;
+  }
+}
+
+async function timeSamples(gpu: Gpu, fn: () => void, repeats: number, minimumMs: number): Promise<number> {
   fn();
   await gpu.sync(); // warm-up: shader compile and first-touch allocations
   const samples: number[] = [];
@@ -48,15 +68,23 @@ export async function runBenchCase(gpu: Gpu, benchCase: BenchCase, repeats = 3):
   const instance = await benchCase.setup(gpu);
   try {
     gpu.profiler.reset();
-    const milliseconds = await timeMedian(gpu, () => instance.run(), repeats, 300);
+    const milliseconds = await timeMedian(gpu, () => instance.run(), repeats, 300, instance.waits?.run);
     const variant = variantOf(gpu, benchCase.op);
-    const naiveMilliseconds = await timeMedian(gpu, () => instance.naive(), repeats, 300);
+    const naiveMilliseconds = await timeMedian(
+      gpu,
+      () => instance.naive(),
+      repeats,
+      300,
+      instance.waits?.naive,
+    );
     const speedup = naiveMilliseconds / milliseconds;
     return {
       op: benchCase.op,
       shape: benchCase.shape,
       context: benchCase.context,
       variant,
+      wait: instance.waits?.run ?? gpu.waitPolicy.mode,
+      naiveWait: instance.waits?.naive ?? gpu.waitPolicy.mode,
       milliseconds,
       naiveLabel: instance.naiveLabel,
       naiveMilliseconds,

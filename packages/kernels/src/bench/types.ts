@@ -1,4 +1,5 @@
 import type { Gpu } from "../runtime/device.ts";
+import type { WaitMode } from "../runtime/wait.ts";
 
 /** One benchmark: our kernel and a naive reference kernel (one output per invocation), same inputs. */
 export interface BenchCase {
@@ -22,6 +23,11 @@ export interface BenchInstance {
   naive(): void;
   /** Label of the naive variant, e.g. "naive direct conv". */
   naiveLabel: string;
+  /**
+   * Wait modes for timing `run` and `naive` (runtime/wait.ts); default: the device's own mode for
+   * both. Set for the pair that compares the same kernel under two waits.
+   */
+  waits?: { run: WaitMode; naive: WaitMode };
   /** Extra figures to print (e.g. peak memory), measured after the timed runs. */
   extra?(): Record<string, string>;
   dispose(): void;

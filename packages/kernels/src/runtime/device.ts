@@ -6,6 +6,7 @@
 import { BufferPool } from "./pool.ts";
 import { Profiler } from "./profiler.ts";
 import { UniformArena } from "./uniforms.ts";
+import { DEFAULT_WAIT_POLICY, parseWaitMode, type WaitMode, type WaitPolicy, waitForGpu } from "./wait.ts";
 import { create } from "./webgpu.ts";
 
 /** Features we switch on when the adapter offers them. */
@@ -26,6 +27,8 @@ export interface DeviceOptions {
   noFallback?: boolean;
   /** Skip an optional feature even if present (testing the paths without it). */
   disableFeatures?: OptionalFeature[];
+  /** How to wait for GPU work: "timer" (default, no busy-polling) or "busy" (Dawn's own loop). */
+  wait?: WaitMode;
 }
 
 export interface AdapterDescription {
@@ -138,6 +141,8 @@ export class Gpu {
   readonly pool: BufferPool;
   readonly profiler: Profiler;
   readonly uniforms: UniformArena;
+  /** How `sync()` and downloads wait for the GPU (runtime/wait.ts); change it at any time. */
+  waitPolicy: WaitPolicy = { ...DEFAULT_WAIT_POLICY };
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private encoder: GPUCommandEncoder | null = null;
   private pendingDispatches = 0;
@@ -213,10 +218,17 @@ export class Gpu {
 
   /** Waits until the GPU has finished everything submitted, then reports validation errors. */
   async sync(): Promise<void> {
-    this.flush();
-    await this.device.queue.onSubmittedWorkDone();
-    await this.profiler.collect();
+    await this.wait(async () => {
+      this.flush();
+      await this.device.queue.onSubmittedWorkDone();
+      await this.profiler.collect();
+    });
     this.throwPendingErrors();
+  }
+
+  /** Awaits Dawn async work that `start` begins, polling Dawn's events per `waitPolicy`. */
+  wait<T>(start: () => Promise<T>): Promise<T> {
+    return waitForGpu(this.waitPolicy, start);
   }
 
   throwPendingErrors(): void {
@@ -267,14 +279,16 @@ export async function createGpu(options: DeviceOptions = {}): Promise<Gpu> {
     backend: choice.backend,
     compatibilityMode: choice.compatibilityMode,
   };
-  return new Gpu(device, description, features, options.profile ?? false);
+  const gpu = new Gpu(device, description, features, options.profile ?? false);
+  if (options.wait) gpu.waitPolicy.mode = options.wait;
+  return gpu;
 }
 
 let shared: Promise<Gpu> | null = null;
 
 /**
  * The process-wide default device (tests, CLI). Options from the environment:
- * CXR_BACKEND, CXR_ADAPTER, CXR_PROFILE=1.
+ * CXR_BACKEND, CXR_ADAPTER, CXR_PROFILE=1, CXR_WAIT=timer|busy.
  */
 export function defaultGpu(): Promise<Gpu> {
   if (!shared) {
@@ -282,6 +296,7 @@ export function defaultGpu(): Promise<Gpu> {
       backend: process.env.CXR_BACKEND || undefined,
       adapterName: process.env.CXR_ADAPTER || undefined,
       profile: process.env.CXR_PROFILE === "1",
+      wait: process.env.CXR_WAIT ? parseWaitMode(process.env.CXR_WAIT, "CXR_WAIT") : undefined,
     });
   }
   return shared;

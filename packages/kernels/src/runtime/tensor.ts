@@ -176,7 +176,7 @@ export class Tensor {
     gpu.commandEncoder().copyBufferToBuffer(this.buffer, 0, staging, 0, bytes);
     gpu.flush();
     try {
-      await staging.mapAsync(GPUMapMode.READ);
+      await gpu.wait(() => staging.mapAsync(GPUMapMode.READ));
     } catch (error) {
       gpu.throwPendingErrors();
       throw error;
