@@ -132,6 +132,9 @@ const RAISED_LIMITS = [
   "maxTextureDimension2D",
 ] as const;
 
+/** Upload staging a batch may hold before `maybeFlush()` submits it. */
+const MAX_STAGED_BYTES = 256 * 1024 * 1024;
+
 /**
  * One open device with everything a kernel launch needs: the buffer pool, the pipeline cache,
  * the uniform arena, the command encoder that batches dispatches, and the profiler.
@@ -146,6 +149,10 @@ export class Gpu {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private encoder: GPUCommandEncoder | null = null;
   private pendingDispatches = 0;
+  /** Staging buffers of uploads recorded in this batch; destroyed once the batch is submitted. */
+  private staged: GPUBuffer[] = [];
+  private stagedBytes = 0;
+  private submits = 0;
   private lostReason: string | null = null;
   private readonly errors: string[] = [];
 
@@ -199,20 +206,54 @@ export class Gpu {
     return this.encoder;
   }
 
+  /**
+   * A buffer of `bytes` (a multiple of 4), mapped for writing, whose contents a copy recorded in the
+   * current batch will read. It lives until the batch is submitted, then it is destroyed (the GPU
+   * finishes the copy first). Used by `Tensor.upload` so an upload does not end the batch.
+   */
+  stagingBuffer(bytes: number): GPUBuffer {
+    this.assertAlive();
+    const buffer = this.device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.COPY_SRC,
+      mappedAtCreation: true,
+    });
+    this.staged.push(buffer);
+    this.stagedBytes += bytes;
+    return buffer;
+  }
+
+  /** Command buffers submitted by this device so far (each `flush()` with work pending adds one). */
+  get submitCount(): number {
+    return this.submits;
+  }
+
   /** Submits every recorded dispatch. Cheap when nothing is pending. */
   flush(): void {
     if (!this.encoder) return;
     this.uniforms.upload();
     this.profiler.resolve(this.encoder);
     this.device.queue.submit([this.encoder.finish()]);
+    this.submits++;
     this.encoder = null;
     this.pendingDispatches = 0;
     this.uniforms.reset();
+    for (const buffer of this.staged) buffer.destroy();
+    this.staged = [];
+    this.stagedBytes = 0;
   }
 
-  /** Flushes when a batch has grown large, so memory for uniforms and timestamps stays bounded. */
+  /**
+   * Flushes when a batch has grown large, so memory for uniforms, timestamps and upload staging
+   * stays bounded.
+   */
   maybeFlush(): void {
-    if (this.pendingDispatches >= 512 || this.uniforms.nearlyFull() || this.profiler.nearlyFull())
+    if (
+      this.pendingDispatches >= 512 ||
+      this.stagedBytes >= MAX_STAGED_BYTES ||
+      this.uniforms.nearlyFull() ||
+      this.profiler.nearlyFull()
+    )
       this.flush();
   }
 

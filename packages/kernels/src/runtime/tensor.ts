@@ -133,32 +133,50 @@ export class Tensor {
     return tensor;
   }
 
-  /** Copies host data to a new tensor. f16 tensors take f32 values and convert them; u32 takes integers. */
+  /**
+   * Copies host data to a new tensor. f16 tensors take f32 values and convert them; u32 takes
+   * integers. The copy is recorded in the current batch (see `write`), so uploading does not submit.
+   */
   static upload(gpu: Gpu, data: ArrayLike<number>, shape: Shape, dtype: DType = "f32"): Tensor {
     const size = sizeOf(shape);
     if (data.length !== size) {
       throw new OpError("upload", `data has ${data.length} values but the shape holds ${size}`, { shape });
     }
+    if (dtype === "u32") checkUnsigned("upload", data, shape);
     const tensor = new Tensor(gpu, shape, dtype);
-    gpu.flush(); // keep queue order: writes must land after work already recorded on this buffer
-    if (dtype === "u32") {
-      const values = Uint32Array.from(data, (value) => {
-        if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
-          throw new OpError("upload", `u32 tensor given ${value}, not an unsigned integer`, { shape });
-        }
-        return value;
-      });
-      gpu.device.queue.writeBuffer(tensor.buffer, 0, values.buffer, 0, values.byteLength);
-    } else if (dtype === "f32") {
-      const values = data instanceof Float32Array ? data : Float32Array.from(data);
-      const padded = values.byteLength % 4 === 0 ? values : Float32Array.from(values);
-      gpu.device.queue.writeBuffer(tensor.buffer, 0, padded.buffer, padded.byteOffset, padded.byteLength);
-    } else {
-      const halves = new Uint16Array(Math.ceil(size / 2) * 2);
-      for (let index = 0; index < size; index++) halves[index] = float32ToFloat16Bits(data[index]);
-      gpu.device.queue.writeBuffer(tensor.buffer, 0, halves.buffer, 0, halves.byteLength);
-    }
+    tensor.fill(data);
     return tensor;
+  }
+
+  /**
+   * Replaces this tensor's contents with host data (same buffer). The copy is recorded in the current
+   * command batch from a staging buffer, so it lands after every dispatch recorded before it and
+   * before every dispatch recorded after it, and nothing is submitted.
+   */
+  write(data: ArrayLike<number>): void {
+    if (data.length !== this.size) {
+      throw new OpError("write", `data has ${data.length} values but the tensor holds ${this.size}`, {
+        shape: this.shape,
+      });
+    }
+    if (this.dtype === "u32") checkUnsigned("write", data, this.shape);
+    this.fill(data);
+  }
+
+  private fill(data: ArrayLike<number>): void {
+    const gpu = this.gpu;
+    const bytes = this.byteLength;
+    const staging = gpu.stagingBuffer(bytes);
+    const range = staging.getMappedRange();
+    if (this.dtype === "u32") new Uint32Array(range, 0, this.size).set(data);
+    else if (this.dtype === "f32") new Float32Array(range, 0, this.size).set(data);
+    else {
+      const halves = new Uint16Array(range, 0, this.size);
+      for (let index = 0; index < this.size; index++) halves[index] = float32ToFloat16Bits(data[index]);
+    }
+    staging.unmap();
+    gpu.commandEncoder().copyBufferToBuffer(staging, 0, this.buffer, 0, bytes);
+    gpu.maybeFlush();
   }
 
   static scalar(gpu: Gpu, value: number): Tensor {
@@ -264,6 +282,17 @@ export function tidy<T>(fn: () => T): T {
     else scopes.at(-1)?.add(tensor);
   }
   return result;
+}
+
+function checkUnsigned(op: string, data: ArrayLike<number>, shape: Shape): void {
+  for (let index = 0; index < data.length; index++) {
+    const value = data[index];
+    if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+      throw new OpError(op, `u32 tensor given ${value} at index ${index}, not an unsigned integer`, {
+        shape,
+      });
+    }
+  }
 }
 
 const floatView = new Float32Array(1);
