@@ -8,11 +8,14 @@ import { parseWaitMode, WAIT_MODES } from "./runtime/wait.ts";
 interface DeviceFlags {
   backend?: string;
   adapter?: string;
+  verbose?: boolean;
 }
 
 function deviceOptions(flags: DeviceFlags, profile: boolean): DeviceOptions {
-  return { backend: flags.backend, adapterName: flags.adapter, profile };
+  return { backend: flags.backend, adapterName: flags.adapter, profile, verbose: flags.verbose || undefined };
 }
+
+const VERBOSE_HELP = "also show Dawn's harmless adapter warnings (same as CXR_VERBOSE=1)";
 
 const LIMITS_SHOWN = [
   "maxBufferSize",
@@ -102,6 +105,7 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
     .option("--backend <name>", "Dawn backend: vulkan, metal, d3d12, opengles")
     .option("--adapter <substring>", "pick the adapter whose name contains this")
     .option("--json", "print JSON")
+    .option("--verbose", VERBOSE_HELP)
     .action(doctor);
   groups.bench
     .command("kernels")
@@ -120,5 +124,6 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
     .option("--adapter <substring>", "adapter name substring")
     .option("--json", "print JSON instead of a table")
     .option("--out <file>", "also write the JSON document to this file")
+    .option("--verbose", VERBOSE_HELP)
     .action(benchKernels);
 }

@@ -23,6 +23,7 @@ export * from "./runtime/device.ts";
 export * from "./runtime/kernel.ts";
 export * from "./runtime/pool.ts";
 export * from "./runtime/profiler.ts";
+export * from "./runtime/quiet.ts";
 export * from "./runtime/tensor.ts";
 export * from "./runtime/uniforms.ts";
 export * from "./runtime/wait.ts";

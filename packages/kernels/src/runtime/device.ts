@@ -5,6 +5,7 @@
  */
 import { BufferPool } from "./pool.ts";
 import { Profiler } from "./profiler.ts";
+import { verboseFromEnvironment, withoutDawnNoise } from "./quiet.ts";
 import { UniformArena } from "./uniforms.ts";
 import { DEFAULT_WAIT_POLICY, parseWaitMode, type WaitMode, type WaitPolicy, waitForGpu } from "./wait.ts";
 import { create } from "./webgpu.ts";
@@ -29,6 +30,8 @@ export interface DeviceOptions {
   disableFeatures?: OptionalFeature[];
   /** How to wait for GPU work: "timer" (default, no busy-polling) or "busy" (Dawn's own loop). */
   wait?: WaitMode;
+  /** Show Dawn's two harmless limit warnings (runtime/quiet.ts). Default: env CXR_VERBOSE=1. */
+  verbose?: boolean;
 }
 
 export interface AdapterDescription {
@@ -41,12 +44,17 @@ export interface AdapterDescription {
   compatibilityMode: boolean;
 }
 
-// Module-level on purpose: Dawn's GPU object must outlive every device made from it.
-const liveInstances: GPU[] = [];
+// Module-level on purpose: Dawn's GPU object must outlive every device made from it. One instance
+// per set of flags, reused by later devices (each new instance enumerates adapters again).
+const liveInstances = new Map<string, GPU>();
 
 function dawnInstance(flags: string[]): GPU {
-  const instance = create(flags);
-  liveInstances.push(instance);
+  const key = flags.join("\u0000");
+  let instance = liveInstances.get(key);
+  if (!instance) {
+    instance = create(flags);
+    liveInstances.set(key, instance);
+  }
   return instance;
 }
 
@@ -74,12 +82,13 @@ async function requestBestAdapter(options: DeviceOptions): Promise<AdapterChoice
     return list;
   };
   const backend = options.backend ?? process.env.DAWNNODE_BACKEND;
+  const verbose = options.verbose ?? verboseFromEnvironment();
   if (backend !== "opengles") {
     const gpu = dawnInstance(flags(backend));
     // Discrete first, then integrated; Dawn orders adapters by these preferences.
     for (const powerPreference of ["high-performance", "low-power"] as const) {
       try {
-        const adapter = await gpu.requestAdapter({ powerPreference });
+        const adapter = await withoutDawnNoise(verbose, () => gpu.requestAdapter({ powerPreference }));
         if (adapter) return { adapter, backend: backend ?? "default", compatibilityMode: false };
       } catch (error) {
         failures.push(`${backend ?? "default"} ${powerPreference}: ${(error as Error).message}`);
@@ -92,7 +101,9 @@ async function requestBestAdapter(options: DeviceOptions): Promise<AdapterChoice
   if (!process.env.EGL_PLATFORM) process.env.EGL_PLATFORM = "surfaceless";
   const gles = dawnInstance(flags("opengles"));
   try {
-    const adapter = await gles.requestAdapter({ featureLevel: "compatibility" });
+    const adapter = await withoutDawnNoise(verbose, () =>
+      gles.requestAdapter({ featureLevel: "compatibility" }),
+    );
     if (adapter) return { adapter, backend: "opengles", compatibilityMode: true };
     failures.push("opengles (compatibility): no adapter found");
   } catch (error) {
@@ -329,7 +340,7 @@ let shared: Promise<Gpu> | null = null;
 
 /**
  * The process-wide default device (tests, CLI). Options from the environment:
- * CXR_BACKEND, CXR_ADAPTER, CXR_PROFILE=1, CXR_WAIT=timer|busy.
+ * CXR_BACKEND, CXR_ADAPTER, CXR_PROFILE=1, CXR_WAIT=timer|busy, CXR_VERBOSE=1.
  */
 export function defaultGpu(): Promise<Gpu> {
   if (!shared) {
