@@ -222,6 +222,9 @@ export function accumulateRankedLabel(
   counts: SubgroupCounts,
 ): void {
   const split = ranked.thresholdSplit;
+  // A subgroup whose rows of this label are all uncertain or blank has no segment below; without
+  // this reset it would keep the previous label's counts (the scratch is shared across labels).
+  for (const sums of Object.values(counts)) sums.fill(0);
   for (const dimension of ranked.dimensions) {
     const { codes, segmentSubgroup, segmentStart } = dimension;
     for (let segment = 0; segment < segmentSubgroup.length; segment++) {
