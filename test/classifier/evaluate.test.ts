@@ -1,12 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { resamplePatients } from "../../packages/classifier/src/evaluation/bootstrap.ts";
+import { bootstrapStream, resamplePatients } from "../../packages/classifier/src/evaluation/bootstrap.ts";
 import { evaluatePredictions } from "../../packages/classifier/src/evaluation/evaluate.ts";
 import {
   createPredictionTable,
   type PredictionInput,
   type PredictionTable,
 } from "../../packages/classifier/src/evaluation/predictions.ts";
-import { SeededRandom } from "../../packages/classifier/src/evaluation/random.ts";
 import { renderMarkdownReport, renderSummary } from "../../packages/classifier/src/evaluation/report.ts";
 import {
   type EvaluationDocument,
@@ -214,7 +213,7 @@ describe("patient-level bootstrap", () => {
     // With one round, the interval's ends are that round's value.
     const patientIds = [...new Set(table.rows.map((row) => row.patientId))];
     const weights = new Uint8Array(patientIds.length);
-    resamplePatients(new SeededRandom(seed), weights);
+    resamplePatients(bootstrapStream(seed), weights);
     const weightOf = new Map(patientIds.map((id, index) => [id, weights[index]]));
     const keep: number[] = [];
     table.rows.forEach((row, index) => {

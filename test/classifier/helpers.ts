@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll } from "vitest";
-import { SeededRandom } from "../../packages/classifier/src/evaluation/random.ts";
+import { Rng } from "../../packages/data/src/random.ts";
 import { CHEXPERT_LABELS, type ChexpertLabel } from "../../packages/data/src/records.ts";
 
 export const here = dirname(fileURLToPath(import.meta.url));
@@ -44,8 +44,8 @@ const AGES = [0, 7, 19.5, 20, 33, 39.9, 40, 51, 59, 60, 72, 79.99, 80, 91];
  * (tiny subgroups) and, optionally, labels with a single class.
  */
 export function randomPredictionsCsv(options: RandomCsvOptions): string {
-  const random = new SeededRandom(options.seed);
-  const pick = <T>(values: readonly T[]): T => values[random.nextIndex(values.length)];
+  const random = Rng.derive("random predictions csv", options.seed);
+  const pick = <T>(values: readonly T[]): T => values[random.index(values.length)];
   const header = ["patient_id", "sex", "age", "race", ...(options.institution ? ["institution"] : [])];
   for (const label of options.labels) header.push(`${label}_true`, `${label}_prob`);
   const rows: (string | number)[][] = [
@@ -54,20 +54,20 @@ export function randomPredictionsCsv(options: RandomCsvOptions): string {
   const patients = Math.max(1, Math.round(options.images / 2));
   const patientSex = Array.from({ length: patients }, () => pick(SEX_SPELLINGS));
   const patientRace = Array.from({ length: patients }, () => {
-    const u = random.nextFloat();
+    const u = random.next();
     return u < 0.5 ? "WHITE" : u < 0.75 ? "BLACK" : u < 0.97 ? "ASIAN" : "hispanic";
   });
   for (let image = 0; image < options.images; image++) {
-    const patient = random.nextIndex(patients);
+    const patient = random.index(patients);
     const row: (string | number)[] = [`p${patient}`, patientSex[patient], pick(AGES), patientRace[patient]];
     if (options.institution) row.push(pick(["site-a", "site-b", "site-c"]));
     for (const label of options.labels) {
-      const u = random.nextFloat();
+      const u = random.next();
       const single = options.singleClassLabels?.includes(label) ?? false;
-      const truth = u < 0.05 ? "-1" : u < 0.1 ? "" : single ? "0" : random.nextFloat() < 0.35 ? "1" : "0";
+      const truth = u < 0.05 ? "-1" : u < 0.1 ? "" : single ? "0" : random.next() < 0.35 ? "1" : "0";
       // Informative but noisy scores: positives lean high.
       const lean = truth === "1" ? 0.3 : 0;
-      const value = Math.min(1, Math.max(0, random.nextFloat() * 0.7 + lean));
+      const value = Math.min(1, Math.max(0, random.next() * 0.7 + lean));
       row.push(truth, Math.round(value * options.probabilitySteps) / options.probabilitySteps);
     }
     rows.push(row);

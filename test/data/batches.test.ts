@@ -4,8 +4,8 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { DataInputError } from "../../packages/data/src/errors.ts";
 import { writeGrayPng } from "../../packages/data/src/images/encode.ts";
 import { batches, type HostBatch } from "../../packages/data/src/pipeline/batches.ts";
-import { shuffledOrder } from "../../packages/data/src/pipeline/random.ts";
 import { BalancedSampler } from "../../packages/data/src/pipeline/sampler.ts";
+import { shuffledOrder } from "../../packages/data/src/random.ts";
 import type { CxrRecord } from "../../packages/data/src/records.ts";
 import { makeRecord, scratchFolder } from "./helpers.ts";
 

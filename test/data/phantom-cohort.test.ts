@@ -2,8 +2,8 @@ import { describe, expect, it } from "vitest";
 import { type PhantomStudy, planPhantomCohort } from "../../packages/data/src/phantom/cohort.ts";
 import { institutionIds } from "../../packages/data/src/phantom/institutions.ts";
 import { labelsFromFindings } from "../../packages/data/src/phantom/labels.ts";
-import { Rng } from "../../packages/data/src/phantom/random.ts";
 import { cohortStatistics } from "../../packages/data/src/phantom/statistics.ts";
+import { Rng } from "../../packages/data/src/random.ts";
 import { CHEXPERT_LABELS, type ChexpertLabel } from "../../packages/data/src/records.ts";
 
 const PATHOLOGIES = CHEXPERT_LABELS.filter((label) => label !== "No Finding" && label !== "Support Devices");

@@ -27,7 +27,6 @@ export {
   parsePredictionsCsv,
   readPredictionsCsv,
 } from "./evaluation/predictions.ts";
-export { SeededRandom } from "./evaluation/random.ts";
 export { renderMarkdownReport, renderSummary } from "./evaluation/report.ts";
 export {
   type Estimate,

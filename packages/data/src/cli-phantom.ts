@@ -3,9 +3,9 @@
  * the per-institution demographic mix and label prevalence, and the images per second it achieved.
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
+import { BIT_DEPTHS, type BitDepth } from "./images/encode.ts";
 import { generatePhantomDataset, type PhantomDatasetSummary } from "./phantom/dataset.ts";
 import { INSTITUTIONS, institutionIds } from "./phantom/institutions.ts";
-import { BIT_DEPTHS, type BitDepth } from "./phantom/png.ts";
 import { PHANTOM_SIZES, type PhantomSize } from "./phantom/render/index.ts";
 import type { GroupStatistics } from "./phantom/statistics.ts";
 import { CHEXPERT_LABELS, RACES } from "./records.ts";

@@ -5,8 +5,9 @@
  * with all of their images. Several models (a candidate and its baseline) can share the same rounds,
  * which is the paired bootstrap used for comparisons.
  */
+
+import { Rng } from "@cxr/data";
 import type { PatientWeights } from "./auroc.ts";
-import { SeededRandom } from "./random.ts";
 import {
   computeStatistics,
   createStatisticsScratch,
@@ -25,11 +26,16 @@ export interface BootstrapSettings {
  * impossible for n < 256 and has probability below n / 256! otherwise; it is still
  * checked rather than assumed.
  */
-export function resamplePatients(random: SeededRandom, patientWeight: PatientWeights): void {
+/** The bootstrap's stream for a seed: @cxr/data's shared generator, keyed by purpose. */
+export function bootstrapStream(seed: number): Rng {
+  return Rng.derive("bootstrap", seed);
+}
+
+export function resamplePatients(random: Rng, patientWeight: PatientWeights): void {
   const patientCount = patientWeight.length;
   patientWeight.fill(0);
   for (let draw = 0; draw < patientCount; draw++) {
-    const patient = random.nextIndex(patientCount);
+    const patient = random.index(patientCount);
     if (patientWeight[patient] === 255) throw new Error("bootstrap: a patient was drawn more than 255 times");
     patientWeight[patient]++;
   }
@@ -51,7 +57,7 @@ export function bootstrapStatistics(
       throw new Error("bootstrap: paired models must share the same patients");
     }
   }
-  const random = new SeededRandom(settings.seed);
+  const random = bootstrapStream(settings.seed);
   const patientWeight: PatientWeights = new Uint8Array(patientCount);
   const scratch = createStatisticsScratch(layout.subgroupCount);
   const roundValues = new Float64Array(layout.size);

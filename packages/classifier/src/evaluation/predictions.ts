@@ -9,6 +9,7 @@ import {
   ageBin,
   CHEXPERT_LABELS,
   type ChexpertLabel,
+  parseSex,
   RACES,
   type Race,
   SEXES,
@@ -50,13 +51,6 @@ export const TRUE_SUFFIX = "_true";
 export const PROBABILITY_SUFFIX = "_prob";
 const REQUIRED_COLUMNS = ["patient_id", "sex", "age", "race"] as const;
 const OPTIONAL_COLUMNS = ["institution", "image_id"] as const;
-
-const SEX_ALIASES: Record<string, Sex> = { f: "female", female: "female", m: "male", male: "male" };
-
-/** Normalises a sex value ("F", "Female", "male", ...), or returns null when unknown. */
-export function parseSex(value: string): Sex | null {
-  return SEX_ALIASES[value.trim().toLowerCase()] ?? null;
-}
 
 /** Normalises a race value case-insensitively against RACES, or returns null when unknown. */
 export function parseRace(value: string): Race | null {
@@ -120,8 +114,10 @@ export function parsePredictionsCsv(text: string, source: string): PredictionTab
 
     const patientId = cell(columns.patientId).trim();
     if (patientId === "") throw new Error(`${where(columns.patientId)}: patient id is blank`);
+    // @cxr/data's parseSex: null for a blank or "Unknown" cell, undefined for anything else it does
+    // not know; an evaluation needs every image's sex, so both are errors here.
     const sex = parseSex(cell(columns.sex));
-    if (sex === null) {
+    if (sex === null || sex === undefined) {
       throw new Error(
         `${where(columns.sex)}: unknown sex "${cell(columns.sex)}" (expected ${SEXES.join(" or ")}, or F/M)`,
       );

@@ -5,9 +5,8 @@
  * are rounded to 4 decimals, as many exporters do, which creates ties. Labels are drawn independently
  * of each other (No Finding can co-occur with a finding): enough for timing and tests, not a phantom.
  */
-import { CHEXPERT_LABELS, type ChexpertLabel, RACES, type Race, SEXES, type Sex } from "@cxr/data";
+import { CHEXPERT_LABELS, type ChexpertLabel, RACES, type Race, Rng, SEXES, type Sex } from "@cxr/data";
 import { createPredictionTable, type PredictionInput, type PredictionTable } from "./predictions.ts";
-import { SeededRandom } from "./random.ts";
 
 export interface SyntheticPredictionsOptions {
   readonly images: number;
@@ -28,13 +27,13 @@ export function synthesizePredictions(options: SyntheticPredictionsOptions): Pre
   const labels = options.labels ?? CHEXPERT_LABELS;
   const institutions = options.institutions ?? [];
   const separation = options.separation ?? 2;
-  const random = new SeededRandom(seed);
+  const random = Rng.derive("synthetic predictions", seed);
   const normal = (): number => {
-    const u = 1 - random.nextFloat();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random.nextFloat());
+    const u = 1 - random.next();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random.next());
   };
   const pickRace = (): Race => {
-    let u = random.nextFloat();
+    let u = random.next();
     for (const race of RACES) {
       u -= RACE_SHARES[race];
       if (u < 0) return race;
@@ -47,16 +46,14 @@ export function synthesizePredictions(options: SyntheticPredictionsOptions): Pre
   const patientAge: number[] = [];
   const patientInstitution: (string | null)[] = [];
   for (let patient = 0; patient < patients; patient++) {
-    patientSex.push(SEXES[random.nextIndex(SEXES.length)]);
+    patientSex.push(SEXES[random.index(SEXES.length)]);
     patientRace.push(pickRace());
-    patientAge.push(5 + random.nextFloat() * 90);
-    patientInstitution.push(
-      institutions.length > 0 ? institutions[random.nextIndex(institutions.length)] : null,
-    );
+    patientAge.push(5 + random.next() * 90);
+    patientInstitution.push(institutions.length > 0 ? institutions[random.index(institutions.length)] : null);
   }
   // Every patient has at least one image; the rest are spread at random.
   const patientOfImage = Int32Array.from({ length: images }, (_, image) =>
-    image < patients ? image : random.nextIndex(patients),
+    image < patients ? image : random.index(patients),
   );
 
   const rows: PredictionInput["rows"][number][] = [];
@@ -66,7 +63,7 @@ export function synthesizePredictions(options: SyntheticPredictionsOptions): Pre
       patientId: `patient${String(patient).padStart(6, "0")}`,
       imageId: `image${String(image).padStart(7, "0")}`,
       sex: patientSex[patient],
-      age: Math.min(130, Math.round(patientAge[patient] + random.nextFloat() * 3)),
+      age: Math.min(130, Math.round(patientAge[patient] + random.next() * 3)),
       race: patientRace[patient],
       institution: patientInstitution[patient],
     });
@@ -79,8 +76,8 @@ export function synthesizePredictions(options: SyntheticPredictionsOptions): Pre
     const probability = new Float64Array(images);
     for (let image = 0; image < images; image++) {
       const row = rows[image];
-      const u = random.nextFloat();
-      truth[image] = u < 0.03 ? -1 : u < 0.1 ? null : random.nextFloat() < prevalence ? 1 : 0;
+      const u = random.next();
+      truth[image] = u < 0.03 ? -1 : u < 0.1 ? null : random.next() < prevalence ? 1 : 0;
       // The bias: the scorer leans towards "healthy" for women, Black and Hispanic patients and the
       // oldest, so No Finding is over-called (underdiagnosis) there.
       const bias =

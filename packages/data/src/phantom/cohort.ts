@@ -5,11 +5,11 @@
  * draw images on the fly.
  */
 import { DEFAULT_PATIENT_SPLIT, type SplitFractions } from "../pipeline/splits.ts";
+import { Rng } from "../random.ts";
 import { type LabelSet, SPLITS, type Split } from "../records.ts";
 import type { Condition } from "./conditions.ts";
 import { findInstitution, type InstitutionProfile } from "./institutions.ts";
 import { labelsFromFindings } from "./labels.ts";
-import { Rng } from "./random.ts";
 import { writeImpression, writePrompt } from "./report.ts";
 import { samplePermanentDevices } from "./sample/devices.ts";
 import { samplePatient } from "./sample/patient.ts";

@@ -15,11 +15,11 @@ import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import Papa from "papaparse";
 import * as z from "zod";
+import { BIT_DEPTHS, type BitDepth, encodeGrayPng } from "../images/encode.ts";
 import { CHEXPERT_LABELS, type LabelValue, SPLITS, type Split } from "../records.ts";
 import { DEFAULT_SPLIT_FRACTIONS, type PhantomStudy, planPhantomCohort } from "./cohort.ts";
 import { institutionIds } from "./institutions.ts";
 import { measureCardiothoracicRatio } from "./measure.ts";
-import { BIT_DEPTHS, type BitDepth, encodeGrayscalePng } from "./png.ts";
 import { PHANTOM_SIZES, type PhantomSize, renderPhantom } from "./render/index.ts";
 import { type CohortStatistics, cohortStatistics } from "./statistics.ts";
 
@@ -158,7 +158,7 @@ async function writeImages(
         await mkdir(directory, { recursive: true });
         created.add(directory);
       }
-      const task = encodeGrayscalePng(pixels, size, bitDepth)
+      const task = encodeGrayPng({ width: size, height: size, pixels }, bitDepth)
         .then((png) => writeFile(file, png))
         .then(() => {
           done++;

@@ -18,8 +18,6 @@ export {
 export { findInstitution, INSTITUTIONS, type InstitutionProfile, institutionIds } from "./institutions.ts";
 export { labelsFromFindings } from "./labels.ts";
 export { type CardiothoracicMeasurement, measureCardiothoracicRatio } from "./measure.ts";
-export { BIT_DEPTHS, type BitDepth, encodeGrayscalePng, quantize } from "./png.ts";
-export { Rng } from "./random.ts";
 export { PHANTOM_SIZES, type PhantomSize, renderPhantom } from "./render/index.ts";
 export { writeImpression, writePrompt } from "./report.ts";
 export { RACE_HABITUS_SHIFT } from "./sample/patient.ts";

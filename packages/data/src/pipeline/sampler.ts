@@ -1,5 +1,5 @@
+import { Rng } from "../random.ts";
 import { ageBin, type ChexpertLabel, type CxrRecord } from "../records.ts";
-import { type SeededRandom, seededRandom } from "./random.ts";
 import { labelTarget, type TargetOptions } from "./targets.ts";
 
 export const DEMOGRAPHIC_ATTRIBUTES = ["sex", "ageBin", "race", "institution"] as const;
@@ -41,7 +41,7 @@ export interface SamplerCell {
 export class BalancedSampler implements Iterable<number> {
   readonly cells: SamplerCell[];
   readonly excluded: number;
-  private readonly random: SeededRandom;
+  private readonly random: Rng;
 
   constructor(records: readonly CxrRecord[], options: Partial<BalancedSamplerOptions> = {}) {
     const resolved = { ...DEFAULT_BALANCED_SAMPLER, ...options };
@@ -69,12 +69,12 @@ export class BalancedSampler implements Iterable<number> {
         `balanced sampler: no record has all of ${resolved.attributes.join(", ")} (${records.length} records)`,
       );
     }
-    this.random = seededRandom(resolved.seed);
+    this.random = Rng.derive("balanced sampler", resolved.seed);
   }
 
   next(): number {
-    const cell = this.cells[this.random.integer(this.cells.length)];
-    return cell.members[this.random.integer(cell.members.length)];
+    const cell = this.cells[this.random.index(this.cells.length)];
+    return cell.members[this.random.index(cell.members.length)];
   }
 
   take(count: number): number[] {

@@ -1,5 +1,5 @@
+import { Rng } from "../random.ts";
 import { type CxrRecord, SPLITS, type Split } from "../records.ts";
-import { seededRandom, shuffled } from "./random.ts";
 
 export type SplitFractions = Record<Split, number>;
 
@@ -45,7 +45,7 @@ export function assignPatientSplits(
   const unsplitPatients = [...new Set(records.map((record) => record.patientId))]
     .filter((patient) => !splitOfPatient.has(patient))
     .sort();
-  const order = shuffled(unsplitPatients, seededRandom(seed));
+  const order = Rng.derive("splits", seed).shuffle(unsplitPatients);
   let start = 0;
   let cumulative = 0;
   for (const split of SPLITS) {

@@ -3,7 +3,7 @@
  * windowing and gamma, quantum noise, detector blur, vendor edge enhancement and the collimator's
  * unexposed border. Institutions differ in every one of these (see ../institutions.ts).
  */
-import { Rng } from "../random.ts";
+import { Rng } from "../../random.ts";
 import type { Acquisition } from "../types.ts";
 import { gaussianBlur, type Layers } from "./canvas.ts";
 

@@ -2,7 +2,7 @@
  * Smooth value noise evaluated in body coordinates, so a patient's lung texture is the same at every
  * image size. Integer hashing only; no tables, no state.
  */
-import { mix32 } from "../random.ts";
+import { mix32 } from "../../random.ts";
 
 export function latticeValue(ix: number, iy: number, seed: number): number {
   return mix32(Math.imul(ix, 0x27d4eb2d) ^ Math.imul(iy, 0x165667b1) ^ seed) / 4294967296;

@@ -2,8 +2,9 @@
  * How one study is acquired at an institution: view (portable AP for the critically ill and for
  * infants), positioning, exposure, noise, blur, markers.
  */
+
+import type { Rng } from "../../random.ts";
 import type { InstitutionProfile, MarkerStyle } from "../institutions.ts";
-import type { Rng } from "../random.ts";
 import { BODY_DEPTH_BASE, BODY_DEPTH_PER_SOFT_TISSUE } from "../render/anatomy.ts";
 import { markerWidth } from "../render/markers.ts";
 import type { Acquisition, Habitus, Marker, ViewPosition } from "../types.ts";

@@ -3,8 +3,9 @@
  * the patient; tubes and lines belong to a study (the critically ill get them, trauma patients with a
  * sizeable pneumothorax get a chest drain).
  */
+
+import type { Rng } from "../../random.ts";
 import type { Condition } from "../conditions.ts";
-import type { Rng } from "../random.ts";
 import { CARINA_DEPTH } from "../render/geometry.ts";
 import type { Anatomy, Device, Point, Side } from "../types.ts";
 

@@ -7,8 +7,9 @@
  * 0.5; a small effusion only blunts the costophrenic angle, a large one climbs to mid-lung; a small
  * pneumothorax is a thin apical rim, a large one a lung collapsed by half.
  */
+
+import type { Rng } from "../../random.ts";
 import type { Condition } from "../conditions.ts";
-import type { Rng } from "../random.ts";
 import { hemithorax, lateralMargin } from "../render/geometry.ts";
 import {
   type Anatomy,

@@ -6,10 +6,11 @@
  * tissue, bone density). In the phantom this is a device for simulating subgroup shift, so that a
  * classifier can be under-exposed to some groups' appearance; it is not a claim about anatomy.
  */
+
+import type { Rng } from "../../random.ts";
 import { type AgeBin, ageBin, type Race, type Sex } from "../../records.ts";
 import { baseConditionRate, CHRONIC_CONDITIONS, CONDITIONS, type Condition } from "../conditions.ts";
 import type { InstitutionProfile } from "../institutions.ts";
-import type { Rng } from "../random.ts";
 import type { Anatomy, Demographics, Habitus } from "../types.ts";
 
 /** Group-level habitus offsets per race/ethnicity: the phantom's lever for subgroup shift (see above). */

@@ -3,6 +3,8 @@
  * acquisition, the findings and devices they bring, and the anatomy as drawn (heart size, volume loss,
  * supine inspiration, AP magnification).
  */
+
+import type { Rng } from "../../random.ts";
 import {
   ACUTE_PERSISTENCE,
   baseConditionRate,
@@ -11,7 +13,6 @@ import {
   type Condition,
 } from "../conditions.ts";
 import type { InstitutionProfile } from "../institutions.ts";
-import type { Rng } from "../random.ts";
 import type { Anatomy, Device, PhantomParameters, Reported } from "../types.ts";
 import { sampleAcquisition } from "./acquisition.ts";
 import { sampleStudyDevices } from "./devices.ts";

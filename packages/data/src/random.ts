@@ -1,8 +1,10 @@
 /**
- * Seeded randomness for the phantom. Every patient, study and image draws from its own stream, derived
- * by hashing a key such as (seed, institution, patient index, purpose). So a dataset never depends on
- * the order in which things were generated, and adding patients never changes the earlier ones.
- * Never Math.random: the same seed must give byte-identical datasets.
+ * The one seeded generator for data and evaluation: the phantom, splits, epoch shuffles, the
+ * balanced sampler and the classifier's bootstrap. sfc32 with 32-bit integer arithmetic only, so Bun
+ * and Node give identical sequences. Streams are derived by hashing a key such as (seed, institution,
+ * patient index, purpose), so a phantom dataset never depends on the order in which things were
+ * generated and adding patients never changes the earlier ones. Never Math.random: the same seed
+ * must give byte-identical datasets. (Kernels draw from their own Philox streams on the GPU.)
  */
 
 /** Chris Wellons' "lowbias32" integer finaliser: every input bit affects every output bit. */
@@ -81,6 +83,18 @@ export class Rng {
     return low + Math.floor(this.next() * (high - low + 1));
   }
 
+  /** Uniform integer in [0, bound) without modulo bias (the incomplete last block is rejected). */
+  index(bound: number): number {
+    if (!Number.isInteger(bound) || bound <= 0 || bound > 4294967296) {
+      throw new Error(`random index bound must be an integer in [1, 2^32], got ${bound}`);
+    }
+    const limit = 4294967296 - (4294967296 % bound);
+    for (;;) {
+      const value = this.nextUint32();
+      if (value < limit) return value % bound;
+    }
+  }
+
   chance(probability: number): boolean {
     return this.next() < probability;
   }
@@ -139,4 +153,9 @@ export class Rng {
     }
     return items;
   }
+}
+
+/** A seeded permutation of 0..count-1, e.g. the record order of one training epoch. */
+export function shuffledOrder(count: number, seed: number): number[] {
+  return Rng.derive("order", seed).shuffle(Array.from({ length: count }, (_, index) => index));
 }
