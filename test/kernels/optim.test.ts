@@ -138,7 +138,8 @@ describe("AdamW", () => {
 
   it("falls back to the scalar variant for buffers that are not multiples of 16 bytes", async () => {
     const device = await gpu();
-    const { STORAGE_USAGE, Tensor } = await import("@cxr/kernels");
+    const { Tensor } = await import("@cxr/kernels");
+    const { STORAGE_USAGE } = await import("../../packages/kernels/src/runtime/pool.ts");
     const odd = new Tensor(
       device,
       [3],

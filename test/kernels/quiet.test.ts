@@ -5,8 +5,8 @@
  */
 import { spawnSync } from "node:child_process";
 import { resolve } from "node:path";
-import { withoutDawnLimitWarnings } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
+import { withoutDawnLimitWarnings } from "../../packages/kernels/src/runtime/quiet.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const CLI = resolve(ROOT, "packages/cli/src/main.ts");

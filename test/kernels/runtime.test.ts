@@ -7,11 +7,11 @@ import {
   matmul,
   OpError,
   relu,
-  sizeClass,
   Tensor,
   tidy,
 } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
+import { sizeClass } from "../../packages/kernels/src/runtime/pool.ts";
 
 describe("device", () => {
   it("finds an adapter, classifies it and reports the optional features", async () => {
