@@ -2,6 +2,7 @@ import { writeFileSync } from "node:fs";
 import type { Command } from "commander";
 import { BENCH_CASES } from "./bench/cases.ts";
 import { type BenchResult, formatBenchTable, runBenchCase } from "./bench/runner.ts";
+import { dumpKernelSources } from "./ops/sources.ts";
 import { createGpu, type DeviceOptions, GpuUnavailableError, OPTIONAL_FEATURES } from "./runtime/device.ts";
 import { parseWaitMode, WAIT_MODES } from "./runtime/wait.ts";
 
@@ -107,6 +108,16 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
     .option("--json", "print JSON")
     .option("--verbose", VERBOSE_HELP)
     .action(doctor);
+  program
+    .command("kernels")
+    .description("inspect the kernels")
+    .command("dump <op>")
+    .description("print the exact WGSL each variant of an op compiles (ops in the per-op layout: softmax)")
+    .option("--variant <name>", "only this variant")
+    .option("--pass <name>", "only this pass: forward or backward")
+    .action((op: string, flags: { variant?: string; pass?: string }) => {
+      process.stdout.write(dumpKernelSources({ op, ...flags }));
+    });
   groups.bench
     .command("kernels")
     .description("time each kernel next to a naive reference kernel at UNet and DenseNet shapes")

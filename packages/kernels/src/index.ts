@@ -147,7 +147,7 @@ export {
   type SoftmaxVariant,
   softmax,
   softmaxReference,
-} from "./ops/softmax.ts";
+} from "./ops/softmax/index.ts";
 export {
   gelu,
   referenceErf,

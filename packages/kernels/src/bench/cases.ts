@@ -1,4 +1,6 @@
 /** Every kernel benchmark, in the order `cxr bench kernels` prints them. Each op file adds its cases. */
+
+import { SOFTMAX_BENCH_CASES } from "../ops/softmax/bench.ts";
 import { ATTENTION_BENCH_CASES } from "./attention.ts";
 import { CONV2D_BENCH_CASES } from "./conv2d.ts";
 import { MATMUL_BENCH_CASES } from "./matmul.ts";
@@ -9,5 +11,6 @@ export const BENCH_CASES: BenchCase[] = [
   ...MATMUL_BENCH_CASES,
   ...CONV2D_BENCH_CASES,
   ...NORM_BENCH_CASES,
+  ...SOFTMAX_BENCH_CASES,
   ...ATTENTION_BENCH_CASES,
 ];

@@ -28,7 +28,7 @@ import { grid, LINEAR_INDEX_WGSL, launch, wgsl } from "../runtime/kernel.ts";
 import { OpError, Tensor } from "../runtime/tensor.ts";
 import { Params } from "../runtime/uniforms.ts";
 import { type MatmulVariant, matmul } from "./matmul.ts";
-import { type SoftmaxVariant, softmax } from "./softmax.ts";
+import { type SoftmaxVariant, softmax } from "./softmax/index.ts";
 
 export type AttentionVariant = "cpu-rows" | "gpu-tiled";
 export const ATTENTION_VARIANTS: readonly AttentionVariant[] = ["cpu-rows", "gpu-tiled"];

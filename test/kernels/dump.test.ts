@@ -1,0 +1,59 @@
+/** `cxr kernels dump <op>` prints, byte for byte, the WGSL the op compiles (ops/sources.ts). */
+import { spawnSync } from "node:child_process";
+import { resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+import { SOFTMAX_KERNELS } from "../../packages/kernels/src/ops/softmax/index.ts";
+import { dumpKernelSources, KERNEL_SOURCES } from "../../packages/kernels/src/ops/sources.ts";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+
+describe("kernels dump", () => {
+  it("gives each variant's passes under a header, exactly as launched", () => {
+    expect(dumpKernelSources({ op: "softmax", variant: "gpu-workgroup", pass: "backward" })).toBe(
+      `// softmax / gpu-workgroup / backward${SOFTMAX_KERNELS["gpu-workgroup"].backward}\n`,
+    );
+    const all = dumpKernelSources({ op: "softmax" });
+    for (const [variant, kernels] of Object.entries(SOFTMAX_KERNELS)) {
+      expect(all).toContain(`// softmax / ${variant} / forward${kernels.forward}\n`);
+      expect(all).toContain(`// softmax / ${variant} / backward${kernels.backward}\n`);
+    }
+    expect(Object.keys(KERNEL_SOURCES)).toContain("softmax");
+  });
+
+  it("names what exists when asked for something that does not", () => {
+    expect(() => dumpKernelSources({ op: "nope" })).toThrow(
+      /kernels dump: no op "nope" in the per-op layout yet \(available: softmax/,
+    );
+    expect(() => dumpKernelSources({ op: "softmax", variant: "x" })).toThrow(
+      'kernels dump: softmax has no variant "x" (variants: cpu-rows, gpu-workgroup)',
+    );
+    expect(() => dumpKernelSources({ op: "softmax", pass: "sideways" })).toThrow(
+      'kernels dump: softmax has no pass "sideways" (passes: forward, backward)',
+    );
+  });
+
+  it("is reachable as cxr kernels dump", () => {
+    const result = spawnSync(
+      "bun",
+      [
+        "packages/cli/src/main.ts",
+        "kernels",
+        "dump",
+        "softmax",
+        "--variant",
+        "cpu-rows",
+        "--pass",
+        "forward",
+      ],
+      { cwd: ROOT, encoding: "utf8" },
+    );
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stdout).toBe(`// softmax / cpu-rows / forward${SOFTMAX_KERNELS["cpu-rows"].forward}\n`);
+    const bad = spawnSync("bun", ["packages/cli/src/main.ts", "kernels", "dump", "matmul"], {
+      cwd: ROOT,
+      encoding: "utf8",
+    });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain('no op "matmul" in the per-op layout yet');
+  });
+});
