@@ -354,7 +354,8 @@ export function evaluatePredictions(
       bootstrapRounds: rounds,
       seed: config.seed,
       confidenceLevel: config.confidenceLevel,
-      intervalMethod: "percentile, patient-level bootstrap",
+      intervalMethod:
+        "patient-level bootstrap: percentile intervals for values, symmetric intervals for differences",
     },
     thresholds: thresholdsByLabel,
     thresholdDetails: thresholdResults,

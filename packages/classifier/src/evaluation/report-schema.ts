@@ -92,7 +92,7 @@ const gapSchema = z.object({
     z.object({
       first: z.string(),
       second: z.string(),
-      /** Marginal percentile interval of the paired patient-level bootstrap. */
+      /** Marginal symmetric interval (estimate +- bootstrap quantile of |deviation|), paired patient-level bootstrap. */
       difference: estimateSchema,
       /** Simultaneous band over all pairs of this dimension and metric (see simultaneous). */
       simultaneousLower: z.number().nullable(),
@@ -175,7 +175,9 @@ export const evaluationDocumentSchema = z.object({
     bootstrapRounds: z.number().int(),
     seed: z.number().int(),
     confidenceLevel: z.number(),
-    intervalMethod: z.literal("percentile, patient-level bootstrap"),
+    intervalMethod: z.literal(
+      "patient-level bootstrap: percentile intervals for values, symmetric intervals for differences",
+    ),
   }),
   /** Label -> threshold, the format `--thresholds` reads back. */
   thresholds: z.record(z.string(), z.number().nullable()),

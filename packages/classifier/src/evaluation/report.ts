@@ -79,8 +79,9 @@ export function renderSummary(document: EvaluationDocument): string {
       ".",
     `Thresholds: ${describeThresholds(document)}.`,
     config.bootstrapRounds > 0
-      ? `Intervals: ${Math.round(config.confidenceLevel * 100)}% percentile intervals from ${config.bootstrapRounds} ` +
-        `bootstrap rounds over patients (seed ${config.seed}).`
+      ? `Intervals: ${Math.round(config.confidenceLevel * 100)}% from ${config.bootstrapRounds} bootstrap rounds over ` +
+        `patients (seed ${config.seed}): percentile intervals for rates and AUROC, symmetric intervals ` +
+        "(estimate +- bootstrap quantile of the deviation) for differences between subgroups."
       : "Intervals: none (bootstrap switched off).",
     `Gaps: a subgroup takes part when the metric's own denominator reaches ${config.minimumDenominator} ` +
       "(No Finding negatives for underdiagnosis, No Finding positives for overdiagnosis, the smaller class " +
@@ -177,8 +178,8 @@ function renderPairs(document: EvaluationDocument, include: (dimension: string) 
   return [
     "## Pairwise differences",
     "",
-    `Every pair of subgroups that take part, first minus second; the interval is the ${level} percentile ` +
-      `interval of the pair, the band a ${level} simultaneous band over all pairs of the dimension (sup-t).`,
+    `Every pair of subgroups that take part, first minus second; the interval is the pair's own ${level} ` +
+      `interval, the band a ${level} simultaneous band over all pairs of the dimension (sup-t).`,
     "",
     rows.length === 0
       ? "No dimension has two subgroups that reach the minimum denominator."
