@@ -22,6 +22,17 @@ const ROUNDS = 200;
 const SIZE = { images: 800, epochs: 3 };
 
 describe("cxr quickstart at a small size", () => {
+  it("names a bad institution before doing any work", async () => {
+    const nowhere = join(out, "never-written");
+    await expect(quickstart({ out: nowhere, institutions: ["nowhere"] }, () => {})).rejects.toThrow(
+      'quickstart: unknown institution "nowhere" (choose from northgate, riverside, highland, harbor, valley)',
+    );
+    await expect(
+      quickstart({ out: nowhere, institutions: ["northgate"], trainInstitution: "highland" }, () => {}),
+    ).rejects.toThrow('the training institution "highland" is not among --institutions northgate');
+    expect(existsSync(nowhere)).toBe(false);
+  });
+
   it("trains a model that beats chance in distribution and writes schema-valid reports", async () => {
     const lines: string[] = [];
     const started = performance.now();
