@@ -174,7 +174,7 @@ describe("calibration of gap intervals on simulated tables", () => {
     }
     // All six race pairs at once: the sup-t band's family-wise coverage.
     expect(coverage(nullRaceSimultaneous)).toBeGreaterThanOrEqual(0.92);
-  });
+  }, 600_000); // about 14 s of CPU; 120 s wall when the full suite shares two cores
 
   it("the old max-minus-min statistic fails the same check (so the check has teeth)", () => {
     // Largest minus smallest race rate, re-picked in every table, under no effect: biased upwards.
