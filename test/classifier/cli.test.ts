@@ -142,7 +142,7 @@ describe("cxr evaluate", () => {
 
   it("prints the JSON Schema of the document", async () => {
     const schema = JSON.parse(await cxr(["evaluate", "--schema"]));
-    expect(schema.properties.schemaVersion.const).toBe(1);
+    expect(schema.properties.schemaVersion.const).toBe(2);
     expect(schema.required).toContain("gaps");
   });
 

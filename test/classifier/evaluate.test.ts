@@ -50,10 +50,10 @@ const userThresholds = new Map([
   ["Edema", 0.5],
 ]);
 
-function handDocument(minimumSubgroupSize: number): EvaluationDocument {
+function handDocument(minimumDenominator: number): EvaluationDocument {
   return evaluatePredictions(
     { predictions: handTable(), thresholds: userThresholds, thresholdsSource: "hand thresholds" },
-    { minimumSubgroupSize, bootstrapRounds: 0 },
+    { minimumDenominator, bootstrapRounds: 0 },
   );
 }
 
@@ -108,33 +108,68 @@ describe("evaluatePredictions on a hand-worked table", () => {
     expect(report).not.toMatch(/\| female \|[^\n]*0\.5000/);
   });
 
-  it("names the subgroups at both ends of each gap", () => {
+  it("gives every pairwise difference of subgroups fixed by name, and each member's denominator", () => {
     const underdiagnosis = gap(document, "sex", "underdiagnosisRate");
-    expect(underdiagnosis.gap.value).toBeCloseTo(2 / 3 - 1 / 2, 15);
-    expect(underdiagnosis.highest).toEqual({ subgroup: "male", value: 2 / 3 });
-    expect(underdiagnosis.lowest).toEqual({ subgroup: "female", value: 0.5 });
-    expect(gap(document, "sex", "auroc", "No Finding").gap.value).toBe(0.375);
-    // Edema AUROC is undefined for women: the gap has only one member and is undefined.
+    expect(underdiagnosis.pairs).toHaveLength(1);
+    expect(underdiagnosis.pairs[0]).toMatchObject({ first: "female", second: "male" });
+    expect(underdiagnosis.pairs[0].difference.value).toBeCloseTo(1 / 2 - 2 / 3, 15);
+    expect(underdiagnosis.subgroups).toEqual([
+      { subgroup: "female", denominator: 2, value: 0.5 },
+      { subgroup: "male", denominator: 3, value: 2 / 3 },
+    ]);
+    expect(underdiagnosis.denominator).toBe("No Finding negatives");
+    // Overdiagnosis counts No Finding positives: 2 women, 1 man.
+    expect(gap(document, "sex", "overdiagnosisRate").subgroups.map((member) => member.denominator)).toEqual([
+      2, 1,
+    ]);
+    // Per-label metrics keep their members (AUROC: the smaller class) but have no pairs.
+    const noFindingAuroc = gap(document, "sex", "auroc", "No Finding");
+    expect(noFindingAuroc.pairs).toEqual([]);
+    expect(noFindingAuroc.subgroups).toEqual([
+      { subgroup: "female", denominator: 2, value: 0.625 },
+      { subgroup: "male", denominator: 1, value: 1 },
+    ]);
+    // Edema: every woman is positive, so the smaller class has 0 images and women are left out.
     const edema = gap(document, "sex", "auroc", "Edema");
-    expect(edema.gap.value).toBeNull();
-    expect(edema.excluded).toEqual([{ subgroup: "female", reason: "value undefined" }]);
-    // One race only: no race gap.
-    expect(gap(document, "race", "underdiagnosisRate").gap.undefinedReason).toMatch(
-      /fewer than two eligible/,
-    );
+    expect(edema.excluded).toEqual([
+      { subgroup: "female", denominator: 0, reason: "0 images of the smaller class, below the minimum of 1" },
+    ]);
+    expect(edema.headline.gap.value).toBeNull();
+    // One race only: no pairs and no headline.
+    const race = gap(document, "race", "underdiagnosisRate");
+    expect(race.pairs).toEqual([]);
+    expect(race.headline.gap.undefinedReason).toMatch(/fewer than two race subgroups reach the minimum/);
   });
 
-  it("keeps subgroups below the minimum size out of gaps but still lists them", () => {
-    const strict = handDocument(5);
-    expect(subgroup(strict, "sex", "female").inGaps).toBe(false);
+  it("leaves the headline undefined without a validation split, saying why", () => {
+    const headline = gap(document, "sex", "underdiagnosisRate").headline;
+    expect(headline).toMatchObject({ worst: null, best: null });
+    expect(headline.gap.value).toBeNull();
+    expect(headline.gap.undefinedReason).toMatch(/no validation split/);
+  });
+
+  it("admits a rate to gaps by its own denominator, not by the subgroup's image count", () => {
+    const strict = handDocument(3);
+    // Women have 4 images but only 2 No Finding negatives: out of underdiagnosis gaps.
+    expect(subgroup(strict, "sex", "female").images).toBe(4);
     expect(subgroup(strict, "sex", "female").underdiagnosisRate.value).toBe(0.5);
     const underdiagnosis = gap(strict, "sex", "underdiagnosisRate");
-    expect(underdiagnosis.gap.value).toBeNull();
+    expect(underdiagnosis.subgroups.map((member) => member.subgroup)).toEqual(["male"]);
+    expect(underdiagnosis.pairs).toEqual([]);
     expect(underdiagnosis.excluded).toContainEqual({
       subgroup: "female",
-      reason: "4 images, below the minimum of 5",
+      denominator: 2,
+      reason: "2 No Finding negatives, below the minimum of 3",
     });
-    expect(strict.notes.join(" ")).toMatch(/fewer than 5 images and are kept out of gaps: female \(4\)/);
+    // Overdiagnosis: 2 and 1 No Finding positives, both below 3.
+    expect(gap(strict, "sex", "overdiagnosisRate").excluded.map((excluded) => excluded.denominator)).toEqual([
+      2, 1,
+    ]);
+    expect(strict.notes.join(" ")).toMatch(
+      /Underdiagnosis gaps leave out subgroups with fewer than 3 No Finding negatives: sex: female \(2\)/,
+    );
+    const report = renderMarkdownReport(strict);
+    expect(report).toContain("No dimension has two subgroups that reach the minimum denominator.");
   });
 
   it("records where thresholds came from and produces a schema-valid document", () => {
@@ -191,7 +226,7 @@ describe("patient-level bootstrap", () => {
     const run = (seed: number) =>
       evaluatePredictions(
         { predictions: table, thresholds },
-        { bootstrapRounds: 40, seed, minimumSubgroupSize: 20 },
+        { bootstrapRounds: 40, seed, minimumDenominator: 20 },
       );
     const first = run(3);
     expect(run(3)).toEqual(first);
@@ -236,7 +271,7 @@ describe("patient-level bootstrap", () => {
       ),
     });
     const direct = evaluatePredictions({ predictions: repeated, thresholds }, { bootstrapRounds: 0 });
-    const roundValue = (estimate: { lower: number | null }) => estimate.lower;
+    const roundValue = (estimate: { lower: number | null }) => estimate.lower; // percentile, one round
     bootstrapped.overall.labels.forEach((label, labelIndex) => {
       const expected = direct.overall.labels[labelIndex];
       for (const metric of [
@@ -260,6 +295,25 @@ describe("patient-level bootstrap", () => {
           expect(roundValue(original.labels[labelIndex].auroc)).toBeCloseTo(label.auroc.value, 12);
       });
     }
+    // Gaps too: a pair's round is the difference of the same two named subgroups in the repeated table.
+    let pairs = 0;
+    for (const entry of bootstrapped.gaps) {
+      for (const pair of entry.pairs) {
+        const metric = entry.metric as "underdiagnosisRate" | "overdiagnosisRate" | "macroAuroc";
+        const first = subgroup(direct, entry.dimension, pair.first)[metric].value;
+        const second = subgroup(direct, entry.dimension, pair.second)[metric].value;
+        if (first === null || second === null) continue;
+        // Gaps use the symmetric interval d +- |d* - d|: with one round, one end is the round's value.
+        const estimate = pair.difference;
+        const round = first - second;
+        expect(estimate.upper! - estimate.value!).toBeCloseTo(Math.abs(round - estimate.value!), 12);
+        expect(Math.min(Math.abs(estimate.lower! - round), Math.abs(estimate.upper! - round))).toBeLessThan(
+          1e-12,
+        );
+        pairs++;
+      }
+    }
+    expect(pairs).toBeGreaterThan(10);
   });
 });
 
@@ -267,7 +321,7 @@ describe("comparison with a baseline", () => {
   const table = synthesizePredictions({ images: 400, patients: 150, seed: 8 });
   const weaker = synthesizePredictions({ images: 400, patients: 150, seed: 8, separation: 1 });
   const thresholds = new Map(table.labels.map((label) => [label, 0.3] as const));
-  const config = { bootstrapRounds: 30, seed: 2, minimumSubgroupSize: 10 };
+  const config = { bootstrapRounds: 30, seed: 2, minimumDenominator: 10 };
 
   it("gives zero differences with zero-width intervals against itself", () => {
     const document = evaluatePredictions(
@@ -286,7 +340,7 @@ describe("comparison with a baseline", () => {
     }
   });
 
-  it("reports candidate minus baseline and the relative gap change", () => {
+  it("reports candidate minus baseline for the same fixed pair, and a relative change only where it is sound", () => {
     const document = evaluatePredictions(
       { predictions: table, thresholds, baseline: { predictions: weaker, thresholds } },
       config,
@@ -299,14 +353,36 @@ describe("comparison with a baseline", () => {
       15,
     );
     expect(comparison.macroAuroc.difference.value!).toBeGreaterThan(0);
-    const sexGap = comparison.gaps.find(
-      (entry) => entry.dimension === "sex" && entry.metric === "underdiagnosisRate",
-    )!;
-    const candidateGap = gap(document, "sex", "underdiagnosisRate").gap.value!;
-    const baselineGap = gap(baselineAlone, "sex", "underdiagnosisRate").gap.value!;
-    expect(sexGap.gap.candidate).toBe(candidateGap);
-    expect(sexGap.gap.baseline).toBe(baselineGap);
-    expect(sexGap.relativeChange.value).toBeCloseTo((candidateGap - baselineGap) / baselineGap, 15);
+    let sound = 0;
+    let unsound = 0;
+    for (const entry of comparison.gaps.filter((candidate) => candidate.kind === "pair")) {
+      const pairOf = (evaluated: EvaluationDocument) =>
+        gap(evaluated, entry.dimension, entry.metric).pairs.find(
+          (pair) => pair.first === entry.first && pair.second === entry.second,
+        )!;
+      const candidateGap = pairOf(document).difference.value!;
+      const baselineGap = pairOf(baselineAlone).difference;
+      expect(entry.gap.candidate).toBe(candidateGap);
+      expect(entry.gap.baseline).toBe(baselineGap.value);
+      expect(entry.gap.difference.value).toBeCloseTo(candidateGap - baselineGap.value!, 15);
+      // The relative change needs a baseline gap whose interval excludes 0.
+      const clear = baselineGap.lower! > 0 || baselineGap.upper! < 0;
+      if (clear) {
+        sound++;
+        expect(entry.relativeChange.value).toBeCloseTo(
+          (candidateGap - baselineGap.value!) / baselineGap.value!,
+          12,
+        );
+      } else {
+        unsound++;
+        expect(entry.relativeChange.value).toBeNull();
+        expect(entry.relativeChange.undefinedReason).toMatch(
+          /interval includes 0|no interval|baseline gap is 0/,
+        );
+      }
+    }
+    expect(sound).toBeGreaterThan(0);
+    expect(unsound).toBeGreaterThan(0);
     expect(renderSummary(document)).toContain("## Comparison with baseline");
     expect(() => evaluationDocumentSchema.parse(document)).not.toThrow();
   });
@@ -379,5 +455,114 @@ describe("comparison with a baseline", () => {
       ),
     ).toThrow(/baseline\.csv row 3, column "race"/);
     expect(() => compare(withRows(() => {}, 399))).toThrow(/baseline\.csv: 399 rows, but .* has 400/);
+  });
+});
+
+describe("headline gap", () => {
+  const predictions = synthesizePredictions({ images: 1500, patients: 600, seed: 21 });
+  const validation = synthesizePredictions({ images: 900, patients: 350, seed: 22 });
+  const document = evaluatePredictions(
+    { predictions, validation },
+    { bootstrapRounds: 50, seed: 3, minimumDenominator: 20 },
+  );
+  // The validation split's own subgroup values, at the same thresholds.
+  const onValidation = evaluatePredictions(
+    {
+      predictions: validation,
+      thresholds: new Map(Object.entries(document.thresholds) as [string, number][]),
+    },
+    { bootstrapRounds: 0, minimumDenominator: 20 },
+  );
+
+  it("takes the worst-off and best-off subgroups from the validation split and measures them here", () => {
+    let checked = 0;
+    for (const entry of document.gaps.filter((candidate) => candidate.label === null)) {
+      if (entry.headline.worst === null) continue;
+      const metric = entry.metric as "underdiagnosisRate" | "overdiagnosisRate" | "macroAuroc";
+      const sign = metric === "macroAuroc" ? -1 : 1;
+      const members = entry.subgroups.map((member) => member.subgroup);
+      const validationValue = (name: string) =>
+        subgroup(onValidation, entry.dimension, name)?.[metric].value ?? null;
+      const scored = members.filter((name) => validationValue(name) !== null);
+      const disadvantages = scored.map((name) => sign * validationValue(name)!);
+      expect(sign * validationValue(entry.headline.worst)!).toBe(Math.max(...disadvantages));
+      expect(sign * validationValue(entry.headline.best!)!).toBe(Math.min(...disadvantages));
+      const here = (name: string) => subgroup(document, entry.dimension, name)[metric].value!;
+      expect(entry.headline.gap.value).toBeCloseTo(
+        sign * (here(entry.headline.worst) - here(entry.headline.best!)),
+        15,
+      );
+      expect(entry.headline.gap.roundsUsed).toBe(50);
+      checked++;
+    }
+    expect(checked).toBeGreaterThanOrEqual(4);
+    const summary = renderSummary(document);
+    expect(summary).toContain("## Headline gaps (worst-off minus best-off subgroup)");
+    expect(summary).toMatch(
+      /\| sex \| Underdiagnosis rate \| -?0\.\d{4} \(-?0\.\d{4} to -?0\.\d{4}\) \| 50\/50 \| (female - male|male - female) \|/,
+    );
+    expect(() => evaluationDocumentSchema.parse(document)).not.toThrow();
+  });
+
+  it("gives simultaneous bands at least as wide as each pair's own interval (more than two pairs)", () => {
+    const age = gap(document, "age", "underdiagnosisRate");
+    expect(age.pairs.length).toBeGreaterThan(2);
+    expect(age.simultaneous).toMatchObject({
+      pairs: age.pairs.length,
+      roundsUsed: 50,
+      undefinedReason: null,
+    });
+    for (const pair of age.pairs) {
+      expect(pair.simultaneousLower!).toBeLessThanOrEqual(pair.difference.value!);
+      expect(pair.simultaneousUpper!).toBeGreaterThanOrEqual(pair.difference.value!);
+      expect(pair.simultaneousUpper! - pair.simultaneousLower!).toBeGreaterThan(
+        0.8 * (pair.difference.upper! - pair.difference.lower!),
+      );
+    }
+  });
+});
+
+describe("rounds used", () => {
+  it("reports an interval as undefined, with the reason, when fewer than 95% of the rounds define it", () => {
+    // Men: one patient holds the only No Finding negative, so a resample loses it in about 1/e of rounds.
+    const rows: PredictionInput["rows"][number][] = [];
+    const truth: number[] = [];
+    const probability: number[] = [];
+    for (let patient = 0; patient < 30; patient++) {
+      const male = patient < 6;
+      rows.push({ patientId: `p${patient}`, sex: male ? "male" : "female", age: 50, race: "WHITE" });
+      truth.push(male ? (patient === 0 ? 0 : 1) : patient % 3 === 0 ? 1 : 0);
+      probability.push(((patient * 7) % 10) / 10);
+    }
+    const document = evaluatePredictions(
+      {
+        predictions: createPredictionTable({
+          source: "sparse",
+          rows,
+          labels: { "No Finding": { truth, probability } },
+        }),
+        thresholds: new Map([["No Finding", 0.5]]),
+      },
+      { bootstrapRounds: 200, seed: 1, minimumDenominator: 1 },
+    );
+    const men = subgroup(document, "sex", "male").underdiagnosisRate;
+    expect(men.value).not.toBeNull();
+    expect(men.roundsUsed).toBeLessThan(190);
+    expect(men.roundsUsed).toBeGreaterThan(100);
+    expect(men).toMatchObject({ lower: null, upper: null });
+    expect(men.intervalUndefinedReason).toBe(
+      `only ${men.roundsUsed} of 200 bootstrap rounds gave a defined value (an interval needs 190, 95%)`,
+    );
+    const pair = gap(document, "sex", "underdiagnosisRate").pairs[0];
+    expect(pair.difference.value).not.toBeNull();
+    expect(pair.difference.lower).toBeNull();
+    expect(pair.difference.intervalUndefinedReason).toMatch(/^only \d+ of 200 bootstrap rounds/);
+    expect(renderSummary(document)).toMatch(
+      /\(interval undefined: only \d+ of 200 bootstrap rounds gave a defined value\)/,
+    );
+    // Women's rate is defined in every round and keeps its interval.
+    const women = subgroup(document, "sex", "female").underdiagnosisRate;
+    expect(women.roundsUsed).toBe(200);
+    expect(women.lower).not.toBeNull();
   });
 });

@@ -122,22 +122,33 @@ def main():
             fnr = None if not nf or nf["truePositiveRate"] is None else 1 - nf["truePositiveRate"]
             entry["overdiagnosisRate"] = fnr
             subgroups.append(entry)
-    gaps = []
+    # Gaps: a subgroup takes part when the metric's own denominator reaches the minimum (No Finding
+    # negatives for underdiagnosis, positives for overdiagnosis, the smaller class for AUROC) and its
+    # value is defined; every pair of members gives value(a) - value(b), a and b in sorted order.
+    pairs, members = [], []
+    denominator = {
+        "underdiagnosisRate": lambda s: s["labels"]["No Finding"]["negatives"],
+        "overdiagnosisRate": lambda s: s["labels"]["No Finding"]["positives"],
+    }
     for dimension in predictions["groups"]:
         if dimension == "overall":
             continue
-        for metric in ["underdiagnosisRate", "overdiagnosisRate"]:
-            values = [(s[metric], s["name"]) for s in subgroups
-                      if s["dimension"] == dimension and s["images"] >= minimum and s[metric] is not None]
-            gap = max(values)[0] - min(values)[0] if len(values) >= 2 else None
-            gaps.append({"dimension": dimension, "metric": metric, "label": None, "gap": gap})
+        in_dimension = [s for s in subgroups if s["dimension"] == dimension]
+        if "No Finding" in predictions["labels"]:
+            for metric in ["underdiagnosisRate", "overdiagnosisRate"]:
+                taking = sorted((s["name"], s[metric]) for s in in_dimension
+                                if denominator[metric](s) >= minimum and s[metric] is not None)
+                for i in range(len(taking)):
+                    for j in range(i + 1, len(taking)):
+                        pairs.append({"dimension": dimension, "metric": metric, "first": taking[i][0],
+                                      "second": taking[j][0], "difference": taking[i][1] - taking[j][1]})
         for label in predictions["labels"]:
-            values = [s["labels"][label]["auroc"] for s in subgroups
-                      if s["dimension"] == dimension and s["images"] >= minimum
-                      and s["labels"][label]["auroc"] is not None]
-            gap = max(values) - min(values) if len(values) >= 2 else None
-            gaps.append({"dimension": dimension, "metric": "auroc", "label": label, "gap": gap})
-    json.dump({"thresholds": thresholds, "f1Ties": f1_ties, "subgroups": subgroups, "gaps": gaps}, sys.stdout)
+            names = sorted(s["name"] for s in in_dimension
+                           if min(s["labels"][label]["positives"], s["labels"][label]["negatives"]) >= minimum
+                           and s["labels"][label]["auroc"] is not None)
+            members.append({"dimension": dimension, "metric": "auroc", "label": label, "members": names})
+    json.dump({"thresholds": thresholds, "f1Ties": f1_ties, "subgroups": subgroups, "pairs": pairs,
+               "members": members}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ interface Reference {
     underdiagnosisRate: number | null;
     overdiagnosisRate: number | null;
   }[];
-  gaps: { dimension: string; metric: string; label: string | null; gap: number | null }[];
+  pairs: { dimension: string; metric: string; first: string; second: string; difference: number }[];
+  members: { dimension: string; metric: string; label: string; members: string[] }[];
 }
 
 function expectSame(actual: Estimate | number | null, expected: number | null, what: string): void {
@@ -53,7 +54,7 @@ function expectSame(actual: Estimate | number | null, expected: number | null, w
 }
 
 interface ReferenceCase extends RandomCsvOptions {
-  minimumSubgroupSize: number;
+  minimumDenominator: number;
   validationImages: number;
   validationSeed: number;
   /** Labels whose validation F1 has its maximum at several thresholds (checked, so the tie rule is exercised). */
@@ -68,7 +69,7 @@ const cases: ReferenceCase[] = [
     probabilitySteps: 10,
     institution: true,
     singleClassLabels: ["Fracture"],
-    minimumSubgroupSize: 20,
+    minimumDenominator: 20,
     validationImages: 200,
     validationSeed: 101,
     f1Ties: [],
@@ -80,7 +81,7 @@ const cases: ReferenceCase[] = [
     probabilitySteps: 1000,
     institution: false,
     lowerCaseHeader: true,
-    minimumSubgroupSize: 10,
+    minimumDenominator: 10,
     validationImages: 150,
     validationSeed: 102,
     f1Ties: [],
@@ -92,7 +93,7 @@ const cases: ReferenceCase[] = [
     probabilitySteps: 4,
     institution: true,
     singleClassLabels: ["Cardiomegaly"],
-    minimumSubgroupSize: 5,
+    minimumDenominator: 5,
     // A small validation file with coarse scores, seeded so that No Finding's best F1 is reached twice.
     validationImages: 12,
     validationSeed: 121,
@@ -104,7 +105,7 @@ const cases: ReferenceCase[] = [
     labels: ["No Finding", "Lung Opacity", "Support Devices", "Pleural Effusion"],
     probabilitySteps: 20,
     institution: false,
-    minimumSubgroupSize: 50,
+    minimumDenominator: 50,
     validationImages: 10,
     validationSeed: 165,
     f1Ties: ["No Finding"],
@@ -130,11 +131,11 @@ describe("evaluation against the scikit-learn reference", () => {
 
       const document: EvaluationDocument = evaluatePredictions(
         { predictions: readPredictionsCsv(predictionsPath), validation: readPredictionsCsv(validationPath) },
-        { bootstrapRounds: 0, minimumSubgroupSize: testCase.minimumSubgroupSize },
+        { bootstrapRounds: 0, minimumDenominator: testCase.minimumDenominator },
       );
       const output = execFileSync(
         PYTHON,
-        [join(here, "reference.py"), predictionsPath, validationPath, String(testCase.minimumSubgroupSize)],
+        [join(here, "reference.py"), predictionsPath, validationPath, String(testCase.minimumDenominator)],
         { encoding: "utf8" },
       );
       const reference = JSON.parse(output) as Reference;
@@ -176,22 +177,41 @@ describe("evaluation against the scikit-learn reference", () => {
         }
       }
 
+      // Pairwise gaps: the same pairs, the same differences (the reference orders names alphabetically).
       let compared = 0;
-      for (const expected of reference.gaps) {
-        const actual = document.gaps.find(
-          (entry) =>
-            entry.dimension === expected.dimension &&
-            entry.metric === expected.metric &&
-            entry.label === expected.label,
-        )!;
-        expectSame(
-          actual.gap,
-          expected.gap,
-          `${expected.dimension} ${expected.metric} ${expected.label ?? ""} gap`,
-        );
-        if (expected.gap !== null) compared++;
+      for (const metric of ["underdiagnosisRate", "overdiagnosisRate"]) {
+        for (const entry of document.gaps.filter((gap) => gap.metric === metric)) {
+          const expected = reference.pairs.filter(
+            (pair) => pair.dimension === entry.dimension && pair.metric === metric,
+          );
+          expect(entry.pairs.length, `${entry.dimension} ${metric} pairs`).toBe(expected.length);
+          for (const pair of entry.pairs) {
+            const flipped = pair.first > pair.second;
+            const [first, second] = flipped ? [pair.second, pair.first] : [pair.first, pair.second];
+            const match = expected.find(
+              (candidate) => candidate.first === first && candidate.second === second,
+            );
+            expect(match, `${entry.dimension} ${metric} ${pair.first} - ${pair.second}`).toBeDefined();
+            expectSame(
+              pair.difference,
+              flipped ? -match!.difference : match!.difference,
+              `${entry.dimension} ${metric} ${pair.first} - ${pair.second}`,
+            );
+            compared++;
+          }
+        }
       }
       expect(compared).toBeGreaterThan(0);
+      for (const expected of reference.members) {
+        const actual = document.gaps.find(
+          (gap) =>
+            gap.dimension === expected.dimension && gap.metric === "auroc" && gap.label === expected.label,
+        )!;
+        expect(
+          actual.subgroups.map((member) => member.subgroup).sort(),
+          `${expected.dimension} ${expected.label}`,
+        ).toEqual(expected.members);
+      }
       // The files were built to contain undefined values; make sure they did.
       const undefinedAurocs = document.subgroups
         .flatMap((entry) => entry.labels)

@@ -35,7 +35,7 @@ describe("subgroups without a known truth for a label", () => {
           ["Pneumothorax", 0.5],
         ]),
       },
-      { minimumSubgroupSize: 1, bootstrapRounds: 0 },
+      { minimumDenominator: 1, bootstrapRounds: 0 },
     );
     const hispanic = document.subgroups.find(
       (entry) => entry.dimension === "race" && entry.name === "HISPANIC",

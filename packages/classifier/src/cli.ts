@@ -24,7 +24,7 @@ interface EvaluateFlags {
   out?: string;
   json?: boolean;
   schema?: boolean;
-  minSubgroupSize: number;
+  minDenominator: number;
   bootstrapRounds: number;
   seed: number;
   confidence: number;
@@ -85,7 +85,7 @@ async function runEvaluate(flags: EvaluateFlags): Promise<void> {
       : null,
   };
   const document = evaluatePredictions(input, {
-    minimumSubgroupSize: flags.minSubgroupSize,
+    minimumDenominator: flags.minDenominator,
     bootstrapRounds: flags.bootstrapRounds,
     seed: flags.seed,
     confidenceLevel: flags.confidence,
@@ -117,10 +117,10 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
     .option("--json", "print the evaluation JSON instead of the summary")
     .option("--schema", "print the JSON Schema of the evaluation document and exit")
     .option(
-      "--min-subgroup-size <images>",
-      "smaller subgroups are listed but kept out of gaps",
+      "--min-denominator <count>",
+      "a subgroup enters gaps only when the rate's own denominator reaches this (No Finding negatives for underdiagnosis, positives for overdiagnosis, the smaller class for AUROC)",
       parseInteger(1),
-      DEFAULT_EVALUATION_CONFIG.minimumSubgroupSize,
+      DEFAULT_EVALUATION_CONFIG.minimumDenominator,
     )
     .option(
       "--bootstrap-rounds <rounds>",

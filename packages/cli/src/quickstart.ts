@@ -8,7 +8,9 @@ import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
   DEFAULT_TRAIN_CONFIG,
+  type EvaluationDocument,
   evaluatePredictions,
+  type PredictionTable,
   predictionTableFromRecords,
   predictProbabilities,
   renderSummary,
@@ -23,6 +25,8 @@ import type { Command } from "commander";
 export interface QuickstartOptions {
   out: string;
   images: number;
+  /** Phantom institutions to generate; the training institution must be one of them. */
+  institutions: string[];
   size: number;
   epochs: number;
   trainInstitution: string;
@@ -33,6 +37,7 @@ export interface QuickstartOptions {
 const DEFAULTS: QuickstartOptions = {
   out: "runs/quickstart",
   images: 8000,
+  institutions: institutionIds(),
   size: 64,
   epochs: 8,
   trainInstitution: "highland",
@@ -40,22 +45,37 @@ const DEFAULTS: QuickstartOptions = {
   bootstrap: 200,
 };
 
-const log = (message: string) => console.log(message);
-
 function describeSplit(name: string, records: readonly CxrRecord[]): string {
   const patients = new Set(records.map((record) => record.patientId)).size;
   return `${name}: ${records.length} images of ${patients} patients`;
 }
 
-export async function quickstart(options: QuickstartOptions): Promise<void> {
+/** What one quickstart run produced: the two evaluation documents and where everything went. */
+export interface QuickstartResult {
+  out: string;
+  inDistribution: EvaluationDocument;
+  outOfDistribution: EvaluationDocument | null;
+  seconds: number;
+}
+
+export async function quickstart(
+  overrides: Partial<QuickstartOptions> = {},
+  log: (message: string) => void = console.log,
+): Promise<QuickstartResult> {
+  const options = { ...DEFAULTS, ...overrides };
   const started = performance.now();
-  const out = resolve(options.out);
-  mkdirSync(out, { recursive: true });
-  if (!institutionIds().includes(options.trainInstitution)) {
+  for (const id of [...options.institutions, options.trainInstitution]) {
+    if (!institutionIds().includes(id)) {
+      throw new Error(`quickstart: unknown institution "${id}" (choose from ${institutionIds().join(", ")})`);
+    }
+  }
+  if (!options.institutions.includes(options.trainInstitution)) {
     throw new Error(
-      `quickstart: unknown institution "${options.trainInstitution}" (choose from ${institutionIds().join(", ")})`,
+      `quickstart: the training institution "${options.trainInstitution}" is not among --institutions ${options.institutions.join(",")}`,
     );
   }
+  const out = resolve(options.out);
+  mkdirSync(out, { recursive: true });
 
   const gpu = await createGpu();
   log(
@@ -63,14 +83,14 @@ export async function quickstart(options: QuickstartOptions): Promise<void> {
   );
 
   log(
-    `\n[1/4] phantom dataset: ${options.images} images at ${options.size}px from ${institutionIds().length} institutions`,
+    `\n[1/4] phantom dataset: ${options.images} images at ${options.size}px from ${options.institutions.length} institutions`,
   );
   const dataDir = join(out, "phantom");
   const summary = await generatePhantomDataset({
     outDir: dataDir,
     count: options.images,
     size: options.size as 64,
-    institutions: institutionIds(),
+    institutions: options.institutions,
     seed: options.seed,
     overwrite: true,
   });
@@ -123,22 +143,25 @@ export async function quickstart(options: QuickstartOptions): Promise<void> {
   };
   const validation = await predict("valid", valid);
   const inDistribution = await predict(`test-${options.trainInstitution}`, testIn);
-  const outOfDistribution = await predict("test-other-institutions", testOut);
+  const outOfDistribution = testOut.length > 0 ? await predict("test-other-institutions", testOut) : null;
 
   log("\n[4/4] evaluate (thresholds: F1-optimal on the validation split)");
-  const config = { bootstrapRounds: options.bootstrap, seed: options.seed, minimumSubgroupSize: 20 };
-  for (const [name, predictions] of [
-    ["in-distribution", inDistribution],
-    ["out-of-distribution", outOfDistribution],
-  ] as const) {
+  const config = { bootstrapRounds: options.bootstrap, seed: options.seed, minimumDenominator: 20 };
+  const evaluate = async (name: string, predictions: PredictionTable) => {
     const document = evaluatePredictions({ predictions, validation }, config);
     const reportDir = join(out, `report-${name}`);
     await writeEvaluationOutputs(document, reportDir);
     log(`\n## ${name} (${reportDir})\n`);
     log(renderSummary(document));
-  }
-  log(`\nquickstart finished in ${((performance.now() - started) / 1000).toFixed(0)} s; outputs in ${out}`);
+    return document;
+  };
+  const inDocument = await evaluate("in-distribution", inDistribution);
+  // With a single institution there is nothing out of distribution to evaluate.
+  const outDocument = outOfDistribution ? await evaluate("out-of-distribution", outOfDistribution) : null;
+  const seconds = (performance.now() - started) / 1000;
+  log(`\nquickstart finished in ${seconds.toFixed(0)} s; outputs in ${out}`);
   gpu.destroy();
+  return { out, inDistribution: inDocument, outOfDistribution: outDocument, seconds };
 }
 
 const integer = (name: string) => (value: string) => {
@@ -156,10 +179,18 @@ export function registerQuickstart(program: Command): void {
     )
     .option("--out <dir>", "output folder", DEFAULTS.out)
     .option("--images <n>", "phantom images across all institutions", integer("images"), DEFAULTS.images)
+    .option(
+      "--institutions <ids>",
+      "comma-separated phantom institutions to generate",
+      (value: string) => value.split(",").map((id) => id.trim()),
+      DEFAULTS.institutions,
+    )
     .option("--size <px>", "image size (64, 128, 256 or 512)", integer("size"), DEFAULTS.size)
     .option("--epochs <n>", "training epochs", integer("epochs"), DEFAULTS.epochs)
     .option("--train-institution <id>", "institution to train on", DEFAULTS.trainInstitution)
     .option("--seed <n>", "seed for data, initialisation and bootstrap", integer("seed"), DEFAULTS.seed)
     .option("--bootstrap <n>", "bootstrap rounds for the intervals", integer("bootstrap"), DEFAULTS.bootstrap)
-    .action((options: QuickstartOptions) => quickstart(options));
+    .action(async (options: QuickstartOptions) => {
+      await quickstart(options);
+    });
 }

@@ -73,27 +73,95 @@ export function bootstrapStatistics(
   return replicates;
 }
 
+/** Below this share of the requested rounds an interval is reported as undefined, never narrowed. */
+export const MINIMUM_ROUNDS_SHARE = 0.95;
+
 export interface Interval {
-  /** Null when no round gave a defined value. */
+  /** Null when too few rounds gave a defined value (see intervalUndefinedReason). */
   readonly lower: number | null;
   readonly upper: number | null;
   /** Rounds in which the statistic was defined (a resample can lose a subgroup's only positives). */
   readonly roundsUsed: number;
+  /** Why lower/upper are null although rounds were requested; null otherwise. */
+  readonly intervalUndefinedReason: string | null;
+}
+
+/** The rounds an interval needs: 95% of those requested, rounded up. */
+export function minimumRounds(requestedRounds: number): number {
+  return Math.ceil(MINIMUM_ROUNDS_SHARE * requestedRounds - 1e-9);
+}
+
+export function tooFewRoundsReason(roundsUsed: number, requestedRounds: number): string {
+  return (
+    `only ${roundsUsed} of ${requestedRounds} bootstrap rounds gave a defined value ` +
+    `(an interval needs ${minimumRounds(requestedRounds)}, 95%)`
+  );
 }
 
 /**
  * Percentile interval of the defined replicates, with linear interpolation between order statistics
- * (numpy's default "linear" quantile): q-quantile = x[h] interpolated at h = (n - 1) q.
+ * (numpy's default "linear" quantile): q-quantile = x[h] interpolated at h = (n - 1) q. Rounds where
+ * the statistic is undefined (NaN) are counted out; when fewer than 95% of the rounds remain, the
+ * interval is undefined with the reason, because the surviving rounds are a biased subset.
  */
 export function percentileInterval(replicates: ArrayLike<number>, confidenceLevel: number): Interval {
   const defined: number[] = [];
   for (let index = 0; index < replicates.length; index++) {
     if (!Number.isNaN(replicates[index])) defined.push(replicates[index]);
   }
-  if (defined.length === 0) return { lower: null, upper: null, roundsUsed: 0 };
+  const requested = replicates.length;
+  if (requested === 0) return { lower: null, upper: null, roundsUsed: 0, intervalUndefinedReason: null };
+  if (defined.length < minimumRounds(requested)) {
+    return {
+      lower: null,
+      upper: null,
+      roundsUsed: defined.length,
+      intervalUndefinedReason: tooFewRoundsReason(defined.length, requested),
+    };
+  }
   const sorted = Float64Array.from(defined).sort();
   const tail = (1 - confidenceLevel) / 2;
-  return { lower: quantile(sorted, tail), upper: quantile(sorted, 1 - tail), roundsUsed: sorted.length };
+  return {
+    lower: quantile(sorted, tail),
+    upper: quantile(sorted, 1 - tail),
+    roundsUsed: sorted.length,
+    intervalUndefinedReason: null,
+  };
+}
+
+/**
+ * Symmetric bootstrap interval around the estimate: value +- q, q the confidence-level quantile of
+ * |replicate - value| over the defined rounds. Used for differences between subgroups, whose
+ * bootstrap distribution is close to symmetric: it always contains the estimate, and in the
+ * calibration simulation (test/classifier/calibration.test.ts) it covered 94.9% at 200 rounds where
+ * the percentile interval covered 93.9%. Same 95%-of-rounds rule as percentileInterval.
+ */
+export function symmetricInterval(
+  value: number,
+  replicates: ArrayLike<number>,
+  confidenceLevel: number,
+): Interval {
+  const deviations: number[] = [];
+  for (let index = 0; index < replicates.length; index++) {
+    if (!Number.isNaN(replicates[index])) deviations.push(Math.abs(replicates[index] - value));
+  }
+  const requested = replicates.length;
+  if (requested === 0) return { lower: null, upper: null, roundsUsed: 0, intervalUndefinedReason: null };
+  if (deviations.length < minimumRounds(requested)) {
+    return {
+      lower: null,
+      upper: null,
+      roundsUsed: deviations.length,
+      intervalUndefinedReason: tooFewRoundsReason(deviations.length, requested),
+    };
+  }
+  const halfWidth = quantile(Float64Array.from(deviations).sort(), confidenceLevel);
+  return {
+    lower: value - halfWidth,
+    upper: value + halfWidth,
+    roundsUsed: deviations.length,
+    intervalUndefinedReason: null,
+  };
 }
 
 export function quantile(sorted: Float64Array, probability: number): number {

@@ -4,15 +4,21 @@
  * the same patients and truth, then both are resampled with the same patient draws (paired
  * bootstrap), so the interval of a difference reflects only the models, not the sample.
  */
-import type { ChexpertLabel } from "@cxr/data";
-import { percentileInterval, replicatesOf } from "./bootstrap.ts";
+import { replicatesOf, symmetricInterval } from "./bootstrap.ts";
+import {
+  DISADVANTAGE_SIGN,
+  differenceReplicates,
+  estimateFrom,
+  type GapPlanEntry,
+  PAIR_METRICS,
+} from "./gaps.ts";
 import { describeRow, type PredictionRow, type PredictionTable } from "./predictions.ts";
 import type { Comparison, Difference, Estimate, ThresholdResult } from "./report-schema.ts";
 import {
-  gapSlot,
   LABEL_METRICS,
   labelMetricSlot,
   macroAurocSlot,
+  metricSlot,
   overdiagnosisSlot,
   type StatisticsLayout,
   underdiagnosisSlot,
@@ -129,49 +135,129 @@ function checkSameImage(
   }
 }
 
-/** Paired-bootstrap differences (candidate minus baseline) for the headline numbers and every gap. */
+/**
+ * Paired-bootstrap differences (candidate minus baseline) for the headline numbers, and for every
+ * fixed-pair gap: the same pair of subgroups, named before resampling, measured on both models.
+ */
 export function buildComparison(options: {
   baselineSource: string;
   baselineThresholds: ThresholdResult[];
   layout: StatisticsLayout;
   index: SubgroupIndex;
+  plan: readonly GapPlanEntry[];
   candidatePoint: Float64Array;
   baselinePoint: Float64Array;
-  candidateReplicates: Float64Array;
-  baselineReplicates: Float64Array;
+  /** Replicate matrices (statistic-major), or null without bootstrap. */
+  candidateReplicates: Float64Array | null;
+  baselineReplicates: Float64Array | null;
   rounds: number;
   confidenceLevel: number;
 }): Comparison {
   const { layout, index, candidatePoint, baselinePoint, candidateReplicates, baselineReplicates, rounds } =
     options;
-  const pairedReplicates = (slot: number, combine: (candidate: number, baseline: number) => number) => {
-    const candidate = replicatesOf(candidateReplicates, slot, rounds);
-    const baseline = replicatesOf(baselineReplicates, slot, rounds);
-    return Float64Array.from(candidate, (value, round) => combine(value, baseline[round]));
-  };
-  const toEstimate = (value: number, replicates: Float64Array, reason: string): Estimate => {
-    if (!Number.isFinite(value)) {
-      return { value: null, lower: null, upper: null, roundsUsed: 0, undefinedReason: reason };
-    }
-    return { value, ...percentileInterval(replicates, options.confidenceLevel), undefinedReason: null };
-  };
-  const difference = (slot: number): Difference => {
-    const candidate = candidatePoint[slot];
-    const baseline = baselinePoint[slot];
-    return {
-      candidate: Number.isNaN(candidate) ? null : candidate,
-      baseline: Number.isNaN(baseline) ? null : baseline,
-      difference: toEstimate(
-        candidate - baseline,
-        pairedReplicates(slot, (c, b) => c - b),
-        "undefined for the candidate or the baseline",
-      ),
-    };
-  };
-  const relativeChange = (c: number, b: number): number => (b === 0 ? Number.NaN : (c - b) / b);
+  const combine = (
+    candidate: Float64Array | null,
+    baseline: Float64Array | null,
+    operation: (candidate: number, baseline: number) => number,
+  ) =>
+    candidate === null || baseline === null
+      ? null
+      : Float64Array.from(candidate, (value, round) => operation(value, baseline[round]));
+  const differenceOf = (
+    candidate: number,
+    baseline: number,
+    candidateRounds: Float64Array | null,
+    baselineRounds: Float64Array | null,
+    interval: "symmetric" | "percentile" = "percentile",
+  ): Difference => ({
+    candidate: Number.isNaN(candidate) ? null : candidate,
+    baseline: Number.isNaN(baseline) ? null : baseline,
+    difference: estimateFrom(
+      candidate - baseline,
+      combine(candidateRounds, baselineRounds, (c, b) => c - b),
+      options.confidenceLevel,
+      "undefined for the candidate or the baseline",
+      interval,
+    ),
+  });
+  const slotRounds = (matrix: Float64Array | null, slot: number) =>
+    matrix === null ? null : replicatesOf(matrix, slot, rounds);
+  const difference = (slot: number): Difference =>
+    differenceOf(
+      candidatePoint[slot],
+      baselinePoint[slot],
+      slotRounds(candidateReplicates, slot),
+      slotRounds(baselineReplicates, slot),
+    );
 
-  const labelName = (labelIndex: number): ChexpertLabel | null =>
-    labelIndex < 0 ? null : layout.labels[labelIndex];
+  const gaps: Comparison["gaps"] = [];
+  for (const entry of options.plan) {
+    if (!PAIR_METRICS.includes(entry.key.metric)) continue;
+    const valueAt = (point: Float64Array, id: number) => point[metricSlot(layout, entry.key, id)];
+    const fixedPair = (kind: "pair" | "headline", a: number, b: number, sign: 1 | -1) => {
+      const candidate = sign * (valueAt(candidatePoint, a) - valueAt(candidatePoint, b));
+      const baseline = sign * (valueAt(baselinePoint, a) - valueAt(baselinePoint, b));
+      const rounds_ = (matrix: Float64Array | null) =>
+        matrix === null ? null : differenceReplicates(matrix, layout, entry.key, a, b, rounds, sign);
+      const candidateRounds = rounds_(candidateReplicates);
+      const baselineRounds = rounds_(baselineReplicates);
+      gaps.push({
+        dimension: entry.dimension,
+        metric: entry.key.metric,
+        kind,
+        first: index.subgroups[a].name,
+        second: index.subgroups[b].name,
+        gap: differenceOf(candidate, baseline, candidateRounds, baselineRounds, "symmetric"),
+        relativeChange: relativeChange(candidate, baseline, candidateRounds, baselineRounds),
+      });
+    };
+    for (const [a, b] of entry.pairs) fixedPair("pair", a, b, 1);
+    if (!("reason" in entry.headline)) {
+      fixedPair("headline", entry.headline.worst, entry.headline.best, DISADVANTAGE_SIGN[entry.key.metric]);
+    }
+  }
+
+  /**
+   * (candidate - baseline) / baseline is sound only when the baseline gap is clearly away from 0: a
+   * ratio over a denominator whose interval holds 0 has no finite interval. Otherwise it is
+   * undefined, with the reason.
+   */
+  function relativeChange(
+    candidate: number,
+    baseline: number,
+    candidateRounds: Float64Array | null,
+    baselineRounds: Float64Array | null,
+  ): Estimate {
+    const undefinedBecause = (reason: string) =>
+      estimateFrom(Number.NaN, null, options.confidenceLevel, reason);
+    if (!Number.isFinite(candidate) || !Number.isFinite(baseline)) {
+      return undefinedBecause("the gap is undefined for the candidate or the baseline");
+    }
+    if (baseline === 0) return undefinedBecause("the baseline gap is 0");
+    if (baselineRounds !== null) {
+      // The baseline gap's own reported interval (gaps use the symmetric one).
+      const baselineInterval = symmetricInterval(baseline, baselineRounds, options.confidenceLevel);
+      if (baselineInterval.lower === null || baselineInterval.upper === null) {
+        return undefinedBecause(
+          `the baseline gap has no interval: ${baselineInterval.intervalUndefinedReason}`,
+        );
+      }
+      if (baselineInterval.lower <= 0 && baselineInterval.upper >= 0) {
+        return undefinedBecause(
+          "the baseline gap's interval includes 0, so a relative change has no sound interval; use the difference",
+        );
+      }
+    }
+    return estimateFrom(
+      // + 0 turns -0 (no change over a negative baseline gap) into 0.
+      (candidate - baseline) / baseline + 0,
+      combine(candidateRounds, baselineRounds, (c, b) => (b === 0 ? Number.NaN : (c - b) / b)),
+      options.confidenceLevel,
+      "",
+      "percentile",
+    );
+  }
+
   return {
     baseline: options.baselineSource,
     baselineThresholds: options.baselineThresholds,
@@ -188,19 +274,6 @@ export function buildComparison(options: {
       underdiagnosisRate: difference(underdiagnosisSlot(layout, subgroup.id)),
       overdiagnosisRate: difference(overdiagnosisSlot(layout, subgroup.id)),
     })),
-    gaps: layout.gaps.map((gap, gapIndex) => {
-      const slot = gapSlot(layout, gapIndex);
-      return {
-        dimension: gap.dimension,
-        metric: gap.metric,
-        label: labelName(gap.labelIndex),
-        gap: difference(slot),
-        relativeChange: toEstimate(
-          relativeChange(candidatePoint[slot], baselinePoint[slot]),
-          pairedReplicates(slot, relativeChange),
-          "undefined: a gap is undefined, or the baseline gap is 0",
-        ),
-      };
-    }),
+    gaps,
   };
 }

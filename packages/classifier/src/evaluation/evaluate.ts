@@ -6,39 +6,49 @@
 import { rocCurve } from "./auroc.ts";
 import { bootstrapStatistics, percentileInterval, replicatesOf } from "./bootstrap.ts";
 import { alignBaseline, buildComparison } from "./compare.ts";
+import {
+  DENOMINATOR_OF,
+  type GapPlanEntry,
+  gapResults,
+  HEADLINE_SELECTION,
+  PAIR_METRICS,
+  planGaps,
+  SIMULTANEOUS_METHOD,
+  type ValidationLookup,
+} from "./gaps.ts";
 import type { PredictionTable } from "./predictions.ts";
 import {
   type Estimate,
   EVALUATION_SCHEMA_VERSION,
   type EvaluationDocument,
-  type GapResult,
   type LabelResult,
   type SubgroupResult,
   type ThresholdResult,
 } from "./report-schema.ts";
 import {
-  chooseGapMembers,
   computeStatistics,
   createLayout,
   createStatisticsScratch,
-  gapOf,
-  gapSlot,
   labelMetricSlot,
+  type MetricKey,
   macroAurocSlot,
+  metricSlot,
   NO_FINDING,
   overdiagnosisSlot,
   type PreparedModel,
   prepareModel,
   type StatisticsLayout,
-  subgroupValueSlot,
   underdiagnosisSlot,
 } from "./statistics.ts";
 import { buildSubgroupIndex, type SubgroupIndex } from "./subgroups.ts";
 import { fitF1Threshold } from "./thresholds.ts";
 
 export interface EvaluationConfig {
-  /** Subgroups with fewer images are listed but kept out of gaps. */
-  readonly minimumSubgroupSize: number;
+  /**
+   * A subgroup's value enters gaps only when its own denominator reaches this (No Finding negatives
+   * for underdiagnosis, positives for overdiagnosis, the smaller class for AUROC).
+   */
+  readonly minimumDenominator: number;
   /** Patient-level bootstrap rounds; 0 skips intervals. */
   readonly bootstrapRounds: number;
   readonly seed: number;
@@ -48,7 +58,7 @@ export interface EvaluationConfig {
 }
 
 export const DEFAULT_EVALUATION_CONFIG: EvaluationConfig = {
-  minimumSubgroupSize: 50,
+  minimumDenominator: 50,
   bootstrapRounds: 1000,
   seed: 20211210,
   confidenceLevel: 0.95,
@@ -79,7 +89,7 @@ export function resolveConfig(overrides: Partial<EvaluationConfig> = {}): Evalua
       throw new Error(`${name} must be an integer >= ${minimum}, got ${value}`);
     }
   };
-  requireInteger("minimumSubgroupSize", 1);
+  requireInteger("minimumDenominator", 1);
   requireInteger("bootstrapRounds", 0);
   requireInteger("seed", 0);
   if (!(config.confidenceLevel > 0 && config.confidenceLevel < 1)) {
@@ -177,7 +187,8 @@ export function evaluatePredictions(
     thresholdResults.map((result) => result.value),
   );
 
-  // Macro AUROC averages the labels whose AUROC is defined on the whole table (both classes present).
+  // Macro AUROC averages the labels with at least the minimum denominator of each class on the whole
+  // table: a label with 2 positives is undefined in a large share of bootstrap rounds and too noisy.
   const overallCounts = model.rankings.map((ranked) => {
     let positives = 0;
     for (let position = 0; position < ranked.count; position++) positives += ranked.sortedPositive[position];
@@ -186,14 +197,13 @@ export function evaluatePredictions(
   const macroLabelIndices = table.labels
     .map((_, labelIndex) => labelIndex)
     .filter(
-      (labelIndex) => overallCounts[labelIndex].positives > 0 && overallCounts[labelIndex].negatives > 0,
+      (labelIndex) =>
+        overallCounts[labelIndex].positives >= config.minimumDenominator &&
+        overallCounts[labelIndex].negatives >= config.minimumDenominator,
     );
   const layout = createLayout(table.labels, index, macroLabelIndices);
 
   const point = computePointEstimate(model, layout);
-  model.gapMembers = chooseGapMembers(point.values, layout, index, config.minimumSubgroupSize);
-  // Recompute with the gap members chosen, so gap slots hold their values.
-  const pointWithGaps = computePointEstimate(model, layout);
 
   let baselineModel: PreparedModel | null = null;
   let baselinePoint: PointEstimate | null = null;
@@ -206,31 +216,40 @@ export function evaluatePredictions(
       index,
       baselineThresholds.map((result) => result.value),
     );
-    const baselineFirst = computePointEstimate(baselineModel, layout);
-    baselineModel.gapMembers = chooseGapMembers(
-      baselineFirst.values,
-      layout,
-      index,
-      config.minimumSubgroupSize,
-    );
     baselinePoint = computePointEstimate(baselineModel, layout);
   }
 
   const rounds = config.bootstrapRounds;
   const models = baselineModel ? [model, baselineModel] : [model];
   const replicates =
-    rounds > 0
-      ? bootstrapStatistics(models, layout, { rounds, seed: config.seed })
-      : models.map(() => new Float64Array(0));
+    rounds > 0 ? bootstrapStatistics(models, layout, { rounds, seed: config.seed }) : models.map(() => null);
 
   const estimateAt = (slot: number, reason: () => string): Estimate => {
-    const value = pointWithGaps.values[slot];
-    if (Number.isNaN(value))
-      return { value: null, lower: null, upper: null, roundsUsed: 0, undefinedReason: reason() };
-    if (rounds === 0) return { value, lower: null, upper: null, roundsUsed: 0, undefinedReason: null };
+    const value = point.values[slot];
+    if (Number.isNaN(value)) {
+      return {
+        value: null,
+        lower: null,
+        upper: null,
+        roundsUsed: 0,
+        undefinedReason: reason(),
+        intervalUndefinedReason: null,
+      };
+    }
+    const matrix = replicates[0];
+    if (matrix === null) {
+      return {
+        value,
+        lower: null,
+        upper: null,
+        roundsUsed: 0,
+        undefinedReason: null,
+        intervalUndefinedReason: null,
+      };
+    }
     return {
       value,
-      ...percentileInterval(replicatesOf(replicates[0], slot, rounds), config.confidenceLevel),
+      ...percentileInterval(replicatesOf(matrix, slot, rounds), config.confidenceLevel),
       undefinedReason: null,
     };
   };
@@ -265,7 +284,6 @@ export function evaluatePredictions(
     name: subgroup.name,
     images: subgroup.imageCount,
     patients: subgroup.patientCount,
-    inGaps: subgroup.imageCount >= config.minimumSubgroupSize,
     underdiagnosisRate: estimateAt(underdiagnosisSlot(layout, subgroup.id), () =>
       explain.noFindingRate(subgroup.id, "falsePositiveRate"),
     ),
@@ -290,40 +308,28 @@ export function evaluatePredictions(
     })),
   }));
 
-  const gaps: GapResult[] = layout.gaps.map((gap, gapIndex) => {
-    const members = model.gapMembers[gapIndex];
-    const ends = gapOf(pointWithGaps.values, layout, gap, members);
-    const end = (subgroup: number) =>
-      subgroup < 0
-        ? null
-        : {
-            subgroup: index.subgroups[subgroup].name,
-            value: pointWithGaps.values[subgroupValueSlot(layout, gap, subgroup)],
-          };
-    const memberSet = new Set(members);
-    return {
-      dimension: gap.dimension,
-      metric: gap.metric,
-      label: gap.labelIndex < 0 ? null : table.labels[gap.labelIndex],
-      gap: estimateAt(
-        gapSlot(layout, gapIndex),
-        () =>
-          `fewer than two eligible subgroups (${gap.dimension} subgroups need at least ` +
-          `${config.minimumSubgroupSize} images and a defined value)`,
-      ),
-      highest: end(ends.highest),
-      lowest: end(ends.lowest),
-      subgroups: members.map((id) => index.subgroups[id].name),
-      excluded: index.subgroups
-        .filter((subgroup) => subgroup.dimension === gap.dimension && !memberSet.has(subgroup.id))
-        .map((subgroup) => ({
-          subgroup: subgroup.name,
-          reason:
-            subgroup.imageCount < config.minimumSubgroupSize
-              ? `${subgroup.imageCount} images, below the minimum of ${config.minimumSubgroupSize}`
-              : "value undefined",
-        })),
-    };
+  const plan = planGaps({
+    layout,
+    index,
+    counts: point.counts,
+    pointValues: point.values,
+    minimumDenominator: config.minimumDenominator,
+    validation: input.validation
+      ? validationLookup(input.validation, table, thresholdResults, macroLabelIndices)
+      : null,
+    noValidationReason:
+      "no validation split: the worst-off and best-off subgroups must be chosen on other data than the " +
+      "evaluated predictions (pass a validation file); see the pairwise differences",
+    explain: (key, subgroupId) => explain.metric(key, subgroupId),
+  });
+  const gaps = gapResults({
+    plan,
+    layout,
+    index,
+    pointValues: point.values,
+    replicates: replicates[0],
+    rounds,
+    confidenceLevel: config.confidenceLevel,
   });
 
   const thresholdsByLabel: Record<string, number | null> = {};
@@ -344,16 +350,21 @@ export function evaluatePredictions(
       ignoredColumns: [...table.ignoredColumns],
     },
     config: {
-      minimumSubgroupSize: config.minimumSubgroupSize,
+      minimumDenominator: config.minimumDenominator,
       bootstrapRounds: rounds,
       seed: config.seed,
       confidenceLevel: config.confidenceLevel,
-      intervalMethod: "percentile, patient-level bootstrap",
+      intervalMethod:
+        "patient-level bootstrap: percentile intervals for values, symmetric intervals for differences",
     },
     thresholds: thresholdsByLabel,
     thresholdDetails: thresholdResults,
     overall: {
-      macroAuroc: estimateAt(macroAurocSlot(layout, 0), () => "no label has both classes on the whole file"),
+      macroAuroc: estimateAt(
+        macroAurocSlot(layout, 0),
+        () =>
+          `no label has ${config.minimumDenominator} positives and ${config.minimumDenominator} negatives on the whole file`,
+      ),
       macroLabels: macroLabelIndices.map((labelIndex) => table.labels[labelIndex]),
       underdiagnosisRate: subgroups[0].underdiagnosisRate,
       overdiagnosisRate: subgroups[0].overdiagnosisRate,
@@ -361,6 +372,7 @@ export function evaluatePredictions(
     },
     subgroups,
     gaps,
+    gapMethods: { simultaneous: SIMULTANEOUS_METHOD, headline: HEADLINE_SELECTION },
     comparison:
       baselineModel && baselinePoint && input.baseline
         ? buildComparison({
@@ -368,7 +380,8 @@ export function evaluatePredictions(
             baselineThresholds,
             layout,
             index,
-            candidatePoint: pointWithGaps.values,
+            plan,
+            candidatePoint: point.values,
             baselinePoint: baselinePoint.values,
             candidateReplicates: replicates[0],
             baselineReplicates: replicates[1],
@@ -376,7 +389,7 @@ export function evaluatePredictions(
             confidenceLevel: config.confidenceLevel,
           })
         : null,
-    notes: collectNotes(input, table, thresholdResults, index, config),
+    notes: collectNotes(input, table, thresholdResults, plan, index, config),
   };
   return document;
 }
@@ -385,6 +398,7 @@ function collectNotes(
   input: EvaluationInput,
   table: PredictionTable,
   thresholds: ThresholdResult[],
+  plan: readonly GapPlanEntry[],
   index: SubgroupIndex,
   config: EvaluationConfig,
 ): string[] {
@@ -404,16 +418,81 @@ function collectNotes(
     notes.push("The baseline's thresholds were fitted on its own predictions (no baseline validation file).");
   }
   if (table.ignoredColumns.length > 0) notes.push(`Ignored columns: ${table.ignoredColumns.join(", ")}.`);
-  const small = index.subgroups.filter((subgroup) => subgroup.imageCount < config.minimumSubgroupSize);
-  if (small.length > 0) {
-    notes.push(
-      `${small.length} subgroup(s) have fewer than ${config.minimumSubgroupSize} images and are kept out of gaps: ` +
-        small.map((subgroup) => `${subgroup.name} (${subgroup.imageCount})`).join(", ") +
-        ".",
-    );
+  for (const metric of PAIR_METRICS) {
+    const small: string[] = [];
+    const undefinedValues: string[] = [];
+    for (const entry of plan) {
+      if (entry.key.metric !== metric) continue;
+      const name = (id: number) => index.subgroups[id].name;
+      const below = entry.excluded.filter((excluded) => excluded.reason.includes("below the minimum"));
+      if (below.length > 0)
+        small.push(
+          `${entry.dimension}: ${below.map((excluded) => `${name(excluded.subgroup)} (${excluded.denominator})`).join(", ")}`,
+        );
+      const other = entry.excluded.filter((excluded) => !excluded.reason.includes("below the minimum"));
+      if (other.length > 0)
+        undefinedValues.push(
+          `${entry.dimension}: ${other.map((excluded) => name(excluded.subgroup)).join(", ")}`,
+        );
+    }
+    if (small.length > 0) {
+      notes.push(
+        `${METRIC_NAMES[metric]} gaps leave out subgroups with fewer than ${config.minimumDenominator} ` +
+          `${DENOMINATOR_OF[metric]}: ${small.join("; ")}.`,
+      );
+    }
+    if (undefinedValues.length > 0) {
+      notes.push(
+        `${METRIC_NAMES[metric]} gaps leave out subgroups whose value is undefined: ${undefinedValues.join("; ")}.`,
+      );
+    }
   }
   if (config.bootstrapRounds === 0) notes.push("Bootstrap was switched off: no intervals.");
   return notes;
+}
+
+const METRIC_NAMES: Record<string, string> = {
+  underdiagnosisRate: "Underdiagnosis",
+  overdiagnosisRate: "Overdiagnosis",
+  macroAuroc: "Macro AUROC",
+};
+
+/**
+ * The validation split's subgroup values, found by (dimension, name), with the evaluated model's
+ * thresholds: used only to choose which pair of subgroups is the headline gap.
+ */
+function validationLookup(
+  validation: PredictionTable,
+  table: PredictionTable,
+  thresholds: readonly ThresholdResult[],
+  macroLabelIndices: readonly number[],
+): ValidationLookup {
+  const labelInValidation = table.labels.map((label) => validation.labels.indexOf(label));
+  const validationThresholds = validation.labels.map((label) => {
+    const labelIndex = table.labels.indexOf(label);
+    return labelIndex < 0 ? null : thresholds[labelIndex].value;
+  });
+  const validationIndex = buildSubgroupIndex(validation);
+  const validationMacro = macroLabelIndices.map((labelIndex) => labelInValidation[labelIndex]);
+  const validationLayout = createLayout(
+    validation.labels,
+    validationIndex,
+    validationMacro.some((labelIndex) => labelIndex < 0) ? [] : validationMacro,
+  );
+  const values = computePointEstimate(
+    prepareModel(validation, validationIndex, validationThresholds),
+    validationLayout,
+  ).values;
+  const idOf = new Map(
+    validationIndex.subgroups.map((subgroup) => [`${subgroup.dimension}/${subgroup.name}`, subgroup.id]),
+  );
+  return (key, dimension, name) => {
+    const id = idOf.get(`${dimension}/${name}`);
+    if (id === undefined) return Number.NaN;
+    const labelIndex = key.labelIndex < 0 ? -1 : labelInValidation[key.labelIndex];
+    if (key.labelIndex >= 0 && labelIndex < 0) return Number.NaN;
+    return values[metricSlot(validationLayout, { metric: key.metric, labelIndex }, id)];
+  };
 }
 
 /**
@@ -470,8 +549,24 @@ class UndefinedReasons {
     return this.rate(subgroup, noFinding, metric);
   }
 
+  metric(key: MetricKey, subgroup: number): string {
+    switch (key.metric) {
+      case "underdiagnosisRate":
+        return this.noFindingRate(subgroup, "falsePositiveRate");
+      case "overdiagnosisRate":
+        return this.noFindingRate(subgroup, "truePositiveRate");
+      case "macroAuroc":
+        return this.macroAuroc(subgroup);
+      case "auroc":
+        return this.auroc(subgroup, key.labelIndex);
+      default:
+        return this.rate(subgroup, key.labelIndex, key.metric);
+    }
+  }
+
   macroAuroc(subgroup: number): string {
-    if (this.layout.macroLabelIndices.length === 0) return "no label has both classes on the whole file";
+    if (this.layout.macroLabelIndices.length === 0)
+      return "no label has enough of both classes on the whole file";
     const undefinedLabels = this.layout.macroLabelIndices
       .filter((labelIndex) => {
         const positives = this.counts.positives[labelIndex][subgroup];

@@ -83,6 +83,7 @@ export function underdiagnosisSvg(
   dimension: string,
   subgroups: readonly SubgroupResult[],
   gapText: string,
+  inGap: (subgroup: SubgroupResult) => boolean = () => true,
 ): string {
   const rowHeight = 26;
   const width = 720;
@@ -101,9 +102,10 @@ export function underdiagnosisSvg(
   const ticks = Array.from({ length: 6 }, (_, index) => (axisMax * index) / 5);
   const rows = subgroups.map((subgroup, index) => {
     const rowY = margin.top + rowHeight * (index + 0.5);
-    const colour = subgroup.inGaps ? "#1f77b4" : "#aaaaaa";
+    const taking = inGap(subgroup);
+    const colour = taking ? "#1f77b4" : "#aaaaaa";
     const rate = subgroup.underdiagnosisRate;
-    const label = `<text x="${margin.left - 8}" y="${rowY + 4}" text-anchor="end" font-size="12" ${FONT} fill="${subgroup.inGaps ? "#000" : "#888"}">${escapeXml(subgroup.name)} (n=${subgroup.images})</text>`;
+    const label = `<text x="${margin.left - 8}" y="${rowY + 4}" text-anchor="end" font-size="12" ${FONT} fill="${taking ? "#000" : "#888"}">${escapeXml(subgroup.name)} (n=${subgroup.images})</text>`;
     if (rate.value === null) {
       return `${label}<text x="${margin.left + 6}" y="${rowY + 4}" font-size="11" ${FONT} fill="#888">undefined</text>`;
     }
@@ -128,7 +130,7 @@ export function underdiagnosisSvg(
     ),
     `<line x1="${margin.left}" y1="${plotBottom}" x2="${width - margin.right}" y2="${plotBottom}" stroke="#333"/>`,
     ...rows,
-    `<text x="${margin.left + plotWidth / 2}" y="${height - 12}" text-anchor="middle" font-size="12" ${FONT}>No Finding false-positive rate (grey: below the minimum size, kept out of the gap)</text>`,
+    `<text x="${margin.left + plotWidth / 2}" y="${height - 12}" text-anchor="middle" font-size="12" ${FONT}>No Finding false-positive rate (grey: too few No Finding negatives, kept out of gaps)</text>`,
     "</svg>",
   ].join("\n");
 }
@@ -148,14 +150,16 @@ export function evaluationPlots(document: EvaluationDocument): Plot[] {
       const gap = document.gaps.find(
         (candidate) => candidate.dimension === dimension && candidate.metric === "underdiagnosisRate",
       );
+      const headline = gap?.headline;
       const gapText =
-        gap && gap.gap.value !== null
-          ? `gap ${formatValue(gap.gap)}: ${gap.highest?.subgroup} minus ${gap.lowest?.subgroup}`
-          : "gap undefined (fewer than two eligible subgroups)";
+        headline && headline.gap.value !== null
+          ? `headline gap ${formatValue(headline.gap)}: ${headline.worst} minus ${headline.best} (chosen on validation)`
+          : "headline gap undefined (see the report)";
+      const members = new Set(gap?.subgroups.map((member) => member.subgroup) ?? []);
       const subgroups = document.subgroups.filter((subgroup) => subgroup.dimension === dimension);
       plots.push({
         name: `underdiagnosis-${slug(dimension)}.png`,
-        svg: underdiagnosisSvg(dimension, subgroups, gapText),
+        svg: underdiagnosisSvg(dimension, subgroups, gapText, (subgroup) => members.has(subgroup.name)),
       });
     }
   }

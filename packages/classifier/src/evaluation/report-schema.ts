@@ -5,7 +5,7 @@
  */
 import * as z from "zod";
 
-export const EVALUATION_SCHEMA_VERSION = 1;
+export const EVALUATION_SCHEMA_VERSION = 2;
 
 /** A number with its bootstrap interval; value null when undefined, with the reason. */
 export const estimateSchema = z.object({
@@ -14,7 +14,10 @@ export const estimateSchema = z.object({
   upper: z.number().nullable(),
   /** Bootstrap rounds in which the statistic was defined. */
   roundsUsed: z.number().int(),
+  /** Why value is null. */
   undefinedReason: z.string().nullable(),
+  /** Why lower/upper are null although rounds were requested (fewer than 95% of them defined). */
+  intervalUndefinedReason: z.string().nullable(),
 });
 export type Estimate = z.infer<typeof estimateSchema>;
 
@@ -61,28 +64,50 @@ const subgroupSchema = z.object({
   name: z.string(),
   images: z.number().int(),
   patients: z.number().int(),
-  /** False when the subgroup is below the minimum size and so kept out of gaps. */
-  inGaps: z.boolean(),
   underdiagnosisRate: estimateSchema,
   overdiagnosisRate: estimateSchema,
   macroAuroc: estimateSchema,
   labels: z.array(subgroupLabelSchema),
 });
 
-const gapEndSchema = z.object({ subgroup: z.string(), value: z.number() });
-
 const gapSchema = z.object({
   dimension: z.string(),
   metric: z.string(),
   /** The label for per-label metrics; null for underdiagnosisRate, overdiagnosisRate, macroAuroc. */
   label: z.string().nullable(),
-  gap: estimateSchema,
-  highest: gapEndSchema.nullable(),
-  lowest: gapEndSchema.nullable(),
-  /** Subgroups that took part. */
-  subgroups: z.array(z.string()),
-  /** Subgroups of the dimension left out, with why. */
-  excluded: z.array(z.object({ subgroup: z.string(), reason: z.string() })),
+  /** What the denominator that admits a subgroup counts, e.g. "No Finding negatives". */
+  denominator: z.string(),
+  /** Subgroups that take part: denominator at least the minimum and value defined. */
+  subgroups: z.array(z.object({ subgroup: z.string(), denominator: z.number().int(), value: z.number() })),
+  /** Subgroups of the dimension left out, with their denominator and why. */
+  excluded: z.array(z.object({ subgroup: z.string(), denominator: z.number().int(), reason: z.string() })),
+  /** Worst-off minus best-off subgroup, both chosen on the validation split (positive: worse for worst). */
+  headline: z.object({
+    worst: z.string().nullable(),
+    best: z.string().nullable(),
+    gap: estimateSchema,
+  }),
+  /** value(first) - value(second) for every pair of taking-part subgroups (pair metrics only). */
+  pairs: z.array(
+    z.object({
+      first: z.string(),
+      second: z.string(),
+      /** Marginal symmetric interval (estimate +- bootstrap quantile of |deviation|), paired patient-level bootstrap. */
+      difference: estimateSchema,
+      /** Simultaneous band over all pairs of this dimension and metric (see simultaneous). */
+      simultaneousLower: z.number().nullable(),
+      simultaneousUpper: z.number().nullable(),
+    }),
+  ),
+  simultaneous: z
+    .object({
+      method: z.string(),
+      pairs: z.number().int(),
+      criticalValue: z.number().nullable(),
+      roundsUsed: z.number().int(),
+      undefinedReason: z.string().nullable(),
+    })
+    .nullable(),
 });
 
 const differenceSchema = z.object({
@@ -114,11 +139,15 @@ const comparisonSchema = z.object({
       overdiagnosisRate: differenceSchema,
     }),
   ),
+  /** The same fixed-pair gap for both models: every pair and the candidate's headline pair. */
   gaps: z.array(
     z.object({
       dimension: z.string(),
       metric: z.string(),
-      label: z.string().nullable(),
+      kind: z.enum(["pair", "headline"]),
+      /** For a pair: first - second. For the headline: worst - best (sign: worse is positive). */
+      first: z.string(),
+      second: z.string(),
       gap: differenceSchema,
       /** (candidate gap - baseline gap) / baseline gap: -0.193 reads "19.3% smaller". */
       relativeChange: estimateSchema,
@@ -141,18 +170,21 @@ export const evaluationDocumentSchema = z.object({
     ignoredColumns: z.array(z.string()),
   }),
   config: z.object({
-    minimumSubgroupSize: z.number().int(),
+    /** A subgroup's value enters gaps only when its own denominator reaches this. */
+    minimumDenominator: z.number().int(),
     bootstrapRounds: z.number().int(),
     seed: z.number().int(),
     confidenceLevel: z.number(),
-    intervalMethod: z.literal("percentile, patient-level bootstrap"),
+    intervalMethod: z.literal(
+      "patient-level bootstrap: percentile intervals for values, symmetric intervals for differences",
+    ),
   }),
   /** Label -> threshold, the format `--thresholds` reads back. */
   thresholds: z.record(z.string(), z.number().nullable()),
   thresholdDetails: z.array(thresholdSchema),
   overall: z.object({
     macroAuroc: estimateSchema,
-    /** Labels averaged into macroAuroc (those with a defined AUROC on the whole file). */
+    /** Labels averaged into macroAuroc: both classes reach minimumDenominator on the whole file. */
     macroLabels: z.array(z.string()),
     underdiagnosisRate: estimateSchema,
     overdiagnosisRate: estimateSchema,
@@ -160,6 +192,8 @@ export const evaluationDocumentSchema = z.object({
   }),
   subgroups: z.array(subgroupSchema),
   gaps: z.array(gapSchema),
+  /** How the gaps are defined: the simultaneous method and how the headline pair is chosen. */
+  gapMethods: z.object({ simultaneous: z.string(), headline: z.string() }),
   comparison: comparisonSchema.nullable(),
   notes: z.array(z.string()),
 });

@@ -15,7 +15,7 @@ import {
   type SubgroupCounts,
 } from "./auroc.ts";
 import type { PredictionTable } from "./predictions.ts";
-import type { Dimension, SubgroupIndex } from "./subgroups.ts";
+import type { SubgroupIndex } from "./subgroups.ts";
 
 /** Metrics computed for every (subgroup, label). */
 export const LABEL_METRICS = [
@@ -27,7 +27,10 @@ export const LABEL_METRICS = [
 ] as const;
 export type LabelMetric = (typeof LABEL_METRICS)[number];
 
-/** Metrics whose largest-minus-smallest subgroup value is reported as a gap. */
+/**
+ * Metrics compared between subgroups. Underdiagnosis, overdiagnosis and macro AUROC get every
+ * pairwise difference; every metric gets a headline gap (see gaps.ts).
+ */
 export const GAP_METRICS = [
   "underdiagnosisRate",
   "overdiagnosisRate",
@@ -38,14 +41,13 @@ export const GAP_METRICS = [
 ] as const;
 export type GapMetric = (typeof GAP_METRICS)[number];
 
-export const NO_FINDING: ChexpertLabel = "No Finding";
-
-export interface GapDefinition {
-  readonly dimension: Dimension;
+/** A metric of one subgroup: the label index for per-label metrics, -1 otherwise. */
+export interface MetricKey {
   readonly metric: GapMetric;
-  /** Label index for per-label metrics; -1 for underdiagnosis, overdiagnosis and macro AUROC. */
   readonly labelIndex: number;
 }
+
+export const NO_FINDING: ChexpertLabel = "No Finding";
 
 /** Where each statistic lives in the vector. Identical for a model and its baseline. */
 export interface StatisticsLayout {
@@ -55,7 +57,6 @@ export interface StatisticsLayout {
   readonly noFindingIndex: number;
   /** Labels averaged into macro AUROC: those whose AUROC is defined on the whole table. */
   readonly macroLabelIndices: readonly number[];
-  readonly gaps: readonly GapDefinition[];
   readonly size: number;
 }
 
@@ -78,13 +79,10 @@ export function underdiagnosisSlot(layout: StatisticsLayout, subgroup: number): 
 export function overdiagnosisSlot(layout: StatisticsLayout, subgroup: number): number {
   return underdiagnosisSlot(layout, layout.subgroupCount) + subgroup;
 }
-export function gapSlot(layout: StatisticsLayout, gapIndex: number): number {
-  return overdiagnosisSlot(layout, layout.subgroupCount) + gapIndex;
-}
 
-/** The slot of a gap metric's value for one subgroup. */
-export function subgroupValueSlot(layout: StatisticsLayout, gap: GapDefinition, subgroup: number): number {
-  switch (gap.metric) {
+/** The slot of a metric's value for one subgroup. */
+export function metricSlot(layout: StatisticsLayout, key: MetricKey, subgroup: number): number {
+  switch (key.metric) {
     case "underdiagnosisRate":
       return underdiagnosisSlot(layout, subgroup);
     case "overdiagnosisRate":
@@ -92,7 +90,7 @@ export function subgroupValueSlot(layout: StatisticsLayout, gap: GapDefinition, 
     case "macroAuroc":
       return macroAurocSlot(layout, subgroup);
     default:
-      return labelMetricSlot(layout, subgroup, gap.labelIndex, gap.metric);
+      return labelMetricSlot(layout, subgroup, key.labelIndex, key.metric);
   }
 }
 
@@ -103,8 +101,6 @@ export interface PreparedModel {
   readonly rankings: readonly RankedLabel[];
   /** Per label: the decision threshold, or null when none could be fitted. */
   readonly thresholds: readonly (number | null)[];
-  /** Per gap in the layout: the subgroup ids that take part (big enough, value defined). */
-  gapMembers: readonly (readonly number[])[];
 }
 
 export function prepareModel(
@@ -124,7 +120,7 @@ export function prepareModel(
       thresholds[labelIndex],
     ),
   );
-  return { table, index, rankings, thresholds, gapMembers: [] };
+  return { table, index, rankings, thresholds };
 }
 
 /** Reusable buffers for {@link computeStatistics}. */
@@ -138,8 +134,8 @@ export function createStatisticsScratch(subgroupCount: number): StatisticsScratc
 
 /**
  * Fills `out` (length layout.size) with every statistic for the given patient weights. Undefined
- * values (a single class, no threshold, an empty denominator) are NaN. Gaps need
- * `model.gapMembers`; before those are chosen, gap slots are left NaN.
+ * values (a single class, no threshold, an empty denominator) are NaN. Differences between
+ * subgroups are formed afterwards from these values (gaps.ts), round by round.
  */
 export function computeStatistics(
   model: PreparedModel,
@@ -191,87 +187,24 @@ export function computeStatistics(
     out[underdiagnosisSlot(layout, subgroup)] = noFinding < 0 ? Number.NaN : out[noFindingSlot + 3];
     out[overdiagnosisSlot(layout, subgroup)] = noFinding < 0 ? Number.NaN : 1 - out[noFindingSlot + 2];
   }
-
-  for (let gapIndex = 0; gapIndex < layout.gaps.length; gapIndex++) {
-    const members = model.gapMembers[gapIndex];
-    out[gapSlot(layout, gapIndex)] =
-      members === undefined ? Number.NaN : gapOf(out, layout, layout.gaps[gapIndex], members).gap;
-  }
-}
-
-/** Largest minus smallest member value; NaN when fewer than two members or any value is undefined. */
-export function gapOf(
-  values: Float64Array,
-  layout: StatisticsLayout,
-  gap: GapDefinition,
-  members: readonly number[],
-): { gap: number; highest: number; lowest: number } {
-  if (members.length < 2) return { gap: Number.NaN, highest: -1, lowest: -1 };
-  let highest = -1;
-  let lowest = -1;
-  for (const subgroup of members) {
-    const value = values[subgroupValueSlot(layout, gap, subgroup)];
-    if (Number.isNaN(value)) return { gap: Number.NaN, highest: -1, lowest: -1 };
-    if (highest < 0 || value > values[subgroupValueSlot(layout, gap, highest)]) highest = subgroup;
-    if (lowest < 0 || value < values[subgroupValueSlot(layout, gap, lowest)]) lowest = subgroup;
-  }
-  const high = values[subgroupValueSlot(layout, gap, highest)];
-  const low = values[subgroupValueSlot(layout, gap, lowest)];
-  return { gap: high - low, highest, lowest };
 }
 
 function divide(numerator: number, denominator: number): number {
   return denominator === 0 ? Number.NaN : numerator / denominator;
 }
 
-/** Builds the layout: all gap definitions for every non-overall dimension. */
+/** Builds the layout of the statistics vector. */
 export function createLayout(
   labels: readonly ChexpertLabel[],
   index: SubgroupIndex,
   macroLabelIndices: readonly number[],
 ): StatisticsLayout {
-  const gaps: GapDefinition[] = [];
-  for (const dimension of index.dimensions) {
-    if (dimension === "overall") continue;
-    for (const metric of GAP_METRICS) {
-      const perLabel = metric === "auroc" || metric === "truePositiveRate" || metric === "falsePositiveRate";
-      if (!perLabel) {
-        gaps.push({ dimension, metric, labelIndex: -1 });
-        continue;
-      }
-      for (let labelIndex = 0; labelIndex < labels.length; labelIndex++)
-        gaps.push({ dimension, metric, labelIndex });
-    }
-  }
   const subgroupCount = index.subgroups.length;
-  const base = subgroupCount * labels.length * LABEL_METRICS.length + 3 * subgroupCount;
   return {
     subgroupCount,
     labels,
     noFindingIndex: labels.indexOf(NO_FINDING),
     macroLabelIndices,
-    gaps,
-    size: base + gaps.length,
+    size: subgroupCount * labels.length * LABEL_METRICS.length + 3 * subgroupCount,
   };
-}
-
-/**
- * Chooses each gap's members from the point estimate: subgroups of the gap's dimension with at least
- * `minimumSubgroupSize` images whose value is defined. Smaller subgroups are reported but left out,
- * because their rates are too noisy to rank.
- */
-export function chooseGapMembers(
-  pointEstimate: Float64Array,
-  layout: StatisticsLayout,
-  index: SubgroupIndex,
-  minimumSubgroupSize: number,
-): number[][] {
-  return layout.gaps.map((gap) =>
-    index.subgroups
-      .filter(
-        (subgroup) => subgroup.dimension === gap.dimension && subgroup.imageCount >= minimumSubgroupSize,
-      )
-      .filter((subgroup) => !Number.isNaN(pointEstimate[subgroupValueSlot(layout, gap, subgroup.id)]))
-      .map((subgroup) => subgroup.id),
-  );
 }
