@@ -2,3 +2,4 @@ export * from "./clip-tokenizer.ts";
 export * from "./configs.ts";
 export * from "./folder.ts";
 export * from "./safetensors-stream.ts";
+export * from "./vae.ts";
