@@ -196,7 +196,7 @@ export function writeSd21Configs(root: string): string {
   writeJson(join(root, "vae", "config.json"), SD21_VAE_CONFIG);
   writeJson(join(root, "text_encoder", "config.json"), SD21_TEXT_ENCODER_CONFIG);
   writeJson(join(root, "scheduler", "scheduler_config.json"), SD21_SCHEDULER_CONFIG);
-  writeJson(join(root, "tokenizer", "vocab.json"), { "a</w>": 0 });
+  writeJson(join(root, "tokenizer", "vocab.json"), { "a</w>": 0, "<|startoftext|>": 1, "<|endoftext|>": 2 });
   writeFileSync(join(root, "tokenizer", "merges.txt"), "#version: 0.2\n");
   return root;
 }

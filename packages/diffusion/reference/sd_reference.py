@@ -399,6 +399,12 @@ def tokenize(args):
 # cxr convert: a torch.save / torchvision state dict to safetensors.
 
 
+# torchvision's published DenseNet weights (densenet121-a639ec97.pth) predate a rename: their keys
+# read "denselayer1.norm.1.weight" where the model has "denselayer1.norm1.weight". torchvision's
+# own loader fixes them with this pattern; so does the conversion.
+DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
 def convert(args):
     try:
         loaded = torch.load(args.input, map_location="cpu")
@@ -417,6 +423,9 @@ def convert(args):
             skipped.append((key, type(value).__name__))
             continue
         name = key
+        legacy = DENSENET_LEGACY.match(name)
+        if legacy:
+            name = legacy.group(1) + legacy.group(2)
         if args.strip_prefix and name.startswith(args.strip_prefix):
             name = name[len(args.strip_prefix):]
         name = (args.prefix or "") + name
