@@ -202,16 +202,27 @@ export function timestepEmbedding(
   return output;
 }
 
-/** Float64 reference (same f32 frequencies, arguments and trigonometry in float64). */
+/**
+ * Float64 reference: the f32 frequencies, the argument rounded to f32 where PyTorch rounds it
+ * (t * f, then scale *), sine and cosine in float64. `roundArguments = false` keeps them exact
+ * (for finite differences, which a rounding step would flatten).
+ */
 export const timestepEmbeddingReference = {
-  forward(timesteps: ArrayLike<number>, dim: number, options: TimestepEmbeddingOptions = {}): Float64Array {
+  forward(
+    timesteps: ArrayLike<number>,
+    dim: number,
+    options: TimestepEmbeddingOptions = {},
+    roundArguments = true,
+  ): Float64Array {
     const resolved = resolve(dim, options);
     const frequencies = timestepFrequencies(dim, options);
     const half = frequencies.length;
     const output = new Float64Array(timesteps.length * dim);
     for (let b = 0; b < timesteps.length; b++) {
       for (let j = 0; j < half; j++) {
-        const argument = resolved.scale * timesteps[b] * frequencies[j];
+        const argument = roundArguments
+          ? Math.fround(resolved.scale * Math.fround(timesteps[b] * frequencies[j]))
+          : resolved.scale * timesteps[b] * frequencies[j];
         const [first, second] = resolved.flipSinToCos
           ? [Math.cos(argument), Math.sin(argument)]
           : [Math.sin(argument), Math.cos(argument)];
@@ -226,6 +237,7 @@ export const timestepEmbeddingReference = {
     dim: number,
     gradOutput: ArrayLike<number>,
     options: TimestepEmbeddingOptions = {},
+    roundArguments = true,
   ): Float64Array {
     const resolved = resolve(dim, options);
     const frequencies = timestepFrequencies(dim, options);
@@ -234,7 +246,9 @@ export const timestepEmbeddingReference = {
     for (let b = 0; b < timesteps.length; b++) {
       for (let j = 0; j < half; j++) {
         const f = resolved.scale * frequencies[j];
-        const argument = f * timesteps[b];
+        const argument = roundArguments
+          ? Math.fround(resolved.scale * Math.fround(timesteps[b] * frequencies[j]))
+          : f * timesteps[b];
         let gradSin = gradOutput[b * dim + j];
         let gradCos = gradOutput[b * dim + half + j];
         if (resolved.flipSinToCos) [gradSin, gradCos] = [gradCos, gradSin];
