@@ -1,3 +1,4 @@
+export * from "./model/bench.ts";
 export * from "./model/config.ts";
 export * from "./model/model.ts";
 export * from "./model/prompt.ts";
