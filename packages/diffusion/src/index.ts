@@ -5,6 +5,8 @@ export * from "./model/prompt.ts";
 export * from "./model/text-encoder.ts";
 export * from "./model/tokenizer.ts";
 export * from "./model/unet.ts";
+export * from "./pipeline/outputs.ts";
+export * from "./pipeline/pipeline.ts";
 export * from "./schedule/betas.ts";
 export * from "./schedule/guidance.ts";
 export * from "./schedule/noising.ts";
