@@ -9,6 +9,14 @@ Commands:
       folder (model_index.json, vae/config.json, vae/diffusion_pytorch_model.safetensors,
       tokenizer/vocab.json + merges.txt + tokenizer_config.json) and OUT/../<name>-parity.safetensors
       with inputs and torch's outputs: x, mean, logvar (encode) and z, decoded (decode).
+  sd-folder OUT [--seed S]
+      A complete tiny SD-2.x-shaped diffusers folder (model_index.json with all five components,
+      unet/ with F16 weights, text_encoder/ with F32 weights and transformers' position_ids buffer,
+      vae/, tokenizer/, scheduler/ = SD 2.1-base's PNDM config), the parameter names and shapes of
+      the UNet and text encoder derived from the configs by torch_reference.py (the generator's
+      PyTorch twin, beside this file) after translating the diffusers configs here; and
+      OUT-parity.safetensors with torch's text encoder output for prompt ids from the tokenizer
+      transliteration and torch's UNet output for random latents and timesteps.
   tokenize DIR
       Reads a JSON list of prompts on stdin, prints their CLIP ids (77, padded) as JSON, with a
       transliteration of transformers' CLIPTokenizer (no ftfy) over DIR/vocab.json + merges.txt.
@@ -396,6 +404,168 @@ def tokenize(args):
 
 
 # ---------------------------------------------------------------------------------------------
+# A complete tiny SD 2.x folder: UNet and text encoder through torch_reference.py's functions.
+
+TINY_UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel",
+    "_diffusers_version": "0.21.0",
+    "act_fn": "silu",
+    "attention_head_dim": [2, 4],
+    "block_out_channels": [32, 64],
+    "center_input_sample": False,
+    "cross_attention_dim": 32,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 8,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "out_channels": 4,
+    "sample_size": 8,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "upcast_attention": False,
+    "use_linear_projection": True,
+}
+
+TINY_TEXT_CONFIG = {
+    "architectures": ["CLIPTextModel"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "hidden_act": "gelu",
+    "hidden_size": 32,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 64,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "model_type": "clip_text_model",
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "pad_token_id": 1,
+    "projection_dim": 32,
+    "torch_dtype": "float32",
+}
+
+SD21_SCHEDULER = {
+    "_class_name": "PNDMScheduler",
+    "_diffusers_version": "0.10.0.dev0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+
+SD_PROMPTS = ["a photo of a cat", "74 year old BLACK male. No acute intrathoracic abnormalities identified."]
+
+
+def camel_unet(cfg):
+    """diffusers' unet/config.json in the camelCase keys torch_reference.py reads (written independently of the TypeScript translation)."""
+    return {
+        "sampleSize": cfg["sample_size"], "inChannels": cfg["in_channels"], "outChannels": cfg["out_channels"],
+        "blockOutChannels": cfg["block_out_channels"], "layersPerBlock": cfg["layers_per_block"],
+        "downBlockTypes": cfg["down_block_types"], "upBlockTypes": cfg["up_block_types"],
+        "attentionHeadDim": cfg["attention_head_dim"], "crossAttentionDim": cfg["cross_attention_dim"],
+        "normNumGroups": cfg["norm_num_groups"], "normEps": cfg["norm_eps"],
+        "useLinearProjection": cfg["use_linear_projection"], "flipSinToCos": cfg["flip_sin_to_cos"],
+        "freqShift": cfg["freq_shift"], "transformerLayersPerBlock": cfg.get("transformer_layers_per_block", 1),
+        "downsamplePadding": cfg["downsample_padding"],
+    }
+
+
+def camel_text(cfg):
+    return {
+        "vocabSize": cfg["vocab_size"], "hiddenSize": cfg["hidden_size"], "intermediateSize": cfg["intermediate_size"],
+        "numLayers": cfg["num_hidden_layers"], "numHeads": cfg["num_attention_heads"],
+        "maxPositions": cfg["max_position_embeddings"], "hiddenAct": cfg["hidden_act"], "layerNormEps": cfg["layer_norm_eps"],
+    }
+
+
+def random_parameters(shapes, generator):
+    params = {}
+    for name, shape in shapes.items():
+        if name.endswith(".weight") and len(shape) == 1:  # norm scales near 1
+            params[name] = 1 + 0.1 * torch.randn(shape, generator=generator)
+        elif len(shape) == 1:
+            params[name] = 0.1 * torch.randn(shape, generator=generator)
+        else:
+            fan_in = 1
+            for dim in shape[1:]:
+                fan_in *= dim
+            scale = 0.5 if "embedding" in name else 1 / fan_in ** 0.5
+            params[name] = scale * torch.randn(shape, generator=generator)
+    return params
+
+
+def sd_folder(args):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torch_reference  # the generator's PyTorch twin
+
+    out = args.out
+    # The VAE and tokenizer of vae-folder, at SD's four levels but narrow.
+    vae_args = argparse.Namespace(out=out, dtype="float32", seed=args.seed, config=json.dumps({"block_out_channels": [8, 8, 16, 16], "norm_num_groups": 4, "sample_size": 64}))
+    vae_folder(vae_args)
+    with open(os.path.join(out, "tokenizer", "vocab.json"), encoding="utf-8") as handle:
+        vocab_size = len(json.load(handle))
+    text_cfg = dict(TINY_TEXT_CONFIG, vocab_size=vocab_size)
+    unet_cfg = dict(TINY_UNET_CONFIG)
+    for component, cfg, name in (("unet", unet_cfg, "config.json"), ("text_encoder", text_cfg, "config.json"), ("scheduler", SD21_SCHEDULER, "scheduler_config.json")):
+        os.makedirs(os.path.join(out, component), exist_ok=True)
+        with open(os.path.join(out, component, name), "w") as handle:
+            json.dump(cfg, handle, indent=2)
+    with open(os.path.join(out, "model_index.json"), "w") as handle:
+        json.dump({"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.21.0", "feature_extractor": [None, None],
+                   "requires_safety_checker": False, "safety_checker": [None, None], "scheduler": ["diffusers", "PNDMScheduler"],
+                   "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+                   "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}, handle, indent=2)
+    text, unet = camel_text(text_cfg), camel_unet(unet_cfg)
+    generator = torch.Generator().manual_seed(args.seed + 2)
+    text_params = random_parameters(torch_reference.text_encoder_shapes(text), generator)
+    unet_params = random_parameters(torch_reference.unet_shapes(unet), generator)
+    # Stored as published: UNet in half precision, the text encoder in f32 with transformers' position_ids.
+    unet_stored = {name: tensor.half() for name, tensor in unet_params.items()}
+    unet_params = {name: tensor.float() for name, tensor in unet_stored.items()}
+    text_stored = dict(text_params)
+    text_stored["text_model.embeddings.position_ids"] = torch.arange(text["maxPositions"], dtype=torch.int64)[None]
+    write_safetensors(os.path.join(out, "unet", "diffusion_pytorch_model.safetensors"), unet_stored, {"format": "pt"})
+    write_safetensors(os.path.join(out, "text_encoder", "model.safetensors"), text_stored, {"format": "pt"})
+
+    # Prompt ids from the tokenizer transliteration (SD 2.x padding), then both networks in f32.
+    old_stdin, old_stdout = sys.stdin, sys.stdout
+    import io
+    sys.stdin, sys.stdout = io.StringIO(json.dumps(SD_PROMPTS)), io.StringIO()
+    try:
+        tokenize(argparse.Namespace(dir=os.path.join(out, "tokenizer")))
+        ids = json.loads(sys.stdout.getvalue())
+    finally:
+        sys.stdin, sys.stdout = old_stdin, old_stdout
+    ids = torch.tensor(ids, dtype=torch.int64)
+    size = unet["sampleSize"]
+    sample = torch.randn(len(SD_PROMPTS), unet["inChannels"], size, size, generator=generator)
+    timesteps = torch.tensor([999.0, 1.0][: len(SD_PROMPTS)])
+    with torch.no_grad():
+        hidden = torch_reference.text_encoder_forward(text_params, text, ids)
+        output = torch_reference.unet_forward(unet_params, unet, sample, timesteps, hidden)
+    parity = os.path.abspath(out) + "-parity.safetensors"
+    # vae-folder wrote the VAE's entries there; add the generator's.
+    vae_reference = {name: torch.from_numpy(array.copy()) for name, array in torch_reference.read_safetensors(parity).items()}
+    write_safetensors(parity, dict(vae_reference, ids=ids, text_hidden=hidden, sample=sample, timesteps=timesteps, unet_output=output))
+    print(json.dumps({"folder": out, "parity": parity, "prompts": SD_PROMPTS}))
+
+
+# ---------------------------------------------------------------------------------------------
 # cxr convert: a torch.save / torchvision state dict to safetensors.
 
 
@@ -459,6 +629,10 @@ def main():
     folder.add_argument("--seed", type=int, default=0)
     folder.add_argument("--config", default=None, help="JSON overriding keys of the tiny VAE config")
     folder.set_defaults(run=vae_folder)
+    sd = commands.add_parser("sd-folder")
+    sd.add_argument("out")
+    sd.add_argument("--seed", type=int, default=0)
+    sd.set_defaults(run=sd_folder)
     tok = commands.add_parser("tokenize")
     tok.add_argument("dir")
     tok.set_defaults(run=tokenize)

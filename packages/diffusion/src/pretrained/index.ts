@@ -3,3 +3,4 @@ export * from "./configs.ts";
 export * from "./folder.ts";
 export * from "./safetensors-stream.ts";
 export * from "./vae.ts";
+export * from "./wire.ts";
