@@ -17,6 +17,13 @@ Commands:
       PyTorch twin, beside this file) after translating the diffusers configs here; and
       OUT-parity.safetensors with torch's text encoder output for prompt ids from the tokenizer
       transliteration and torch's UNet output for random latents and timesteps.
+  sd-generate FOLDER INPUTS OUT [--steps N] [--guidance G]
+      diffusers' StableDiffusionPipeline loop over an sd-folder, in plain torch: prompts and "" through
+      the tokenizer transliteration and the text encoder, INPUTS' "latents" as the initial noise,
+      per PNDM (PLMS, skip_prk_steps) timestep the UNet on the doubled batch, guidance, PNDM step
+      (transliterated from diffusers' PNDMScheduler.step_plms / _get_prev_sample), then latents /
+      scaling_factor through the VAE decoder. Prompts: INPUTS' metadata "prompts" (JSON). Writes
+      OUT with "latents" (final) and "images" (decoded / 2 + 0.5, clamped to [0, 1]).
   tokenize DIR
       Reads a JSON list of prompts on stdin, prints their CLIP ids (77, padded) as JSON, with a
       transliteration of transformers' CLIPTokenizer (no ftfy) over DIR/vocab.json + merges.txt.
@@ -565,6 +572,104 @@ def sd_folder(args):
     print(json.dumps({"folder": out, "parity": parity, "prompts": SD_PROMPTS}))
 
 
+def pndm_timesteps(cfg, steps):
+    ratio = cfg["num_train_timesteps"] // steps
+    base = [round(k * ratio) + cfg["steps_offset"] for k in range(steps)]
+    return list(reversed(base[:-1] + base[-2:-1] + base[-1:]))
+
+
+class PlmsReference:
+    """diffusers' PNDMScheduler with skip_prk_steps (epsilon prediction), step by step."""
+
+    def __init__(self, cfg, steps):
+        count = cfg["num_train_timesteps"]
+        betas = torch.linspace(cfg["beta_start"] ** 0.5, cfg["beta_end"] ** 0.5, count, dtype=torch.float32) ** 2
+        self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        self.final = torch.tensor(1.0) if cfg["set_alpha_to_one"] else self.alphas_cumprod[0]
+        self.ratio = count // steps
+        self.ets, self.counter, self.cur_sample = [], 0, None
+
+    def step(self, output, timestep, sample):
+        prev = timestep - self.ratio
+        if self.counter != 1:
+            self.ets = self.ets[-3:]
+            self.ets.append(output)
+        else:
+            prev = timestep
+            timestep = timestep + self.ratio
+        ets = self.ets
+        if len(ets) == 1 and self.counter == 0:
+            self.cur_sample = sample
+        elif len(ets) == 1 and self.counter == 1:
+            output = (output + ets[-1]) / 2
+            sample, self.cur_sample = self.cur_sample, None
+        elif len(ets) == 2:
+            output = (3 * ets[-1] - ets[-2]) / 2
+        elif len(ets) == 3:
+            output = (23 * ets[-1] - 16 * ets[-2] + 5 * ets[-3]) / 12
+        else:
+            output = (1 / 24) * (55 * ets[-1] - 59 * ets[-2] + 37 * ets[-3] - 9 * ets[-4])
+        a_t = self.alphas_cumprod[timestep]
+        a_prev = self.alphas_cumprod[prev] if prev >= 0 else self.final
+        b_t, b_prev = 1 - a_t, 1 - a_prev
+        sample_coeff = (a_prev / a_t) ** 0.5
+        denom = a_t * b_prev ** 0.5 + (a_t * b_t * a_prev) ** 0.5
+        self.counter += 1
+        return sample_coeff * sample - (a_prev - a_t) * output / denom
+
+
+def sd_generate(args):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import io
+    import torch_reference
+
+    folder = args.folder
+
+    def load_json(*parts):
+        with open(os.path.join(folder, *parts)) as handle:
+            return json.load(handle)
+
+    def load_weights(*parts):
+        return {name: torch.from_numpy(array.astype("float32")) for name, array in torch_reference.read_safetensors(os.path.join(folder, *parts)).items() if array.dtype.kind == "f"}
+
+    unet_cfg, text_cfg, vae_cfg = load_json("unet", "config.json"), load_json("text_encoder", "config.json"), load_json("vae", "config.json")
+    sched = load_json("scheduler", "scheduler_config.json")
+    if sched["_class_name"] != "PNDMScheduler" or sched["prediction_type"] != "epsilon":
+        raise SystemExit("sd-generate: the reference implements PNDM with epsilon prediction only")
+    unet, text = camel_unet(unet_cfg), camel_text(text_cfg)
+    unet_params, text_params = load_weights("unet", "diffusion_pytorch_model.safetensors"), load_weights("text_encoder", "model.safetensors")
+    vae = AutoencoderKL(vae_cfg).eval()
+    vae.load_state_dict(load_weights("vae", "diffusion_pytorch_model.safetensors"))
+    with open(args.inputs, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    prompts = json.loads(header["__metadata__"]["prompts"])
+    latents = torch.from_numpy(torch_reference.read_safetensors(args.inputs)["latents"].astype("float32"))
+    guided = args.guidance != 1
+    texts = ([""] * len(prompts) + prompts) if guided else prompts
+    old_stdin, old_stdout = sys.stdin, sys.stdout
+    sys.stdin, sys.stdout = io.StringIO(json.dumps(texts)), io.StringIO()
+    try:
+        tokenize(argparse.Namespace(dir=os.path.join(folder, "tokenizer")))
+        ids = torch.tensor(json.loads(sys.stdout.getvalue()), dtype=torch.int64)
+    finally:
+        sys.stdin, sys.stdout = old_stdin, old_stdout
+    scheduler = PlmsReference(sched, args.steps)
+    with torch.no_grad():
+        context = torch_reference.text_encoder_forward(text_params, text, ids)
+        for t in pndm_timesteps(sched, args.steps):
+            model_input = torch.cat([latents, latents]) if guided else latents
+            timesteps = torch.full((model_input.shape[0],), float(t))
+            prediction = torch_reference.unet_forward(unet_params, unet, model_input, timesteps, context)
+            if guided:
+                uncond, cond = prediction.chunk(2)
+                prediction = uncond + args.guidance * (cond - uncond)
+            latents = scheduler.step(prediction, t, latents)
+        images = (vae.decode(latents / vae_cfg.get("scaling_factor", 0.18215)) / 2 + 0.5).clamp(0, 1)
+    write_safetensors(args.out, {"latents": latents, "images": images})
+    print(json.dumps({"timesteps": pndm_timesteps(sched, args.steps)}))
+
+
 # ---------------------------------------------------------------------------------------------
 # cxr convert: a torch.save / torchvision state dict to safetensors.
 
@@ -633,6 +738,13 @@ def main():
     sd.add_argument("out")
     sd.add_argument("--seed", type=int, default=0)
     sd.set_defaults(run=sd_folder)
+    gen = commands.add_parser("sd-generate")
+    gen.add_argument("folder")
+    gen.add_argument("inputs")
+    gen.add_argument("out")
+    gen.add_argument("--steps", type=int, default=3)
+    gen.add_argument("--guidance", type=float, default=3.0)
+    gen.set_defaults(run=sd_generate)
     tok = commands.add_parser("tokenize")
     tok.add_argument("dir")
     tok.set_defaults(run=tokenize)
