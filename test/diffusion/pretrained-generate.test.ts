@@ -6,12 +6,13 @@
  * guidance 3; final latents and decoded images compared, and the PNG checked.
  */
 import { execFileSync } from "node:child_process";
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { modelGenerate } from "@cxr/diffusion/cli-pretrained";
 import { generateLatent, loadPretrainedComponents, rgbPng } from "@cxr/diffusion/pretrained";
 import { readSafetensors, writeSafetensors } from "@cxr/kernels";
 import sharp from "sharp";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { expectClose, gpu, randomValues } from "../kernels/helpers.ts";
 import { temporaryFolder } from "./pretrained-helpers.ts";
 
@@ -88,5 +89,39 @@ describe("latent generation from a diffusers folder", () => {
     components.textEncoder.dispose();
     components.unet.dispose();
     components.vae.dispose();
+
+    // The command: PNG + JSON per prompt, timing and GPU memory printed.
+    const lines: string[] = [];
+    const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => {
+      lines.push(String(chunk));
+      return true;
+    });
+    const quiet = vi.spyOn(process.stderr, "write").mockImplementation(() => true);
+    let written: string[];
+    try {
+      written = await modelGenerate(
+        folder,
+        { prompt: prompts, out: join(scratch, "out"), steps: 2, guidance: 3, seed: 4 },
+        g,
+      );
+    } finally {
+      spy.mockRestore();
+      quiet.mockRestore();
+    }
+    expect(written).toEqual([join(scratch, "out", "image-0000.png"), join(scratch, "out", "image-0001.png")]);
+    expect((await sharp(readFileSync(written[1])).metadata()).width).toBe(8 * side);
+    const sidecar = JSON.parse(readFileSync(written[1].replace(".png", ".json"), "utf8"));
+    expect(sidecar).toMatchObject({
+      prompt: prompts[1],
+      index: 1,
+      seed: 4,
+      sampler: "pndm",
+      steps: 2,
+      guidance: 3,
+    });
+    expect(sidecar.timesteps).toEqual([501, 1, 1]);
+    expect(lines.join("")).toMatch(
+      /2 images in [\d.]+ s \(weights loaded in [\d.]+ s\); GPU pool: \d+ MB of weights, peak \d+ MB/,
+    );
   });
 });

@@ -4,14 +4,19 @@
  * weights without loading them). Registered by `registerPretrainedCommands(program)`.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Command } from "commander";
+import { createGpu, defaultGpu, type Gpu } from "@cxr/kernels";
+import { type Command, InvalidArgumentError } from "commander";
+import { GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
+import { SAMPLER_KINDS, SAMPLING_DEFAULTS, type SamplerKind } from "../schedule/samplers.ts";
 import { ClipTokenizer } from "./clip-tokenizer.ts";
 import type { ComponentName } from "./configs.ts";
 import { PretrainedFolder } from "./folder.ts";
+import { generateLatent, rgbPng } from "./latent-pipeline.ts";
 import { readSafetensorsHeader, type WeightSource } from "./safetensors-stream.ts";
+import { loadPretrainedComponents } from "./wire.ts";
 
 export const REFERENCE_SCRIPT = join(
   dirname(fileURLToPath(import.meta.url)),
@@ -193,6 +198,99 @@ export function inspectFolder(path: string, options: { prompt?: string } = {}): 
   return report;
 }
 
+function writeAtomic(path: string, data: string | Buffer): void {
+  const temporary = `${path}.tmp-${process.pid}`;
+  writeFileSync(temporary, data);
+  renameSync(temporary, path);
+}
+
+const number = (minimum: number, integer: boolean) => (value: string) => {
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed < minimum || (integer && !Number.isInteger(parsed))) {
+    throw new InvalidArgumentError(
+      `expected ${integer ? "an integer" : "a number"} >= ${minimum}, got "${value}"`,
+    );
+  }
+  return parsed;
+};
+
+export interface ModelGenerateFlags {
+  prompt: string[];
+  out: string;
+  steps?: number;
+  guidance?: number;
+  sampler?: string;
+  seed: number;
+  variant?: string;
+  backend?: string;
+  adapter?: string;
+}
+
+/** `cxr model generate`: loads a diffusers folder, generates one PNG per prompt with a JSON sidecar. */
+export async function modelGenerate(
+  folder: string,
+  flags: ModelGenerateFlags,
+  device?: Gpu,
+): Promise<string[]> {
+  if (flags.sampler !== undefined && !(SAMPLER_KINDS as readonly string[]).includes(flags.sampler)) {
+    throw new InvalidArgumentError(
+      `--sampler must be one of ${SAMPLER_KINDS.join(", ")}, got "${flags.sampler}"`,
+    );
+  }
+  const gpu =
+    device ??
+    (flags.backend || flags.adapter
+      ? await createGpu({ backend: flags.backend, adapterName: flags.adapter })
+      : await defaultGpu());
+  const loadStarted = performance.now();
+  const components = loadPretrainedComponents(gpu, folder, { variant: flags.variant });
+  const loadSeconds = (performance.now() - loadStarted) / 1000;
+  try {
+    const result = await generateLatent(components, {
+      prompts: flags.prompt,
+      steps: flags.steps,
+      guidance: flags.guidance,
+      sampler: flags.sampler as SamplerKind | undefined,
+      seed: flags.seed,
+      onStep: (step, total) => process.stderr.write(`\rstep ${step}/${total}`),
+      onWarning: (message) => process.stderr.write(`\nwarning: ${message}\n`),
+    });
+    process.stderr.write("\n");
+    mkdirSync(flags.out, { recursive: true });
+    const written: string[] = [];
+    for (const [index, prompt] of flags.prompt.entries()) {
+      const path = join(flags.out, `image-${String(index).padStart(4, "0")}.png`);
+      writeAtomic(path, await rgbPng(result.images, result.imageShape, index));
+      const sidecar = {
+        prompt,
+        index,
+        model: resolve(folder),
+        seed: flags.seed,
+        sampler: flags.sampler ?? components.scheduler.kind,
+        steps: flags.steps ?? SAMPLING_DEFAULTS.inferenceSteps,
+        timesteps: result.timesteps,
+        guidance: flags.guidance ?? GUIDANCE_DEFAULTS.scale,
+        size: result.imageShape[2],
+        scheduler: components.scheduler.config,
+      };
+      writeAtomic(path.replace(/\.png$/, ".json"), `${JSON.stringify(sidecar, null, 2)}\n`);
+      written.push(path);
+    }
+    const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+    process.stdout.write(
+      `${written.length} images in ${result.seconds.toFixed(1)} s (weights loaded in ${loadSeconds.toFixed(1)} s); ` +
+        `GPU pool: ${mb(result.memory.startBytes)} MB of weights, peak ${mb(result.memory.peakBytes)} MB during generation\n` +
+        written.map((path) => `  ${path}`).join("\n") +
+        "\n",
+    );
+    return written;
+  } finally {
+    components.textEncoder.dispose();
+    components.unet.dispose();
+    components.vae.dispose();
+  }
+}
+
 export function registerPretrainedCommands(program: Command): void {
   program
     .command("convert")
@@ -233,5 +331,23 @@ export function registerPretrainedCommands(program: Command): void {
     .option("--prompt <text>", "also tokenize this prompt with the folder's tokenizer")
     .action((folder: string, flags: { prompt?: string }) => {
       process.stdout.write(`${JSON.stringify(inspectFolder(folder, flags), null, 2)}\n`);
+    });
+  model
+    .command("generate")
+    .description(
+      "text-to-image with a diffusers Stable Diffusion / RoentGen-v2 folder on our kernels (RGB PNG + JSON per prompt)",
+    )
+    .argument("<folder>", "the diffusers folder")
+    .requiredOption("--prompt <text...>", "one or more prompts")
+    .option("--out <dir>", "where to write image-NNNN.png and .json", "generated")
+    .option("--steps <n>", "inference steps (default 75, RoentGen-v2's)", number(1, true))
+    .option("--guidance <scale>", "classifier-free guidance (default 3; 1 = off)", number(1, false))
+    .option("--sampler <kind>", `${SAMPLER_KINDS.join(" | ")} (default: the folder's scheduler)`)
+    .option("--seed <n>", "seed of the initial latents", number(0, true), 0)
+    .option("--variant <name>", "weight variant, e.g. fp16 for *.fp16.safetensors")
+    .option("--backend <name>", "vulkan | metal | d3d12 | opengles")
+    .option("--adapter <substring>", "adapter name filter")
+    .action(async (folder: string, flags: ModelGenerateFlags) => {
+      await modelGenerate(folder, flags);
     });
 }

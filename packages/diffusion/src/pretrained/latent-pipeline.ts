@@ -46,6 +46,11 @@ export interface LatentGenerateResult {
   imageShape: [number, number, number, number];
   timesteps: number[];
   seconds: number;
+  /**
+   * GPU memory from the buffer pool (tensors; kernels' private scratch textures not included):
+   * in use when generation started (the weights) and the peak during it.
+   */
+  memory: { startBytes: number; peakBytes: number };
 }
 
 export async function generateLatent(
@@ -71,6 +76,8 @@ export async function generateLatent(
     );
   }
   const started = performance.now();
+  gpu.pool.resetPeak();
+  const startBytes = gpu.pool.snapshot().inUseBytes;
   const generator = new Generator(gpu, seed + 1);
   const sampler = createSampler({
     kind: options.sampler ?? scheduler.kind,
@@ -113,6 +120,7 @@ export async function generateLatent(
   const decoded = noGrad(() => tidy(() => vae.decode(scale(latents, 1 / vae.config.scalingFactor))));
   const [latentValues, decodedValues] = await Promise.all([latents.download(), decoded.download()]);
   latents.release();
+  const peakBytes = gpu.pool.snapshot().peakInUseBytes;
   const images = Float32Array.from(decodedValues, (value) => Math.min(1, Math.max(0, value / 2 + 0.5)));
   const imageShape = decoded.shape as [number, number, number, number];
   decoded.release();
@@ -123,6 +131,7 @@ export async function generateLatent(
     imageShape,
     timesteps,
     seconds: (performance.now() - started) / 1000,
+    memory: { startBytes, peakBytes },
   };
 }
 
