@@ -16,7 +16,7 @@ Parity (used by test/diffusion/parity.test.ts):
          (in float64 with --float64, else float32)
 
 Speed (used by `cxr bench diffusion`):
-  torch_reference.py bench --config CONFIG.json [--batch 8] [--steps 5] [--warmup 1] [--threads N]
+  torch_reference.py bench --config CONFIG.json [--batch 8] [--steps 5] [--warmup 1] [--threads N] [--seed S]
     CONFIG.json: a DiffusionModelConfig (or a model directory's config.json). Random weights, random
     prompts and images; one training step = text encoder + UNet forward, MSE to the noise, backward,
     AdamW step. Prints one JSON line: {"config", "batch", "steps", "seconds_per_step" (median),
@@ -439,8 +439,6 @@ def bench(args):
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    else:
-        torch.set_num_threads(os.cpu_count() or 1)
     config = read_config(args.config)
     text, unet = config["textEncoder"], config["unet"]
     shapes = OrderedDict()
@@ -504,7 +502,13 @@ def main():
     b.add_argument("--batch", type=int, default=8)
     b.add_argument("--steps", type=int, default=5)
     b.add_argument("--warmup", type=int, default=1)
-    b.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    b.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (default: torch's own choice, which honours OMP_NUM_THREADS); on a loaded machine "
+        "OpenMP's spinning threads can be 10x slower than one thread",
+    )
     b.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     try:
