@@ -150,7 +150,7 @@ describe("phantom-tiny on our kernels", () => {
     backward(loss);
     const missing: string[] = [];
     const nonFinite: string[] = [];
-    let nonZero = 0;
+    let nonZero = 0; // tensors with a non-zero gradient entry
     const named = model.namedParameters();
     for (const [name, parameter] of named) {
       if (!parameter.grad) {
@@ -163,8 +163,11 @@ describe("phantom-tiny on our kernels", () => {
     }
     expect(missing).toEqual([]);
     expect(nonFinite).toEqual([]);
-    // Token embedding rows of unused words get no gradient, but every tensor has some non-zero entry.
-    expect(nonZero).toBe(named.size);
+    // Token embedding rows of unused words get no gradient, but every tensor has some non-zero entry,
+    // except the text encoder's k_proj biases, whose exact gradient is 0 (a constant added to every
+    // score of a softmax row): theirs is f32 rounding noise, which may or may not be exactly zero.
+    const kBiases = [...named.keys()].filter((name) => name.endsWith("self_attn.k_proj.bias")).length;
+    expect(nonZero).toBeGreaterThanOrEqual(named.size - kBiases);
     model.dispose();
   });
 });

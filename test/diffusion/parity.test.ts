@@ -10,7 +10,7 @@
  * are stated against) and in float32 (PyTorch's own rounding, reported beside ours).
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -202,4 +202,68 @@ describe("parity with PyTorch", () => {
       model.dispose();
     },
   );
+});
+
+describe("layout against the independent derivation", () => {
+  const count = (args: string[]) =>
+    JSON.parse(execFileSync(PYTHON, [SCRIPT, "count", ...args], { encoding: "utf8" })) as {
+      text_encoder: number;
+      unet: number;
+      total: number;
+      tensors: number;
+    };
+
+  it("phantom-small: our modules' names, shapes and counts are the ones torch_reference.py derives", async () => {
+    const gpu = await defaultGpu();
+    const config = diffusionConfig("phantom-small");
+    const tokenizer = WordTokenizer.fromPrompts(PROMPTS, { maxLength: config.textEncoder.maxPositions });
+    const model = createDiffusionModel(gpu, config, tokenizer, 1);
+    const dir = join(folder, "small");
+    await model.save(dir);
+    const derived = count(["--config", dir, "--model", dir]);
+    const ours = model.parameterCounts();
+    expect(derived).toMatchObject({ text_encoder: ours.textEncoder, unet: ours.unet, total: ours.total });
+    expect(derived.tensors).toBe(model.parameters().length);
+    model.dispose();
+  });
+
+  it("sd2-base: the derived layout has Stable Diffusion 2.x's published sizes", () => {
+    const file = join(folder, "sd2-base.json");
+    writeFileSync(file, JSON.stringify(diffusionConfig("sd2-base")));
+    // stabilityai/stable-diffusion-2-1-base: unet 865,910,724 parameters in 686 tensors; text_encoder
+    // (OpenCLIP ViT-H/14 to its penultimate layer) 340,387,840 in 23 x 16 + 4 = 372 tensors.
+    expect(count(["--config", file])).toMatchObject({
+      text_encoder: 340_387_840,
+      unet: 865_910_724,
+      tensors: 686 + 372,
+    });
+  });
+
+  it("the script refuses a checkpoint whose layout differs, listing each difference", async () => {
+    const gpu = await defaultGpu();
+    const config = diffusionConfig("phantom-tiny");
+    const tokenizer = WordTokenizer.fromPrompts(PROMPTS, { maxLength: config.textEncoder.maxPositions });
+    const model = createDiffusionModel(gpu, config, tokenizer, 1);
+    const dir = join(folder, "tiny-layout");
+    await model.save(dir);
+    model.dispose();
+    const other = { ...config, unet: { ...config.unet, layersPerBlock: 2 } };
+    const file = join(folder, "tiny-2-layers.json");
+    writeFileSync(file, JSON.stringify(other));
+    let stderr = "";
+    try {
+      execFileSync(PYTHON, [SCRIPT, "count", "--config", file, "--model", dir], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+    } catch (error) {
+      const failed = error as { status: number; stderr: Buffer };
+      expect(failed.status).toBe(2);
+      stderr = failed.stderr.toString();
+    }
+    expect(stderr).toMatch(/does not match the layout derived from config.json/);
+    expect(stderr).toMatch(/missing "down_blocks.0.resnets.1.conv1.weight" \[16, 16, 3, 3\]/);
+    expect(stderr).toMatch(
+      /"up_blocks.0.resnets.1.conv1.weight" is \[32, 48, 3, 3\], the config gives \[32, 64, 3, 3\]/,
+    );
+  });
 });
