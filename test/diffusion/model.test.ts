@@ -172,6 +172,36 @@ describe("phantom-tiny on our kernels", () => {
   });
 });
 
+describe("bad input to the networks", () => {
+  it("wrong shapes and dtypes are OpErrors naming the network and the expected shape", async () => {
+    const gpu = await defaultGpu();
+    const config = diffusionConfig("phantom-tiny");
+    const model = createDiffusionModel(gpu, config, tinyTokenizer(config), 6);
+    const context = model.encodePrompts([""]).hiddenStates; // [1, 24, 32]
+    const t = Tensor.upload(gpu, new Float32Array([5]), [1]);
+    const image = (shape: number[]) =>
+      Tensor.upload(gpu, new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+    expect(() => model.unet.forward(image([1, 1, 15, 16]), t, context)).toThrow(
+      /UNet2DConditionModel: sample must be \[batch, 1, H, W\] with H and W divisible by 2/,
+    );
+    expect(() => model.unet.forward(image([1, 3, 16, 16]), t, context)).toThrow(
+      /sample must be \[batch, 1, H, W\]/,
+    );
+    expect(() => model.unet.forward(image([1, 1, 16, 16]), image([2]), context)).toThrow(
+      /timesteps must be an f32 tensor \[1\]/,
+    );
+    expect(() => model.unet.forward(image([1, 1, 16, 16]), t, image([1, 24, 16]))).toThrow(
+      /encoderHiddenStates must be \[1, tokens, 32\]/,
+    );
+    // The UNet is fully convolutional: another size divisible by 2 runs.
+    expect(model.unet.forward(image([1, 1, 8, 12]), t, context).shape).toEqual([1, 1, 8, 12]);
+    const tooLong = Tensor.upload(gpu, new Uint32Array(25), [1, 25], "u32");
+    expect(() => model.textEncoder.forward(tooLong)).toThrow(/25 tokens exceed the 24 positions/);
+    expect(() => model.textEncoder.forward(image([1, 24]))).toThrow(/u32 tensor \[batch, length\]/);
+    model.dispose();
+  });
+});
+
 describe("DiffusionModel save and load", () => {
   it("round-trips: same weights, tokenizer and outputs; only the four files are written", async () => {
     const gpu = await defaultGpu();
