@@ -100,10 +100,41 @@ function variantConfig(): DiffusionModelConfig {
   return config;
 }
 
+/**
+ * sd2-base's structure in miniature: four levels with SD 2.x's block types and order (cross-attention
+ * at the top three, DownBlock2D / UpBlock2D at the bottom), two resnets per level, linear projections,
+ * 4-channel latents, erf GELU text encoder; widths 320/640/1280 divided by 40, heads 5/10/20/20 -> 1/2/4/4
+ * (8 channels each), 8x8 latents, 16 tokens.
+ */
+function sd2MiniatureConfig(): DiffusionModelConfig {
+  const config = diffusionConfig("sd2-base");
+  config.name = "sd2-miniature";
+  config.resolution = 64;
+  config.textEncoder = {
+    ...config.textEncoder,
+    vocabSize: 512,
+    hiddenSize: 32,
+    intermediateSize: 128,
+    numLayers: 2,
+    numHeads: 2,
+    maxPositions: 16,
+  };
+  config.unet = {
+    ...config.unet,
+    sampleSize: 8,
+    blockOutChannels: [8, 16, 32, 32],
+    attentionHeadDim: [1, 2, 4, 4],
+    normNumGroups: 4,
+    crossAttentionDim: 32,
+  };
+  return config;
+}
+
 describe("parity with PyTorch", () => {
   it.each([
     ["phantom-tiny", () => diffusionConfig("phantom-tiny")],
     ["SD 1.x-style variant", variantConfig],
+    ["sd2-base structure in miniature", sd2MiniatureConfig],
   ])(
     "%s: text encoder output, UNet output and every parameter gradient match torch",
     async (label, makeConfig) => {
@@ -115,13 +146,14 @@ describe("parity with PyTorch", () => {
       await model.save(join(dir, "model"));
 
       const batch = 3;
-      const side = config.resolution;
+      const side = config.unet.sampleSize;
+      const channels = config.unet.inChannels;
       const prompts = [PROMPTS[0], "", PROMPTS[2]];
-      const sampleValues = Float32Array.from(randomValues(batch * side * side, 21));
-      const gradValues = Float32Array.from(randomValues(batch * side * side, 22));
+      const sampleValues = Float32Array.from(randomValues(batch * channels * side * side, 21));
+      const gradValues = Float32Array.from(randomValues(batch * channels * side * side, 22));
       const timestepValues = new Float32Array([17, 999, 430]);
       const { hiddenStates, tokens } = model.encodePrompts(prompts, { warn: () => {} });
-      const sample = Tensor.upload(gpu, sampleValues, [batch, 1, side, side]);
+      const sample = Tensor.upload(gpu, sampleValues, [batch, channels, side, side]);
       const timesteps = Tensor.upload(gpu, timestepValues, [batch]);
       const output = model.unet.forward(sample, timesteps, hiddenStates);
       const ours = new Map<string, Float32Array>([
@@ -144,9 +176,9 @@ describe("parity with PyTorch", () => {
       const inputs = join(dir, "inputs.safetensors");
       writeSafetensors(inputs, {
         ids: { shape: [batch, tokenizer.maxLength], data: Float32Array.from(tokens.ids) },
-        sample: { shape: [batch, 1, side, side], data: sampleValues },
+        sample: { shape: [batch, channels, side, side], data: sampleValues },
         timesteps: { shape: [batch], data: timestepValues },
-        grad_output: { shape: [batch, 1, side, side], data: gradValues },
+        grad_output: { shape: [batch, channels, side, side], data: gradValues },
       });
       const run = (precision: "float32" | "float64") => {
         const out = join(dir, `torch-${precision}.safetensors`);
