@@ -26,7 +26,7 @@ import {
   MODEL_FILES,
   WordTokenizer,
 } from "@cxr/diffusion";
-import { backward, defaultGpu, mseLoss, Tensor } from "@cxr/kernels";
+import { backward, defaultGpu, mseLoss, noGrad, Tensor, tidy } from "@cxr/kernels";
 import { afterAll, describe, expect, it } from "vitest";
 
 const folder = mkdtempSync(join(tmpdir(), "cxr-model-"));
@@ -168,6 +168,54 @@ describe("phantom-tiny on our kernels", () => {
     // score of a softmax row): theirs is f32 rounding noise, which may or may not be exactly zero.
     const kBiases = [...named.keys()].filter((name) => name.endsWith("self_attn.k_proj.bias")).length;
     expect(nonZero).toBeGreaterThanOrEqual(named.size - kBiases);
+    model.dispose();
+  });
+});
+
+describe("memory", () => {
+  it("a training step frees everything but the gradients; inference in tidy frees everything", async () => {
+    const gpu = await defaultGpu();
+    const config = diffusionConfig("phantom-tiny");
+    const model = createDiffusionModel(gpu, config, tinyTokenizer(config), 8);
+    const batch = 2;
+    const side = config.resolution;
+    const inputs = () => ({
+      sample: Tensor.upload(gpu, new Float32Array(batch * side * side).fill(0.1), [batch, 1, side, side]),
+      timesteps: Tensor.upload(gpu, new Float32Array([3, 500]), [batch]),
+      noise: Tensor.upload(gpu, new Float32Array(batch * side * side).fill(0.2), [batch, 1, side, side]),
+    });
+    // No tidy: the pattern of a training loop that releases its own inputs.
+    const trainingStep = () => {
+      const { sample, timesteps, noise } = inputs();
+      const { hiddenStates, ids } = model.encodePrompts([PROMPTS[0], ""]);
+      const loss = mseLoss(model.unet.forward(sample, timesteps, hiddenStates), noise);
+      backward(loss);
+      for (const parameter of model.parameters()) {
+        parameter.grad?.release();
+        parameter.grad = null;
+      }
+      for (const tensor of [sample, timesteps, noise, ids, loss]) tensor.release();
+    };
+    const inference = () =>
+      noGrad(() =>
+        tidy(() => {
+          const { sample, timesteps } = inputs();
+          return model.unet.forward(sample, timesteps, model.encodePrompts(["", PROMPTS[1]]).hiddenStates);
+        }),
+      );
+    trainingStep(); // first calls upload the text encoder's constant mask and positions
+    inference().release();
+    await gpu.sync();
+    const inUse = () => gpu.pool.snapshot().inUseBytes;
+    const before = inUse();
+    trainingStep();
+    await gpu.sync();
+    expect(inUse() - before, "bytes left by a training step").toBe(0);
+    const output = inference();
+    expect(output.shape).toEqual([batch, 1, side, side]);
+    output.release();
+    await gpu.sync();
+    expect(inUse() - before, "bytes left by inference").toBe(0);
     model.dispose();
   });
 });
