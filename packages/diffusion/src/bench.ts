@@ -18,7 +18,6 @@ import {
   type Gpu,
   type ProfileRow,
   randomNormal,
-  Tensor,
 } from "@cxr/kernels";
 import { type DiffusionModelConfig, diffusionConfig } from "./model/config.ts";
 import { createDiffusionModel } from "./model/model.ts";
