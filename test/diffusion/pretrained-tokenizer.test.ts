@@ -3,10 +3,10 @@
  * bytes + </w>, merges, specials: the order CLIP's own vocab.json has), and against CLIP's real
  * vocabulary when CXR_CLIP_VOCAB_DIR names a folder with its vocab.json and merges.txt.
  */
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { bytesToUnicode, ClipTokenizer, cleanText, PretrainedFolder } from "@cxr/diffusion/pretrained";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { temporaryFolder, writeJson, writeSd21Configs } from "./pretrained-helpers.ts";
 
 /** The printable bytes first, then the rest: the order of CLIP's first 256 vocabulary entries. */
@@ -30,6 +30,16 @@ const MERGES: [string, string][] = [
   ["pho", "to</w>"],
 ];
 
+const folders: string[] = [];
+afterAll(() => {
+  for (const folder of folders) rmSync(folder, { recursive: true, force: true });
+});
+function scratch(prefix: string): string {
+  const folder = temporaryFolder(prefix);
+  folders.push(folder);
+  return folder;
+}
+
 interface Written {
   dir: string;
   vocab: Map<string, number>;
@@ -38,7 +48,7 @@ interface Written {
 function writeTokenizer(
   options: { merges?: [string, string][]; pad?: string; maxLength?: number } = {},
 ): Written {
-  const dir = temporaryFolder("tok");
+  const dir = scratch("tok");
   const table = bytesToUnicode();
   const symbols = byteOrder().map((byte) => table[byte]);
   const merges = options.merges ?? MERGES;
@@ -221,7 +231,7 @@ describe("CLIP tokenizer on a small published-format vocabulary", () => {
   });
 
   it("opens from a diffusers folder's tokenizer/", () => {
-    const root = writeSd21Configs(temporaryFolder("sd21tok"));
+    const root = writeSd21Configs(scratch("sd21tok"));
     const source = writeTokenizer();
     for (const file of ["vocab.json", "merges.txt", "tokenizer_config.json"]) {
       writeFileSync(join(root, "tokenizer", file), readFileSync(join(source.dir, file)));
