@@ -1,6 +1,8 @@
 import { registerCommands as registerClassifierCommands } from "@cxr/classifier/cli";
 import { registerCommands as registerDataCommands } from "@cxr/data/cli";
 import { registerPhantomCommands } from "@cxr/data/cli-phantom";
+import { registerCommands as registerDiffusionCommands } from "@cxr/diffusion/cli";
+import { registerPretrainedCommands } from "@cxr/diffusion/cli-pretrained";
 import { registerCommands as registerKernelCommands } from "@cxr/kernels/cli";
 import { Command } from "commander";
 import { registerQuickstart } from "./quickstart.ts";
@@ -23,5 +25,7 @@ export function buildProgram(): Command {
   registerDataCommands(program);
   registerPhantomCommands(program);
   registerClassifierCommands(program, groups);
+  registerDiffusionCommands(program, groups);
+  registerPretrainedCommands(program);
   return program;
 }

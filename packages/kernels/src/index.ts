@@ -149,6 +149,12 @@ export {
   softmaxReference,
 } from "./ops/softmax/index.ts";
 export {
+  type TimestepEmbeddingOptions,
+  timestepEmbedding,
+  timestepEmbeddingReference,
+  timestepFrequencies,
+} from "./ops/timestep.ts";
+export {
   gelu,
   referenceErf,
   relu,

@@ -1,0 +1,533 @@
+/**
+ * `cxr train diffusion`, `cxr generate`, `cxr diffusion fidelity` and `cxr bench diffusion`. Each calls
+ * the library function of the same name, the code path the server and the study use.
+ */
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { RACES, type Race } from "@cxr/data";
+import { type Command, InvalidArgumentError, Option } from "commander";
+import { DIFFUSION_BENCH_DEFAULTS, formatDiffusionBench, runDiffusionBench } from "./bench.ts";
+import { FIDELITY_DEFAULTS, formatFidelity, measureFidelity } from "./fidelity.ts";
+import { DIFFUSION_CONFIGS } from "./model/config.ts";
+import type { PromptFields } from "./model/prompt.ts";
+import { writeContactSheet, writeGeneratedImages } from "./pipeline/outputs.ts";
+import { createPipeline, GENERATE_DEFAULTS, GENERATE_LIMITS } from "./pipeline/pipeline.ts";
+import { SAMPLER_KINDS, type SamplerKind } from "./schedule/samplers.ts";
+import { TRAIN_DEFAULTS, TRAIN_LIMITS, type TrainProgress, trainDiffusion } from "./training/train.ts";
+
+export function parseIntegerIn(name: string, minimum: number, maximum: number) {
+  return (value: string): number => {
+    const number = Number(value);
+    if (!Number.isSafeInteger(number) || number < minimum || number > maximum) {
+      throw new InvalidArgumentError(
+        `${name} must be an integer in [${minimum}, ${maximum}], got "${value}"`,
+      );
+    }
+    return number;
+  };
+}
+
+export function parseNumberIn(name: string, minimum: number, maximum: number) {
+  return (value: string): number => {
+    const number = Number(value);
+    if (value.trim() === "" || !Number.isFinite(number) || number < minimum || number > maximum) {
+      throw new InvalidArgumentError(`${name} must be a number in [${minimum}, ${maximum}], got "${value}"`);
+    }
+    return number;
+  };
+}
+
+function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "?";
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h > 0 ? `${h}h${String(m).padStart(2, "0")}m` : `${m}m${String(s % 60).padStart(2, "0")}s`;
+}
+
+/** One progress line: a bar, the step, loss, steps/s and ETA (redrawn in place on a terminal). */
+export function progressLine(progress: TrainProgress, width = 24): string {
+  const done = Math.round((progress.step / progress.totalSteps) * width);
+  const bar = `${"#".repeat(done)}${"-".repeat(width - done)}`;
+  return `[${bar}] step ${progress.step}/${progress.totalSteps}  loss ${progress.loss.toFixed(4)}  lr ${progress.learningRate.toExponential(2)}  ${progress.stepsPerSecond.toFixed(3)} steps/s  ETA ${formatDuration(progress.etaSeconds)}`;
+}
+
+interface TrainFlags {
+  data?: string;
+  config: string;
+  steps: number;
+  batch: number;
+  out?: string;
+  resume?: boolean;
+  seed: number;
+  lr: number;
+  warmup?: number;
+  minSnr: string;
+  emaDecay: number;
+  dropout: number;
+  checkpointEvery: number;
+  logEvery: number;
+}
+
+export function registerCommands(program: Command, groups: { bench: Command }): void {
+  const train = program.commands.find((command) => command.name() === "train") ?? program.command("train");
+  if (!train.description()) train.description("train a model (diffusion, classifier)");
+  train
+    .command("diffusion")
+    .description(
+      "train the text-conditioned generator (text encoder + UNet) on a CheXpert-layout or prompt folder (train split)",
+    )
+    .requiredOption(
+      "--data <dir>",
+      "training images: CheXpert layout (train.csv) or images with .txt prompts",
+    )
+    .option(
+      "--config <name>",
+      `model configuration (${Object.keys(DIFFUSION_CONFIGS).join(", ")})`,
+      "phantom-small",
+    )
+    .option(
+      "--steps <n>",
+      "total optimizer steps",
+      parseIntegerIn("--steps", 1, TRAIN_LIMITS.maxSteps),
+      TRAIN_DEFAULTS.steps,
+    )
+    .option(
+      "--batch <n>",
+      "images per step",
+      parseIntegerIn("--batch", 1, TRAIN_LIMITS.maxBatch),
+      TRAIN_DEFAULTS.batchSize,
+    )
+    .requiredOption(
+      "--out <dir>",
+      "run folder: checkpoint/ (model, ema, optimizer, state), loss.csv, loss.png",
+    )
+    .option("--resume", "continue the checkpoint in --out exactly where it stopped")
+    .option(
+      "--seed <n>",
+      "seed of initialisation, data order, timesteps and noise",
+      parseIntegerIn("--seed", 0, 2 ** 31),
+      TRAIN_DEFAULTS.seed,
+    )
+    .option(
+      "--lr <rate>",
+      "peak learning rate (AdamW)",
+      parseNumberIn("--lr", 1e-8, 0.5),
+      TRAIN_DEFAULTS.learningRate,
+    )
+    .option(
+      "--warmup <steps>",
+      "linear warm-up steps (default min(500, 10% of --steps))",
+      parseIntegerIn("--warmup", 0, TRAIN_LIMITS.maxSteps),
+    )
+    .option("--min-snr <gamma>", 'min-SNR-gamma loss weighting, or "off"', String(TRAIN_DEFAULTS.minSnrGamma))
+    .option(
+      "--ema-decay <d>",
+      "EMA decay",
+      parseNumberIn("--ema-decay", 0, 0.999999),
+      TRAIN_DEFAULTS.emaDecay,
+    )
+    .option(
+      "--dropout <p>",
+      "share of prompts replaced by the empty prompt",
+      parseNumberIn("--dropout", 0, 1),
+      TRAIN_DEFAULTS.conditioningDropout,
+    )
+    .option(
+      "--checkpoint-every <n>",
+      "steps between checkpoints",
+      parseIntegerIn("--checkpoint-every", 1, TRAIN_LIMITS.maxSteps),
+      TRAIN_DEFAULTS.checkpointEvery,
+    )
+    .option(
+      "--log-every <n>",
+      "steps between loss read-backs and progress lines",
+      parseIntegerIn("--log-every", 1, TRAIN_LIMITS.maxSteps),
+      TRAIN_DEFAULTS.logEvery,
+    )
+    .action(async (flags: TrainFlags) => {
+      const minSnrGamma = flags.minSnr === "off" ? null : parseNumberIn("--min-snr", 1e-6, 1e6)(flags.minSnr);
+      const controller = new AbortController();
+      const onSignal = () => {
+        if (controller.signal.aborted) process.exit(130);
+        process.stderr.write(
+          "\nstopping after this step (a checkpoint is written); press Ctrl-C again to quit now\n",
+        );
+        controller.abort();
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+      const interactive = process.stderr.isTTY === true;
+      const result = await trainDiffusion({
+        data: flags.data as string,
+        config: flags.config,
+        steps: flags.steps,
+        batchSize: flags.batch,
+        out: flags.out as string,
+        resume: flags.resume === true,
+        seed: flags.seed,
+        learningRate: flags.lr,
+        warmupSteps: flags.warmup,
+        minSnrGamma,
+        emaDecay: flags.emaDecay,
+        conditioningDropout: flags.dropout,
+        checkpointEvery: flags.checkpointEvery,
+        logEvery: flags.logEvery,
+        signal: controller.signal,
+        onProgress: (progress) => {
+          const line = progressLine(progress);
+          process.stderr.write(interactive ? `\r${line}` : `${line}\n`);
+        },
+      });
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      if (interactive) process.stderr.write("\n");
+      console.log(
+        `${result.stopped ? "stopped" : "trained"} ${result.steps} steps (${result.imagesSeen} images seen) in ${formatDuration(result.seconds)}`,
+      );
+      console.log(`model (EMA weights): ${result.modelDir}`);
+      console.log(`loss: ${result.lossCsv}${result.lossPng ? `, ${result.lossPng}` : ""}`);
+      console.log(`continue with --resume --out ${flags.out}`);
+    });
+  registerGenerate(program);
+  registerFidelity(program);
+  groups.bench
+    .command("diffusion")
+    .description(
+      "training steps/s and sampled images/s with per-kernel breakdown and peak pool memory, beside PyTorch's training step",
+    )
+    .option(
+      "--config <name>",
+      `configuration (${Object.keys(DIFFUSION_CONFIGS).join(", ")})`,
+      DIFFUSION_BENCH_DEFAULTS.config,
+    )
+    .option(
+      "--batch <n>",
+      "training batch",
+      parseIntegerIn("--batch", 1, 1024),
+      DIFFUSION_BENCH_DEFAULTS.batch,
+    )
+    .option(
+      "--train-steps <n>",
+      "timed training steps",
+      parseIntegerIn("--train-steps", 1, 1000),
+      DIFFUSION_BENCH_DEFAULTS.trainSteps,
+    )
+    .option(
+      "--images <n>",
+      "images sampled",
+      parseIntegerIn("--images", 1, 1024),
+      DIFFUSION_BENCH_DEFAULTS.sampleImages,
+    )
+    .option(
+      "--sample-steps <n>",
+      "denoising steps",
+      parseIntegerIn("--sample-steps", 1, 1000),
+      DIFFUSION_BENCH_DEFAULTS.sampleSteps,
+    )
+    .addOption(
+      new Option("--sampler <name>", "sampler")
+        .choices([...SAMPLER_KINDS])
+        .default(DIFFUSION_BENCH_DEFAULTS.sampler),
+    )
+    .option("--no-torch", "skip the PyTorch reference")
+    .option("--json", "print JSON")
+    .action(
+      async (flags: {
+        config: string;
+        batch: number;
+        trainSteps: number;
+        images: number;
+        sampleSteps: number;
+        sampler: SamplerKind;
+        torch: boolean;
+        json?: boolean;
+      }) => {
+        const result = await runDiffusionBench({
+          config: flags.config,
+          batch: flags.batch,
+          trainSteps: flags.trainSteps,
+          sampleImages: flags.images,
+          sampleSteps: flags.sampleSteps,
+          sampler: flags.sampler,
+          torch: flags.torch,
+        });
+        console.log(flags.json ? JSON.stringify(result, null, 2) : formatDiffusionBench(result));
+      },
+    );
+}
+
+interface FidelityFlags {
+  model: string;
+  data?: string;
+  split: "valid" | "test" | "train";
+  n: number;
+  steps: number;
+  sampler: SamplerKind;
+  guidance: number;
+  seed: number;
+  json?: boolean;
+  out?: string;
+}
+
+function registerFidelity(program: Command): void {
+  const group =
+    program.commands.find((command) => command.name() === "diffusion") ??
+    program.command("diffusion").description("generator diagnostics");
+  group
+    .command("fidelity")
+    .description(
+      "conditioning fidelity from pixels: cardiothoracic ratio of images generated for Cardiomegaly vs No Finding prompts (AUROC), beside real phantom films",
+    )
+    .requiredOption("--model <dir>", "model directory")
+    .option("--data <dir>", "real films to compare with (CheXpert layout, e.g. the phantom's output)")
+    .addOption(
+      new Option("--split <split>", "split of --data to measure")
+        .choices(["valid", "test", "train"])
+        .default(FIDELITY_DEFAULTS.split),
+    )
+    .option("--n <count>", "images per class", parseIntegerIn("--n", 2, 10_000), FIDELITY_DEFAULTS.n)
+    .option(
+      "--steps <count>",
+      "denoising steps",
+      parseIntegerIn("--steps", 1, GENERATE_LIMITS.maxSteps),
+      FIDELITY_DEFAULTS.steps,
+    )
+    .addOption(
+      new Option("--sampler <name>", "sampler")
+        .choices([...SAMPLER_KINDS])
+        .default(FIDELITY_DEFAULTS.sampler),
+    )
+    .option(
+      "--guidance <scale>",
+      "guidance scale",
+      parseNumberIn("--guidance", 0, GENERATE_LIMITS.maxGuidance),
+      FIDELITY_DEFAULTS.guidance,
+    )
+    .option(
+      "--seed <n>",
+      "noise seed",
+      parseIntegerIn("--seed", 0, Number.MAX_SAFE_INTEGER),
+      FIDELITY_DEFAULTS.seed,
+    )
+    .option("--json", "print the report as JSON")
+    .option("--out <dir>", "also write fidelity.json here")
+    .action(async (flags: FidelityFlags) => {
+      const pipeline = await createPipeline(flags.model);
+      try {
+        const report = await measureFidelity(pipeline, {
+          n: flags.n,
+          steps: flags.steps,
+          sampler: flags.sampler,
+          guidance: flags.guidance,
+          seed: flags.seed,
+          realData: flags.data,
+          split: flags.split,
+          onProgress: (message) => console.error(message),
+        });
+        if (flags.out) {
+          mkdirSync(flags.out, { recursive: true });
+          const path = join(flags.out, "fidelity.json");
+          writeFileSync(`${path}.tmp-${process.pid}`, `${JSON.stringify(report, null, 2)}\n`);
+          renameSync(`${path}.tmp-${process.pid}`, path);
+        }
+        console.log(flags.json ? JSON.stringify(report, null, 2) : formatFidelity(report));
+      } finally {
+        pipeline.dispose();
+      }
+    });
+}
+
+interface GenerateFlags {
+  model: string;
+  prompt?: string;
+  sex?: string;
+  age?: number;
+  race?: string;
+  findings?: string;
+  prompts?: string;
+  grid?: boolean;
+  n: number;
+  steps: number;
+  guidance: number;
+  sampler: SamplerKind;
+  seed: number;
+  bits: string;
+  batch: number;
+  out: string;
+}
+
+/** The prompt of `cxr generate` from --prompt or --sex/--age/--race/--findings (exactly one way). */
+export function promptFromFlags(
+  flags: Pick<GenerateFlags, "prompt" | "sex" | "age" | "race" | "findings">,
+): string | PromptFields {
+  const fielded =
+    flags.sex !== undefined ||
+    flags.age !== undefined ||
+    flags.race !== undefined ||
+    flags.findings !== undefined;
+  if (flags.prompt !== undefined && fielded) {
+    throw new InvalidArgumentError("give either --prompt or --sex/--age/--race/--findings, not both");
+  }
+  if (flags.prompt !== undefined) {
+    if (flags.prompt.trim() === "") throw new InvalidArgumentError("--prompt is empty");
+    return flags.prompt;
+  }
+  if (!fielded)
+    throw new InvalidArgumentError(
+      "give --prompt TEXT, or --sex and --age (with --race and --findings optional)",
+    );
+  const sex = flags.sex?.toLowerCase();
+  const sexes: Record<string, "female" | "male"> = { f: "female", female: "female", m: "male", male: "male" };
+  if (sex === undefined || !(sex in sexes))
+    throw new InvalidArgumentError(`--sex must be F, M, female or male, got ${JSON.stringify(flags.sex)}`);
+  if (flags.age === undefined) throw new InvalidArgumentError("--age is required with --sex");
+  let race: Race | null = null;
+  if (flags.race !== undefined) {
+    const upper = flags.race.toUpperCase();
+    if (!(RACES as readonly string[]).includes(upper)) {
+      throw new InvalidArgumentError(
+        `--race must be one of ${RACES.join(", ")}, got ${JSON.stringify(flags.race)}`,
+      );
+    }
+    race = upper as Race;
+  }
+  const findings = (flags.findings ?? "")
+    .split(",")
+    .map((finding) => finding.trim())
+    .filter((finding) => finding.length > 0);
+  return { sex: sexes[sex], age: flags.age, race, findings };
+}
+
+/** A prompts file: one prompt per line (blank lines and lines starting with # ignored). */
+export function readPromptsFile(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new Error(`cannot read the prompts file ${path}: ${(error as Error).message}`);
+  }
+  const prompts = text
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line.length > 0 && !line.startsWith("#"));
+  if (prompts.length === 0) throw new Error(`the prompts file ${path} has no prompts`);
+  return prompts;
+}
+
+/** The default grid: "No Finding" and each common finding, for a 70-year-old woman and man. */
+export const DEFAULT_GRID_PROMPTS: PromptFields[] = (["female", "male"] as const).flatMap((sex) =>
+  [[], ["Cardiomegaly"], ["Pleural Effusion"], ["Edema"]].map((findings) => ({ sex, age: 70, findings })),
+);
+
+function registerGenerate(program: Command): void {
+  program
+    .command("generate")
+    .description(
+      "generate chest radiographs from a prompt (PNG + JSON sidecar per image), or a contact sheet",
+    )
+    .requiredOption(
+      "--model <dir>",
+      "model directory (e.g. models/phantom-diffusion, or a run's checkpoint/ema)",
+    )
+    .option("--prompt <text>", 'prompt, e.g. "70 year old female. Cardiomegaly."')
+    .option("--sex <F|M>", "patient sex (instead of --prompt)")
+    .option("--age <years>", "patient age", parseNumberIn("--age", 0, 150))
+    .option("--race <race>", `patient race (${RACES.join(", ")})`)
+    .option("--findings <list>", 'comma-separated CheXpert findings, e.g. "Cardiomegaly,Pleural Effusion"')
+    .option("--prompts <file>", "a contact sheet: one row per prompt of this file (one per line)")
+    .option(
+      "--grid",
+      "a contact sheet of the default grid: normal, cardiomegaly, effusion, edema x female, male",
+    )
+    .option(
+      "--n <count>",
+      "images per prompt",
+      parseIntegerIn("--n", 1, GENERATE_LIMITS.maxImages),
+      GENERATE_DEFAULTS.n,
+    )
+    .option(
+      "--steps <count>",
+      "denoising steps",
+      parseIntegerIn("--steps", 1, GENERATE_LIMITS.maxSteps),
+      GENERATE_DEFAULTS.steps,
+    )
+    .option(
+      "--guidance <scale>",
+      "classifier-free guidance scale",
+      parseNumberIn("--guidance", 0, GENERATE_LIMITS.maxGuidance),
+      GENERATE_DEFAULTS.guidance,
+    )
+    .addOption(
+      new Option("--sampler <name>", "sampler")
+        .choices([...SAMPLER_KINDS])
+        .default(GENERATE_DEFAULTS.sampler),
+    )
+    .option(
+      "--seed <n>",
+      "noise seed (same seed, same images)",
+      parseIntegerIn("--seed", 0, Number.MAX_SAFE_INTEGER),
+      GENERATE_DEFAULTS.seed,
+    )
+    .addOption(new Option("--bits <depth>", "PNG bit depth").choices(["8", "16"]).default("8"))
+    .option(
+      "--batch <count>",
+      "images per GPU batch",
+      parseIntegerIn("--batch", 1, 1024),
+      GENERATE_DEFAULTS.maxBatch,
+    )
+    .requiredOption("--out <dir>", "output folder")
+    .action(async (flags: GenerateFlags) => {
+      const sheet = flags.grid === true || flags.prompts !== undefined;
+      if (flags.grid && flags.prompts !== undefined)
+        throw new InvalidArgumentError("give --grid or --prompts, not both");
+      const prompt = sheet ? null : promptFromFlags(flags);
+      const pipeline = await createPipeline(flags.model);
+      const common = {
+        steps: flags.steps,
+        guidance: flags.guidance,
+        sampler: flags.sampler,
+        seed: flags.seed,
+        bits: Number(flags.bits) as 8 | 16,
+        maxBatch: flags.batch,
+        onStep: (progress: { step: number; steps: number; chunk: number; chunks: number }) => {
+          if (process.stderr.isTTY) {
+            process.stderr.write(
+              `\rbatch ${progress.chunk + 1}/${progress.chunks}, step ${progress.step}/${progress.steps}`,
+            );
+          }
+        },
+      };
+      try {
+        if (sheet) {
+          const prompts = flags.prompts !== undefined ? readPromptsFile(flags.prompts) : DEFAULT_GRID_PROMPTS;
+          const { path, result } = await writeContactSheet(pipeline, {
+            ...common,
+            prompts,
+            perPrompt: flags.n,
+            out: join(flags.out, "contact-sheet.png"),
+          });
+          const files = writeGeneratedImages(flags.out, result);
+          if (process.stderr.isTTY) process.stderr.write("\n");
+          console.log(
+            `${files.length} images (${prompts.length} prompts x ${flags.n}) in ${result.seconds.toFixed(1)} s -> ${flags.out}`,
+          );
+          console.log(`contact sheet: ${path}`);
+        } else {
+          const result = await pipeline.generate({
+            ...common,
+            prompt: prompt as string | PromptFields,
+            n: flags.n,
+          });
+          const files = writeGeneratedImages(flags.out, result);
+          if (process.stderr.isTTY) process.stderr.write("\n");
+          console.log(`prompt: ${result.images[0].prompt}`);
+          console.log(
+            `${files.length} images in ${result.seconds.toFixed(1)} s (${result.imagesPerSecond.toFixed(2)} images/s) -> ${flags.out}`,
+          );
+        }
+      } finally {
+        pipeline.dispose();
+      }
+    });
+}

@@ -1,0 +1,353 @@
+/**
+ * `cxr convert` (a torch.save / torchvision state dict to safetensors, through the reference Python
+ * where torch is installed) and `cxr model inspect` (validate a diffusers folder and summarise its
+ * weights without loading them). Registered by `registerPretrainedCommands(program)`.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createGpu, defaultGpu, type Gpu } from "@cxr/kernels";
+import { type Command, InvalidArgumentError } from "commander";
+import { GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
+import { SAMPLER_KINDS, SAMPLING_DEFAULTS, type SamplerKind } from "../schedule/samplers.ts";
+import { ClipTokenizer } from "./clip-tokenizer.ts";
+import type { ComponentName } from "./configs.ts";
+import { PretrainedFolder } from "./folder.ts";
+import { generateLatent, rgbPng } from "./latent-pipeline.ts";
+import { readSafetensorsHeader, type WeightSource } from "./safetensors-stream.ts";
+import { loadPretrainedComponents } from "./wire.ts";
+
+export const REFERENCE_SCRIPT = join(
+  dirname(fileURLToPath(import.meta.url)),
+  "../../reference/sd_reference.py",
+);
+
+/** The Python to run torch with: --python, $CXR_PYTHON, Debian's /usr/bin/python3, then python3. */
+export function choosePython(flag?: string): string {
+  if (flag) return flag;
+  if (process.env.CXR_PYTHON) return process.env.CXR_PYTHON;
+  return existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+}
+
+export class ConvertError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConvertError";
+  }
+}
+
+export interface ConvertOptions {
+  python?: string;
+  /** keep (default), float32 or float16 for floating-point tensors. */
+  dtype?: "keep" | "float32" | "float16";
+  /** Prepended to every name after stripping. */
+  prefix?: string;
+  /** Removed from the start of names that have it (e.g. "module." from DataParallel checkpoints). */
+  stripPrefix?: string;
+  /** Replace an existing output file. */
+  force?: boolean;
+}
+
+export interface KeyMapping {
+  from: string;
+  to?: string;
+  dtype?: string;
+  shape?: number[];
+  /** Set for entries that are not tensors (left out). */
+  skipped?: string;
+}
+
+/** Checks that `python` runs and has torch; the error says what to install. */
+export function checkTorch(python: string): string {
+  const probe = spawnSync(python, ["-c", "import torch, sys; print(torch.__version__)"], {
+    encoding: "utf8",
+  });
+  if (probe.error) {
+    throw new ConvertError(
+      `cannot run ${python} (${probe.error.message}). Conversion needs Python with PyTorch: ` +
+        "pass --python PATH or set CXR_PYTHON (Debian/Ubuntu: apt-get install python3-torch; elsewhere: pip install torch).",
+    );
+  }
+  if (probe.status !== 0) {
+    const reason = probe.stderr.trim().split("\n").at(-1) ?? "";
+    throw new ConvertError(
+      `PyTorch is not importable from ${python} (${reason}). Conversion reads pickles with torch.load, so it needs ` +
+        "torch: apt-get install python3-torch (Debian/Ubuntu) or pip install torch, or run cxr convert where torch is " +
+        "installed and copy the .safetensors file here.",
+    );
+  }
+  return probe.stdout.trim();
+}
+
+/** Converts a state dict to safetensors; returns the key mapping (old name -> new name, dtype, shape). */
+export function convertStateDict(input: string, output: string, options: ConvertOptions = {}): KeyMapping[] {
+  const source = resolve(input);
+  if (!existsSync(source) || !statSync(source).isFile()) throw new ConvertError(`${source}: file not found`);
+  if (!output.endsWith(".safetensors"))
+    throw new ConvertError(`${output}: the output must end in .safetensors`);
+  if (existsSync(output) && !options.force) {
+    throw new ConvertError(`${output} exists; pass --force to replace it`);
+  }
+  const python = choosePython(options.python);
+  checkTorch(python);
+  const args = [REFERENCE_SCRIPT, "convert", source, resolve(output), "--dtype", options.dtype ?? "keep"];
+  if (options.prefix) args.push("--prefix", options.prefix);
+  if (options.stripPrefix) args.push("--strip-prefix", options.stripPrefix);
+  const run = spawnSync(python, args, { encoding: "utf8", maxBuffer: 256 * 1024 * 1024 });
+  if (run.status !== 0) {
+    throw new ConvertError(run.stderr.trim().split("\n").at(-1) || `${python} exited with ${run.status}`);
+  }
+  const mapping = run.stdout
+    .split("\n")
+    .filter((line) => line.trim().length > 0)
+    .map((line) => JSON.parse(line) as KeyMapping);
+  // Read the result back: a header we cannot parse is a failed conversion.
+  const header = readSafetensorsHeader(resolve(output));
+  const written = mapping.filter((row) => row.to !== undefined).length;
+  if (header.entries.size !== written) {
+    throw new ConvertError(
+      `${output}: holds ${header.entries.size} tensors, the conversion reported ${written}`,
+    );
+  }
+  return mapping;
+}
+
+function formatMapping(mapping: KeyMapping[]): string {
+  const lines: string[] = [];
+  for (const row of mapping) {
+    if (row.skipped) lines.push(`  ${row.from}  (skipped: ${row.skipped}, not a tensor)`);
+    else if (row.from === row.to) lines.push(`  ${row.from}  ${row.dtype} [${row.shape?.join(", ")}]`);
+    else lines.push(`  ${row.from} -> ${row.to}  ${row.dtype} [${row.shape?.join(", ")}]`);
+  }
+  return lines.join("\n");
+}
+
+function summariseWeights(source: WeightSource): Record<string, unknown> {
+  return {
+    file: source.path,
+    tensors: source.entries.size,
+    megabytes: Number((source.byteLength / 2 ** 20).toFixed(1)),
+    dtypes: Object.fromEntries(source.dtypes()),
+  };
+}
+
+/** Validates a diffusers folder (configs, tokenizer, weight headers) and describes it. */
+export function inspectFolder(path: string, options: { prompt?: string } = {}): Record<string, unknown> {
+  const folder = PretrainedFolder.open(path, { require: [] });
+  const present = (name: ComponentName) =>
+    folder.index[name] !== undefined && existsSync(join(folder.root, name));
+  const report: Record<string, unknown> = { folder: folder.root, pipeline: folder.index._class_name };
+  if (present("unet")) {
+    const unet = folder.unetConfig();
+    const weights = folder.weights("unet");
+    report.unet = {
+      blockOutChannels: unet.block_out_channels,
+      attentionHeadDim: unet.attention_head_dim,
+      crossAttentionDim: unet.cross_attention_dim,
+      useLinearProjection: unet.use_linear_projection,
+      upcastAttention: unet.upcast_attention,
+      weights: summariseWeights(weights),
+    };
+    weights.close();
+  }
+  if (present("vae")) {
+    const vae = folder.vaeConfig();
+    const weights = folder.weights("vae");
+    report.vae = {
+      blockOutChannels: vae.block_out_channels,
+      latentChannels: vae.latent_channels,
+      scalingFactor: vae.scaling_factor,
+      weights: summariseWeights(weights),
+    };
+    weights.close();
+  }
+  if (present("text_encoder")) {
+    const text = folder.textEncoderConfig();
+    const weights = folder.weights("text_encoder");
+    report.textEncoder = {
+      layers: text.num_hidden_layers,
+      hidden: text.hidden_size,
+      heads: text.num_attention_heads,
+      activation: text.hidden_act,
+      weights: summariseWeights(weights),
+    };
+    weights.close();
+  }
+  if (present("scheduler")) {
+    const scheduler = folder.schedulerConfig();
+    report.scheduler = {
+      class: scheduler._class_name,
+      betaSchedule: scheduler.beta_schedule,
+      betas: [scheduler.beta_start, scheduler.beta_end],
+      predictionType: scheduler.prediction_type,
+      timestepSpacing: scheduler.timestep_spacing,
+      stepsOffset: scheduler.steps_offset,
+      setAlphaToOne: scheduler.set_alpha_to_one,
+    };
+  }
+  if (present("tokenizer")) {
+    const tokenizer = ClipTokenizer.fromFiles(folder.tokenizerFiles());
+    report.tokenizer = {
+      vocabulary: tokenizer.vocab.size,
+      maxLength: tokenizer.options.maxLength,
+      padToken: tokenizer.options.padToken,
+      ...(options.prompt ? { ids: tokenizer.encode(options.prompt, { padding: false }).ids } : {}),
+    };
+  }
+  return report;
+}
+
+function writeAtomic(path: string, data: string | Buffer): void {
+  const temporary = `${path}.tmp-${process.pid}`;
+  writeFileSync(temporary, data);
+  renameSync(temporary, path);
+}
+
+const number = (minimum: number, integer: boolean) => (value: string) => {
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed < minimum || (integer && !Number.isInteger(parsed))) {
+    throw new InvalidArgumentError(
+      `expected ${integer ? "an integer" : "a number"} >= ${minimum}, got "${value}"`,
+    );
+  }
+  return parsed;
+};
+
+export interface ModelGenerateFlags {
+  prompt: string[];
+  out: string;
+  steps?: number;
+  guidance?: number;
+  sampler?: string;
+  seed: number;
+  variant?: string;
+  backend?: string;
+  adapter?: string;
+}
+
+/** `cxr model generate`: loads a diffusers folder, generates one PNG per prompt with a JSON sidecar. */
+export async function modelGenerate(
+  folder: string,
+  flags: ModelGenerateFlags,
+  device?: Gpu,
+): Promise<string[]> {
+  if (flags.sampler !== undefined && !(SAMPLER_KINDS as readonly string[]).includes(flags.sampler)) {
+    throw new InvalidArgumentError(
+      `--sampler must be one of ${SAMPLER_KINDS.join(", ")}, got "${flags.sampler}"`,
+    );
+  }
+  const gpu =
+    device ??
+    (flags.backend || flags.adapter
+      ? await createGpu({ backend: flags.backend, adapterName: flags.adapter })
+      : await defaultGpu());
+  const loadStarted = performance.now();
+  const components = loadPretrainedComponents(gpu, folder, { variant: flags.variant });
+  const loadSeconds = (performance.now() - loadStarted) / 1000;
+  try {
+    const result = await generateLatent(components, {
+      prompts: flags.prompt,
+      steps: flags.steps,
+      guidance: flags.guidance,
+      sampler: flags.sampler as SamplerKind | undefined,
+      seed: flags.seed,
+      onStep: (step, total) => process.stderr.write(`\rstep ${step}/${total}`),
+      onWarning: (message) => process.stderr.write(`\nwarning: ${message}\n`),
+    });
+    process.stderr.write("\n");
+    mkdirSync(flags.out, { recursive: true });
+    const written: string[] = [];
+    for (const [index, prompt] of flags.prompt.entries()) {
+      const path = join(flags.out, `image-${String(index).padStart(4, "0")}.png`);
+      writeAtomic(path, await rgbPng(result.images, result.imageShape, index));
+      const sidecar = {
+        prompt,
+        index,
+        model: resolve(folder),
+        seed: flags.seed,
+        sampler: flags.sampler ?? components.scheduler.kind,
+        steps: flags.steps ?? SAMPLING_DEFAULTS.inferenceSteps,
+        timesteps: result.timesteps,
+        guidance: flags.guidance ?? GUIDANCE_DEFAULTS.scale,
+        size: result.imageShape[2],
+        scheduler: components.scheduler.config,
+      };
+      writeAtomic(path.replace(/\.png$/, ".json"), `${JSON.stringify(sidecar, null, 2)}\n`);
+      written.push(path);
+    }
+    const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+    process.stdout.write(
+      `${written.length} images in ${result.seconds.toFixed(1)} s (weights loaded in ${loadSeconds.toFixed(1)} s); ` +
+        `GPU pool: ${mb(result.memory.startBytes)} MB of weights, peak ${mb(result.memory.peakBytes)} MB during generation\n` +
+        written.map((path) => `  ${path}`).join("\n") +
+        "\n",
+    );
+    return written;
+  } finally {
+    components.textEncoder.dispose();
+    components.unet.dispose();
+    components.vae.dispose();
+  }
+}
+
+export function registerPretrainedCommands(program: Command): void {
+  program
+    .command("convert")
+    .description(
+      "convert a torch.save / torchvision state dict (.pt, .pth, .bin, .ckpt) to safetensors, printing the key mapping (needs Python with torch)",
+    )
+    .argument("<input>", "the pickled state dict")
+    .argument("<output>", "the .safetensors file to write (atomically)")
+    .option("--dtype <dtype>", "keep | float32 | float16 for floating-point tensors", "keep")
+    .option("--prefix <prefix>", "prepend to every tensor name")
+    .option("--strip-prefix <prefix>", "remove from names that start with it (e.g. module.)")
+    .option("--python <path>", "the Python with torch (default: $CXR_PYTHON, /usr/bin/python3, python3)")
+    .option("--force", "replace an existing output file")
+    .option("--json", "print the mapping as JSON")
+    .action((input: string, output: string, flags: ConvertOptions & { json?: boolean }) => {
+      if (!["keep", "float32", "float16"].includes(flags.dtype ?? "keep")) {
+        throw new ConvertError(`--dtype must be keep, float32 or float16, got "${flags.dtype}"`);
+      }
+      const mapping = convertStateDict(input, output, flags);
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify(mapping, null, 2)}\n`);
+        return;
+      }
+      const renamed = mapping.filter((row) => row.to !== undefined && row.to !== row.from).length;
+      const tensors = mapping.filter((row) => row.to !== undefined).length;
+      process.stdout.write(
+        `${input} -> ${output}: ${tensors} tensors (${renamed} renamed)\n${formatMapping(mapping)}\n`,
+      );
+    });
+
+  const model = program.command("model").description("published model folders (diffusers layout)");
+  model
+    .command("inspect")
+    .description(
+      "validate a diffusers folder (model_index.json, configs, tokenizer, weight headers) and print a JSON summary",
+    )
+    .argument("<folder>", "e.g. path/to/roentgen-v2 or stable-diffusion-2-1-base")
+    .option("--prompt <text>", "also tokenize this prompt with the folder's tokenizer")
+    .action((folder: string, flags: { prompt?: string }) => {
+      process.stdout.write(`${JSON.stringify(inspectFolder(folder, flags), null, 2)}\n`);
+    });
+  model
+    .command("generate")
+    .description(
+      "text-to-image with a diffusers Stable Diffusion / RoentGen-v2 folder on our kernels (RGB PNG + JSON per prompt)",
+    )
+    .argument("<folder>", "the diffusers folder")
+    .requiredOption("--prompt <text...>", "one or more prompts")
+    .option("--out <dir>", "where to write image-NNNN.png and .json", "generated")
+    .option("--steps <n>", "inference steps (default 75, RoentGen-v2's)", number(1, true))
+    .option("--guidance <scale>", "classifier-free guidance (default 3; 1 = off)", number(1, false))
+    .option("--sampler <kind>", `${SAMPLER_KINDS.join(" | ")} (default: the folder's scheduler)`)
+    .option("--seed <n>", "seed of the initial latents", number(0, true), 0)
+    .option("--variant <name>", "weight variant, e.g. fp16 for *.fp16.safetensors")
+    .option("--backend <name>", "vulkan | metal | d3d12 | opengles")
+    .option("--adapter <substring>", "adapter name filter")
+    .action(async (folder: string, flags: ModelGenerateFlags) => {
+      await modelGenerate(folder, flags);
+    });
+}

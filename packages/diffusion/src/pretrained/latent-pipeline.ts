@@ -1,0 +1,151 @@
+/**
+ * Text-to-image in latent space with a published Stable Diffusion folder, as diffusers'
+ * StableDiffusionPipeline runs it: prompts (and "" for the unconditional branch) -> CLIP tokenizer ->
+ * text encoder -> initial latents N(0, 1) [B, 4, h, w] -> per timestep: UNet on the doubled batch,
+ * classifier-free guidance, sampler step (the folder's scheduler class and settings) -> latents /
+ * scaling_factor -> VAE decode -> images in [0, 1] -> RGB PNG.
+ */
+import {
+  concat,
+  Generator,
+  type Gpu,
+  noGrad,
+  randomNormal,
+  scale,
+  Tensor,
+  tidy,
+  uploadTokens,
+} from "@cxr/kernels";
+import sharp from "sharp";
+import { classifierFreeGuidanceBatched, GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
+import { createSampler, SAMPLING_DEFAULTS, type SamplerKind } from "../schedule/samplers.ts";
+import type { PretrainedComponents } from "./wire.ts";
+
+export interface LatentGenerateOptions {
+  prompts: readonly string[];
+  /** Inference steps (RoentGen-v2: 75). */
+  steps?: number;
+  /** Classifier-free guidance scale; 1 turns guidance off (one UNet call per step). */
+  guidance?: number;
+  /** The sampler; default: the folder's scheduler class. */
+  sampler?: SamplerKind;
+  /** Seed of the initial latents (Philox normal, offset 0) and of DDPM's noise. */
+  seed?: number;
+  /** Initial latents [B * 4 * h * w] instead of drawing them (diffusers' `latents` argument). */
+  initialLatents?: Float32Array;
+  onStep?: (step: number, steps: number) => void;
+  onWarning?: (message: string) => void;
+}
+
+export interface LatentGenerateResult {
+  /** Final latents [B, C, h, w] (before 1 / scaling_factor). */
+  latents: Float32Array;
+  latentShape: [number, number, number, number];
+  /** Decoded images [B, 3, H, W] mapped to [0, 1] (diffusers' `image / 2 + 0.5`, clamped). */
+  images: Float32Array;
+  imageShape: [number, number, number, number];
+  timesteps: number[];
+  seconds: number;
+  /**
+   * GPU memory from the buffer pool (tensors; kernels' private scratch textures not included):
+   * in use when generation started (the weights) and the peak during it.
+   */
+  memory: { startBytes: number; peakBytes: number };
+}
+
+export async function generateLatent(
+  components: PretrainedComponents,
+  options: LatentGenerateOptions,
+): Promise<LatentGenerateResult> {
+  const { tokenizer, textEncoder, unet, vae, scheduler, config } = components;
+  const gpu: Gpu = unet.gpu;
+  const batch = options.prompts.length;
+  if (batch < 1) throw new RangeError("generateLatent: no prompts");
+  const guidance = options.guidance ?? GUIDANCE_DEFAULTS.scale;
+  if (!(guidance >= 1)) throw new RangeError(`generateLatent: guidance must be >= 1, got ${guidance}`);
+  const steps = options.steps ?? SAMPLING_DEFAULTS.inferenceSteps;
+  const seed = options.seed ?? 0;
+  const guided = guidance !== 1;
+  const channels = config.unet.inChannels;
+  const side = config.unet.sampleSize;
+  const latentShape: [number, number, number, number] = [batch, channels, side, side];
+  const latentSize = batch * channels * side * side;
+  if (options.initialLatents && options.initialLatents.length !== latentSize) {
+    throw new RangeError(
+      `generateLatent: initialLatents has ${options.initialLatents.length} values, [${latentShape.join(", ")}] needs ${latentSize}`,
+    );
+  }
+  const started = performance.now();
+  gpu.pool.resetPeak();
+  const startBytes = gpu.pool.snapshot().inUseBytes;
+  const generator = new Generator(gpu, seed + 1);
+  const sampler = createSampler({
+    kind: options.sampler ?? scheduler.kind,
+    inferenceSteps: steps,
+    config: scheduler.config,
+    generator,
+  });
+  const texts = guided ? [...new Array<string>(batch).fill(""), ...options.prompts] : [...options.prompts];
+  const ids = tokenizer.encodeBatch(texts, options.onWarning);
+  const table = textEncoder.textModel.embeddings.tokenEmbedding.weight;
+  const idTensor = uploadTokens(table, ids, [texts.length, tokenizer.options.maxLength]);
+  const context = noGrad(() => textEncoder.forward(idTensor));
+  idTensor.release();
+  let latents = options.initialLatents
+    ? Tensor.upload(gpu, options.initialLatents, latentShape)
+    : randomNormal(gpu, latentShape, seed, 0);
+  const timesteps = [...sampler.timesteps];
+  try {
+    for (const [index, t] of timesteps.entries()) {
+      const rows = guided ? 2 * batch : batch;
+      const time = Tensor.upload(gpu, new Float32Array(rows).fill(t), [rows]);
+      const epsilon = noGrad(() =>
+        tidy(() => {
+          const input = guided ? concat([latents, latents], 0) : latents;
+          const prediction = unet.forward(input, time, context);
+          return guided ? classifierFreeGuidanceBatched(prediction, guidance) : prediction;
+        }),
+      );
+      const next = sampler.step(epsilon, t, latents);
+      epsilon.release();
+      time.release();
+      latents.release();
+      latents = next;
+      options.onStep?.(index + 1, timesteps.length);
+    }
+  } finally {
+    sampler.reset();
+    context.release();
+  }
+  const decoded = noGrad(() => tidy(() => vae.decode(scale(latents, 1 / vae.config.scalingFactor))));
+  const [latentValues, decodedValues] = await Promise.all([latents.download(), decoded.download()]);
+  latents.release();
+  const peakBytes = gpu.pool.snapshot().peakInUseBytes;
+  const images = Float32Array.from(decodedValues, (value) => Math.min(1, Math.max(0, value / 2 + 0.5)));
+  const imageShape = decoded.shape as [number, number, number, number];
+  decoded.release();
+  return {
+    latents: latentValues,
+    latentShape,
+    images,
+    imageShape,
+    timesteps,
+    seconds: (performance.now() - started) / 1000,
+    memory: { startBytes, peakBytes },
+  };
+}
+
+/** One image [3, H, W] in [0, 1] (planar) as an 8-bit RGB PNG. */
+export async function rgbPng(images: Float32Array, shape: readonly number[], index: number): Promise<Buffer> {
+  const [, channels, height, width] = shape;
+  if (channels !== 3) throw new RangeError(`rgbPng: expects 3 channels, got ${channels}`);
+  const plane = height * width;
+  const offset = index * 3 * plane;
+  const interleaved = new Uint8Array(3 * plane);
+  for (let p = 0; p < plane; p++) {
+    for (let c = 0; c < 3; c++) interleaved[3 * p + c] = Math.round(255 * images[offset + c * plane + p]);
+  }
+  return sharp(interleaved, { raw: { width, height, channels: 3 } })
+    .png()
+    .toBuffer();
+}
