@@ -38,6 +38,20 @@ export {
 export { DIMENSIONS, type Dimension } from "./evaluation/subgroups.ts";
 export { synthesizePredictions } from "./evaluation/synthetic.ts";
 export { type FittedThreshold, fitF1Threshold, parseThresholdsJson } from "./evaluation/thresholds.ts";
+export {
+  AGE_SCALE,
+  type AttributeHeads,
+  DENSENET_CONFIGS,
+  DenseNet,
+  type DenseNetConfig,
+  type DenseNetConfigName,
+  type DenseNetOutputs,
+  type DenseNetStem,
+  denseNetConfig,
+  minimumImageSize,
+  NO_ATTRIBUTE_HEADS,
+  RACE_CLASSES,
+} from "./training/densenet.ts";
 export { DEFAULT_SMALL_CNN, SmallCnn, type SmallCnnConfig } from "./training/model.ts";
 export { predictionTableFromRecords, type RecordPredictions } from "./training/predictions.ts";
 export {
@@ -47,3 +61,11 @@ export {
   type TrainConfig,
   trainClassifier,
 } from "./training/train.ts";
+export {
+  type DenseNetLoadOptions,
+  denseNetStateProblems,
+  loadDenseNetState,
+  loadDenseNetWeights,
+  type NamedArray,
+  normalizeTorchvisionNames,
+} from "./training/weights.ts";
