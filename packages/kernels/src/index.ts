@@ -5,6 +5,7 @@ export * from "./ops/attention.ts";
 export * from "./ops/batchnorm.ts";
 export * from "./ops/binary.ts";
 export * from "./ops/conv2d.ts";
+export * from "./ops/crossentropy.ts";
 export * from "./ops/embedding.ts";
 export * from "./ops/groupnorm.ts";
 export * from "./ops/im2col.ts";
