@@ -149,7 +149,7 @@ describe("DenseNet parity with torchvision (training mode: logits, loss, every g
     });
   });
 
-  it("the phantom DenseNet-BC (3x3/2 stem without pooling), 4 images of 64 px", async () => {
+  it("the phantom DenseNet-BC (3x3/2 stem, max-pool, three blocks), 4 images of 64 px", async () => {
     const config = denseNetConfig("densenet-bc-phantom", { seed: 5 });
     await expectParity({ config, batch: 4, size: 64, inputSeed: 2, parameterTensors: 115 });
   });

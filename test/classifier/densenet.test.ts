@@ -11,7 +11,7 @@ import {
   minimumImageSize,
   normalizeTorchvisionNames,
 } from "@cxr/classifier";
-import { backward, bceWithLogitsLoss, defaultGpu, type Gpu, Tensor } from "@cxr/kernels";
+import { backward, bceWithLogitsLoss, createGpu, defaultGpu, type Gpu, Tensor } from "@cxr/kernels";
 import { beforeAll, describe, expect, it } from "vitest";
 
 let gpu: Gpu;
@@ -175,5 +175,29 @@ describe("DenseNet weight loading", () => {
     } finally {
       model.dispose();
     }
+  });
+});
+
+describe("cxr bench classifier (runClassifierBenchCase)", () => {
+  it("times training and inference, reports peak memory and the kernels, and runs the PyTorch reference", async () => {
+    const { runClassifierBenchCase, formatClassifierBench } = await import("@cxr/classifier");
+    const profiled = await createGpu({ profile: true }); // as `cxr bench classifier` opens it
+    const result = await runClassifierBenchCase(profiled, {
+      config: "densenet-bc-tiny",
+      imageSize: 32,
+      batch: 4,
+      steps: 1,
+    });
+    expect(result.parameters).toBeGreaterThan(0);
+    expect(result.trainImagesPerSecond).toBeGreaterThan(0);
+    expect(result.inferenceImagesPerSecond).toBeGreaterThan(0);
+    expect(result.peakTrainingMemoryBytes).toBeGreaterThan(0);
+    expect(result.kernels.some((row) => row.name === "conv2d")).toBe(true);
+    expect(result.pytorchError).toBeNull();
+    expect(result.pytorch?.trainImagesPerSecond).toBeGreaterThan(0);
+    const text = formatClassifierBench(profiled, [result]);
+    expect(text).toMatch(/\| densenet-bc-tiny \| 32 px \| 4 \|/);
+    expect(text).toMatch(/load average/);
+    profiled.destroy();
   });
 });

@@ -40,6 +40,13 @@ export { synthesizePredictions } from "./evaluation/synthetic.ts";
 export { type FittedThreshold, fitF1Threshold, parseThresholdsJson } from "./evaluation/thresholds.ts";
 export { type AugmentConfig, augmentImages, DEFAULT_AUGMENT, NO_AUGMENT } from "./training/augment.ts";
 export {
+  type ClassifierBenchCase,
+  type ClassifierBenchResult,
+  DEFAULT_CLASSIFIER_BENCH,
+  formatClassifierBench,
+  runClassifierBenchCase,
+} from "./training/bench.ts";
+export {
   AGE_SCALE,
   type AttributeHeads,
   DENSENET_CONFIGS,

@@ -12,6 +12,12 @@ import {
 } from "@cxr/data";
 import { createGpu } from "@cxr/kernels";
 import { type Command, InvalidArgumentError } from "commander";
+import {
+  type ClassifierBenchCase,
+  DEFAULT_CLASSIFIER_BENCH,
+  formatClassifierBench,
+  runClassifierBenchCase,
+} from "./bench.ts";
 import { MODEL_CONFIG_NAMES } from "./models.ts";
 import { predictDataset } from "./predict.ts";
 import { DEFAULT_TRAIN_RUN, STRATEGIES, type Strategy, trainClassifierRun } from "./run.ts";
@@ -251,5 +257,46 @@ export function registerTrainingCommands(program: Command, groups: { bench: Comm
         }
       },
     );
-  void groups;
+  groups.bench
+    .command("classifier")
+    .description(
+      "training and inference images/s of DenseNet-121 (224 px) and the phantom DenseNet-BC (64 px), peak memory, top kernels, PyTorch beside",
+    )
+    .option(
+      "--cases <list>",
+      "config:size:batch:steps, comma-separated",
+      parseBenchCases,
+      DEFAULT_CLASSIFIER_BENCH,
+    )
+    .option("--no-pytorch", "skip the PyTorch reference")
+    .action(async (flags: { cases: ClassifierBenchCase[]; pytorch: boolean }) => {
+      const gpu = await createGpu({ profile: true });
+      try {
+        const results = [];
+        for (const benchCase of flags.cases) {
+          console.error(
+            `running ${benchCase.config} at ${benchCase.imageSize} px, batch ${benchCase.batch} ...`,
+          );
+          results.push(await runClassifierBenchCase(gpu, benchCase, { pytorch: flags.pytorch }));
+        }
+        console.log(formatClassifierBench(gpu, results));
+      } finally {
+        gpu.destroy();
+      }
+    });
+}
+
+function parseBenchCases(value: string): ClassifierBenchCase[] {
+  return value.split(",").map((entry) => {
+    const [config, size, batch, steps] = entry.split(":");
+    const numbers = [size, batch, steps].map(Number);
+    if (!config || numbers.some((number) => !Number.isInteger(number) || number < 1)) {
+      throw new InvalidArgumentError(`expected config:size:batch:steps, got "${entry}"`);
+    }
+    choice(
+      MODEL_CONFIG_NAMES.filter((name) => name !== "small-cnn"),
+      "DenseNet config",
+    )(config);
+    return { config, imageSize: numbers[0], batch: numbers[1], steps: numbers[2] };
+  });
 }
