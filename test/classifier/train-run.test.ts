@@ -209,6 +209,8 @@ describe("cxr train classifier (trainClassifierRun)", () => {
       expect(names).toContain(head);
     const spec = JSON.parse(readFileSync(join(out, "model.json"), "utf8"));
     expect(spec.config.attributes).toEqual({ sex: true, age: true, race: true });
+    expect(result.evaluations).toEqual([]);
+    expect(existsSync(join(out, "predictions-test.csv"))).toBe(false);
   });
 
   it("refuses bad input with a clear message and writes nothing", async () => {

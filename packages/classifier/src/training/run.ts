@@ -746,6 +746,13 @@ export async function trainClassifierRun(
     writeAtomic(join(out, `predictions-${name}.csv`), formatPredictionsCsv(table));
     return table;
   };
+  if (!options.heads.findings) {
+    log(
+      "attribute heads only: the finding classifier was not trained, so no finding predictions or evaluation",
+    );
+    model.dispose();
+    return { out, stopped: false, history: state.history, validationMacroAuroc: Number.NaN, evaluations: [] };
+  }
   const validation = await predict("valid", validRecords);
   const finalValidationAuroc = macroAurocOf(
     validRecords,
