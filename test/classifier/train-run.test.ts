@@ -211,6 +211,21 @@ describe("cxr train classifier (trainClassifierRun)", () => {
     expect(spec.config.attributes).toEqual({ sex: true, age: true, race: true });
     expect(result.evaluations).toEqual([]);
     expect(existsSync(join(out, "predictions-test.csv"))).toBe(false);
+    const lines = readFileSync(join(out, "predictions-attributes-test.csv"), "utf8").trim().split("\n");
+    expect(lines[0]).toBe(
+      "patient_id,image_id,sex,sex_prob_male,age,age_pred,race,race_prob_WHITE,race_prob_BLACK,race_prob_ASIAN,race_prob_HISPANIC",
+    );
+    const testImages = readFileSync(join(real, "test.csv"), "utf8").trim().split("\n").length - 1;
+    expect(lines.length - 1).toBe(testImages);
+    for (const line of lines.slice(1)) {
+      const cells = line.split(",");
+      const male = Number(cells[3]);
+      expect(male).toBeGreaterThanOrEqual(0);
+      expect(male).toBeLessThanOrEqual(1);
+      expect(Number.isFinite(Number(cells[5]))).toBe(true);
+      const race = cells.slice(7).map(Number);
+      expect(race.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 4);
+    }
   });
 
   it("refuses bad input with a clear message and writes nothing", async () => {

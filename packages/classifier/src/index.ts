@@ -79,6 +79,7 @@ export {
 export { type PredictOptions, type PredictResult, predictDataset } from "./training/predict.ts";
 export { predictionTableFromRecords, type RecordPredictions } from "./training/predictions.ts";
 export {
+  attributePredictionsCsv,
   DEFAULT_TRAIN_RUN,
   datasetLabelColumns,
   type EpochMetrics,

@@ -30,9 +30,13 @@ import {
   clipGradNorm,
   cosineLearningRate,
   type Gpu,
+  noGrad,
   readSafetensors,
+  sigmoidOp,
+  softmax,
   Tensor,
   type TensorToWrite,
+  tidy,
   writeSafetensors,
 } from "@cxr/kernels";
 import sharp from "sharp";
@@ -43,11 +47,18 @@ import { renderPng } from "../evaluation/plots.ts";
 import { formatPredictionsCsv, type PredictionTable } from "../evaluation/predictions.ts";
 import { renderSummary } from "../evaluation/report.ts";
 import { type AugmentConfig, augmentImages, DEFAULT_AUGMENT, NO_AUGMENT } from "./augment.ts";
-import { type AttributeHeads, minimumImageSize, NO_ATTRIBUTE_HEADS } from "./densenet.ts";
+import {
+  AGE_SCALE,
+  type AttributeHeads,
+  DenseNet,
+  minimumImageSize,
+  NO_ATTRIBUTE_HEADS,
+  RACE_CLASSES,
+} from "./densenet.ts";
 import { attributeTargets, type LossWeights, trainingLoss } from "./losses.ts";
 import { createModel, type ImageClassifier, type ModelSpec, modelSpec } from "./models.ts";
 import { predictionTableFromRecords } from "./predictions.ts";
-import { type DeviceBatch, epochMean, predictProbabilities, releaseBatch } from "./train.ts";
+import { type DeviceBatch, epochMean, predictProbabilities, releaseBatch, uploader } from "./train.ts";
 
 export const STRATEGIES = ["real", "mix", "pretrain-finetune"] as const;
 export type Strategy = (typeof STRATEGIES)[number];
@@ -746,6 +757,17 @@ export async function trainClassifierRun(
     writeAtomic(join(out, `predictions-${name}.csv`), formatPredictionsCsv(table));
     return table;
   };
+  if (attributes.sex || attributes.age || attributes.race) {
+    for (const [name, records] of [
+      ["valid", validRecords],
+      ["test", testRecords],
+    ] as const) {
+      writeAtomic(
+        join(out, `predictions-attributes-${name}.csv`),
+        await attributePredictionsCsv(model, records, spec.imageSize),
+      );
+    }
+  }
   if (!options.heads.findings) {
     log(
       "attribute heads only: the finding classifier was not trained, so no finding predictions or evaluation",
@@ -848,4 +870,57 @@ function drawProgress(
   process.stderr.write(
     `\r${phase} epoch ${epoch}/${epochs} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${step}/${steps} batches, ${rate.toFixed(1)} images/s`,
   );
+}
+
+/**
+ * The attribute heads' outputs beside the recorded values, one row per image: sex (probability of
+ * male), age (years) and race (probability per class), for quality control of generated images.
+ */
+export async function attributePredictionsCsv(
+  model: ImageClassifier,
+  records: readonly CxrRecord[],
+  imageSize: number,
+  batchSize = 64,
+): Promise<string> {
+  if (!(model instanceof DenseNet)) throw new Error("attribute predictions need a DenseNet");
+  const { sex, age, race } = model.config.attributes;
+  const header = ["patient_id", "image_id"];
+  if (sex) header.push("sex", "sex_prob_male");
+  if (age) header.push("age", "age_pred");
+  if (race) header.push("race", ...RACE_CLASSES.map((name) => `race_prob_${name}`));
+  const lines = [header.join(",")];
+  model.eval();
+  const stream = batches(records, { batchSize, imageSize, prefetch: 2, upload: uploader(model) });
+  for await (const batch of stream) {
+    const outputs = noGrad(() =>
+      tidy(() => {
+        const all = model.forwardAll(batch.device.images);
+        return [all.sex ? sigmoidOp(all.sex) : null, all.age, all.race ? softmax(all.race, -1) : null];
+      }),
+    );
+    const [sexProbability, agePrediction, raceProbability] = await Promise.all(
+      outputs.map((tensor) => tensor?.download() ?? Promise.resolve(null)),
+    );
+    for (const tensor of outputs) tensor?.release();
+    batch.records.forEach((record, row) => {
+      const cells = [record.patientId, record.imagePath];
+      if (sex) cells.push(record.sex ?? "", sexProbability![row].toFixed(6));
+      if (age)
+        cells.push(
+          record.age === null ? "" : String(record.age),
+          (agePrediction![row] * AGE_SCALE).toFixed(2),
+        );
+      if (race)
+        cells.push(
+          record.race ?? "",
+          ...RACE_CLASSES.map((_, k) => raceProbability![row * RACE_CLASSES.length + k].toFixed(6)),
+        );
+      lines.push(
+        cells.map((cell) => (/[",\n]/.test(cell) ? `"${cell.replaceAll('"', '""')}"` : cell)).join(","),
+      );
+    });
+    releaseBatch(batch.device);
+  }
+  model.train();
+  return `${lines.join("\n")}\n`;
 }
