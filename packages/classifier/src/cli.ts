@@ -13,6 +13,7 @@ import { readPredictionsCsv } from "./evaluation/predictions.ts";
 import { renderSummary } from "./evaluation/report.ts";
 import { evaluationDocumentSchema } from "./evaluation/report-schema.ts";
 import { parseThresholdsJson } from "./evaluation/thresholds.ts";
+import { registerTrainingCommands } from "./training/cli.ts";
 
 interface EvaluateFlags {
   predictions?: string;
@@ -136,6 +137,8 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       DEFAULT_EVALUATION_CONFIG.confidenceLevel,
     )
     .action(runEvaluate);
+
+  registerTrainingCommands(program, groups);
 
   groups.bench
     .command("evaluate")

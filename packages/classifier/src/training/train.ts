@@ -17,7 +17,7 @@ import {
   Tensor,
   tidy,
 } from "@cxr/kernels";
-import type { SmallCnn } from "./model.ts";
+import type { ImageClassifier } from "./models.ts";
 
 export interface TrainConfig {
   epochs: number;
@@ -50,13 +50,13 @@ export interface EpochReport {
   seconds: number;
 }
 
-interface DeviceBatch {
+export interface DeviceBatch {
   images: Tensor;
   labels: Tensor;
   mask: Tensor;
 }
 
-function uploader(model: SmallCnn) {
+export function uploader(model: ImageClassifier) {
   return async (batch: HostBatch): Promise<DeviceBatch> => ({
     images: Tensor.upload(model.gpu, batch.images, [batch.size, 1, batch.imageSize, batch.imageSize]),
     labels: Tensor.upload(model.gpu, batch.labels, [batch.size, batch.labels.length / batch.size]),
@@ -64,14 +64,14 @@ function uploader(model: SmallCnn) {
   });
 }
 
-function releaseBatch(batch: DeviceBatch): void {
+export function releaseBatch(batch: DeviceBatch): void {
   batch.images.release();
   batch.labels.release();
   batch.mask.release();
 }
 
 export async function trainClassifier(
-  model: SmallCnn,
+  model: ImageClassifier,
   records: readonly CxrRecord[],
   overrides: Partial<TrainConfig> = {},
   onEpoch: (report: EpochReport) => void = () => {},
@@ -134,7 +134,7 @@ export async function trainClassifier(
 }
 
 /** One read-back per epoch: the per-step losses are averaged on the GPU. */
-async function epochMean(losses: Tensor[]): Promise<number> {
+export async function epochMean(losses: Tensor[]): Promise<number> {
   const stacked = noGrad(() => tidy(() => mean(concat(losses, 0))));
   const value = (await stacked.download())[0];
   stacked.release();
@@ -144,7 +144,7 @@ async function epochMean(losses: Tensor[]): Promise<number> {
 
 /** Sigmoid probabilities [records, labels] in evaluation mode (running batch-norm statistics). */
 export async function predictProbabilities(
-  model: SmallCnn,
+  model: ImageClassifier,
   records: readonly CxrRecord[],
   imageSize: number,
   batchSize = 64,
