@@ -124,7 +124,7 @@ describe("createPipeline().generate", () => {
 
   it("writes a labelled contact sheet in one call from a model folder: one row per prompt", async () => {
     const prompts = [prompt, { sex: "male" as const, age: 40, findings: ["Pleural Effusion"] }];
-    const out = join(root, "sheet.png");
+    const out = join(root, "sheets", "new", "sheet.png"); // the folder is created
     const { result } = await writeContactSheet(modelDir, {
       prompts,
       perPrompt: 3,

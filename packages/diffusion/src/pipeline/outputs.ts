@@ -4,7 +4,7 @@
  * e.g. generated images next to real ones.
  */
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import sharp, { type OverlayOptions } from "sharp";
 import type { PromptFields } from "../model/prompt.ts";
 import { createPipeline, type GenerateOptions, type GenerationResult, Pipeline } from "./pipeline.ts";
@@ -132,6 +132,7 @@ export async function writeContactSheet(
     rows.push({ label: images[0].prompt, images });
   }
   const png = await contactSheetPng([...rows, ...(extraRows ?? [])], cell);
+  mkdirSync(dirname(out), { recursive: true });
   writeAtomic(out, png);
   return { path: out, result };
 }
