@@ -3,8 +3,8 @@
 #   bash setup.sh            install, then run `cxr quickstart` on the built-in defaults
 #   bash setup.sh --no-run   install only (CI uses this)
 # What it installs: Bun (from npm) if absent, the workspace packages, on Linux without a usable
-# WebGPU adapter Mesa's software Vulkan driver (lavapipe), and Debian's numpy, scikit-learn, torch and
-# torchvision for the tests' reference implementations (as root; else it prints the commands).
+# WebGPU adapter Mesa's software Vulkan driver (lavapipe), and what the tests need: Debian's numpy,
+# scikit-learn, torch, torchvision, redis-server and chromium (as root; else it prints the commands).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -66,25 +66,30 @@ if [ "$(uname -s)" = Linux ] && ! adapter_ok; then
     echo '  echo "deb http://deb.debian.org/debian bookworm-backports main" | sudo tee /etc/apt/sources.list.d/backports.list'
     echo "  sudo apt-get update && sudo apt-get install -y -t bookworm-backports mesa-vulkan-drivers libvulkan1"
     rm -f /tmp/cxr-doctor.$$
-
-# Reference implementations the tests compare against: scikit-learn (evaluation), PyTorch and
-# torchvision (UNet, text encoder, DenseNet parity). Debian's packages for /usr/bin/python3.
-PYTHON_PACKAGES="python3-numpy python3-sklearn python3-torch python3-torchvision"
-if ! /usr/bin/python3 -c "import numpy, sklearn, torch, torchvision" >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "Installing the Python references for the tests ($PYTHON_PACKAGES)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q $PYTHON_PACKAGES >/dev/null
-  else
-    echo "setup.sh: the tests compare against Debian's Python references; install them with"
-    echo "  sudo apt-get install -y $PYTHON_PACKAGES"
-  fi
-fi
     exit 1
   fi
 fi
 rm -f /tmp/cxr-doctor.$$
+
+# What the tests need beyond Bun: Debian's numpy, scikit-learn, torch and torchvision for
+# /usr/bin/python3 (reference implementations the evaluation, UNet, text encoder and DenseNet are
+# compared against), redis-server (the multi-machine worker test) and chromium (the web page test).
+TEST_PACKAGES="python3-numpy python3-sklearn python3-torch python3-torchvision redis-server chromium"
+test_tools_ok() {
+  /usr/bin/python3 -c "import numpy, sklearn, torch, torchvision" >/dev/null 2>&1 &&
+    [ -x /usr/bin/redis-server ] && [ -x /usr/bin/chromium ]
+}
+if ! test_tools_ok; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "Installing what the tests compare against and drive ($TEST_PACKAGES)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q $TEST_PACKAGES >/dev/null
+  else
+    echo "setup.sh: the tests need Debian's $TEST_PACKAGES; install them with"
+    echo "  sudo apt-get install -y $TEST_PACKAGES"
+  fi
+fi
 
 say "WebGPU adapter"
 bun packages/cli/src/main.ts doctor 2>&1 | grep -v "artificially reduced"
