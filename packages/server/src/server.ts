@@ -1,0 +1,108 @@
+/**
+ * `startServer(options)`: opens the jobs database under the data root, starts the one GPU work
+ * queue, and serves the API on loopback (127.0.0.1 unless told otherwise). Returns the URL and a
+ * `close()` that drains: no new work, the running job stops at its next step (a training saves its
+ * checkpoint) and goes back to the queue, then the database closes.
+ */
+import { mkdirSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { serve } from "@hono/node-server";
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import { createApp, type Readiness } from "./app.ts";
+import { TokenSet } from "./auth.ts";
+import { defaultConfig, type ServerConfig } from "./config.ts";
+import { openDatabase } from "./db.ts";
+import { GenerationRunner, type ImageGenerator } from "./generation.ts";
+import { type JobRunner, WorkQueue } from "./queue.ts";
+import { JobStore } from "./store.ts";
+
+export interface StartServerOptions extends Partial<Omit<ServerConfig, "dataRoot">> {
+  dataRoot: string;
+  /** Port; 0 picks a free one. Default 8787. */
+  port?: number;
+  /** Default 127.0.0.1 (loopback only). */
+  host?: string;
+  /** Makes the images of generation jobs (the real one wraps @cxr/diffusion's createPipeline). */
+  generator: ImageGenerator;
+  /** More job kinds (trainings, evaluations, or a test's own). */
+  runners?: JobRunner[];
+  /** Default: a WebGPU adapter name and the default model, as the generator reports them. */
+  readiness?: () => Readiness;
+  /** Log lines (default stderr). Tokens and request bodies are never logged. */
+  log?: (line: string) => void;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  host: string;
+  app: OpenAPIHono;
+  queue: WorkQueue;
+  store: JobStore;
+  config: ServerConfig;
+  /** Drains the queue, stops listening, closes the database. */
+  close(): Promise<void>;
+}
+
+export async function startServer(options: StartServerOptions): Promise<RunningServer> {
+  const { port = 8787, host = "127.0.0.1", generator, runners = [], dataRoot, readiness, ...rest } = options;
+  const log = options.log ?? ((line: string) => process.stderr.write(`[cxr serve] ${line}\n`));
+  const config = defaultConfig({ ...rest, dataRoot });
+  for (const folder of [
+    config.dataRoot,
+    config.modelsRoot,
+    config.datasetsRoot,
+    join(config.dataRoot, "images"),
+  ]) {
+    mkdirSync(folder, { recursive: true });
+  }
+  const db = openDatabase(join(config.dataRoot, "jobs.sqlite"));
+  const store = new JobStore(db);
+  const queue = new WorkQueue(
+    store,
+    [new GenerationRunner(generator, join(config.dataRoot, "images")), ...runners],
+    {
+      maxQueueDepth: config.limits.maxQueueDepth,
+      log,
+    },
+  );
+  const app = createApp({
+    config,
+    store,
+    queue,
+    generator,
+    tokens: new TokenSet(config.tokens),
+    readiness: readiness ?? (() => ({ adapter: null, model: config.defaultModel })),
+    log,
+  });
+  queue.start();
+  const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+    const instance = serve({ fetch: app.fetch, port, hostname: host }, () => resolve(instance));
+    instance.once("error", reject);
+  });
+  const address = server.address() as AddressInfo;
+  const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const url = `http://${shownHost}:${address.port}`;
+  log(`listening on ${url} (${db.driver}, data root ${config.dataRoot})`);
+  let closing: Promise<void> | null = null;
+  return {
+    url,
+    port: address.port,
+    host: address.address,
+    app,
+    queue,
+    store,
+    config,
+    close: () =>
+      (closing ??= (async () => {
+        await queue.drain();
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          // Streams (SSE) keep connections open; end them after the drain.
+          (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+        });
+        db.close();
+      })()),
+  };
+}
