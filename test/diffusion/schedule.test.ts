@@ -8,6 +8,8 @@ import {
   createSampler,
   DdimSampler,
   DdpmSampler,
+  DpmSolverReference,
+  DpmSolverSampler,
   ddimTimesteps,
   ddpmTimesteps,
   GpuNoiseSchedule,
@@ -288,6 +290,20 @@ describe("sampler steps on the GPU vs float64 diffusers transliterations", () =>
     },
   );
 
+  it.each(["epsilon", "v_prediction", "sample"] as const)(
+    "DPM-Solver++(2M) (%s): all 12 steps (first, second and final first order), x0 history on the GPU",
+    async (predictionType) => {
+      for (const timestepSpacing of ["leading", "trailing", "linspace"] as const) {
+        const config = { ...sdConfig, predictionType, timestepSpacing };
+        const sampler = new DpmSolverSampler(config, 12);
+        const reference = new DpmSolverReference(config, 12);
+        expect(sampler.timesteps).toEqual(reference.timesteps);
+        await compareSteps(sampler, 12, (output, t, sample) => reference.step(output, t, sample));
+        expect(sampler.stepsTaken).toBe(12);
+      }
+    },
+  );
+
   it("PNDM keeps its order and shapes honest", async () => {
     const sampler = new PndmSampler(sdConfig, 10);
     const sample = await upload(new Float64Array(size), shape);
@@ -299,6 +315,13 @@ describe("sampler steps on the GPU vs float64 diffusers transliterations", () =>
     expect(() => new PndmSampler({ predictionType: "sample" })).toThrow(/"sample" is not supported by PNDM/);
     expect(() => createSampler({ kind: "ddpm" })).toThrow(
       "createSampler: DDPM adds noise at every step, so it needs a generator",
+    );
+    const dpm = new DpmSolverSampler(sdConfig, 10);
+    expect(() => dpm.step(sample, 811, sample)).toThrow(
+      "dpmSolverStep: step 0 expects timestep 901, got 811",
+    );
+    expect(() => createSampler({ kind: "euler" as never })).toThrow(
+      'createSampler: unknown sampler "euler" (ddpm, ddim, pndm, dpmpp-2m)',
     );
     const ddim = new DdimSampler(sdConfig, 10);
     expect(() => ddim.step(sample, 900, sample)).toThrow(
@@ -387,13 +410,15 @@ describe("end to end with an oracle denoiser that knows x_0", () => {
     ["ddim", "v_prediction"],
     ["ddpm", "epsilon"],
     ["ddpm", "v_prediction"],
+    ["dpmpp-2m", "epsilon"],
+    ["dpmpp-2m", "v_prediction"],
   ] as const)("%s with %s prediction recovers x_0 (setAlphaToOne)", async (kind, predictionType) => {
     const config = { ...sdConfig, predictionType, setAlphaToOne: true };
     const generator = new Generator(await gpu(), 123);
     const sampler = createSampler({
       kind,
       config,
-      inferenceSteps: kind === "pndm" ? 75 : 50,
+      inferenceSteps: kind === "pndm" ? 75 : kind === "dpmpp-2m" ? 20 : 50,
       generator,
       eta: 0,
     });

@@ -17,6 +17,7 @@ export * from "./ops/pooling.ts";
 export * from "./ops/random.ts";
 export * from "./ops/reduce.ts";
 export * from "./ops/softmax.ts";
+export * from "./ops/timestep.ts";
 export * from "./ops/unary.ts";
 export * from "./runtime/autograd.ts";
 export * from "./runtime/device.ts";

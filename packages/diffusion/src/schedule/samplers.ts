@@ -23,8 +23,8 @@ export interface SchedulerConfig extends BetaScheduleConfig {
   setAlphaToOne: boolean;
   /** Added to every inference timestep ("leading" spacing ends at this value). */
   stepsOffset: number;
-  /** Only "leading" (SD 2.1's default) is implemented. */
-  timestepSpacing: "leading";
+  /** How inference timesteps are spread over the training ones (diffusers' `timestep_spacing`). */
+  timestepSpacing: TimestepSpacing;
   /** Clamp the predicted x_0 to [-clipSampleRange, clipSampleRange] (DDPM, DDIM). */
   clipSample: boolean;
   clipSampleRange: number;
@@ -41,7 +41,11 @@ export const STABLE_DIFFUSION_SCHEDULER: Readonly<SchedulerConfig> = {
   clipSampleRange: 1,
 };
 
-export type SamplerKind = "ddpm" | "ddim" | "pndm";
+export const TIMESTEP_SPACINGS = ["leading", "trailing", "linspace"] as const;
+export type TimestepSpacing = (typeof TIMESTEP_SPACINGS)[number];
+
+export const SAMPLER_KINDS = ["ddpm", "ddim", "pndm", "dpmpp-2m"] as const;
+export type SamplerKind = (typeof SAMPLER_KINDS)[number];
 
 /** RoentGen-v2 samples with PNDM, 75 steps. */
 export const SAMPLING_DEFAULTS: Readonly<{ sampler: SamplerKind; inferenceSteps: number }> = {
@@ -51,9 +55,9 @@ export const SAMPLING_DEFAULTS: Readonly<{ sampler: SamplerKind; inferenceSteps:
 
 function fullConfig(config: Partial<SchedulerConfig>): SchedulerConfig {
   const full = { ...STABLE_DIFFUSION_SCHEDULER, ...config };
-  if (full.timestepSpacing !== "leading") {
+  if (!TIMESTEP_SPACINGS.includes(full.timestepSpacing)) {
     throw new RangeError(
-      `scheduler: timestep spacing "${full.timestepSpacing}" is not supported (only "leading")`,
+      `scheduler: unknown timestep spacing "${full.timestepSpacing}" (${TIMESTEP_SPACINGS.join(", ")})`,
     );
   }
   if (!["epsilon", "sample", "v_prediction"].includes(full.predictionType)) {
@@ -68,38 +72,96 @@ function fullConfig(config: Partial<SchedulerConfig>): SchedulerConfig {
 // ---------------------------------------------------------------------------------------------
 // Timesteps
 
-/** The k-th timestep (k = 0 first) of "leading" spacing, descending: (n-1-k) * floor(T / n) + offset. */
-export function leadingTimesteps(config: Partial<SchedulerConfig>, inferenceSteps: number): number[] {
-  const { numTrainTimesteps, stepsOffset } = fullConfig(config);
+/** numpy's round: halves go to the even neighbour (np.linspace(0, 999, 11)[5] = 499.5 -> 500). */
+export function roundHalfEven(value: number): number {
+  const floor = Math.floor(value);
+  const fraction = value - floor;
+  if (fraction > 0.5) return floor + 1;
+  if (fraction < 0.5) return floor;
+  return floor % 2 === 0 ? floor : floor + 1;
+}
+
+function checkInferenceSteps(numTrainTimesteps: number, inferenceSteps: number): void {
   if (!Number.isInteger(inferenceSteps) || inferenceSteps < 1 || inferenceSteps > numTrainTimesteps) {
     throw new RangeError(
       `scheduler: inference steps must be an integer in [1, ${numTrainTimesteps}], got ${inferenceSteps}`,
     );
   }
-  const ratio = Math.floor(numTrainTimesteps / inferenceSteps);
-  const timesteps = Array.from(
-    { length: inferenceSteps },
-    (_, k) => (inferenceSteps - 1 - k) * ratio + stepsOffset,
-  );
-  if (timesteps[0] >= numTrainTimesteps) {
+}
+
+/**
+ * Descending inference timesteps as diffusers' DDPM/DDIM/PNDM `set_timesteps` spread them (T training
+ * timesteps, n inference steps, k = 0 first):
+ *  - "leading": (n-1-k) * floor(T/n) + steps_offset (SD 2.1: 981, 961, ..., 1 for 50 steps);
+ *  - "trailing": round(T - k T/n) - 1 (np.arange(T, 0, -T/n) rounded, minus one: 999, 979, ..., 19);
+ *  - "linspace": round(linspace(0, T-1, n)) reversed (999, 979, ..., 0).
+ * For "trailing", numpy's float arange yields one extra element (whose timestep is -1) for a few n,
+ * e.g. 61 (1000 / (1000/61) rounds above 61); diffusers would then fail, here the list stays n long.
+ * `extraStep` (DPM-Solver's convention) spreads n + 1 points for "leading" and "linspace" and drops
+ * the last (the one at 0), as DPMSolverMultistepScheduler does.
+ */
+export function spacedTimesteps(
+  config: Partial<SchedulerConfig>,
+  inferenceSteps: number,
+  extraStep = false,
+): number[] {
+  const { numTrainTimesteps: total, stepsOffset, timestepSpacing } = fullConfig(config);
+  checkInferenceSteps(total, inferenceSteps);
+  const points = extraStep ? inferenceSteps + 1 : inferenceSteps;
+  let timesteps: number[];
+  switch (timestepSpacing) {
+    case "leading": {
+      const ratio = Math.floor(total / points);
+      timesteps = Array.from({ length: inferenceSteps }, (_, k) => (points - 1 - k) * ratio + stepsOffset);
+      break;
+    }
+    case "trailing": {
+      const ratio = total / inferenceSteps;
+      const second = total - ratio;
+      const delta = second - total; // numpy's arange fills start + i * (second - start)
+      timesteps = Array.from({ length: inferenceSteps }, (_, k) => roundHalfEven(total + k * delta) - 1);
+      break;
+    }
+    case "linspace": {
+      const step = (total - 1) / (points - 1 || 1);
+      const ascending = Array.from({ length: points }, (_, k) =>
+        k === points - 1 && points > 1 ? total - 1 : roundHalfEven(k * step),
+      );
+      timesteps = ascending.reverse().slice(0, inferenceSteps);
+      break;
+    }
+  }
+  if (timesteps[0] >= total) {
     // diffusers fails with an index error here (e.g. 1000 steps with steps_offset 1).
     throw new RangeError(
-      `scheduler: ${inferenceSteps} steps with stepsOffset ${stepsOffset} reach timestep ${timesteps[0]}, beyond the ${numTrainTimesteps} training timesteps`,
+      `scheduler: ${inferenceSteps} steps with stepsOffset ${stepsOffset} reach timestep ${timesteps[0]}, beyond the ${total} training timesteps`,
     );
   }
   return timesteps;
 }
 
-export const ddpmTimesteps = leadingTimesteps;
-export const ddimTimesteps = leadingTimesteps;
+/** The "leading" list (kept for callers that name it); `spacedTimesteps` follows the config. */
+export function leadingTimesteps(config: Partial<SchedulerConfig>, inferenceSteps: number): number[] {
+  return spacedTimesteps({ ...config, timestepSpacing: "leading" }, inferenceSteps);
+}
+
+export function ddpmTimesteps(config: Partial<SchedulerConfig>, inferenceSteps: number): number[] {
+  return spacedTimesteps(config, inferenceSteps);
+}
+export const ddimTimesteps = ddpmTimesteps;
+
+/** DPM-Solver++: n + 1 points for "leading" and "linspace" with the last dropped (diffusers). */
+export function dpmSolverTimesteps(config: Partial<SchedulerConfig>, inferenceSteps: number): number[] {
+  return spacedTimesteps(config, inferenceSteps, true);
+}
 
 /**
- * PNDM with skip_prk_steps: the leading timesteps with the second-to-last (in ascending order)
+ * PNDM with skip_prk_steps: the spaced timesteps with the second-to-last (in ascending order)
  * repeated, reversed: 75 steps give [963, 950, 950, 937, ..., 14, 1] (76 model calls). The repeat
  * is the second-order start: the second call re-evaluates at the first step's target.
  */
 export function pndmTimesteps(config: Partial<SchedulerConfig>, inferenceSteps: number): number[] {
-  const ascending = leadingTimesteps(config, inferenceSteps).reverse();
+  const ascending = spacedTimesteps(config, inferenceSteps).reverse();
   return [...ascending.slice(0, -1), ...ascending.slice(-2, -1), ...ascending.slice(-1)].reverse();
 }
 
@@ -519,6 +581,171 @@ export class PndmSampler implements Sampler {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// DPM-Solver++(2M)
+
+/**
+ * One DPM-Solver++ step: x0 = x0FromSample x_t + x0FromOutput out (the data prediction, stored for
+ * the next step), then x_prev = prevFromSample x_t + prevFromX0 x0 + prevFromPreviousX0 x0_prev.
+ */
+export const DPM_SOLVER_STEP_WGSL = `
+@group(0) @binding(0) var<storage, read> sample: array<f32>;
+@group(0) @binding(1) var<storage, read> modelOutput: array<f32>;
+@group(0) @binding(2) var<storage, read> previousX0: array<f32>;
+@group(0) @binding(3) var<storage, read_write> x0Out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> previous: array<f32>;
+struct Params {
+  size: u32, x0FromSample: f32, x0FromOutput: f32,
+  prevFromSample: f32, prevFromX0: f32, prevFromPreviousX0: f32,
+}
+@group(0) @binding(5) var<uniform> params: Params;
+${LINEAR_INDEX_WGSL}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+  let index = linearIndex(gid, groups, 256u);
+  if (index >= params.size) { return; }
+  let x = sample[index];
+  let x0 = params.x0FromSample * x + params.x0FromOutput * modelOutput[index];
+  x0Out[index] = x0;
+  previous[index] = params.prevFromSample * x + params.prevFromX0 * x0
+    + params.prevFromPreviousX0 * previousX0[index];
+}`;
+
+/** alpha_t, sigma_t and lambda_t = log(alpha_t / sigma_t) of a DPM-Solver sigma (diffusers' _sigma_to_alpha_sigma_t). */
+function dpmPoint(sigma: number): { alpha: number; sigma: number; lambda: number } {
+  const alpha = 1 / Math.sqrt(sigma * sigma + 1);
+  const scaled = sigma * alpha;
+  return { alpha, sigma: scaled, lambda: Math.log(alpha) - Math.log(scaled) };
+}
+
+export interface DpmSolverCoefficients {
+  order: 1 | 2;
+  prevFromSample: number;
+  prevFromX0: number;
+  prevFromPreviousX0: number;
+}
+
+/**
+ * DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast solver for guided sampling of diffusion
+ * probabilistic models", Algorithm 2), as diffusers' DPMSolverMultistepScheduler with its defaults
+ * (algorithm_type "dpmsolver++", solver_order 2, solver_type "midpoint", lower_order_final,
+ * final_sigmas_type "zero"). sigma_i = sqrt((1 - abar)/abar) at each timestep, then 0 after the last;
+ * lambda = log(alpha/sigma), h_i = lambda_{i+1} - lambda_i, r = h_{i-1} / h_i. The first step is
+ * first order (x_next = sigma_{i+1}/sigma_i x - alpha_{i+1} (e^{-h} - 1) x0_i), the middle ones second
+ * order with D = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1}, and the last (to sigma = 0) first order, which
+ * lands on x0 exactly. The model output is converted to x0 by the prediction type.
+ */
+export class DpmSolverSampler implements Sampler {
+  readonly kind = "dpmpp-2m";
+  readonly config: Readonly<SchedulerConfig>;
+  readonly schedule: NoiseSchedule;
+  readonly timesteps: readonly number[];
+  /** sigma at each timestep, then 0 (final_sigmas_type "zero"). */
+  readonly sigmas: Float64Array;
+  private previousX0: Tensor | null = null;
+  private counter = 0;
+
+  constructor(config: Partial<SchedulerConfig> = {}, inferenceSteps = 20) {
+    this.config = fullConfig(config);
+    this.schedule = makeNoiseSchedule(this.config);
+    this.timesteps = dpmSolverTimesteps(this.config, inferenceSteps);
+    this.sigmas = new Float64Array(this.timesteps.length + 1);
+    this.timesteps.forEach((t, index) => {
+      const alphaBar = this.schedule.alphasCumprod[t];
+      this.sigmas[index] = Math.sqrt((1 - alphaBar) / alphaBar);
+    });
+  }
+
+  get stepsTaken(): number {
+    return this.counter;
+  }
+
+  /** The coefficients of step `index` (0-based); `order` 1 at the first and the last step. */
+  coefficients(index: number): DpmSolverCoefficients {
+    const last = this.timesteps.length - 1;
+    const target = dpmPoint(this.sigmas[index + 1]);
+    const current = dpmPoint(this.sigmas[index]);
+    const h = target.lambda - current.lambda;
+    // e^{-h} - 1; with sigma_{i+1} = 0, h = inf and this is -1 (alpha = 1): x_next = x0.
+    const expm = Math.exp(-h) - 1;
+    const ratio = target.sigma / current.sigma;
+    if (index === 0 || index === last) {
+      return { order: 1, prevFromSample: ratio, prevFromX0: -target.alpha * expm, prevFromPreviousX0: 0 };
+    }
+    const before = dpmPoint(this.sigmas[index - 1]);
+    const r = (current.lambda - before.lambda) / h;
+    const factor = target.alpha * expm;
+    return {
+      order: 2,
+      prevFromSample: ratio,
+      prevFromX0: -factor * (1 + 1 / (2 * r)),
+      prevFromPreviousX0: factor / (2 * r),
+    };
+  }
+
+  step(modelOutput: Tensor, timestep: number, sample: Tensor): Tensor {
+    const op = "dpmSolverStep";
+    checkStepOperands(op, modelOutput, sample);
+    if (this.counter >= this.timesteps.length) {
+      throw new OpError(op, `all ${this.timesteps.length} steps have run; call reset() to sample again`);
+    }
+    if (timestep !== this.timesteps[this.counter]) {
+      throw new OpError(
+        op,
+        `step ${this.counter} expects timestep ${this.timesteps[this.counter]}, got ${timestep}`,
+      );
+    }
+    if (this.previousX0 && this.previousX0.size !== sample.size) {
+      throw new OpError(op, "the sample changed shape mid-sampling", { sample, previous: this.previousX0 });
+    }
+    const coefficients = this.coefficients(this.counter);
+    const current = dpmPoint(this.sigmas[this.counter]);
+    // diffusers' convert_model_output for "dpmsolver++": the data prediction x0.
+    const toX0 = (() => {
+      switch (this.config.predictionType) {
+        case "epsilon":
+          return { fromSample: 1 / current.alpha, fromOutput: -current.sigma / current.alpha };
+        case "sample":
+          return { fromSample: 0, fromOutput: 1 };
+        case "v_prediction":
+          return { fromSample: current.alpha, fromOutput: -current.sigma };
+      }
+    })();
+    const x0 = Tensor.empty(sample.gpu, sample.shape);
+    const previous = Tensor.empty(sample.gpu, sample.shape);
+    launch(
+      sample.gpu,
+      { name: op, code: DPM_SOLVER_STEP_WGSL },
+      {
+        // Without history, x_t stands in for x0_prev, weighted by zero.
+        bindings: [sample, modelOutput, this.previousX0 ?? sample, x0, previous],
+        params: new Params()
+          .u32(sample.size)
+          .f32(
+            toX0.fromSample,
+            toX0.fromOutput,
+            coefficients.prevFromSample,
+            coefficients.prevFromX0,
+            coefficients.order === 2 ? coefficients.prevFromPreviousX0 : 0,
+          ),
+        workgroups: grid(sample.size, 256),
+        flops: 9 * sample.size,
+        bytes: 20 * sample.size,
+      },
+    );
+    this.previousX0?.release();
+    this.previousX0 = x0;
+    this.counter++;
+    return previous;
+  }
+
+  reset(): void {
+    this.previousX0?.release();
+    this.previousX0 = null;
+    this.counter = 0;
+  }
+}
+
 export interface SamplerOptions {
   kind: SamplerKind;
   inferenceSteps: number;
@@ -539,12 +766,14 @@ export function createSampler(options: Partial<SamplerOptions> = {}): Sampler {
       return new PndmSampler(config, steps);
     case "ddim":
       return new DdimSampler(config, steps, { eta: options.eta ?? 0, generator: options.generator });
+    case "dpmpp-2m":
+      return new DpmSolverSampler(config, steps);
     case "ddpm":
       if (!options.generator)
         throw new OpError("createSampler", "DDPM adds noise at every step, so it needs a generator");
       return new DdpmSampler(config, steps, options.generator);
     default:
-      throw new OpError("createSampler", `unknown sampler "${kind as string}" (ddpm, ddim, pndm)`);
+      throw new OpError("createSampler", `unknown sampler "${kind as string}" (${SAMPLER_KINDS.join(", ")})`);
   }
 }
 
@@ -695,5 +924,82 @@ export class PndmReference {
     return sample.map(
       (x, i) => sampleCoeff * x - ((alphaProdTPrev - alphaProdT) * output[i]) / modelOutputDenomCoeff,
     );
+  }
+}
+
+/**
+ * DPMSolverMultistepScheduler.step (dpmsolver++, order 2, midpoint, lower_order_final,
+ * final_sigmas_type "zero") on Float64Arrays, written from diffusers' functions line by line.
+ */
+export class DpmSolverReference {
+  private modelOutputs: (Float64Array | null)[] = [null, null];
+  private lowerOrderNums = 0;
+  private stepIndex = 0;
+  readonly timesteps: number[];
+  readonly sigmas: number[];
+
+  constructor(
+    private readonly config: SchedulerConfig,
+    inferenceSteps: number,
+  ) {
+    const alphasCumprod = makeNoiseSchedule(config).alphasCumprod;
+    this.timesteps = dpmSolverTimesteps(config, inferenceSteps);
+    const allSigmas = Array.from(alphasCumprod, (abar) => ((1 - abar) / abar) ** 0.5);
+    // np.interp at integer timesteps is the table entry; then sigma_last = 0.
+    this.sigmas = [...this.timesteps.map((t) => allSigmas[t]), 0];
+  }
+
+  private alphaSigma(sigma: number): [number, number] {
+    const alphaT = 1 / (sigma ** 2 + 1) ** 0.5;
+    return [alphaT, sigma * alphaT];
+  }
+
+  private convertModelOutput(output: Float64Array, sample: Float64Array): Float64Array {
+    const [alphaT, sigmaT] = this.alphaSigma(this.sigmas[this.stepIndex]);
+    switch (this.config.predictionType) {
+      case "epsilon":
+        return sample.map((x, i) => (x - sigmaT * output[i]) / alphaT);
+      case "sample":
+        return output.slice();
+      case "v_prediction":
+        return sample.map((x, i) => alphaT * x - sigmaT * output[i]);
+    }
+  }
+
+  step(modelOutput: Float64Array, timestep: number, sample: Float64Array): Float64Array {
+    if (this.timesteps[this.stepIndex] !== timestep) throw new Error("DpmSolverReference: out of order");
+    const lowerOrderFinal = this.stepIndex === this.timesteps.length - 1; // final_sigmas_type "zero"
+    const x0 = this.convertModelOutput(modelOutput, sample);
+    this.modelOutputs = [this.modelOutputs[1], x0];
+    const [alphaT, sigmaT] = this.alphaSigma(this.sigmas[this.stepIndex + 1]);
+    const [alphaS0, sigmaS0] = this.alphaSigma(this.sigmas[this.stepIndex]);
+    const lambdaT = Math.log(alphaT) - Math.log(sigmaT);
+    const lambdaS0 = Math.log(alphaS0) - Math.log(sigmaS0);
+    const h = lambdaT - lambdaS0;
+    let previous: Float64Array;
+    if (this.lowerOrderNums < 1 || lowerOrderFinal) {
+      // dpm_solver_first_order_update
+      previous = sample.map((x, i) => (sigmaT / sigmaS0) * x - alphaT * (Math.exp(-h) - 1.0) * x0[i]);
+    } else {
+      // multistep_dpm_solver_second_order_update, "midpoint"
+      const [alphaS1, sigmaS1] = this.alphaSigma(this.sigmas[this.stepIndex - 1]);
+      const lambdaS1 = Math.log(alphaS1) - Math.log(sigmaS1);
+      const m0 = x0;
+      const m1 = this.modelOutputs[0]!;
+      const h0 = lambdaS0 - lambdaS1;
+      const r0 = h0 / h;
+      previous = sample.map((x, i) => {
+        const d0 = m0[i];
+        const d1 = (1.0 / r0) * (m0[i] - m1[i]);
+        return (
+          (sigmaT / sigmaS0) * x -
+          alphaT * (Math.exp(-h) - 1.0) * d0 -
+          0.5 * (alphaT * (Math.exp(-h) - 1.0)) * d1
+        );
+      });
+    }
+    if (this.lowerOrderNums < 2) this.lowerOrderNums++;
+    this.stepIndex++;
+    return previous;
   }
 }

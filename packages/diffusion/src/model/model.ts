@@ -1,0 +1,262 @@
+/**
+ * The generator as one bundle: tokenizer + CLIP text encoder + UNet, created from a configuration
+ * and a seed, saved to and loaded from a directory laid out like a diffusers pipeline:
+ *
+ *   DIR/config.json                                 DiffusionModelConfig (+ "format")
+ *   DIR/tokenizer.json                              WordTokenizer.toJSON()
+ *   DIR/text_encoder/model.safetensors              text_model.* (transformers' CLIPTextModel names)
+ *   DIR/unet/diffusion_pytorch_model.safetensors    conv_in.*, down_blocks.* ... (diffusers' names)
+ *
+ * Every file is written atomically (temporary name, then rename), the configuration last; other files
+ * in DIR are left alone. Loading checks every tensor name and shape against the configuration and
+ * reports every mismatch at once; a corrupted or truncated file is an error naming the file.
+ */
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  formatShape,
+  type Gpu,
+  ParameterInit,
+  readSafetensors,
+  type Tensor,
+  type TensorToWrite,
+  uploadTokens,
+  writeSafetensors,
+} from "@cxr/kernels";
+import { checkConfig, type DiffusionModelConfig } from "./config.ts";
+import { ClipTextModel } from "./text-encoder.ts";
+import { type Encoded, type EncodeOptions, WordTokenizer } from "./tokenizer.ts";
+import { UNet2DConditionModel } from "./unet.ts";
+
+export const MODEL_FILES = {
+  config: "config.json",
+  tokenizer: "tokenizer.json",
+  textEncoder: "text_encoder/model.safetensors",
+  unet: "unet/diffusion_pytorch_model.safetensors",
+} as const;
+
+export const MODEL_FORMAT = "cxr-diffusion/1";
+
+export class CheckpointError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CheckpointError";
+  }
+}
+
+/** Writes text to a temporary file beside `path`, then renames it over `path`. */
+export function writeFileAtomic(path: string, text: string): void {
+  const temporary = `${path}.tmp-${process.pid}`;
+  writeFileSync(temporary, text);
+  renameSync(temporary, path);
+}
+
+function readJson(path: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new CheckpointError(`cannot read the ${what} ${path}: ${(error as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new CheckpointError(`${path} is not valid JSON (${(error as Error).message})`);
+  }
+}
+
+/**
+ * Every difference between the tensors a module needs and those a file holds: missing, unexpected,
+ * misshapen. Not truncated: the caller prints them all.
+ */
+export function stateMismatches(
+  expected: Map<string, Tensor>,
+  stored: Map<string, { shape: readonly number[] }>,
+): string[] {
+  const problems: string[] = [];
+  for (const [name, tensor] of expected) {
+    const entry = stored.get(name);
+    if (!entry) problems.push(`missing "${name}" ${formatShape(tensor.shape)}`);
+    else if (
+      entry.shape.length !== tensor.shape.length ||
+      entry.shape.some((dim, index) => dim !== tensor.shape[index])
+    ) {
+      problems.push(
+        `"${name}" is ${formatShape(entry.shape)} in the file, the config needs ${formatShape(tensor.shape)}`,
+      );
+    }
+  }
+  for (const [name, entry] of stored) {
+    if (!expected.has(name)) problems.push(`unexpected "${name}" ${formatShape(entry.shape)}`);
+  }
+  return problems;
+}
+
+export interface EncodedPrompts {
+  /** last_hidden_state [B, maxPositions, hidden]. */
+  hiddenStates: Tensor;
+  /** u32 [B, maxPositions]. */
+  ids: Tensor;
+  tokens: Encoded;
+}
+
+export class DiffusionModel {
+  constructor(
+    readonly config: DiffusionModelConfig,
+    readonly tokenizer: WordTokenizer,
+    readonly textEncoder: ClipTextModel,
+    readonly unet: UNet2DConditionModel,
+  ) {}
+
+  get gpu(): Gpu {
+    return this.unet.gpu;
+  }
+
+  /** Tokenizes (truncating with a warning), uploads and encodes prompts; "" is the unconditional input. */
+  encodePrompts(prompts: readonly string[], options: EncodeOptions = {}): EncodedPrompts {
+    const tokens = this.tokenizer.encode(prompts, options);
+    const table = this.textEncoder.textModel.embeddings.tokenEmbedding.weight;
+    const ids = uploadTokens(table, tokens.ids, [prompts.length, this.tokenizer.maxLength]);
+    return { hiddenStates: this.textEncoder.forward(ids), ids, tokens };
+  }
+
+  /** Text encoder and UNet parameters, prefixed "text_encoder." and "unet." (optimizer state names). */
+  namedParameters(): Map<string, Tensor> {
+    return new Map([
+      ...this.textEncoder.namedParameters("text_encoder."),
+      ...this.unet.namedParameters("unet."),
+    ]);
+  }
+
+  parameters(): Tensor[] {
+    return [...this.namedParameters().values()];
+  }
+
+  parameterCounts(): { textEncoder: number; unet: number; total: number } {
+    const textEncoder = this.textEncoder.parameterCount();
+    const unet = this.unet.parameterCount();
+    return { textEncoder, unet, total: textEncoder + unet };
+  }
+
+  train(training = true): this {
+    this.textEncoder.train(training);
+    this.unet.train(training);
+    return this;
+  }
+
+  /** Writes the four files into `dir` (created if needed), each atomically, config.json last. */
+  async save(dir: string, metadata: Record<string, string> = {}): Promise<void> {
+    mkdirSync(join(dir, "text_encoder"), { recursive: true });
+    mkdirSync(join(dir, "unet"), { recursive: true });
+    const [textState, unetState] = await Promise.all([this.textEncoder.state(), this.unet.state()]);
+    const toWrite = (state: Map<string, { shape: readonly number[]; data: Float32Array }>) => {
+      const tensors = new Map<string, TensorToWrite>();
+      for (const [name, entry] of state) tensors.set(name, { shape: entry.shape, data: entry.data });
+      return tensors;
+    };
+    const fileMetadata = { format: "pt", model: this.config.name, ...metadata };
+    writeSafetensors(join(dir, MODEL_FILES.textEncoder), toWrite(textState), fileMetadata);
+    writeSafetensors(join(dir, MODEL_FILES.unet), toWrite(unetState), fileMetadata);
+    writeFileAtomic(join(dir, MODEL_FILES.tokenizer), `${JSON.stringify(this.tokenizer.toJSON())}\n`);
+    writeFileAtomic(
+      join(dir, MODEL_FILES.config),
+      `${JSON.stringify({ format: MODEL_FORMAT, ...this.config }, null, 2)}\n`,
+    );
+  }
+
+  /**
+   * Loads the weights of `dir` into this model (its config.json is not consulted). Both files are
+   * checked before anything changes; every mismatch is listed.
+   */
+  loadWeights(dir: string): void {
+    const parts = [
+      { module: this.textEncoder, file: join(dir, MODEL_FILES.textEncoder) },
+      { module: this.unet, file: join(dir, MODEL_FILES.unet) },
+    ] as const;
+    const files = parts.map(({ file }) => {
+      try {
+        return readSafetensors(file);
+      } catch (error) {
+        throw new CheckpointError(`cannot load ${file}: ${(error as Error).message}`);
+      }
+    });
+    const problems: string[] = [];
+    parts.forEach(({ module, file }, index) => {
+      const mismatches = stateMismatches(module.stateTensors(), files[index].tensors);
+      if (mismatches.length > 0) {
+        problems.push(`${file} (${mismatches.length} mismatches):\n    ${mismatches.join("\n    ")}`);
+      }
+    });
+    if (problems.length > 0) {
+      throw new CheckpointError(
+        `checkpoint ${dir} does not match the configuration "${this.config.name}":\n  ${problems.join("\n  ")}`,
+      );
+    }
+    parts.forEach(({ module, file }, index) => {
+      module.loadState(files[index].tensors, true, file);
+    });
+  }
+
+  /** Reads config.json and tokenizer.json of `dir`, builds the model and loads its weights. */
+  static load(gpu: Gpu, dir: string): DiffusionModel {
+    const configPath = join(dir, MODEL_FILES.config);
+    const raw = readJson(configPath, "model configuration") as DiffusionModelConfig & { format?: string };
+    if (typeof raw !== "object" || raw === null || raw.format !== MODEL_FORMAT) {
+      throw new CheckpointError(`${configPath}: expected "format": "${MODEL_FORMAT}"`);
+    }
+    const { format: _format, ...config } = raw;
+    try {
+      checkConfig(config, configPath);
+    } catch (error) {
+      throw new CheckpointError((error as Error).message);
+    }
+    const tokenizerPath = join(dir, MODEL_FILES.tokenizer);
+    let tokenizer: WordTokenizer;
+    try {
+      tokenizer = WordTokenizer.fromJSON(readJson(tokenizerPath, "tokenizer"), tokenizerPath);
+    } catch (error) {
+      throw new CheckpointError((error as Error).message);
+    }
+    const model = createDiffusionModel(gpu, config, tokenizer, 0);
+    try {
+      model.loadWeights(dir);
+    } catch (error) {
+      model.dispose();
+      throw error;
+    }
+    return model;
+  }
+
+  dispose(): void {
+    this.textEncoder.dispose();
+    this.unet.dispose();
+  }
+}
+
+/**
+ * A freshly initialised model. The tokenizer's vocabulary must fit the text encoder's vocabSize and
+ * its context must equal maxPositions.
+ */
+export function createDiffusionModel(
+  gpu: Gpu,
+  config: DiffusionModelConfig,
+  tokenizer: WordTokenizer,
+  seed = 0,
+): DiffusionModel {
+  checkConfig(config);
+  const text = config.textEncoder;
+  if (tokenizer.vocabularySize > text.vocabSize) {
+    throw new CheckpointError(
+      `the tokenizer has ${tokenizer.vocabularySize} tokens, more than textEncoder.vocabSize ${text.vocabSize} of "${config.name}"`,
+    );
+  }
+  if (tokenizer.maxLength !== text.maxPositions) {
+    throw new CheckpointError(
+      `the tokenizer's context (${tokenizer.maxLength}) differs from textEncoder.maxPositions ${text.maxPositions} of "${config.name}"`,
+    );
+  }
+  const init = new ParameterInit(seed);
+  const textEncoder = new ClipTextModel(gpu, text, init);
+  const unet = new UNet2DConditionModel(gpu, config.unet, init);
+  return new DiffusionModel(structuredClone(config), tokenizer, textEncoder, unet);
+}

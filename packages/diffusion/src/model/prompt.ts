@@ -1,0 +1,126 @@
+/**
+ * RoentGen-v2 prompts: `"{age} year old {RACE} {sex}. {impression}"` (race optional), e.g.
+ * `"72 year old BLACK female. Cardiomegaly and pleural effusion."`. Datasets that carry a report
+ * impression (the phantom's Prompt column, a prompt folder) keep it; otherwise the impression is
+ * written from the record's CheXpert labels. The normal statement is the phantom's first normal
+ * phrasing, "No acute cardiopulmonary abnormality.".
+ */
+import {
+  CHEXPERT_LABELS,
+  type ChexpertLabel,
+  type CxrRecord,
+  formatPrompt,
+  parsePrompt,
+  type Race,
+  type Sex,
+} from "@cxr/data";
+
+export const NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality.";
+
+/** How each CheXpert label reads in an impression (lower case; the sentence is capitalised). */
+export const FINDING_PHRASES: Readonly<Record<Exclude<ChexpertLabel, "No Finding">, string>> = {
+  "Enlarged Cardiomediastinum": "enlarged cardiomediastinum",
+  Cardiomegaly: "cardiomegaly",
+  "Lung Opacity": "lung opacity",
+  "Lung Lesion": "lung lesion",
+  Edema: "pulmonary edema",
+  Consolidation: "consolidation",
+  Pneumonia: "pneumonia",
+  Atelectasis: "atelectasis",
+  Pneumothorax: "pneumothorax",
+  "Pleural Effusion": "pleural effusion",
+  "Pleural Other": "pleural abnormality",
+  Fracture: "fracture",
+  "Support Devices": "support devices",
+};
+
+export class PromptError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "PromptError";
+  }
+}
+
+export interface PromptFields {
+  sex: Sex;
+  age: number;
+  race?: Race | null;
+  /** CheXpert label names (phrased as in `FINDING_PHRASES`) or free phrases; empty: normal. */
+  findings: readonly string[];
+}
+
+function joinPhrases(phrases: readonly string[]): string {
+  if (phrases.length <= 1) return phrases.join("");
+  return `${phrases.slice(0, -1).join(", ")} and ${phrases[phrases.length - 1]}`;
+}
+
+function phraseOf(finding: string): string {
+  const phrase = (FINDING_PHRASES as Record<string, string>)[finding];
+  return phrase ?? finding.trim().replace(/\.$/, "");
+}
+
+/** The impression sentence for a list of findings ("No acute ..." when there are none). */
+export function impressionFromFindings(findings: readonly string[]): string {
+  const phrases = findings.filter((finding) => finding !== "No Finding").map(phraseOf);
+  if (phrases.length === 0) return NORMAL_IMPRESSION;
+  const sentence = joinPhrases(phrases);
+  return `${sentence.charAt(0).toUpperCase()}${sentence.slice(1)}.`;
+}
+
+function checkDemographics(sex: unknown, age: unknown, where: string): void {
+  if (sex !== "female" && sex !== "male") {
+    throw new PromptError(`${where}: sex must be "female" or "male", got ${JSON.stringify(sex)}`);
+  }
+  if (typeof age !== "number" || !Number.isFinite(age) || age < 0 || age > 150) {
+    throw new PromptError(`${where}: age must be a number of years in [0, 150], got ${JSON.stringify(age)}`);
+  }
+}
+
+/** `"{age} year old {RACE} {sex}. {impression}"` from demographics and findings. */
+export function promptFromFields(fields: PromptFields): string {
+  checkDemographics(fields.sex, fields.age, "promptFromFields");
+  return formatPrompt({
+    age: Math.round(fields.age),
+    race: fields.race ?? null,
+    sex: fields.sex,
+    impression: impressionFromFindings(fields.findings),
+  });
+}
+
+export interface PromptFromRecordOptions {
+  /** Include the race (default true); RoentGen-v2 prompts may omit it. */
+  race?: boolean;
+  /**
+   * "auto" (default): the impression of the record's own prompt when it has one that follows the
+   * template, else one written from the labels. "labels": always from the labels.
+   */
+  impression?: "auto" | "labels";
+  /** Uncertain (-1) labels: "possible <finding>" (default, as the phantom hedges) or left out. */
+  uncertain?: "possible" | "omit";
+}
+
+/** Positive findings of a record as phrases, in CheXpert column order. */
+export function recordFindings(record: CxrRecord, uncertain: "possible" | "omit" = "possible"): string[] {
+  const findings: string[] = [];
+  for (const label of CHEXPERT_LABELS) {
+    if (label === "No Finding") continue;
+    const value = record.labels[label];
+    if (value === 1) findings.push(FINDING_PHRASES[label]);
+    else if (value === -1 && uncertain === "possible") findings.push(`possible ${FINDING_PHRASES[label]}`);
+  }
+  return findings;
+}
+
+/** The RoentGen-v2 prompt of a record. Needs its sex and age; throws a PromptError naming the record. */
+export function promptFromRecord(record: CxrRecord, options: PromptFromRecordOptions = {}): string {
+  const where = `record ${record.source.file}${record.source.row === null ? "" : ` row ${record.source.row}`} (study ${record.studyId})`;
+  checkDemographics(record.sex, record.age, where);
+  const own = options.impression !== "labels" && record.prompt ? parsePrompt(record.prompt) : null;
+  const impression = own?.impression || impressionFromFindings(recordFindings(record, options.uncertain));
+  return formatPrompt({
+    age: Math.round(record.age as number),
+    race: options.race === false ? null : record.race,
+    sex: record.sex as Sex,
+    impression,
+  });
+}
