@@ -99,6 +99,7 @@ async function loadModels() {
   try {
     const { default: chosen, models } = await api("/v1/models");
     $("model").innerHTML = models.map((m) => "<option" + (m.name === chosen ? " selected" : "") + ">" + esc(m.name) + "</option>").join("");
+    $("status").textContent = ""; $("status").className = "status";
   } catch (e) { $("status").textContent = "models: " + e.message; $("status").className = "status error"; }
 }
 async function imageUrl(url) {
@@ -180,6 +181,7 @@ $("generate").addEventListener("submit", async (event) => {
     $("status").textContent = e.message; $("status").className = "status error";
   } finally { $("go").disabled = false; }
 });
+$("token").addEventListener("input", () => { headers(); loadModels(); refreshJobs(); });
 loadModels(); refreshJobs();
 </script></body></html>`;
 }
