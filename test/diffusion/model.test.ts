@@ -1,18 +1,36 @@
 /**
  * The generator's model on our kernels: named configurations, parameter names in the diffusers /
  * transformers layouts, and a forward + backward pass of phantom-tiny through the text encoder and
- * the UNet with gradients reaching every parameter.
+ * the UNet with gradients reaching every parameter; saving and loading, and checkpoints that are
+ * damaged or do not fit.
  */
 import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  CheckpointError,
   configProblems,
   createDiffusionModel,
   DIFFUSION_CONFIGS,
+  DiffusionModel,
   type DiffusionModelConfig,
   diffusionConfig,
+  MODEL_FILES,
   WordTokenizer,
 } from "@cxr/diffusion";
 import { backward, defaultGpu, mseLoss, Tensor } from "@cxr/kernels";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
+
+const folder = mkdtempSync(join(tmpdir(), "cxr-model-"));
+afterAll(() => rmSync(folder, { recursive: true, force: true }));
 
 const PROMPTS = [
   "72 year old BLACK female. Cardiomegaly and small left pleural effusion.",
@@ -148,5 +166,98 @@ describe("phantom-tiny on our kernels", () => {
     // Token embedding rows of unused words get no gradient, but every tensor has some non-zero entry.
     expect(nonZero).toBe(named.size);
     model.dispose();
+  });
+});
+
+describe("DiffusionModel save and load", () => {
+  it("round-trips: same weights, tokenizer and outputs; only the four files are written", async () => {
+    const gpu = await defaultGpu();
+    const config = diffusionConfig("phantom-tiny");
+    const model = createDiffusionModel(gpu, config, tinyTokenizer(config), 3);
+    const dir = join(folder, "round-trip");
+    await model.save(dir, { step: "12" });
+    expect(readdirSync(dir).sort()).toEqual(["config.json", "text_encoder", "tokenizer.json", "unet"]);
+    expect(readdirSync(join(dir, "unet"))).toEqual(["diffusion_pytorch_model.safetensors"]);
+    const loaded = DiffusionModel.load(gpu, dir);
+    expect(loaded.config).toEqual(config);
+    expect(loaded.tokenizer.vocabulary).toEqual(model.tokenizer.vocabulary);
+    const original = await model.unet.state();
+    const restored = await loaded.unet.state();
+    for (const [name, entry] of original) expect(restored.get(name)!.data, name).toEqual(entry.data);
+    const [a, b] = await Promise.all(
+      [model, loaded].map((m) => m.encodePrompts([PROMPTS[1]]).hiddenStates.download()),
+    );
+    expect(b).toEqual(a);
+    model.dispose();
+    loaded.dispose();
+  });
+
+  it("a checkpoint that does not fit the config lists every mismatch, in both files", async () => {
+    const gpu = await defaultGpu();
+    const config = diffusionConfig("phantom-tiny");
+    const model = createDiffusionModel(gpu, config, tinyTokenizer(config), 4);
+    const dir = join(folder, "mismatch");
+    await model.save(dir);
+    model.dispose();
+    const edited = JSON.parse(readFileSync(join(dir, MODEL_FILES.config), "utf8"));
+    edited.unet.blockOutChannels = [16, 48];
+    edited.textEncoder.numLayers = 3;
+    writeFileSync(join(dir, MODEL_FILES.config), JSON.stringify(edited));
+    let message = "";
+    try {
+      DiffusionModel.load(gpu, dir);
+    } catch (error) {
+      expect(error).toBeInstanceOf(CheckpointError);
+      message = (error as Error).message;
+    }
+    expect(message).toMatch(/does not match the configuration "phantom-tiny"/);
+    expect(message).toMatch(/text_encoder\/model.safetensors \(16 mismatches\)/);
+    expect(message).toMatch(/missing "text_model.encoder.layers.2.mlp.fc1.weight" \[64, 32\]/);
+    expect(message).toMatch(
+      /"down_blocks.1.resnets.0.conv1.weight" is \[32, 16, 3, 3\] in the file, the config needs \[48, 16, 3, 3\]/,
+    );
+    // Not cut short: every misshapen UNet tensor is listed (far more than 20).
+    const unetLines = message.split("\n").filter((line) => line.includes("in the file, the config needs"));
+    expect(unetLines.length).toBeGreaterThan(60);
+    expect(message).not.toMatch(/and \d+ more/);
+  });
+
+  it("truncated, corrupted or missing files are clear errors naming the file", async () => {
+    const gpu = await defaultGpu();
+    const config = diffusionConfig("phantom-tiny");
+    const model = createDiffusionModel(gpu, config, tinyTokenizer(config), 5);
+    const dir = join(folder, "damaged");
+    await model.save(dir);
+    model.dispose();
+    const unetFile = join(dir, MODEL_FILES.unet);
+    const size = statSync(unetFile).size;
+    truncateSync(unetFile, size - 1000);
+    expect(() => DiffusionModel.load(gpu, dir)).toThrow(
+      new RegExp(`cannot load ${unetFile.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}: .*`),
+    );
+    truncateSync(unetFile, 5);
+    expect(() => DiffusionModel.load(gpu, dir)).toThrow(/diffusion_pytorch_model.safetensors/);
+    writeFileSync(join(dir, MODEL_FILES.tokenizer), "{ not json");
+    expect(() => DiffusionModel.load(gpu, dir)).toThrow(/tokenizer.json is not valid JSON/);
+    writeFileSync(join(dir, MODEL_FILES.config), JSON.stringify({ format: "cxr-diffusion/1", name: "x" }));
+    expect(() => DiffusionModel.load(gpu, dir)).toThrow(
+      /config.json is invalid:\n {2}.*textEncoder is missing/s,
+    );
+    rmSync(join(dir, MODEL_FILES.config));
+    expect(() => DiffusionModel.load(gpu, dir)).toThrow(/cannot read the model configuration .*config.json/);
+  });
+
+  it("refuses a tokenizer that does not fit the text encoder", async () => {
+    const gpu = await defaultGpu();
+    const config = diffusionConfig("phantom-tiny");
+    const words = Array.from({ length: 600 }, (_, index) => `word${index}`).join(" "); // "word" and 600 numbers
+    const big = WordTokenizer.fromPrompts([words], { maxLength: config.textEncoder.maxPositions });
+    expect(() => createDiffusionModel(gpu, config, big)).toThrow(
+      /605 tokens, more than textEncoder.vocabSize 512/,
+    );
+    const short = WordTokenizer.fromPrompts(PROMPTS, { maxLength: 10 });
+    expect(() => createDiffusionModel(gpu, config, short)).toThrow(
+      /context \(10\) differs from textEncoder.maxPositions 24/,
+    );
   });
 });

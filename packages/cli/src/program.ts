@@ -1,6 +1,7 @@
 import { registerCommands as registerClassifierCommands } from "@cxr/classifier/cli";
 import { registerCommands as registerDataCommands } from "@cxr/data/cli";
 import { registerPhantomCommands } from "@cxr/data/cli-phantom";
+import { registerCommands as registerDiffusionCommands } from "@cxr/diffusion/cli";
 import { registerCommands as registerKernelCommands } from "@cxr/kernels/cli";
 import { Command } from "commander";
 import { registerQuickstart } from "./quickstart.ts";
@@ -23,5 +24,6 @@ export function buildProgram(): Command {
   registerDataCommands(program);
   registerPhantomCommands(program);
   registerClassifierCommands(program, groups);
+  registerDiffusionCommands(program, groups);
   return program;
 }

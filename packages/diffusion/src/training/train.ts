@@ -1,0 +1,497 @@
+/**
+ * Trains the generator (text encoder and UNet jointly) on radiographs with their prompts, the recipe of
+ * RoentGen-v2's fine-tuning at phantom scale: epsilon or v prediction, optional min-SNR weighting
+ * (Hang et al. 2023), AdamW, linear warm-up then cosine decay, gradient clipping, EMA weights, and
+ * 10% of prompts replaced by the empty prompt so classifier-free guidance has an unconditional model.
+ *
+ * Determinism: the data order of epoch e is `shuffledOrder(n, seed * 1000 + e)`, the timesteps and the
+ * prompt dropout of step s come from Philox at a position given by s alone, and the noise from a Philox
+ * generator whose offset is checkpointed; so a run resumed from a checkpoint computes the same batches,
+ * noise and updates as one that never stopped (bit-identical weights on the same adapter).
+ * The loss is read back every `logEvery` steps (one read for all of them), never inside a step.
+ */
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { batches, type HostBatch, shuffledOrder } from "@cxr/data";
+import {
+  AdamW,
+  backward,
+  clipGradNorm,
+  concat,
+  cosineLearningRate,
+  defaultGpu,
+  Ema,
+  Generator,
+  type Gpu,
+  mean,
+  mseLoss,
+  mul,
+  noGrad,
+  randomReference,
+  Tensor,
+} from "@cxr/kernels";
+import { checkConfig, type DiffusionModelConfig, diffusionConfig } from "../model/config.ts";
+import { CheckpointError, createDiffusionModel, type DiffusionModel } from "../model/model.ts";
+import { WordTokenizer } from "../model/tokenizer.ts";
+import { makeNoiseSchedule } from "../schedule/betas.ts";
+import { addNoise, GpuNoiseSchedule, velocityTarget } from "../schedule/noising.ts";
+import { betaScheduleOf } from "../schedule/of-config.ts";
+import {
+  CHECKPOINT_FORMAT,
+  findCheckpoint,
+  readOptimizerFile,
+  readTrainingState,
+  saveCheckpoint,
+  type TrainingState,
+} from "./checkpoint.ts";
+import { loadTrainingData, type TrainingDataFormat } from "./data.ts";
+import { writeLossPlot } from "./plot.ts";
+
+export interface TrainOptions {
+  /** Training data folder (CheXpert layout or a RoentGen-style prompt folder). */
+  data: string;
+  format?: TrainingDataFormat;
+  /** A named configuration (`DIFFUSION_CONFIGS`) or a full one. */
+  config: string | DiffusionModelConfig;
+  /** Total optimizer steps of the run (a resumed run continues up to this). */
+  steps: number;
+  batchSize: number;
+  out: string;
+  resume: boolean;
+  seed: number;
+  learningRate: number;
+  /** Default: min(500, 10% of the steps). */
+  warmupSteps?: number;
+  weightDecay: number;
+  maxGradNorm: number;
+  emaDecay: number;
+  /** Min-SNR-gamma loss weighting; null for the plain MSE. */
+  minSnrGamma: number | null;
+  /** Share of prompts replaced by "" (classifier-free guidance training). */
+  conditioningDropout: number;
+  /** Write a checkpoint every this many steps (and at the end). */
+  checkpointEvery: number;
+  /** Read the loss back and report progress every this many steps. */
+  logEvery: number;
+  gpu?: Gpu;
+  /** Stop after the current step (a checkpoint is written first). */
+  signal?: AbortSignal;
+  onProgress?: (progress: TrainProgress) => void;
+  /** Messages (data notes, checkpoints); default console.error. */
+  log?: (message: string) => void;
+}
+
+export const TRAIN_DEFAULTS: Omit<TrainOptions, "data" | "config" | "out"> = {
+  steps: 1000,
+  batchSize: 16,
+  resume: false,
+  seed: 1,
+  learningRate: 2e-4,
+  weightDecay: 1e-2,
+  maxGradNorm: 1,
+  emaDecay: 0.999,
+  minSnrGamma: 5,
+  conditioningDropout: 0.1,
+  checkpointEvery: 200,
+  logEvery: 10,
+};
+
+/** Limits that catch typos (a batch of 10^6 would exhaust any adapter). */
+export const TRAIN_LIMITS = { maxSteps: 10_000_000, maxBatch: 4096 } as const;
+
+export interface TrainProgress {
+  step: number;
+  totalSteps: number;
+  /** Mean loss over the steps since the last report. */
+  loss: number;
+  learningRate: number;
+  stepsPerSecond: number;
+  etaSeconds: number;
+  imagesSeen: number;
+}
+
+export interface TrainResult {
+  steps: number;
+  imagesSeen: number;
+  seconds: number;
+  /** The EMA model directory (what `cxr generate --model` takes). */
+  modelDir: string;
+  checkpointDir: string;
+  lossCsv: string;
+  lossPng: string | null;
+  stopped: boolean;
+}
+
+export class TrainOptionsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TrainOptionsError";
+  }
+}
+
+function checkOptions(options: TrainOptions): void {
+  const problems: string[] = [];
+  const integer = (value: number, name: string, min: number, max: number) => {
+    if (!Number.isSafeInteger(value) || value < min || value > max) {
+      problems.push(`${name} must be an integer in [${min}, ${max}], got ${value}`);
+    }
+  };
+  integer(options.steps, "steps", 1, TRAIN_LIMITS.maxSteps);
+  integer(options.batchSize, "batch size", 1, TRAIN_LIMITS.maxBatch);
+  integer(options.checkpointEvery, "checkpointEvery", 1, TRAIN_LIMITS.maxSteps);
+  integer(options.logEvery, "logEvery", 1, TRAIN_LIMITS.maxSteps);
+  integer(options.seed, "seed", 0, 2 ** 31);
+  if (!(options.learningRate > 0 && options.learningRate < 1)) {
+    problems.push(`learning rate must be in (0, 1), got ${options.learningRate}`);
+  }
+  if (!(options.emaDecay >= 0 && options.emaDecay < 1))
+    problems.push(`emaDecay must be in [0, 1), got ${options.emaDecay}`);
+  if (!(options.conditioningDropout >= 0 && options.conditioningDropout <= 1)) {
+    problems.push(`conditioningDropout must be in [0, 1], got ${options.conditioningDropout}`);
+  }
+  if (options.minSnrGamma !== null && !(options.minSnrGamma > 0)) {
+    problems.push(`minSnrGamma must be positive or null, got ${options.minSnrGamma}`);
+  }
+  if (
+    options.warmupSteps !== undefined &&
+    !(Number.isSafeInteger(options.warmupSteps) && options.warmupSteps >= 0)
+  ) {
+    problems.push(`warmupSteps must be an integer >= 0, got ${options.warmupSteps}`);
+  }
+  if (problems.length > 0) throw new TrainOptionsError(`trainDiffusion: ${problems.join("; ")}`);
+}
+
+/** The options that must match for a resume to continue the same run. */
+function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmupSteps: number) {
+  return {
+    config: config.name,
+    steps: options.steps,
+    batchSize: options.batchSize,
+    seed: options.seed,
+    learningRate: options.learningRate,
+    warmupSteps,
+    weightDecay: options.weightDecay,
+    maxGradNorm: options.maxGradNorm,
+    emaDecay: options.emaDecay,
+    minSnrGamma: options.minSnrGamma,
+    conditioningDropout: options.conditioningDropout,
+  };
+}
+
+const LOSS_CSV_HEADER = "step,loss,learning_rate,images_seen,seconds\n";
+
+/** Per-sample min-SNR weights: min(SNR, gamma) / SNR (epsilon) or / (SNR + 1) (v prediction). */
+export function minSnrWeights(
+  alphasCumprod: Float64Array,
+  timesteps: ArrayLike<number>,
+  gamma: number,
+  prediction: "epsilon" | "v_prediction",
+): Float32Array {
+  return Float32Array.from(timesteps, (t) => {
+    const abar = alphasCumprod[t];
+    const snr = abar / (1 - abar);
+    return Math.min(snr, gamma) / (prediction === "epsilon" ? snr : snr + 1);
+  });
+}
+
+/** Timesteps and prompt-dropout draws of step `step`: Philox uniforms at an offset fixed by the step. */
+export function stepDraws(seed: number, step: number, batchSize: number, numTrainTimesteps: number) {
+  const uniforms = randomReference.uniform(2 * batchSize, seed + 1, step * 2 * TRAIN_LIMITS.maxBatch);
+  const timesteps = new Float32Array(batchSize);
+  const dropDraws: number[] = [];
+  for (let index = 0; index < batchSize; index++) {
+    timesteps[index] = Math.min(numTrainTimesteps - 1, Math.floor(uniforms[index] * numTrainTimesteps));
+    dropDraws.push(uniforms[batchSize + index]);
+  }
+  return { timesteps, dropDraws };
+}
+
+export async function trainDiffusion(
+  input: Partial<TrainOptions> & Pick<TrainOptions, "data" | "config" | "out">,
+): Promise<TrainResult> {
+  const options: TrainOptions = { ...TRAIN_DEFAULTS, ...input };
+  checkOptions(options);
+  const log = options.log ?? ((message: string) => console.error(message));
+  const config =
+    typeof options.config === "string" ? diffusionConfig(options.config) : structuredClone(options.config);
+  checkConfig(config);
+  const warmupSteps = options.warmupSteps ?? Math.min(500, Math.floor(options.steps / 10));
+  const identity = runIdentity(options, config, warmupSteps);
+
+  const checkpointDir = options.resume ? findCheckpoint(options.out) : null;
+  if (options.resume && !checkpointDir) {
+    throw new CheckpointError(`--resume: no checkpoint in ${options.out} (looked for checkpoint/state.json)`);
+  }
+  if (!options.resume && findCheckpoint(options.out)) {
+    throw new CheckpointError(
+      `${options.out} already holds a checkpoint; pass --resume to continue it or choose another --out`,
+    );
+  }
+  let resumed: TrainingState | null = null;
+  if (checkpointDir) {
+    resumed = readTrainingState(checkpointDir);
+    const stored = resumed.options as Record<string, unknown>;
+    const differences = Object.entries(identity)
+      .filter(([key, value]) => JSON.stringify(stored[key]) !== JSON.stringify(value))
+      .map(
+        ([key, value]) => `${key}: checkpoint ${JSON.stringify(stored[key])}, now ${JSON.stringify(value)}`,
+      );
+    if (differences.length > 0) {
+      throw new CheckpointError(
+        `cannot resume ${checkpointDir} with different settings: ${differences.join("; ")}`,
+      );
+    }
+  }
+
+  const data = loadTrainingData(options.data, options.format);
+  for (const note of data.notes) log(`data: ${note}`);
+  const { records, prompts } = data;
+  if (records.length < options.batchSize) {
+    throw new TrainOptionsError(
+      `trainDiffusion: ${records.length} training images in ${options.data} are fewer than one batch of ${options.batchSize}`,
+    );
+  }
+  const promptOf = new Map(records.map((record, index) => [record, prompts[index]]));
+
+  const gpu = options.gpu ?? (await defaultGpu());
+  mkdirSync(options.out, { recursive: true });
+  let model: DiffusionModel;
+  if (checkpointDir) {
+    model = await loadModelDir(gpu, join(checkpointDir, "model"));
+  } else {
+    const tokenizer = WordTokenizer.fromPrompts(prompts, {
+      maxLength: config.textEncoder.maxPositions,
+      maxVocabulary: config.textEncoder.vocabSize,
+    });
+    model = createDiffusionModel(gpu, config, tokenizer, options.seed);
+  }
+  const named = model.namedParameters();
+  const names = [...named.keys()];
+  const params = [...named.values()];
+  const optimizer = new AdamW(params, {
+    learningRate: options.learningRate,
+    weightDecay: options.weightDecay,
+    parameterNames: names,
+  });
+  const ema = new Ema(params, { decay: options.emaDecay, parameterNames: names });
+  const beta = betaScheduleOf(config);
+  const schedule = makeNoiseSchedule(beta);
+  const table = GpuNoiseSchedule.upload(gpu, schedule);
+  const noise = new Generator(gpu, options.seed + 2);
+
+  let step = 0;
+  let epoch = 0;
+  let position = 0;
+  let imagesSeen = 0;
+  let secondsBefore = 0;
+  if (checkpointDir && resumed) {
+    const stored = readOptimizerFile(checkpointDir);
+    const uploaded: Record<string, Tensor> = {};
+    for (const [name, entry] of stored) uploaded[name] = Tensor.upload(gpu, entry.data, entry.shape);
+    await optimizer.loadState(uploaded);
+    for (const tensor of Object.values(uploaded)) tensor.release();
+    await loadEma(gpu, ema, join(checkpointDir, "ema"), resumed.emaUpdates);
+    step = resumed.step;
+    epoch = resumed.epoch;
+    position = resumed.position;
+    noise.offset = resumed.noiseOffset;
+    imagesSeen = resumed.imagesSeen;
+    secondsBefore = resumed.seconds;
+    log(`resumed ${checkpointDir} at step ${step} (epoch ${epoch}, ${imagesSeen} images seen)`);
+  }
+
+  const lossCsv = join(options.out, "loss.csv");
+  if (!checkpointDir || !existsSync(lossCsv)) writeFileSync(lossCsv, LOSS_CSV_HEADER);
+  else truncateLossCsv(lossCsv, step);
+
+  const state = (): TrainingState => ({
+    format: CHECKPOINT_FORMAT,
+    step,
+    epoch,
+    position,
+    noiseOffset: noise.offset,
+    emaUpdates: ema.updates,
+    imagesSeen,
+    seconds: secondsBefore + (performance.now() - started) / 1000,
+    options: identity,
+  });
+  const checkpoint = async () => {
+    const dir = await saveCheckpoint(options.out, {
+      model,
+      swapEma: () => ema.swap(),
+      optimizerState: optimizer.state(),
+      state: state(),
+    });
+    log(`checkpoint: step ${step} -> ${dir}`);
+    return dir;
+  };
+
+  const { resolution, channels } = config;
+  const started = performance.now();
+  let reportStarted = performance.now();
+  let reportStep = step;
+  let pending: { step: number; loss: Tensor; learningRate: number }[] = [];
+  const flushLosses = async () => {
+    if (pending.length === 0) return;
+    const stacked = noGrad(() =>
+      concat(
+        pending.map((entry) => entry.loss),
+        0,
+      ),
+    );
+    const values = await stacked.download();
+    stacked.release();
+    const seconds = secondsBefore + (performance.now() - started) / 1000;
+    const lines = pending.map(
+      (entry, index) =>
+        `${entry.step},${values[index]},${entry.learningRate},${entry.step * options.batchSize},${seconds.toFixed(3)}`,
+    );
+    appendFileSync(lossCsv, `${lines.join("\n")}\n`);
+    const now = performance.now();
+    const rate = (step - reportStep) / Math.max(1e-9, (now - reportStarted) / 1000);
+    options.onProgress?.({
+      step,
+      totalSteps: options.steps,
+      loss: values.reduce((a, b) => a + b, 0) / values.length,
+      learningRate: pending.at(-1)!.learningRate,
+      stepsPerSecond: rate,
+      etaSeconds: rate > 0 ? (options.steps - step) / rate : Number.POSITIVE_INFINITY,
+      imagesSeen,
+    });
+    reportStarted = now;
+    reportStep = step;
+    for (const entry of pending) entry.loss.release();
+    pending = [];
+  };
+
+  let stopped = false;
+  model.train();
+  training: while (step < options.steps) {
+    const order = shuffledOrder(records.length, options.seed * 1000 + epoch).slice(position);
+    const stream = batches(records, {
+      batchSize: options.batchSize,
+      imageSize: resolution,
+      order,
+      dropLast: true,
+      prefetch: 2,
+      upload: async (batch: HostBatch) =>
+        Tensor.upload(gpu, batch.images, [batch.size, channels, resolution, resolution]),
+    });
+    for await (const batch of stream) {
+      if (batch.size !== options.batchSize) {
+        // An unreadable image was skipped: the step would differ from a resumed run; refuse.
+        throw new Error(
+          `trainDiffusion: batch ${batch.index} lost images (${batch.issues.map((issue) => issue.message).join("; ")})`,
+        );
+      }
+      const images = batch.device;
+      const { timesteps, dropDraws } = stepDraws(
+        options.seed,
+        step,
+        options.batchSize,
+        beta.numTrainTimesteps,
+      );
+      const stepPrompts = batch.records.map((record, index) =>
+        dropDraws[index] < options.conditioningDropout ? "" : (promptOf.get(record) ?? ""),
+      );
+      const timestepTensor = Tensor.upload(gpu, timesteps, [options.batchSize]);
+      const epsilon = noise.normal(images.shape);
+      const noisy = addNoise(table, images, epsilon, timestepTensor);
+      const target =
+        config.prediction === "epsilon" ? epsilon : velocityTarget(table, images, epsilon, timestepTensor);
+      const encoded = model.encodePrompts(stepPrompts, { warn: () => {} });
+      const prediction = model.unet.forward(noisy, timestepTensor, encoded.hiddenStates);
+      let loss: Tensor;
+      let weights: Tensor | null = null;
+      if (options.minSnrGamma !== null) {
+        weights = Tensor.upload(
+          gpu,
+          minSnrWeights(schedule.alphasCumprod, timesteps, options.minSnrGamma, config.prediction),
+          [options.batchSize, 1, 1, 1],
+        );
+        loss = mean(mul(mseLoss(prediction, target, "none"), weights));
+      } else {
+        loss = mseLoss(prediction, target, "mean");
+      }
+      backward(loss);
+      clipGradNorm(params, options.maxGradNorm).release();
+      const learningRate = cosineLearningRate(step, {
+        baseLearningRate: options.learningRate,
+        warmupSteps,
+        totalSteps: options.steps,
+      });
+      optimizer.step(learningRate);
+      optimizer.zeroGrad();
+      ema.update();
+      for (const tensor of [images, timestepTensor, epsilon, noisy, encoded.ids, weights]) tensor?.release();
+      if (target !== epsilon) target.release();
+      step++;
+      position += options.batchSize;
+      imagesSeen += options.batchSize;
+      pending.push({ step, loss: loss.reshapeInto([1]), learningRate });
+      if (step % options.logEvery === 0 || step === options.steps) await flushLosses();
+      const stopNow = options.signal?.aborted === true;
+      if (step % options.checkpointEvery === 0 || step === options.steps || stopNow) {
+        await flushLosses();
+        await checkpoint();
+      }
+      if (stopNow) {
+        stopped = true;
+        break training;
+      }
+      if (step >= options.steps) break training;
+    }
+    epoch++;
+    position = 0;
+  }
+  await flushLosses();
+  const final = join(options.out, "checkpoint", "ema");
+  let lossPng: string | null = null;
+  try {
+    lossPng = await writeLossPlot(lossCsv, join(options.out, "loss.png"), config.name);
+  } catch (error) {
+    log(`loss plot not written: ${(error as Error).message}`);
+  }
+  const seconds = secondsBefore + (performance.now() - started) / 1000;
+  optimizer.release();
+  ema.release();
+  table.release();
+  model.dispose();
+  return {
+    steps: step,
+    imagesSeen,
+    seconds,
+    modelDir: final,
+    checkpointDir: join(options.out, "checkpoint"),
+    lossCsv,
+    lossPng,
+    stopped,
+  };
+}
+
+/** Keeps the header and the rows up to `step` (rows written after the checkpoint are redone). */
+function truncateLossCsv(path: string, step: number): void {
+  const lines = readFileSync(path, "utf8")
+    .split("\n")
+    .filter((line) => line.length > 0);
+  const kept = lines.slice(1).filter((line) => Number(line.split(",")[0]) <= step);
+  writeFileSync(path, `${LOSS_CSV_HEADER}${kept.map((line) => `${line}\n`).join("")}`);
+}
+
+async function loadModelDir(gpu: Gpu, dir: string): Promise<DiffusionModel> {
+  const { DiffusionModel } = await import("../model/model.ts");
+  return DiffusionModel.load(gpu, dir);
+}
+
+/** Loads the EMA averages from an EMA model directory (names prefixed as namedParameters). */
+async function loadEma(gpu: Gpu, ema: Ema, dir: string, updates: number): Promise<void> {
+  const model = await loadModelDir(gpu, dir);
+  try {
+    const state: Record<string, Tensor> = Object.fromEntries(model.namedParameters());
+    ema.loadState(state, updates);
+    await gpu.sync();
+  } finally {
+    // Ema.loadState copies on the GPU; the copies are recorded before the release.
+    model.dispose();
+  }
+}

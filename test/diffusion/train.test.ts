@@ -1,0 +1,198 @@
+/**
+ * Generator training: an interrupted and resumed run ends with bit-identical weights, EMA and
+ * optimizer state to an uninterrupted one (phantom-tiny, a few steps, on this adapter); a failed
+ * checkpoint save leaves the last good checkpoint alone; bad input gets errors naming what and where.
+ */
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { generatePhantomDataset } from "@cxr/data";
+import {
+  CheckpointError,
+  findCheckpoint,
+  makeNoiseSchedule,
+  minSnrWeights,
+  readTrainingState,
+  saveCheckpoint,
+  stepDraws,
+  type TrainOptions,
+  trainDiffusion,
+} from "@cxr/diffusion";
+import { readSafetensors } from "@cxr/kernels";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { gpu } from "../kernels/helpers.ts";
+
+let root: string;
+let data: string;
+
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), "cxr-diffusion-train-"));
+  data = join(root, "phantom");
+  await generatePhantomDataset({ outDir: data, count: 24, size: 64, institutions: ["northgate"], seed: 3 });
+}, 120_000);
+
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const base = (out: string): Partial<TrainOptions> & Pick<TrainOptions, "data" | "config" | "out"> => ({
+  data,
+  config: "phantom-tiny",
+  out,
+  steps: 4,
+  batchSize: 3,
+  checkpointEvery: 2,
+  logEvery: 1,
+  seed: 5,
+  log: () => {},
+});
+
+function tensorsOf(dir: string, file: string) {
+  return readSafetensors(join(dir, file)).tensors;
+}
+
+function expectIdentical(a: string, b: string, file: string) {
+  const left = tensorsOf(a, file);
+  const right = tensorsOf(b, file);
+  expect([...left.keys()]).toEqual([...right.keys()]);
+  for (const [name, tensor] of left) {
+    const other = right.get(name)!;
+    const same =
+      tensor.data.length === other.data.length &&
+      tensor.data.every((value, i) => Object.is(value, other.data[i]));
+    expect(same, `${file}: ${name} differs`).toBe(true);
+  }
+}
+
+describe("trainDiffusion", () => {
+  it("an interrupted run resumed from its checkpoint ends bit-identical to an uninterrupted one", async () => {
+    const device = await gpu();
+    const straight = join(root, "straight");
+    const first = await trainDiffusion({ ...base(straight), gpu: device });
+    expect(first.steps).toBe(4);
+    expect(first.stopped).toBe(false);
+
+    const interrupted = join(root, "interrupted");
+    const controller = new AbortController();
+    const stoppedRun = await trainDiffusion({
+      ...base(interrupted),
+      gpu: device,
+      signal: controller.signal,
+      onProgress: (progress) => {
+        if (progress.step === 3) controller.abort();
+      },
+    });
+    expect(stoppedRun.stopped).toBe(true);
+    expect(stoppedRun.steps).toBe(3);
+    expect(readTrainingState(join(interrupted, "checkpoint")).step).toBe(3);
+    const resumed = await trainDiffusion({ ...base(interrupted), gpu: device, resume: true });
+    expect(resumed.steps).toBe(4);
+    expect(resumed.imagesSeen).toBe(12);
+
+    const a = join(straight, "checkpoint");
+    const b = join(interrupted, "checkpoint");
+    for (const file of [
+      "model/unet/diffusion_pytorch_model.safetensors",
+      "model/text_encoder/model.safetensors",
+      "ema/unet/diffusion_pytorch_model.safetensors",
+      "ema/text_encoder/model.safetensors",
+      "optimizer.safetensors",
+    ]) {
+      expectIdentical(a, b, file);
+    }
+    expect(readFileSync(join(a, "model/tokenizer.json"), "utf8")).toBe(
+      readFileSync(join(b, "model/tokenizer.json"), "utf8"),
+    );
+    // The loss log has one row per step, the same losses in both runs.
+    const losses = (dir: string) =>
+      readFileSync(join(dir, "loss.csv"), "utf8")
+        .trim()
+        .split("\n")
+        .slice(1)
+        .map((line) => line.split(",").slice(0, 2).join(","));
+    expect(losses(interrupted)).toEqual(losses(straight));
+    expect(losses(straight).length).toBe(4);
+    // The EMA differs from the live weights.
+    const trained = tensorsOf(a, "model/unet/diffusion_pytorch_model.safetensors").get(
+      "conv_out.weight",
+    )!.data;
+    const ema = tensorsOf(a, "ema/unet/diffusion_pytorch_model.safetensors").get("conv_out.weight")!.data;
+    expect(trained.some((value, i) => value !== ema[i])).toBe(true);
+    expect(first.lossPng).not.toBeNull();
+    expect(readFileSync(first.lossPng!).subarray(1, 4).toString()).toBe("PNG");
+  }, 600_000);
+
+  it("a failed save leaves the previous checkpoint untouched and no temporary folder behind", async () => {
+    const out = join(root, "straight");
+    const before = readFileSync(join(out, "checkpoint", "state.json"), "utf8");
+    const failing = {
+      model: { save: async () => {} } as never,
+      swapEma: () => {},
+      optimizerState: {},
+      state: { ...readTrainingState(join(out, "checkpoint")), step: 99 },
+    };
+    await expect(
+      saveCheckpoint(out, failing, {
+        beforeSwap: () => {
+          throw new Error("disk full");
+        },
+      }),
+    ).rejects.toThrow(
+      /saving the checkpoint of step 99 failed \(disk full\); the previous checkpoint in .* is untouched/,
+    );
+    expect(readFileSync(join(out, "checkpoint", "state.json"), "utf8")).toBe(before);
+    expect(readdirSync(out).filter((name) => name.includes(".tmp-"))).toEqual([]);
+    expect(findCheckpoint(out)).toBe(join(out, "checkpoint"));
+  });
+
+  it("refuses bad input with errors that name what and where", async () => {
+    const empty = join(root, "empty");
+    mkdirSync(empty, { recursive: true });
+    await expect(trainDiffusion({ ...base(join(root, "o1")), data: empty })).rejects.toThrow(
+      /no training images in .*empty \(folder layout: 0 records read/,
+    );
+    await expect(trainDiffusion({ ...base(join(root, "o2")), data: join(root, "missing") })).rejects.toThrow(
+      /training data folder .*missing does not exist/,
+    );
+    await expect(trainDiffusion({ ...base(join(root, "o3")), config: "phantom-huge" })).rejects.toThrow(
+      'unknown diffusion config "phantom-huge"; known: phantom-tiny, phantom-small, sd2-base',
+    );
+    await expect(trainDiffusion({ ...base(join(root, "o4")), steps: 0, batchSize: 1e9 })).rejects.toThrow(
+      "trainDiffusion: steps must be an integer in [1, 10000000], got 0; batch size must be an integer in [1, 4096], got 1000000000",
+    );
+    await expect(trainDiffusion({ ...base(join(root, "o5")), batchSize: 4000 })).rejects.toThrow(
+      /training images in .* are fewer than one batch of 4000/,
+    );
+    await expect(trainDiffusion({ ...base(join(root, "o6")), resume: true })).rejects.toThrow(
+      /--resume: no checkpoint in .*o6/,
+    );
+    await expect(trainDiffusion({ ...base(join(root, "straight")) })).rejects.toThrow(
+      /already holds a checkpoint; pass --resume/,
+    );
+    await expect(
+      trainDiffusion({ ...base(join(root, "straight")), resume: true, batchSize: 2 }),
+    ).rejects.toThrow(/cannot resume .* with different settings: batchSize: checkpoint 3, now 2/);
+    const broken = join(root, "broken");
+    mkdirSync(join(broken, "checkpoint"), { recursive: true });
+    writeFileSync(join(broken, "checkpoint", "state.json"), "{ not json");
+    await expect(trainDiffusion({ ...base(broken), resume: true })).rejects.toThrow(CheckpointError);
+  });
+
+  it("min-SNR weights and per-step draws", () => {
+    const schedule = makeNoiseSchedule({ kind: "squaredcos_cap_v2" });
+    const abar = schedule.alphasCumprod;
+    // Find timesteps with SNR above and below gamma = 5.
+    const high = abar.findIndex((value) => value / (1 - value) < 20);
+    const low = abar.findIndex((value) => value / (1 - value) < 0.5);
+    const snrHigh = abar[high] / (1 - abar[high]);
+    const snrLow = abar[low] / (1 - abar[low]);
+    const eps = minSnrWeights(abar, [high, low], 5, "epsilon");
+    expect(eps[0]).toBeCloseTo(5 / snrHigh, 6); // clipped: gamma / SNR
+    expect(eps[1]).toBeCloseTo(1, 6); // SNR < gamma: weight 1
+    const v = minSnrWeights(abar, [high, low], 5, "v_prediction");
+    expect(v[0]).toBeCloseTo(5 / (snrHigh + 1), 6);
+    expect(v[1]).toBeCloseTo(snrLow / (snrLow + 1), 6);
+    const a = stepDraws(5, 7, 4, 1000);
+    expect(stepDraws(5, 7, 4, 1000)).toEqual(a);
+    expect(stepDraws(5, 8, 4, 1000).timesteps).not.toEqual(a.timesteps);
+    expect(a.timesteps.every((t) => Number.isInteger(t) && t >= 0 && t < 1000)).toBe(true);
+  });
+});
