@@ -7,6 +7,7 @@
 import { readdirSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { CHEXPERT_LABELS, RACES, SEXES } from "@cxr/data";
+import { DIFFUSION_CONFIGS } from "@cxr/diffusion";
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -441,6 +442,74 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       throw error;
     }
   }
+
+  // ---- trainings --------------------------------------------------------------------------------
+
+  const TrainingRequest = z
+    .object({
+      kind: z.literal("diffusion").openapi({ description: "what to train (the classifier joins later)" }),
+      dataset: z.string().min(1).max(128).openapi({ description: "a dataset name under the datasets root" }),
+      config: z.enum(Object.keys(DIFFUSION_CONFIGS) as [string, ...string[]]).default("phantom-small"),
+      steps: z.number().int().min(1).max(config.limits.maxTrainingSteps),
+      batchSize: z.number().int().min(1).max(256).default(16),
+      seed: z
+        .number()
+        .int()
+        .min(0)
+        .max(2 ** 31 - 1)
+        .default(1),
+      learningRate: z.number().positive().max(1).default(2e-4),
+      checkpointEvery: z.number().int().min(1).max(1_000_000).default(200),
+      output: z
+        .string()
+        .min(1)
+        .max(128)
+        .optional()
+        .openapi({ description: "model name to publish the result under; default trained-<job>" }),
+    })
+    .strict()
+    .openapi("TrainingRequest");
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/v1/trainings",
+      tags: ["training"],
+      summary: "train a model on a named dataset; yields to generations between steps, resumes after a crash",
+      security: [{ bearer: [] }],
+      request: { body: { content: { "application/json": { schema: TrainingRequest } }, required: true } },
+      responses: {
+        202: json(JobSchema, "the training job is queued"),
+        ...errors,
+        409: json(ErrorSchema, "a model of the output name exists"),
+        429: json(ErrorSchema, "queue full"),
+        503: json(ErrorSchema, "draining"),
+      },
+    }),
+    (c) => {
+      const body = c.req.valid("json");
+      if (!resolveUnderRoot("dataset", config.datasetsRoot, body.dataset)) {
+        return c.json(
+          errorBody(
+            "unknown_dataset",
+            `dataset: "${body.dataset}" is not under the datasets root`,
+            "dataset",
+          ),
+          400,
+        );
+      }
+      const output = body.output ?? `trained-${Date.now().toString(36)}`;
+      checkName("output", output);
+      if (resolveUnderRoot("output", config.modelsRoot, output)) {
+        return c.json(errorBody("model_exists", `output: a model named "${output}" exists`, "output"), 409);
+      }
+      const submitted = submit(c, [
+        { kind: "training", priority: PRIORITY.training, params: { ...body, output } },
+      ]);
+      if (submitted instanceof Response) return submitted as never;
+      c.header("Location", `/v1/jobs/${submitted[0].id}`);
+      return c.json(jobView(store, submitted[0]), 202);
+    },
+  );
 
   // ---- jobs --------------------------------------------------------------------------------------
 

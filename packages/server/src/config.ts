@@ -20,6 +20,8 @@ export interface Limits {
   maxBatchImages: number;
   /** Prompt characters. */
   maxPromptLength: number;
+  /** Optimizer steps of one training. */
+  maxTrainingSteps: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -32,6 +34,7 @@ export const DEFAULT_LIMITS: Limits = {
   smallJobSteps: 400,
   maxBatchImages: 10_000,
   maxPromptLength: 1000,
+  maxTrainingSteps: 1_000_000,
 };
 
 export interface ServerConfig {

@@ -8,3 +8,4 @@ export * from "./paths.ts";
 export * from "./queue.ts";
 export * from "./server.ts";
 export * from "./store.ts";
+export * from "./training.ts";

@@ -36,6 +36,15 @@ export interface JobContext {
    * higher priority than this one.
    */
   step(step: number, total: number, message?: string): Promise<void>;
+  /** Records progress only (for synchronous progress callbacks); `step` does this too. */
+  progress(step: number, total: number, message?: string): void;
+  /**
+   * Aborted when the job should stop at its next step boundary: it was cancelled, the server drains,
+   * or a job of higher priority is waiting. For runners whose step loop is a library call that takes
+   * a signal (trainDiffusion): stop it, then call `step()` (which throws or runs the waiting jobs),
+   * then continue (resume). Renewed by each `step()` call.
+   */
+  readonly preempt: AbortSignal;
   /** True once a drain began: a training saves its checkpoint before `step` throws. */
   readonly draining: boolean;
 }
@@ -88,7 +97,10 @@ export class WorkQueue {
   private loop: Promise<void> | null = null;
   private stopping = false;
   private drainingFlag = false;
-  private readonly running = new Map<string, { started: number }>();
+  private readonly running = new Map<
+    string,
+    { started: number; priority: number; preempt: AbortController }
+  >();
   /** Recent step durations, for Retry-After. */
   private jobSeconds = 1;
 
@@ -129,6 +141,8 @@ export class WorkQueue {
       throw new QueueFull(depth, Math.max(1, Math.ceil(this.jobSeconds * Math.max(1, depth))));
     }
     const created = this.store.insertMany(jobs);
+    const top = Math.max(...jobs.map((job) => job.priority));
+    for (const entry of this.running.values()) if (entry.priority < top) entry.preempt.abort();
     for (const job of created) this.emit({ type: "queued", job });
     this.nudge();
     return created;
@@ -136,6 +150,7 @@ export class WorkQueue {
 
   cancel(id: string): Job | null {
     const job = this.store.requestCancel(id);
+    this.running.get(id)?.preempt.abort();
     if (job?.state === "cancelled" && !this.running.has(id)) this.emit({ type: "cancelled", job });
     return job;
   }
@@ -159,6 +174,7 @@ export class WorkQueue {
   async drain(): Promise<void> {
     this.drainingFlag = true;
     this.stopping = true;
+    for (const entry of this.running.values()) entry.preempt.abort();
     this.nudge();
     await this.loop;
   }
@@ -190,7 +206,8 @@ export class WorkQueue {
   private async runJob(job: Job): Promise<void> {
     const runner = this.runners.get(job.kind)!;
     const started = Date.now();
-    this.running.set(job.id, { started });
+    const entry = { started, priority: job.priority, preempt: new AbortController() };
+    this.running.set(job.id, entry);
     this.emit({ type: "started", job });
     let firstStepAt: number | null = null;
     let firstStep = 0;
@@ -201,21 +218,12 @@ export class WorkQueue {
       get draining() {
         return queue.drainingFlag;
       },
+      get preempt() {
+        return entry.preempt.signal;
+      },
+      progress: (step, total, message) => record(step, total, message),
       step: async (step, total, message) => {
-        const now = Date.now();
-        if (firstStepAt === null) {
-          firstStepAt = now;
-          firstStep = step;
-        }
-        const rate = step > firstStep ? (now - firstStepAt) / (step - firstStep) : null;
-        const progress: JobProgress = {
-          step,
-          total,
-          etaSeconds: rate === null ? null : Math.max(0, ((total - step) * rate) / 1000),
-          ...(message ? { message } : {}),
-        };
-        this.store.setProgress(job.id, progress);
-        this.emit({ type: "progress", job, progress });
+        record(step, total, message);
         if (this.store.get(job.id)?.cancelRequested) throw new JobInterrupted("cancelled");
         if (this.drainingFlag) throw new JobInterrupted("draining");
         // Interactive work first: run higher-priority jobs now, between two of this job's steps.
@@ -225,10 +233,27 @@ export class WorkQueue {
           await this.runJob(urgent);
           if (this.drainingFlag) throw new JobInterrupted("draining");
         }
+        if (entry.preempt.signal.aborted) entry.preempt = new AbortController();
         // Let the event loop answer requests between steps.
         await new Promise<void>((resolve) => setImmediate(resolve));
       },
     };
+    function record(step: number, total: number, message?: string) {
+      const now = Date.now();
+      if (firstStepAt === null) {
+        firstStepAt = now;
+        firstStep = step;
+      }
+      const rate = step > firstStep ? (now - firstStepAt) / (step - firstStep) : null;
+      const progress: JobProgress = {
+        step,
+        total,
+        etaSeconds: rate === null ? null : Math.max(0, ((total - step) * rate) / 1000),
+        ...(message ? { message } : {}),
+      };
+      queue.store.setProgress(job.id, progress);
+      queue.emit({ type: "progress", job, progress });
+    }
     try {
       const outcome = await runner.run(ctx);
       if (outcome.profile) this.store.saveProfile(job.id, outcome.profile);

@@ -7,6 +7,7 @@
 import { mkdirSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import type { Gpu } from "@cxr/kernels";
 import { serve } from "@hono/node-server";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { createApp, type Readiness } from "./app.ts";
@@ -16,6 +17,7 @@ import { openDatabase } from "./db.ts";
 import { GenerationRunner, type ImageGenerator } from "./generation.ts";
 import { type JobRunner, WorkQueue } from "./queue.ts";
 import { JobStore } from "./store.ts";
+import { TrainingRunner } from "./training.ts";
 
 export interface StartServerOptions extends Partial<Omit<ServerConfig, "dataRoot">> {
   dataRoot: string;
@@ -27,6 +29,8 @@ export interface StartServerOptions extends Partial<Omit<ServerConfig, "dataRoot
   generator: ImageGenerator;
   /** More job kinds (trainings, evaluations, or a test's own). */
   runners?: JobRunner[];
+  /** The device trainings run on (default: @cxr/kernels' defaultGpu). */
+  gpu?: () => Promise<Gpu>;
   /** Default: a WebGPU adapter name and the default model, as the generator reports them. */
   readiness?: () => Readiness;
   /** Log lines (default stderr). Tokens and request bodies are never logged. */
@@ -46,7 +50,16 @@ export interface RunningServer {
 }
 
 export async function startServer(options: StartServerOptions): Promise<RunningServer> {
-  const { port = 8787, host = "127.0.0.1", generator, runners = [], dataRoot, readiness, ...rest } = options;
+  const {
+    port = 8787,
+    host = "127.0.0.1",
+    generator,
+    runners = [],
+    dataRoot,
+    readiness,
+    gpu,
+    ...rest
+  } = options;
   const log = options.log ?? ((line: string) => process.stderr.write(`[cxr serve] ${line}\n`));
   const config = defaultConfig({ ...rest, dataRoot });
   for (const folder of [
@@ -59,14 +72,18 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   }
   const db = openDatabase(join(config.dataRoot, "jobs.sqlite"));
   const store = new JobStore(db);
-  const queue = new WorkQueue(
-    store,
-    [new GenerationRunner(generator, join(config.dataRoot, "images")), ...runners],
-    {
-      maxQueueDepth: config.limits.maxQueueDepth,
-      log,
-    },
-  );
+  const training = new TrainingRunner({
+    datasetsRoot: config.datasetsRoot,
+    modelsRoot: config.modelsRoot,
+    trainingsRoot: join(config.dataRoot, "trainings"),
+    gpu,
+    log,
+  });
+  const builtIn = [new GenerationRunner(generator, join(config.dataRoot, "images")), training];
+  const queue = new WorkQueue(store, [...builtIn, ...runners], {
+    maxQueueDepth: config.limits.maxQueueDepth,
+    log,
+  });
   const app = createApp({
     config,
     store,
