@@ -2,8 +2,15 @@
  * `cxr train diffusion`, `cxr generate`, `cxr diffusion fidelity` and `cxr bench diffusion`. Each calls
  * the library function of the same name, the code path the server and the study use.
  */
-import { type Command, InvalidArgumentError } from "commander";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { RACES, type Race } from "@cxr/data";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import { DIFFUSION_CONFIGS } from "./model/config.ts";
+import type { PromptFields } from "./model/prompt.ts";
+import { writeContactSheet, writeGeneratedImages } from "./pipeline/outputs.ts";
+import { createPipeline, GENERATE_DEFAULTS, GENERATE_LIMITS } from "./pipeline/pipeline.ts";
+import { SAMPLER_KINDS, type SamplerKind } from "./schedule/samplers.ts";
 import { TRAIN_DEFAULTS, TRAIN_LIMITS, type TrainProgress, trainDiffusion } from "./training/train.ts";
 
 export function parseIntegerIn(name: string, minimum: number, maximum: number) {
@@ -180,5 +187,200 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       console.log(`loss: ${result.lossCsv}${result.lossPng ? `, ${result.lossPng}` : ""}`);
       console.log(`continue with --resume --out ${flags.out}`);
     });
+  registerGenerate(program);
   void groups;
+}
+
+interface GenerateFlags {
+  model: string;
+  prompt?: string;
+  sex?: string;
+  age?: number;
+  race?: string;
+  findings?: string;
+  prompts?: string;
+  grid?: boolean;
+  n: number;
+  steps: number;
+  guidance: number;
+  sampler: SamplerKind;
+  seed: number;
+  bits: string;
+  batch: number;
+  out: string;
+}
+
+/** The prompt of `cxr generate` from --prompt or --sex/--age/--race/--findings (exactly one way). */
+export function promptFromFlags(
+  flags: Pick<GenerateFlags, "prompt" | "sex" | "age" | "race" | "findings">,
+): string | PromptFields {
+  const fielded =
+    flags.sex !== undefined ||
+    flags.age !== undefined ||
+    flags.race !== undefined ||
+    flags.findings !== undefined;
+  if (flags.prompt !== undefined && fielded) {
+    throw new InvalidArgumentError("give either --prompt or --sex/--age/--race/--findings, not both");
+  }
+  if (flags.prompt !== undefined) {
+    if (flags.prompt.trim() === "") throw new InvalidArgumentError("--prompt is empty");
+    return flags.prompt;
+  }
+  if (!fielded)
+    throw new InvalidArgumentError(
+      "give --prompt TEXT, or --sex and --age (with --race and --findings optional)",
+    );
+  const sex = flags.sex?.toLowerCase();
+  const sexes: Record<string, "female" | "male"> = { f: "female", female: "female", m: "male", male: "male" };
+  if (sex === undefined || !(sex in sexes))
+    throw new InvalidArgumentError(`--sex must be F, M, female or male, got ${JSON.stringify(flags.sex)}`);
+  if (flags.age === undefined) throw new InvalidArgumentError("--age is required with --sex");
+  let race: Race | null = null;
+  if (flags.race !== undefined) {
+    const upper = flags.race.toUpperCase();
+    if (!(RACES as readonly string[]).includes(upper)) {
+      throw new InvalidArgumentError(
+        `--race must be one of ${RACES.join(", ")}, got ${JSON.stringify(flags.race)}`,
+      );
+    }
+    race = upper as Race;
+  }
+  const findings = (flags.findings ?? "")
+    .split(",")
+    .map((finding) => finding.trim())
+    .filter((finding) => finding.length > 0);
+  return { sex: sexes[sex], age: flags.age, race, findings };
+}
+
+/** A prompts file: one prompt per line (blank lines and lines starting with # ignored). */
+export function readPromptsFile(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new Error(`cannot read the prompts file ${path}: ${(error as Error).message}`);
+  }
+  const prompts = text
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line.length > 0 && !line.startsWith("#"));
+  if (prompts.length === 0) throw new Error(`the prompts file ${path} has no prompts`);
+  return prompts;
+}
+
+/** The default grid: "No Finding" and each common finding, for a 70-year-old woman and man. */
+export const DEFAULT_GRID_PROMPTS: PromptFields[] = (["female", "male"] as const).flatMap((sex) =>
+  [[], ["Cardiomegaly"], ["Pleural Effusion"], ["Edema"]].map((findings) => ({ sex, age: 70, findings })),
+);
+
+function registerGenerate(program: Command): void {
+  program
+    .command("generate")
+    .description(
+      "generate chest radiographs from a prompt (PNG + JSON sidecar per image), or a contact sheet",
+    )
+    .requiredOption(
+      "--model <dir>",
+      "model directory (e.g. models/phantom-diffusion, or a run's checkpoint/ema)",
+    )
+    .option("--prompt <text>", 'prompt, e.g. "70 year old female. Cardiomegaly."')
+    .option("--sex <F|M>", "patient sex (instead of --prompt)")
+    .option("--age <years>", "patient age", parseNumberIn("--age", 0, 150))
+    .option("--race <race>", `patient race (${RACES.join(", ")})`)
+    .option("--findings <list>", 'comma-separated CheXpert findings, e.g. "Cardiomegaly,Pleural Effusion"')
+    .option("--prompts <file>", "a contact sheet: one row per prompt of this file (one per line)")
+    .option(
+      "--grid",
+      "a contact sheet of the default grid: normal, cardiomegaly, effusion, edema x female, male",
+    )
+    .option(
+      "--n <count>",
+      "images per prompt",
+      parseIntegerIn("--n", 1, GENERATE_LIMITS.maxImages),
+      GENERATE_DEFAULTS.n,
+    )
+    .option(
+      "--steps <count>",
+      "denoising steps",
+      parseIntegerIn("--steps", 1, GENERATE_LIMITS.maxSteps),
+      GENERATE_DEFAULTS.steps,
+    )
+    .option(
+      "--guidance <scale>",
+      "classifier-free guidance scale",
+      parseNumberIn("--guidance", 0, GENERATE_LIMITS.maxGuidance),
+      GENERATE_DEFAULTS.guidance,
+    )
+    .addOption(
+      new Option("--sampler <name>", "sampler")
+        .choices([...SAMPLER_KINDS])
+        .default(GENERATE_DEFAULTS.sampler),
+    )
+    .option(
+      "--seed <n>",
+      "noise seed (same seed, same images)",
+      parseIntegerIn("--seed", 0, Number.MAX_SAFE_INTEGER),
+      GENERATE_DEFAULTS.seed,
+    )
+    .addOption(new Option("--bits <depth>", "PNG bit depth").choices(["8", "16"]).default("8"))
+    .option(
+      "--batch <count>",
+      "images per GPU batch",
+      parseIntegerIn("--batch", 1, 1024),
+      GENERATE_DEFAULTS.maxBatch,
+    )
+    .requiredOption("--out <dir>", "output folder")
+    .action(async (flags: GenerateFlags) => {
+      const sheet = flags.grid === true || flags.prompts !== undefined;
+      if (flags.grid && flags.prompts !== undefined)
+        throw new InvalidArgumentError("give --grid or --prompts, not both");
+      const prompt = sheet ? null : promptFromFlags(flags);
+      const pipeline = await createPipeline(flags.model);
+      const common = {
+        steps: flags.steps,
+        guidance: flags.guidance,
+        sampler: flags.sampler,
+        seed: flags.seed,
+        bits: Number(flags.bits) as 8 | 16,
+        maxBatch: flags.batch,
+        onStep: (progress: { step: number; steps: number; chunk: number; chunks: number }) => {
+          if (process.stderr.isTTY) {
+            process.stderr.write(
+              `\rbatch ${progress.chunk + 1}/${progress.chunks}, step ${progress.step}/${progress.steps}`,
+            );
+          }
+        },
+      };
+      try {
+        if (sheet) {
+          const prompts = flags.prompts !== undefined ? readPromptsFile(flags.prompts) : DEFAULT_GRID_PROMPTS;
+          const { path, result } = await writeContactSheet(pipeline, {
+            ...common,
+            prompts,
+            perPrompt: flags.n,
+            out: join(flags.out, "contact-sheet.png"),
+          });
+          const files = writeGeneratedImages(flags.out, result);
+          if (process.stderr.isTTY) process.stderr.write("\n");
+          console.log(
+            `${files.length} images (${prompts.length} prompts x ${flags.n}) in ${result.seconds.toFixed(1)} s -> ${flags.out}`,
+          );
+          console.log(`contact sheet: ${path}`);
+        } else {
+          const result = await pipeline.generate({
+            ...common,
+            prompt: prompt as string | PromptFields,
+            n: flags.n,
+          });
+          const files = writeGeneratedImages(flags.out, result);
+          if (process.stderr.isTTY) process.stderr.write("\n");
+          console.log(`prompt: ${result.images[0].prompt}`);
+          console.log(
+            `${files.length} images in ${result.seconds.toFixed(1)} s (${result.imagesPerSecond.toFixed(2)} images/s) -> ${flags.out}`,
+          );
+        }
+      } finally {
+        pipeline.dispose();
+      }
+    });
 }

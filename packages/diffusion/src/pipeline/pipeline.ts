@@ -1,0 +1,292 @@
+/**
+ * Text-to-radiograph generation: the library API the CLI, the HTTP server and the study call.
+ *
+ *   const pipeline = await createPipeline("models/phantom-diffusion");
+ *   const { images } = await pipeline.generate({ prompt: { sex: "female", age: 70, findings: ["Cardiomegaly"] }, n: 4 });
+ *
+ * Batched on the GPU: each chunk of up to `maxBatch` images runs the UNet once per step on the doubled
+ * batch [unconditional; conditional] (classifier-free guidance in one call, diffusers' order), then the
+ * sampler step. Reproducible: the initial noise of image i is the Philox stream of `seed` at offset
+ * i * C * H * W, so with a deterministic sampler (DDIM, PNDM, DPM-Solver++) image i depends only on
+ * (model, prompt, seed, i, sampler, steps, guidance): bit for bit with the same maxBatch and adapter,
+ * to f32 rounding (~1e-7) with another batch size (batched kernels sum in another order). DDPM's
+ * per-step noise also depends on the chunk layout, which is fixed by n and maxBatch.
+ */
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { encodeGrayPng } from "@cxr/data";
+import { concat, defaultGpu, Generator, type Gpu, noGrad, randomNormal, Tensor, tidy } from "@cxr/kernels";
+import { CheckpointError, DiffusionModel, MODEL_FILES } from "../model/model.ts";
+import { type PromptFields, promptFromFields } from "../model/prompt.ts";
+import { classifierFreeGuidanceBatched } from "../schedule/guidance.ts";
+import { schedulerConfigOf } from "../schedule/of-config.ts";
+import { createSampler, SAMPLER_KINDS, type SamplerKind } from "../schedule/samplers.ts";
+
+export const GENERATE_LIMITS = { maxImages: 10_000, maxSteps: 1000, maxGuidance: 30 } as const;
+
+export interface GenerateOptions {
+  /** A prompt, demographics and findings (written as a RoentGen-v2 prompt), or one per image. */
+  prompt: string | PromptFields | readonly (string | PromptFields)[];
+  /** Images per prompt (default 1; with a list of prompts, images per list entry). */
+  n: number;
+  steps: number;
+  /** Classifier-free guidance scale (1: conditional only; 0: unconditional). */
+  guidance: number;
+  sampler: SamplerKind;
+  seed: number;
+  bits: 8 | 16;
+  /** DDIM's eta (default 0). */
+  eta: number;
+  /** Images per UNet batch (the doubled guidance batch is twice this). */
+  maxBatch: number;
+  /** Called after each denoising step of each chunk. */
+  onStep?: (progress: { step: number; steps: number; chunk: number; chunks: number }) => void;
+}
+
+export const GENERATE_DEFAULTS: Omit<GenerateOptions, "prompt"> = {
+  n: 1,
+  steps: 50,
+  guidance: 3,
+  sampler: "pndm",
+  seed: 1,
+  bits: 8,
+  eta: 0,
+  maxBatch: 16,
+};
+
+export interface GeneratedImage {
+  prompt: string;
+  /** Position in the request (noise offset index). */
+  index: number;
+  size: number;
+  /** Row-major intensities in [0, 1] (the model's [-1, 1] output mapped and clamped). */
+  pixels: Float32Array;
+  png: Buffer;
+  /** Everything needed to reproduce the image (the JSON sidecar). */
+  metadata: GenerationMetadata;
+}
+
+export interface GenerationMetadata {
+  prompt: string;
+  index: number;
+  seed: number;
+  sampler: SamplerKind;
+  steps: number;
+  guidance: number;
+  eta: number;
+  bits: 8 | 16;
+  n: number;
+  maxBatch: number;
+  size: number;
+  model: { name: string; dir: string | null; weightsSha256: string | null };
+  noise: string;
+  scheduler: ReturnType<typeof schedulerConfigOf>;
+}
+
+export interface GenerationResult {
+  images: GeneratedImage[];
+  seconds: number;
+  imagesPerSecond: number;
+}
+
+export class GenerateOptionsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "GenerateOptionsError";
+  }
+}
+
+function checkGenerateOptions(options: GenerateOptions): string[] {
+  const problems: string[] = [];
+  const integer = (value: unknown, name: string, min: number, max: number) => {
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max) {
+      problems.push(`${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(value)}`);
+    }
+  };
+  integer(options.n, "n", 1, GENERATE_LIMITS.maxImages);
+  integer(options.steps, "steps", 1, GENERATE_LIMITS.maxSteps);
+  integer(options.seed, "seed", 0, Number.MAX_SAFE_INTEGER);
+  integer(options.maxBatch, "maxBatch", 1, 1024);
+  if (!(SAMPLER_KINDS as readonly string[]).includes(options.sampler)) {
+    problems.push(`unknown sampler ${JSON.stringify(options.sampler)} (${SAMPLER_KINDS.join(", ")})`);
+  }
+  if (
+    typeof options.guidance !== "number" ||
+    !(options.guidance >= 0 && options.guidance <= GENERATE_LIMITS.maxGuidance)
+  ) {
+    problems.push(
+      `guidance must be a number in [0, ${GENERATE_LIMITS.maxGuidance}], got ${JSON.stringify(options.guidance)}`,
+    );
+  }
+  if (options.bits !== 8 && options.bits !== 16)
+    problems.push(`bits must be 8 or 16, got ${JSON.stringify(options.bits)}`);
+  if (!(options.eta >= 0 && options.eta <= 1)) problems.push(`eta must be in [0, 1], got ${options.eta}`);
+  return problems;
+}
+
+/** Prompt text of each requested image. */
+function expandPrompts(prompt: GenerateOptions["prompt"], n: number): string[] {
+  const entries = Array.isArray(prompt)
+    ? (prompt as readonly (string | PromptFields)[])
+    : [prompt as string | PromptFields];
+  if (entries.length === 0) throw new GenerateOptionsError("generate: the prompt list is empty");
+  const texts = entries.map((entry, index) => {
+    if (typeof entry === "string") return entry;
+    if (typeof entry === "object" && entry !== null) return promptFromFields(entry);
+    throw new GenerateOptionsError(`generate: prompt ${index} must be text or {sex, age, race?, findings}`);
+  });
+  return texts.flatMap((text) => new Array<string>(n).fill(text));
+}
+
+/** sha256 over the two weight files of a model directory (identifies the exact weights). */
+export function weightsHash(dir: string): string {
+  const hash = createHash("sha256");
+  for (const file of [MODEL_FILES.textEncoder, MODEL_FILES.unet]) hash.update(readFileSync(join(dir, file)));
+  return hash.digest("hex");
+}
+
+/** Checks that DIR holds a model, naming each missing file. */
+export function checkModelDir(dir: string): void {
+  if (!existsSync(dir)) throw new CheckpointError(`model directory ${dir} does not exist`);
+  const missing = Object.values(MODEL_FILES).filter((file) => !existsSync(join(dir, file)));
+  if (missing.length > 0) {
+    throw new CheckpointError(
+      `model directory ${dir} is missing ${missing.join(", ")} (expected a folder written by cxr train diffusion: checkpoint/ema, or models/phantom-diffusion)`,
+    );
+  }
+}
+
+export class Pipeline {
+  private readonly hash: string | null;
+
+  constructor(
+    readonly model: DiffusionModel,
+    readonly dir: string | null,
+    private readonly owned: boolean,
+  ) {
+    this.hash = dir ? weightsHash(dir) : null;
+    model.train(false);
+  }
+
+  get gpu(): Gpu {
+    return this.model.gpu;
+  }
+
+  async generate(
+    input: Partial<GenerateOptions> & Pick<GenerateOptions, "prompt">,
+  ): Promise<GenerationResult> {
+    const options: GenerateOptions = { ...GENERATE_DEFAULTS, ...input };
+    const problems = checkGenerateOptions(options);
+    if (problems.length > 0) throw new GenerateOptionsError(`generate: ${problems.join("; ")}`);
+    const prompts = expandPrompts(options.prompt, options.n);
+    if (prompts.length > GENERATE_LIMITS.maxImages) {
+      throw new GenerateOptionsError(
+        `generate: ${prompts.length} images requested, at most ${GENERATE_LIMITS.maxImages}`,
+      );
+    }
+    const { config } = this.model;
+    const size = config.resolution;
+    const channels = config.unet.inChannels;
+    const perImage = channels * size * size;
+    const scheduler = schedulerConfigOf(config);
+    const started = performance.now();
+    const images: GeneratedImage[] = [];
+    const chunks = Math.ceil(prompts.length / options.maxBatch);
+    const guided = options.guidance !== 1;
+    for (let chunk = 0; chunk < chunks; chunk++) {
+      const first = chunk * options.maxBatch;
+      const chunkPrompts = prompts.slice(first, first + options.maxBatch);
+      const batch = chunkPrompts.length;
+      const generator = new Generator(this.gpu, options.seed + 1 + chunk);
+      const sampler = createSampler({
+        kind: options.sampler,
+        inferenceSteps: options.steps,
+        config: scheduler,
+        eta: options.eta,
+        generator,
+      });
+      const encoded = noGrad(() =>
+        this.model.encodePrompts(
+          guided ? [...new Array<string>(batch).fill(""), ...chunkPrompts] : chunkPrompts,
+          {
+            warn: () => {},
+          },
+        ),
+      );
+      encoded.ids.release();
+      let latents = randomNormal(this.gpu, [batch, channels, size, size], options.seed, first * perImage);
+      const total = sampler.timesteps.length;
+      for (const [index, t] of sampler.timesteps.entries()) {
+        const rows = guided ? 2 * batch : batch;
+        const timesteps = Tensor.upload(this.gpu, new Float32Array(rows).fill(t), [rows]);
+        const epsilon = noGrad(() =>
+          tidy(() => {
+            const input = guided ? concat([latents, latents], 0) : latents;
+            const prediction = this.model.unet.forward(input, timesteps, encoded.hiddenStates);
+            return guided ? classifierFreeGuidanceBatched(prediction, options.guidance) : prediction;
+          }),
+        );
+        const next = sampler.step(epsilon, t, latents);
+        epsilon.release();
+        timesteps.release();
+        latents.release();
+        latents = next;
+        options.onStep?.({ step: index + 1, steps: total, chunk, chunks });
+      }
+      sampler.reset();
+      encoded.hiddenStates.release();
+      const values = await latents.download();
+      latents.release();
+      for (let row = 0; row < batch; row++) {
+        const pixels = new Float32Array(size * size);
+        for (let p = 0; p < size * size; p++) {
+          pixels[p] = Math.min(1, Math.max(0, (values[row * perImage + p] + 1) / 2));
+        }
+        const png = await encodeGrayPng({ width: size, height: size, pixels }, options.bits);
+        const index = first + row;
+        images.push({
+          prompt: chunkPrompts[row],
+          index,
+          size,
+          pixels,
+          png,
+          metadata: {
+            prompt: chunkPrompts[row],
+            index,
+            seed: options.seed,
+            sampler: options.sampler,
+            steps: options.steps,
+            guidance: options.guidance,
+            eta: options.eta,
+            bits: options.bits,
+            n: options.n,
+            maxBatch: options.maxBatch,
+            size,
+            model: { name: config.name, dir: this.dir, weightsSha256: this.hash },
+            noise: `Philox4x32-10 normal, seed ${options.seed}, offset ${index * perImage}, ${perImage} values (image ${index})`,
+            scheduler,
+          },
+        });
+      }
+    }
+    const seconds = (performance.now() - started) / 1000;
+    return { images, seconds, imagesPerSecond: images.length / seconds };
+  }
+
+  dispose(): void {
+    if (this.owned) this.model.dispose();
+  }
+}
+
+/** A pipeline from a model directory (checked file by file) or an already loaded model. */
+export async function createPipeline(
+  model: string | DiffusionModel,
+  options: { gpu?: Gpu } = {},
+): Promise<Pipeline> {
+  if (typeof model !== "string") return new Pipeline(model, null, false);
+  const dir = resolve(model);
+  checkModelDir(dir);
+  const gpu = options.gpu ?? (await defaultGpu());
+  return new Pipeline(DiffusionModel.load(gpu, dir), dir, true);
+}

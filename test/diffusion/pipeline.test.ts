@@ -1,0 +1,197 @@
+/**
+ * The generation pipeline on an untrained phantom-tiny model: reproducibility (same seed, same pixels;
+ * image i independent of n and of the batch size for deterministic samplers), every sampler runs,
+ * PNG + JSON sidecar that reproduce the image, contact sheets, and errors that name what is wrong.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { decodeImage } from "@cxr/data";
+import {
+  createDiffusionModel,
+  createPipeline,
+  DIFFUSION_CONFIGS,
+  type GenerationMetadata,
+  type Pipeline,
+  promptFromFields,
+  WordTokenizer,
+  writeContactSheet,
+  writeGeneratedImages,
+} from "@cxr/diffusion";
+import { promptFromFlags, readPromptsFile } from "@cxr/diffusion/cli";
+import sharp from "sharp";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expectClose, gpu } from "../kernels/helpers.ts";
+
+let root: string;
+let pipeline: Pipeline;
+let modelDir: string;
+const prompt = "70 year old female. Cardiomegaly.";
+
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), "cxr-diffusion-pipeline-"));
+  const config = structuredClone(DIFFUSION_CONFIGS["phantom-tiny"]);
+  const tokenizer = WordTokenizer.fromPrompts(
+    [prompt, "40 year old male. No acute cardiopulmonary abnormality."],
+    {
+      maxLength: config.textEncoder.maxPositions,
+    },
+  );
+  const model = createDiffusionModel(await gpu(), config, tokenizer, 11);
+  modelDir = join(root, "model");
+  await model.save(modelDir);
+  model.dispose();
+  pipeline = await createPipeline(modelDir, { gpu: await gpu() });
+}, 120_000);
+
+afterAll(() => {
+  pipeline?.dispose();
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe("createPipeline().generate", () => {
+  it("same seed, same images; image i does not depend on n, nor (beyond f32 rounding) on the batch size (DDIM)", async () => {
+    const options = { prompt, steps: 4, sampler: "ddim" as const, seed: 7 };
+    const a = await pipeline.generate({ ...options, n: 3, maxBatch: 3 });
+    const b = await pipeline.generate({ ...options, n: 3, maxBatch: 2 });
+    const c = await pipeline.generate({ ...options, n: 1 });
+    const d = await pipeline.generate({ ...options, n: 1, seed: 8 });
+    expect(a.images.length).toBe(3);
+    // Batched kernels sum in another order for another batch layout: equal to f32 rounding, not bits.
+    for (let index = 0; index < 3; index++) {
+      expectClose(b.images[index].pixels, a.images[index].pixels, { atol: 1e-5, rtol: 0 }, `image ${index}`);
+    }
+    const again = await pipeline.generate({ ...options, n: 3, maxBatch: 3 });
+    for (let index = 0; index < 3; index++)
+      expect(again.images[index].pixels).toEqual(a.images[index].pixels);
+    expectClose(c.images[0].pixels, a.images[0].pixels, { atol: 1e-5, rtol: 0 }, "n = 1 vs n = 3");
+    expect(d.images[0].pixels).not.toEqual(a.images[0].pixels);
+    expect(a.images[1].pixels).not.toEqual(a.images[0].pixels);
+    for (const image of a.images) {
+      expect(image.size).toBe(16);
+      expect(image.pixels.every((value) => value >= 0 && value <= 1)).toBe(true);
+    }
+  }, 300_000);
+
+  it.each(["ddpm", "pndm", "dpmpp-2m"] as const)(
+    "%s runs with guidance and is reproducible",
+    async (sampler) => {
+      const options = {
+        prompt: { sex: "male" as const, age: 40, findings: [] },
+        n: 2,
+        steps: 3,
+        sampler,
+        seed: 3,
+      };
+      const first = await pipeline.generate(options);
+      const second = await pipeline.generate(options);
+      expect(first.images[0].prompt).toBe("40 year old male. No acute cardiopulmonary abnormality.");
+      expect(second.images[1].pixels).toEqual(first.images[1].pixels);
+    },
+    300_000,
+  );
+
+  it("guidance changes the image (the unconditional half is used), 1 runs the conditional model alone", async () => {
+    const options = { prompt, n: 1, steps: 2, sampler: "ddim" as const, seed: 5 };
+    const one = await pipeline.generate({ ...options, guidance: 1 });
+    const three = await pipeline.generate({ ...options, guidance: 3 });
+    expect(three.images[0].pixels).not.toEqual(one.images[0].pixels);
+  }, 300_000);
+
+  it("writes PNG + JSON sidecars that reproduce the image, 8- and 16-bit", async () => {
+    const result = await pipeline.generate({ prompt, n: 2, steps: 2, sampler: "ddim", seed: 9, bits: 16 });
+    const out = join(root, "out");
+    const files = writeGeneratedImages(out, result);
+    expect(files.map((file) => file.slice(out.length + 1))).toEqual(["image-0000.png", "image-0001.png"]);
+    const decoded = await decodeImage(files[1]);
+    expect(decoded.bitDepth).toBe(16);
+    expect(decoded.width).toBe(16);
+    const metadata = JSON.parse(readFileSync(join(out, "image-0001.json"), "utf8")) as GenerationMetadata;
+    expect(metadata.model.dir).toBe(modelDir);
+    expect(metadata.model.weightsSha256).toMatch(/^[0-9a-f]{64}$/);
+    const again = await pipeline.generate({
+      prompt: metadata.prompt,
+      n: metadata.n,
+      steps: metadata.steps,
+      sampler: metadata.sampler,
+      seed: metadata.seed,
+      guidance: metadata.guidance,
+      bits: metadata.bits,
+      maxBatch: metadata.maxBatch,
+    });
+    expect(Buffer.compare(again.images[1].png, readFileSync(files[1]))).toBe(0);
+  }, 300_000);
+
+  it("writes a labelled contact sheet: one row per prompt", async () => {
+    const prompts = [prompt, { sex: "male" as const, age: 40, findings: ["Pleural Effusion"] }];
+    const out = join(root, "sheet.png");
+    const { result } = await writeContactSheet(pipeline, {
+      prompts,
+      perPrompt: 3,
+      out,
+      steps: 2,
+      sampler: "ddim",
+      cell: 32,
+    });
+    expect(result.images.map((image) => image.prompt)).toEqual([
+      prompt,
+      prompt,
+      prompt,
+      ...new Array(3).fill(promptFromFields(prompts[1] as never)),
+    ]);
+    const meta = await sharp(out).metadata();
+    expect(meta.width).toBe(220 + 3 * 36 + 4);
+    expect(meta.height).toBe(2 * 36 + 4);
+  }, 300_000);
+
+  it("rejects bad requests and model folders, naming what and where", async () => {
+    await expect(
+      pipeline.generate({
+        prompt,
+        sampler: "euler" as never,
+        steps: 0,
+        n: -1,
+        guidance: 100,
+        bits: 12 as never,
+      }),
+    ).rejects.toThrow(
+      'generate: n must be an integer in [1, 10000], got -1; steps must be an integer in [1, 1000], got 0; unknown sampler "euler" (ddpm, ddim, pndm, dpmpp-2m); guidance must be a number in [0, 30], got 100; bits must be 8 or 16, got 12',
+    );
+    await expect(pipeline.generate({ prompt: [] })).rejects.toThrow("generate: the prompt list is empty");
+    await expect(pipeline.generate({ prompt: { sex: "x" as never, age: 5, findings: [] } })).rejects.toThrow(
+      /sex must be "female" or "male"/,
+    );
+    await expect(createPipeline(join(root, "nowhere"))).rejects.toThrow(
+      /model directory .*nowhere does not exist/,
+    );
+    const partial = join(root, "partial");
+    mkdirSync(partial);
+    await expect(createPipeline(partial)).rejects.toThrow(
+      /model directory .*partial is missing config.json, tokenizer.json, text_encoder\/model.safetensors, unet\/diffusion_pytorch_model.safetensors/,
+    );
+  });
+});
+
+describe("cxr generate flags", () => {
+  it("builds the prompt from --prompt or from --sex/--age/--race/--findings", () => {
+    expect(promptFromFlags({ prompt: "x" })).toBe("x");
+    expect(
+      promptFromFlags({ sex: "F", age: 70, race: "asian", findings: "Cardiomegaly, Pleural Effusion" }),
+    ).toEqual({
+      sex: "female",
+      age: 70,
+      race: "ASIAN",
+      findings: ["Cardiomegaly", "Pleural Effusion"],
+    });
+    expect(() => promptFromFlags({})).toThrow(/give --prompt TEXT, or --sex and --age/);
+    expect(() => promptFromFlags({ prompt: "x", sex: "F" })).toThrow(/either --prompt or --sex/);
+    expect(() => promptFromFlags({ sex: "X", age: 3 })).toThrow(
+      /--sex must be F, M, female or male, got "X"/,
+    );
+    expect(() => promptFromFlags({ sex: "M" })).toThrow(/--age is required/);
+    expect(() => promptFromFlags({ sex: "M", age: 3, race: "martian" })).toThrow(
+      /--race must be one of WHITE/,
+    );
+    expect(() => readPromptsFile(join(root, "none.txt"))).toThrow(/cannot read the prompts file .*none.txt/);
+  });
+});
