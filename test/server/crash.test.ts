@@ -98,7 +98,7 @@ describe("durability", () => {
           const served = new Uint8Array(await (await fetch(`${second.url}${image.url}`)).arrayBuffer());
           const expected = await reference.generate(
             { model: "tiny", prompt, steps: 10, guidance: 3, sampler: "pndm", seed: image.seed, bitDepth: 8 },
-            async () => undefined,
+            () => undefined,
           );
           expect(Buffer.compare(Buffer.from(served), Buffer.from(expected.png))).toBe(0);
         }

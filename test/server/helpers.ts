@@ -38,11 +38,11 @@ export class StepGenerator implements ImageGenerator {
     return this.models[name] ?? null;
   }
 
-  async generate(request: ImageRequest, onStep: (step: number, total: number) => Promise<void>) {
+  async generate(request: ImageRequest, onStep: (step: number, total: number) => void) {
     this.calls.push(request);
     for (let step = 1; step <= request.steps; step++) {
       if (this.stepMs > 0) await new Promise((resolve) => setTimeout(resolve, this.stepMs));
-      await onStep(step, request.steps);
+      onStep(step, request.steps);
     }
     const size = this.models[request.model].size ?? 16;
     const text = request.prompt ?? JSON.stringify(request.structured);
@@ -64,7 +64,7 @@ export class StepGenerator implements ImageGenerator {
     };
   }
 
-  takeProfile() {
+  async takeProfile() {
     return [{ name: "test-kernel", variant: "cpu", calls: 3, flops: 10, bytes: 20, milliseconds: 1.5 }];
   }
 }

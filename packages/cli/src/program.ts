@@ -3,6 +3,7 @@ import { registerCommands as registerDataCommands } from "@cxr/data/cli";
 import { registerPhantomCommands } from "@cxr/data/cli-phantom";
 import { registerCommands as registerDiffusionCommands } from "@cxr/diffusion/cli";
 import { registerCommands as registerKernelCommands } from "@cxr/kernels/cli";
+import { registerCommands as registerServerCommands } from "@cxr/server/cli";
 import { Command } from "commander";
 import { registerQuickstart } from "./quickstart.ts";
 
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerDataCommands(program);
   registerPhantomCommands(program);
   registerClassifierCommands(program, groups);
+  registerServerCommands(program, groups);
   registerDiffusionCommands(program, groups);
   return program;
 }

@@ -52,13 +52,10 @@ export interface ImageGenerator {
   hasModel(name: string): boolean;
   /** What is known of a model without generating (its size, default steps). */
   modelInfo?(name: string): ModelInfo | null;
-  /** Makes one image; calls `onStep` after each sampler step (it may throw to stop). */
-  generate(
-    request: ImageRequest,
-    onStep: (step: number, total: number) => Promise<void>,
-  ): Promise<GeneratedImage>;
+  /** Makes one image; calls `onStep` after each sampler step (it throws to stop the image). */
+  generate(request: ImageRequest, onStep: (step: number, total: number) => void): Promise<GeneratedImage>;
   /** The per-kernel profile of the work since the last call (empty when profiling is off). */
-  takeProfile?(): unknown[];
+  takeProfile?(): Promise<unknown[]>;
 }
 
 export interface GenerationParams {
@@ -104,7 +101,10 @@ export class GenerationRunner implements JobRunner {
           seed,
           bitDepth: params.bitDepth,
         },
-        async (step) => ctx.step(completed + step, total),
+        (step) => {
+          ctx.progress(completed + step, total);
+          ctx.check();
+        },
       );
       const folder = join(this.imagesRoot, ctx.job.id);
       const path = join(folder, `${index}.png`);
@@ -121,10 +121,12 @@ export class GenerationRunner implements JobRunner {
       await writeFileAtomic(sidecarPath, `${JSON.stringify(sidecar, null, 2)}\n`);
       ctx.store.addImage({ jobId: ctx.job.id, index, seed, path, sidecarPath });
       completed += params.steps;
+      // Between images: answer requests, stop on cancel or drain.
+      await ctx.step(completed, total);
     }
     const images = ctx.store
       .images(ctx.job.id)
       .map((image) => ({ id: image.id, index: image.index, seed: image.seed }));
-    return { result: { images }, profile: this.generator.takeProfile?.() };
+    return { result: { images }, profile: await this.generator.takeProfile?.() };
   }
 }

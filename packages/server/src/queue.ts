@@ -36,6 +36,8 @@ export interface JobContext {
    * higher priority than this one.
    */
   step(step: number, total: number, message?: string): Promise<void>;
+  /** Throws JobInterrupted when the job was cancelled or the server drains (synchronous; for step hooks). */
+  check(): void;
   /** Records progress only (for synchronous progress callbacks); `step` does this too. */
   progress(step: number, total: number, message?: string): void;
   /**
@@ -99,7 +101,7 @@ export class WorkQueue {
   private drainingFlag = false;
   private readonly running = new Map<
     string,
-    { started: number; priority: number; preempt: AbortController }
+    { started: number; priority: number; preempt: AbortController; cancelled: boolean }
   >();
   /** Recent step durations, for Retry-After. */
   private jobSeconds = 1;
@@ -150,7 +152,11 @@ export class WorkQueue {
 
   cancel(id: string): Job | null {
     const job = this.store.requestCancel(id);
-    this.running.get(id)?.preempt.abort();
+    const running = this.running.get(id);
+    if (running) {
+      running.cancelled = true;
+      running.preempt.abort();
+    }
     if (job?.state === "cancelled" && !this.running.has(id)) this.emit({ type: "cancelled", job });
     return job;
   }
@@ -206,7 +212,7 @@ export class WorkQueue {
   private async runJob(job: Job): Promise<void> {
     const runner = this.runners.get(job.kind)!;
     const started = Date.now();
-    const entry = { started, priority: job.priority, preempt: new AbortController() };
+    const entry = { started, priority: job.priority, preempt: new AbortController(), cancelled: false };
     this.running.set(job.id, entry);
     this.emit({ type: "started", job });
     let firstStepAt: number | null = null;
@@ -222,10 +228,13 @@ export class WorkQueue {
         return entry.preempt.signal;
       },
       progress: (step, total, message) => record(step, total, message),
+      check: () => {
+        if (entry.cancelled || this.store.get(job.id)?.cancelRequested) throw new JobInterrupted("cancelled");
+        if (this.drainingFlag) throw new JobInterrupted("draining");
+      },
       step: async (step, total, message) => {
         record(step, total, message);
-        if (this.store.get(job.id)?.cancelRequested) throw new JobInterrupted("cancelled");
-        if (this.drainingFlag) throw new JobInterrupted("draining");
+        ctx.check();
         // Interactive work first: run higher-priority jobs now, between two of this job's steps.
         for (;;) {
           const urgent = this.store.claimNext(this.kinds, job.priority + 1);
