@@ -15,6 +15,7 @@ import { cors } from "hono/cors";
 import { HTTPException } from "hono/http-exception";
 import { streamSSE } from "hono/streaming";
 import type { TokenSet } from "./auth.ts";
+import { BATCH_KIND, submitBatch } from "./batch.ts";
 import type { ServerConfig } from "./config.ts";
 import { type GenerationParams, type ImageGenerator, SAMPLERS } from "./generation.ts";
 import { renderMetrics, sumProfiles } from "./metrics.ts";
@@ -170,7 +171,60 @@ function schemas(config: ServerConfig) {
       }
     })
     .openapi("GenerationRequest");
-  return { GenerationRequest, Structured };
+  const Cell = z.union([
+    z.object({ prompt: z.string().min(1).max(limits.maxPromptLength) }).strict(),
+    z.object({ structured: Structured }).strict(),
+  ]);
+  const BatchRequest = z
+    .object({
+      name: z
+        .string()
+        .min(1)
+        .max(128)
+        .openapi({ description: "dataset name: written under the datasets root" }),
+      cells: z
+        .array(Cell)
+        .min(1)
+        .max(10_000)
+        .openapi({ description: "grid rows: a prompt or structured fields each" }),
+      seeds: z
+        .array(
+          z
+            .number()
+            .int()
+            .min(0)
+            .max(2 ** 32 - 1),
+        )
+        .min(1)
+        .max(10_000),
+      steps: z.number().int().min(1).max(limits.maxSteps).default(50),
+      guidance: z.number().min(0).max(30).default(3),
+      sampler: z.enum(SAMPLERS).default("pndm"),
+      bitDepth: z.union([z.literal(8), z.literal(16)]).default(8),
+      model: z.string().min(1).max(128).optional(),
+      shardSize: z
+        .number()
+        .int()
+        .min(1)
+        .max(1000)
+        .default(16)
+        .openapi({ description: "images per shard job" }),
+    })
+    .strict()
+    .superRefine((value, refine) => {
+      if (value.cells.length * value.seeds.length > limits.maxBatchImages) {
+        refine.addIssue({
+          code: "custom",
+          path: ["seeds"],
+          message: `cells x seeds = ${value.cells.length * value.seeds.length} images, at most ${limits.maxBatchImages}`,
+        });
+      }
+      if (new Set(value.seeds).size !== value.seeds.length) {
+        refine.addIssue({ code: "custom", path: ["seeds"], message: "seeds repeat" });
+      }
+    })
+    .openapi("GenerationBatchRequest");
+  return { GenerationRequest, Structured, BatchRequest };
 }
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -248,7 +302,7 @@ function listEntries(
 
 export function createApp(deps: AppDependencies): OpenAPIHono {
   const { config, store, queue, tokens, log } = deps;
-  const { GenerationRequest } = schemas(config);
+  const { GenerationRequest, BatchRequest } = schemas(config);
 
   const app = new OpenAPIHono({
     defaultHook: (result, c) => {
@@ -430,18 +484,81 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
     },
   );
 
+  function submitRefusal(c: Context, error: unknown): Response | null {
+    if (error instanceof QueueFull) {
+      c.header("Retry-After", String(error.retryAfterSeconds));
+      return c.json(errorBody("queue_full", error.message), 429);
+    }
+    if (error instanceof Draining) return c.json(errorBody("draining", error.message), 503);
+    return null;
+  }
+
   function submit(c: Context, jobs: Parameters<WorkQueue["submit"]>[0]): Job[] | Response {
     try {
       return queue.submit(jobs);
     } catch (error) {
-      if (error instanceof QueueFull) {
-        c.header("Retry-After", String(error.retryAfterSeconds));
-        return c.json(errorBody("queue_full", error.message), 429);
-      }
-      if (error instanceof Draining) return c.json(errorBody("draining", error.message), 503);
+      const refused = submitRefusal(c, error);
+      if (refused) return refused;
       throw error;
     }
   }
+
+  // ---- generation batches -------------------------------------------------------------------------
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/v1/generation-batches",
+      tags: ["generation"],
+      summary: "a grid of cells x seeds written as a CheXpert-layout dataset with a manifest, in shard jobs",
+      security: [{ bearer: [] }],
+      request: { body: { content: { "application/json": { schema: BatchRequest } }, required: true } },
+      responses: {
+        202: json(
+          z.object({ batch: JobSchema, shards: z.array(z.string()) }),
+          "the batch and its shard jobs",
+        ),
+        ...errors,
+        409: json(ErrorSchema, "a dataset of that name exists"),
+        429: json(ErrorSchema, "queue full"),
+        503: json(ErrorSchema, "draining"),
+      },
+    }),
+    (c) => {
+      const body = c.req.valid("json");
+      const model = body.model ?? config.defaultModel;
+      if (!model)
+        return c.json(errorBody("invalid_request", "model: no model given and no default", "model"), 400);
+      checkName("model", model);
+      if (!deps.generator.hasModel(model)) {
+        return c.json(
+          errorBody("unknown_model", `model: "${model}" is not under the models root`, "model"),
+          400,
+        );
+      }
+      checkName("name", body.name);
+      if (resolveUnderRoot("name", config.datasetsRoot, body.name)) {
+        return c.json(
+          errorBody("dataset_exists", `name: a dataset named "${body.name}" exists`, "name"),
+          409,
+        );
+      }
+      const cells = body.cells.map((cell) =>
+        "prompt" in cell
+          ? { prompt: cell.prompt }
+          : { structured: { ...cell.structured, race: cell.structured.race ?? null } },
+      );
+      try {
+        const { batch, shards } = submitBatch(queue, { ...body, model, cells }, PRIORITY.shard);
+        c.header("Location", `/v1/jobs/${batch.id}`);
+        return c.json({ batch: jobView(store, batch), shards: shards.map((shard) => shard.id) }, 202);
+      } catch (error) {
+        const refused = submitRefusal(c, error);
+        if (refused) return refused as never;
+        throw error;
+      }
+    },
+  );
 
   // ---- trainings --------------------------------------------------------------------------------
 
@@ -578,6 +695,12 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       if (!before) return c.json(errorBody("not_found", "no such job"), 404);
       if (TERMINAL_STATES.has(before.state)) {
         return c.json(errorBody("already_finished", `the job is already ${before.state}`), 409);
+      }
+      if (before.kind === BATCH_KIND) {
+        for (const shard of store.list({ parentId: id, limit: 100_000 })) {
+          if (!TERMINAL_STATES.has(shard.state)) queue.cancel(shard.id);
+        }
+        return c.json(jobView(store, store.get(id)!), 202);
       }
       const job = queue.cancel(id)!;
       return c.json(jobView(store, job), 202);

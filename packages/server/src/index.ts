@@ -1,5 +1,6 @@
 export * from "./app.ts";
 export * from "./auth.ts";
+export * from "./batch.ts";
 export * from "./config.ts";
 export * from "./db.ts";
 export * from "./diffusion-generator.ts";

@@ -125,7 +125,7 @@ export class WorkQueue {
 
   /** Puts jobs left running by a crash back in the queue and starts the loop. */
   start(): void {
-    const requeued = this.store.requeueRunning();
+    const requeued = this.store.requeueRunning(this.kinds);
     if (requeued > 0) this.options.log?.(`requeued ${requeued} interrupted job(s)`);
     this.loop = this.runLoop();
   }
@@ -183,6 +183,11 @@ export class WorkQueue {
     for (const entry of this.running.values()) entry.preempt.abort();
     this.nudge();
     await this.loop;
+  }
+
+  /** Publishes an event of a job that no runner runs (a batch record settling). */
+  announce(event: JobEvent): void {
+    this.emit(event);
   }
 
   private emit(event: JobEvent): void {

@@ -12,6 +12,7 @@ import { serve } from "@hono/node-server";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { createApp, type Readiness } from "./app.ts";
 import { TokenSet } from "./auth.ts";
+import { SHARD_KIND, ShardRunner, settleBatches } from "./batch.ts";
 import { defaultConfig, type ServerConfig } from "./config.ts";
 import { openDatabase } from "./db.ts";
 import { GenerationRunner, type ImageGenerator } from "./generation.ts";
@@ -79,7 +80,11 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     gpu,
     log,
   });
-  const builtIn = [new GenerationRunner(generator, join(config.dataRoot, "images")), training];
+  const builtIn = [
+    new GenerationRunner(generator, join(config.dataRoot, "images")),
+    new ShardRunner(generator, config.datasetsRoot),
+    training,
+  ];
   const queue = new WorkQueue(store, [...builtIn, ...runners], {
     maxQueueDepth: config.limits.maxQueueDepth,
     log,
@@ -93,7 +98,24 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     readiness: readiness ?? (() => ({ adapter: null, model: config.defaultModel })),
     log,
   });
+  // Batches settle (CSV + manifest) when their last shard ends; also now, for a crash in between.
+  let settling = Promise.resolve();
+  const settle = () => {
+    settling = settling
+      .then(() => settleBatches(queue, config.datasetsRoot))
+      .catch((error) => log(`settling batches failed: ${(error as Error).stack ?? error}`));
+    return settling;
+  };
+  queue.subscribeAll((event) => {
+    if (
+      event.job.kind === SHARD_KIND &&
+      (event.type === "done" || event.type === "failed" || event.type === "cancelled")
+    ) {
+      settle();
+    }
+  });
   queue.start();
+  await settle();
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const instance = serve({ fetch: app.fetch, port, hostname: host }, () => resolve(instance));
     instance.once("error", reject);
@@ -114,6 +136,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     close: () =>
       (closing ??= (async () => {
         await queue.drain();
+        await settling;
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           // Streams (SSE) keep connections open; end them after the drain.

@@ -161,6 +161,8 @@ export interface NewJob {
   priority: number;
   params: Record<string, unknown>;
   parentId?: string | null;
+  /** Default "queued"; a record that no runner takes (a batch) starts "running". */
+  state?: "queued" | "running";
 }
 
 export class JobStore {
@@ -171,9 +173,10 @@ export class JobStore {
   insert(job: NewJob, now = Date.now()): Job {
     const id = newJobId(now);
     this.db.run(
-      "INSERT INTO jobs (id, kind, state, priority, params, parent_id, created_at) VALUES (?, ?, 'queued', ?, ?, ?, ?)",
+      "INSERT INTO jobs (id, kind, state, priority, params, parent_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
       id,
       job.kind,
+      job.state ?? "queued",
       job.priority,
       JSON.stringify(job.params),
       job.parentId ?? null,
@@ -255,8 +258,12 @@ export class JobStore {
   }
 
   /** After a crash: every job left running goes back to the queue (it resumes from what it wrote). */
-  requeueRunning(): number {
-    return this.db.run("UPDATE jobs SET state = 'queued', progress = NULL WHERE state = 'running'").changes;
+  requeueRunning(kinds: readonly string[]): number {
+    if (kinds.length === 0) return 0;
+    return this.db.run(
+      `UPDATE jobs SET state = 'queued', progress = NULL WHERE state = 'running' AND kind IN (${kinds.map(() => "?").join(", ")})`,
+      ...kinds,
+    ).changes;
   }
 
   /** Back to the queue without counting as finished (a drain interrupted it). */
