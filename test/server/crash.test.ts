@@ -8,6 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { generatePhantomDataset } from "@cxr/data";
 import { afterEach, describe, expect, test } from "vitest";
 import { StepGenerator, temporaryRoot } from "./helpers.ts";
 
@@ -118,6 +119,56 @@ describe("durability", () => {
       expect(metrics).toContain("cxr_images_generated_total 12");
       second.child.kill("SIGTERM");
       expect(await new Promise((resolve) => second.child.once("exit", resolve))).toBe(0);
+    } finally {
+      remove();
+    }
+  });
+
+  test("kill -9 mid-training, restart: the training resumes from its last checkpoint", async () => {
+    const { root, remove } = temporaryRoot();
+    try {
+      mkdirSync(join(root, "models", "tiny"), { recursive: true });
+      await generatePhantomDataset({
+        outDir: join(root, "datasets", "phantom"),
+        count: 24,
+        size: 64,
+        institutions: ["northgate"],
+        seed: 3,
+      });
+      const first = await startChild(root, 1);
+      const response = await fetch(`${first.url}/v1/trainings`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          kind: "diffusion",
+          dataset: "phantom",
+          config: "phantom-tiny",
+          steps: 8,
+          batchSize: 3,
+          checkpointEvery: 3,
+          output: "resumed-model",
+        }),
+      });
+      expect(response.status).toBe(202);
+      const { id } = (await response.json()) as any;
+      await until(
+        async () => ((await getJob(first.url, id)).progress?.step >= 4 ? true : undefined),
+        150_000,
+      );
+      first.child.kill("SIGKILL");
+      await new Promise((resolve) => first.child.once("exit", resolve));
+
+      const second = await startChild(root, 1);
+      const job = await until(async () => {
+        const current = await getJob(second.url, id);
+        return current.state === "succeeded" || current.state === "failed" ? current : undefined;
+      }, 150_000);
+      expect(job.error).toBeNull();
+      expect(job.attempts).toBe(2);
+      expect(job.result).toMatchObject({ model: "resumed-model", steps: 8 });
+      expect(second.stderr.join("")).toMatch(/resumed .* at step [36]\b/);
+      second.child.kill("SIGTERM");
+      await new Promise((resolve) => second.child.once("exit", resolve));
     } finally {
       remove();
     }
