@@ -1,6 +1,8 @@
 import { type Command, InvalidArgumentError } from "commander";
 import { readTokenFile } from "./auth.ts";
+import { benchServer, formatServerBench } from "./bench.ts";
 import { DEFAULT_LIMITS } from "./config.ts";
+import { SAMPLERS, type SamplerName } from "./generation.ts";
 import { startModelServer } from "./serve.ts";
 
 interface ServeFlags {
@@ -26,7 +28,37 @@ function parseInteger(name: string, min: number, max: number) {
 }
 
 /** `cxr serve` (and, through `groups.bench`, `cxr bench server`). */
-export function registerCommands(program: Command, _groups: { bench: Command }): void {
+export function registerCommands(program: Command, groups: { bench: Command }): void {
+  groups.bench
+    .command("server")
+    .description("N concurrent generation requests over loopback HTTP next to the same images in-process")
+    .option("--requests <n>", "concurrent requests (one image each)", parseInteger("--requests", 1, 1000), 16)
+    .option("--steps <n>", "sampler steps per image", parseInteger("--steps", 1, 1000), 10)
+    .option("--sampler <name>", "ddpm, ddim, pndm or dpmpp-2m", "ddim")
+    .option(
+      "--model-dir <dir>",
+      "model folder (default models/phantom-diffusion, else an untrained --config)",
+    )
+    .option("--config <name>", "configuration of the untrained stand-in", "phantom-small")
+    .option("--json", "print the figures as JSON")
+    .action(
+      async (flags: {
+        requests: number;
+        steps: number;
+        sampler: string;
+        modelDir?: string;
+        config: string;
+        json?: boolean;
+      }) => {
+        if (!(SAMPLERS as readonly string[]).includes(flags.sampler)) {
+          throw new InvalidArgumentError(`--sampler must be one of ${SAMPLERS.join(", ")}`);
+        }
+        const result = await benchServer({ ...flags, sampler: flags.sampler as SamplerName });
+        console.log(flags.json ? JSON.stringify(result, null, 2) : formatServerBench(result));
+        if (result.lost > 0) process.exitCode = 1;
+      },
+    );
+
   program
     .command("serve")
     .description(

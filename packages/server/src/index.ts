@@ -1,6 +1,7 @@
 export * from "./app.ts";
 export * from "./auth.ts";
 export * from "./batch.ts";
+export * from "./bench.ts";
 export * from "./config.ts";
 export * from "./db.ts";
 export * from "./diffusion-generator.ts";
