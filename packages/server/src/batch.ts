@@ -118,6 +118,39 @@ export function submitBatch(
   }
 }
 
+/**
+ * Makes one item of a shard unless its PNG and sidecar are already on disk (both are written
+ * atomically, the sidecar last, so their presence means the item is complete).
+ */
+export async function makeShardItem(
+  generator: ImageGenerator,
+  datasetsRoot: string,
+  params: ShardParams,
+  item: ShardItem,
+  onStep: (step: number, total: number) => void,
+): Promise<{ made: boolean; path: string; sidecarPath: string }> {
+  const path = join(datasetsRoot, item.path);
+  const sidecarPath = path.replace(/\.png$/, ".json");
+  if (existsSync(path) && existsSync(sidecarPath)) return { made: false, path, sidecarPath };
+  const image = await generator.generate(
+    {
+      model: params.model,
+      prompt: item.prompt,
+      structured: item.structured,
+      steps: params.steps,
+      guidance: params.guidance,
+      sampler: params.sampler,
+      seed: item.seed,
+      bitDepth: params.bitDepth,
+    },
+    onStep,
+  );
+  const sidecar = { ...image.sidecar, batch: params.batchId, cell: item.cell, seedIndex: item.seedIndex };
+  await writeFileAtomic(path, image.png);
+  await writeFileAtomic(sidecarPath, `${JSON.stringify(sidecar, null, 2)}\n`);
+  return { made: true, path, sidecarPath };
+}
+
 /** Makes the items of one shard, skipping those already on disk. */
 export class ShardRunner implements JobRunner {
   readonly kinds = [SHARD_KIND] as const;
@@ -136,38 +169,17 @@ export class ShardRunner implements JobRunner {
     let made = 0;
     let skipped = 0;
     for (const [index, item] of params.items.entries()) {
-      const path = join(this.datasetsRoot, item.path);
-      const sidecarPath = path.replace(/\.png$/, ".json");
       const done = index * params.steps;
-      if (!(existsSync(path) && existsSync(sidecarPath))) {
-        const image = await this.generator.generate(
-          {
-            model: params.model,
-            prompt: item.prompt,
-            structured: item.structured,
-            steps: params.steps,
-            guidance: params.guidance,
-            sampler: params.sampler,
-            seed: item.seed,
-            bitDepth: params.bitDepth,
-          },
-          (step) => {
-            ctx.progress(done + step, total);
-            ctx.check();
-          },
-        );
-        const sidecar = {
-          ...image.sidecar,
-          batch: params.batchId,
-          cell: item.cell,
-          seedIndex: item.seedIndex,
-        };
-        await writeFileAtomic(path, image.png);
-        await writeFileAtomic(sidecarPath, `${JSON.stringify(sidecar, null, 2)}\n`);
-        made++;
-      } else {
-        skipped++;
-      }
+      const {
+        made: wrote,
+        path,
+        sidecarPath,
+      } = await makeShardItem(this.generator, this.datasetsRoot, params, item, (step) => {
+        ctx.progress(done + step, total);
+        ctx.check();
+      });
+      if (wrote) made++;
+      else skipped++;
       ctx.store.addImage({ jobId: ctx.job.id, index, seed: item.seed, path, sidecarPath });
       await ctx.step(done + params.steps, total);
     }

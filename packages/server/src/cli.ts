@@ -1,8 +1,11 @@
+import { resolve } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
 import { readTokenFile } from "./auth.ts";
 import { benchServer, formatServerBench } from "./bench.ts";
 import { DEFAULT_LIMITS } from "./config.ts";
+import { DiffusionGenerator } from "./diffusion-generator.ts";
 import { SAMPLERS, type SamplerName } from "./generation.ts";
+import { redisConnection, startShardWorker } from "./redis.ts";
 import { startModelServer } from "./serve.ts";
 
 interface ServeFlags {
@@ -59,6 +62,27 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       },
     );
 
+  program
+    .command("worker")
+    .description("pull generation shards from a Redis queue (BullMQ) and write them under the datasets root")
+    .requiredOption("--queue <url>", "redis://HOST:PORT")
+    .option("--models <dir>", "models root (the shards name their model)", "models")
+    .option("--datasets <dir>", "datasets root shared with the other workers", "runs/server/datasets")
+    .action(async (flags: { queue: string; models: string; datasets: string }) => {
+      redisConnection(flags.queue);
+      const generator = new DiffusionGenerator({ modelsRoot: resolve(flags.models) });
+      const running = startShardWorker({
+        queueUrl: flags.queue,
+        datasetsRoot: resolve(flags.datasets),
+        generator,
+      });
+      console.log(
+        `cxr worker: pulling shards from ${flags.queue}; models ${flags.models}, datasets ${flags.datasets}`,
+      );
+      const stop = () => running.close().then(() => process.exit(0));
+      process.on("SIGTERM", stop);
+      process.on("SIGINT", stop);
+    });
   program
     .command("serve")
     .description(

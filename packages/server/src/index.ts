@@ -9,6 +9,7 @@ export * from "./generation.ts";
 export * from "./metrics.ts";
 export * from "./paths.ts";
 export * from "./queue.ts";
+export * from "./redis.ts";
 export * from "./serve.ts";
 export * from "./server.ts";
 export * from "./store.ts";

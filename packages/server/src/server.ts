@@ -120,6 +120,11 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     const instance = serve({ fetch: app.fetch, port, hostname: host }, () => resolve(instance));
     instance.once("error", reject);
   });
+  // A training step can hold the event loop for seconds; with Node's 5 s keep-alive timeout the
+  // server would close idle connections just as clients reuse them (ECONNRESET).
+  const http = server as unknown as { keepAliveTimeout: number; headersTimeout: number };
+  http.keepAliveTimeout = 65_000;
+  http.headersTimeout = 66_000;
   const address = server.address() as AddressInfo;
   const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${shownHost}:${address.port}`;
