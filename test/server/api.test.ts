@@ -235,7 +235,7 @@ describe("server without tokens", () => {
       name: "to-cancel",
       cells: [{ prompt: "a" }, { structured: { sex: "male", age: 30, findings: [] } }],
       seeds: [1, 2, 3, 4],
-      steps: 100,
+      steps: 250,
       shardSize: 2,
     });
     expect(response.status).toBe(202);

@@ -11,7 +11,9 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, expect, test } from "vitest";
 import { batchItems, type ShardParams } from "../../packages/server/src/batch.ts";
+import { DiffusionGenerator } from "../../packages/server/src/diffusion-generator.ts";
 import { RedisShardProducer } from "../../packages/server/src/redis.ts";
+import { startServer } from "../../packages/server/src/server.ts";
 import { saveTinyModel } from "./generator-setup.ts";
 import { temporaryRoot } from "./helpers.ts";
 
@@ -148,6 +150,50 @@ test.skipIf(!available)("two workers, one killed mid-shard: every image written 
     // The killed worker's shard was retried by the other worker.
     const retried = await Promise.all(ids.map(async (id) => (await producer!.queue.getJob(id))!));
     expect(retried.some((job) => job.attemptsMade > 1 || (job as any).stalledCounter > 0)).toBe(true);
+
+    // The API server with --queue: a batch's shards go to the surviving worker; the batch settles.
+    const server = await startServer({
+      dataRoot: join(root, "api"),
+      modelsRoot: models,
+      datasetsRoot: datasets,
+      defaultModel: "tiny",
+      port: 0,
+      queueUrl: url,
+      generator: new DiffusionGenerator({ modelsRoot: models }),
+      log: () => undefined,
+    });
+    try {
+      const response = await fetch(`${server.url}/v1/generation-batches`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          name: "via-api",
+          cells: [{ prompt: "60 year old female." }, { prompt: "30 year old male." }],
+          seeds: [5, 6],
+          steps: 5,
+          shardSize: 2,
+        }),
+      });
+      expect(response.status).toBe(202);
+      const { batch, shards: shardIds } = (await response.json()) as any;
+      expect(shardIds).toEqual([`${batch.id}-0`, `${batch.id}-1`]);
+      const until = Date.now() + 120_000;
+      let settled: any;
+      do {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        settled = (await (await fetch(`${server.url}/v1/jobs/${batch.id}`)).json()) as any;
+      } while (settled.state === "running" && Date.now() < until);
+      expect(settled.state).toBe("succeeded");
+      expect(settled.result).toMatchObject({ dataset: "via-api", images: 4, shards: 2, queue: "redis" });
+      const csv = readFileSync(join(datasets, "via-api", "train.csv"), "utf8")
+        .trim()
+        .split("\n");
+      expect(csv).toHaveLength(5);
+      const cancel = await fetch(`${server.url}/v1/jobs/${batch.id}`, { method: "DELETE" });
+      expect(cancel.status).toBe(409);
+    } finally {
+      await server.close();
+    }
   } finally {
     await producer?.close();
     for (const child of children)

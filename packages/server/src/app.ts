@@ -15,7 +15,7 @@ import { cors } from "hono/cors";
 import { HTTPException } from "hono/http-exception";
 import { streamSSE } from "hono/streaming";
 import type { TokenSet } from "./auth.ts";
-import { BATCH_KIND, submitBatch } from "./batch.ts";
+import { BATCH_KIND, type BatchParams, submitBatch } from "./batch.ts";
 import type { ServerConfig } from "./config.ts";
 import { type GenerationParams, type ImageGenerator, SAMPLERS } from "./generation.ts";
 import { renderMetrics, sumProfiles } from "./metrics.ts";
@@ -38,6 +38,8 @@ export interface AppDependencies {
   tokens: TokenSet;
   /** What /readyz reports: the WebGPU adapter and the loaded model, or null for each missing. */
   readiness: () => Readiness;
+  /** Set when batch shards go to BullMQ on Redis (`--queue redis://...`) instead of this process. */
+  redisBatches?: (params: BatchParams) => Promise<{ batch: Job; shards: string[] }>;
   log: (line: string) => void;
 }
 
@@ -524,7 +526,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         503: json(ErrorSchema, "draining"),
       },
     }),
-    (c) => {
+    async (c) => {
       const body = c.req.valid("json");
       const model = body.model ?? config.defaultModel;
       if (!model)
@@ -548,6 +550,17 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
           ? { prompt: cell.prompt }
           : { structured: { ...cell.structured, race: cell.structured.race ?? null } },
       );
+      if (deps.redisBatches) {
+        if (queue.draining) return c.json(errorBody("draining", "the server is shutting down"), 503);
+        try {
+          const { batch, shards } = await deps.redisBatches({ ...body, model, cells });
+          c.header("Location", `/v1/jobs/${batch.id}`);
+          return c.json({ batch: jobView(store, batch), shards }, 202);
+        } catch (error) {
+          log(`redis queue: ${(error as Error).stack ?? error}`);
+          return c.json(errorBody("queue_unavailable", "the Redis queue did not take the shards"), 503);
+        }
+      }
       try {
         const { batch, shards } = submitBatch(queue, { ...body, model, cells }, PRIORITY.shard);
         c.header("Location", `/v1/jobs/${batch.id}`);
@@ -695,6 +708,15 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       if (!before) return c.json(errorBody("not_found", "no such job"), 404);
       if (TERMINAL_STATES.has(before.state)) {
         return c.json(errorBody("already_finished", `the job is already ${before.state}`), 409);
+      }
+      if (before.kind === BATCH_KIND && (before.params as { queue?: string }).queue === "redis") {
+        return c.json(
+          errorBody(
+            "not_supported",
+            "a batch on the Redis queue cannot be cancelled here; its shards run on the workers",
+          ),
+          409,
+        );
       }
       if (before.kind === BATCH_KIND) {
         for (const shard of store.list({ parentId: id, limit: 100_000 })) {

@@ -19,7 +19,7 @@ import { CHEXPERT_LABELS, CSV_COLUMNS, parsePrompt } from "@cxr/data";
 import type { ImageGenerator, SamplerName, StructuredPrompt } from "./generation.ts";
 import { writeFileAtomic } from "./paths.ts";
 import { type JobContext, JobFailure, type JobOutcome, type JobRunner, type WorkQueue } from "./queue.ts";
-import type { Job } from "./store.ts";
+import type { Job, JobStore } from "./store.ts";
 
 export type BatchCell = { prompt: string } | { structured: StructuredPrompt };
 
@@ -54,6 +54,8 @@ export interface BatchParams {
   sampler: SamplerName;
   bitDepth: 8 | 16;
   shardSize: number;
+  /** "redis" when the shards went to BullMQ (ids `<batch>-<k>`); absent for the in-process queue. */
+  queue?: "redis";
 }
 
 export const BATCH_KIND = "generation-batch";
@@ -77,6 +79,24 @@ export function batchItems(params: BatchParams): ShardItem[] {
   return items;
 }
 
+/** The shards of a batch: consecutive runs of `shardSize` items in grid order. */
+export function planShards(batchId: string, params: BatchParams, items = batchItems(params)): ShardParams[] {
+  const shards: ShardParams[] = [];
+  for (let start = 0; start < items.length; start += params.shardSize) {
+    shards.push({
+      batchId,
+      dataset: params.name,
+      model: params.model,
+      steps: params.steps,
+      guidance: params.guidance,
+      sampler: params.sampler,
+      bitDepth: params.bitDepth,
+      items: items.slice(start, start + params.shardSize),
+    });
+  }
+  return shards;
+}
+
 /** Inserts the batch record and its shard jobs in one transaction. */
 export function submitBatch(
   queue: WorkQueue,
@@ -87,19 +107,7 @@ export function submitBatch(
   const [batch] = queue.store.insertMany([
     { kind: BATCH_KIND, priority: shardPriority, params: { ...params }, state: "running" },
   ]);
-  const shards: ShardParams[] = [];
-  for (let start = 0; start < items.length; start += params.shardSize) {
-    shards.push({
-      batchId: batch.id,
-      dataset: params.name,
-      model: params.model,
-      steps: params.steps,
-      guidance: params.guidance,
-      sampler: params.sampler,
-      bitDepth: params.bitDepth,
-      items: items.slice(start, start + params.shardSize),
-    });
-  }
+  const shards = planShards(batch.id, params, items);
   try {
     const jobs = queue.submit(
       shards.map((shard) => ({
@@ -232,6 +240,7 @@ export async function settleBatches(queue: WorkQueue, datasetsRoot: string): Pro
   const store = queue.store;
   for (const batch of store.list({ kind: BATCH_KIND, state: "running", limit: 1000 })) {
     const params = batch.params as unknown as BatchParams;
+    if (params.queue === "redis") continue;
     const position = (shard: Job) => {
       const first = (shard.params as unknown as ShardParams).items[0];
       return first.cell * params.seeds.length + first.seedIndex;
@@ -252,46 +261,61 @@ export async function settleBatches(queue: WorkQueue, datasetsRoot: string): Pro
       queue.announce({ type: state === "cancelled" ? "cancelled" : "failed", job: store.get(batch.id)! });
       continue;
     }
-    const rows: string[][] = [];
-    for (const item of batchItems(params)) {
-      const row = csvRowOf(item);
-      if (item.structured) {
-        const sidecar = JSON.parse(
-          await readFile(join(datasetsRoot, item.path.replace(/\.png$/, ".json")), "utf8"),
-        );
-        row[row.length - 1] = String(sidecar.prompt ?? "");
-      }
-      rows.push(row);
-    }
-    const csv = [CSV_COLUMNS as readonly string[], ...rows]
-      .map((row) => row.map(csvCell).join(","))
-      .join("\n");
-    const folder = join(datasetsRoot, params.name);
-    await writeFileAtomic(join(folder, "train.csv"), `${csv}\n`);
-    const manifest = {
-      format: "cxr-generation-batch/1",
-      batch: batch.id,
-      name: params.name,
-      model: params.model,
-      cells: params.cells,
-      seeds: params.seeds,
-      steps: params.steps,
-      guidance: params.guidance,
-      sampler: params.sampler,
-      bitDepth: params.bitDepth,
-      images: rows.length,
-      shards: shards.map((shard) => ({
-        id: shard.id,
-        items: (shard.params.items as unknown[]).length,
-        attempts: shard.attempts,
-      })),
-      createdAt: new Date(batch.createdAt).toISOString(),
-      completedAt: new Date().toISOString(),
-    };
-    await writeFileAtomic(join(folder, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
-    store.finish(batch.id, "succeeded", {
-      result: { dataset: params.name, images: rows.length, shards: shards.length },
-    });
+    const summary = shards.map((shard) => ({
+      id: shard.id,
+      items: (shard.params.items as unknown[]).length,
+      attempts: shard.attempts,
+    }));
+    await writeBatchOutputs(store, batch, summary, datasetsRoot);
     queue.announce({ type: "done", job: store.get(batch.id)! });
   }
+}
+
+/** Writes train.csv and manifest.json of a finished batch and marks it succeeded. */
+export async function writeBatchOutputs(
+  store: JobStore,
+  batch: Job,
+  shards: { id: string; items: number; attempts: number }[],
+  datasetsRoot: string,
+): Promise<void> {
+  const params = batch.params as unknown as BatchParams;
+  const rows: string[][] = [];
+  for (const item of batchItems(params)) {
+    const row = csvRowOf(item);
+    if (item.structured) {
+      const sidecar = JSON.parse(
+        await readFile(join(datasetsRoot, item.path.replace(/\.png$/, ".json")), "utf8"),
+      );
+      row[row.length - 1] = String(sidecar.prompt ?? "");
+    }
+    rows.push(row);
+  }
+  const csv = [CSV_COLUMNS as readonly string[], ...rows].map((row) => row.map(csvCell).join(",")).join("\n");
+  const folder = join(datasetsRoot, params.name);
+  await writeFileAtomic(join(folder, "train.csv"), `${csv}\n`);
+  const manifest = {
+    format: "cxr-generation-batch/1",
+    batch: batch.id,
+    name: params.name,
+    model: params.model,
+    cells: params.cells,
+    seeds: params.seeds,
+    steps: params.steps,
+    guidance: params.guidance,
+    sampler: params.sampler,
+    bitDepth: params.bitDepth,
+    images: rows.length,
+    shards,
+    createdAt: new Date(batch.createdAt).toISOString(),
+    completedAt: new Date().toISOString(),
+  };
+  await writeFileAtomic(join(folder, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+  store.finish(batch.id, "succeeded", {
+    result: {
+      dataset: params.name,
+      images: rows.length,
+      shards: shards.length,
+      queue: params.queue ?? "local",
+    },
+  });
 }

@@ -18,6 +18,7 @@ interface ServeFlags {
   tokenFile?: string;
   cors?: string;
   maxQueue: number;
+  queue?: string;
 }
 
 function parseInteger(name: string, min: number, max: number) {
@@ -102,6 +103,7 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       "bearer tokens, one a line; without it the API is open (keep it on loopback)",
     )
     .option("--cors <origins>", "comma-separated origins allowed by CORS (default: CORS off)")
+    .option("--queue <url>", "redis://HOST:PORT: batch shards go to BullMQ there, for cxr worker processes")
     .option(
       "--max-queue <n>",
       "queued jobs before 429",
@@ -125,6 +127,7 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
               .filter(Boolean)
           : [],
         limits: { ...DEFAULT_LIMITS, maxQueueDepth: flags.maxQueue },
+        queueUrl: flags.queue,
       });
       console.log(`cxr serve: ${server.url}  (web page ${server.url}/, API reference ${server.url}/docs)`);
       if (tokens.length === 0)

@@ -7,8 +7,16 @@
  */
 import { createRequire } from "node:module";
 import type { Job as BullJob, Queue, QueueEvents, Worker } from "bullmq";
-import { makeShardItem, type ShardParams } from "./batch.ts";
+import {
+  BATCH_KIND,
+  type BatchParams,
+  makeShardItem,
+  planShards,
+  type ShardParams,
+  writeBatchOutputs,
+} from "./batch.ts";
 import type { ImageGenerator } from "./generation.ts";
+import type { WorkQueue } from "./queue.ts";
 
 export const SHARD_QUEUE = "cxr-generation-shards";
 
@@ -133,4 +141,41 @@ export function startShardWorker(options: WorkerOptions): { worker: Worker; clos
   worker.on("failed", (job, error) => log(`shard ${job?.id} failed: ${error.message}`));
   worker.on("completed", (job) => log(`shard ${job.id} done`));
   return { worker, close: () => worker.close() };
+}
+
+/**
+ * Settles batches whose shards went to Redis: when every shard (`<batch>-<k>`) has completed, writes
+ * train.csv and manifest.json and marks the batch succeeded; a shard failed for good fails it.
+ */
+export async function settleRedisBatches(
+  queue: WorkQueue,
+  producer: RedisShardProducer,
+  datasetsRoot: string,
+): Promise<void> {
+  const store = queue.store;
+  for (const batch of store.list({ kind: BATCH_KIND, state: "running", limit: 1000 })) {
+    const params = batch.params as unknown as BatchParams;
+    if (params.queue !== "redis") continue;
+    const ids = planShards(batch.id, params).map((_, index) => `${batch.id}-${index}`);
+    const states = await Promise.all(ids.map((id) => producer.queue.getJobState(id)));
+    if (states.some((state) => state === "failed")) {
+      store.finish(batch.id, "failed", {
+        error: {
+          code: "shard_failed",
+          message: `${states.filter((state) => state === "failed").length} of ${ids.length} shards failed on the workers`,
+        },
+      });
+      queue.announce({ type: "failed", job: store.get(batch.id)! });
+      continue;
+    }
+    if (!states.every((state) => state === "completed")) continue;
+    const jobs = await Promise.all(ids.map((id) => producer.queue.getJob(id)));
+    const summary = jobs.map((job, index) => ({
+      id: ids[index],
+      items: (job?.data as ShardParams | undefined)?.items.length ?? 0,
+      attempts: job?.attemptsMade ?? 0,
+    }));
+    await writeBatchOutputs(store, batch, summary, datasetsRoot);
+    queue.announce({ type: "done", job: store.get(batch.id)! });
+  }
 }

@@ -12,11 +12,12 @@ import { serve } from "@hono/node-server";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { createApp, type Readiness } from "./app.ts";
 import { TokenSet } from "./auth.ts";
-import { SHARD_KIND, ShardRunner, settleBatches } from "./batch.ts";
+import { BATCH_KIND, planShards, SHARD_KIND, ShardRunner, settleBatches } from "./batch.ts";
 import { defaultConfig, type ServerConfig } from "./config.ts";
 import { openDatabase } from "./db.ts";
 import { GenerationRunner, type ImageGenerator } from "./generation.ts";
 import { type JobRunner, WorkQueue } from "./queue.ts";
+import { RedisShardProducer, settleRedisBatches } from "./redis.ts";
 import { JobStore } from "./store.ts";
 import { TrainingRunner } from "./training.ts";
 
@@ -34,6 +35,11 @@ export interface StartServerOptions extends Partial<Omit<ServerConfig, "dataRoot
   gpu?: () => Promise<Gpu>;
   /** Default: a WebGPU adapter name and the default model, as the generator reports them. */
   readiness?: () => Readiness;
+  /**
+   * `redis://HOST:PORT`: generation-batch shards go to BullMQ on that Redis (run `cxr worker` on the
+   * GPU machines, sharing the datasets root); the batch settles here when its shards complete.
+   */
+  queueUrl?: string;
   /** Log lines (default stderr). Tokens and request bodies are never logged. */
   log?: (line: string) => void;
 }
@@ -59,6 +65,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     dataRoot,
     readiness,
     gpu,
+    queueUrl,
     ...rest
   } = options;
   const log = options.log ?? ((line: string) => process.stderr.write(`[cxr serve] ${line}\n`));
@@ -89,7 +96,24 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     maxQueueDepth: config.limits.maxQueueDepth,
     log,
   });
+  const producer = queueUrl ? new RedisShardProducer(queueUrl) : null;
   const app = createApp({
+    redisBatches: producer
+      ? async (params) => {
+          const [batch] = store.insertMany([
+            { kind: BATCH_KIND, priority: 10, params: { ...params, queue: "redis" }, state: "running" },
+          ]);
+          try {
+            const shards = await producer.submit(planShards(batch.id, params));
+            return { batch, shards };
+          } catch (error) {
+            store.finish(batch.id, "failed", {
+              error: { code: "not_queued", message: "the Redis queue refused the shards" },
+            });
+            throw error;
+          }
+        }
+      : undefined,
     config,
     store,
     queue,
@@ -114,6 +138,19 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       settle();
     }
   });
+  let settleTimer: NodeJS.Timeout | null = null;
+  if (producer) {
+    const settleRedis = () => {
+      settling = settling
+        .then(() => settleRedisBatches(queue, producer, config.datasetsRoot))
+        .catch((error) => log(`settling Redis batches failed: ${(error as Error).stack ?? error}`));
+    };
+    producer.events.on("completed", settleRedis);
+    producer.events.on("failed", settleRedis);
+    settleTimer = setInterval(settleRedis, 2000);
+    settleTimer.unref();
+    settleRedis();
+  }
   queue.start();
   await settle();
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
@@ -141,7 +178,9 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     close: () =>
       (closing ??= (async () => {
         await queue.drain();
+        if (settleTimer) clearInterval(settleTimer);
         await settling;
+        await producer?.close();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           // Streams (SSE) keep connections open; end them after the drain.

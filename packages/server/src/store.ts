@@ -114,9 +114,22 @@ CREATE TABLE IF NOT EXISTS profiles (
 );
 `;
 
-/** Time-ordered, unguessable ids: `job_` + 12 hex digits of milliseconds + 8 random hex digits. */
+let lastMs = 0;
+let sequence = 0;
+
+/**
+ * Time-ordered ids: `job_` + 12 hex digits of milliseconds + 8 hex digits of a sequence that starts
+ * at a random value each millisecond and counts up, so jobs created together (a batch's shards)
+ * sort, and run, in the order they were made.
+ */
 export function newJobId(now = Date.now()): string {
-  return `job_${now.toString(16).padStart(12, "0")}${randomBytes(4).toString("hex")}`;
+  if (now > lastMs) {
+    lastMs = now;
+    sequence = randomBytes(4).readUInt32BE(0) >>> 1;
+  } else {
+    sequence++;
+  }
+  return `job_${lastMs.toString(16).padStart(12, "0")}${(sequence >>> 0).toString(16).padStart(8, "0")}`;
 }
 
 export function imageId(jobId: string, index: number): string {
