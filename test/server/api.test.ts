@@ -6,6 +6,7 @@
  */
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { formatPredictionsCsv, synthesizePredictions } from "@cxr/classifier";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { readEvents, StepGenerator, StepTrainer, startTestServer, temporaryRoot } from "./helpers.ts";
@@ -267,6 +268,36 @@ describe("server without tokens", () => {
       async () => ((await job(s.url, training.id)).state === "succeeded" ? true : undefined),
       30_000,
     );
+  });
+
+  test("an evaluation of a predictions file: a job, then its Markdown report", async () => {
+    const table = synthesizePredictions({ images: 400, patients: 200, seed: 4 });
+    writeFileSync(join(s.server.config.datasetsRoot, "preds.csv"), formatPredictionsCsv(table));
+    for (const [body, field] of [
+      [{ predictions: "../preds.csv" }, "predictions"],
+      [{ predictions: "missing.csv" }, "predictions"],
+      [{ predictions: "preds.csv", validation: "nope.csv" }, "validation"],
+      [{ predictions: "preds.csv", bootstrapRounds: -1 }, "bootstrapRounds"],
+    ] as const) {
+      const refused = await post(`${s.url}/v1/evaluations`, body);
+      expect(refused.response.status).toBe(400);
+      expect(refused.body.error.field).toBe(field);
+    }
+    const { response, body } = await post(`${s.url}/v1/evaluations`, {
+      predictions: "preds.csv",
+      bootstrapRounds: 20,
+    });
+    expect(response.status).toBe(202);
+    const done = await waitFor(async () => {
+      const current = await job(s.url, body.id);
+      return current.state === "succeeded" || current.state === "failed" ? current : undefined;
+    }, 60_000);
+    expect(done.error).toBeNull();
+    expect(done.result.macroAuroc).toBeGreaterThan(0.6);
+    const report = await fetch(`${s.url}${done.result.report}`);
+    expect(report.headers.get("content-type")).toContain("text/markdown");
+    expect(await report.text()).toContain("AUROC");
+    expect((await fetch(`${s.url}/v1/evaluations/job_00000000000000000000/report`)).status).toBe(404);
   });
 
   test("models and datasets are listed by name; symlinks out of the root are not", async () => {

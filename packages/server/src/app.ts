@@ -6,6 +6,7 @@
  */
 import { readdirSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { CHEXPERT_LABELS, RACES, SEXES } from "@cxr/data";
 import { DIFFUSION_CONFIGS } from "@cxr/diffusion";
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
@@ -638,6 +639,86 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       if (submitted instanceof Response) return submitted as never;
       c.header("Location", `/v1/jobs/${submitted[0].id}`);
       return c.json(jobView(store, submitted[0]), 202);
+    },
+  );
+
+  // ---- evaluations ------------------------------------------------------------------------------
+
+  const EvaluationRequest = z
+    .object({
+      predictions: z
+        .string()
+        .min(1)
+        .max(128)
+        .openapi({ description: "a predictions CSV name under the datasets root" }),
+      validation: z
+        .string()
+        .min(1)
+        .max(128)
+        .optional()
+        .openapi({ description: "validation predictions CSV: thresholds maximise F1 on it" }),
+      bootstrapRounds: z.number().int().min(0).max(10_000).default(200),
+      seed: z
+        .number()
+        .int()
+        .min(0)
+        .max(2 ** 31 - 1)
+        .default(20211210),
+    })
+    .strict()
+    .openapi("EvaluationRequest");
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/v1/evaluations",
+      tags: ["evaluation"],
+      summary: "AUROC, thresholds and subgroup underdiagnosis gaps of a predictions file, as a job",
+      security: [{ bearer: [] }],
+      request: { body: { content: { "application/json": { schema: EvaluationRequest } }, required: true } },
+      responses: {
+        202: json(JobSchema, "the evaluation job"),
+        ...errors,
+        429: json(ErrorSchema, "queue full"),
+      },
+    }),
+    (c) => {
+      const body = c.req.valid("json");
+      for (const field of ["predictions", "validation"] as const) {
+        const name = body[field];
+        if (name !== undefined && !resolveUnderRoot(field, config.datasetsRoot, name)) {
+          return c.json(
+            errorBody("not_found", `${field}: "${name}" is not under the datasets root`, field),
+            400,
+          );
+        }
+      }
+      const submitted = submit(c, [{ kind: "evaluation", priority: PRIORITY.shard, params: { ...body } }]);
+      if (submitted instanceof Response) return submitted as never;
+      c.header("Location", `/v1/jobs/${submitted[0].id}`);
+      return c.json(jobView(store, submitted[0]), 202);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/evaluations/{id}/report",
+      tags: ["evaluation"],
+      summary: "the Markdown report of a finished evaluation",
+      security: [{ bearer: [] }],
+      request: { params: JobIdParam },
+      responses: {
+        200: { content: { "text/markdown": { schema: z.string() } }, description: "report.md" },
+        404: json(ErrorSchema, "no such finished evaluation"),
+        ...errors,
+      },
+    }),
+    async (c) => {
+      const job = store.get(c.req.valid("param").id);
+      if (job?.kind !== "evaluation" || job.state !== "succeeded") {
+        return c.json(errorBody("not_found", "no finished evaluation with that id"), 404);
+      }
+      const text = await readFile(join(config.dataRoot, "evaluations", job.id, "report.md"), "utf8");
+      return c.body(text, 200, { "Content-Type": "text/markdown; charset=utf-8" });
     },
   );
 

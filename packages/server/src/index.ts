@@ -5,6 +5,7 @@ export * from "./bench.ts";
 export * from "./config.ts";
 export * from "./db.ts";
 export * from "./diffusion-generator.ts";
+export * from "./evaluation.ts";
 export * from "./generation.ts";
 export * from "./metrics.ts";
 export * from "./paths.ts";

@@ -15,6 +15,7 @@ import { TokenSet } from "./auth.ts";
 import { BATCH_KIND, planShards, SHARD_KIND, ShardRunner, settleBatches } from "./batch.ts";
 import { defaultConfig, type ServerConfig } from "./config.ts";
 import { openDatabase } from "./db.ts";
+import { EvaluationRunner } from "./evaluation.ts";
 import { GenerationRunner, type ImageGenerator } from "./generation.ts";
 import { type JobRunner, WorkQueue } from "./queue.ts";
 import { RedisShardProducer, settleRedisBatches } from "./redis.ts";
@@ -91,6 +92,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     new GenerationRunner(generator, join(config.dataRoot, "images")),
     new ShardRunner(generator, config.datasetsRoot),
     training,
+    new EvaluationRunner(config.datasetsRoot, join(config.dataRoot, "evaluations")),
   ];
   const queue = new WorkQueue(store, [...builtIn, ...runners], {
     maxQueueDepth: config.limits.maxQueueDepth,
