@@ -10,7 +10,7 @@
  * are stated against) and in float32 (PyTorch's own rounding, reported beside ours).
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -100,10 +100,41 @@ function variantConfig(): DiffusionModelConfig {
   return config;
 }
 
+/**
+ * sd2-base's structure in miniature: four levels with SD 2.x's block types and order (cross-attention
+ * at the top three, DownBlock2D / UpBlock2D at the bottom), two resnets per level, linear projections,
+ * 4-channel latents, erf GELU text encoder; widths 320/640/1280 divided by 40, heads 5/10/20/20 -> 1/2/4/4
+ * (8 channels each), 8x8 latents, 16 tokens.
+ */
+function sd2MiniatureConfig(): DiffusionModelConfig {
+  const config = diffusionConfig("sd2-base");
+  config.name = "sd2-miniature";
+  config.resolution = 64;
+  config.textEncoder = {
+    ...config.textEncoder,
+    vocabSize: 512,
+    hiddenSize: 32,
+    intermediateSize: 128,
+    numLayers: 2,
+    numHeads: 2,
+    maxPositions: 16,
+  };
+  config.unet = {
+    ...config.unet,
+    sampleSize: 8,
+    blockOutChannels: [8, 16, 32, 32],
+    attentionHeadDim: [1, 2, 4, 4],
+    normNumGroups: 4,
+    crossAttentionDim: 32,
+  };
+  return config;
+}
+
 describe("parity with PyTorch", () => {
   it.each([
     ["phantom-tiny", () => diffusionConfig("phantom-tiny")],
     ["SD 1.x-style variant", variantConfig],
+    ["sd2-base structure in miniature", sd2MiniatureConfig],
   ])(
     "%s: text encoder output, UNet output and every parameter gradient match torch",
     async (label, makeConfig) => {
@@ -115,13 +146,14 @@ describe("parity with PyTorch", () => {
       await model.save(join(dir, "model"));
 
       const batch = 3;
-      const side = config.resolution;
+      const side = config.unet.sampleSize;
+      const channels = config.unet.inChannels;
       const prompts = [PROMPTS[0], "", PROMPTS[2]];
-      const sampleValues = Float32Array.from(randomValues(batch * side * side, 21));
-      const gradValues = Float32Array.from(randomValues(batch * side * side, 22));
+      const sampleValues = Float32Array.from(randomValues(batch * channels * side * side, 21));
+      const gradValues = Float32Array.from(randomValues(batch * channels * side * side, 22));
       const timestepValues = new Float32Array([17, 999, 430]);
       const { hiddenStates, tokens } = model.encodePrompts(prompts, { warn: () => {} });
-      const sample = Tensor.upload(gpu, sampleValues, [batch, 1, side, side]);
+      const sample = Tensor.upload(gpu, sampleValues, [batch, channels, side, side]);
       const timesteps = Tensor.upload(gpu, timestepValues, [batch]);
       const output = model.unet.forward(sample, timesteps, hiddenStates);
       const ours = new Map<string, Float32Array>([
@@ -144,9 +176,9 @@ describe("parity with PyTorch", () => {
       const inputs = join(dir, "inputs.safetensors");
       writeSafetensors(inputs, {
         ids: { shape: [batch, tokenizer.maxLength], data: Float32Array.from(tokens.ids) },
-        sample: { shape: [batch, 1, side, side], data: sampleValues },
+        sample: { shape: [batch, channels, side, side], data: sampleValues },
         timesteps: { shape: [batch], data: timestepValues },
-        grad_output: { shape: [batch, 1, side, side], data: gradValues },
+        grad_output: { shape: [batch, channels, side, side], data: gradValues },
       });
       const run = (precision: "float32" | "float64") => {
         const out = join(dir, `torch-${precision}.safetensors`);
@@ -202,4 +234,68 @@ describe("parity with PyTorch", () => {
       model.dispose();
     },
   );
+});
+
+describe("layout against the independent derivation", () => {
+  const count = (args: string[]) =>
+    JSON.parse(execFileSync(PYTHON, [SCRIPT, "count", ...args], { encoding: "utf8" })) as {
+      text_encoder: number;
+      unet: number;
+      total: number;
+      tensors: number;
+    };
+
+  it("phantom-small: our modules' names, shapes and counts are the ones torch_reference.py derives", async () => {
+    const gpu = await defaultGpu();
+    const config = diffusionConfig("phantom-small");
+    const tokenizer = WordTokenizer.fromPrompts(PROMPTS, { maxLength: config.textEncoder.maxPositions });
+    const model = createDiffusionModel(gpu, config, tokenizer, 1);
+    const dir = join(folder, "small");
+    await model.save(dir);
+    const derived = count(["--config", dir, "--model", dir]);
+    const ours = model.parameterCounts();
+    expect(derived).toMatchObject({ text_encoder: ours.textEncoder, unet: ours.unet, total: ours.total });
+    expect(derived.tensors).toBe(model.parameters().length);
+    model.dispose();
+  });
+
+  it("sd2-base: the derived layout has Stable Diffusion 2.x's published sizes", () => {
+    const file = join(folder, "sd2-base.json");
+    writeFileSync(file, JSON.stringify(diffusionConfig("sd2-base")));
+    // stabilityai/stable-diffusion-2-1-base: unet 865,910,724 parameters in 686 tensors; text_encoder
+    // (OpenCLIP ViT-H/14 to its penultimate layer) 340,387,840 in 23 x 16 + 4 = 372 tensors.
+    expect(count(["--config", file])).toMatchObject({
+      text_encoder: 340_387_840,
+      unet: 865_910_724,
+      tensors: 686 + 372,
+    });
+  });
+
+  it("the script refuses a checkpoint whose layout differs, listing each difference", async () => {
+    const gpu = await defaultGpu();
+    const config = diffusionConfig("phantom-tiny");
+    const tokenizer = WordTokenizer.fromPrompts(PROMPTS, { maxLength: config.textEncoder.maxPositions });
+    const model = createDiffusionModel(gpu, config, tokenizer, 1);
+    const dir = join(folder, "tiny-layout");
+    await model.save(dir);
+    model.dispose();
+    const other = { ...config, unet: { ...config.unet, layersPerBlock: 2 } };
+    const file = join(folder, "tiny-2-layers.json");
+    writeFileSync(file, JSON.stringify(other));
+    let stderr = "";
+    try {
+      execFileSync(PYTHON, [SCRIPT, "count", "--config", file, "--model", dir], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+    } catch (error) {
+      const failed = error as { status: number; stderr: Buffer };
+      expect(failed.status).toBe(2);
+      stderr = failed.stderr.toString();
+    }
+    expect(stderr).toMatch(/does not match the layout derived from config.json/);
+    expect(stderr).toMatch(/missing "down_blocks.0.resnets.1.conv1.weight" \[16, 16, 3, 3\]/);
+    expect(stderr).toMatch(
+      /"up_blocks.0.resnets.1.conv1.weight" is \[32, 48, 3, 3\], the config gives \[32, 64, 3, 3\]/,
+    );
+  });
 });

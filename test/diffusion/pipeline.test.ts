@@ -122,10 +122,10 @@ describe("createPipeline().generate", () => {
     expect(Buffer.compare(again.images[1].png, readFileSync(files[1]))).toBe(0);
   }, 300_000);
 
-  it("writes a labelled contact sheet: one row per prompt", async () => {
+  it("writes a labelled contact sheet in one call from a model folder: one row per prompt", async () => {
     const prompts = [prompt, { sex: "male" as const, age: 40, findings: ["Pleural Effusion"] }];
     const out = join(root, "sheet.png");
-    const { result } = await writeContactSheet(pipeline, {
+    const { result } = await writeContactSheet(modelDir, {
       prompts,
       perPrompt: 3,
       out,

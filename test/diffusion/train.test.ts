@@ -3,13 +3,22 @@
  * optimizer state to an uninterrupted one (phantom-tiny, a few steps, on this adapter); a failed
  * checkpoint save leaves the last good checkpoint alone; bad input gets errors naming what and where.
  */
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { generatePhantomDataset } from "@cxr/data";
+import { generatePhantomDataset, loadChexpert } from "@cxr/data";
 import {
   CheckpointError,
   findCheckpoint,
+  loadTrainingData,
   makeNoiseSchedule,
   minSnrWeights,
   readTrainingState,
@@ -174,6 +183,28 @@ describe("trainDiffusion", () => {
     mkdirSync(join(broken, "checkpoint"), { recursive: true });
     writeFileSync(join(broken, "checkpoint", "state.json"), "{ not json");
     await expect(trainDiffusion({ ...base(broken), resume: true })).rejects.toThrow(CheckpointError);
+  });
+
+  it("reads a RoentGen-style prompt folder: train/ only, prompts from the .txt files", () => {
+    const folder = join(root, "roentgen");
+    const images = loadChexpert(data)
+      .records.slice(0, 3)
+      .map((record) => record.imagePath);
+    for (const [index, split] of ["train", "train", "valid"].entries()) {
+      mkdirSync(join(folder, split), { recursive: true });
+      copyFileSync(images[index], join(folder, split, `image${index}.png`));
+      writeFileSync(
+        join(folder, split, `image${index}.txt`),
+        `6${index} year old ASIAN male. Pleural effusion.`,
+      );
+    }
+    const loaded = loadTrainingData(folder);
+    expect(loaded.format).toBe("folder");
+    expect(loaded.prompts.sort()).toEqual([
+      "60 year old ASIAN male. Pleural effusion.",
+      "61 year old ASIAN male. Pleural effusion.",
+    ]);
+    expect(loaded.notes).toEqual(["1 records of other splits left out (train split only)"]);
   });
 
   it("min-SNR weights and per-step draws", () => {

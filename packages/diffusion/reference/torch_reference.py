@@ -15,8 +15,13 @@ Parity (used by test/diffusion/parity.test.ts):
          "grad.text_encoder.<name>" / "grad.unet.<name>": the gradient of sum(unet_output * grad_output)
          (in float64 with --float64, else float32)
 
+Layout and size:
+  torch_reference.py count --config CONFIG.json [--model DIR]
+    Prints {"config", "text_encoder", "unet", "total", "tensors"}: parameter counts of the layout derived
+    from the configuration; with --model, first checks that DIR's weights have exactly that layout.
+
 Speed (used by `cxr bench diffusion`):
-  torch_reference.py bench --config CONFIG.json [--batch 8] [--steps 5] [--warmup 1] [--threads N]
+  torch_reference.py bench --config CONFIG.json [--batch 8] [--steps 5] [--warmup 1] [--threads N] [--seed S]
     CONFIG.json: a DiffusionModelConfig (or a model directory's config.json). Random weights, random
     prompts and images; one training step = text encoder + UNet forward, MSE to the noise, backward,
     AdamW step. Prints one JSON line: {"config", "batch", "steps", "seconds_per_step" (median),
@@ -435,12 +440,25 @@ def parity(args):
     write_safetensors(args.out, result)
 
 
+def count(args):
+    config = read_config(args.config)
+    text = text_encoder_shapes(config["textEncoder"])
+    unet = unet_shapes(config["unet"])
+    if args.model:
+        check_layout(text, read_safetensors(os.path.join(args.model, "text_encoder", "model.safetensors")), args.model)
+        check_layout(unet, read_safetensors(os.path.join(args.model, "unet", "diffusion_pytorch_model.safetensors")), args.model)
+    sizes = {
+        "text_encoder": sum(int(np.prod(shape)) for shape in text.values()),
+        "unet": sum(int(np.prod(shape)) for shape in unet.values()),
+    }
+    sizes["total"] = sizes["text_encoder"] + sizes["unet"]
+    print(json.dumps({"config": config.get("name"), **sizes, "tensors": len(text) + len(unet)}))
+
+
 def bench(args):
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    else:
-        torch.set_num_threads(os.cpu_count() or 1)
     config = read_config(args.config)
     text, unet = config["textEncoder"], config["unet"]
     shapes = OrderedDict()
@@ -499,17 +517,28 @@ def main():
     p.add_argument("--inputs", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--float64", action="store_true", help="compute in float64 (default float32)")
+    c = commands.add_parser("count", help="parameter counts of a configuration (and a layout check of --model)")
+    c.add_argument("--config", required=True, help="config.json (or a model directory)")
+    c.add_argument("--model", help="a model directory whose weights must have exactly this layout")
     b = commands.add_parser("bench", help="time a training step of a configuration")
     b.add_argument("--config", required=True, help="config.json (or a model directory)")
     b.add_argument("--batch", type=int, default=8)
     b.add_argument("--steps", type=int, default=5)
     b.add_argument("--warmup", type=int, default=1)
-    b.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    b.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (default: torch's own choice, which honours OMP_NUM_THREADS); on a loaded machine "
+        "OpenMP's spinning threads can be 10x slower than one thread",
+    )
     b.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     try:
         if args.command == "parity":
             parity(args)
+        elif args.command == "count":
+            count(args)
         else:
             if args.batch < 1 or args.steps < 1 or args.warmup < 0:
                 raise CheckpointError("--batch and --steps must be >= 1, --warmup >= 0")

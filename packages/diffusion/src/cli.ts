@@ -2,10 +2,12 @@
  * `cxr train diffusion`, `cxr generate`, `cxr diffusion fidelity` and `cxr bench diffusion`. Each calls
  * the library function of the same name, the code path the server and the study use.
  */
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { RACES, type Race } from "@cxr/data";
 import { type Command, InvalidArgumentError, Option } from "commander";
+import { DIFFUSION_BENCH_DEFAULTS, formatDiffusionBench, runDiffusionBench } from "./bench.ts";
+import { FIDELITY_DEFAULTS, formatFidelity, measureFidelity } from "./fidelity.ts";
 import { DIFFUSION_CONFIGS } from "./model/config.ts";
 import type { PromptFields } from "./model/prompt.ts";
 import { writeContactSheet, writeGeneratedImages } from "./pipeline/outputs.ts";
@@ -188,7 +190,152 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       console.log(`continue with --resume --out ${flags.out}`);
     });
   registerGenerate(program);
-  void groups;
+  registerFidelity(program);
+  groups.bench
+    .command("diffusion")
+    .description(
+      "training steps/s and sampled images/s with per-kernel breakdown and peak pool memory, beside PyTorch's training step",
+    )
+    .option(
+      "--config <name>",
+      `configuration (${Object.keys(DIFFUSION_CONFIGS).join(", ")})`,
+      DIFFUSION_BENCH_DEFAULTS.config,
+    )
+    .option(
+      "--batch <n>",
+      "training batch",
+      parseIntegerIn("--batch", 1, 1024),
+      DIFFUSION_BENCH_DEFAULTS.batch,
+    )
+    .option(
+      "--train-steps <n>",
+      "timed training steps",
+      parseIntegerIn("--train-steps", 1, 1000),
+      DIFFUSION_BENCH_DEFAULTS.trainSteps,
+    )
+    .option(
+      "--images <n>",
+      "images sampled",
+      parseIntegerIn("--images", 1, 1024),
+      DIFFUSION_BENCH_DEFAULTS.sampleImages,
+    )
+    .option(
+      "--sample-steps <n>",
+      "denoising steps",
+      parseIntegerIn("--sample-steps", 1, 1000),
+      DIFFUSION_BENCH_DEFAULTS.sampleSteps,
+    )
+    .addOption(
+      new Option("--sampler <name>", "sampler")
+        .choices([...SAMPLER_KINDS])
+        .default(DIFFUSION_BENCH_DEFAULTS.sampler),
+    )
+    .option("--no-torch", "skip the PyTorch reference")
+    .option("--json", "print JSON")
+    .action(
+      async (flags: {
+        config: string;
+        batch: number;
+        trainSteps: number;
+        images: number;
+        sampleSteps: number;
+        sampler: SamplerKind;
+        torch: boolean;
+        json?: boolean;
+      }) => {
+        const result = await runDiffusionBench({
+          config: flags.config,
+          batch: flags.batch,
+          trainSteps: flags.trainSteps,
+          sampleImages: flags.images,
+          sampleSteps: flags.sampleSteps,
+          sampler: flags.sampler,
+          torch: flags.torch,
+        });
+        console.log(flags.json ? JSON.stringify(result, null, 2) : formatDiffusionBench(result));
+      },
+    );
+}
+
+interface FidelityFlags {
+  model: string;
+  data?: string;
+  split: "valid" | "test" | "train";
+  n: number;
+  steps: number;
+  sampler: SamplerKind;
+  guidance: number;
+  seed: number;
+  json?: boolean;
+  out?: string;
+}
+
+function registerFidelity(program: Command): void {
+  const group =
+    program.commands.find((command) => command.name() === "diffusion") ??
+    program.command("diffusion").description("generator diagnostics");
+  group
+    .command("fidelity")
+    .description(
+      "conditioning fidelity from pixels: cardiothoracic ratio of images generated for Cardiomegaly vs No Finding prompts (AUROC), beside real phantom films",
+    )
+    .requiredOption("--model <dir>", "model directory")
+    .option("--data <dir>", "real films to compare with (CheXpert layout, e.g. the phantom's output)")
+    .addOption(
+      new Option("--split <split>", "split of --data to measure")
+        .choices(["valid", "test", "train"])
+        .default(FIDELITY_DEFAULTS.split),
+    )
+    .option("--n <count>", "images per class", parseIntegerIn("--n", 2, 10_000), FIDELITY_DEFAULTS.n)
+    .option(
+      "--steps <count>",
+      "denoising steps",
+      parseIntegerIn("--steps", 1, GENERATE_LIMITS.maxSteps),
+      FIDELITY_DEFAULTS.steps,
+    )
+    .addOption(
+      new Option("--sampler <name>", "sampler")
+        .choices([...SAMPLER_KINDS])
+        .default(FIDELITY_DEFAULTS.sampler),
+    )
+    .option(
+      "--guidance <scale>",
+      "guidance scale",
+      parseNumberIn("--guidance", 0, GENERATE_LIMITS.maxGuidance),
+      FIDELITY_DEFAULTS.guidance,
+    )
+    .option(
+      "--seed <n>",
+      "noise seed",
+      parseIntegerIn("--seed", 0, Number.MAX_SAFE_INTEGER),
+      FIDELITY_DEFAULTS.seed,
+    )
+    .option("--json", "print the report as JSON")
+    .option("--out <dir>", "also write fidelity.json here")
+    .action(async (flags: FidelityFlags) => {
+      const pipeline = await createPipeline(flags.model);
+      try {
+        const report = await measureFidelity(pipeline, {
+          n: flags.n,
+          steps: flags.steps,
+          sampler: flags.sampler,
+          guidance: flags.guidance,
+          seed: flags.seed,
+          realData: flags.data,
+          split: flags.split,
+          onProgress: (message) => console.error(message),
+        });
+        if (flags.out) {
+          mkdirSync(flags.out, { recursive: true });
+          const path = join(flags.out, "fidelity.json");
+          writeFileSync(`${path}.tmp-${process.pid}`, `${JSON.stringify(report, null, 2)}\n`);
+          renameSync(`${path}.tmp-${process.pid}`, path);
+        }
+        console.log(flags.json ? JSON.stringify(report, null, 2) : formatFidelity(report));
+      } finally {
+        pipeline.dispose();
+      }
+    });
 }
 
 interface GenerateFlags {

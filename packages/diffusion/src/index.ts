@@ -1,3 +1,5 @@
+export * from "./bench.ts";
+export * from "./fidelity.ts";
 export * from "./model/bench.ts";
 export * from "./model/config.ts";
 export * from "./model/model.ts";

@@ -11,7 +11,16 @@
  * in DIR are left alone. Loading checks every tensor name and shape against the configuration and
  * reports every mismatch at once; a corrupted or truncated file is an error naming the file.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import {
   formatShape,
@@ -44,10 +53,19 @@ export class CheckpointError extends Error {
   }
 }
 
-/** Writes text to a temporary file beside `path`, then renames it over `path`. */
+/** Writes text to a temporary file beside `path`, flushes it to disk, then renames it over `path`. */
 export function writeFileAtomic(path: string, text: string): void {
   const temporary = `${path}.tmp-${process.pid}`;
-  writeFileSync(temporary, text);
+  const fd = openSync(temporary, "w");
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } catch (error) {
+    closeSync(fd);
+    unlinkSync(temporary);
+    throw error;
+  }
+  closeSync(fd);
   renameSync(temporary, path);
 }
 

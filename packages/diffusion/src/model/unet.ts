@@ -535,7 +535,16 @@ export class UNet2DConditionModel extends Module {
       this.timeOptions(),
       this.frequencies,
     );
-    const temb = silu(this.timeEmbedding.forward(projected)); // every resnet applies SiLU to temb first
+    const hidden = this.timeEmbedding.linear1.forward(projected);
+    // The sinusoids are not on the tape (timesteps need no gradient), so backward() would never free
+    // them: hand them to linear_1's node, which releases its saved tensors after its backward. Without
+    // a tape (inference) nothing reads them after linear_1 (releasing behind queued work is safe).
+    if (projected.node === null && !timesteps.requiresGrad) {
+      if (hidden.node) hidden.node.saved.push(projected);
+      else projected.release();
+    }
+    // Every resnet applies SiLU to the time embedding before its time_emb_proj: done once here.
+    const temb = silu(this.timeEmbedding.linear2.forward(silu(hidden)));
 
     let h = this.convIn.forward(sample);
     const skips: Tensor[] = [h];

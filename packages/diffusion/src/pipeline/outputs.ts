@@ -7,7 +7,7 @@ import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import sharp, { type OverlayOptions } from "sharp";
 import type { PromptFields } from "../model/prompt.ts";
-import type { GenerateOptions, GenerationResult, Pipeline } from "./pipeline.ts";
+import { createPipeline, type GenerateOptions, type GenerationResult, Pipeline } from "./pipeline.ts";
 
 function writeAtomic(path: string, data: string | Buffer): void {
   const temporary = `${path}.tmp-${process.pid}`;
@@ -110,13 +110,22 @@ export interface ContactSheetOptions extends Partial<Omit<GenerateOptions, "prom
   extraRows?: readonly ContactSheetRow[];
 }
 
-/** Generates `perPrompt` images for each prompt and writes them as one labelled grid PNG. */
+/**
+ * Generates `perPrompt` images for each prompt and writes them as one labelled grid PNG. Takes a
+ * pipeline, or a model directory (loaded, used and released: one call from a model to a sheet).
+ */
 export async function writeContactSheet(
-  pipeline: Pipeline,
+  source: Pipeline | string,
   options: ContactSheetOptions,
 ): Promise<{ path: string; result: GenerationResult }> {
   const { prompts, perPrompt, out, cell, extraRows, ...generate } = options;
-  const result = await pipeline.generate({ ...generate, prompt: prompts, n: perPrompt });
+  const pipeline = source instanceof Pipeline ? source : await createPipeline(source);
+  let result: GenerationResult;
+  try {
+    result = await pipeline.generate({ ...generate, prompt: prompts, n: perPrompt });
+  } finally {
+    if (pipeline !== source) pipeline.dispose();
+  }
   const rows: ContactSheetRow[] = [];
   for (let index = 0; index < prompts.length; index++) {
     const images = result.images.slice(index * perPrompt, (index + 1) * perPrompt);

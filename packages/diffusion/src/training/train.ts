@@ -194,6 +194,57 @@ export function minSnrWeights(
   });
 }
 
+export interface LossInputs {
+  /** x_0 [B, C, H, W] in [-1, 1] (released with the step's other inputs). */
+  images: Tensor;
+  /** The noise of this step, [B, C, H, W] (released too). */
+  epsilon: Tensor;
+  timesteps: Float32Array;
+  /** One per image ("" for the unconditional input). */
+  prompts: string[];
+  minSnrGamma: number | null;
+}
+
+/**
+ * The training loss of one batch: noise the images to their timesteps, encode the prompts (with
+ * gradients: the text encoder trains jointly), predict, and take the (min-SNR weighted) MSE against
+ * epsilon or v. `release()` frees the step's inputs after `backward(loss)`.
+ */
+export function diffusionLoss(
+  model: DiffusionModel,
+  table: GpuNoiseSchedule,
+  alphasCumprod: Float64Array,
+  inputs: LossInputs,
+): { loss: Tensor; release: () => void } {
+  const { images, epsilon, timesteps } = inputs;
+  const gpu = images.gpu;
+  const batch = images.shape[0];
+  const prediction = model.config.prediction;
+  const timestepTensor = Tensor.upload(gpu, timesteps, [batch]);
+  const noisy = addNoise(table, images, epsilon, timestepTensor);
+  const target = prediction === "epsilon" ? epsilon : velocityTarget(table, images, epsilon, timestepTensor);
+  const encoded = model.encodePrompts(inputs.prompts, { warn: () => {} });
+  const output = model.unet.forward(noisy, timestepTensor, encoded.hiddenStates);
+  let loss: Tensor;
+  let weights: Tensor | null = null;
+  if (inputs.minSnrGamma !== null) {
+    weights = Tensor.upload(gpu, minSnrWeights(alphasCumprod, timesteps, inputs.minSnrGamma, prediction), [
+      batch,
+      1,
+      1,
+      1,
+    ]);
+    loss = mean(mul(mseLoss(output, target, "none"), weights));
+  } else {
+    loss = mseLoss(output, target, "mean");
+  }
+  const release = () => {
+    for (const tensor of [images, timestepTensor, epsilon, noisy, encoded.ids, weights]) tensor?.release();
+    if (target !== epsilon) target.release();
+  };
+  return { loss, release };
+}
+
 /** Timesteps and prompt-dropout draws of step `step`: Philox uniforms at an offset fixed by the step. */
 export function stepDraws(seed: number, step: number, batchSize: number, numTrainTimesteps: number) {
   const uniforms = randomReference.uniform(2 * batchSize, seed + 1, step * 2 * TRAIN_LIMITS.maxBatch);
@@ -394,25 +445,13 @@ export async function trainDiffusion(
       const stepPrompts = batch.records.map((record, index) =>
         dropDraws[index] < options.conditioningDropout ? "" : (promptOf.get(record) ?? ""),
       );
-      const timestepTensor = Tensor.upload(gpu, timesteps, [options.batchSize]);
-      const epsilon = noise.normal(images.shape);
-      const noisy = addNoise(table, images, epsilon, timestepTensor);
-      const target =
-        config.prediction === "epsilon" ? epsilon : velocityTarget(table, images, epsilon, timestepTensor);
-      const encoded = model.encodePrompts(stepPrompts, { warn: () => {} });
-      const prediction = model.unet.forward(noisy, timestepTensor, encoded.hiddenStates);
-      let loss: Tensor;
-      let weights: Tensor | null = null;
-      if (options.minSnrGamma !== null) {
-        weights = Tensor.upload(
-          gpu,
-          minSnrWeights(schedule.alphasCumprod, timesteps, options.minSnrGamma, config.prediction),
-          [options.batchSize, 1, 1, 1],
-        );
-        loss = mean(mul(mseLoss(prediction, target, "none"), weights));
-      } else {
-        loss = mseLoss(prediction, target, "mean");
-      }
+      const { loss, release } = diffusionLoss(model, table, schedule.alphasCumprod, {
+        images,
+        epsilon: noise.normal(images.shape),
+        timesteps,
+        prompts: stepPrompts,
+        minSnrGamma: options.minSnrGamma,
+      });
       backward(loss);
       clipGradNorm(params, options.maxGradNorm).release();
       const learningRate = cosineLearningRate(step, {
@@ -423,8 +462,7 @@ export async function trainDiffusion(
       optimizer.step(learningRate);
       optimizer.zeroGrad();
       ema.update();
-      for (const tensor of [images, timestepTensor, epsilon, noisy, encoded.ids, weights]) tensor?.release();
-      if (target !== epsilon) target.release();
+      release();
       step++;
       position += options.batchSize;
       imagesSeen += options.batchSize;
