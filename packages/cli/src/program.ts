@@ -4,6 +4,7 @@ import { registerPhantomCommands } from "@cxr/data/cli-phantom";
 import { registerCommands as registerDiffusionCommands } from "@cxr/diffusion/cli";
 import { registerPretrainedCommands } from "@cxr/diffusion/cli-pretrained";
 import { registerCommands as registerKernelCommands } from "@cxr/kernels/cli";
+import { registerCommands as registerServerCommands } from "@cxr/server/cli";
 import { Command } from "commander";
 import { registerQuickstart } from "./quickstart.ts";
 
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerDataCommands(program);
   registerPhantomCommands(program);
   registerClassifierCommands(program, groups);
+  registerServerCommands(program, groups);
   registerDiffusionCommands(program, groups);
   registerPretrainedCommands(program);
   return program;

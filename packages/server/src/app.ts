@@ -1,0 +1,1040 @@
+/**
+ * The HTTP API: one Hono app whose routes are declared with zod schemas (@hono/zod-openapi), so the
+ * same schemas validate requests and produce `/openapi.json`. Errors are JSON
+ * `{ error: { code, message, field? } }`; a validation error names the field; nothing answers with
+ * a stack trace.
+ */
+import { readdirSync, statSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { CHEXPERT_LABELS, RACES, SEXES } from "@cxr/data";
+import { DIFFUSION_CONFIGS } from "@cxr/diffusion";
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
+import { HTTPException } from "hono/http-exception";
+import { streamSSE } from "hono/streaming";
+import type { TokenSet } from "./auth.ts";
+import { BATCH_KIND, type BatchParams, submitBatch } from "./batch.ts";
+import type { ServerConfig } from "./config.ts";
+import { type GenerationParams, type ImageGenerator, SAMPLERS } from "./generation.ts";
+import { renderMetrics, sumProfiles } from "./metrics.ts";
+import { checkName, PathRefused, resolveUnderRoot } from "./paths.ts";
+import { Draining, type JobEvent, QueueFull, type WorkQueue } from "./queue.ts";
+import { JOB_STATES, type Job, type JobStore, TERMINAL_STATES } from "./store.ts";
+import { webPage } from "./web/page.ts";
+import { apiReferencePage } from "./web/reference.ts";
+
+export interface Readiness {
+  adapter: string | null;
+  model: string | null;
+}
+
+export interface AppDependencies {
+  config: ServerConfig;
+  store: JobStore;
+  queue: WorkQueue;
+  generator: ImageGenerator;
+  tokens: TokenSet;
+  /** What /readyz reports: the WebGPU adapter and the loaded model, or null for each missing. */
+  readiness: () => Readiness;
+  /** Set when batch shards go to BullMQ on Redis (`--queue redis://...`) instead of this process. */
+  redisBatches?: (params: BatchParams) => Promise<{ batch: Job; shards: string[] }>;
+  log: (line: string) => void;
+}
+
+/** Priorities: interactive generation runs before shards, shards before training. */
+export const PRIORITY = { generation: 20, shard: 10, training: 0 } as const;
+
+const ErrorSchema = z
+  .object({
+    error: z.object({
+      code: z.string().openapi({ example: "invalid_request" }),
+      message: z.string(),
+      field: z.string().optional().openapi({ description: "the request field at fault, dotted" }),
+    }),
+  })
+  .openapi("Error");
+
+function errorBody(code: string, message: string, field?: string) {
+  return { error: { code, message, ...(field ? { field } : {}) } };
+}
+
+const JobProgressSchema = z.object({
+  step: z.number().int(),
+  total: z.number().int(),
+  etaSeconds: z.number().nullable(),
+  message: z.string().optional(),
+});
+
+const ImageRefSchema = z
+  .object({
+    id: z.string(),
+    index: z.number().int(),
+    seed: z.number().int(),
+    url: z.string(),
+    sidecarUrl: z.string(),
+  })
+  .openapi("ImageRef");
+
+const JobSchema = z
+  .object({
+    id: z.string().openapi({ example: "job_019a1b2c3d4e5f6a7b8c" }),
+    kind: z.string().openapi({ example: "generation" }),
+    state: z.enum(JOB_STATES),
+    priority: z.number().int(),
+    params: z.record(z.string(), z.unknown()),
+    progress: JobProgressSchema.nullable(),
+    result: z.record(z.string(), z.unknown()).nullable(),
+    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+    parentId: z.string().nullable(),
+    attempts: z.number().int(),
+    createdAt: z.string(),
+    startedAt: z.string().nullable(),
+    finishedAt: z.string().nullable(),
+    images: z.array(ImageRefSchema),
+    links: z.object({ self: z.string(), events: z.string() }),
+  })
+  .openapi("Job");
+
+const JobIdParam = z.object({
+  id: z
+    .string()
+    .regex(/^job_[0-9a-f]{20}$/, "not a job id")
+    .openapi({ param: { name: "id", in: "path" }, example: "job_019a1b2c3d4e5f6a7b8c" }),
+});
+
+const ImageIdParam = z.object({
+  id: z
+    .string()
+    .regex(/^img_[0-9a-f]{20}_\d{1,6}$/, "not an image id")
+    .openapi({ param: { name: "id", in: "path" }, example: "img_019a1b2c3d4e5f6a7b8c_0" }),
+});
+
+const json = <T extends z.ZodType>(schema: T, description: string) => ({
+  content: { "application/json": { schema } },
+  description,
+});
+
+const errors = {
+  400: json(ErrorSchema, "invalid request: the error names the field"),
+  401: json(ErrorSchema, "missing or wrong bearer token"),
+};
+
+function schemas(config: ServerConfig) {
+  const { limits } = config;
+  const Structured = z
+    .object({
+      sex: z.enum(SEXES),
+      age: z.number().int().min(0).max(120),
+      race: z.enum(RACES).nullable().optional(),
+      findings: z.array(z.enum(CHEXPERT_LABELS)).max(CHEXPERT_LABELS.length).default([]),
+    })
+    .strict()
+    .openapi("StructuredPrompt");
+  const GenerationRequest = z
+    .object({
+      prompt: z.string().min(1).max(limits.maxPromptLength).optional(),
+      structured: Structured.optional(),
+      n: z.number().int().min(1).max(limits.maxImagesPerRequest).default(1),
+      steps: z.number().int().min(1).max(limits.maxSteps).default(50),
+      guidance: z.number().min(0).max(30).default(3),
+      sampler: z.enum(SAMPLERS).default("pndm"),
+      seed: z
+        .number()
+        .int()
+        .min(0)
+        .max(2 ** 32 - 1)
+        .optional()
+        .openapi({ description: "image i uses seed + i; drawn at random and recorded when absent" }),
+      bitDepth: z.union([z.literal(8), z.literal(16)]).default(8),
+      size: z
+        .number()
+        .int()
+        .min(8)
+        .max(limits.maxImageSize)
+        .optional()
+        .openapi({ description: "image side in pixels; must be the model's own size" }),
+      model: z
+        .string()
+        .min(1)
+        .max(128)
+        .optional()
+        .openapi({ description: "a model name under the models root" }),
+    })
+    .strict()
+    .superRefine((value, refine) => {
+      if ((value.prompt === undefined) === (value.structured === undefined)) {
+        refine.addIssue({
+          code: "custom",
+          path: ["prompt"],
+          message: "give either prompt or structured, not both",
+        });
+      }
+    })
+    .openapi("GenerationRequest");
+  const Cell = z.union([
+    z.object({ prompt: z.string().min(1).max(limits.maxPromptLength) }).strict(),
+    z.object({ structured: Structured }).strict(),
+  ]);
+  const BatchRequest = z
+    .object({
+      name: z
+        .string()
+        .min(1)
+        .max(128)
+        .openapi({ description: "dataset name: written under the datasets root" }),
+      cells: z
+        .array(Cell)
+        .min(1)
+        .max(10_000)
+        .openapi({ description: "grid rows: a prompt or structured fields each" }),
+      seeds: z
+        .array(
+          z
+            .number()
+            .int()
+            .min(0)
+            .max(2 ** 32 - 1),
+        )
+        .min(1)
+        .max(10_000),
+      steps: z.number().int().min(1).max(limits.maxSteps).default(50),
+      guidance: z.number().min(0).max(30).default(3),
+      sampler: z.enum(SAMPLERS).default("pndm"),
+      bitDepth: z.union([z.literal(8), z.literal(16)]).default(8),
+      model: z.string().min(1).max(128).optional(),
+      shardSize: z
+        .number()
+        .int()
+        .min(1)
+        .max(1000)
+        .default(16)
+        .openapi({ description: "images per shard job" }),
+    })
+    .strict()
+    .superRefine((value, refine) => {
+      if (value.cells.length * value.seeds.length > limits.maxBatchImages) {
+        refine.addIssue({
+          code: "custom",
+          path: ["seeds"],
+          message: `cells x seeds = ${value.cells.length * value.seeds.length} images, at most ${limits.maxBatchImages}`,
+        });
+      }
+      if (new Set(value.seeds).size !== value.seeds.length) {
+        refine.addIssue({ code: "custom", path: ["seeds"], message: "seeds repeat" });
+      }
+    })
+    .openapi("GenerationBatchRequest");
+  return { GenerationRequest, Structured, BatchRequest };
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export function jobView(store: JobStore, job: Job) {
+  return {
+    id: job.id,
+    kind: job.kind,
+    state: job.state,
+    priority: job.priority,
+    params: job.params,
+    progress: job.progress,
+    result: job.result,
+    error: job.error,
+    parentId: job.parentId,
+    attempts: job.attempts,
+    createdAt: new Date(job.createdAt).toISOString(),
+    startedAt: iso(job.startedAt),
+    finishedAt: iso(job.finishedAt),
+    images: store.images(job.id).map((image) => ({
+      id: image.id,
+      index: image.index,
+      seed: image.seed,
+      url: `/v1/images/${image.id}`,
+      sidecarUrl: `/v1/images/${image.id}/sidecar`,
+    })),
+    links: { self: `/v1/jobs/${job.id}`, events: `/v1/jobs/${job.id}/events` },
+  };
+}
+
+/** Waits until the job is finished or `seconds` pass; resolves with the job as it is then. */
+function waitForJob(queue: WorkQueue, id: string, seconds: number): Promise<Job> {
+  return new Promise((resolve) => {
+    const finish = () => {
+      clearTimeout(timer);
+      unsubscribe();
+      resolve(queue.store.get(id)!);
+    };
+    const unsubscribe = queue.subscribe(id, (event) => {
+      if (event.type === "done" || event.type === "failed" || event.type === "cancelled") finish();
+    });
+    const timer = setTimeout(finish, seconds * 1000);
+    if (TERMINAL_STATES.has(queue.store.get(id)!.state)) finish();
+  });
+}
+
+function listEntries(
+  root: string,
+): { name: string; kind: "file" | "folder"; bytes: number; modifiedAt: string }[] {
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return [];
+  }
+  const entries = [];
+  for (const name of names.sort()) {
+    try {
+      checkName("name", name);
+      const real = resolveUnderRoot("name", root, name);
+      if (!real) continue;
+      const info = statSync(real);
+      entries.push({
+        name,
+        kind: info.isDirectory() ? ("folder" as const) : ("file" as const),
+        bytes: info.isDirectory() ? 0 : info.size,
+        modifiedAt: info.mtime.toISOString(),
+      });
+    } catch {
+      // Names that are not plain, or symlinks out of the root, are not listed.
+    }
+  }
+  return entries;
+}
+
+export function createApp(deps: AppDependencies): OpenAPIHono {
+  const { config, store, queue, tokens, log } = deps;
+  const { GenerationRequest, BatchRequest } = schemas(config);
+
+  const app = new OpenAPIHono({
+    defaultHook: (result, c) => {
+      if (!result.success) {
+        const issue = result.error.issues[0];
+        const path = issue.path.map(String);
+        if (issue.code === "unrecognized_keys") {
+          const field = [...path, issue.keys[0]].join(".");
+          return c.json(errorBody("invalid_request", `${field}: not a field of this request`, field), 400);
+        }
+        const field = path.join(".") || result.target;
+        return c.json(errorBody("invalid_request", `${field}: ${issue.message}`, field), 400);
+      }
+    },
+  });
+
+  app.onError((error, c) => {
+    if (error instanceof HTTPException) {
+      const status = error.status;
+      const message =
+        status === 400 ? "the request body is not valid JSON" : error.message || "request refused";
+      return c.json(errorBody(status === 400 ? "invalid_json" : "http_error", message), status);
+    }
+    if (error instanceof PathRefused) {
+      return c.json(errorBody("path_refused", error.message, error.field), 400);
+    }
+    log(`internal error on ${c.req.method} ${c.req.path}: ${error.stack ?? String(error)}`);
+    return c.json(errorBody("internal", "internal error; the server log has the details"), 500);
+  });
+  app.notFound((c) => c.json(errorBody("not_found", `no route ${c.req.method} ${c.req.path}`), 404));
+
+  if (config.corsOrigins.length > 0) {
+    app.use("*", cors({ origin: config.corsOrigins, allowHeaders: ["Authorization", "Content-Type"] }));
+  }
+
+  app.use("/v1/*", async (c, next) => {
+    if (tokens.enabled && !tokens.accepts(c.req.header("authorization"))) {
+      c.header("WWW-Authenticate", 'Bearer realm="cxr"');
+      return c.json(
+        errorBody("unauthorized", "a valid bearer token is required (Authorization: Bearer ...)"),
+        401,
+      );
+    }
+    await next();
+  });
+  app.use(
+    "/v1/*",
+    bodyLimit({
+      maxSize: config.limits.maxBodyBytes,
+      onError: (c) =>
+        c.json(
+          errorBody("body_too_large", `the request body exceeds ${config.limits.maxBodyBytes} bytes`),
+          413,
+        ),
+    }),
+  );
+
+  // ---- health, readiness, metrics --------------------------------------------------------------
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/healthz",
+      tags: ["operations"],
+      summary: "liveness: the process answers",
+      responses: { 200: json(z.object({ status: z.literal("ok") }), "alive") },
+    }),
+    (c) => c.json({ status: "ok" as const }, 200),
+  );
+
+  const ReadySchema = z.object({
+    ready: z.boolean(),
+    adapter: z.string().nullable(),
+    model: z.string().nullable(),
+    draining: z.boolean(),
+    reasons: z.array(z.string()),
+  });
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/readyz",
+      tags: ["operations"],
+      summary: "readiness: a WebGPU adapter is present and a model is loaded",
+      responses: { 200: json(ReadySchema, "ready"), 503: json(ReadySchema, "not ready, with reasons") },
+    }),
+    (c) => {
+      const { adapter, model } = deps.readiness();
+      const reasons: string[] = [];
+      if (!adapter) reasons.push("no WebGPU adapter");
+      if (!model) reasons.push("no model loaded");
+      if (queue.draining) reasons.push("draining");
+      const body = { ready: reasons.length === 0, adapter, model, draining: queue.draining, reasons };
+      return c.json(body, reasons.length === 0 ? 200 : 503);
+    },
+  );
+
+  app.get("/metrics", (c) => {
+    c.header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    return c.body(renderMetrics(store, queue));
+  });
+
+  // ---- generations ------------------------------------------------------------------------------
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/v1/generations",
+      tags: ["generation"],
+      summary: "generate images from a prompt or structured demographics and findings",
+      security: [{ bearer: [] }],
+      request: {
+        query: z.object({
+          wait: z.coerce
+            .number()
+            .int()
+            .min(0)
+            .max(config.limits.maxWaitSeconds)
+            .optional()
+            .openapi({ description: "seconds to wait for a small job to finish before answering" }),
+        }),
+        body: { content: { "application/json": { schema: GenerationRequest } }, required: true },
+      },
+      responses: {
+        200: json(JobSchema, "the job finished while the request waited"),
+        202: json(JobSchema, "the job is queued; follow links.events"),
+        ...errors,
+        413: json(ErrorSchema, "request body too large"),
+        429: json(ErrorSchema, "queue full; retry after the Retry-After header's seconds"),
+        503: json(ErrorSchema, "the server is draining"),
+      },
+    }),
+    async (c) => {
+      const body = c.req.valid("json");
+      const { wait } = c.req.valid("query");
+      const model = body.model ?? config.defaultModel;
+      if (!model)
+        return c.json(errorBody("invalid_request", "model: no model given and no default", "model"), 400);
+      checkName("model", model);
+      if (!deps.generator.hasModel(model)) {
+        return c.json(
+          errorBody("unknown_model", `model: "${model}" is not under the models root`, "model"),
+          400,
+        );
+      }
+      const info = deps.generator.modelInfo?.(model);
+      if (body.size !== undefined && info?.size !== undefined && body.size !== info.size) {
+        return c.json(
+          errorBody(
+            "invalid_request",
+            `size: model "${model}" makes ${info.size} px images, not ${body.size}`,
+            "size",
+          ),
+          400,
+        );
+      }
+      const params: GenerationParams = {
+        model,
+        ...(body.prompt !== undefined ? { prompt: body.prompt } : {}),
+        ...(body.structured !== undefined
+          ? { structured: { ...body.structured, race: body.structured.race ?? null } }
+          : {}),
+        n: body.n,
+        steps: body.steps,
+        guidance: body.guidance,
+        sampler: body.sampler,
+        seed: body.seed ?? Math.floor(Math.random() * 2 ** 32),
+        bitDepth: body.bitDepth,
+      };
+      const submitted = submit(c, [
+        { kind: "generation", priority: PRIORITY.generation, params: { ...params } },
+      ]);
+      if (submitted instanceof Response) return submitted as never;
+      let job = submitted[0];
+      if (wait && params.n * params.steps <= config.limits.smallJobSteps) {
+        job = await waitForJob(queue, job.id, wait);
+      }
+      c.header("Location", `/v1/jobs/${job.id}`);
+      return c.json(jobView(store, job), TERMINAL_STATES.has(job.state) ? 200 : 202);
+    },
+  );
+
+  function submitRefusal(c: Context, error: unknown): Response | null {
+    if (error instanceof QueueFull) {
+      c.header("Retry-After", String(error.retryAfterSeconds));
+      return c.json(errorBody("queue_full", error.message), 429);
+    }
+    if (error instanceof Draining) return c.json(errorBody("draining", error.message), 503);
+    return null;
+  }
+
+  function submit(c: Context, jobs: Parameters<WorkQueue["submit"]>[0]): Job[] | Response {
+    try {
+      return queue.submit(jobs);
+    } catch (error) {
+      const refused = submitRefusal(c, error);
+      if (refused) return refused;
+      throw error;
+    }
+  }
+
+  // ---- generation batches -------------------------------------------------------------------------
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/v1/generation-batches",
+      tags: ["generation"],
+      summary: "a grid of cells x seeds written as a CheXpert-layout dataset with a manifest, in shard jobs",
+      security: [{ bearer: [] }],
+      request: { body: { content: { "application/json": { schema: BatchRequest } }, required: true } },
+      responses: {
+        202: json(
+          z.object({ batch: JobSchema, shards: z.array(z.string()) }),
+          "the batch and its shard jobs",
+        ),
+        ...errors,
+        409: json(ErrorSchema, "a dataset of that name exists"),
+        429: json(ErrorSchema, "queue full"),
+        503: json(ErrorSchema, "draining"),
+      },
+    }),
+    async (c) => {
+      const body = c.req.valid("json");
+      const model = body.model ?? config.defaultModel;
+      if (!model)
+        return c.json(errorBody("invalid_request", "model: no model given and no default", "model"), 400);
+      checkName("model", model);
+      if (!deps.generator.hasModel(model)) {
+        return c.json(
+          errorBody("unknown_model", `model: "${model}" is not under the models root`, "model"),
+          400,
+        );
+      }
+      checkName("name", body.name);
+      if (resolveUnderRoot("name", config.datasetsRoot, body.name)) {
+        return c.json(
+          errorBody("dataset_exists", `name: a dataset named "${body.name}" exists`, "name"),
+          409,
+        );
+      }
+      const cells = body.cells.map((cell) =>
+        "prompt" in cell
+          ? { prompt: cell.prompt }
+          : { structured: { ...cell.structured, race: cell.structured.race ?? null } },
+      );
+      if (deps.redisBatches) {
+        if (queue.draining) return c.json(errorBody("draining", "the server is shutting down"), 503);
+        try {
+          const { batch, shards } = await deps.redisBatches({ ...body, model, cells });
+          c.header("Location", `/v1/jobs/${batch.id}`);
+          return c.json({ batch: jobView(store, batch), shards }, 202);
+        } catch (error) {
+          log(`redis queue: ${(error as Error).stack ?? error}`);
+          return c.json(errorBody("queue_unavailable", "the Redis queue did not take the shards"), 503);
+        }
+      }
+      try {
+        const { batch, shards } = submitBatch(queue, { ...body, model, cells }, PRIORITY.shard);
+        c.header("Location", `/v1/jobs/${batch.id}`);
+        return c.json({ batch: jobView(store, batch), shards: shards.map((shard) => shard.id) }, 202);
+      } catch (error) {
+        const refused = submitRefusal(c, error);
+        if (refused) return refused as never;
+        throw error;
+      }
+    },
+  );
+
+  // ---- trainings --------------------------------------------------------------------------------
+
+  const TrainingRequest = z
+    .object({
+      kind: z.literal("diffusion").openapi({ description: "what to train (the classifier joins later)" }),
+      dataset: z.string().min(1).max(128).openapi({ description: "a dataset name under the datasets root" }),
+      config: z.enum(Object.keys(DIFFUSION_CONFIGS) as [string, ...string[]]).default("phantom-small"),
+      steps: z.number().int().min(1).max(config.limits.maxTrainingSteps),
+      batchSize: z.number().int().min(1).max(256).default(16),
+      seed: z
+        .number()
+        .int()
+        .min(0)
+        .max(2 ** 31 - 1)
+        .default(1),
+      learningRate: z.number().positive().max(1).default(2e-4),
+      checkpointEvery: z.number().int().min(1).max(1_000_000).default(200),
+      output: z
+        .string()
+        .min(1)
+        .max(128)
+        .optional()
+        .openapi({ description: "model name to publish the result under; default trained-<job>" }),
+    })
+    .strict()
+    .openapi("TrainingRequest");
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/v1/trainings",
+      tags: ["training"],
+      summary: "train a model on a named dataset; yields to generations between steps, resumes after a crash",
+      security: [{ bearer: [] }],
+      request: { body: { content: { "application/json": { schema: TrainingRequest } }, required: true } },
+      responses: {
+        202: json(JobSchema, "the training job is queued"),
+        ...errors,
+        409: json(ErrorSchema, "a model of the output name exists"),
+        429: json(ErrorSchema, "queue full"),
+        503: json(ErrorSchema, "draining"),
+      },
+    }),
+    (c) => {
+      const body = c.req.valid("json");
+      if (!resolveUnderRoot("dataset", config.datasetsRoot, body.dataset)) {
+        return c.json(
+          errorBody(
+            "unknown_dataset",
+            `dataset: "${body.dataset}" is not under the datasets root`,
+            "dataset",
+          ),
+          400,
+        );
+      }
+      const output = body.output ?? `trained-${Date.now().toString(36)}`;
+      checkName("output", output);
+      if (resolveUnderRoot("output", config.modelsRoot, output)) {
+        return c.json(errorBody("model_exists", `output: a model named "${output}" exists`, "output"), 409);
+      }
+      const submitted = submit(c, [
+        { kind: "training", priority: PRIORITY.training, params: { ...body, output } },
+      ]);
+      if (submitted instanceof Response) return submitted as never;
+      c.header("Location", `/v1/jobs/${submitted[0].id}`);
+      return c.json(jobView(store, submitted[0]), 202);
+    },
+  );
+
+  // ---- evaluations ------------------------------------------------------------------------------
+
+  const EvaluationRequest = z
+    .object({
+      predictions: z
+        .string()
+        .min(1)
+        .max(128)
+        .openapi({ description: "a predictions CSV name under the datasets root" }),
+      validation: z
+        .string()
+        .min(1)
+        .max(128)
+        .optional()
+        .openapi({ description: "validation predictions CSV: thresholds maximise F1 on it" }),
+      bootstrapRounds: z.number().int().min(0).max(10_000).default(200),
+      seed: z
+        .number()
+        .int()
+        .min(0)
+        .max(2 ** 31 - 1)
+        .default(20211210),
+    })
+    .strict()
+    .openapi("EvaluationRequest");
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/v1/evaluations",
+      tags: ["evaluation"],
+      summary: "AUROC, thresholds and subgroup underdiagnosis gaps of a predictions file, as a job",
+      security: [{ bearer: [] }],
+      request: { body: { content: { "application/json": { schema: EvaluationRequest } }, required: true } },
+      responses: {
+        202: json(JobSchema, "the evaluation job"),
+        ...errors,
+        429: json(ErrorSchema, "queue full"),
+      },
+    }),
+    (c) => {
+      const body = c.req.valid("json");
+      for (const field of ["predictions", "validation"] as const) {
+        const name = body[field];
+        if (name !== undefined && !resolveUnderRoot(field, config.datasetsRoot, name)) {
+          return c.json(
+            errorBody("not_found", `${field}: "${name}" is not under the datasets root`, field),
+            400,
+          );
+        }
+      }
+      const submitted = submit(c, [{ kind: "evaluation", priority: PRIORITY.shard, params: { ...body } }]);
+      if (submitted instanceof Response) return submitted as never;
+      c.header("Location", `/v1/jobs/${submitted[0].id}`);
+      return c.json(jobView(store, submitted[0]), 202);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/evaluations/{id}/report",
+      tags: ["evaluation"],
+      summary: "the Markdown report of a finished evaluation",
+      security: [{ bearer: [] }],
+      request: { params: JobIdParam },
+      responses: {
+        200: { content: { "text/markdown": { schema: z.string() } }, description: "report.md" },
+        404: json(ErrorSchema, "no such finished evaluation"),
+        ...errors,
+      },
+    }),
+    async (c) => {
+      const job = store.get(c.req.valid("param").id);
+      if (job?.kind !== "evaluation" || job.state !== "succeeded") {
+        return c.json(errorBody("not_found", "no finished evaluation with that id"), 404);
+      }
+      const text = await readFile(join(config.dataRoot, "evaluations", job.id, "report.md"), "utf8");
+      return c.body(text, 200, { "Content-Type": "text/markdown; charset=utf-8" });
+    },
+  );
+
+  // ---- jobs --------------------------------------------------------------------------------------
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/jobs",
+      tags: ["jobs"],
+      summary: "list jobs, newest first",
+      security: [{ bearer: [] }],
+      request: {
+        query: z.object({
+          state: z.enum(JOB_STATES).optional(),
+          kind: z.string().max(64).optional(),
+          limit: z.coerce.number().int().min(1).max(500).default(50),
+          before: z
+            .string()
+            .regex(/^job_[0-9a-f]{20}$/, "not a job id")
+            .optional(),
+        }),
+      },
+      responses: { 200: json(z.object({ jobs: z.array(JobSchema) }), "jobs"), ...errors },
+    }),
+    (c) => {
+      const query = c.req.valid("query");
+      const jobs = store.list(query).map((job) => jobView(store, job));
+      return c.json({ jobs }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/jobs/{id}",
+      tags: ["jobs"],
+      summary: "one job with its progress, result and images",
+      security: [{ bearer: [] }],
+      request: { params: JobIdParam },
+      responses: { 200: json(JobSchema, "the job"), 404: json(ErrorSchema, "no such job"), ...errors },
+    }),
+    (c) => {
+      const job = store.get(c.req.valid("param").id);
+      if (!job) return c.json(errorBody("not_found", "no such job"), 404);
+      return c.json(jobView(store, job), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: "delete",
+      path: "/v1/jobs/{id}",
+      tags: ["jobs"],
+      summary: "cancel: a queued job at once, a running one at its next step",
+      security: [{ bearer: [] }],
+      request: { params: JobIdParam },
+      responses: {
+        202: json(JobSchema, "cancellation requested (or done)"),
+        404: json(ErrorSchema, "no such job"),
+        409: json(ErrorSchema, "the job already finished"),
+        ...errors,
+      },
+    }),
+    (c) => {
+      const id = c.req.valid("param").id;
+      const before = store.get(id);
+      if (!before) return c.json(errorBody("not_found", "no such job"), 404);
+      if (TERMINAL_STATES.has(before.state)) {
+        return c.json(errorBody("already_finished", `the job is already ${before.state}`), 409);
+      }
+      if (before.kind === BATCH_KIND && (before.params as { queue?: string }).queue === "redis") {
+        return c.json(
+          errorBody(
+            "not_supported",
+            "a batch on the Redis queue cannot be cancelled here; its shards run on the workers",
+          ),
+          409,
+        );
+      }
+      if (before.kind === BATCH_KIND) {
+        for (const shard of store.list({ parentId: id, limit: 100_000 })) {
+          if (!TERMINAL_STATES.has(shard.state)) queue.cancel(shard.id);
+        }
+        return c.json(jobView(store, store.get(id)!), 202);
+      }
+      const job = queue.cancel(id)!;
+      return c.json(jobView(store, job), 202);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/jobs/{id}/events",
+      tags: ["jobs"],
+      summary:
+        "server-sent events: queued, started, progress (step, total, ETA), then done, failed or cancelled",
+      security: [{ bearer: [] }],
+      request: { params: JobIdParam },
+      responses: {
+        200: { content: { "text/event-stream": { schema: z.string() } }, description: "the event stream" },
+        404: json(ErrorSchema, "no such job"),
+        ...errors,
+      },
+    }),
+    (c) => {
+      const id = c.req.valid("param").id;
+      if (!store.get(id)) return c.json(errorBody("not_found", "no such job"), 404) as never;
+      return streamSSE(c, async (stream) => {
+        const pending: JobEvent[] = [];
+        let wake: (() => void) | null = null;
+        const unsubscribe = queue.subscribe(id, (event) => {
+          pending.push(event);
+          wake?.();
+        });
+        stream.onAbort(() => {
+          unsubscribe();
+          wake?.();
+        });
+        let lastStep = -1;
+        let started = false;
+        const send = async (type: string, job: Job, extra: Record<string, unknown> = {}) => {
+          await stream.writeSSE({
+            event: type,
+            data: JSON.stringify({ id: job.id, state: job.state, ...extra }),
+          });
+        };
+        try {
+          const job = store.get(id)!;
+          await send("queued", job);
+          if (job.state !== "queued") {
+            await send("started", job);
+            started = true;
+          }
+          if (job.progress && job.state === "running") {
+            await send("progress", job, job.progress as unknown as Record<string, unknown>);
+            lastStep = job.progress.step;
+          }
+          if (TERMINAL_STATES.has(job.state)) {
+            const type = job.state === "succeeded" ? "done" : job.state === "failed" ? "failed" : "cancelled";
+            await send(type, job, type === "done" ? { result: job.result } : { error: job.error });
+            return;
+          }
+          for (;;) {
+            if (stream.aborted) return;
+            const event = pending.shift();
+            if (!event) {
+              const keepalive = setTimeout(
+                () => stream.write(": keepalive\n\n").catch(() => undefined),
+                15_000,
+              );
+              await new Promise<void>((resolve) => {
+                wake = resolve;
+              });
+              clearTimeout(keepalive);
+              wake = null;
+              continue;
+            }
+            if (event.type === "queued") continue;
+            if (event.type === "started") {
+              if (!started) await send("started", event.job);
+              started = true;
+              continue;
+            }
+            if (event.type === "progress") {
+              if (event.progress.step <= lastStep) continue;
+              if (!started) await send("started", event.job);
+              started = true;
+              lastStep = event.progress.step;
+              await send("progress", event.job, event.progress as unknown as Record<string, unknown>);
+              continue;
+            }
+            const final = store.get(id)!;
+            await send(
+              event.type,
+              final,
+              event.type === "done" ? { result: final.result } : { error: final.error },
+            );
+            return;
+          }
+        } finally {
+          unsubscribe();
+        }
+      });
+    },
+  );
+
+  // ---- images ------------------------------------------------------------------------------------
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/images/{id}",
+      tags: ["images"],
+      summary: "a generated image as PNG (8 or 16 bits, grayscale)",
+      security: [{ bearer: [] }],
+      request: { params: ImageIdParam },
+      responses: {
+        200: {
+          content: { "image/png": { schema: z.string().openapi({ format: "binary" }) } },
+          description: "PNG",
+        },
+        404: json(ErrorSchema, "no such image"),
+        ...errors,
+      },
+    }),
+    async (c) => {
+      const image = store.image(c.req.valid("param").id);
+      if (!image) return c.json(errorBody("not_found", "no such image"), 404);
+      const bytes = await readFile(image.path);
+      return c.body(bytes, 200, {
+        "Content-Type": "image/png",
+        "Cache-Control": "private, max-age=31536000, immutable",
+      });
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/images/{id}/sidecar",
+      tags: ["images"],
+      summary: "the image's JSON sidecar: every parameter needed to make it again",
+      security: [{ bearer: [] }],
+      request: { params: ImageIdParam },
+      responses: {
+        200: json(z.record(z.string(), z.unknown()), "the sidecar"),
+        404: json(ErrorSchema, "no such image"),
+        ...errors,
+      },
+    }),
+    async (c) => {
+      const image = store.image(c.req.valid("param").id);
+      if (!image) return c.json(errorBody("not_found", "no such image"), 404);
+      return c.json(JSON.parse(await readFile(image.sidecarPath, "utf8")) as Record<string, unknown>, 200);
+    },
+  );
+
+  // ---- models, datasets, profile ----------------------------------------------------------------
+
+  const EntrySchema = z.object({
+    name: z.string(),
+    kind: z.enum(["file", "folder"]),
+    bytes: z.number().int(),
+    modifiedAt: z.string(),
+  });
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/models",
+      tags: ["catalogue"],
+      summary: "the models under the models root",
+      security: [{ bearer: [] }],
+      responses: {
+        200: json(z.object({ default: z.string().nullable(), models: z.array(EntrySchema) }), "models"),
+        ...errors,
+      },
+    }),
+    (c) => c.json({ default: config.defaultModel, models: listEntries(config.modelsRoot) }, 200),
+  );
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/datasets",
+      tags: ["catalogue"],
+      summary: "the datasets under the datasets root",
+      security: [{ bearer: [] }],
+      responses: { 200: json(z.object({ datasets: z.array(EntrySchema) }), "datasets"), ...errors },
+    }),
+    (c) => c.json({ datasets: listEntries(config.datasetsRoot) }, 200),
+  );
+
+  const ProfileRowSchema = z.object({
+    name: z.string(),
+    variant: z.string(),
+    calls: z.number(),
+    milliseconds: z.number().nullable(),
+    flops: z.number(),
+    bytes: z.number(),
+  });
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/profile",
+      tags: ["operations"],
+      summary: "per-kernel GPU time of recent jobs, summed per kernel and variant",
+      security: [{ bearer: [] }],
+      request: { query: z.object({ jobs: z.coerce.number().int().min(1).max(1000).default(50) }) },
+      responses: {
+        200: json(z.object({ jobs: z.array(z.string()), kernels: z.array(ProfileRowSchema) }), "the table"),
+        ...errors,
+      },
+    }),
+    (c) => {
+      const profiles = store.recentProfiles(c.req.valid("query").jobs);
+      return c.json(
+        { jobs: profiles.map((p) => p.jobId), kernels: sumProfiles(profiles.map((p) => p.rows)) },
+        200,
+      );
+    },
+  );
+
+  // ---- documents and the page -----------------------------------------------------------------
+
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: {
+      title: "cxr server",
+      version: "1",
+      description:
+        "Chest-radiograph generation and training over HTTP. Every /v1 route needs `Authorization: Bearer TOKEN` when the server has tokens.",
+    },
+  });
+  app.get("/docs", (c) => c.html(apiReferencePage()));
+  app.get("/", (c) => c.html(webPage()));
+  return app;
+}

@@ -1,0 +1,149 @@
+/**
+ * The real generator: models are folders under the models root written by @cxr/diffusion
+ * (`DiffusionModel.save`, `cxr train diffusion`), loaded with createPipeline and kept (the last
+ * `cacheSize` used). Image i of a job is `generate({ n: 1, seed: seed + i })`, so every image has
+ * its own seed and can be made again alone, which is what lets a re-run job skip finished images.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { createPipeline, MODEL_FILES, type Pipeline } from "@cxr/diffusion";
+import { createGpu, type Gpu } from "@cxr/kernels";
+import type { GeneratedImage, ImageGenerator, ImageRequest, ModelInfo } from "./generation.ts";
+import { PathRefused, resolveUnderRoot } from "./paths.ts";
+
+export interface DiffusionGeneratorOptions {
+  modelsRoot: string;
+  /** The device (default: one opened with the profiler on, from CXR_BACKEND / CXR_ADAPTER). */
+  gpu?: () => Promise<Gpu>;
+  /** Pipelines kept loaded. Default 2. */
+  cacheSize?: number;
+}
+
+let ownGpu: Promise<Gpu> | null = null;
+/** A device with the profiler on (kernel counts always; GPU time where timestamp-query exists). */
+export function serverGpu(): Promise<Gpu> {
+  ownGpu ??= createGpu({
+    backend: process.env.CXR_BACKEND || undefined,
+    adapterName: process.env.CXR_ADAPTER || undefined,
+    profile: true,
+  });
+  return ownGpu;
+}
+
+export class DiffusionGenerator implements ImageGenerator {
+  private readonly pipelines = new Map<string, Promise<Pipeline>>();
+  private lastModel: string | null = null;
+  private gpuOpened: Gpu | null = null;
+
+  constructor(private readonly options: DiffusionGeneratorOptions) {}
+
+  private modelDir(name: string): string | null {
+    try {
+      const dir = resolveUnderRoot("model", this.options.modelsRoot, name);
+      return dir && existsSync(join(dir, MODEL_FILES.config)) ? dir : null;
+    } catch (error) {
+      if (error instanceof PathRefused) return null;
+      throw error;
+    }
+  }
+
+  hasModel(name: string): boolean {
+    return this.modelDir(name) !== null;
+  }
+
+  modelInfo(name: string): ModelInfo | null {
+    const dir = this.modelDir(name);
+    if (!dir) return null;
+    try {
+      const config = JSON.parse(readFileSync(join(dir, MODEL_FILES.config), "utf8")) as {
+        name?: string;
+        resolution?: number;
+      };
+      return { name, kind: "diffusion", size: config.resolution, details: { config: config.name } };
+    } catch {
+      return null;
+    }
+  }
+
+  /** The device, once a model was loaded (for /readyz). */
+  get gpu(): Gpu | null {
+    return this.gpuOpened;
+  }
+
+  /** The model loaded last (for /readyz). */
+  get loadedModel(): string | null {
+    return this.lastModel;
+  }
+
+  async device(): Promise<Gpu> {
+    this.gpuOpened ??= await (this.options.gpu ?? serverGpu)();
+    return this.gpuOpened;
+  }
+
+  /** Loads (or returns the loaded) pipeline of a model. */
+  async load(name: string): Promise<Pipeline> {
+    let pipeline = this.pipelines.get(name);
+    if (!pipeline) {
+      const dir = this.modelDir(name);
+      if (!dir) throw new Error(`model "${name}" is not under the models root`);
+      pipeline = this.device().then((gpu) => createPipeline(dir, { gpu }));
+      this.pipelines.set(name, pipeline);
+      pipeline.catch(() => this.pipelines.delete(name));
+      const limit = this.options.cacheSize ?? 2;
+      while (this.pipelines.size > limit) {
+        const [oldest, evicted] = this.pipelines.entries().next().value as [string, Promise<Pipeline>];
+        this.pipelines.delete(oldest);
+        evicted.then((loaded) => loaded.dispose()).catch(() => undefined);
+      }
+    } else {
+      // Most recently used last.
+      this.pipelines.delete(name);
+      this.pipelines.set(name, pipeline);
+    }
+    const loaded = await pipeline;
+    this.lastModel = name;
+    return loaded;
+  }
+
+  async generate(
+    request: ImageRequest,
+    onStep: (step: number, total: number) => void,
+  ): Promise<GeneratedImage> {
+    const pipeline = await this.load(request.model);
+    const prompt =
+      request.prompt ??
+      (request.structured && {
+        sex: request.structured.sex,
+        age: request.structured.age,
+        race: (request.structured.race ?? null) as never,
+        findings: request.structured.findings,
+      });
+    if (!prompt) throw new Error("generate: neither prompt nor structured");
+    const result = await pipeline.generate({
+      prompt,
+      n: 1,
+      steps: request.steps,
+      guidance: request.guidance,
+      sampler: request.sampler,
+      seed: request.seed,
+      bits: request.bitDepth,
+      onStep: ({ step, steps }) => onStep(step, steps),
+    });
+    const image = result.images[0];
+    return {
+      png: new Uint8Array(image.png),
+      sidecar: { ...image.metadata, modelName: request.model },
+      width: image.size,
+      height: image.size,
+    };
+  }
+
+  async takeProfile(): Promise<unknown[]> {
+    const gpu = this.gpuOpened;
+    if (!gpu?.profiler.enabled) return [];
+    await gpu.sync();
+    const rows = gpu.profiler.rows();
+    gpu.profiler.reset();
+    return rows;
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * Generation jobs: one image per (job, index) with seed = job seed + index, written atomically as
+ * `<images>/<job>/<index>.png` plus its JSON sidecar, then recorded. A job re-run after a crash
+ * skips the indices it already recorded, so it produces the same images and never a duplicate.
+ */
+import { join } from "node:path";
+import { writeFileAtomic } from "./paths.ts";
+import { type JobContext, JobFailure, type JobOutcome, type JobRunner } from "./queue.ts";
+
+export const SAMPLERS = ["ddpm", "ddim", "pndm", "dpmpp-2m"] as const;
+export type SamplerName = (typeof SAMPLERS)[number];
+
+export interface StructuredPrompt {
+  sex: "female" | "male";
+  age: number;
+  race?: string | null;
+  findings: string[];
+}
+
+/** One image to make, as the generator sees it. */
+export interface ImageRequest {
+  model: string;
+  prompt?: string;
+  structured?: StructuredPrompt;
+  steps: number;
+  guidance: number;
+  sampler: SamplerName;
+  seed: number;
+  bitDepth: 8 | 16;
+}
+
+export interface GeneratedImage {
+  png: Uint8Array;
+  /** Everything needed to make the same image again (the generator's sidecar). */
+  sidecar: Record<string, unknown>;
+  width: number;
+  height: number;
+}
+
+export interface ModelInfo {
+  name: string;
+  kind: "diffusion" | "classifier";
+  /** Native image size in pixels (square). */
+  size?: number;
+  defaultSteps?: number;
+  details?: Record<string, unknown>;
+}
+
+/** What the server needs of a generator: the real one wraps `createPipeline` from @cxr/diffusion. */
+export interface ImageGenerator {
+  /** Whether a model of that name can be loaded (it exists under the models root). */
+  hasModel(name: string): boolean;
+  /** What is known of a model without generating (its size, default steps). */
+  modelInfo?(name: string): ModelInfo | null;
+  /** Makes one image; calls `onStep` after each sampler step (it throws to stop the image). */
+  generate(request: ImageRequest, onStep: (step: number, total: number) => void): Promise<GeneratedImage>;
+  /** The per-kernel profile of the work since the last call (empty when profiling is off). */
+  takeProfile?(): Promise<unknown[]>;
+}
+
+export interface GenerationParams {
+  model: string;
+  prompt?: string;
+  structured?: StructuredPrompt;
+  n: number;
+  steps: number;
+  guidance: number;
+  sampler: SamplerName;
+  seed: number;
+  bitDepth: 8 | 16;
+}
+
+/** Runs `generation` jobs. */
+export class GenerationRunner implements JobRunner {
+  readonly kinds = ["generation"] as const;
+
+  constructor(
+    private readonly generator: ImageGenerator,
+    private readonly imagesRoot: string,
+  ) {}
+
+  async run(ctx: JobContext): Promise<JobOutcome> {
+    const params = ctx.job.params as unknown as GenerationParams;
+    if (!this.generator.hasModel(params.model)) {
+      throw new JobFailure("unknown_model", `model "${params.model}" is not under the models root`);
+    }
+    const done = new Set(ctx.store.images(ctx.job.id).map((image) => image.index));
+    const total = params.n * params.steps;
+    let completed = done.size * params.steps;
+    for (let index = 0; index < params.n; index++) {
+      if (done.has(index)) continue;
+      const seed = (params.seed + index) >>> 0;
+      const image = await this.generator.generate(
+        {
+          model: params.model,
+          prompt: params.prompt,
+          structured: params.structured,
+          steps: params.steps,
+          guidance: params.guidance,
+          sampler: params.sampler,
+          seed,
+          bitDepth: params.bitDepth,
+        },
+        (step) => {
+          ctx.progress(completed + step, total);
+          ctx.check();
+        },
+      );
+      const folder = join(this.imagesRoot, ctx.job.id);
+      const path = join(folder, `${index}.png`);
+      const sidecarPath = join(folder, `${index}.json`);
+      const sidecar = {
+        ...image.sidecar,
+        job: ctx.job.id,
+        index,
+        seed,
+        width: image.width,
+        height: image.height,
+      };
+      await writeFileAtomic(path, image.png);
+      await writeFileAtomic(sidecarPath, `${JSON.stringify(sidecar, null, 2)}\n`);
+      ctx.store.addImage({ jobId: ctx.job.id, index, seed, path, sidecarPath });
+      completed += params.steps;
+      // Between images: answer requests, stop on cancel or drain.
+      await ctx.step(completed, total);
+    }
+    const images = ctx.store
+      .images(ctx.job.id)
+      .map((image) => ({ id: image.id, index: image.index, seed: image.seed }));
+    return { result: { images }, profile: await this.generator.takeProfile?.() };
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * The generation endpoints on the real generator (DiffusionGenerator on an untrained phantom-tiny
+ * saved by the setup): structured and text prompts, every sampler, 8 and 16 bits, images identical
+ * to the library's own output for the recorded seed, sidecars, the profile table and readiness.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { loadDataset } from "@cxr/data";
+import { createPipeline, promptFromFields } from "@cxr/diffusion";
+import sharp from "sharp";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { SHARD_KIND } from "../../packages/server/src/batch.ts";
+import { serverGpu } from "../../packages/server/src/diffusion-generator.ts";
+import { type GeneratorSetup, setupGenerator } from "./generator-setup.ts";
+import { startTestServer } from "./helpers.ts";
+
+let setup: GeneratorSetup;
+let s: Awaited<ReturnType<typeof startTestServer>>;
+
+beforeAll(async () => {
+  setup = await setupGenerator();
+  await setup.generator.load(setup.model);
+  s = await startTestServer({
+    generator: setup.generator,
+    dataRoot: setup.dataRoot,
+    defaultModel: setup.model,
+    readiness: () => ({
+      adapter: setup.generator.gpu?.adapter.description ?? null,
+      model: setup.generator.loadedModel,
+    }),
+  });
+}, 120_000);
+afterAll(async () => {
+  await s?.close();
+  setup?.remove();
+});
+
+async function generate(body: Record<string, unknown>) {
+  const response = await fetch(`${s.url}/v1/generations?wait=120`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, job: (await response.json()) as any };
+}
+
+const bytes = async (url: string) => Buffer.from(await (await fetch(`${s.url}${url}`)).arrayBuffer());
+
+describe("generation on the real generator", () => {
+  test("structured prompt: images equal the library's for each recorded seed; sidecars reproduce them", async () => {
+    const structured = { sex: "female", age: 70, race: "WHITE", findings: ["Cardiomegaly"] } as const;
+    const { status, job } = await generate({
+      structured,
+      n: 2,
+      steps: 3,
+      seed: 9,
+      sampler: "ddim",
+      guidance: 2,
+    });
+    expect(status).toBe(200);
+    expect(job.state).toBe("succeeded");
+    expect(job.images.map((image: any) => image.seed)).toEqual([9, 10]);
+    const pipeline = await createPipeline(`${s.server.config.modelsRoot}/tiny`, { gpu: await serverGpu() });
+    try {
+      for (const image of job.images) {
+        const served = await bytes(image.url);
+        const meta = await sharp(served).metadata();
+        expect([meta.width, meta.height, meta.depth]).toEqual([setup.size, setup.size, "uchar"]);
+        const expected = await pipeline.generate({
+          prompt: promptFromFields(structured),
+          n: 1,
+          steps: 3,
+          seed: image.seed,
+          sampler: "ddim",
+          guidance: 2,
+        });
+        expect(served.equals(expected.images[0].png)).toBe(true);
+        const sidecar = (await (await fetch(`${s.url}${image.sidecarUrl}`)).json()) as any;
+        expect(sidecar).toMatchObject({
+          prompt: promptFromFields(structured),
+          seed: image.seed,
+          sampler: "ddim",
+          steps: 3,
+          guidance: 2,
+          bits: 8,
+          job: job.id,
+          index: image.index,
+          modelName: "tiny",
+        });
+        expect(sidecar.model.weightsSha256).toMatch(/^[0-9a-f]{64}$/);
+      }
+    } finally {
+      pipeline.dispose();
+    }
+  });
+
+  test.each(["ddpm", "pndm", "dpmpp-2m"])("sampler %s, 16-bit, text prompt", async (sampler) => {
+    const { job } = await generate({
+      prompt: "40 year old male. No acute cardiopulmonary abnormality.",
+      steps: 2,
+      sampler,
+      bitDepth: 16,
+      seed: 3,
+    });
+    expect(job.state).toBe("succeeded");
+    const meta = await sharp(await bytes(job.images[0].url)).metadata();
+    expect(meta.depth).toBe("ushort");
+  });
+
+  test("a size the model does not make is refused naming size; readiness and the profile table", async () => {
+    const refused = await fetch(`${s.url}/v1/generations`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ prompt: "x", size: 32 }),
+    });
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as any).error.field).toBe("size");
+    const ready = (await (await fetch(`${s.url}/readyz`)).json()) as any;
+    expect(ready).toMatchObject({ ready: true, model: "tiny" });
+    expect(ready.adapter).toBeTruthy();
+    const profile = (await (await fetch(`${s.url}/v1/profile`)).json()) as any;
+    expect(profile.jobs.length).toBeGreaterThan(0);
+    const names = profile.kernels.map((row: any) => row.name);
+    expect(names.length).toBeGreaterThan(3);
+    expect(profile.kernels.every((row: any) => row.calls > 0)).toBe(true);
+    const metrics = await (await fetch(`${s.url}/metrics`)).text();
+    expect(metrics).toMatch(new RegExp(`cxr_kernel_calls_total\\{kernel="${names[0]}"`));
+  });
+});
+
+describe("generation batches on the real generator", () => {
+  test("a grid of cells x seeds becomes a CheXpert-layout dataset with a manifest, in shards", async () => {
+    const request = {
+      name: "grid",
+      cells: [
+        { structured: { sex: "female", age: 70, race: "WHITE", findings: ["Cardiomegaly"] } },
+        { structured: { sex: "male", age: 40, findings: [] } },
+        { prompt: "55 year old BLACK male. Cardiomegaly." },
+      ],
+      seeds: [1, 2],
+      steps: 2,
+      sampler: "ddim",
+      shardSize: 4,
+    };
+    const response = await fetch(`${s.url}/v1/generation-batches`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(request),
+    });
+    expect(response.status).toBe(202);
+    const { batch, shards } = (await response.json()) as any;
+    expect(shards).toHaveLength(2);
+    const deadline = Date.now() + 120_000;
+    let settled: any;
+    for (;;) {
+      settled = (await (await fetch(`${s.url}/v1/jobs/${batch.id}`)).json()) as any;
+      if (settled.state !== "running" || Date.now() > deadline) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(settled.state).toBe("succeeded");
+    expect(settled.result).toMatchObject({ dataset: "grid", images: 6, shards: 2 });
+    const root = s.server.config.datasetsRoot;
+    const loaded = loadDataset("chexpert", join(root, "grid"));
+    expect(loaded.issues).toEqual([]);
+    expect(loaded.records).toHaveLength(6);
+    const first = loaded.records[0];
+    expect([first.sex, first.age, first.race, first.labels.Cardiomegaly]).toEqual(["female", 70, "WHITE", 1]);
+    expect(loaded.records[2].labels["No Finding"]).toBe(1);
+    expect(loaded.records[4].race).toBe("BLACK");
+    const manifest = JSON.parse(readFileSync(join(root, "grid", "manifest.json"), "utf8"));
+    expect(manifest).toMatchObject({
+      format: "cxr-generation-batch/1",
+      images: 6,
+      seeds: [1, 2],
+      model: "tiny",
+    });
+    expect(manifest.shards.map((shard: any) => shard.id)).toEqual(shards);
+    // Each image is the library's image for its cell's prompt and seed.
+    const sidecar = JSON.parse(
+      readFileSync(join(root, "grid/train/patient00003/study2/view1_frontal.json"), "utf8"),
+    );
+    expect(sidecar).toMatchObject({
+      prompt: "55 year old BLACK male. Cardiomegaly.",
+      seed: 2,
+      batch: batch.id,
+    });
+    const datasets = (await (await fetch(`${s.url}/v1/datasets`)).json()) as any;
+    expect(datasets.datasets.map((entry: any) => entry.name)).toContain("grid");
+
+    // A shard run again (a retried shard) skips what is on disk and makes nothing twice.
+    const shardJob = s.server.store.get(shards[0])!;
+    const [again] = s.server.queue.submit([{ kind: SHARD_KIND, priority: 10, params: shardJob.params }]);
+    const deadline2 = Date.now() + 60_000;
+    let rerun = s.server.store.get(again.id)!;
+    while (rerun.state !== "succeeded" && rerun.state !== "failed" && Date.now() < deadline2) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      rerun = s.server.store.get(again.id)!;
+    }
+    expect(rerun.result).toEqual({ made: 0, skipped: 4, items: 4 });
+
+    const twice = await fetch(`${s.url}/v1/generation-batches`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(request),
+    });
+    expect(twice.status).toBe(409);
+    expect(((await twice.json()) as any).error.field).toBe("name");
+    const tooMany = await fetch(`${s.url}/v1/generation-batches`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ...request, name: "big", seeds: Array.from({ length: 10_000 }, (_, i) => i) }),
+    });
+    expect(tooMany.status).toBe(400);
+    expect(((await tooMany.json()) as any).error.field).toBe("seeds");
+  });
+});
