@@ -37,6 +37,20 @@ fi
 bun --version >/dev/null || { echo "setup.sh: the bun binary does not run (its npm postinstall must run)" >&2; exit 1; }
 
 say "Installing packages (bun install)"
+# better-sqlite3 (the server's job store under Node) compiles from source when no prebuilt binary
+# can be downloaded. Bun then falls back to `bunx node-gyp@latest`, which fails on Node 20: give it
+# npm's own node-gyp and the Node headers npm is configured with (or /usr/include/node).
+npm_gyp="$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js"
+if ! command -v node-gyp >/dev/null 2>&1 && [ -f "$npm_gyp" ]; then
+  gyp_bin=$(mktemp -d)
+  ln -s "$npm_gyp" "$gyp_bin/node-gyp"
+  export PATH="$gyp_bin:$PATH"
+fi
+node_headers=$(npm config get nodedir 2>/dev/null || true)
+if { [ -z "$node_headers" ] || [ "$node_headers" = undefined ]; } && [ -f /usr/include/node/node.h ]; then
+  node_headers=/usr
+fi
+if [ -n "$node_headers" ] && [ "$node_headers" != undefined ]; then export npm_config_nodedir="$node_headers"; fi
 bun install --frozen-lockfile
 
 adapter_ok() { bun packages/cli/src/main.ts doctor >/tmp/cxr-doctor.$$ 2>&1; }
