@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything from a machine that has only Node.js and npm, then runs the main job.
-#   bash setup.sh            install, then run `cxr quickstart` on the built-in defaults
+#   bash setup.sh            install, then run `cxr quickstart` and `cxr demo` on the built-in defaults
 #   bash setup.sh --no-run   install only (CI uses this)
 # What it installs: Bun (from npm) if absent, the workspace packages, on Linux without a usable
 # WebGPU adapter Mesa's software Vulkan driver (lavapipe), and what the tests need: Debian's numpy,
@@ -111,4 +111,6 @@ bun packages/cli/src/main.ts doctor 2>&1 | grep -v "artificially reduced"
 if [ "$run_main" = 1 ]; then
   say "Main job: cxr quickstart (built-in phantom data, defaults)"
   bun packages/cli/src/main.ts quickstart
+  say "Main job: cxr demo (the shipped generator through the HTTP API)"
+  bun packages/cli/src/main.ts demo
 fi

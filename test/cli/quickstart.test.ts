@@ -4,6 +4,8 @@
  * that the trained model beats chance in distribution (macro AUROC interval above 0.5), and that
  * every gap's point estimate lies inside its interval with the rounds it used.
  *
+ * Last, the shipped generator (models/phantom-diffusion) draws 16 films next to real ones.
+ *
  * Size: 800 phantom images of one institution (northgate: 641 for training, 79 in its test split),
  * 3 epochs at 64 px; in-distribution macro AUROC 0.698 (0.588 to 0.810) with seed 7. Measured
  * alternatives are listed in packages/classifier/README.md ("The main job under test").
@@ -11,6 +13,7 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import sharp from "sharp";
 import { afterAll, describe, expect, it } from "vitest";
 import { evaluationDocumentSchema } from "../../packages/classifier/src/evaluation/report-schema.ts";
 import { quickstart } from "../../packages/cli/src/quickstart.ts";
@@ -30,6 +33,9 @@ describe("cxr quickstart at a small size", () => {
     await expect(
       quickstart({ out: nowhere, institutions: ["northgate"], trainInstitution: "highland" }, () => {}),
     ).rejects.toThrow('the training institution "highland" is not among --institutions northgate');
+    await expect(
+      quickstart({ out: nowhere, institutions: ["northgate"], generator: join(out, "no-model") }, () => {}),
+    ).rejects.toThrow("quickstart: no generator model at");
     expect(existsSync(nowhere)).toBe(false);
   });
 
@@ -62,6 +68,11 @@ describe("cxr quickstart at a small size", () => {
     ).toBeGreaterThan(0);
     // One institution: nothing out of distribution.
     expect(result.outOfDistribution).toBeNull();
+    // The shipped generator's films next to real test films: 4 generated rows, then 4 real rows.
+    expect(result.contactSheet).toBe(join(out, "generated-vs-real.png"));
+    const sheet = await sharp(result.contactSheet!).metadata();
+    expect(sheet.height).toBe(8 * (128 + 4) + 4);
+    expect(lines.some((line) => line.includes("films generated"))).toBe(true);
 
     const document = evaluationDocumentSchema.parse(
       JSON.parse(readFileSync(join(reportDir, "evaluation.json"), "utf8")),

@@ -6,6 +6,7 @@ import { registerPretrainedCommands } from "@cxr/diffusion/cli-pretrained";
 import { registerCommands as registerKernelCommands } from "@cxr/kernels/cli";
 import { registerCommands as registerServerCommands } from "@cxr/server/cli";
 import { Command } from "commander";
+import { registerDemo } from "./demo.ts";
 import { registerQuickstart } from "./quickstart.ts";
 
 /**
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     bench: program.command("bench").description("benchmarks that print measured figures"),
   };
   registerQuickstart(program);
+  registerDemo(program);
   registerKernelCommands(program, groups);
   registerDataCommands(program);
   registerPhantomCommands(program);

@@ -2,10 +2,12 @@
  * `cxr quickstart`: the main job on built-in defaults, end to end on whatever adapter is present.
  * Writes a multi-institution phantom dataset, trains a small CNN with our kernels on one
  * (deliberately skewed) institution, and evaluates it in distribution and on the other
- * institutions with the fairness toolkit. The DenseNet study replaces the small CNN later.
+ * institutions with the fairness toolkit. Last, the shipped generator draws films for a few prompts,
+ * laid out next to real test films of the same description in one contact sheet.
  */
-import { mkdirSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, mkdirSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import {
   DEFAULT_TRAIN_CONFIG,
   type EvaluationDocument,
@@ -18,8 +20,17 @@ import {
   trainClassifier,
   writeEvaluationOutputs,
 } from "@cxr/classifier";
-import { type CxrRecord, frontalOnly, generatePhantomDataset, institutionIds, loadDataset } from "@cxr/data";
-import { createGpu } from "@cxr/kernels";
+import {
+  type CxrRecord,
+  decodeImage,
+  frontalOnly,
+  generatePhantomDataset,
+  institutionIds,
+  loadDataset,
+  resizeBilinear,
+} from "@cxr/data";
+import { type ContactSheetRow, createPipeline, type PromptFields, writeContactSheet } from "@cxr/diffusion";
+import { createGpu, type Gpu } from "@cxr/kernels";
 import type { Command } from "commander";
 
 export interface QuickstartOptions {
@@ -32,7 +43,15 @@ export interface QuickstartOptions {
   trainInstitution: string;
   seed: number;
   bootstrap: number;
+  /** A generator model folder for the generated-vs-real contact sheet; null skips that step. */
+  generator: string | null;
 }
+
+/** The generator shipped in the repository (trained on phantom training splits only). */
+export const SHIPPED_GENERATOR = resolve(
+  dirname(fileURLToPath(import.meta.url)),
+  "../../../models/phantom-diffusion",
+);
 
 const DEFAULTS: QuickstartOptions = {
   out: "runs/quickstart",
@@ -43,7 +62,70 @@ const DEFAULTS: QuickstartOptions = {
   trainInstitution: "highland",
   seed: 7,
   bootstrap: 200,
+  generator: SHIPPED_GENERATOR,
 };
+
+/** The contact sheet's rows: generated films for each description, then real test films like it. */
+const SHEET_PROMPTS: readonly PromptFields[] = [
+  { sex: "female", age: 70, findings: ["Cardiomegaly"] },
+  { sex: "male", age: 70, findings: ["Cardiomegaly"] },
+  { sex: "female", age: 40, findings: [] },
+  { sex: "male", age: 40, findings: [] },
+];
+const SHEET_COLUMNS = 4;
+
+function matchesPrompt(record: CxrRecord, fields: PromptFields): boolean {
+  if (record.sex !== fields.sex) return false;
+  if (fields.findings.length === 0) return record.labels["No Finding"] === 1;
+  return fields.findings.every((finding) => record.labels[finding as keyof CxrRecord["labels"]] === 1);
+}
+
+/** Real films matching each description (any age), decoded and resized to the generator's size. */
+async function realRows(records: readonly CxrRecord[], size: number): Promise<ContactSheetRow[]> {
+  const rows: ContactSheetRow[] = [];
+  for (const fields of SHEET_PROMPTS) {
+    const chosen = records.filter((record) => matchesPrompt(record, fields)).slice(0, SHEET_COLUMNS);
+    const images = [];
+    for (const record of chosen) {
+      const decoded = await decodeImage(record.imagePath);
+      images.push({ pixels: resizeBilinear(decoded, size, size).pixels, size });
+    }
+    const what = fields.findings.length === 0 ? "No Finding" : fields.findings.join(", ");
+    rows.push({ label: `real test films: ${fields.sex}, ${what}`, images });
+  }
+  return rows;
+}
+
+async function generatedVersusReal(
+  gpu: Gpu,
+  modelDir: string,
+  records: readonly CxrRecord[],
+  out: string,
+  seed: number,
+  log: (message: string) => void,
+): Promise<string> {
+  const started = performance.now();
+  const pipeline = await createPipeline(modelDir, { gpu });
+  try {
+    const size = pipeline.model.config.resolution;
+    const { path } = await writeContactSheet(pipeline, {
+      prompts: SHEET_PROMPTS,
+      perPrompt: SHEET_COLUMNS,
+      out: join(out, "generated-vs-real.png"),
+      steps: 25,
+      sampler: "ddim",
+      guidance: 3,
+      seed,
+      extraRows: await realRows(records, size),
+    });
+    log(
+      `  ${SHEET_PROMPTS.length * SHEET_COLUMNS} films generated (${size} px, 25 DDIM steps, guidance 3) in ${((performance.now() - started) / 1000).toFixed(0)} s -> ${path}`,
+    );
+    return path;
+  } finally {
+    pipeline.dispose();
+  }
+}
 
 function describeSplit(name: string, records: readonly CxrRecord[]): string {
   const patients = new Set(records.map((record) => record.patientId)).size;
@@ -56,6 +138,8 @@ export interface QuickstartResult {
   inDistribution: EvaluationDocument;
   outOfDistribution: EvaluationDocument | null;
   seconds: number;
+  /** The generated-vs-real contact sheet, when a generator was given. */
+  contactSheet: string | null;
 }
 
 export async function quickstart(
@@ -68,6 +152,11 @@ export async function quickstart(
     if (!institutionIds().includes(id)) {
       throw new Error(`quickstart: unknown institution "${id}" (choose from ${institutionIds().join(", ")})`);
     }
+  }
+  if (options.generator !== null && !existsSync(join(options.generator, "config.json"))) {
+    throw new Error(
+      `quickstart: no generator model at ${options.generator} (config.json missing); pass --no-generate to skip`,
+    );
   }
   if (!options.institutions.includes(options.trainInstitution)) {
     throw new Error(
@@ -83,7 +172,7 @@ export async function quickstart(
   );
 
   log(
-    `\n[1/4] phantom dataset: ${options.images} images at ${options.size}px from ${options.institutions.length} institutions`,
+    `\n[1/5] phantom dataset: ${options.images} images at ${options.size}px from ${options.institutions.length} institutions`,
   );
   const dataDir = join(out, "phantom");
   const summary = await generatePhantomDataset({
@@ -108,7 +197,7 @@ export async function quickstart(
   const valid = at("valid", true);
   const testIn = at("test", true);
   const testOut = at("test", false);
-  log(`\n[2/4] train on "${options.trainInstitution}" only`);
+  log(`\n[2/5] train on "${options.trainInstitution}" only`);
   for (const [name, split] of [
     ["train", train],
     ["valid", valid],
@@ -133,7 +222,7 @@ export async function quickstart(
   );
   await model.save(join(out, "small-cnn.safetensors"), { trainInstitution: options.trainInstitution });
 
-  log("\n[3/4] predict");
+  log("\n[3/5] predict");
   const predict = async (name: string, split: CxrRecord[]) => {
     const probabilities = await predictProbabilities(model, split, options.size);
     const { table, excluded } = predictionTableFromRecords(name, split, probabilities);
@@ -145,7 +234,7 @@ export async function quickstart(
   const inDistribution = await predict(`test-${options.trainInstitution}`, testIn);
   const outOfDistribution = testOut.length > 0 ? await predict("test-other-institutions", testOut) : null;
 
-  log("\n[4/4] evaluate (thresholds: F1-optimal on the validation split)");
+  log("\n[4/5] evaluate (thresholds: F1-optimal on the validation split)");
   const config = { bootstrapRounds: options.bootstrap, seed: options.seed, minimumDenominator: 20 };
   const evaluate = async (name: string, predictions: PredictionTable) => {
     const document = evaluatePredictions({ predictions, validation }, config);
@@ -158,10 +247,23 @@ export async function quickstart(
   const inDocument = await evaluate("in-distribution", inDistribution);
   // With a single institution there is nothing out of distribution to evaluate.
   const outDocument = outOfDistribution ? await evaluate("out-of-distribution", outOfDistribution) : null;
+
+  let contactSheet: string | null = null;
+  if (options.generator !== null) {
+    log(`\n[5/5] generate with ${options.generator}, next to real test films`);
+    contactSheet = await generatedVersusReal(
+      gpu,
+      options.generator,
+      [...testIn, ...testOut],
+      out,
+      options.seed,
+      log,
+    );
+  }
   const seconds = (performance.now() - started) / 1000;
   log(`\nquickstart finished in ${seconds.toFixed(0)} s; outputs in ${out}`);
   gpu.destroy();
-  return { out, inDistribution: inDocument, outOfDistribution: outDocument, seconds };
+  return { out, inDistribution: inDocument, outOfDistribution: outDocument, seconds, contactSheet };
 }
 
 const integer = (name: string) => (value: string) => {
@@ -190,7 +292,12 @@ export function registerQuickstart(program: Command): void {
     .option("--train-institution <id>", "institution to train on", DEFAULTS.trainInstitution)
     .option("--seed <n>", "seed for data, initialisation and bootstrap", integer("seed"), DEFAULTS.seed)
     .option("--bootstrap <n>", "bootstrap rounds for the intervals", integer("bootstrap"), DEFAULTS.bootstrap)
-    .action(async (options: QuickstartOptions) => {
-      await quickstart(options);
-    });
+    .option("--generator <dir>", "generator model folder for the generated-vs-real sheet", SHIPPED_GENERATOR)
+    .option("--no-generate", "skip the generated-vs-real contact sheet")
+    .action(
+      async (flags: Omit<QuickstartOptions, "generator"> & { generator: string; generate: boolean }) => {
+        const { generate, ...options } = flags;
+        await quickstart({ ...options, generator: generate ? options.generator : null });
+      },
+    );
 }
