@@ -129,6 +129,70 @@ describe("trainDiffusion", () => {
     expect(readFileSync(first.lossPng!).subarray(1, 4).toString()).toBe("PNG");
   }, 600_000);
 
+  it("--init starts a new run from a model folder's weights, tokenizer and config", async () => {
+    const device = await gpu();
+    const source = join(root, "init-source");
+    await trainDiffusion({ ...base(source), gpu: device });
+    const initDir = join(source, "checkpoint", "model");
+    // One step at a negligible learning rate: the weights must still be the init model's.
+    const started = join(root, "init-run");
+    const { config: _config, ...rest } = base(started);
+    const result = await trainDiffusion({
+      ...rest,
+      init: initDir,
+      steps: 1,
+      learningRate: 1e-9,
+      gpu: device,
+    });
+    expect(result.steps).toBe(1);
+    const file = "unet/diffusion_pytorch_model.safetensors";
+    const initial = tensorsOf(initDir, file);
+    const after = tensorsOf(join(started, "checkpoint", "model"), file);
+    let largest = 0;
+    for (const [name, tensor] of initial) {
+      const other = after.get(name)!.data;
+      tensor.data.forEach((value, i) => {
+        largest = Math.max(largest, Math.abs(value - other[i]));
+      });
+    }
+    expect(largest).toBeLessThan(1e-6);
+    // A fresh run with another seed starts elsewhere (so the check above is not vacuous).
+    const init = initial.get("conv_in.weight")!.data;
+    const seeded = join(root, "init-fresh");
+    await trainDiffusion({ ...base(seeded), seed: 6, steps: 1, learningRate: 1e-9, gpu: device });
+    const other = tensorsOf(join(seeded, "checkpoint", "model"), file).get("conv_in.weight")!.data;
+    expect(init.some((value, i) => Math.abs(value - other[i]) > 1e-3)).toBe(true);
+    // The tokenizer and the configuration are the init model's.
+    for (const name of ["tokenizer.json", "config.json"]) {
+      expect(readFileSync(join(started, "checkpoint", "model", name), "utf8")).toBe(
+        readFileSync(join(initDir, name), "utf8"),
+      );
+    }
+    // An init run resumes like any other; a resume with another init is refused.
+    await expect(
+      trainDiffusion({
+        ...rest,
+        init: join(root, "straight", "checkpoint", "model"),
+        steps: 1,
+        resume: true,
+        learningRate: 1e-9,
+        gpu: device,
+      }),
+    ).rejects.toThrow(/cannot resume .* init/);
+    // A --config that disagrees with the init model is refused, naming both.
+    await expect(
+      trainDiffusion({
+        ...base(join(root, "init-bad")),
+        config: "phantom-small",
+        init: initDir,
+        gpu: device,
+      }),
+    ).rejects.toThrow(/--config phantom-small differs from the init model .*config\.json/);
+    await expect(trainDiffusion({ ...rest, out: join(root, "init-none"), gpu: device })).rejects.toThrow(
+      "give a config or an init model",
+    );
+  }, 600_000);
+
   it("a failed save leaves the previous checkpoint untouched and no temporary folder behind", async () => {
     const out = join(root, "straight");
     const before = readFileSync(join(out, "checkpoint", "state.json"), "utf8");

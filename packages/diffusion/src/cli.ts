@@ -54,7 +54,8 @@ export function progressLine(progress: TrainProgress, width = 24): string {
 
 interface TrainFlags {
   data?: string;
-  config: string;
+  config?: string;
+  init?: string;
   steps: number;
   batch: number;
   out?: string;
@@ -83,8 +84,11 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
     )
     .option(
       "--config <name>",
-      `model configuration (${Object.keys(DIFFUSION_CONFIGS).join(", ")})`,
-      "phantom-small",
+      `model configuration (${Object.keys(DIFFUSION_CONFIGS).join(", ")}; default phantom-small, or the --init model's)`,
+    )
+    .option(
+      "--init <dir>",
+      "start from this model folder's weights, tokenizer and config (e.g. models/phantom-diffusion) with a fresh optimizer, schedule and EMA",
     )
     .option(
       "--steps <n>",
@@ -160,7 +164,8 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       const interactive = process.stderr.isTTY === true;
       const result = await trainDiffusion({
         data: flags.data as string,
-        config: flags.config,
+        config: flags.config ?? (flags.init === undefined ? "phantom-small" : undefined),
+        init: flags.init,
         steps: flags.steps,
         batchSize: flags.batch,
         out: flags.out as string,

@@ -217,17 +217,7 @@ export class DiffusionModel {
 
   /** Reads config.json and tokenizer.json of `dir`, builds the model and loads its weights. */
   static load(gpu: Gpu, dir: string): DiffusionModel {
-    const configPath = join(dir, MODEL_FILES.config);
-    const raw = readJson(configPath, "model configuration") as DiffusionModelConfig & { format?: string };
-    if (typeof raw !== "object" || raw === null || raw.format !== MODEL_FORMAT) {
-      throw new CheckpointError(`${configPath}: expected "format": "${MODEL_FORMAT}"`);
-    }
-    const { format: _format, ...config } = raw;
-    try {
-      checkConfig(config, configPath);
-    } catch (error) {
-      throw new CheckpointError((error as Error).message);
-    }
+    const config = readModelConfig(dir);
     const tokenizerPath = join(dir, MODEL_FILES.tokenizer);
     let tokenizer: WordTokenizer;
     try {
@@ -249,6 +239,22 @@ export class DiffusionModel {
     this.textEncoder.dispose();
     this.unet.dispose();
   }
+}
+
+/** The checked configuration in a model folder's config.json (CheckpointError naming the file). */
+export function readModelConfig(dir: string): DiffusionModelConfig {
+  const configPath = join(dir, MODEL_FILES.config);
+  const raw = readJson(configPath, "model configuration") as DiffusionModelConfig & { format?: string };
+  if (typeof raw !== "object" || raw === null || raw.format !== MODEL_FORMAT) {
+    throw new CheckpointError(`${configPath}: expected "format": "${MODEL_FORMAT}"`);
+  }
+  const { format: _format, ...config } = raw;
+  try {
+    checkConfig(config, configPath);
+  } catch (error) {
+    throw new CheckpointError((error as Error).message);
+  }
+  return config;
 }
 
 /**

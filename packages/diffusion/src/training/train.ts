@@ -11,7 +11,7 @@
  * The loss is read back every `logEvery` steps (one read for all of them), never inside a step.
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { batches, type HostBatch, shuffledOrder } from "@cxr/data";
 import {
   AdamW,
@@ -31,7 +31,13 @@ import {
   Tensor,
 } from "@cxr/kernels";
 import { checkConfig, type DiffusionModelConfig, diffusionConfig } from "../model/config.ts";
-import { CheckpointError, createDiffusionModel, type DiffusionModel } from "../model/model.ts";
+import {
+  CheckpointError,
+  createDiffusionModel,
+  type DiffusionModel,
+  MODEL_FILES,
+  readModelConfig,
+} from "../model/model.ts";
 import { WordTokenizer } from "../model/tokenizer.ts";
 import { makeNoiseSchedule } from "../schedule/betas.ts";
 import { addNoise, GpuNoiseSchedule, velocityTarget } from "../schedule/noising.ts";
@@ -51,8 +57,18 @@ export interface TrainOptions {
   /** Training data folder (CheXpert layout or a RoentGen-style prompt folder). */
   data: string;
   format?: TrainingDataFormat;
-  /** A named configuration (`DIFFUSION_CONFIGS`) or a full one. */
-  config: string | DiffusionModelConfig;
+  /**
+   * A named configuration (`DIFFUSION_CONFIGS`) or a full one. With `init` it may be left out (the
+   * initial model's configuration is used); when given it must equal that configuration.
+   */
+  config?: string | DiffusionModelConfig;
+  /**
+   * Start from the weights, tokenizer and configuration of this model folder (e.g. the shipped
+   * models/phantom-diffusion, or a run's checkpoint/model) instead of a fresh initialisation: a new run
+   * with a fresh optimizer, learning-rate schedule and EMA (started at these weights). Continuing the
+   * same run where it stopped is `resume`, not this.
+   */
+  init?: string;
   /** Total optimizer steps of the run (a resumed run continues up to this). */
   steps: number;
   batchSize: number;
@@ -81,7 +97,7 @@ export interface TrainOptions {
   log?: (message: string) => void;
 }
 
-export const TRAIN_DEFAULTS: Omit<TrainOptions, "data" | "config" | "out"> = {
+export const TRAIN_DEFAULTS: Omit<TrainOptions, "data" | "config" | "out" | "init"> = {
   steps: 1000,
   batchSize: 16,
   resume: false,
@@ -161,10 +177,53 @@ function checkOptions(options: TrainOptions): void {
   if (problems.length > 0) throw new TrainOptionsError(`trainDiffusion: ${problems.join("; ")}`);
 }
 
+/** The run's model configuration: the named or given one, or the `init` model's (which must agree). */
+function runConfig(options: TrainOptions): DiffusionModelConfig {
+  const given =
+    options.config === undefined
+      ? undefined
+      : typeof options.config === "string"
+        ? diffusionConfig(options.config)
+        : structuredClone(options.config);
+  if (options.init === undefined) {
+    if (given === undefined) throw new TrainOptionsError("trainDiffusion: give a config or an init model");
+    checkConfig(given);
+    return given;
+  }
+  const initial = readModelConfig(options.init);
+  if (given !== undefined) {
+    const differences = configDifferences(initial, given);
+    if (differences.length > 0) {
+      throw new TrainOptionsError(
+        `trainDiffusion: --config ${given.name} differs from the init model ${join(options.init, MODEL_FILES.config)} (${differences.slice(0, 6).join("; ")}${differences.length > 6 ? `; ${differences.length - 6} more` : ""}); leave --config out to train the init model's configuration`,
+      );
+    }
+  }
+  return initial;
+}
+
+/** Dotted paths where two configurations differ. */
+function configDifferences(a: unknown, b: unknown, path = ""): string[] {
+  if (typeof a === "object" && a !== null && typeof b === "object" && b !== null) {
+    const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+    return [...keys].flatMap((key) =>
+      configDifferences(
+        (a as Record<string, unknown>)[key],
+        (b as Record<string, unknown>)[key],
+        path ? `${path}.${key}` : key,
+      ),
+    );
+  }
+  return JSON.stringify(a) === JSON.stringify(b)
+    ? []
+    : [`${path || "config"}: init ${JSON.stringify(a)}, given ${JSON.stringify(b)}`];
+}
+
 /** The options that must match for a resume to continue the same run. */
 function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmupSteps: number) {
   return {
     config: config.name,
+    init: options.init === undefined ? null : resolve(options.init),
     steps: options.steps,
     batchSize: options.batchSize,
     seed: options.seed,
@@ -258,14 +317,12 @@ export function stepDraws(seed: number, step: number, batchSize: number, numTrai
 }
 
 export async function trainDiffusion(
-  input: Partial<TrainOptions> & Pick<TrainOptions, "data" | "config" | "out">,
+  input: Partial<TrainOptions> & Pick<TrainOptions, "data" | "out">,
 ): Promise<TrainResult> {
   const options: TrainOptions = { ...TRAIN_DEFAULTS, ...input };
   checkOptions(options);
   const log = options.log ?? ((message: string) => console.error(message));
-  const config =
-    typeof options.config === "string" ? diffusionConfig(options.config) : structuredClone(options.config);
-  checkConfig(config);
+  const config = runConfig(options);
   const warmupSteps = options.warmupSteps ?? Math.min(500, Math.floor(options.steps / 10));
   const identity = runIdentity(options, config, warmupSteps);
 
@@ -309,6 +366,9 @@ export async function trainDiffusion(
   let model: DiffusionModel;
   if (checkpointDir) {
     model = await loadModelDir(gpu, join(checkpointDir, "model"));
+  } else if (options.init !== undefined) {
+    model = await loadModelDir(gpu, options.init);
+    log(`initialised from ${options.init} (fresh optimizer, schedule and EMA)`);
   } else {
     const tokenizer = WordTokenizer.fromPrompts(prompts, {
       maxLength: config.textEncoder.maxPositions,
