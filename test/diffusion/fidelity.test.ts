@@ -93,8 +93,17 @@ describe("cxr bench diffusion", () => {
     expect(result.training.kernels.some((row) => row.name === "adamw")).toBe(true);
     expect(result.sampling.kernels.some((row) => row.name.startsWith("conv2d"))).toBe(true);
     expect(result.sampling.peakPoolBytes).toBeGreaterThan(0);
-    if ("unavailable" in result.torch) expect(result.torch.unavailable.length).toBeGreaterThan(0);
-    else expect(result.torch.secondsPerStep).toBeGreaterThan(0);
+    if ("unavailable" in result.torch) {
+      expect(result.torch.unavailable.length).toBeGreaterThan(0);
+      expect(formatDiffusionBench(result)).toMatch(/PyTorch sampling: unavailable \(.+\)/);
+    } else {
+      expect(result.torch.secondsPerStep).toBeGreaterThan(0);
+      expect(result.torch.sampling.seconds).toBeGreaterThan(0);
+      expect(result.torch.sampling.imagesPerSecond).toBeCloseTo(1 / result.torch.sampling.seconds, 9);
+      expect(formatDiffusionBench(result)).toMatch(
+        /PyTorch sampling, same images.*: [\d.]+ s, [\d.]+ images\/s/,
+      );
+    }
     expect(formatDiffusionBench(result)).toMatch(/training, batch 2: .* steps\/s/);
   }, 600_000);
 });

@@ -493,12 +493,14 @@ def bench(args):
         elapsed = time.perf_counter() - start
         if step >= args.warmup:
             durations.append(elapsed)
+    sampling = sample_bench(args, config, text_P, unet_P) if args.sample_images > 0 else None
     print(
         json.dumps(
             {
                 "config": config.get("name"),
                 "batch": batch,
                 "steps": args.steps,
+                "sampling": sampling,
                 "seconds_per_step": statistics.median(durations),
                 "seconds": sum(durations),
                 "threads": torch.get_num_threads(),
@@ -507,6 +509,57 @@ def bench(args):
             }
         )
     )
+
+
+def alphas_cumprod_of(schedule):
+    """The config's beta schedule (linear, scaled_linear or squaredcos_cap_v2) as cumulative alphas."""
+    count, kind = schedule["numTrainTimesteps"], schedule["betaSchedule"]
+    if kind == "linear":
+        betas = torch.linspace(schedule["betaStart"], schedule["betaEnd"], count, dtype=torch.float64)
+    elif kind == "scaled_linear":
+        betas = torch.linspace(schedule["betaStart"] ** 0.5, schedule["betaEnd"] ** 0.5, count, dtype=torch.float64) ** 2
+    elif kind == "squaredcos_cap_v2":
+        bar = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        betas = torch.tensor([min(1 - bar((i + 1) / count) / bar(i / count), 0.999) for i in range(count)], dtype=torch.float64)
+    else:
+        raise SystemExit(f"unknown beta schedule {kind}")
+    return torch.cumprod(1 - betas, 0)
+
+
+def sample_bench(args, config, text_P, unet_P):
+    """Times generation as our pipeline runs it: the text encoder on [unconditional; conditional]
+    prompts once, then per step one UNet call on the doubled batch, classifier-free guidance and a
+    deterministic DDIM update (eta 0, evenly spaced timesteps; the spacing does not change the cost). Median of --sample-repeats runs after one
+    warm-up run."""
+    text, unet = config["textEncoder"], config["unet"]
+    n, steps, guidance = args.sample_images, args.sample_steps, 3.0
+    side, channels = unet["sampleSize"], unet["inChannels"]
+    alphas = alphas_cumprod_of(config["schedule"]).float()
+    stride = config["schedule"]["numTrainTimesteps"] // steps
+    timesteps = [i * stride for i in range(steps)][::-1]
+    ids = torch.randint(0, text["vocabSize"], (2 * n, text["maxPositions"]))
+
+    def run():
+        with torch.no_grad():
+            hidden = text_encoder_forward(text_P, text, ids)
+            x = torch.randn(n, channels, side, side)
+            for index, t in enumerate(timesteps):
+                both = unet_forward(unet_P, unet, torch.cat([x, x]), torch.full((2 * n,), float(t)), hidden)
+                uncond, cond = both.chunk(2)
+                eps = uncond + guidance * (cond - uncond)
+                a_t = alphas[t]
+                a_prev = alphas[timesteps[index + 1]] if index + 1 < len(timesteps) else torch.tensor(1.0)
+                x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+                x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+
+    run()
+    durations = []
+    for _ in range(args.sample_repeats):
+        start = time.perf_counter()
+        run()
+        durations.append(time.perf_counter() - start)
+    seconds = statistics.median(durations)
+    return {"images": n, "steps": steps, "seconds": seconds, "images_per_second": n / seconds}
 
 
 def main():
@@ -533,6 +586,9 @@ def main():
         "OpenMP's spinning threads can be 10x slower than one thread",
     )
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--sample-images", type=int, default=0, help="also time generating this many images (0: skip)")
+    b.add_argument("--sample-steps", type=int, default=10)
+    b.add_argument("--sample-repeats", type=int, default=1)
     args = parser.parse_args()
     try:
         if args.command == "parity":

@@ -76,7 +76,14 @@ export interface DiffusionBenchResult {
     secondsPerUnetCall: number;
   };
   torch:
-    | { secondsPerStep: number; stepsPerSecond: number; threads: number; version: string }
+    | {
+        secondsPerStep: number;
+        stepsPerSecond: number;
+        threads: number;
+        version: string;
+        /** The same generation (images, steps, guidance batch) in PyTorch. */
+        sampling: { seconds: number; imagesPerSecond: number };
+      }
     | { unavailable: string };
   loadAverage: string;
 }
@@ -95,6 +102,7 @@ export function torchTrainingBench(
   batch: number,
   steps: number,
   python: string,
+  sample: { images: number; steps: number } = { images: 1, steps: 1 },
 ): DiffusionBenchResult["torch"] {
   const script = join(dirname(fileURLToPath(import.meta.url)), "..", "reference", "torch_reference.py");
   if (!existsSync(script)) return { unavailable: `${script} not found` };
@@ -112,6 +120,10 @@ export function torchTrainingBench(
         String(batch),
         "--steps",
         String(steps),
+        "--sample-images",
+        String(sample.images),
+        "--sample-steps",
+        String(sample.steps),
       ],
       { encoding: "utf8", timeout: 900_000 },
     );
@@ -124,12 +136,14 @@ export function torchTrainingBench(
       seconds_per_step: number;
       threads: number;
       torch: string;
+      sampling: { seconds: number; images_per_second: number };
     };
     return {
       secondsPerStep: figures.seconds_per_step,
       stepsPerSecond: 1 / figures.seconds_per_step,
       threads: figures.threads,
       version: figures.torch,
+      sampling: { seconds: figures.sampling.seconds, imagesPerSecond: figures.sampling.images_per_second },
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -228,7 +242,10 @@ export async function runDiffusionBench(
   pipeline.dispose();
   table.release();
   const torch = options.torch
-    ? torchTrainingBench(config, options.batch, options.trainSteps, options.python)
+    ? torchTrainingBench(config, options.batch, options.trainSteps, options.python, {
+        images: options.sampleImages,
+        steps: options.sampleSteps,
+      })
     : { unavailable: "skipped (--no-torch)" };
   return {
     config: config.name,
@@ -268,5 +285,8 @@ export function formatDiffusionBench(result: DiffusionBenchResult): string {
     torch,
     `sampling ${result.sampling.images} images x ${result.sampling.steps} ${result.sampling.sampler} steps with guidance (UNet batch ${2 * result.sampling.images}): ${result.sampling.seconds.toFixed(2)} s, ${result.sampling.rate.toFixed(3)} images/s, ${result.sampling.secondsPerUnetCall.toFixed(3)} s per step; peak pool ${megabytes(result.sampling.peakPoolBytes)}`,
     topKernels(result.sampling.kernels),
+    "unavailable" in result.torch
+      ? `PyTorch sampling: unavailable (${result.torch.unavailable})`
+      : `PyTorch sampling, same images, steps and guidance batch (DDIM): ${result.torch.sampling.seconds.toFixed(2)} s, ${result.torch.sampling.imagesPerSecond.toFixed(3)} images/s`,
   ].join("\n");
 }
