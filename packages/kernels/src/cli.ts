@@ -193,7 +193,10 @@ export function registerCommands(
       "--models",
       "model-level figures instead: a SmallCnn training step, a UNet block and a DenseNet dense block, each with its per-kernel breakdown and PyTorch's time for the same step",
     )
-    .option("--quick", "small shapes and a short roofline (a smoke test, not a measurement)")
+    .option(
+      "--quick",
+      "a short roofline and, with --models, small model shapes (a smoke test, not a measurement)",
+    )
     .option("--steps <n>", "--models: timed steps per model case (median reported)", "3")
     .option("--python <path>", "--models: the Python interpreter with torch", DEFAULT_PYTHON)
     .option("--no-pytorch", "--models: skip PyTorch's column")
