@@ -66,6 +66,7 @@ export {
   trainingLoss,
 } from "./training/losses.ts";
 export { DEFAULT_SMALL_CNN, SmallCnn, type SmallCnnConfig } from "./training/model.ts";
+export { modelBenchCases } from "./training/model-bench.ts";
 export {
   attributesOf,
   createModel,

@@ -1,6 +1,8 @@
+import { modelBenchCases as classifierModelBenchCases } from "@cxr/classifier";
 import { registerCommands as registerClassifierCommands } from "@cxr/classifier/cli";
 import { registerCommands as registerDataCommands } from "@cxr/data/cli";
 import { registerPhantomCommands } from "@cxr/data/cli-phantom";
+import { modelBenchCases as diffusionModelBenchCases } from "@cxr/diffusion";
 import { registerCommands as registerDiffusionCommands } from "@cxr/diffusion/cli";
 import { registerPretrainedCommands } from "@cxr/diffusion/cli-pretrained";
 import { registerCommands as registerKernelCommands } from "@cxr/kernels/cli";
@@ -24,7 +26,11 @@ export function buildProgram(): Command {
   };
   registerQuickstart(program);
   registerDemo(program);
-  registerKernelCommands(program, groups);
+  // `cxr bench kernels --models`: the packages above the kernels build the model cases.
+  registerKernelCommands(program, {
+    ...groups,
+    modelBenchCases: [classifierModelBenchCases, diffusionModelBenchCases],
+  });
   registerDataCommands(program);
   registerPhantomCommands(program);
   registerClassifierCommands(program, groups);

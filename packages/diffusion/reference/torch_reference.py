@@ -20,6 +20,14 @@ Layout and size:
     Prints {"config", "text_encoder", "unet", "total", "tensors"}: parameter counts of the layout derived
     from the configuration; with --model, first checks that DIR's weights have exactly that layout.
 
+One UNet block's speed (used by `cxr bench kernels --models`):
+  torch_reference.py block --channels 128 --size 32 --heads 2 --temb 512 --groups 32 --eps 1e-5
+      --context-length 77 --context-dim 1024 --linear-projection 1 --layers 1 --batch 2
+      [--steps 3] [--warmup 1] [--threads N] [--seed S]
+    ResnetBlock2D then Transformer2DModel (self- and cross-attention to a random text context), random
+    weights; forward, then backward from a random output gradient. Prints one JSON line:
+    {"command", "seconds_per_step" (median), "threads", "torch", "parameters"}.
+
 Speed (used by `cxr bench diffusion`):
   torch_reference.py bench --config CONFIG.json [--batch 8] [--steps 5] [--warmup 1] [--threads N] [--seed S]
     CONFIG.json: a DiffusionModelConfig (or a model directory's config.json). Random weights, random
@@ -142,53 +150,75 @@ def text_encoder_shapes(text):
     return shapes
 
 
+def _conv_shapes(shapes, name, cin, cout, k):
+    shapes[f"{name}.weight"] = (cout, cin, k, k)
+    shapes[f"{name}.bias"] = (cout,)
+
+
+def _linear_shapes(shapes, name, cin, cout, bias=True):
+    shapes[f"{name}.weight"] = (cout, cin)
+    if bias:
+        shapes[f"{name}.bias"] = (cout,)
+
+
+def _norm_shapes(shapes, name, channels):
+    shapes[f"{name}.weight"] = (channels,)
+    shapes[f"{name}.bias"] = (channels,)
+
+
+def resnet_shapes(shapes, name, cin, cout, temb):
+    """Adds a ResnetBlock2D's parameters to `shapes`."""
+    _norm_shapes(shapes, f"{name}.norm1", cin)
+    _conv_shapes(shapes, f"{name}.conv1", cin, cout, 3)
+    _linear_shapes(shapes, f"{name}.time_emb_proj", temb, cout)
+    _norm_shapes(shapes, f"{name}.norm2", cout)
+    _conv_shapes(shapes, f"{name}.conv2", cout, cout, 3)
+    if cin != cout:
+        _conv_shapes(shapes, f"{name}.conv_shortcut", cin, cout, 1)
+
+
+def transformer_shapes(shapes, name, channels, heads, unet):
+    """Adds a Transformer2DModel's parameters to `shapes`."""
+    inner = heads * (channels // heads)
+    _norm_shapes(shapes, f"{name}.norm", channels)
+    if unet["useLinearProjection"]:
+        _linear_shapes(shapes, f"{name}.proj_in", channels, inner)
+    else:
+        _conv_shapes(shapes, f"{name}.proj_in", channels, inner, 1)
+    for k in range(unet["transformerLayersPerBlock"]):
+        block = f"{name}.transformer_blocks.{k}"
+        for attn, context in (("attn1", inner), ("attn2", unet["crossAttentionDim"])):
+            _linear_shapes(shapes, f"{block}.{attn}.to_q", inner, inner, bias=False)
+            _linear_shapes(shapes, f"{block}.{attn}.to_k", context, inner, bias=False)
+            _linear_shapes(shapes, f"{block}.{attn}.to_v", context, inner, bias=False)
+            _linear_shapes(shapes, f"{block}.{attn}.to_out.0", inner, inner)
+        for n in ("norm1", "norm2", "norm3"):
+            _norm_shapes(shapes, f"{block}.{n}", inner)
+        _linear_shapes(shapes, f"{block}.ff.net.0.proj", inner, 8 * inner)
+        _linear_shapes(shapes, f"{block}.ff.net.2", 4 * inner, inner)
+    if unet["useLinearProjection"]:
+        _linear_shapes(shapes, f"{name}.proj_out", inner, channels)
+    else:
+        _conv_shapes(shapes, f"{name}.proj_out", inner, channels, 1)
+
+
 def unet_shapes(unet):
     shapes = OrderedDict()
 
     def conv(name, cin, cout, k):
-        shapes[f"{name}.weight"] = (cout, cin, k, k)
-        shapes[f"{name}.bias"] = (cout,)
+        _conv_shapes(shapes, name, cin, cout, k)
 
     def linear(name, cin, cout, bias=True):
-        shapes[f"{name}.weight"] = (cout, cin)
-        if bias:
-            shapes[f"{name}.bias"] = (cout,)
+        _linear_shapes(shapes, name, cin, cout, bias)
 
     def norm(name, channels):
-        shapes[f"{name}.weight"] = (channels,)
-        shapes[f"{name}.bias"] = (channels,)
+        _norm_shapes(shapes, name, channels)
 
     def resnet(name, cin, cout, temb):
-        norm(f"{name}.norm1", cin)
-        conv(f"{name}.conv1", cin, cout, 3)
-        linear(f"{name}.time_emb_proj", temb, cout)
-        norm(f"{name}.norm2", cout)
-        conv(f"{name}.conv2", cout, cout, 3)
-        if cin != cout:
-            conv(f"{name}.conv_shortcut", cin, cout, 1)
+        resnet_shapes(shapes, name, cin, cout, temb)
 
     def transformer(name, channels, heads):
-        inner = heads * (channels // heads)
-        norm(f"{name}.norm", channels)
-        if unet["useLinearProjection"]:
-            linear(f"{name}.proj_in", channels, inner)
-        else:
-            conv(f"{name}.proj_in", channels, inner, 1)
-        for k in range(unet["transformerLayersPerBlock"]):
-            block = f"{name}.transformer_blocks.{k}"
-            for attn, context in (("attn1", inner), ("attn2", unet["crossAttentionDim"])):
-                linear(f"{block}.{attn}.to_q", inner, inner, bias=False)
-                linear(f"{block}.{attn}.to_k", context, inner, bias=False)
-                linear(f"{block}.{attn}.to_v", context, inner, bias=False)
-                linear(f"{block}.{attn}.to_out.0", inner, inner)
-            for n in ("norm1", "norm2", "norm3"):
-                norm(f"{block}.{n}", inner)
-            linear(f"{block}.ff.net.0.proj", inner, 8 * inner)
-            linear(f"{block}.ff.net.2", 4 * inner, inner)
-        if unet["useLinearProjection"]:
-            linear(f"{name}.proj_out", inner, channels)
-        else:
-            conv(f"{name}.proj_out", inner, channels, 1)
+        transformer_shapes(shapes, name, channels, heads, unet)
 
     channels = unet["blockOutChannels"]
     levels = len(channels)
@@ -562,6 +592,55 @@ def sample_bench(args, config, text_P, unet_P):
     return {"images": n, "steps": steps, "seconds": seconds, "images_per_second": n / seconds}
 
 
+def block_bench(args):
+    """One UNet block (ResnetBlock2D then Transformer2DModel) forward and backward, random weights."""
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    unet = {
+        "normNumGroups": args.groups,
+        "normEps": args.eps,
+        "useLinearProjection": bool(args.linear_projection),
+        "transformerLayersPerBlock": args.layers,
+        "crossAttentionDim": args.context_dim,
+    }
+    shapes = OrderedDict()
+    resnet_shapes(shapes, "resnet", args.channels, args.channels, args.temb)
+    transformer_shapes(shapes, "transformer", args.channels, args.heads, unet)
+    P = OrderedDict()
+    for name, shape in shapes.items():
+        if len(shape) == 1 and name.endswith(".weight"):
+            P[name] = torch.ones(shape, requires_grad=True)
+        elif len(shape) == 1:
+            P[name] = torch.zeros(shape, requires_grad=True)
+        else:
+            P[name] = (torch.randn(shape) * 0.02).requires_grad_(True)
+    x = torch.randn(args.batch, args.channels, args.size, args.size)
+    temb = torch.randn(args.batch, args.temb)
+    context = torch.randn(args.batch, args.context_length, args.context_dim)
+    grad_output = torch.randn_like(x)
+    durations = []
+    for step in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        h = resnet_forward(P, "resnet", x, temb, unet)
+        h = transformer_forward(P, "transformer", h, context, args.heads, unet)
+        h.backward(grad_output)
+        for value in P.values():
+            value.grad = None
+        if step >= args.warmup:
+            durations.append(time.perf_counter() - start)
+    print(
+        json.dumps(
+            {
+                "command": "block",
+                "seconds_per_step": statistics.median(durations),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "parameters": sum(int(np.prod(shape)) for shape in shapes.values()),
+            }
+        )
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -589,12 +668,35 @@ def main():
     b.add_argument("--sample-images", type=int, default=0, help="also time generating this many images (0: skip)")
     b.add_argument("--sample-steps", type=int, default=10)
     b.add_argument("--sample-repeats", type=int, default=1)
+    k = commands.add_parser("block", help="time a UNet block (ResnetBlock2D + Transformer2DModel) forward+backward")
+    for flag, kind in (
+        ("--channels", int),
+        ("--size", int),
+        ("--heads", int),
+        ("--temb", int),
+        ("--groups", int),
+        ("--eps", float),
+        ("--context-length", int),
+        ("--context-dim", int),
+        ("--linear-projection", int),
+        ("--layers", int),
+        ("--batch", int),
+    ):
+        k.add_argument(flag, type=kind, required=True)
+    k.add_argument("--steps", type=int, default=3)
+    k.add_argument("--warmup", type=int, default=1)
+    k.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    k.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     try:
         if args.command == "parity":
             parity(args)
         elif args.command == "count":
             count(args)
+        elif args.command == "block":
+            if args.batch < 1 or args.steps < 1 or args.warmup < 0:
+                raise CheckpointError("--batch and --steps must be >= 1, --warmup >= 0")
+            block_bench(args)
         else:
             if args.batch < 1 or args.steps < 1 or args.warmup < 0:
                 raise CheckpointError("--batch and --steps must be >= 1, --warmup >= 0")

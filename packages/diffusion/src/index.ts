@@ -1,6 +1,7 @@
 export * from "./bench.ts";
 export * from "./fidelity.ts";
 export * from "./model/bench.ts";
+export * from "./model/block-bench.ts";
 export * from "./model/config.ts";
 export * from "./model/model.ts";
 export * from "./model/prompt.ts";

@@ -4,6 +4,7 @@
  * A new op file adds its public names here.
  */
 
+export type { ModelBenchCase, ModelBenchCases, ModelBenchSize, ModelBenchStep } from "./bench/models.ts";
 // Layers, modules, checkpoints.
 export {
   Attention,

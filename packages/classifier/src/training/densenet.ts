@@ -231,7 +231,7 @@ class DenseLayer extends Module {
   }
 }
 
-class DenseBlock extends Module {
+export class DenseBlock extends Module {
   readonly layers: DenseLayer[] = [];
   readonly outChannels: number;
   constructor(

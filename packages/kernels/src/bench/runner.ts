@@ -24,6 +24,8 @@ export interface BenchResult {
   targetSpeedup: number | null;
   meetsTarget: boolean | null;
   extra: Record<string, string>;
+  /** GFLOP/s as a fraction of the roofline measured in the same run (bench/roofline.ts), if measured. */
+  rooflineFraction?: number;
 }
 
 async function timeMedian(
@@ -109,6 +111,7 @@ export function formatBenchTable(results: BenchResult[]): string {
     "variant",
     "ms",
     "GFLOP/s",
+    "of roof",
     "GB/s",
     "naive ms",
     "speed-up",
@@ -121,6 +124,7 @@ export function formatBenchTable(results: BenchResult[]): string {
     result.variant,
     result.milliseconds.toFixed(2),
     result.gflopsPerSecond.toFixed(2),
+    result.rooflineFraction === undefined ? "-" : `${(100 * result.rooflineFraction).toFixed(1)}%`,
     result.gigabytesPerSecond.toFixed(2),
     result.naiveMilliseconds.toFixed(2),
     `${result.speedup.toFixed(2)}x`,
@@ -133,7 +137,7 @@ export function formatBenchTable(results: BenchResult[]): string {
   const line = (cells: string[]) =>
     cells
       .map((text, column) =>
-        column >= 3 && column <= 7 ? text.padStart(widths[column]) : text.padEnd(widths[column]),
+        column >= 3 && column <= 8 ? text.padStart(widths[column]) : text.padEnd(widths[column]),
       )
       .join("  ");
   return [line(header), line(widths.map((width) => "-".repeat(width))), ...rows.map(line)].join("\n");
