@@ -140,7 +140,7 @@ export {
   reduceReference,
   sum,
   sumToShape,
-} from "./ops/reduce.ts";
+} from "./ops/reduce/index.ts";
 export {
   chooseSoftmaxVariant,
   SOFTMAX_VARIANTS,

@@ -1,5 +1,6 @@
 /** Every kernel benchmark, in the order `cxr bench kernels` prints them. Each op file adds its cases. */
 
+import { REDUCE_BENCH_CASES } from "../ops/reduce/bench.ts";
 import { SOFTMAX_BENCH_CASES } from "../ops/softmax/bench.ts";
 import { ATTENTION_BENCH_CASES } from "./attention.ts";
 import { CONV2D_BENCH_CASES } from "./conv2d.ts";
@@ -11,6 +12,7 @@ export const BENCH_CASES: BenchCase[] = [
   ...MATMUL_BENCH_CASES,
   ...CONV2D_BENCH_CASES,
   ...NORM_BENCH_CASES,
+  ...REDUCE_BENCH_CASES,
   ...SOFTMAX_BENCH_CASES,
   ...ATTENTION_BENCH_CASES,
 ];

@@ -22,14 +22,15 @@ import {
   checkEps,
   chooseNormVariant,
   fusedNormalize,
+  type MomentsVariant,
+  momentStatistics,
   type NormVariantOptions,
   naiveNormalize,
   normalizeChannels,
   normBackwardSums,
   normInputGradient,
   type StatisticRows,
-} from "./groupnorm.ts";
-import { type MomentsVariant, momentStatistics } from "./reduce.ts";
+} from "./norm-core/index.ts";
 
 /**
  * As group norm's variants, with one statistic per channel: "cpu-chunked", "gpu-workgroup",

@@ -16,11 +16,14 @@ import {
   type AccessStyle,
   accessStyleOf,
   checkEps,
+  chooseMomentsVariant,
+  lanesFor,
   loadsPerInvocation,
+  type MomentsVariant,
+  momentStatistics,
   type NormVariantOptions,
   rowSplit,
-} from "./groupnorm.ts";
-import { chooseMomentsVariant, lanesFor, type MomentsVariant, momentStatistics } from "./reduce.ts";
+} from "./norm-core/index.ts";
 
 export type LayerNormVariant = MomentsVariant;
 
