@@ -72,7 +72,7 @@ export {
   type GroupNormVariant,
   groupNorm,
   groupNormReference,
-} from "./ops/groupnorm.ts";
+} from "./ops/groupnorm/index.ts";
 export { conv2dIm2col, im2col, im2colReference, type WindowOptions } from "./ops/im2col.ts";
 export {
   chooseLayerNormVariant,

@@ -6,7 +6,12 @@
  * chunked, workgroup memory), so the adapter's choice is justified by a measurement in the same table.
  */
 import { type BatchNormVariant, batchNorm2d, batchNormCost } from "../ops/batchnorm.ts";
-import { chooseGroupNormVariant, type GroupNormVariant, groupNorm, groupNormCost } from "../ops/groupnorm.ts";
+import {
+  chooseGroupNormVariant,
+  type GroupNormVariant,
+  groupNorm,
+  groupNormCost,
+} from "../ops/groupnorm/index.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
 import type { BenchCase, BenchInstance } from "./types.ts";

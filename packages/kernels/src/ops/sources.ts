@@ -3,6 +3,7 @@
  * strings `launch` compiles: what `cxr kernels dump <op>` prints. Families still in one file
  * (matmul, conv2d, attention, norms, ...) join when they move to their folder.
  */
+import { GROUP_NORM_KERNELS } from "./groupnorm/index.ts";
 import { REDUCE_KERNELS } from "./reduce/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 
@@ -16,6 +17,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
     ]),
   ),
   reduce: REDUCE_KERNELS,
+  groupNorm: GROUP_NORM_KERNELS,
 };
 
 export interface DumpRequest {
