@@ -79,7 +79,7 @@ export {
   type LayerNormVariant,
   layerNorm,
   layerNormReference,
-} from "./ops/layernorm.ts";
+} from "./ops/layernorm/index.ts";
 export { concat, layoutReference, permute, reshape, split, upsampleNearest } from "./ops/layout.ts";
 export {
   bceWithLogitsLoss,

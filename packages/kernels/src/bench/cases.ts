@@ -1,5 +1,6 @@
 /** Every kernel benchmark, in the order `cxr bench kernels` prints them. Each op file adds its cases. */
 
+import { LAYER_NORM_BENCH_CASES } from "../ops/layernorm/bench.ts";
 import { REDUCE_BENCH_CASES } from "../ops/reduce/bench.ts";
 import { SOFTMAX_BENCH_CASES } from "../ops/softmax/bench.ts";
 import { ATTENTION_BENCH_CASES } from "./attention.ts";
@@ -12,6 +13,7 @@ export const BENCH_CASES: BenchCase[] = [
   ...MATMUL_BENCH_CASES,
   ...CONV2D_BENCH_CASES,
   ...NORM_BENCH_CASES,
+  ...LAYER_NORM_BENCH_CASES,
   ...REDUCE_BENCH_CASES,
   ...SOFTMAX_BENCH_CASES,
   ...ATTENTION_BENCH_CASES,

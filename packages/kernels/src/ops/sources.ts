@@ -4,6 +4,7 @@
  * (matmul, conv2d, attention, norms, ...) join when they move to their folder.
  */
 import { GROUP_NORM_KERNELS } from "./groupnorm/index.ts";
+import { LAYER_NORM_KERNELS } from "./layernorm/index.ts";
 import { REDUCE_KERNELS } from "./reduce/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 
@@ -18,6 +19,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
   ),
   reduce: REDUCE_KERNELS,
   groupNorm: GROUP_NORM_KERNELS,
+  layerNorm: LAYER_NORM_KERNELS,
 };
 
 export interface DumpRequest {
