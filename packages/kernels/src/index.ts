@@ -47,7 +47,7 @@ export {
   batchNorm2d,
   batchNormReference,
   chooseBatchNormVariant,
-} from "./ops/batchnorm.ts";
+} from "./ops/batchnorm/index.ts";
 export { add, type BinaryKind, binary, binaryReference, div, mul, sub } from "./ops/binary.ts";
 export {
   CONV2D_VARIANTS,

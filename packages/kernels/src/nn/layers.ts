@@ -4,7 +4,7 @@
  * PyTorch's would in distribution).
  */
 import { attention } from "../ops/attention.ts";
-import { batchNorm2d } from "../ops/batchnorm.ts";
+import { batchNorm2d } from "../ops/batchnorm/index.ts";
 import { conv2d } from "../ops/conv2d.ts";
 import { embedding } from "../ops/embedding.ts";
 import { groupNorm } from "../ops/groupnorm/index.ts";

@@ -3,6 +3,7 @@
  * strings `launch` compiles: what `cxr kernels dump <op>` prints. Families still in one file
  * (matmul, conv2d, attention, norms, ...) join when they move to their folder.
  */
+import { BATCH_NORM_KERNELS } from "./batchnorm/index.ts";
 import { GROUP_NORM_KERNELS } from "./groupnorm/index.ts";
 import { LAYER_NORM_KERNELS } from "./layernorm/index.ts";
 import { REDUCE_KERNELS } from "./reduce/index.ts";
@@ -20,6 +21,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
   reduce: REDUCE_KERNELS,
   groupNorm: GROUP_NORM_KERNELS,
   layerNorm: LAYER_NORM_KERNELS,
+  batchNorm2d: BATCH_NORM_KERNELS,
 };
 
 export interface DumpRequest {
