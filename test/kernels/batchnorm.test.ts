@@ -1,244 +1,315 @@
-import {
-  type BatchNormVariant,
-  backward,
-  batchNorm2d,
-  batchNormReference,
-  chooseBatchNormVariant,
-  noGrad,
-  OpError,
-  Tensor,
-} from "@cxr/kernels";
+/**
+ * Batch norm (ops/batchnorm/, kernels from ops/norm-core/): every variant's y and the gradients of
+ * x, gamma and beta in training and eval, and the running buffers after a step, against the float64
+ * reference as check-op.ts tables; the reference against finite differences; bad input; running
+ * buffers over several steps; the variant choice on its own; the WGSL `cxr kernels dump` prints
+ * being the WGSL that runs.
+ */
+import { backward, batchNorm2d, concat, type Gpu, noGrad, OpError, type Shape, Tensor } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
-import { asFloat32, expectClose, finiteDifferenceGradient, gpu, randomValues, upload } from "./helpers.ts";
+import {
+  BATCH_NORM_KERNELS,
+  BATCH_NORM_VARIANTS,
+  type BatchNormParams,
+  type BatchNormVariant,
+  batchNormOpReference,
+  batchNormReference,
+  batchNormRunningOpReference,
+  chooseBatchNormVariant,
+} from "../../packages/kernels/src/ops/batchnorm/index.ts";
+import { dumpKernelSources } from "../../packages/kernels/src/ops/sources.ts";
+import { type BadInputCase, checkOp, type OpCase } from "./check-op.ts";
+import { asFloat32, expectClose, gpu, randomValues, type Tolerance, upload } from "./helpers.ts";
 
-const VARIANTS: BatchNormVariant[] = ["cpu-chunked", "gpu-workgroup", "cpu-fused", "naive"];
-
-const SHAPES = [
-  [1, 1, 1, 2], // the least training accepts: two values per channel
-  [2, 3, 5, 7], // odd spatial
-  [3, 5, 1, 1], // spatial 1: one value per (n, channel)
-  [4, 16, 3, 3],
-  [2, 8, 24, 24], // 1152 values per channel, several chunks
-];
-const LARGE = [8, 64, 28, 28]; // DenseNet-121 dense block 2 resolution, 6272 values per channel
-
-/** f32 rounding: per-channel statistics and gradient sums over `count` = N * H * W values. */
-function tolerance(count: number, variant: BatchNormVariant) {
-  const serial = variant === "naive" ? 4 : 1;
-  const elementwise = { atol: serial * (5e-8 * Math.sqrt(count) + 1e-6), rtol: 1e-5 };
-  return { elementwise, parameters: { atol: 1e-7 * count + 2e-6, rtol: 1e-5 } };
-}
-
-interface Parameters {
-  gamma: Float64Array;
-  beta: Float64Array;
-  runningMean: Float64Array;
-  runningVar: Float64Array;
-}
-
-function parameters(channels: number, seed: number): Parameters {
+/** Running buffers before a call: means ~ N(0, 0.25), variances in [1, ~2.5]. */
+function running(channels: number, seed: number) {
   return {
-    gamma: asFloat32(randomValues(channels, seed).map((value) => 1 + 0.3 * value)),
-    beta: asFloat32(randomValues(channels, seed + 1)),
-    runningMean: asFloat32(randomValues(channels, seed + 2, 0.5)),
-    runningVar: asFloat32(randomValues(channels, seed + 3).map((value) => 1 + 0.5 * Math.abs(value))),
+    runningMean: asFloat32(randomValues(channels, seed, 0.5)),
+    runningVar: asFloat32(randomValues(channels, seed + 1).map((value) => 1 + 0.5 * Math.abs(value))),
   };
 }
 
-async function checkStep(shape: number[], variant: BatchNormVariant, training: boolean, seed: number) {
-  const size = shape.reduce((a, b) => a * b, 1);
-  const channels = shape[1];
-  const count = size / channels;
-  const x = asFloat32(randomValues(size, seed, 1.5).map((value) => value - 0.7));
-  const gradOutput = asFloat32(randomValues(size, seed + 5));
-  const p = parameters(channels, seed + 10);
-  const xTensor = await upload(x, shape, true);
-  const gamma = await upload(p.gamma, [channels], true);
-  const beta = await upload(p.beta, [channels], true);
-  const runningMean = await upload(p.runningMean, [channels]);
-  const runningVar = await upload(p.runningVar, [channels]);
-  const y = batchNorm2d(xTensor, gamma, beta, runningMean, runningVar, { training, variant });
-  const state = { runningMean: p.runningMean.slice(), runningVar: p.runningVar.slice() };
-  const expected = batchNormReference.forward(x, shape, p.gamma, p.beta, state, { training });
-  const tol = tolerance(count, variant);
-  const label = `batchNorm2d ${variant} ${training ? "training" : "eval"} [${shape}]`;
-  expectClose(await y.download(), expected.y, tol.elementwise, `${label} forward`);
-  const runningTolerance = { atol: 1e-6, rtol: 1e-5 };
-  expectClose(await runningMean.download(), state.runningMean, runningTolerance, `${label} running mean`);
-  expectClose(await runningVar.download(), state.runningVar, runningTolerance, `${label} running var`);
-  backward(y, await upload(gradOutput, shape));
-  const grads = batchNormReference.backward(x, shape, p.gamma, gradOutput, expected, training);
-  expectClose(await xTensor.grad!.download(), grads.gradInput, tol.elementwise, `${label} dx`);
-  expectClose(await gamma.grad!.download(), grads.gradGamma, tol.parameters, `${label} dgamma`);
-  expectClose(await beta.grad!.download(), grads.gradBeta, tol.parameters, `${label} dbeta`);
-  for (const tensor of [xTensor, gamma, beta, runningMean, runningVar, y]) tensor.release();
+const SHAPES: { reason: string; shape: number[] }[] = [
+  { reason: "the least training accepts: two values per channel", shape: [1, 1, 1, 2] },
+  { reason: "odd spatial", shape: [2, 3, 5, 7] },
+  { reason: "spatial 1: one value per (n, channel)", shape: [3, 5, 1, 1] },
+  { reason: "3x3 maps, 16 channels", shape: [4, 16, 3, 3] },
+  { reason: "1152 values per channel: several chunks", shape: [2, 8, 24, 24] },
+];
+
+const xgb = (shape: number[]) => [shape, [shape[1]], [shape[1]]];
+
+function stepCase(reason: string, shape: number[], training: boolean, seed: number): OpCase<BatchNormParams> {
+  return {
+    reason: `${training ? "training" : "eval"}: ${reason}`,
+    params: { shape, training, ...running(shape[1], seed) },
+    inputs: xgb(shape),
+    spread: 1.5,
+  };
 }
 
-describe.each(VARIANTS)("batchNorm2d %s", (variant) => {
-  it.each(SHAPES)(
-    "training: forward, running stats and backward match the reference, [%i, %i, %i, %i]",
-    async (...shape) => {
-      await checkStep(shape, variant, true, 3 + shape[1]);
-    },
-  );
+const cases: OpCase<BatchNormParams>[] = [
+  ...SHAPES.map(({ reason, shape }) => stepCase(reason, shape, true, 3 + shape[1])),
+  ...SHAPES.map(({ reason, shape }) => stepCase(reason, shape, false, 5 + shape[1])),
+  stepCase("one value per channel (training would refuse it)", [1, 3, 1, 1], false, 9),
+  {
+    ...stepCase("DenseNet-121 dense block 2 resolution, 6272 values per channel", [8, 64, 28, 28], true, 91),
+    variants: ["cpu-chunked", "gpu-workgroup"],
+  },
+  { ...stepCase("small, for finite differences", [2, 3, 2, 3], true, 51), finiteDifferences: true },
+  { ...stepCase("small, for finite differences", [2, 3, 2, 3], false, 52), finiteDifferences: true },
+];
 
-  it.each(SHAPES)(
-    "eval: forward and backward (an affine map) match the reference, [%i, %i, %i, %i]",
-    async (...shape) => {
-      await checkStep(shape, variant, false, 5 + shape[1]);
-    },
-  );
+/** f32 rounding: per-channel statistics and gradient sums over `count` = N * H * W values. */
+function tolerance({ params: { shape } }: OpCase<BatchNormParams>, variant: BatchNormVariant) {
+  const count = shape[0] * shape[2] * shape[3];
+  const serial = variant === "naive" ? 4 : 1;
+  const elementwise: Tolerance = { atol: serial * (5e-8 * Math.sqrt(count) + 1e-6), rtol: 1e-5 };
+  const parameters: Tolerance = { atol: 1e-7 * count + 2e-6, rtol: 1e-5 };
+  return { forward: elementwise, backward: elementwise, gradients: [elementwise, parameters, parameters] };
+}
 
-  it("updates the running buffers in place over 3 training steps, then eval uses them", async () => {
-    const shape = [3, 4, 5, 6];
-    const channels = 4;
-    const p = parameters(channels, 61);
-    const gamma = await upload(p.gamma, [channels]);
-    const beta = await upload(p.beta, [channels]);
-    const runningMean = await upload(p.runningMean, [channels]);
-    const runningVar = await upload(p.runningVar, [channels]);
-    const state = { runningMean: p.runningMean.slice(), runningVar: p.runningVar.slice() };
-    const momentum = 0.3;
-    for (let step = 0; step < 3; step++) {
-      // Each batch has its own mean and spread, so the running averages really move.
-      const x = asFloat32(randomValues(360, 70 + step, 1 + step).map((value) => value + 2 * step - 1));
-      const y = batchNorm2d(await upload(x, shape), gamma, beta, runningMean, runningVar, {
+/** Runs batch norm with fresh running buffers from `params` (released after the call is recorded). */
+function runStep(
+  device: Gpu,
+  [x, gamma, beta]: readonly Tensor[],
+  params: BatchNormParams,
+  variant: BatchNormVariant,
+): { y: Tensor; runningMean: Tensor; runningVar: Tensor } {
+  const channels = params.shape[1];
+  const runningMean = Tensor.upload(device, Float32Array.from(params.runningMean), [channels]);
+  const runningVar = Tensor.upload(device, Float32Array.from(params.runningVar), [channels]);
+  const y = batchNorm2d(x, gamma, beta, runningMean, runningVar, { ...params, variant });
+  return { y, runningMean, runningVar };
+}
+
+const x3 = (device: Gpu, shape: Shape = [2, 3, 4, 4]) =>
+  Tensor.upload(
+    device,
+    randomValues(
+      shape.reduce((a, b) => a * b, 1),
+      1,
+    ),
+    shape,
+  );
+const vector = (device: Gpu, length: number) => Tensor.upload(device, randomValues(length, length), [length]);
+
+const badInputs: BadInputCase[] = [
+  {
+    reason: "x that is not NCHW",
+    run: (device) =>
+      batchNorm2d(
+        x3(device, [2, 3]),
+        vector(device, 3),
+        vector(device, 3),
+        vector(device, 3),
+        vector(device, 3),
+        {
+          training: true,
+        },
+      ),
+    throws: "batchNorm2d: needs x of shape [N, C, H, W] (x: [2, 3])",
+  },
+  {
+    reason: "gamma of the wrong length",
+    run: (device) =>
+      batchNorm2d(x3(device), vector(device, 4), vector(device, 3), vector(device, 3), vector(device, 3), {
         training: true,
-        momentum,
+      }),
+    throws: "batchNorm2d: gamma must have shape [3] (one value per channel) (x: [2, 3, 4, 4], gamma: [4])",
+  },
+  {
+    reason: "runningVar of the wrong length",
+    run: (device) =>
+      batchNorm2d(x3(device), vector(device, 3), vector(device, 3), vector(device, 3), vector(device, 4), {
+        training: true,
+      }),
+    throws: /^batchNorm2d: runningVar must have shape \[3\]/,
+  },
+  {
+    reason: "a momentum outside [0, 1]",
+    run: (device) =>
+      batchNorm2d(x3(device), vector(device, 3), vector(device, 3), vector(device, 3), vector(device, 3), {
+        training: true,
+        momentum: 1.5,
+      }),
+    throws: "batchNorm2d: momentum must lie in [0, 1], got 1.5 (x: [2, 3, 4, 4])",
+  },
+  {
+    reason: "the same tensor as both running buffers",
+    run: (device) => {
+      const shared = vector(device, 3);
+      return batchNorm2d(x3(device), vector(device, 3), vector(device, 3), shared, shared, {
+        training: true,
+      });
+    },
+    throws: /^batchNorm2d: runningMean and runningVar must be different tensors/,
+  },
+  {
+    reason: "one value per channel in training",
+    run: (device) =>
+      batchNorm2d(
+        x3(device, [1, 3, 1, 1]),
+        vector(device, 3),
+        vector(device, 3),
+        vector(device, 3),
+        vector(device, 3),
+        {
+          training: true,
+        },
+      ),
+    throws: "batchNorm2d: training needs more than one value per channel (N * H * W >= 2) (x: [1, 3, 1, 1])",
+  },
+  {
+    reason: "eps that is not finite",
+    run: (device) =>
+      batchNorm2d(x3(device), vector(device, 3), vector(device, 3), vector(device, 3), vector(device, 3), {
+        training: false,
+        eps: Number.POSITIVE_INFINITY,
+      }),
+    throws: /^batchNorm2d: eps must be a finite number >= 0, got Infinity/,
+  },
+];
+
+checkOp(
+  {
+    name: "batchNorm2d",
+    variants: BATCH_NORM_VARIANTS,
+    reference: batchNormOpReference,
+    run: (inputs, params, variant, device) => {
+      const { y, runningMean, runningVar } = runStep(device, inputs, params, variant);
+      runningMean.release();
+      runningVar.release();
+      return y;
+    },
+    tolerance,
+    // dx is rstd times O(1) terms that cancel, so its rounding scales with the channel's rstd (large
+    // for a channel of nearly equal values): compare dx / rstd.
+    gradientScale: (index, [x, gamma, beta], params) => {
+      if (index !== 0) return null;
+      const state = { runningMean: params.runningMean.slice(), runningVar: params.runningVar.slice() };
+      const { rstd } = batchNormReference.forward(x, params.shape, gamma, beta, state, params);
+      const spatial = params.shape[2] * params.shape[3];
+      return Float64Array.from(x, (_, at) => rstd[Math.floor(at / spatial) % params.shape[1]]);
+    },
+  },
+  cases,
+  badInputs,
+);
+
+// The running buffers after one call: updated in training (unbiased variance), untouched in eval.
+checkOp(
+  {
+    name: "batchNorm2d running buffers",
+    variants: BATCH_NORM_VARIANTS,
+    reference: batchNormRunningOpReference,
+    run: (xs, params, variant, device) => {
+      const channels = params.shape[1];
+      const ones = Tensor.upload(device, new Float32Array(channels).fill(1), [channels]);
+      const zeros = Tensor.zeros(device, [channels]);
+      const runningMean = Tensor.upload(device, Float32Array.from(params.runningMean), [channels]);
+      const runningVar = Tensor.upload(device, Float32Array.from(params.runningVar), [channels]);
+      for (const x of xs)
+        batchNorm2d(x, ones, zeros, runningMean, runningVar, { ...params, variant }).release();
+      const result = concat([runningMean, runningVar], 0);
+      for (const tensor of [ones, zeros, runningMean, runningVar]) tensor.release();
+      return result;
+    },
+    tolerance: () => ({ forward: { atol: 1e-6, rtol: 1e-5 }, backward: { atol: 0, rtol: 0 } }),
+    differentiable: [false],
+  },
+  [
+    ...cases
+      .filter((testCase) => !testCase.finiteDifferences)
+      .map((testCase) => ({ ...testCase, inputs: [testCase.inputs[0]], forwardOnly: true })),
+    {
+      reason: "training, momentum 0.3: three batches, each with its own mean and spread",
+      params: { shape: [3, 4, 5, 6], training: true, momentum: 0.3, ...running(4, 61) },
+      inputs: [
+        [3, 4, 5, 6],
+        [3, 4, 5, 6],
+        [3, 4, 5, 6],
+      ],
+      values: [0, 1, 2].map((step) =>
+        Array.from(randomValues(360, 70 + step, 1 + step), (value) => value + 2 * step - 1),
+      ),
+      forwardOnly: true,
+    },
+  ],
+);
+
+describe("batchNorm2d: the rest", () => {
+  it.each(BATCH_NORM_VARIANTS)(
+    "%s: three training steps move the running buffers, then eval uses them",
+    async (variant) => {
+      const shape = [3, 4, 5, 6];
+      const channels = 4;
+      const device = await gpu();
+      const gammaValues = asFloat32(randomValues(channels, 60).map((value) => 1 + 0.3 * value));
+      const betaValues = asFloat32(randomValues(channels, 61));
+      const start = running(channels, 62);
+      const state = { runningMean: start.runningMean.slice(), runningVar: start.runningVar.slice() };
+      const gamma = await upload(gammaValues, [channels]);
+      const beta = await upload(betaValues, [channels]);
+      const runningMean = await upload(start.runningMean, [channels]);
+      const runningVar = await upload(start.runningVar, [channels]);
+      const momentum = 0.3;
+      for (let step = 0; step < 3; step++) {
+        const x = asFloat32(randomValues(360, 70 + step, 1 + step).map((value) => value + 2 * step - 1));
+        const y = batchNorm2d(await upload(x, shape), gamma, beta, runningMean, runningVar, {
+          training: true,
+          momentum,
+          variant,
+        });
+        const expected = batchNormReference.forward(x, shape, gammaValues, betaValues, state, {
+          training: true,
+          momentum,
+        });
+        expectClose(await y.download(), expected.y, { atol: 2e-6, rtol: 1e-5 }, `step ${step} forward`);
+        expectClose(
+          await runningMean.download(),
+          state.runningMean,
+          { atol: 1e-6, rtol: 1e-5 },
+          `step ${step} mean`,
+        );
+        expectClose(
+          await runningVar.download(),
+          state.runningVar,
+          { atol: 1e-6, rtol: 1e-5 },
+          `step ${step} var`,
+        );
+      }
+      const x = asFloat32(randomValues(360, 80, 2));
+      const before = await runningVar.download();
+      const evalOutput = batchNorm2d(
+        Tensor.upload(device, Float32Array.from(x), shape),
+        gamma,
+        beta,
+        runningMean,
+        runningVar,
+        {
+          training: false,
+          variant,
+        },
+      );
+      const expected = batchNormReference.forward(x, shape, gammaValues, betaValues, state, {
+        training: false,
+      });
+      expectClose(await evalOutput.download(), expected.y, { atol: 2e-6, rtol: 1e-5 }, "eval after training");
+      expect(Array.from(await runningVar.download())).toEqual(Array.from(before)); // eval leaves them alone
+      const trainingOutput = batchNorm2d(await upload(x, shape), gamma, beta, runningMean, runningVar, {
+        training: true,
+        momentum: 0,
         variant,
       });
-      const expected = batchNormReference.forward(x, shape, p.gamma, p.beta, state, {
-        training: true,
-        momentum,
-      });
-      expectClose(await y.download(), expected.y, { atol: 2e-6, rtol: 1e-5 }, `step ${step} forward`);
-      expectClose(
-        await runningMean.download(),
-        state.runningMean,
-        { atol: 1e-6, rtol: 1e-5 },
-        `step ${step} mean`,
+      // Same input, batch statistics instead of running ones: a different normalisation.
+      const difference = (await trainingOutput.download()).reduce(
+        (worst, value, index) => Math.max(worst, Math.abs(value - expected.y[index])),
+        0,
       );
-      expectClose(
-        await runningVar.download(),
-        state.runningVar,
-        { atol: 1e-6, rtol: 1e-5 },
-        `step ${step} var`,
-      );
-    }
-    const x = asFloat32(randomValues(360, 80, 2));
-    const before = await runningVar.download();
-    const evalOutput = batchNorm2d(await upload(x, shape), gamma, beta, runningMean, runningVar, {
-      training: false,
-      variant,
-    });
-    const expected = batchNormReference.forward(x, shape, p.gamma, p.beta, state, { training: false });
-    expectClose(await evalOutput.download(), expected.y, { atol: 2e-6, rtol: 1e-5 }, "eval after training");
-    expect(Array.from(await runningVar.download())).toEqual(Array.from(before)); // eval leaves them alone
-    const trainingOutput = batchNorm2d(await upload(x, shape), gamma, beta, runningMean, runningVar, {
-      training: true,
-      momentum: 0,
-      variant,
-    });
-    // Same input, batch statistics instead of running ones: a different normalisation.
-    const difference = (await trainingOutput.download()).reduce(
-      (worst, value, index) => Math.max(worst, Math.abs(value - expected.y[index])),
-      0,
-    );
-    expect(difference).toBeGreaterThan(0.1);
-  });
-});
-
-describe("batchNorm2d at DenseNet scale", () => {
-  it.each(["cpu-chunked", "gpu-workgroup"] as BatchNormVariant[])(
-    "%s: [8, 64, 28, 28] training",
-    async (variant) => {
-      await checkStep(LARGE, variant, true, 91);
+      expect(difference).toBeGreaterThan(0.1);
     },
   );
-
-  it("chooses per adapter", async () => {
-    const device = await gpu();
-    if (device.kind === "cpu") {
-      expect(chooseBatchNormVariant(device, [16, 64, 112, 112])).toBe("cpu-fused");
-      expect(chooseBatchNormVariant(device, [64, 3, 32, 32])).toBe("cpu-chunked"); // few channels: split them
-    } else {
-      expect(chooseBatchNormVariant(device, [16, 64, 112, 112])).toBe("gpu-workgroup");
-    }
-  });
-});
-
-describe("batchNorm2d reference", () => {
-  const shape = [2, 3, 2, 3];
-  const x = randomValues(36, 51, 1.5);
-  const gamma = randomValues(3, 52).map((value) => 1 + 0.4 * value);
-  const beta = randomValues(3, 53);
-  const gradOutput = randomValues(36, 54);
-  const fd = { atol: 1e-6, rtol: 1e-5 };
-
-  it.each([true, false])("backward agrees with finite differences (training %s)", (training) => {
-    const running = () => ({
-      runningMean: Float64Array.of(0.1, -0.2, 0.3),
-      runningVar: Float64Array.of(1, 2, 0.5),
-    });
-    const forward = ([xs, gammas, betas]: Float64Array[]) =>
-      batchNormReference.forward(xs, shape, gammas, betas, running(), { training }).y;
-    const statistics = batchNormReference.forward(x, shape, gamma, beta, running(), { training });
-    const analytic = batchNormReference.backward(x, shape, gamma, gradOutput, statistics, training);
-    const inputs = [x, gamma, beta];
-    expectClose(analytic.gradInput, finiteDifferenceGradient(forward, inputs, gradOutput, 0), fd, "fd dx");
-    expectClose(
-      analytic.gradGamma,
-      finiteDifferenceGradient(forward, inputs, gradOutput, 1),
-      fd,
-      "fd dgamma",
-    );
-    expectClose(analytic.gradBeta, finiteDifferenceGradient(forward, inputs, gradOutput, 2), fd, "fd dbeta");
-  });
-});
-
-describe("batchNorm2d bad input", () => {
-  it("names the op and the shapes", async () => {
-    const x = await upload(randomValues(2 * 3 * 4 * 4, 1), [2, 3, 4, 4]);
-    const vector = async (length: number) => upload(randomValues(length, length), [length]);
-    const [gamma, beta, mean, variance] = [
-      await vector(3),
-      await vector(3),
-      await vector(3),
-      await vector(3),
-    ];
-    const training = { training: true };
-    const flat = await upload(randomValues(6, 3), [2, 3]);
-    expect(() => batchNorm2d(flat, gamma, beta, mean, variance, training)).toThrow(OpError);
-    expect(() => batchNorm2d(flat, gamma, beta, mean, variance, training)).toThrow(
-      "batchNorm2d: needs x of shape [N, C, H, W] (x: [2, 3])",
-    );
-    const wrong = await vector(4);
-    expect(() => batchNorm2d(x, wrong, beta, mean, variance, training)).toThrow(
-      "batchNorm2d: gamma must have shape [3] (one value per channel) (x: [2, 3, 4, 4], gamma: [4])",
-    );
-    expect(() => batchNorm2d(x, gamma, beta, mean, wrong, training)).toThrow(
-      /^batchNorm2d: runningVar must have shape \[3\]/,
-    );
-    expect(() => batchNorm2d(x, gamma, beta, mean, variance, { training: true, momentum: 1.5 })).toThrow(
-      "batchNorm2d: momentum must lie in [0, 1], got 1.5 (x: [2, 3, 4, 4])",
-    );
-    expect(() => batchNorm2d(x, gamma, beta, mean, mean, training)).toThrow(
-      /^batchNorm2d: runningMean and runningVar must be different tensors/,
-    );
-    const single = await upload(randomValues(3, 9), [1, 3, 1, 1]);
-    expect(() => batchNorm2d(single, gamma, beta, mean, variance, training)).toThrow(
-      "batchNorm2d: training needs more than one value per channel (N * H * W >= 2) (x: [1, 3, 1, 1])",
-    );
-    // Eval mode has no batch statistics to estimate, so a single value per channel is fine.
-    expect(() => batchNorm2d(single, gamma, beta, mean, variance, { training: false })).not.toThrow();
-    const device = await gpu();
-    if (device.features.has("shader-f16")) {
-      const half = Tensor.upload(device, new Float32Array(96), [2, 3, 4, 4], "f16");
-      expect(() => batchNorm2d(half, gamma, beta, mean, variance, training)).toThrow(
-        "batchNorm2d: needs f32 input, got f16 (x: [2, 3, 4, 4])",
-      );
-    }
-  });
 
   it("records nothing under noGrad but still updates the running buffers", async () => {
     const x = await upload(
@@ -254,4 +325,78 @@ describe("batchNorm2d bad input", () => {
     expect(y.node).toBeNull();
     expect((await mean.download()).every((value) => value !== 0)).toBe(true);
   });
+
+  it("f16 input is refused where the adapter has shader-f16", async () => {
+    const device = await gpu();
+    if (!device.features.has("shader-f16")) return;
+    const half = Tensor.upload(device, new Float32Array(96), [2, 3, 4, 4], "f16");
+    const call = () =>
+      batchNorm2d(half, vector(device, 3), vector(device, 3), vector(device, 3), vector(device, 3), {
+        training: true,
+      });
+    expect(call).toThrow(OpError);
+    expect(call).toThrow("batchNorm2d: needs f32 input, got f16 (x: [2, 3, 4, 4])");
+  });
+
+  it("chooses per adapter kind: fused with 32+ channels on lavapipe, split otherwise (no GPU needed)", () => {
+    expect(chooseBatchNormVariant({ kind: "cpu" }, [16, 64, 112, 112])).toBe("cpu-fused");
+    expect(chooseBatchNormVariant({ kind: "cpu" }, [64, 3, 32, 32])).toBe("cpu-chunked");
+    expect(chooseBatchNormVariant({ kind: "cpu" }, [1, 32, 1, 2])).toBe("cpu-fused");
+    expect(chooseBatchNormVariant({ kind: "cpu" }, [1, 31, 1, 2])).toBe("cpu-chunked");
+    expect(chooseBatchNormVariant({ kind: "discrete" }, [16, 64, 112, 112])).toBe("gpu-workgroup");
+    expect(chooseBatchNormVariant({ kind: "integrated" }, [64, 3, 32, 32])).toBe("gpu-workgroup");
+  });
+
+  it("the device's own choice follows its kind", async () => {
+    const device = await gpu();
+    expect(chooseBatchNormVariant(device, [16, 64, 112, 112])).toBe(
+      device.kind === "cpu" ? "cpu-fused" : "gpu-workgroup",
+    );
+  });
+
+  it.each(BATCH_NORM_VARIANTS)(
+    "%s: the WGSL that `cxr kernels dump` prints is what runs",
+    async (variant) => {
+      const device = await gpu();
+      const passes = BATCH_NORM_KERNELS[variant];
+      const dumped = dumpKernelSources({ op: "batchNorm2d", variant });
+      for (const [pass, code] of Object.entries(passes)) {
+        expect(dumped).toContain(`// batchNorm2d / ${variant} / ${pass}${code}\n`);
+      }
+      const compiled: string[] = [];
+      const pipeline = device.pipeline.bind(device);
+      const spy: Gpu["pipeline"] = (code, label, entryPoint) => {
+        compiled.push(code);
+        return pipeline(code, label, entryPoint);
+      };
+      device.pipeline = spy;
+      try {
+        // Spatial 16 loads vec4, spatial 15 scalars; training then eval: between them every pass runs.
+        for (const [shape, lanes] of [
+          [[2, 3, 4, 4], "vec4"],
+          [[2, 3, 5, 3], "scalar"],
+        ] as const) {
+          compiled.length = 0;
+          for (const training of [true, false]) {
+            const size = shape.reduce((a, b) => a * b, 1);
+            const params: BatchNormParams = { shape: [...shape], training, ...running(3, 7) };
+            const x = await upload(randomValues(size, 3), [...shape], true);
+            const gamma = await upload(randomValues(3, 4), [3], true);
+            const beta = await upload(randomValues(3, 5), [3], true);
+            const { y, runningMean, runningVar } = runStep(device, [x, gamma, beta], params, variant);
+            backward(y, await upload(randomValues(size, 6), [...shape]));
+            await x.grad!.download();
+            for (const tensor of [x, gamma, beta, y, runningMean, runningVar]) tensor.release();
+          }
+          const other = lanes === "vec4" ? "-scalar" : "-vec4";
+          const expected = Object.entries(passes)
+            .filter(([pass]) => !pass.endsWith(other))
+            .map(([, code]) => code);
+          expect(new Set(compiled)).toEqual(new Set(expected));
+        }
+      } finally {
+        delete (device as Partial<Pick<Gpu, "pipeline">>).pipeline; // back to the class's method
+      }
+    },
+  );
 });

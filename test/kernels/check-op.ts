@@ -33,6 +33,8 @@ export interface OpCase<P> {
   finiteDifferences?: boolean;
   /** Skip the GPU backward (e.g. inputs where the gradient is not meaningful). */
   forwardOnly?: boolean;
+  /** Run only these variants (e.g. a large case for the designs it exercises); default all. */
+  variants?: readonly string[];
 }
 
 export interface OpUnderTest<P, V extends string> {
@@ -41,8 +43,23 @@ export interface OpUnderTest<P, V extends string> {
   reference: OpReference<P>;
   /** Runs the op on the GPU; may upload what `params` describes (masks, indices). */
   run(inputs: readonly Tensor[], params: P, variant: V, device: Gpu): Tensor;
-  /** Allowed error of the forward and of the gradients for a case. */
-  tolerance(testCase: OpCase<P>): { forward: Tolerance; backward: Tolerance };
+  /**
+   * Allowed error of the forward and of the gradients for a case; `gradients[i]`, where given,
+   * replaces `backward` for input i's gradient (e.g. a norm's gamma sums over the batch).
+   */
+  tolerance(
+    testCase: OpCase<P>,
+    variant: V,
+  ): {
+    forward: Tolerance;
+    backward: Tolerance;
+    gradients?: readonly (Tolerance | undefined)[];
+  };
+  /**
+   * Per-element divisor of input i's gradient, applied to the GPU's and the reference's alike before
+   * comparing (e.g. layer norm's dx by its row's rstd), or null for none. Optional.
+   */
+  gradientScale?(index: number, inputs: readonly Float64Array[], params: P): Float64Array | null;
   /** Which inputs take a gradient (default: all). */
   differentiable?: readonly boolean[];
 }
@@ -80,7 +97,7 @@ async function checkVariant<P, V extends string>(
     const tensor = Tensor.upload(device, Float32Array.from(data), testCase.inputs[index]);
     return differentiable[index] && !testCase.forwardOnly ? tensor.trainable() : tensor;
   });
-  const tolerance = op.tolerance(testCase);
+  const tolerance = op.tolerance(testCase, variant);
   const output = op.run(tensors, testCase.params, variant, device);
   const expected = op.reference.forward(values, testCase.params);
   expectClose(await output.download(), expected, tolerance.forward, `${op.name} ${variant} forward`);
@@ -93,10 +110,13 @@ async function checkVariant<P, V extends string>(
       if (!differentiable[index] || !want) continue;
       const grad = tensors[index].grad;
       expect(grad, `${op.name} ${variant}: input ${index} got no gradient`).not.toBeNull();
+      const divisor = op.gradientScale?.(index, values, testCase.params) ?? null;
+      const scaled = (gradient: ArrayLike<number>) =>
+        divisor ? Float64Array.from(gradient, (value, at) => value / divisor[at]) : gradient;
       expectClose(
-        await grad!.download(),
-        want,
-        tolerance.backward,
+        scaled(await grad!.download()),
+        scaled(want),
+        tolerance.gradients?.[index] ?? tolerance.backward,
         `${op.name} ${variant} gradient ${index}`,
       );
     }
@@ -112,6 +132,7 @@ export function checkOp<P, V extends string>(
   describe(op.name, () => {
     describe.each(op.variants)("variant %s against the float64 reference", (variant) => {
       cases.forEach((testCase, caseIndex) => {
+        if (testCase.variants && !testCase.variants.includes(variant)) return;
         it(testCase.reason, () => checkVariant(op, testCase, caseIndex, variant));
       });
     });

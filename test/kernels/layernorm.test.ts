@@ -1,142 +1,191 @@
-import {
-  backward,
-  type LayerNormVariant,
-  layerNorm,
-  layerNormReference,
-  noGrad,
-  OpError,
-  Tensor,
-} from "@cxr/kernels";
+/**
+ * Layer norm (ops/layernorm/, statistics from ops/norm-core/): both variants forward and all three
+ * gradients against the float64 reference as check-op.ts tables, the reference against finite
+ * differences, bad input; the variant choice on its own; the WGSL `cxr kernels dump` prints being
+ * the WGSL that runs.
+ */
+import { backward, type Gpu, layerNorm, noGrad, OpError, Tensor } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
-import { asFloat32, expectClose, finiteDifferenceGradient, gpu, randomValues, upload } from "./helpers.ts";
+import { chooseLayerNormVariant } from "../../packages/kernels/src/ops/layernorm/choose.ts";
+import {
+  LAYER_NORM_KERNELS,
+  LAYER_NORM_VARIANTS,
+  type LayerNormParams,
+  layerNormOpReference,
+  layerNormReference,
+} from "../../packages/kernels/src/ops/layernorm/index.ts";
+import { dumpKernelSources } from "../../packages/kernels/src/ops/sources.ts";
+import { type BadInputCase, checkOp, type OpCase } from "./check-op.ts";
+import { asFloat32, expectClose, gpu, randomValues, type Tolerance, upload } from "./helpers.ts";
 
-const VARIANTS: LayerNormVariant[] = ["cpu-chunked", "gpu-workgroup"];
+const affine = (shape: number[]) => [shape, [shape.at(-1)!], [shape.at(-1)!]];
 
-interface Case {
-  shape: number[];
-  affine: boolean;
-}
-
-const CASES: Case[] = [
-  { shape: [1], affine: true }, // D = 1: variance 0, y = beta, dx = 0
-  { shape: [3, 7], affine: true }, // odd D: scalar loads
-  { shape: [2, 3, 8], affine: false }, // vec4 loads, no gamma/beta
-  { shape: [5, 1, 12], affine: true },
-  { shape: [1, 5003], affine: true }, // one long odd row: several chunks
-  { shape: [4096, 4], affine: true }, // many short rows: gamma/beta sums over 4096 rows
-  { shape: [2, 1024, 320], affine: true }, // the 64x64 UNet's 32x32 transformer tokens, D = 320
+const cases: OpCase<LayerNormParams>[] = [
+  { reason: "D = 1: variance 0, y = beta, dx = 0", params: { shape: [1] }, inputs: affine([1]), spread: 2 },
+  { reason: "odd D: scalar loads", params: { shape: [3, 7] }, inputs: affine([3, 7]), spread: 2 },
+  { reason: "vec4 loads, no gamma or beta", params: { shape: [2, 3, 8] }, inputs: [[2, 3, 8]], spread: 2 },
+  { reason: "a size-1 middle axis", params: { shape: [5, 1, 12] }, inputs: affine([5, 1, 12]), spread: 2 },
+  {
+    reason: "one long odd row: several chunks",
+    params: { shape: [1, 5003] },
+    inputs: affine([1, 5003]),
+    spread: 2,
+  },
+  {
+    reason: "many short rows: gamma/beta sum over 4096 rows",
+    params: { shape: [4096, 4] },
+    inputs: affine([4096, 4]),
+    spread: 2,
+  },
+  {
+    reason: "the 64x64 UNet's 32x32 transformer tokens, D = 320",
+    params: { shape: [2, 1024, 320] },
+    inputs: affine([2, 1024, 320]),
+    spread: 2,
+  },
+  {
+    reason: "small, with gamma and beta, for finite differences",
+    params: { shape: [5, 7] },
+    inputs: affine([5, 7]),
+    spread: 1.5,
+    finiteDifferences: true,
+  },
 ];
 
-/** Statistics over D elements err ~ sqrt(D) ulps; gamma/beta gradients sum over `rows` rows. */
-function tolerance(width: number, rows: number) {
-  const elementwise = { atol: 5e-8 * Math.sqrt(width) + 1e-6, rtol: 1e-5 };
-  return { elementwise, parameters: { atol: 1e-7 * rows + 2e-6, rtol: 1e-5 } };
-}
+const x46 = (device: Gpu) => Tensor.upload(device, randomValues(24, 1), [4, 6]);
 
-describe.each(VARIANTS)("layerNorm %s", (variant) => {
-  it.each(CASES)("forward and backward match the float64 reference: %j", async ({ shape, affine }) => {
-    const size = shape.reduce((a, b) => a * b, 1);
-    const width = shape.at(-1)!;
-    const seed = 17 + width;
-    const x = asFloat32(randomValues(size, seed, 2).map((value) => value - 0.3));
-    const gamma = affine ? asFloat32(randomValues(width, seed + 1).map((value) => 1 + 0.3 * value)) : null;
-    const beta = affine ? asFloat32(randomValues(width, seed + 2)) : null;
-    const gradOutput = asFloat32(randomValues(size, seed + 3));
-    const xTensor = await upload(x, shape, true);
-    const gammaTensor = gamma ? await upload(gamma, [width], true) : null;
-    const betaTensor = beta ? await upload(beta, [width], true) : null;
-    const y = layerNorm(xTensor, gammaTensor, betaTensor, 1e-5, { variant });
-    const tol = tolerance(width, size / width);
-    const label = `layerNorm ${variant} [${shape}]`;
-    expectClose(
-      await y.download(),
-      layerNormReference.forward(x, width, gamma, beta, 1e-5).y,
-      tol.elementwise,
-      `${label} forward`,
-    );
-    backward(y, await upload(gradOutput, shape));
-    const expected = layerNormReference.backward(x, width, gamma, gradOutput, 1e-5);
-    // dx is rstd times O(1) terms that cancel, so its rounding scales with the row's rstd (large
-    // for short rows of nearly equal values): compare dx / rstd.
-    const { rstd } = layerNormReference.forward(x, width, gamma, beta, 1e-5);
-    const perRstd = (values: ArrayLike<number>) =>
-      Float64Array.from(values, (value, index) => value / rstd[Math.floor(index / width)]);
-    expectClose(
-      perRstd(await xTensor.grad!.download()),
-      perRstd(expected.gradInput),
-      tol.elementwise,
-      `${label} dx / rstd`,
-    );
-    if (gammaTensor) {
-      expectClose(await gammaTensor.grad!.download(), expected.gradGamma, tol.parameters, `${label} dgamma`);
-      expectClose(await betaTensor!.grad!.download(), expected.gradBeta, tol.parameters, `${label} dbeta`);
-    }
-    for (const tensor of [xTensor, gammaTensor, betaTensor, y]) tensor?.release();
-  });
+const badInputs: BadInputCase[] = [
+  {
+    reason: "gamma of the wrong length",
+    run: (device) => layerNorm(x46(device), Tensor.upload(device, randomValues(4, 2), [4])),
+    throws: "layerNorm: gamma must have shape [6] (the last axis of x) (x: [4, 6], gamma: [4])",
+  },
+  {
+    reason: "beta of the wrong rank",
+    run: (device) => layerNorm(x46(device), null, Tensor.upload(device, randomValues(24, 3), [4, 6])),
+    throws: /^layerNorm: beta must have shape \[6\]/,
+  },
+  {
+    reason: "an eps that is not a number",
+    run: (device) => layerNorm(x46(device), null, null, Number.NaN),
+    throws: /^layerNorm: eps must be a finite number >= 0/,
+  },
+];
 
-  it("gives gamma alone its gradient when only gamma is trainable", async () => {
-    const shape = [6, 10];
-    const x = asFloat32(randomValues(60, 3));
-    const gamma = asFloat32(randomValues(10, 4));
-    const gradOutput = asFloat32(randomValues(60, 5));
-    const gammaTensor = await upload(gamma, [10], true);
-    const y = layerNorm(await upload(x, shape), gammaTensor, null, 1e-5, { variant });
-    backward(y, await upload(gradOutput, shape));
-    expectClose(
-      await gammaTensor.grad!.download(),
-      layerNormReference.backward(x, 10, gamma, gradOutput).gradGamma,
-      { atol: 5e-6, rtol: 1e-5 },
-      "dgamma only",
-    );
-  });
-});
+checkOp(
+  {
+    name: "layerNorm",
+    variants: LAYER_NORM_VARIANTS,
+    reference: layerNormOpReference,
+    run: ([x, gamma, beta], { eps }, variant) =>
+      layerNorm(x, gamma ?? null, beta ?? null, eps ?? 1e-5, { variant }),
+    // Statistics over D values err ~ sqrt(D) ulps; gamma/beta gradients sum over the rows.
+    tolerance: ({ params: { shape } }) => {
+      const width = shape.at(-1)!;
+      const rows = shape.reduce((a, b) => a * b, 1) / width;
+      const elementwise: Tolerance = { atol: 5e-8 * Math.sqrt(width) + 1e-6, rtol: 1e-5 };
+      const parameters: Tolerance = { atol: 1e-7 * rows + 2e-6, rtol: 1e-5 };
+      return {
+        forward: elementwise,
+        backward: elementwise,
+        gradients: [elementwise, parameters, parameters],
+      };
+    },
+    // dx is rstd times O(1) terms that cancel, so its rounding scales with the row's rstd (large for
+    // short rows of nearly equal values): compare dx / rstd.
+    gradientScale: (index, [x, gamma], { shape, eps }) => {
+      if (index !== 0) return null;
+      const width = shape.at(-1)!;
+      const { rstd } = layerNormReference.forward(x, width, gamma ?? null, null, eps);
+      return Float64Array.from(x, (_, at) => rstd[Math.floor(at / width)]);
+    },
+  },
+  cases,
+  badInputs,
+);
 
-describe("layerNorm reference", () => {
-  it("backward agrees with finite differences (x, gamma, beta)", () => {
-    const width = 7;
-    const x = randomValues(35, 21, 1.5);
-    const gamma = randomValues(width, 22).map((value) => 1 + 0.5 * value);
-    const beta = randomValues(width, 23);
-    const gradOutput = randomValues(35, 24);
-    const forward = ([xs, gammas, betas]: Float64Array[]) =>
-      layerNormReference.forward(xs, width, gammas, betas, 1e-5).y;
-    const analytic = layerNormReference.backward(x, width, gamma, gradOutput, 1e-5);
-    const inputs = [x, gamma, beta];
-    const fd = { atol: 1e-6, rtol: 1e-5 };
-    expectClose(analytic.gradInput, finiteDifferenceGradient(forward, inputs, gradOutput, 0), fd, "fd dx");
-    expectClose(
-      analytic.gradGamma,
-      finiteDifferenceGradient(forward, inputs, gradOutput, 1),
-      fd,
-      "fd dgamma",
-    );
-    expectClose(analytic.gradBeta, finiteDifferenceGradient(forward, inputs, gradOutput, 2), fd, "fd dbeta");
-  });
-});
-
-describe("layerNorm bad input", () => {
-  it("names the op and the shapes", async () => {
-    const x = await upload(randomValues(24, 1), [4, 6]);
-    const gamma = await upload(randomValues(4, 2), [4]);
-    expect(() => layerNorm(x, gamma)).toThrow(OpError);
-    expect(() => layerNorm(x, gamma)).toThrow(
-      "layerNorm: gamma must have shape [6] (the last axis of x) (x: [4, 6], gamma: [4])",
-    );
-    const beta = await upload(randomValues(24, 3), [4, 6]);
-    expect(() => layerNorm(x, null, beta)).toThrow(/^layerNorm: beta must have shape \[6\]/);
-    expect(() => layerNorm(x, null, null, Number.NaN)).toThrow(
-      /^layerNorm: eps must be a finite number >= 0/,
-    );
-    const device = await gpu();
-    if (device.features.has("shader-f16")) {
-      const half = Tensor.upload(device, new Float32Array(24), [4, 6], "f16");
-      expect(() => layerNorm(half)).toThrow("layerNorm: needs f32 input, got f16 (x: [4, 6])");
-    }
-  });
+describe("layerNorm: the rest", () => {
+  it.each(LAYER_NORM_VARIANTS)(
+    "%s: gamma alone gets its gradient when only gamma is trainable",
+    async (variant) => {
+      const shape = [6, 10];
+      const x = asFloat32(randomValues(60, 3));
+      const gamma = asFloat32(randomValues(10, 4));
+      const gradOutput = asFloat32(randomValues(60, 5));
+      const xTensor = await upload(x, shape);
+      const gammaTensor = await upload(gamma, [10], true);
+      const y = layerNorm(xTensor, gammaTensor, null, 1e-5, { variant });
+      backward(y, await upload(gradOutput, shape));
+      expect(xTensor.grad).toBeNull();
+      expectClose(
+        await gammaTensor.grad!.download(),
+        layerNormReference.backward(x, 10, gamma, gradOutput).gradGamma,
+        { atol: 5e-6, rtol: 1e-5 },
+        "dgamma only",
+      );
+    },
+  );
 
   it("records nothing under noGrad", async () => {
     const x = await upload(randomValues(12, 5), [3, 4], true);
     const y = noGrad(() => layerNorm(x));
     expect(y.node).toBeNull();
   });
+
+  it("f16 input is refused where the adapter has shader-f16", async () => {
+    const device = await gpu();
+    if (!device.features.has("shader-f16")) return;
+    const half = Tensor.upload(device, new Float32Array(24), [4, 6], "f16");
+    expect(() => layerNorm(half)).toThrow(OpError);
+    expect(() => layerNorm(half)).toThrow("layerNorm: needs f32 input, got f16 (x: [4, 6])");
+  });
+
+  it("chooses per adapter kind (no GPU needed)", () => {
+    expect(chooseLayerNormVariant({ kind: "cpu" }, [2, 1024, 320])).toBe("cpu-chunked");
+    expect(chooseLayerNormVariant({ kind: "cpu" }, [1, 5003])).toBe("cpu-chunked");
+    expect(chooseLayerNormVariant({ kind: "discrete" }, [2, 1024, 320])).toBe("gpu-workgroup");
+    expect(chooseLayerNormVariant({ kind: "integrated" }, [1])).toBe("gpu-workgroup");
+  });
+
+  it.each(LAYER_NORM_VARIANTS)(
+    "%s: the WGSL that `cxr kernels dump` prints is what runs",
+    async (variant) => {
+      const device = await gpu();
+      const passes = LAYER_NORM_KERNELS[variant];
+      const dumped = dumpKernelSources({ op: "layerNorm", variant });
+      for (const [pass, code] of Object.entries(passes)) {
+        expect(dumped).toContain(`// layerNorm / ${variant} / ${pass}${code}\n`);
+      }
+      const compiled: string[] = [];
+      const pipeline = device.pipeline.bind(device);
+      const spy: Gpu["pipeline"] = (code, label, entryPoint) => {
+        compiled.push(code);
+        return pipeline(code, label, entryPoint);
+      };
+      device.pipeline = spy;
+      try {
+        for (const [shape, lanes] of [
+          [[3, 8], "vec4"],
+          [[3, 7], "scalar"],
+        ] as const) {
+          compiled.length = 0;
+          const size = shape[0] * shape[1];
+          const x = await upload(randomValues(size, 3), [...shape], true);
+          const gamma = await upload(randomValues(shape[1], 4), [shape[1]], true);
+          const beta = await upload(randomValues(shape[1], 5), [shape[1]], true);
+          const y = layerNorm(x, gamma, beta, 1e-5, { variant });
+          backward(y, await upload(randomValues(size, 6), [...shape]));
+          await x.grad!.download();
+          const other = lanes === "vec4" ? "-scalar" : "-vec4";
+          const expected = Object.entries(passes)
+            .filter(([pass]) => !pass.endsWith(other))
+            .map(([, code]) => code);
+          expect(new Set(compiled)).toEqual(new Set(expected));
+          for (const tensor of [x, gamma, beta, y]) tensor.release();
+        }
+      } finally {
+        delete (device as Partial<Pick<Gpu, "pipeline">>).pipeline; // back to the class's method
+      }
+    },
+  );
 });

@@ -48,7 +48,7 @@ export {
   batchNorm2d,
   batchNormReference,
   chooseBatchNormVariant,
-} from "./ops/batchnorm.ts";
+} from "./ops/batchnorm/index.ts";
 export { add, type BinaryKind, binary, binaryReference, div, mul, sub } from "./ops/binary.ts";
 export {
   CONV2D_VARIANTS,
@@ -73,14 +73,14 @@ export {
   type GroupNormVariant,
   groupNorm,
   groupNormReference,
-} from "./ops/groupnorm.ts";
+} from "./ops/groupnorm/index.ts";
 export { conv2dIm2col, im2col, im2colReference, type WindowOptions } from "./ops/im2col.ts";
 export {
   chooseLayerNormVariant,
   type LayerNormVariant,
   layerNorm,
   layerNormReference,
-} from "./ops/layernorm.ts";
+} from "./ops/layernorm/index.ts";
 export { concat, layoutReference, permute, reshape, split, upsampleNearest } from "./ops/layout.ts";
 export {
   bceWithLogitsLoss,
@@ -141,7 +141,7 @@ export {
   reduceReference,
   sum,
   sumToShape,
-} from "./ops/reduce.ts";
+} from "./ops/reduce/index.ts";
 export {
   chooseSoftmaxVariant,
   SOFTMAX_VARIANTS,

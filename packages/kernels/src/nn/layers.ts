@@ -4,11 +4,11 @@
  * PyTorch's would in distribution).
  */
 import { attention } from "../ops/attention.ts";
-import { batchNorm2d } from "../ops/batchnorm.ts";
+import { batchNorm2d } from "../ops/batchnorm/index.ts";
 import { conv2d } from "../ops/conv2d.ts";
 import { embedding } from "../ops/embedding.ts";
-import { groupNorm } from "../ops/groupnorm.ts";
-import { layerNorm } from "../ops/layernorm.ts";
+import { groupNorm } from "../ops/groupnorm/index.ts";
+import { layerNorm } from "../ops/layernorm/index.ts";
 import { permute, reshape } from "../ops/layout.ts";
 import { matmul } from "../ops/matmul.ts";
 import type { Gpu } from "../runtime/device.ts";

@@ -7,7 +7,8 @@ import { needsGrad, record } from "../runtime/autograd.ts";
 import { grid, LINEAR_INDEX_WGSL, launch, wgsl } from "../runtime/kernel.ts";
 import { OpError, type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
 import { Params } from "../runtime/uniforms.ts";
-import { copyTensor, sumToShape } from "./reduce.ts";
+import { copyTensor } from "./common/copy.ts";
+import { sumToShape } from "./reduce/index.ts";
 import { unary } from "./unary.ts";
 
 export type BinaryKind = "add" | "sub" | "mul" | "div";

@@ -3,6 +3,10 @@
  * strings `launch` compiles: what `cxr kernels dump <op>` prints. Families still in one file
  * (matmul, conv2d, attention, norms, ...) join when they move to their folder.
  */
+import { BATCH_NORM_KERNELS } from "./batchnorm/index.ts";
+import { GROUP_NORM_KERNELS } from "./groupnorm/index.ts";
+import { LAYER_NORM_KERNELS } from "./layernorm/index.ts";
+import { REDUCE_KERNELS } from "./reduce/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 
 export type KernelPasses = Readonly<Record<string, string>>;
@@ -14,6 +18,10 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
       { forward: kernels.forward, backward: kernels.backward },
     ]),
   ),
+  reduce: REDUCE_KERNELS,
+  groupNorm: GROUP_NORM_KERNELS,
+  layerNorm: LAYER_NORM_KERNELS,
+  batchNorm2d: BATCH_NORM_KERNELS,
 };
 
 export interface DumpRequest {

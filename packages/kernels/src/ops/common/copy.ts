@@ -1,0 +1,12 @@
+/**
+ * A plain buffer copy recorded in the current command batch: the one place ops that need "the same
+ * values in a new tensor" get them (a reduction over nothing, the gradient of add/sub).
+ */
+import { type Shape, Tensor } from "../../runtime/tensor.ts";
+
+/** A copy of `x` with another shape of the same size (a new buffer, so autograd may release it). */
+export function copyTensor(x: Tensor, shape: Shape = x.shape): Tensor {
+  const copy = Tensor.empty(x.gpu, shape);
+  x.gpu.commandEncoder().copyBufferToBuffer(x.buffer, 0, copy.buffer, 0, x.byteLength);
+  return copy;
+}
