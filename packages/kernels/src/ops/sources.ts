@@ -1,8 +1,9 @@
 /**
  * The WGSL of every op family in the per-op layout (ops/<op>/), by variant and pass, exactly the
  * strings `launch` compiles: what `cxr kernels dump <op>` prints. Families still in one file
- * (matmul, conv2d, attention, norms, ...) join when they move to their folder.
+ * (matmul, conv2d, norms, ...) join when they move to their folder.
  */
+import { ATTENTION_KERNELS, ATTENTION_SHARED_KERNELS } from "./attention/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 
 export type KernelPasses = Readonly<Record<string, string>>;
@@ -12,6 +13,12 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
     Object.entries(SOFTMAX_KERNELS).map(([variant, kernels]) => [
       variant,
       { forward: kernels.forward, backward: kernels.backward },
+    ]),
+  ),
+  attention: Object.fromEntries(
+    Object.entries(ATTENTION_KERNELS).map(([variant, kernels]) => [
+      variant,
+      { ...kernels, ...ATTENTION_SHARED_KERNELS },
     ]),
   ),
 };
@@ -24,7 +31,7 @@ export interface DumpRequest {
 
 /**
  * The requested sources, each under a `// op / variant / pass` header and byte for byte as compiled
- * (they begin with a newline); errors name what exists.
+ * (after the header's line break); errors name what exists.
  */
 export function dumpKernelSources({ op, variant, pass }: DumpRequest): string {
   const family = KERNEL_SOURCES[op];
@@ -48,7 +55,8 @@ export function dumpKernelSources({ op, variant, pass }: DumpRequest): string {
     }
     for (const [passName, code] of Object.entries(passes)) {
       if (pass !== undefined && passName !== pass) continue;
-      parts.push(`// ${op} / ${name} / ${passName}${code}\n`);
+      // A source that starts with a directive (`enable ...;`) gets its own line after the header.
+      parts.push(`// ${op} / ${name} / ${passName}${code.startsWith("\n") ? "" : "\n"}${code}\n`);
     }
   }
   return parts.join("\n");

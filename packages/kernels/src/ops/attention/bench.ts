@@ -6,17 +6,18 @@
  * baseline (the composition is what a library without a fused kernel would run). The forward case
  * also reports the working memory of both at 1024 and 2048 tokens, to show linear vs quadratic growth.
  */
+
+import type { BenchCase, BenchInstance } from "../../bench/types.ts";
+import { backward, noGrad } from "../../runtime/autograd.ts";
+import type { Gpu } from "../../runtime/device.ts";
+import { Tensor } from "../../runtime/tensor.ts";
 import {
   type AttentionShape,
   attention,
   attentionComposed,
   attentionCost,
   chooseAttentionVariant,
-} from "../ops/attention.ts";
-import { backward, noGrad } from "../runtime/autograd.ts";
-import type { Gpu } from "../runtime/device.ts";
-import { Tensor } from "../runtime/tensor.ts";
-import type { BenchCase, BenchInstance } from "./types.ts";
+} from "./index.ts";
 
 const COMPOSED_LABEL = "naive = our matmul-softmax-matmul composition";
 
