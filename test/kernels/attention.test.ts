@@ -16,7 +16,11 @@ import {
   Tensor,
 } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
-import { chooseAttentionVariant } from "../../packages/kernels/src/ops/attention/choose.ts";
+import {
+  type AttentionBackward,
+  chooseAttentionBackward,
+  chooseAttentionVariant,
+} from "../../packages/kernels/src/ops/attention/choose.ts";
 import {
   ATTENTION_KERNELS,
   ATTENTION_SHARED_KERNELS,
@@ -29,6 +33,23 @@ import { gpu, randomValues, upload } from "./helpers.ts";
 const device = await gpu();
 const runnable = ATTENTION_VARIANTS.filter(
   (variant) => variant !== "cpu-rows" || attentionCanUseSubgroups(device),
+);
+
+/** What a table row runs: a forward variant with one of the backwards (and a forced chunk size). */
+interface Configuration {
+  variant: AttentionVariant;
+  backward: AttentionBackward;
+  backwardChunkRows?: number;
+}
+const CONFIGURATIONS = new Map<string, Configuration>(
+  runnable.flatMap((variant): [string, Configuration][] => [
+    [`${variant}, recompute backward`, { variant, backward: "recompute" }],
+    [`${variant}, chunked-scores backward`, { variant, backward: "chunked-scores" }],
+    [
+      `${variant}, chunked-scores backward in chunks of 5 query rows`,
+      { variant, backward: "chunked-scores", backwardChunkRows: 5 },
+    ],
+  ]),
 );
 
 /** [batch, heads, queryLength, keyLength, headDim] */
@@ -165,6 +186,22 @@ const badInputs: BadInputCase[] = [
     throws: 'attention: unknown variant "texture"',
   },
   {
+    reason: "an unknown backward",
+    run: (device) => {
+      const q = Tensor.upload(device, randomValues(48, 1), [1, 2, 3, 8]);
+      return attention(q, q, q, { backward: "atomic" as AttentionBackward });
+    },
+    throws: 'attention: unknown backward "atomic"',
+  },
+  {
+    reason: "a chunk size that is not a positive integer",
+    run: (device) => {
+      const q = Tensor.upload(device, randomValues(48, 1), [1, 2, 3, 8]);
+      return attention(q, q, q, { backward: "chunked-scores", backwardChunkRows: 0.5 });
+    },
+    throws: "attention: backwardChunkRows must be a positive integer, got 0.5",
+  },
+  {
     reason: "a head dimension over the maximum",
     run: (device) => {
       const wide = Tensor.upload(device, new Float64Array(264), [1, 1, 1, 264]);
@@ -186,10 +223,14 @@ const badInputs: BadInputCase[] = [
 checkOp(
   {
     name: "attention",
-    variants: runnable,
+    variants: [...CONFIGURATIONS.keys()],
     reference: attentionOpReference,
-    run: ([q, k, v], params, variant, device) =>
-      attention(q, k, v, { variant, scale: params.scale, keyMask: withMask(device, params) }),
+    run: ([q, k, v], params, configuration, device) =>
+      attention(q, k, v, {
+        ...CONFIGURATIONS.get(configuration)!,
+        scale: params.scale,
+        keyMask: withMask(device, params),
+      }),
     tolerance,
   },
   cases,
@@ -259,6 +300,9 @@ describe("attention: the rest", () => {
     expect(chooseAttentionVariant(adapter("discrete", true, 32), shape)).toBe("gpu-tiled");
     const expected = device.kind === "cpu" && attentionCanUseSubgroups(device) ? "cpu-rows" : "gpu-tiled";
     expect(chooseAttentionVariant(device, shape)).toBe(expected);
+    expect(chooseAttentionBackward(adapter("cpu", true, 8), shape)).toBe("chunked-scores");
+    expect(chooseAttentionBackward(adapter("cpu", false, 8), shape)).toBe("chunked-scores");
+    expect(chooseAttentionBackward(adapter("discrete", true, 32), shape)).toBe("recompute");
   });
 
   it("fused working memory grows linearly with length, the composition's quadratically", async () => {
@@ -289,35 +333,42 @@ describe("attention: the rest", () => {
     expect(output.node).toBeNull();
   });
 
-  it.each(runnable)("%s: the WGSL that `cxr kernels dump` prints is what runs", async (variant) => {
-    const compiled: string[] = [];
-    const pipeline = device.pipeline.bind(device);
-    const spy: Gpu["pipeline"] = (code, label, entryPoint) => {
-      compiled.push(code);
-      return pipeline(code, label, entryPoint);
-    };
-    device.pipeline = spy;
-    try {
-      const shape = [1, 1, 3, 6]; // odd D: the padding kernel runs too
-      const q = await upload(randomValues(18, 1), shape, true);
-      const keys = await upload(randomValues(18, 3), shape); // not trainable: no gradient sums
-      const output = attention(q, keys, keys, { variant });
-      await output.download();
-      backward(output, await upload(randomValues(18, 2), shape));
-      await q.grad!.download();
-      const kernels = ATTENTION_KERNELS[variant];
-      expect(new Set(compiled)).toEqual(
-        new Set([
-          ATTENTION_SHARED_KERNELS.resizeRows,
-          kernels.forward,
-          ATTENTION_SHARED_KERNELS.rowStats,
-          kernels.backwardQuery,
-          kernels.backwardKeyValue,
-        ]),
-      );
-      for (const tensor of [q, keys, output]) tensor.release();
-    } finally {
-      delete (device as Partial<Pick<Gpu, "pipeline">>).pipeline; // back to the class's method
-    }
-  });
+  it.each([...CONFIGURATIONS.keys()])(
+    "%s: the WGSL that `cxr kernels dump` prints is what runs",
+    async (name) => {
+      const configuration = CONFIGURATIONS.get(name)!;
+      const compiled: string[] = [];
+      const pipeline = device.pipeline.bind(device);
+      const spy: Gpu["pipeline"] = (code, label, entryPoint) => {
+        compiled.push(code);
+        return pipeline(code, label, entryPoint);
+      };
+      device.pipeline = spy;
+      try {
+        const shape = [1, 1, 3, 6]; // odd D: the padding kernel runs too
+        const q = await upload(randomValues(18, 1), shape, true);
+        const keys = await upload(randomValues(18, 3), shape); // not trainable: no gradient sums
+        const output = attention(q, keys, keys, configuration);
+        await output.download();
+        backward(output, await upload(randomValues(18, 2), shape));
+        await q.grad!.download();
+        const kernels = ATTENTION_KERNELS[configuration.variant];
+        const backwardKernels =
+          configuration.backward === "recompute"
+            ? [kernels.backwardQuery, kernels.backwardKeyValue]
+            : [kernels.backwardQueryChunk, kernels.backwardKeyValueChunk];
+        expect(new Set(compiled)).toEqual(
+          new Set([
+            ATTENTION_SHARED_KERNELS.resizeRows,
+            kernels.forward,
+            ATTENTION_SHARED_KERNELS.rowStats,
+            ...backwardKernels,
+          ]),
+        );
+        for (const tensor of [q, keys, output]) tensor.release();
+      } finally {
+        delete (device as Partial<Pick<Gpu, "pipeline">>).pipeline; // back to the class's method
+      }
+    },
+  );
 });

@@ -33,3 +33,23 @@ export function attentionCanUseSubgroups(adapter: Omit<AttentionAdapter, "kind">
 export function chooseAttentionVariant(adapter: AttentionAdapter, _shape: AttentionShape): AttentionVariant {
   return adapter.kind === "cpu" && attentionCanUseSubgroups(adapter) ? "cpu-rows" : "gpu-tiled";
 }
+
+/**
+ * How the backward runs: "recompute" computes the scores twice (per query row for dQ, per key row for
+ * dK and dV, 14 D FLOPs per pair); "chunked-scores" computes them once per chunk of query rows and
+ * keeps (P, dS) for the chunk in a bounded scratch buffer (10 D per pair; chunked-scores.ts).
+ */
+export type AttentionBackward = "recompute" | "chunked-scores";
+export const ATTENTION_BACKWARDS: readonly AttentionBackward[] = ["recompute", "chunked-scores"];
+
+/**
+ * The backward used when none is forced: chunked-scores on the CPU adapter, where every kernel runs
+ * at the same FLOP rate so 10 D beats 14 D (measured in `cxr bench kernels --filter attention`); GPUs
+ * keep "recompute" until measured there.
+ */
+export function chooseAttentionBackward(
+  adapter: AttentionAdapter,
+  _shape: AttentionShape,
+): AttentionBackward {
+  return adapter.kind === "cpu" ? "chunked-scores" : "recompute";
+}

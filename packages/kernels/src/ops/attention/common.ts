@@ -42,18 +42,24 @@ export type SharedBlockFactory = (
   block: number,
 ) => SharedBlock;
 
-/** One variant's kernels, exactly as launched. */
-export interface AttentionKernels {
+/** The kernels that share one template each (forward and the recomputing backward). */
+export interface AttentionTemplateKernels {
   forward: string;
   backwardQuery: string;
   backwardKeyValue: string;
 }
 
-export type AttentionKernel = keyof AttentionKernels;
+export type AttentionKernel = keyof AttentionTemplateKernels;
 
-const ATTENTION_COMMON_WGSL = `
+/** One variant's kernels, exactly as launched: forward, both backwards (chunked-scores.ts). */
+export interface AttentionKernels extends AttentionTemplateKernels {
+  backwardQueryChunk: string;
+  backwardKeyValueChunk: string;
+}
+
+export const ATTENTION_COMMON_WGSL = `
 struct Params {
-  queryLength: u32, keyLength: u32, heads: u32, useMask: u32, vectors: u32, scaleLog2: f32, scale: f32,
+  queryLength: u32, keyLength: u32, heads: u32, useMask: u32, vectors: u32, scaleLog2: f32, scale: f32,{{extraParams}}
 }
 alias Row = vec4<f32>;
 const MAX_VECTORS: u32 = {{maxVectors}}u;
@@ -137,7 +143,7 @@ ${ENTRY_WGSL}
 /**
  * dQ, per query row: p_t = exp(s_t - lse), dS_t = scale * p_t (dO . v_t - delta), dQ += dS_t k_t.
  */
-const ATTENTION_BACKWARD_QUERY_WGSL = `{{enable}}
+export const ATTENTION_BACKWARD_QUERY_WGSL = `{{enable}}
 @group(0) @binding(0) var<storage, read> query: array<Row>;
 @group(0) @binding(1) var<storage, read> key: array<Row>;
 @group(0) @binding(2) var<storage, read> value: array<Row>;
@@ -226,13 +232,13 @@ ${ENTRY_WGSL}
   }
 }`;
 
-const lines = (block: number, line: (t: number) => string, separator = "\n    ") =>
+export const lines = (block: number, line: (t: number) => string, separator = "\n    ") =>
   Array.from({ length: block }, (_, t) => line(t)).join(separator);
-const sumOf = (block: number, term: (t: number) => string) =>
+export const sumOf = (block: number, term: (t: number) => string) =>
   Array.from({ length: block }, (_, t) => term(t)).join(" + ");
 
 /** Fills a kernel template's generated (unrolled) blocks for one variant. */
-function kernelBlocks(
+export function kernelBlocks(
   kernel: AttentionKernel,
   block: number,
   sharedBlock: SharedBlockFactory,
@@ -321,10 +327,11 @@ export interface AttentionVariantSpec {
 }
 
 /** The three kernels of one variant, filled in once (building them is string work). */
-export function attentionKernels(spec: AttentionVariantSpec): AttentionKernels {
+export function attentionKernels(spec: AttentionVariantSpec): AttentionTemplateKernels {
   const source = (kernel: AttentionKernel) =>
     wgsl(TEMPLATES[kernel], {
       ...kernelBlocks(kernel, spec.block, spec.sharedBlock),
+      extraParams: "",
       enable: spec.subgroups ? "enable subgroups;" : "",
       laneBuiltin: spec.subgroups ? ", @builtin(subgroup_invocation_id) subgroupLane: u32" : "",
       maxVectors: MAX_ATTENTION_HEAD_DIM / 4,

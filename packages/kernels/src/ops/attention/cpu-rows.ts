@@ -6,7 +6,13 @@
  * Blocks are 16 rows (two subgroup loads; more only grows the shader).
  */
 import { SUBGROUP_LANES } from "./choose.ts";
-import { type AttentionKernels, attentionKernels, type SharedBlock } from "./common.ts";
+import { chunkedScoresKernels } from "./chunked-scores.ts";
+import {
+  type AttentionKernels,
+  type AttentionVariantSpec,
+  attentionKernels,
+  type SharedBlock,
+} from "./common.ts";
 
 function subgroupBlock(_buffers: string[], rowBase: string, count: string, block: number): SharedBlock {
   const groups = Array.from({ length: block / SUBGROUP_LANES }, (_, g) => g);
@@ -26,8 +32,9 @@ function subgroupBlock(_buffers: string[], rowBase: string, count: string, block
   };
 }
 
-export const CPU_ROWS: AttentionKernels = attentionKernels({
-  sharedBlock: subgroupBlock,
-  block: 16,
-  subgroups: true,
-});
+export const CPU_ROWS_SPEC: AttentionVariantSpec = { sharedBlock: subgroupBlock, block: 16, subgroups: true };
+
+export const CPU_ROWS: AttentionKernels = {
+  ...attentionKernels(CPU_ROWS_SPEC),
+  ...chunkedScoresKernels(CPU_ROWS_SPEC),
+};

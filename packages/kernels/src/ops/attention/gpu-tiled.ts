@@ -3,7 +3,13 @@
  * reads it there. Blocks are 8 rows, so two tiles at the largest head dimension fit WebGPU's
  * guaranteed 16 KiB of workgroup memory. Correct on any adapter; the choice on GPUs.
  */
-import { type AttentionKernels, attentionKernels, type SharedBlock } from "./common.ts";
+import { chunkedScoresKernels } from "./chunked-scores.ts";
+import {
+  type AttentionKernels,
+  type AttentionVariantSpec,
+  attentionKernels,
+  type SharedBlock,
+} from "./common.ts";
 
 function workgroupTiles(buffers: string[], rowBase: string, count: string, block: number): SharedBlock {
   return {
@@ -21,8 +27,6 @@ function workgroupTiles(buffers: string[], rowBase: string, count: string, block
   };
 }
 
-export const GPU_TILED: AttentionKernels = attentionKernels({
-  sharedBlock: workgroupTiles,
-  block: 8,
-  subgroups: false,
-});
+const SPEC: AttentionVariantSpec = { sharedBlock: workgroupTiles, block: 8, subgroups: false };
+
+export const GPU_TILED: AttentionKernels = { ...attentionKernels(SPEC), ...chunkedScoresKernels(SPEC) };

@@ -30,9 +30,12 @@ import {
   resolveAttention,
 } from "./checks.ts";
 import {
+  ATTENTION_BACKWARDS,
   ATTENTION_VARIANTS,
+  type AttentionBackward,
   type AttentionVariant,
   attentionCanUseSubgroups,
+  chooseAttentionBackward,
   chooseAttentionVariant,
   SUBGROUP_LANES,
 } from "./choose.ts";
@@ -50,10 +53,13 @@ import {
 
 export { attentionShapeOf } from "./checks.ts";
 export {
+  ATTENTION_BACKWARDS,
   ATTENTION_VARIANTS,
   type AttentionAdapter,
+  type AttentionBackward,
   type AttentionVariant,
   attentionCanUseSubgroups,
+  chooseAttentionBackward,
   chooseAttentionVariant,
 } from "./choose.ts";
 export { type AttentionKernels, MAX_ATTENTION_HEAD_DIM } from "./common.ts";
@@ -83,6 +89,10 @@ export const ATTENTION_SHARED_KERNELS = {
 export interface AttentionKernelOptions extends CheckedOptions {
   /** Force a variant (tests, benchmarks); default `chooseAttentionVariant`. */
   variant?: AttentionVariant;
+  /** Force the backward (tests, benchmarks); default `chooseAttentionBackward`. */
+  backward?: AttentionBackward;
+  /** Query rows per chunk of the chunked-scores backward (tests); default `attentionChunkRows`. */
+  backwardChunkRows?: number;
 }
 
 function resolveVariant(gpu: Gpu, resolved: ResolvedAttention, forced: AttentionVariant | undefined) {
@@ -118,6 +128,7 @@ function checkDispatch(gpu: Gpu, shape: AttentionShape, q: Tensor, k: Tensor): v
 
 interface FusedRun extends ResolvedAttention {
   variant: AttentionVariant;
+  backward: AttentionBackward;
   /** Head dimension of the tensors the kernels see: D rounded up to a multiple of 4. */
   paddedDim: number;
 }
@@ -217,6 +228,95 @@ function fusedBackward(
   return [gradQuery, gradKey, gradValue];
 }
 
+/** Bytes the chunked-scores backward may hold for (P, dS) of one chunk, unless a chunk size is forced. */
+export const ATTENTION_SCRATCH_BUDGET_BYTES = 16 * 2 ** 20;
+
+/**
+ * Query rows per chunk of the chunked-scores backward: as many as fit the scratch budget, at least one
+ * workgroup's worth (so the scratch grows linearly with Lk beyond the budget), at most Lq; null when
+ * even that exceeds the adapter's largest storage binding (then the recomputing backward runs).
+ */
+export function attentionChunkRows(gpu: Gpu, shape: AttentionShape, forced?: number): number | null {
+  const { batch, heads, queryLength, keyLength } = shape;
+  const bytesPerRow = 8 * batch * heads * keyLength;
+  const fit = Math.floor(ATTENTION_SCRATCH_BUDGET_BYTES / bytesPerRow);
+  const rows = forced ?? Math.min(queryLength, Math.max(ROWS_PER_WORKGROUP, fit));
+  if (!Number.isInteger(rows) || rows < 1) {
+    throw new OpError("attention", `backwardChunkRows must be a positive integer, got ${forced}`);
+  }
+  return rows * bytesPerRow <= gpu.limits.maxStorageBufferBindingSize ? Math.min(rows, queryLength) : null;
+}
+
+/**
+ * The chunked-scores backward (chunked-scores.ts): per chunk of query rows, dQ plus (P, dS) into the
+ * scratch, then dK and dV from it. Same inputs and padded results as `fusedBackward`.
+ */
+function chunkedBackward(
+  padded: { q: Tensor; k: Tensor; v: Tensor; gradOutput: Tensor },
+  output: Tensor,
+  gradOutput: Tensor,
+  logSumExp: Tensor,
+  run: FusedRun,
+  chunkRows: number,
+): [Tensor, Tensor, Tensor] {
+  const { q, k, v } = padded;
+  const gpu = q.gpu;
+  const { batch, heads, queryLength, keyLength, headDim } = run.shape;
+  const queryRows = batch * heads * queryLength;
+  const rowStats = Tensor.empty(gpu, [queryRows, 2]);
+  launch(
+    gpu,
+    { name: "attentionBackward", variant: "row-stats", code: ATTENTION_ROW_STATS_WGSL },
+    {
+      bindings: [output, gradOutput, logSumExp, rowStats],
+      params: new Params().u32(queryRows, headDim),
+      workgroups: grid(queryRows, 64),
+      flops: 2 * queryRows * headDim,
+      bytes: 4 * queryRows * (2 * headDim + 3),
+    },
+  );
+  const mask = run.keyMask ?? q; // bound but never read when useMask = 0 (layout "auto" needs a buffer)
+  const kernels = ATTENTION_KERNELS[run.variant];
+  const scores = Tensor.empty(gpu, [batch * heads, chunkRows, keyLength, 2]);
+  const gradQuery = Tensor.empty(gpu, q.shape);
+  const gradKey = Tensor.empty(gpu, k.shape);
+  const gradValue = Tensor.empty(gpu, v.shape);
+  for (let chunkStart = 0; chunkStart < queryLength; chunkStart += chunkRows) {
+    const rows = Math.min(chunkRows, queryLength - chunkStart);
+    const pairs = batch * heads * rows * keyLength;
+    const params = fusedParams(run).u32(chunkStart, chunkRows);
+    launch(
+      gpu,
+      { name: "attentionBackward", variant: `${run.variant}:dQ+scores`, code: kernels.backwardQueryChunk },
+      {
+        bindings: [q, k, v, mask, padded.gradOutput, rowStats, gradQuery, scores],
+        params,
+        workgroups: [Math.ceil(rows / ROWS_PER_WORKGROUP), batch * heads],
+        flops: pairs * (6 * headDim + 6),
+        bytes: 4 * (3 * q.size * (rows / queryLength) + 2 * k.size) + 8 * pairs,
+      },
+    );
+    launch(
+      gpu,
+      {
+        name: "attentionBackward",
+        variant: `${run.variant}:dKdV-from-scores`,
+        code: kernels.backwardKeyValueChunk,
+      },
+      {
+        bindings: [q, mask, padded.gradOutput, scores, gradKey, gradValue],
+        params,
+        workgroups: [Math.ceil(keyLength / ROWS_PER_WORKGROUP), batch * heads],
+        flops: pairs * 4 * headDim,
+        bytes: 4 * (2 * q.size * (rows / queryLength) + 4 * k.size) + 8 * pairs,
+      },
+    );
+  }
+  rowStats.release();
+  scores.release();
+  return [gradQuery, gradKey, gradValue];
+}
+
 /**
  * softmax(scale * q k^T, masked over keys) v, fused. q [B, H, Lq, D], k and v [B, H, Lk, D];
  * returns [B, H, Lq, D]. Records its flash-style backward when q, k or v needs a gradient.
@@ -229,8 +329,14 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKer
   const run: FusedRun = {
     ...resolved,
     variant: resolveVariant(gpu, resolved, options.variant),
+    backward: options.backward ?? chooseAttentionBackward(gpu, resolved.shape),
     paddedDim: Math.ceil(headDim / 4) * 4,
   };
+  if (!ATTENTION_BACKWARDS.includes(run.backward)) {
+    throw new OpError("attention", `unknown backward "${run.backward}"`);
+  }
+  const chunkRows =
+    run.backward === "chunked-scores" ? attentionChunkRows(gpu, run.shape, options.backwardChunkRows) : null;
   const [qp, kp, vp] = [q, k, v].map((x) => withWidth(x, run.paddedDim));
   const forward = fusedForward(qp, kp, vp, run);
   const output = trimmed(forward.output, headDim);
@@ -248,7 +354,10 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKer
       v: withWidth(v, run.paddedDim),
       gradOutput: withWidth(gradOutput!, run.paddedDim),
     };
-    const grads = fusedBackward(padded, output, gradOutput!, forward.logSumExp, run);
+    const grads =
+      chunkRows === null
+        ? fusedBackward(padded, output, gradOutput!, forward.logSumExp, run)
+        : chunkedBackward(padded, output, gradOutput!, forward.logSumExp, run, chunkRows);
     releaseCopy(padded.q, q);
     releaseCopy(padded.k, k);
     releaseCopy(padded.v, v);
