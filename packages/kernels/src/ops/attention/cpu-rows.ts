@@ -32,7 +32,7 @@ function subgroupBlock(_buffers: string[], rowBase: string, count: string, block
   };
 }
 
-export const CPU_ROWS_SPEC: AttentionVariantSpec = { sharedBlock: subgroupBlock, block: 16, subgroups: true };
+const CPU_ROWS_SPEC: AttentionVariantSpec = { sharedBlock: subgroupBlock, block: 16, subgroups: true };
 
 export const CPU_ROWS: AttentionKernels = {
   ...attentionKernels(CPU_ROWS_SPEC),
