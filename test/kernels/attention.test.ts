@@ -1,3 +1,8 @@
+/**
+ * Fused attention (ops/attention/): the table-driven checks of check-op.ts for every variant and for
+ * the matmul-softmax-matmul composition, the variant choice on its own, linear memory, and the WGSL
+ * that `cxr kernels dump attention` prints being the WGSL that runs.
+ */
 import {
   ATTENTION_VARIANTS,
   type AttentionShape,
@@ -5,33 +10,50 @@ import {
   attention,
   attentionCanUseSubgroups,
   attentionComposed,
-  attentionReference,
   backward,
-  chooseAttentionVariant,
+  type Gpu,
   noGrad,
-  OpError,
   Tensor,
 } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
-import { asFloat32, expectClose, finiteDifferenceGradient, gpu, randomValues, upload } from "./helpers.ts";
+import {
+  type AttentionBackward,
+  chooseAttentionBackward,
+  chooseAttentionVariant,
+} from "../../packages/kernels/src/ops/attention/choose.ts";
+import {
+  ATTENTION_KERNELS,
+  ATTENTION_SHARED_KERNELS,
+  type AttentionParams,
+  attentionOpReference,
+} from "../../packages/kernels/src/ops/attention/index.ts";
+import { type BadInputCase, checkOp, type OpCase } from "./check-op.ts";
+import { gpu, randomValues, upload } from "./helpers.ts";
 
-interface AttentionCase {
-  /** [batch, heads, queryLength, keyLength, headDim] */
-  dims: [number, number, number, number, number];
-  /** Keys dropped per batch (index lists); a list covering every key masks whole rows. */
-  dropped?: number[][];
-  scale?: number;
+const device = await gpu();
+const runnable = ATTENTION_VARIANTS.filter(
+  (variant) => variant !== "cpu-rows" || attentionCanUseSubgroups(device),
+);
+
+/** What a table row runs: a forward variant with one of the backwards (and a forced chunk size). */
+interface Configuration {
+  variant: AttentionVariant;
+  backward: AttentionBackward;
+  backwardChunkRows?: number;
 }
+const CONFIGURATIONS = new Map<string, Configuration>(
+  runnable.flatMap((variant): [string, Configuration][] => [
+    [`${variant}, recompute backward`, { variant, backward: "recompute" }],
+    [`${variant}, chunked-scores backward`, { variant, backward: "chunked-scores" }],
+    [
+      `${variant}, chunked-scores backward in chunks of 5 query rows`,
+      { variant, backward: "chunked-scores", backwardChunkRows: 5 },
+    ],
+  ]),
+);
 
-const CASES: AttentionCase[] = [
-  { dims: [1, 1, 1, 1, 1] },
-  { dims: [1, 2, 1, 77, 7] }, // one query against CLIP's 77 tokens; odd D is zero-padded to 8
-  { dims: [2, 1, 77, 1, 40] }, // a single key: every probability is 1
-  { dims: [1, 2, 129, 129, 64], scale: 0.3 }, // self-attention, length not a multiple of the block
-  { dims: [2, 1, 65, 77, 160] }, // cross-attention at SD 1.x's largest head size
-  { dims: [2, 2, 33, 20, 64], dropped: [[0, 5, 19], []] },
-  { dims: [2, 3, 9, 13, 8], dropped: [[], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]] }, // batch 1 fully masked
-];
+/** [batch, heads, queryLength, keyLength, headDim] */
+type Dims = [number, number, number, number, number];
 
 function maskValues(batch: number, keyLength: number, dropped: number[][]): Float64Array {
   const mask = new Float64Array(batch * keyLength).fill(1);
@@ -41,125 +63,248 @@ function maskValues(batch: number, keyLength: number, dropped: number[][]): Floa
   return mask;
 }
 
-function shapeOf([batch, heads, queryLength, keyLength, headDim]: AttentionCase["dims"]): AttentionShape {
-  return { batch, heads, queryLength, keyLength, headDim };
+/** A table row: q, k, v of the given sizes; `dropped` lists the keys masked per batch. */
+function row(
+  reason: string,
+  [batch, heads, queryLength, keyLength, headDim]: Dims,
+  extra: { scale?: number; dropped?: number[][]; finiteDifferences?: boolean; spread?: number } = {},
+): OpCase<AttentionParams> {
+  return {
+    reason,
+    params: {
+      shape: { batch, heads, queryLength, keyLength, headDim },
+      scale: extra.scale,
+      keyMask: extra.dropped ? maskValues(batch, keyLength, extra.dropped) : undefined,
+    },
+    inputs: [
+      [batch, heads, queryLength, headDim],
+      [batch, heads, keyLength, headDim],
+      [batch, heads, keyLength, headDim],
+    ],
+    spread: extra.spread ?? 1.5,
+    finiteDifferences: extra.finiteDifferences,
+  };
 }
+
+const ALL_KEYS_OF_13 = Array.from({ length: 13 }, (_, j) => j);
+const cases: OpCase<AttentionParams>[] = [
+  row("size 1 everywhere", [1, 1, 1, 1, 1]),
+  row("one query against CLIP's 77 tokens; odd D is zero-padded to 8", [1, 2, 1, 77, 7]),
+  row("a single key: every probability is 1", [2, 1, 77, 1, 40]),
+  row("self-attention, length not a multiple of the block, scale 0.3", [1, 2, 129, 129, 64], { scale: 0.3 }),
+  row("cross-attention at SD 1.x's largest head size", [2, 1, 65, 77, 160]),
+  row("dropped keys in one batch, none in the other", [2, 2, 33, 20, 64], { dropped: [[0, 5, 19], []] }),
+  row("batch 1 fully masked: its rows output zeros", [2, 3, 9, 13, 8], { dropped: [[], ALL_KEYS_OF_13] }),
+  row("cross-attention, more keys than queries, odd sizes, mask and scale", [2, 2, 37, 50, 24], {
+    dropped: [[3, 49], [0]],
+    scale: 0.4,
+  }),
+  row("small, masked and scaled, for finite differences", [2, 2, 3, 4, 5], {
+    dropped: [[1], [3]],
+    scale: 0.6,
+    spread: 1,
+    finiteDifferences: true,
+  }),
+];
+
+/** Runs `fn` with the case's mask uploaded (and released by the caller's tensors' owner: the test). */
+const withMask = (device: Gpu, { shape, keyMask }: AttentionParams) =>
+  keyMask ? Tensor.upload(device, Float32Array.from(keyMask), [shape.batch, shape.keyLength]) : undefined;
 
 // f32 dot products over D and sums over Lk: errors grow with both; values here are O(1).
-const tolerance = (shape: AttentionShape) => ({
-  atol: 2e-6 * Math.sqrt(shape.headDim + shape.keyLength + shape.queryLength),
-  rtol: 1e-4,
-});
+const tolerance = ({ params: { shape } }: OpCase<AttentionParams>) => {
+  const within = { atol: 2e-6 * Math.sqrt(shape.headDim + shape.keyLength + shape.queryLength), rtol: 1e-4 };
+  return { forward: within, backward: within };
+};
 
-interface Prepared {
-  shape: AttentionShape;
-  q: Float64Array;
-  k: Float64Array;
-  v: Float64Array;
-  gradOutput: Float64Array;
-  mask?: Float64Array;
-  scale?: number;
-}
+const badInputs: BadInputCase[] = [
+  {
+    reason: "q of rank 3",
+    run: (device) =>
+      attention(
+        Tensor.upload(device, randomValues(24, 4), [2, 3, 4]),
+        Tensor.upload(device, randomValues(80, 2), [1, 2, 5, 8]),
+        Tensor.upload(device, randomValues(80, 3), [1, 2, 5, 8]),
+      ),
+    throws:
+      "attention: q must be [batch, heads, length, headDim] (q: [2, 3, 4], k: [1, 2, 5, 8], v: [1, 2, 5, 8])",
+  },
+  {
+    reason: "k with another head dimension",
+    run: (device) =>
+      attention(
+        Tensor.upload(device, randomValues(48, 1), [1, 2, 3, 8]),
+        Tensor.upload(device, randomValues(40, 5), [1, 2, 5, 4]),
+        Tensor.upload(device, randomValues(80, 3), [1, 2, 5, 8]),
+      ),
+    throws: "attention: k must match q in batch, heads and head dimension (q: [1, 2, 3, 8], k: [1, 2, 5, 4])",
+  },
+  {
+    reason: "v shorter than k",
+    run: (device) =>
+      attention(
+        Tensor.upload(device, randomValues(48, 1), [1, 2, 3, 8]),
+        Tensor.upload(device, randomValues(80, 2), [1, 2, 5, 8]),
+        Tensor.upload(device, randomValues(64, 6), [1, 2, 4, 8]),
+      ),
+    throws: "attention: v must have the shape of k (k: [1, 2, 5, 8], v: [1, 2, 4, 8])",
+  },
+  {
+    reason: "a key mask of the wrong shape",
+    run: (device) => {
+      const k = Tensor.upload(device, randomValues(80, 2), [1, 2, 5, 8]);
+      const q = Tensor.upload(device, randomValues(48, 1), [1, 2, 3, 8]);
+      return attention(q, k, k, { keyMask: Tensor.upload(device, [1, 1, 1], [1, 3]) });
+    },
+    throws:
+      "attention: keyMask must be [batch, keyLength] (q: [1, 2, 3, 8], k: [1, 2, 5, 8], keyMask: [1, 3])",
+  },
+  {
+    reason: "the composition checks the key mask too",
+    run: (device) => {
+      const k = Tensor.upload(device, randomValues(80, 2), [1, 2, 5, 8]);
+      const q = Tensor.upload(device, randomValues(48, 1), [1, 2, 3, 8]);
+      return attentionComposed(q, k, k, { keyMask: Tensor.upload(device, [1, 1, 1], [1, 3]) });
+    },
+    throws:
+      "attentionComposed: keyMask must be [batch, keyLength] (q: [1, 2, 3, 8], k: [1, 2, 5, 8], keyMask: [1, 3])",
+  },
+  {
+    reason: "a scale that is not finite",
+    run: (device) => {
+      const q = Tensor.upload(device, randomValues(48, 1), [1, 2, 3, 8]);
+      return attention(q, q, q, { scale: Number.POSITIVE_INFINITY });
+    },
+    throws: "attention: scale must be finite, got Infinity (q: [1, 2, 3, 8])",
+  },
+  {
+    reason: "an unknown variant",
+    run: (device) => {
+      const q = Tensor.upload(device, randomValues(48, 1), [1, 2, 3, 8]);
+      return attention(q, q, q, { variant: "texture" as AttentionVariant });
+    },
+    throws: 'attention: unknown variant "texture"',
+  },
+  {
+    reason: "an unknown backward",
+    run: (device) => {
+      const q = Tensor.upload(device, randomValues(48, 1), [1, 2, 3, 8]);
+      return attention(q, q, q, { backward: "atomic" as AttentionBackward });
+    },
+    throws: 'attention: unknown backward "atomic"',
+  },
+  {
+    reason: "a chunk size that is not a positive integer",
+    run: (device) => {
+      const q = Tensor.upload(device, randomValues(48, 1), [1, 2, 3, 8]);
+      return attention(q, q, q, { backward: "chunked-scores", backwardChunkRows: 0.5 });
+    },
+    throws: "attention: backwardChunkRows must be a positive integer, got 0.5",
+  },
+  {
+    reason: "a head dimension over the maximum",
+    run: (device) => {
+      const wide = Tensor.upload(device, new Float64Array(264), [1, 1, 1, 264]);
+      return attention(wide, wide, wide);
+    },
+    throws:
+      "attention: head dimension 264 exceeds the supported maximum 256 (q: [1, 1, 1, 264], k: [1, 1, 1, 264])",
+  },
+  {
+    reason: "u32 keys",
+    run: (device) => {
+      const q = Tensor.upload(device, randomValues(8, 1), [1, 1, 1, 8]);
+      return attention(q, Tensor.upload(device, new Array(8).fill(1), [1, 1, 1, 8], "u32"), q);
+    },
+    throws: "attention: needs f32 k, got u32",
+  },
+];
 
-function prepare(testCase: AttentionCase, seed: number): Prepared {
-  const shape = shapeOf(testCase.dims);
-  const { batch, heads, queryLength, keyLength, headDim } = shape;
-  const querySize = batch * heads * queryLength * headDim;
-  const keySize = batch * heads * keyLength * headDim;
-  return {
-    shape,
-    q: asFloat32(randomValues(querySize, seed, 1.5)),
-    k: asFloat32(randomValues(keySize, seed + 1, 1.5)),
-    v: asFloat32(randomValues(keySize, seed + 2)),
-    gradOutput: asFloat32(randomValues(querySize, seed + 3)),
-    mask: testCase.dropped ? maskValues(batch, keyLength, testCase.dropped) : undefined,
-    scale: testCase.scale,
-  };
-}
-
-async function runOnGpu(
-  data: Prepared,
-  run: (q: Tensor, k: Tensor, v: Tensor, keyMask: Tensor | undefined) => Tensor,
-) {
-  const { batch, heads, queryLength, keyLength, headDim } = data.shape;
-  const q = await upload(data.q, [batch, heads, queryLength, headDim], true);
-  const k = await upload(data.k, [batch, heads, keyLength, headDim], true);
-  const v = await upload(data.v, [batch, heads, keyLength, headDim], true);
-  const keyMask = data.mask ? await upload(data.mask, [batch, keyLength]) : undefined;
-  const output = run(q, k, v, keyMask);
-  const outputValues = await output.download();
-  backward(output, await upload(data.gradOutput, output.shape));
-  const result = {
-    output: outputValues,
-    gradQuery: await q.grad!.download(),
-    gradKey: await k.grad!.download(),
-    gradValue: await v.grad!.download(),
-  };
-  for (const tensor of [q, k, v, output, keyMask]) tensor?.release();
-  return result;
-}
-
-function referenceOf(data: Prepared) {
-  const options = { scale: data.scale, keyMask: data.mask };
-  return {
-    ...attentionReference.forward(data.q, data.k, data.v, data.shape, options),
-    ...attentionReference.backward(data.q, data.k, data.v, data.gradOutput, data.shape, options),
-  };
-}
-
-const device = await gpu();
-const runnable = ATTENTION_VARIANTS.filter(
-  (variant) => variant !== "cpu-rows" || attentionCanUseSubgroups(device),
+checkOp(
+  {
+    name: "attention",
+    variants: [...CONFIGURATIONS.keys()],
+    reference: attentionOpReference,
+    run: ([q, k, v], params, configuration, device) =>
+      attention(q, k, v, {
+        ...CONFIGURATIONS.get(configuration)!,
+        scale: params.scale,
+        keyMask: withMask(device, params),
+      }),
+    tolerance,
+  },
+  cases,
+  badInputs,
 );
 
-describe("attention variant choice", () => {
-  it("picks cpu-rows on a CPU adapter with subgroups and gpu-tiled otherwise", () => {
-    const shape = shapeOf([1, 8, 1024, 1024, 64]);
+checkOp(
+  {
+    name: "attentionComposed (matmul, softmax, matmul: the benchmark baseline)",
+    variants: ["composed"],
+    reference: attentionOpReference,
+    run: ([q, k, v], params, _variant, device) =>
+      attentionComposed(q, k, v, { scale: params.scale, keyMask: withMask(device, params) }),
+    tolerance,
+  },
+  cases.filter((testCase) => !testCase.finiteDifferences),
+);
+
+describe("attention: the rest", () => {
+  it.each(runnable)(
+    "%s: a fully masked batch's outputs and key gradients are exactly zero",
+    async (variant) => {
+      const [batch, heads, queryLength, keyLength, headDim] = [2, 3, 9, 13, 8];
+      const q = await upload(
+        randomValues(batch * heads * queryLength * headDim, 1),
+        [batch, heads, queryLength, headDim],
+        true,
+      );
+      const k = await upload(
+        randomValues(batch * heads * keyLength * headDim, 2),
+        [batch, heads, keyLength, headDim],
+        true,
+      );
+      const v = await upload(
+        randomValues(batch * heads * keyLength * headDim, 3),
+        [batch, heads, keyLength, headDim],
+        true,
+      );
+      const keyMask = await upload(maskValues(batch, keyLength, [[], ALL_KEYS_OF_13]), [batch, keyLength]);
+      const output = attention(q, k, v, { variant, keyMask });
+      const values = await output.download();
+      backward(output, await upload(randomValues(output.size, 4), output.shape));
+      const gradKey = await k.grad!.download();
+      expect(values.subarray(values.length / 2).every((value) => value === 0)).toBe(true);
+      expect(gradKey.subarray(gradKey.length / 2).every((value) => value === 0)).toBe(true);
+      for (const tensor of [q, k, v, keyMask, output]) tensor.release();
+    },
+  );
+
+  it("f16 input is refused where the adapter has shader-f16", async () => {
+    if (!device.features.has("shader-f16")) return;
+    const k = await upload(randomValues(80, 2), [1, 2, 5, 8]);
+    const half = Tensor.upload(device, new Float32Array(48), [1, 2, 3, 8], "f16");
+    expect(() => attention(half, k, k)).toThrow("attention: needs f32 q, got f16");
+  });
+
+  it("chooses per adapter kind and subgroup support (no GPU needed)", () => {
+    const shape: AttentionShape = { batch: 1, heads: 8, queryLength: 1024, keyLength: 1024, headDim: 64 };
+    const adapter = (kind: "cpu" | "discrete", subgroups: boolean, subgroupMinSize: number) => ({
+      kind,
+      features: new Set(subgroups ? ["subgroups"] : []),
+      device: { adapterInfo: { subgroupMinSize } },
+    });
+    expect(chooseAttentionVariant(adapter("cpu", true, 8), shape)).toBe("cpu-rows");
+    expect(chooseAttentionVariant(adapter("cpu", true, 4), shape)).toBe("gpu-tiled");
+    expect(chooseAttentionVariant(adapter("cpu", false, 8), shape)).toBe("gpu-tiled");
+    expect(chooseAttentionVariant(adapter("discrete", true, 32), shape)).toBe("gpu-tiled");
     const expected = device.kind === "cpu" && attentionCanUseSubgroups(device) ? "cpu-rows" : "gpu-tiled";
     expect(chooseAttentionVariant(device, shape)).toBe(expected);
+    expect(chooseAttentionBackward(adapter("cpu", true, 8), shape)).toBe("chunked-scores");
+    expect(chooseAttentionBackward(adapter("cpu", false, 8), shape)).toBe("chunked-scores");
+    expect(chooseAttentionBackward(adapter("discrete", true, 32), shape)).toBe("recompute");
   });
-});
 
-describe.each(runnable)("fused attention, variant %s", (variant: AttentionVariant) => {
-  it.each(CASES)("forward and dQ, dK, dV match the float64 reference: %j", async (testCase) => {
-    const data = prepare(testCase, 100 + testCase.dims.reduce((a, b) => a * b, 1));
-    const got = await runOnGpu(data, (q, k, v, keyMask) =>
-      attention(q, k, v, { variant, keyMask, scale: data.scale }),
-    );
-    const expected = referenceOf(data);
-    const within = tolerance(data.shape);
-    expectClose(got.output, expected.output, within, `${variant} output`);
-    expectClose(got.gradQuery, expected.gradQuery, within, `${variant} dQ`);
-    expectClose(got.gradKey, expected.gradKey, within, `${variant} dK`);
-    expectClose(got.gradValue, expected.gradValue, within, `${variant} dV`);
-    if (testCase.dropped?.some((keys) => keys.length === data.shape.keyLength)) {
-      // The fully masked batch's rows and its keys' gradients are exactly zero (documented behaviour).
-      const half = got.output.length / 2;
-      expect(got.output.subarray(half).every((value) => value === 0)).toBe(true);
-      expect(got.gradKey.subarray(got.gradKey.length / 2).every((value) => value === 0)).toBe(true);
-    }
-  });
-});
-
-describe("attention composed from matmul and softmax", () => {
-  it("agrees with the fused kernel forward and backward, with a mask", async () => {
-    const data = prepare({ dims: [2, 2, 37, 50, 24], dropped: [[3, 49], [0]], scale: 0.4 }, 7);
-    const composed = await runOnGpu(data, (q, k, v, keyMask) =>
-      attentionComposed(q, k, v, { keyMask, scale: data.scale }),
-    );
-    const fused = await runOnGpu(data, (q, k, v, keyMask) =>
-      attention(q, k, v, { keyMask, scale: data.scale }),
-    );
-    const expected = referenceOf(data);
-    const within = tolerance(data.shape);
-    for (const [name, values] of Object.entries(composed)) {
-      expectClose(values, expected[name as keyof typeof expected], within, `composed ${name}`);
-      expectClose(values, fused[name as keyof typeof fused], within, `composed vs fused ${name}`);
-    }
-  });
-});
-
-describe("attention memory", () => {
   it("fused working memory grows linearly with length, the composition's quadratically", async () => {
     const working = async (length: number, fused: boolean) => {
       const shape = [1, 2, length, 8];
@@ -180,68 +325,6 @@ describe("attention memory", () => {
     expect(fusedGrowth).toBeLessThan(2.2);
     expect(composedGrowth).toBeGreaterThan(3.5);
   });
-});
-
-describe("attention reference", () => {
-  it("gradients agree with finite differences of the forward, with a mask and a scale", () => {
-    const shape: AttentionShape = { batch: 2, heads: 2, queryLength: 3, keyLength: 4, headDim: 5 };
-    const options = { scale: 0.6, keyMask: Float64Array.from([1, 0, 1, 1, 1, 1, 1, 0]) };
-    const q = randomValues(60, 31);
-    const k = randomValues(80, 32);
-    const v = randomValues(80, 33);
-    const gradOutput = randomValues(60, 34);
-    const analytic = attentionReference.backward(q, k, v, gradOutput, shape, options);
-    const forward = ([qs, ks, vs]: Float64Array[]) =>
-      attentionReference.forward(qs, ks, vs, shape, options).output;
-    const names = ["gradQuery", "gradKey", "gradValue"] as const;
-    names.forEach((name, which) => {
-      const numeric = finiteDifferenceGradient(forward, [q, k, v], gradOutput, which);
-      expectClose(analytic[name], numeric, { atol: 1e-8, rtol: 1e-6 }, `reference ${name}`);
-    });
-  });
-});
-
-describe("attention bad input", () => {
-  it("names the op and the shapes", async () => {
-    const q = await upload(randomValues(2 * 3 * 8, 1), [1, 2, 3, 8]);
-    const k = await upload(randomValues(2 * 5 * 8, 2), [1, 2, 5, 8]);
-    const v = await upload(randomValues(2 * 5 * 8, 3), [1, 2, 5, 8]);
-    expect(() => attention(q, k, v)).not.toThrow();
-    const flat = await upload(randomValues(24, 4), [2, 3, 4]);
-    expect(() => attention(flat, k, v)).toThrow(OpError);
-    expect(() => attention(flat, k, v)).toThrow(
-      "attention: q must be [batch, heads, length, headDim] (q: [2, 3, 4], k: [1, 2, 5, 8], v: [1, 2, 5, 8])",
-    );
-    const otherDim = await upload(randomValues(2 * 5 * 4, 5), [1, 2, 5, 4]);
-    expect(() => attention(q, otherDim, v)).toThrow(
-      "attention: k must match q in batch, heads and head dimension (q: [1, 2, 3, 8], k: [1, 2, 5, 4])",
-    );
-    const shortValues = await upload(randomValues(2 * 4 * 8, 6), [1, 2, 4, 8]);
-    expect(() => attention(q, k, shortValues)).toThrow(
-      "attention: v must have the shape of k (k: [1, 2, 5, 8], v: [1, 2, 4, 8])",
-    );
-    const badMask = await upload([1, 1, 1], [1, 3]);
-    expect(() => attention(q, k, v, { keyMask: badMask })).toThrow(
-      "attention: keyMask must be [batch, keyLength] (q: [1, 2, 3, 8], k: [1, 2, 5, 8], keyMask: [1, 3])",
-    );
-    expect(() => attentionComposed(q, k, v, { keyMask: badMask })).toThrow(
-      "attentionComposed: keyMask must be",
-    );
-    expect(() => attention(q, k, v, { scale: Number.POSITIVE_INFINITY })).toThrow(
-      "attention: scale must be finite, got Infinity (q: [1, 2, 3, 8])",
-    );
-    expect(() => attention(q, k, v, { variant: "texture" as AttentionVariant })).toThrow(
-      'attention: unknown variant "texture"',
-    );
-    const wide = await upload(new Float64Array(264), [1, 1, 1, 264]);
-    expect(() => attention(wide, wide, wide)).toThrow(
-      "attention: head dimension 264 exceeds the supported maximum 256 (q: [1, 1, 1, 264], k: [1, 1, 1, 264])",
-    );
-    if (device.features.has("shader-f16")) {
-      const half = Tensor.upload(device, new Float32Array(48), [1, 2, 3, 8], "f16");
-      expect(() => attention(half, k, v)).toThrow("attention: needs f32 q, got f16");
-    }
-  });
 
   it("records nothing under noGrad", async () => {
     const q = await upload(randomValues(16, 1), [1, 1, 2, 8], true);
@@ -249,4 +332,43 @@ describe("attention bad input", () => {
     expect(output.requiresGrad).toBe(false);
     expect(output.node).toBeNull();
   });
+
+  it.each([...CONFIGURATIONS.keys()])(
+    "%s: the WGSL that `cxr kernels dump` prints is what runs",
+    async (name) => {
+      const configuration = CONFIGURATIONS.get(name)!;
+      const compiled: string[] = [];
+      const pipeline = device.pipeline.bind(device);
+      const spy: Gpu["pipeline"] = (code, label, entryPoint) => {
+        compiled.push(code);
+        return pipeline(code, label, entryPoint);
+      };
+      device.pipeline = spy;
+      try {
+        const shape = [1, 1, 3, 6]; // odd D: the padding kernel runs too
+        const q = await upload(randomValues(18, 1), shape, true);
+        const keys = await upload(randomValues(18, 3), shape); // not trainable: no gradient sums
+        const output = attention(q, keys, keys, configuration);
+        await output.download();
+        backward(output, await upload(randomValues(18, 2), shape));
+        await q.grad!.download();
+        const kernels = ATTENTION_KERNELS[configuration.variant];
+        const backwardKernels =
+          configuration.backward === "recompute"
+            ? [kernels.backwardQuery, kernels.backwardKeyValue]
+            : [kernels.backwardQueryChunk, kernels.backwardKeyValueChunk];
+        expect(new Set(compiled)).toEqual(
+          new Set([
+            ATTENTION_SHARED_KERNELS.resizeRows,
+            kernels.forward,
+            ATTENTION_SHARED_KERNELS.rowStats,
+            ...backwardKernels,
+          ]),
+        );
+        for (const tensor of [q, keys, output]) tensor.release();
+      } finally {
+        delete (device as Partial<Pick<Gpu, "pipeline">>).pipeline; // back to the class's method
+      }
+    },
+  );
 });

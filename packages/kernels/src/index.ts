@@ -40,7 +40,7 @@ export {
   attentionReference,
   chooseAttentionVariant,
   MAX_ATTENTION_HEAD_DIM,
-} from "./ops/attention.ts";
+} from "./ops/attention/index.ts";
 export {
   type BatchNormOptions,
   type BatchNormReferenceState,

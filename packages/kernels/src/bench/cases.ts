@@ -1,11 +1,11 @@
 /** Every kernel benchmark, in the order `cxr bench kernels` prints them. Each op file adds its cases. */
 
+import { ATTENTION_BENCH_CASES } from "../ops/attention/bench.ts";
 import { BATCH_NORM_BENCH_CASES } from "../ops/batchnorm/bench.ts";
 import { GROUP_NORM_BENCH_CASES } from "../ops/groupnorm/bench.ts";
 import { LAYER_NORM_BENCH_CASES } from "../ops/layernorm/bench.ts";
 import { REDUCE_BENCH_CASES } from "../ops/reduce/bench.ts";
 import { SOFTMAX_BENCH_CASES } from "../ops/softmax/bench.ts";
-import { ATTENTION_BENCH_CASES } from "./attention.ts";
 import { CONV2D_BENCH_CASES } from "./conv2d.ts";
 import { MATMUL_BENCH_CASES } from "./matmul.ts";
 import type { BenchCase } from "./types.ts";

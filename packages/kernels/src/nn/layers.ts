@@ -3,7 +3,7 @@
  * PyTorch's parameter names and initialisation (so checkpoints map 1:1, and training starts where
  * PyTorch's would in distribution).
  */
-import { attention } from "../ops/attention.ts";
+import { attention } from "../ops/attention/index.ts";
 import { batchNorm2d } from "../ops/batchnorm/index.ts";
 import { conv2d } from "../ops/conv2d.ts";
 import { embedding } from "../ops/embedding.ts";

@@ -1,8 +1,10 @@
 /**
  * The WGSL of every op family in the per-op layout (ops/<op>/), by variant and pass, exactly the
  * strings `launch` compiles: what `cxr kernels dump <op>` prints. Families still in one file
- * (matmul, conv2d, attention, norms, ...) join when they move to their folder.
+ * (matmul, conv2d, norms, ...) join when they move to their folder.
  */
+
+import { ATTENTION_KERNELS, ATTENTION_SHARED_KERNELS } from "./attention/index.ts";
 import { BATCH_NORM_KERNELS } from "./batchnorm/index.ts";
 import { GROUP_NORM_KERNELS } from "./groupnorm/index.ts";
 import { LAYER_NORM_KERNELS } from "./layernorm/index.ts";
@@ -22,6 +24,12 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
   groupNorm: GROUP_NORM_KERNELS,
   layerNorm: LAYER_NORM_KERNELS,
   batchNorm2d: BATCH_NORM_KERNELS,
+  attention: Object.fromEntries(
+    Object.entries(ATTENTION_KERNELS).map(([variant, kernels]) => [
+      variant,
+      { ...kernels, ...ATTENTION_SHARED_KERNELS },
+    ]),
+  ),
 };
 
 export interface DumpRequest {
@@ -32,7 +40,7 @@ export interface DumpRequest {
 
 /**
  * The requested sources, each under a `// op / variant / pass` header and byte for byte as compiled
- * (they begin with a newline); errors name what exists.
+ * (after the header's line break); errors name what exists.
  */
 export function dumpKernelSources({ op, variant, pass }: DumpRequest): string {
   const family = KERNEL_SOURCES[op];
@@ -56,7 +64,8 @@ export function dumpKernelSources({ op, variant, pass }: DumpRequest): string {
     }
     for (const [passName, code] of Object.entries(passes)) {
       if (pass !== undefined && passName !== pass) continue;
-      parts.push(`// ${op} / ${name} / ${passName}${code}\n`);
+      // A source that starts with a directive (`enable ...;`) gets its own line after the header.
+      parts.push(`// ${op} / ${name} / ${passName}${code.startsWith("\n") ? "" : "\n"}${code}\n`);
     }
   }
   return parts.join("\n");

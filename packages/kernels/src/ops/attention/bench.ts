@@ -6,17 +6,20 @@
  * baseline (the composition is what a library without a fused kernel would run). The forward case
  * also reports the working memory of both at 1024 and 2048 tokens, to show linear vs quadratic growth.
  */
+
+import type { BenchCase, BenchInstance } from "../../bench/types.ts";
+import { backward, noGrad } from "../../runtime/autograd.ts";
+import type { Gpu } from "../../runtime/device.ts";
+import { Tensor } from "../../runtime/tensor.ts";
 import {
+  type AttentionBackward,
   type AttentionShape,
   attention,
   attentionComposed,
   attentionCost,
+  chooseAttentionBackward,
   chooseAttentionVariant,
-} from "../ops/attention.ts";
-import { backward, noGrad } from "../runtime/autograd.ts";
-import type { Gpu } from "../runtime/device.ts";
-import { Tensor } from "../runtime/tensor.ts";
-import type { BenchCase, BenchInstance } from "./types.ts";
+} from "./index.ts";
 
 const COMPOSED_LABEL = "naive = our matmul-softmax-matmul composition";
 
@@ -65,7 +68,12 @@ function inputsFor(gpu: Gpu, shape: AttentionShape, trainable: boolean): Attenti
 }
 
 type AttentionFunction = (q: Tensor, k: Tensor, v: Tensor) => Tensor;
-const fused: AttentionFunction = (q, k, v) => attention(q, k, v);
+/** The fused op with the given backward (default: the chooser's). */
+const fusedWith =
+  (backward?: AttentionBackward): AttentionFunction =>
+  (q, k, v) =>
+    attention(q, k, v, backward ? { backward } : {});
+const fused = fusedWith();
 const composed: AttentionFunction = (q, k, v) => attentionComposed(q, k, v);
 
 /** Forward and backward through `fn`; gradients are released, so repeated calls do not accumulate. */
@@ -106,8 +114,30 @@ function forwardMemoryReport(gpu: Gpu, lengths: number[]): Record<string, string
   return report;
 }
 
+/** Working memory of one forward + backward, fused and composed, at each length (8 heads of 64). */
+function trainingMemoryReport(
+  gpu: Gpu,
+  lengths: number[],
+  fusedCall: AttentionFunction,
+): Record<string, string> {
+  const report: Record<string, string> = {};
+  for (const length of lengths) {
+    const shape = { batch: 1, heads: 8, queryLength: length, keyLength: length, headDim: 64 };
+    const inputs = inputsFor(gpu, shape, true);
+    const gradOutput = Tensor.upload(gpu, benchValues(8 * length * 64, 19), inputs.q.shape);
+    const measure = (fn: AttentionFunction) => workingBytes(gpu, () => trainingStep(fn, inputs, gradOutput));
+    report[`mem fwd+bwd@${length} fused/composed`] =
+      `${mebibytes(measure(fusedCall))} / ${mebibytes(measure(composed))}`;
+    inputs.release();
+    gradOutput.release();
+  }
+  return report;
+}
+
 interface AttentionBenchSpec {
   shape: AttentionShape;
+  /** Force the fused op's backward (to time the old one next to the default). */
+  backward?: AttentionBackward;
   context: string;
   /** Time forward and backward together (a training step of the op) instead of forward alone. */
   withBackward?: boolean;
@@ -125,7 +155,7 @@ function attentionCase(spec: AttentionBenchSpec): BenchCase {
   const cost = attentionCost(spec.shape);
   return {
     op: spec.withBackward ? "attentionBackward" : "attention",
-    shape: `${describeShape(spec.shape)}${spec.withBackward ? " fwd+bwd" : ""}`,
+    shape: `${describeShape(spec.shape)}${spec.withBackward ? ` fwd+bwd${spec.backward ? ` (${spec.backward})` : ""}` : ""}`,
     context: spec.context,
     targetSpeedup: spec.targetSpeedup,
     flops: cost.forwardFlops + (spec.withBackward ? cost.backwardFlops : 0),
@@ -140,17 +170,21 @@ function attentionCase(spec: AttentionBenchSpec): BenchCase {
         if (gradOutput) trainingStep(fn, inputs, gradOutput);
         else fn(inputs.q, inputs.k, inputs.v).release();
       };
+      const fusedCall = fusedWith(spec.backward);
+      const chosen = `fused variant chosen: ${chooseAttentionVariant(gpu, spec.shape)}${
+        spec.withBackward ? `, backward ${spec.backward ?? chooseAttentionBackward(gpu, spec.shape)}` : ""
+      }`;
       return {
-        run: call(fused),
+        run: call(fusedCall),
         naive: call(composed),
-        naiveLabel: `${COMPOSED_LABEL}; fused variant chosen: ${chooseAttentionVariant(gpu, spec.shape)}`,
+        naiveLabel: `${COMPOSED_LABEL}; ${chosen}`,
         extra: () => {
-          if (spec.memoryLengths) return forwardMemoryReport(gpu, spec.memoryLengths);
-          if (!gradOutput) return {};
+          if (!gradOutput) return spec.memoryLengths ? forwardMemoryReport(gpu, spec.memoryLengths) : {};
+          if (spec.memoryLengths) return trainingMemoryReport(gpu, spec.memoryLengths, fusedCall);
           const measure = (fn: AttentionFunction) =>
             workingBytes(gpu, () => trainingStep(fn, inputs, gradOutput));
           return {
-            "mem fwd+bwd fused/composed": `${mebibytes(measure(fused))} / ${mebibytes(measure(composed))}`,
+            "mem fwd+bwd fused/composed": `${mebibytes(measure(fusedCall))} / ${mebibytes(measure(composed))}`,
           };
         },
         dispose: () => {
@@ -171,8 +205,16 @@ export const ATTENTION_BENCH_CASES: BenchCase[] = [
   }),
   attentionCase({
     shape: { batch: 1, heads: 8, queryLength: 1024, keyLength: 1024, headDim: 64 },
-    context: "the same, forward and backward (one training step of the op)",
+    context: "the same, forward and backward (one training step of the op), default backward",
     withBackward: true,
+    targetSpeedup: 1.5,
+    memoryLengths: [1024, 2048],
+  }),
+  attentionCase({
+    shape: { batch: 1, heads: 8, queryLength: 1024, keyLength: 1024, headDim: 64 },
+    context: "the same with the old backward that recomputes the scores in both passes",
+    withBackward: true,
+    backward: "recompute",
   }),
   attentionCase({
     shape: { batch: 2, heads: 5, queryLength: 4096, keyLength: 77, headDim: 64 },

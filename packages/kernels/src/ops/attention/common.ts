@@ -1,0 +1,346 @@
+/**
+ * What every attention variant shares: the kernel templates (forward, dQ, dK/dV) and the generator
+ * that fills them with the unrolled per-block lines. A variant (cpu-rows.ts, gpu-tiled.ts) only says
+ * how a block of shared rows reaches the invocations (`SharedBlock`) and how many rows a block has;
+ * `attentionKernels` turns that into the exact WGSL `launch` compiles (`cxr kernels dump attention`).
+ *
+ * Head rows are arrays of `Row` (vec4), `vectors` = D / 4 of them per row. Every kernel gives each
+ * invocation one row (a query row; a key row for dK/dV) and streams the other side in blocks. Blocks
+ * are unrolled by generating the per-row lines below (WGSL has no macros, and private arrays indexed
+ * in loops compile very slowly on llvmpipe).
+ */
+import { wgsl } from "../../runtime/kernel.ts";
+
+/** Largest head dimension: workgroup tiles are sized for it (SD uses 40, 64, 80 and 160). */
+export const MAX_ATTENTION_HEAD_DIM = 256;
+
+/** Rows (queries, or keys for dK/dV) per workgroup: one per invocation. */
+export const ROWS_PER_WORKGROUP = 64;
+
+/** How a variant delivers a block of shared rows to the invocations of a workgroup. */
+export interface SharedBlock {
+  /** Module-scope declarations (workgroup tiles). */
+  declarations: string;
+  /** Statements at the top of each block (row offsets, tile staging). */
+  stage: string;
+  /** Statements at the top of a loop over `c` that reads `buffers` (per-lane loads to broadcast). */
+  loadsFor(buffers: string[]): string;
+  /** Expression: vector `c` of shared row `t` of `buffer`. */
+  fetch(buffer: string, t: number): string;
+  /** Statements at the end of each block. */
+  finish: string;
+}
+
+/**
+ * Shared rows `rowBase + start + t` (t < block, clamped to `count - 1`) of `buffers`, as the variant
+ * delivers them. Rows past `count` repeat the last one; callers give them zero weight.
+ */
+export type SharedBlockFactory = (
+  buffers: string[],
+  rowBase: string,
+  count: string,
+  block: number,
+) => SharedBlock;
+
+/** The kernels that share one template each (forward and the recomputing backward). */
+export interface AttentionTemplateKernels {
+  forward: string;
+  backwardQuery: string;
+  backwardKeyValue: string;
+}
+
+export type AttentionKernel = keyof AttentionTemplateKernels;
+
+/** One variant's kernels, exactly as launched: forward, both backwards (chunked-scores.ts). */
+export interface AttentionKernels extends AttentionTemplateKernels {
+  backwardQueryChunk: string;
+  backwardKeyValueChunk: string;
+}
+
+export const ATTENTION_COMMON_WGSL = `
+struct Params {
+  queryLength: u32, keyLength: u32, heads: u32, useMask: u32, vectors: u32, scaleLog2: f32, scale: f32,{{extraParams}}
+}
+alias Row = vec4<f32>;
+const MAX_VECTORS: u32 = {{maxVectors}}u;
+const ROWS: u32 = {{rows}}u;
+// Below every real score; finite, because WGSL lets implementations assume finite math.
+const NEG_BIG: f32 = -3.0e38;
+const LN2: f32 = 0.6931471805599453;
+const LOG2E: f32 = 1.4426950408889634;
+fn total(x: Row) -> f32 { return x.x + x.y + x.z + x.w; }
+// Non-short-circuit & and |: both sides are cheap, and a short-circuit would be a branch per key.
+// Without a mask, keyMask is some other buffer; an out-of-range read there is clamped by WebGPU.
+fn keyKept(batch: u32, j: u32) -> bool {
+  return (params.useMask == 0u) | (keyMask[batch * params.keyLength + j] != 0.0);
+}
+fn keyInBlock(start: u32, t: u32, batch: u32) -> bool {
+  let j = start + t;
+  return (j < params.keyLength) & keyKept(batch, min(j, params.keyLength - 1u));
+}
+{{sharedDeclarations}}`;
+
+/** Entry point header: one row per invocation; workgroup (x: row block, y: batch * head). */
+const ENTRY_WGSL = `
+@compute @workgroup_size(ROWS)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32{{laneBuiltin}}) {
+  let head = wid.y;
+  let batch = head / params.heads;
+  let vectors = params.vectors;
+  let row = wid.x * ROWS + lane;`;
+
+/**
+ * Forward. Per block: scores s_t = q . k_t (log2 units), block max, rescale of the running sum and
+ * of the accumulator (the output row), then accumulator += p_t v_t. Rows past the end compute the
+ * last row again (keeping control flow uniform for broadcasts and barriers) but never store.
+ */
+const ATTENTION_FORWARD_WGSL = `{{enable}}
+@group(0) @binding(0) var<storage, read> query: array<Row>;
+@group(0) @binding(1) var<storage, read> key: array<Row>;
+@group(0) @binding(2) var<storage, read> value: array<Row>;
+@group(0) @binding(3) var<storage, read> keyMask: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<Row>;
+@group(0) @binding(5) var<storage, read_write> logSumExp: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+${ATTENTION_COMMON_WGSL}
+${ENTRY_WGSL}
+  let inRange = row < params.queryLength;
+  let queryRow = head * params.queryLength + min(row, params.queryLength - 1u);
+  let queryBase = queryRow * vectors;
+  let keyRow0 = head * params.keyLength;
+  if (inRange) { for (var c = 0u; c < vectors; c++) { output[queryBase + c] = Row(); } }
+  var runningMax = NEG_BIG;
+  var runningSum = 0.0;
+  for (var start = 0u; start < params.keyLength; start += {{block}}u) {
+    {{stage}}
+    {{declareScores}}
+    for (var c = 0u; c < vectors; c++) {
+      {{loadKeys}}
+      let q = query[queryBase + c];
+      {{accumulateScores}}
+    }
+    {{probabilities}}
+    let blockMax = max(runningMax, {{blockMax}});
+    let correction = exp2(runningMax - blockMax);
+    {{weights}}
+    runningSum = runningSum * correction + {{weightSum}};
+    for (var c = 0u; c < vectors; c++) {
+      {{loadValues}}
+      let accumulated = output[queryBase + c] * correction + {{weightedValues}};
+      if (inRange) { output[queryBase + c] = accumulated; }
+    }
+    runningMax = blockMax;
+    {{finish}}
+  }
+  if (!inRange) { return; }
+  // A row whose keys are all masked has runningSum 0: its output stays zeros and its log-sum-exp is
+  // stored as 0 (backward masks every one of its probabilities to 0 anyway).
+  let inverseSum = select(0.0, 1.0 / runningSum, runningSum > 0.0);
+  for (var c = 0u; c < vectors; c++) { output[queryBase + c] = output[queryBase + c] * inverseSum; }
+  logSumExp[queryRow] = select(0.0, (runningMax + log2(runningSum)) * LN2, runningSum > 0.0);
+}`;
+
+/**
+ * dQ, per query row: p_t = exp(s_t - lse), dS_t = scale * p_t (dO . v_t - delta), dQ += dS_t k_t.
+ */
+export const ATTENTION_BACKWARD_QUERY_WGSL = `{{enable}}
+@group(0) @binding(0) var<storage, read> query: array<Row>;
+@group(0) @binding(1) var<storage, read> key: array<Row>;
+@group(0) @binding(2) var<storage, read> value: array<Row>;
+@group(0) @binding(3) var<storage, read> keyMask: array<f32>;
+@group(0) @binding(4) var<storage, read> gradOutput: array<Row>;
+@group(0) @binding(5) var<storage, read> rowStats: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read_write> gradQuery: array<Row>;
+@group(0) @binding(7) var<uniform> params: Params;
+${ATTENTION_COMMON_WGSL}
+${ENTRY_WGSL}
+  let inRange = row < params.queryLength;
+  let queryRow = head * params.queryLength + min(row, params.queryLength - 1u);
+  let queryBase = queryRow * vectors;
+  let keyRow0 = head * params.keyLength;
+  let stats = rowStats[queryRow];
+  let logSumExp2 = stats.x * LOG2E;
+  let delta = stats.y;
+  if (inRange) { for (var c = 0u; c < vectors; c++) { gradQuery[queryBase + c] = Row(); } }
+  for (var start = 0u; start < params.keyLength; start += {{block}}u) {
+    {{stage}}
+    {{declareScores}}
+    {{declareGradProbabilities}}
+    for (var c = 0u; c < vectors; c++) {
+      {{loadKeysValues}}
+      let q = query[queryBase + c];
+      let dO = gradOutput[queryBase + c];
+      {{accumulateScores}}
+      {{accumulateGradProbabilities}}
+    }
+    {{gradScores}}
+    for (var c = 0u; c < vectors; c++) {
+      {{loadKeys}}
+      let accumulated = gradQuery[queryBase + c] + {{weightedKeys}};
+      if (inRange) { gradQuery[queryBase + c] = accumulated; }
+    }
+    {{finish}}
+  }
+}`;
+
+/**
+ * dK and dV, per key row j, over all queries i: dV_j += p_ij dO_i, dK_j += dS_ij q_i. A dropped key
+ * gets no probability from any query, hence zero dK and dV.
+ */
+const ATTENTION_BACKWARD_KEY_VALUE_WGSL = `{{enable}}
+@group(0) @binding(0) var<storage, read> query: array<Row>;
+@group(0) @binding(1) var<storage, read> key: array<Row>;
+@group(0) @binding(2) var<storage, read> value: array<Row>;
+@group(0) @binding(3) var<storage, read> keyMask: array<f32>;
+@group(0) @binding(4) var<storage, read> gradOutput: array<Row>;
+@group(0) @binding(5) var<storage, read> rowStats: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read_write> gradKey: array<Row>;
+@group(0) @binding(7) var<storage, read_write> gradValue: array<Row>;
+@group(0) @binding(8) var<uniform> params: Params;
+${ATTENTION_COMMON_WGSL}
+${ENTRY_WGSL}
+  let inRange = row < params.keyLength;
+  let keyIndex = min(row, params.keyLength - 1u);
+  let keyBase = (head * params.keyLength + keyIndex) * vectors;
+  let queryRow0 = head * params.queryLength;
+  let kept = keyKept(batch, keyIndex);
+  if (inRange) {
+    for (var c = 0u; c < vectors; c++) { gradKey[keyBase + c] = Row(); gradValue[keyBase + c] = Row(); }
+  }
+  for (var start = 0u; start < params.queryLength; start += {{block}}u) {
+    {{stage}}
+    {{declareScores}}
+    {{declareGradProbabilities}}
+    for (var c = 0u; c < vectors; c++) {
+      {{loadQueriesGradOutputs}}
+      let k = key[keyBase + c];
+      let v = value[keyBase + c];
+      {{accumulateScores}}
+      {{accumulateGradProbabilities}}
+    }
+    {{gradScores}}
+    for (var c = 0u; c < vectors; c++) {
+      {{loadQueriesGradOutputs}}
+      let accumulatedKey = gradKey[keyBase + c] + {{weightedQueries}};
+      let accumulatedValue = gradValue[keyBase + c] + {{weightedGradOutputs}};
+      if (inRange) {
+        gradKey[keyBase + c] = accumulatedKey;
+        gradValue[keyBase + c] = accumulatedValue;
+      }
+    }
+    {{finish}}
+  }
+}`;
+
+export const lines = (block: number, line: (t: number) => string, separator = "\n    ") =>
+  Array.from({ length: block }, (_, t) => line(t)).join(separator);
+export const sumOf = (block: number, term: (t: number) => string) =>
+  Array.from({ length: block }, (_, t) => term(t)).join(" + ");
+
+/** Fills a kernel template's generated (unrolled) blocks for one variant. */
+export function kernelBlocks(
+  kernel: AttentionKernel,
+  block: number,
+  sharedBlock: SharedBlockFactory,
+): Record<string, string> {
+  const max = Array.from({ length: block }, (_, t) => `score${t}`).reduce((a, b) => `max(${a}, ${b})`);
+  const declareScores = lines(block, (t) => `var s${t} = Row();`, " ");
+  const declareGradProbabilities = lines(block, (t) => `var g${t} = Row();`, " ");
+  if (kernel === "forward") {
+    const shared = sharedBlock(["key", "value"], "keyRow0", "params.keyLength", block);
+    return {
+      sharedDeclarations: shared.declarations,
+      stage: shared.stage,
+      declareScores,
+      loadKeys: shared.loadsFor(["key"]),
+      accumulateScores: lines(block, (t) => `s${t} += q * ${shared.fetch("key", t)};`, " "),
+      probabilities: lines(
+        block,
+        (t) =>
+          `let score${t} = select(NEG_BIG, total(s${t}) * params.scaleLog2, keyInBlock(start, ${t}u, batch));`,
+      ),
+      blockMax: max,
+      weights: lines(
+        block,
+        (t) => `let p${t} = select(0.0, exp2(score${t} - blockMax), score${t} > NEG_BIG);`,
+      ),
+      weightSum: sumOf(block, (t) => `p${t}`),
+      loadValues: shared.loadsFor(["value"]),
+      weightedValues: sumOf(block, (t) => `p${t} * ${shared.fetch("value", t)}`),
+      finish: shared.finish,
+    };
+  }
+  if (kernel === "backwardQuery") {
+    const shared = sharedBlock(["key", "value"], "keyRow0", "params.keyLength", block);
+    return {
+      sharedDeclarations: shared.declarations,
+      stage: shared.stage,
+      declareScores,
+      declareGradProbabilities,
+      loadKeysValues: shared.loadsFor(["key", "value"]),
+      accumulateScores: lines(block, (t) => `s${t} += q * ${shared.fetch("key", t)};`, " "),
+      accumulateGradProbabilities: lines(block, (t) => `g${t} += dO * ${shared.fetch("value", t)};`, " "),
+      gradScores: lines(
+        block,
+        (t) =>
+          `let dS${t} = select(0.0, params.scale * exp2(total(s${t}) * params.scaleLog2 - logSumExp2) * (total(g${t}) - delta), keyInBlock(start, ${t}u, batch));`,
+      ),
+      loadKeys: shared.loadsFor(["key"]),
+      weightedKeys: sumOf(block, (t) => `dS${t} * ${shared.fetch("key", t)}`),
+      finish: shared.finish,
+    };
+  }
+  const shared = sharedBlock(["query", "gradOutput"], "queryRow0", "params.queryLength", block);
+  return {
+    sharedDeclarations: shared.declarations,
+    stage: `${shared.stage}
+    ${lines(block, (t) => `let stats${t} = rowStats[queryRow0 + min(start + ${t}u, params.queryLength - 1u)];`)}`,
+    declareScores,
+    declareGradProbabilities,
+    loadQueriesGradOutputs: shared.loadsFor(["query", "gradOutput"]),
+    accumulateScores: lines(block, (t) => `s${t} += k * ${shared.fetch("query", t)};`, " "),
+    accumulateGradProbabilities: lines(block, (t) => `g${t} += v * ${shared.fetch("gradOutput", t)};`, " "),
+    gradScores: lines(
+      block,
+      (t) =>
+        `let p${t} = select(0.0, exp2(total(s${t}) * params.scaleLog2 - stats${t}.x * LOG2E), kept & (start + ${t}u < params.queryLength));
+    let dS${t} = params.scale * p${t} * (total(g${t}) - stats${t}.y);`,
+    ),
+    weightedQueries: sumOf(block, (t) => `dS${t} * ${shared.fetch("query", t)}`),
+    weightedGradOutputs: sumOf(block, (t) => `p${t} * ${shared.fetch("gradOutput", t)}`),
+    finish: shared.finish,
+  };
+}
+
+const TEMPLATES: Record<AttentionKernel, string> = {
+  forward: ATTENTION_FORWARD_WGSL,
+  backwardQuery: ATTENTION_BACKWARD_QUERY_WGSL,
+  backwardKeyValue: ATTENTION_BACKWARD_KEY_VALUE_WGSL,
+};
+
+/** What makes a variant: its shared-block delivery, its block size and whether it uses subgroups. */
+export interface AttentionVariantSpec {
+  sharedBlock: SharedBlockFactory;
+  /** Shared rows per block. */
+  block: number;
+  subgroups: boolean;
+}
+
+/** The three kernels of one variant, filled in once (building them is string work). */
+export function attentionKernels(spec: AttentionVariantSpec): AttentionTemplateKernels {
+  const source = (kernel: AttentionKernel) =>
+    wgsl(TEMPLATES[kernel], {
+      ...kernelBlocks(kernel, spec.block, spec.sharedBlock),
+      extraParams: "",
+      enable: spec.subgroups ? "enable subgroups;" : "",
+      laneBuiltin: spec.subgroups ? ", @builtin(subgroup_invocation_id) subgroupLane: u32" : "",
+      maxVectors: MAX_ATTENTION_HEAD_DIM / 4,
+      rows: ROWS_PER_WORKGROUP,
+      block: spec.block,
+    });
+  return {
+    forward: source("forward"),
+    backwardQuery: source("backwardQuery"),
+    backwardKeyValue: source("backwardKeyValue"),
+  };
+}

@@ -1,0 +1,369 @@
+/**
+ * Scaled dot-product attention, fused and flash-style (Dao et al. 2022): keys and values stream past
+ * each query row in blocks while a running maximum and sum keep the softmax exact, so the Lq x Lk score
+ * matrix never exists in memory. Forward saves only the per-row log-sum-exp; backward recomputes the
+ * probabilities from it (dQ per query row, dK and dV per key row, after delta_i = rowsum(dO_i * O_i)).
+ *
+ * Layout: q [B, H, Lq, D], k and v [B, H, Lk, D], output [B, H, Lq, D]; keyMask [B, Lk] (1 keep, 0 drop).
+ * The head dimension is a uniform, not compiled in: per-row accumulators live in the output (or
+ * gradient) rows themselves, so one pipeline serves every D and compiles in seconds on llvmpipe, where
+ * unrolled per-D register arrays took minutes. On a GPU those rows stay in L1/L2 between blocks.
+ * Rows are read as vec4; a head dimension that is not a multiple of 4 is zero-padded to one first
+ * (an extra copy for odd D only; Stable Diffusion's 40, 64, 80 and 160 need none).
+ *
+ * The op family's files (the per-op layout of ops/softmax/):
+ * - `index.ts` (this file): checks, dispatch, the recorded backward;
+ * - `choose.ts`: which variant runs (pure function of the adapter and the shape);
+ * - `common.ts`: the kernel templates every variant fills; `cpu-rows.ts`, `gpu-tiled.ts`: the variants;
+ * - `rows.ts`: row statistics and odd-D padding kernels; `checks.ts`: argument checks;
+ * - `composed.ts`: the matmul -> softmax -> matmul composition (benchmark baseline, test oracle);
+ * - `reference.ts`: the float64 reference; `cost.ts`: FLOPs and bytes; `bench.ts`: benchmark cases.
+ */
+import { needsGrad, record } from "../../runtime/autograd.ts";
+import type { Gpu } from "../../runtime/device.ts";
+import { grid, launch } from "../../runtime/kernel.ts";
+import { OpError, Tensor } from "../../runtime/tensor.ts";
+import { Params } from "../../runtime/uniforms.ts";
+import {
+  type AttentionKernelOptions as CheckedOptions,
+  type ResolvedAttention,
+  resolveAttention,
+} from "./checks.ts";
+import {
+  ATTENTION_BACKWARDS,
+  ATTENTION_VARIANTS,
+  type AttentionBackward,
+  type AttentionVariant,
+  attentionCanUseSubgroups,
+  chooseAttentionBackward,
+  chooseAttentionVariant,
+  SUBGROUP_LANES,
+} from "./choose.ts";
+import { type AttentionKernels, MAX_ATTENTION_HEAD_DIM, ROWS_PER_WORKGROUP } from "./common.ts";
+import { type AttentionShape, attentionCost } from "./cost.ts";
+import { CPU_ROWS } from "./cpu-rows.ts";
+import { GPU_TILED } from "./gpu-tiled.ts";
+import {
+  ATTENTION_RESIZE_ROWS_WGSL,
+  ATTENTION_ROW_STATS_WGSL,
+  releaseCopy,
+  trimmed,
+  withWidth,
+} from "./rows.ts";
+
+export { attentionShapeOf } from "./checks.ts";
+export {
+  ATTENTION_BACKWARDS,
+  ATTENTION_VARIANTS,
+  type AttentionAdapter,
+  type AttentionBackward,
+  type AttentionVariant,
+  attentionCanUseSubgroups,
+  chooseAttentionBackward,
+  chooseAttentionVariant,
+} from "./choose.ts";
+export { type AttentionKernels, MAX_ATTENTION_HEAD_DIM } from "./common.ts";
+export { type AttentionComposedOptions, attentionComposed } from "./composed.ts";
+export { type AttentionShape, attentionCost } from "./cost.ts";
+export {
+  type AttentionParams,
+  type AttentionReferenceOptions,
+  attentionOpReference,
+  attentionReference,
+} from "./reference.ts";
+
+const LOG2E = Math.LOG2E;
+
+/** Every variant's fused kernels, exactly as launched (`cxr kernels dump attention`). */
+export const ATTENTION_KERNELS: Readonly<Record<AttentionVariant, AttentionKernels>> = {
+  "cpu-rows": CPU_ROWS,
+  "gpu-tiled": GPU_TILED,
+};
+
+/** The kernels every variant runs around its fused ones (row statistics; odd-D padding). */
+export const ATTENTION_SHARED_KERNELS = {
+  rowStats: ATTENTION_ROW_STATS_WGSL,
+  resizeRows: ATTENTION_RESIZE_ROWS_WGSL,
+} as const;
+
+export interface AttentionKernelOptions extends CheckedOptions {
+  /** Force a variant (tests, benchmarks); default `chooseAttentionVariant`. */
+  variant?: AttentionVariant;
+  /** Force the backward (tests, benchmarks); default `chooseAttentionBackward`. */
+  backward?: AttentionBackward;
+  /** Query rows per chunk of the chunked-scores backward (tests); default `attentionChunkRows`. */
+  backwardChunkRows?: number;
+}
+
+function resolveVariant(gpu: Gpu, resolved: ResolvedAttention, forced: AttentionVariant | undefined) {
+  const variant = forced ?? chooseAttentionVariant(gpu, resolved.shape);
+  if (!ATTENTION_VARIANTS.includes(variant)) throw new OpError("attention", `unknown variant "${variant}"`);
+  if (variant === "cpu-rows" && !attentionCanUseSubgroups(gpu)) {
+    throw new OpError(
+      "attention",
+      `variant cpu-rows needs the 'subgroups' feature with >= ${SUBGROUP_LANES} lanes, which this adapter lacks`,
+    );
+  }
+  return variant;
+}
+
+function checkDispatch(gpu: Gpu, shape: AttentionShape, q: Tensor, k: Tensor): void {
+  if (shape.headDim > MAX_ATTENTION_HEAD_DIM) {
+    throw new OpError(
+      "attention",
+      `head dimension ${shape.headDim} exceeds the supported maximum ${MAX_ATTENTION_HEAD_DIM}`,
+      { q, k },
+    );
+  }
+  const maximum = gpu.limits.maxComputeWorkgroupsPerDimension;
+  const rowGroups = Math.ceil(Math.max(shape.queryLength, shape.keyLength) / ROWS_PER_WORKGROUP);
+  if (shape.batch * shape.heads > maximum || rowGroups > maximum) {
+    throw new OpError(
+      "attention",
+      `batch x heads (${shape.batch * shape.heads}) and length / ${ROWS_PER_WORKGROUP} must each fit ${maximum} workgroups`,
+      { q, k },
+    );
+  }
+}
+
+interface FusedRun extends ResolvedAttention {
+  variant: AttentionVariant;
+  backward: AttentionBackward;
+  /** Head dimension of the tensors the kernels see: D rounded up to a multiple of 4. */
+  paddedDim: number;
+}
+
+function fusedParams(run: FusedRun): Params {
+  const { shape, keyMask, scale } = run;
+  return new Params()
+    .u32(shape.queryLength, shape.keyLength, shape.heads, keyMask ? 1 : 0, run.paddedDim / 4)
+    .f32(scale * LOG2E, scale);
+}
+
+/** Forward kernel on padded q, k, v: the (padded) output and the per-row log-sum-exp. */
+function fusedForward(q: Tensor, k: Tensor, v: Tensor, run: FusedRun): { output: Tensor; logSumExp: Tensor } {
+  const gpu = q.gpu;
+  const { batch, heads, queryLength } = run.shape;
+  const output = Tensor.empty(gpu, q.shape);
+  const logSumExp = Tensor.empty(gpu, [batch, heads, queryLength]);
+  const cost = attentionCost(run.shape);
+  launch(
+    gpu,
+    { name: "attention", variant: run.variant, code: ATTENTION_KERNELS[run.variant].forward },
+    {
+      bindings: [q, k, v, run.keyMask ?? q, output, logSumExp],
+      params: fusedParams(run),
+      workgroups: [Math.ceil(queryLength / ROWS_PER_WORKGROUP), batch * heads],
+      flops: cost.forwardFlops,
+      bytes: cost.forwardBytes,
+    },
+  );
+  return { output, logSumExp };
+}
+
+/**
+ * Backward kernels: row statistics from the unpadded output and gradient, then dQ and dK/dV from the
+ * padded q, k, v and output gradient. Returns padded gradients.
+ */
+function fusedBackward(
+  padded: { q: Tensor; k: Tensor; v: Tensor; gradOutput: Tensor },
+  output: Tensor,
+  gradOutput: Tensor,
+  logSumExp: Tensor,
+  run: FusedRun,
+): [Tensor, Tensor, Tensor] {
+  const { q, k, v } = padded;
+  const gpu = q.gpu;
+  const { batch, heads, queryLength, keyLength, headDim } = run.shape;
+  const queryRows = batch * heads * queryLength;
+  const rowStats = Tensor.empty(gpu, [queryRows, 2]);
+  launch(
+    gpu,
+    { name: "attentionBackward", variant: "row-stats", code: ATTENTION_ROW_STATS_WGSL },
+    {
+      bindings: [output, gradOutput, logSumExp, rowStats],
+      params: new Params().u32(queryRows, headDim),
+      workgroups: grid(queryRows, 64),
+      flops: 2 * queryRows * headDim,
+      bytes: 4 * queryRows * (2 * headDim + 3),
+    },
+  );
+  const params = fusedParams(run);
+  const mask = run.keyMask ?? q; // bound but never read when useMask = 0 (layout "auto" needs a buffer)
+  const pairs = batch * heads * queryLength * keyLength;
+  const gradQuery = Tensor.empty(gpu, q.shape);
+  launch(
+    gpu,
+    {
+      name: "attentionBackward",
+      variant: `${run.variant}:dQ`,
+      code: ATTENTION_KERNELS[run.variant].backwardQuery,
+    },
+    {
+      bindings: [q, k, v, mask, padded.gradOutput, rowStats, gradQuery],
+      params,
+      workgroups: [Math.ceil(queryLength / ROWS_PER_WORKGROUP), batch * heads],
+      flops: pairs * (6 * headDim + 6),
+      bytes: 4 * (3 * q.size + 2 * k.size) + 8 * queryRows,
+    },
+  );
+  const gradKey = Tensor.empty(gpu, k.shape);
+  const gradValue = Tensor.empty(gpu, v.shape);
+  launch(
+    gpu,
+    {
+      name: "attentionBackward",
+      variant: `${run.variant}:dKdV`,
+      code: ATTENTION_KERNELS[run.variant].backwardKeyValue,
+    },
+    {
+      bindings: [q, k, v, mask, padded.gradOutput, rowStats, gradKey, gradValue],
+      params,
+      workgroups: [Math.ceil(keyLength / ROWS_PER_WORKGROUP), batch * heads],
+      flops: pairs * (8 * headDim + 6),
+      bytes: 4 * (2 * q.size + 4 * k.size) + 8 * queryRows,
+    },
+  );
+  rowStats.release();
+  return [gradQuery, gradKey, gradValue];
+}
+
+/** Bytes the chunked-scores backward may hold for (P, dS) of one chunk, unless a chunk size is forced. */
+export const ATTENTION_SCRATCH_BUDGET_BYTES = 16 * 2 ** 20;
+
+/**
+ * Query rows per chunk of the chunked-scores backward: as many as fit the scratch budget, at least one
+ * workgroup's worth (so the scratch grows linearly with Lk beyond the budget), at most Lq; null when
+ * even that exceeds the adapter's largest storage binding (then the recomputing backward runs).
+ */
+export function attentionChunkRows(gpu: Gpu, shape: AttentionShape, forced?: number): number | null {
+  const { batch, heads, queryLength, keyLength } = shape;
+  const bytesPerRow = 8 * batch * heads * keyLength;
+  const fit = Math.floor(ATTENTION_SCRATCH_BUDGET_BYTES / bytesPerRow);
+  const rows = forced ?? Math.min(queryLength, Math.max(ROWS_PER_WORKGROUP, fit));
+  if (!Number.isInteger(rows) || rows < 1) {
+    throw new OpError("attention", `backwardChunkRows must be a positive integer, got ${forced}`);
+  }
+  return rows * bytesPerRow <= gpu.limits.maxStorageBufferBindingSize ? Math.min(rows, queryLength) : null;
+}
+
+/**
+ * The chunked-scores backward (chunked-scores.ts): per chunk of query rows, dQ plus (P, dS) into the
+ * scratch, then dK and dV from it. Same inputs and padded results as `fusedBackward`.
+ */
+function chunkedBackward(
+  padded: { q: Tensor; k: Tensor; v: Tensor; gradOutput: Tensor },
+  output: Tensor,
+  gradOutput: Tensor,
+  logSumExp: Tensor,
+  run: FusedRun,
+  chunkRows: number,
+): [Tensor, Tensor, Tensor] {
+  const { q, k, v } = padded;
+  const gpu = q.gpu;
+  const { batch, heads, queryLength, keyLength, headDim } = run.shape;
+  const queryRows = batch * heads * queryLength;
+  const rowStats = Tensor.empty(gpu, [queryRows, 2]);
+  launch(
+    gpu,
+    { name: "attentionBackward", variant: "row-stats", code: ATTENTION_ROW_STATS_WGSL },
+    {
+      bindings: [output, gradOutput, logSumExp, rowStats],
+      params: new Params().u32(queryRows, headDim),
+      workgroups: grid(queryRows, 64),
+      flops: 2 * queryRows * headDim,
+      bytes: 4 * queryRows * (2 * headDim + 3),
+    },
+  );
+  const mask = run.keyMask ?? q; // bound but never read when useMask = 0 (layout "auto" needs a buffer)
+  const kernels = ATTENTION_KERNELS[run.variant];
+  const scores = Tensor.empty(gpu, [batch * heads, chunkRows, keyLength, 2]);
+  const gradQuery = Tensor.empty(gpu, q.shape);
+  const gradKey = Tensor.empty(gpu, k.shape);
+  const gradValue = Tensor.empty(gpu, v.shape);
+  for (let chunkStart = 0; chunkStart < queryLength; chunkStart += chunkRows) {
+    const rows = Math.min(chunkRows, queryLength - chunkStart);
+    const pairs = batch * heads * rows * keyLength;
+    const params = fusedParams(run).u32(chunkStart, chunkRows);
+    launch(
+      gpu,
+      { name: "attentionBackward", variant: `${run.variant}:dQ+scores`, code: kernels.backwardQueryChunk },
+      {
+        bindings: [q, k, v, mask, padded.gradOutput, rowStats, gradQuery, scores],
+        params,
+        workgroups: [Math.ceil(rows / ROWS_PER_WORKGROUP), batch * heads],
+        flops: pairs * (6 * headDim + 6),
+        bytes: 4 * (3 * q.size * (rows / queryLength) + 2 * k.size) + 8 * pairs,
+      },
+    );
+    launch(
+      gpu,
+      {
+        name: "attentionBackward",
+        variant: `${run.variant}:dKdV-from-scores`,
+        code: kernels.backwardKeyValueChunk,
+      },
+      {
+        bindings: [q, mask, padded.gradOutput, scores, gradKey, gradValue],
+        params,
+        workgroups: [Math.ceil(keyLength / ROWS_PER_WORKGROUP), batch * heads],
+        flops: pairs * 4 * headDim,
+        bytes: 4 * (2 * q.size * (rows / queryLength) + 4 * k.size) + 8 * pairs,
+      },
+    );
+  }
+  rowStats.release();
+  scores.release();
+  return [gradQuery, gradKey, gradValue];
+}
+
+/**
+ * softmax(scale * q k^T, masked over keys) v, fused. q [B, H, Lq, D], k and v [B, H, Lk, D];
+ * returns [B, H, Lq, D]. Records its flash-style backward when q, k or v needs a gradient.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKernelOptions = {}): Tensor {
+  const resolved = resolveAttention("attention", q, k, v, options);
+  const gpu = q.gpu;
+  checkDispatch(gpu, resolved.shape, q, k);
+  const { headDim } = resolved.shape;
+  const run: FusedRun = {
+    ...resolved,
+    variant: resolveVariant(gpu, resolved, options.variant),
+    backward: options.backward ?? chooseAttentionBackward(gpu, resolved.shape),
+    paddedDim: Math.ceil(headDim / 4) * 4,
+  };
+  if (!ATTENTION_BACKWARDS.includes(run.backward)) {
+    throw new OpError("attention", `unknown backward "${run.backward}"`);
+  }
+  const chunkRows =
+    run.backward === "chunked-scores" ? attentionChunkRows(gpu, run.shape, options.backwardChunkRows) : null;
+  const [qp, kp, vp] = [q, k, v].map((x) => withWidth(x, run.paddedDim));
+  const forward = fusedForward(qp, kp, vp, run);
+  const output = trimmed(forward.output, headDim);
+  releaseCopy(qp, q);
+  releaseCopy(kp, k);
+  releaseCopy(vp, v);
+  if (!needsGrad(q, k, v)) {
+    forward.logSumExp.release();
+    return output;
+  }
+  const backwardFn = ([gradOutput]: (Tensor | null)[]) => {
+    const padded = {
+      q: withWidth(q, run.paddedDim),
+      k: withWidth(k, run.paddedDim),
+      v: withWidth(v, run.paddedDim),
+      gradOutput: withWidth(gradOutput!, run.paddedDim),
+    };
+    const grads =
+      chunkRows === null
+        ? fusedBackward(padded, output, gradOutput!, forward.logSumExp, run)
+        : chunkedBackward(padded, output, gradOutput!, forward.logSumExp, run, chunkRows);
+    releaseCopy(padded.q, q);
+    releaseCopy(padded.k, k);
+    releaseCopy(padded.v, v);
+    releaseCopy(padded.gradOutput, gradOutput!);
+    return grads.map((grad) => trimmed(grad, headDim));
+  };
+  record("attention", [q, k, v], [output], backwardFn, [forward.logSumExp]);
+  return output;
+}
