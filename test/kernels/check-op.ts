@@ -45,6 +45,8 @@ export interface OpUnderTest<P, V extends string> {
   tolerance(testCase: OpCase<P>): { forward: Tolerance; backward: Tolerance };
   /** Which inputs take a gradient (default: all). */
   differentiable?: readonly boolean[];
+  /** Allowed error of one input's gradient where inputs differ (default: `tolerance(...).backward`). */
+  gradientTolerance?(testCase: OpCase<P>, input: number): Tolerance;
 }
 
 export interface BadInputCase {
@@ -96,7 +98,7 @@ async function checkVariant<P, V extends string>(
       expectClose(
         await grad!.download(),
         want,
-        tolerance.backward,
+        op.gradientTolerance?.(testCase, index) ?? tolerance.backward,
         `${op.name} ${variant} gradient ${index}`,
       );
     }

@@ -103,7 +103,7 @@ export {
   matmulReference,
   releaseMatmulScratch,
   resolveMatmulShapes,
-} from "./ops/matmul.ts";
+} from "./ops/matmul/index.ts";
 export {
   ADAMW_DEFAULTS,
   AdamW,

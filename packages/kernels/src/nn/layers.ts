@@ -10,7 +10,7 @@ import { embedding } from "../ops/embedding.ts";
 import { groupNorm } from "../ops/groupnorm.ts";
 import { layerNorm } from "../ops/layernorm.ts";
 import { permute, reshape } from "../ops/layout.ts";
-import { matmul } from "../ops/matmul.ts";
+import { matmul } from "../ops/matmul/index.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { OpError, type Tensor } from "../runtime/tensor.ts";
 import { Module, type ParameterInit } from "./module.ts";

@@ -27,7 +27,7 @@ import type { Gpu } from "../runtime/device.ts";
 import { grid, LINEAR_INDEX_WGSL, launch, wgsl } from "../runtime/kernel.ts";
 import { OpError, Tensor } from "../runtime/tensor.ts";
 import { Params } from "../runtime/uniforms.ts";
-import { type MatmulVariant, matmul } from "./matmul.ts";
+import { type MatmulVariant, matmul } from "./matmul/index.ts";
 import { type SoftmaxVariant, softmax } from "./softmax/index.ts";
 
 export type AttentionVariant = "cpu-rows" | "gpu-tiled";

@@ -9,7 +9,7 @@ import { grid, LINEAR_INDEX_WGSL, launch } from "../runtime/kernel.ts";
 import { OpError, type Shape, Tensor } from "../runtime/tensor.ts";
 import { Params } from "../runtime/uniforms.ts";
 import { permute, reshape } from "./layout.ts";
-import { matmul } from "./matmul.ts";
+import { matmul } from "./matmul/index.ts";
 
 export interface Im2colGeometry {
   n: number;

@@ -3,6 +3,7 @@
  * strings `launch` compiles: what `cxr kernels dump <op>` prints. Families still in one file
  * (matmul, conv2d, attention, norms, ...) join when they move to their folder.
  */
+import { MATMUL_KERNELS } from "./matmul/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 
 export type KernelPasses = Readonly<Record<string, string>>;
@@ -14,6 +15,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
       { forward: kernels.forward, backward: kernels.backward },
     ]),
   ),
+  matmul: MATMUL_KERNELS,
 };
 
 export interface DumpRequest {
