@@ -64,7 +64,7 @@ export {
   conv2dOutputShape,
   conv2dReference,
   releaseConv2dScratch,
-} from "./ops/conv2d.ts";
+} from "./ops/conv2d/index.ts";
 export { softmaxCrossEntropy, softmaxCrossEntropyReference } from "./ops/crossentropy.ts";
 export { embedding, embeddingReference, uploadTokens } from "./ops/embedding.ts";
 export {

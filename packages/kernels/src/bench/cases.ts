@@ -1,9 +1,9 @@
 /** Every kernel benchmark, in the order `cxr bench kernels` prints them. Each op file adds its cases. */
 
+import { CONV2D_BENCH_CASES } from "../ops/conv2d/bench.ts";
 import { MATMUL_BENCH_CASES } from "../ops/matmul/bench.ts";
 import { SOFTMAX_BENCH_CASES } from "../ops/softmax/bench.ts";
 import { ATTENTION_BENCH_CASES } from "./attention.ts";
-import { CONV2D_BENCH_CASES } from "./conv2d.ts";
 import { NORM_BENCH_CASES } from "./norms.ts";
 import type { BenchCase } from "./types.ts";
 

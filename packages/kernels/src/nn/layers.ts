@@ -5,7 +5,7 @@
  */
 import { attention } from "../ops/attention.ts";
 import { batchNorm2d } from "../ops/batchnorm.ts";
-import { conv2d } from "../ops/conv2d.ts";
+import { conv2d } from "../ops/conv2d/index.ts";
 import { embedding } from "../ops/embedding.ts";
 import { groupNorm } from "../ops/groupnorm.ts";
 import { layerNorm } from "../ops/layernorm.ts";

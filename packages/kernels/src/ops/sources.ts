@@ -1,8 +1,9 @@
 /**
  * The WGSL of every op family in the per-op layout (ops/<op>/), by variant and pass, exactly the
  * strings `launch` compiles: what `cxr kernels dump <op>` prints. Families still in one file
- * (matmul, conv2d, attention, norms, ...) join when they move to their folder.
+ * (attention, norms, ...) join when they move to their folder.
  */
+import { CONV2D_KERNELS } from "./conv2d/index.ts";
 import { MATMUL_KERNELS } from "./matmul/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 
@@ -16,6 +17,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
     ]),
   ),
   matmul: MATMUL_KERNELS,
+  conv2d: CONV2D_KERNELS,
 };
 
 export interface DumpRequest {
