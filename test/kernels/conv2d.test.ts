@@ -171,7 +171,7 @@ bad(
     [6, 4, 7, 7],
   ],
   ([x, w]) => conv2d(x, w),
-  "conv2d: the dilated kernel is larger than the padded input (output -1x-1) (x: [2, 4, 5, 5], w: [6, 4, 7, 7])",
+  "conv2d: kernel 7x7 is larger than the padded input (output -1x-1) (x: [2, 4, 5, 5], w: [6, 4, 7, 7])",
 );
 bad(
   "a bias of the wrong shape",

@@ -73,7 +73,7 @@ export {
   groupNorm,
   groupNormReference,
 } from "./ops/groupnorm.ts";
-export { conv2dIm2col, im2col, im2colReference, type WindowOptions } from "./ops/im2col.ts";
+export { conv2dIm2col, im2col, im2colReference, type WindowOptions } from "./ops/im2col/index.ts";
 export {
   chooseLayerNormVariant,
   type LayerNormVariant,
@@ -122,7 +122,13 @@ export {
   emaDecay,
   emaReference,
 } from "./ops/optim.ts";
-export { avgPool2d, globalAvgPool2d, maxPool2d, type Pool2dOptions, poolReference } from "./ops/pooling.ts";
+export {
+  avgPool2d,
+  globalAvgPool2d,
+  maxPool2d,
+  type Pool2dOptions,
+  poolReference,
+} from "./ops/pooling/index.ts";
 export {
   Generator,
   mulhilo32,

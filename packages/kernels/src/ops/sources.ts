@@ -4,7 +4,9 @@
  * (attention, norms, ...) join when they move to their folder.
  */
 import { CONV2D_KERNELS } from "./conv2d/index.ts";
+import { IM2COL_KERNELS } from "./im2col/index.ts";
 import { MATMUL_KERNELS } from "./matmul/index.ts";
+import { POOL_KERNELS } from "./pooling/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 
 export type KernelPasses = Readonly<Record<string, string>>;
@@ -18,6 +20,8 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
   ),
   matmul: MATMUL_KERNELS,
   conv2d: CONV2D_KERNELS,
+  im2col: IM2COL_KERNELS,
+  pooling: POOL_KERNELS,
 };
 
 export interface DumpRequest {

@@ -4,52 +4,24 @@
  */
 import { OpError, type Shape } from "../../runtime/tensor.ts";
 import { Params } from "../../runtime/uniforms.ts";
+import { type Window2d, type WindowOptions, window2d, windowOutputShape } from "../common/window.ts";
 import type { Conv2dVariant } from "./choose.ts";
 
-export interface Conv2dOptions {
-  stride?: number | [number, number];
-  padding?: number | [number, number];
-  dilation?: number | [number, number];
+/** Stride, padding and dilation (ops/common/window.ts), groups, and an optional forced variant. */
+export interface Conv2dOptions extends WindowOptions {
   groups?: number;
   /** Force a variant (tests run every variant on every adapter; benchmarks time the naive one). */
   variant?: Conv2dVariant;
 }
 
-/** Every size of one convolution, validated. */
-export interface Conv2dGeometry {
-  batch: number;
+/** Every size of one convolution, validated: the shared window geometry plus channels and groups. */
+export interface Conv2dGeometry extends Window2d {
+  /** Input channels (the window's `channels`). */
   inChannels: number;
-  height: number;
-  width: number;
   outChannels: number;
-  kernelHeight: number;
-  kernelWidth: number;
-  strideH: number;
-  strideW: number;
-  padH: number;
-  padW: number;
-  dilationH: number;
-  dilationW: number;
   groups: number;
   inPerGroup: number;
   outPerGroup: number;
-  outHeight: number;
-  outWidth: number;
-}
-
-function pairOf(
-  op: string,
-  name: string,
-  value: number | [number, number] | undefined,
-  fallback: number,
-  minimum: number,
-): [number, number] {
-  const pair: [number, number] =
-    value === undefined ? [fallback, fallback] : typeof value === "number" ? [value, value] : value;
-  if (pair.length !== 2 || pair.some((item) => !Number.isInteger(item) || item < minimum)) {
-    throw new OpError(op, `${name} must be an integer >= ${minimum} or a pair of them, got ${String(value)}`);
-  }
-  return pair;
 }
 
 /** Validates shapes and options; throws an OpError naming the op and the shapes. */
@@ -65,7 +37,7 @@ export function conv2dGeometry(
   const groups = options.groups ?? 1;
   if (!Number.isInteger(groups) || groups < 1)
     throw new OpError(op, `groups must be a positive integer`, shapes);
-  const [batch, inChannels, height, width] = inputShape;
+  const inChannels = inputShape[1];
   const [outChannels, inPerGroup, kernelHeight, kernelWidth] = weightShape;
   if (inPerGroup * groups !== inChannels) {
     throw new OpError(
@@ -77,46 +49,11 @@ export function conv2dGeometry(
   if (outChannels % groups !== 0) {
     throw new OpError(op, `${outChannels} output channels are not divisible by ${groups} groups`, shapes);
   }
-  const [strideH, strideW] = pairOf(op, "stride", options.stride, 1, 1);
-  const [padH, padW] = pairOf(op, "padding", options.padding, 0, 0);
-  const [dilationH, dilationW] = pairOf(op, "dilation", options.dilation, 1, 1);
-  const outHeight = Math.floor((height + 2 * padH - dilationH * (kernelHeight - 1) - 1) / strideH) + 1;
-  const outWidth = Math.floor((width + 2 * padW - dilationW * (kernelWidth - 1) - 1) / strideW) + 1;
-  if (outHeight < 1 || outWidth < 1) {
-    throw new OpError(
-      op,
-      `the dilated kernel is larger than the padded input (output ${outHeight}x${outWidth})`,
-      shapes,
-    );
-  }
-  return {
-    batch,
-    inChannels,
-    height,
-    width,
-    outChannels,
-    kernelHeight,
-    kernelWidth,
-    strideH,
-    strideW,
-    padH,
-    padW,
-    dilationH,
-    dilationW,
-    groups,
-    inPerGroup,
-    outPerGroup: outChannels / groups,
-    outHeight,
-    outWidth,
-  };
+  const window = window2d(op, inputShape, [kernelHeight, kernelWidth], options, shapes);
+  return { ...window, inChannels, outChannels, groups, inPerGroup, outPerGroup: outChannels / groups };
 }
 
-export const conv2dOutputShape = (g: Conv2dGeometry): Shape => [
-  g.batch,
-  g.outChannels,
-  g.outHeight,
-  g.outWidth,
-];
+export const conv2dOutputShape = (g: Conv2dGeometry): Shape => windowOutputShape(g, g.outChannels);
 
 /** True for convolutions that are a plain GEMM over channels (1x1 kernel, stride 1, no padding). */
 export function isPointwiseConv2d(g: Conv2dGeometry): boolean {

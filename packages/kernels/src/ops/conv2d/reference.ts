@@ -5,6 +5,7 @@
  */
 import type { Shape } from "../../runtime/tensor.ts";
 import type { OpReference } from "../common/reference.ts";
+import { windowInputColumn, windowInputRow } from "../common/window.ts";
 import { type Conv2dGeometry, type Conv2dOptions, conv2dGeometry, conv2dOutputShape } from "./geometry.ts";
 
 export const conv2dReference = {
@@ -79,10 +80,10 @@ function forEachTap(
           const yIndex = ((n * g.outChannels + o) * g.outHeight + oy) * g.outWidth + ox;
           for (let c = 0; c < g.inPerGroup; c++)
             for (let ky = 0; ky < g.kernelHeight; ky++) {
-              const iy = oy * g.strideH - g.padH + ky * g.dilationH;
+              const iy = windowInputRow(g, oy, ky);
               if (iy < 0 || iy >= g.height) continue;
               for (let kx = 0; kx < g.kernelWidth; kx++) {
-                const ix = ox * g.strideW - g.padW + kx * g.dilationW;
+                const ix = windowInputColumn(g, ox, kx);
                 if (ix < 0 || ix >= g.width) continue;
                 const xIndex = ((n * g.inChannels + group * g.inPerGroup + c) * g.height + iy) * g.width + ix;
                 const wIndex = ((o * g.inPerGroup + c) * g.kernelHeight + ky) * g.kernelWidth + kx;
