@@ -62,6 +62,8 @@ export interface OpUnderTest<P, V extends string> {
   gradientScale?(index: number, inputs: readonly Float64Array[], params: P): Float64Array | null;
   /** Which inputs take a gradient (default: all). */
   differentiable?: readonly boolean[];
+  /** Allowed error of one input's gradient where inputs differ (default: `tolerance(...).backward`). */
+  gradientTolerance?(testCase: OpCase<P>, input: number): Tolerance;
 }
 
 export interface BadInputCase {
@@ -116,7 +118,7 @@ async function checkVariant<P, V extends string>(
       expectClose(
         scaled(await grad!.download()),
         scaled(want),
-        tolerance.gradients?.[index] ?? tolerance.backward,
+        op.gradientTolerance?.(testCase, index) ?? tolerance.gradients?.[index] ?? tolerance.backward,
         `${op.name} ${variant} gradient ${index}`,
       );
     }

@@ -1,41 +1,24 @@
-import { backward, conv2dIm2col, im2col, im2colReference, type WindowOptions } from "@cxr/kernels";
+/**
+ * im2col and conv2dIm2col (ops/im2col/): im2col and its gradient (col2im) against the float64
+ * reference, and the im2col + matmul convolution against conv2d's float64 reference (an independent
+ * oracle: direct loops over the window), both as check-op.ts tables; the references against finite
+ * differences, bad input with its exact message, the variant choice, and the WGSL that
+ * `cxr kernels dump im2col` prints being the WGSL that runs.
+ */
+import { backward, conv2dIm2col, type Gpu, im2col, Tensor, type WindowOptions } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
-import { expectClose, finiteDifferenceGradient, randomValues, upload } from "./helpers.ts";
+import { type Conv2dParams, conv2dOpReference } from "../../packages/kernels/src/ops/conv2d/reference.ts";
+import {
+  chooseIm2colVariant,
+  IM2COL_KERNELS,
+  IM2COL_VARIANTS,
+} from "../../packages/kernels/src/ops/im2col/index.ts";
+import { type Im2colParams, im2colOpReference } from "../../packages/kernels/src/ops/im2col/reference.ts";
+import { type BadInputCase, checkOp, type OpCase } from "./check-op.ts";
+import { gpu, randomValues, upload } from "./helpers.ts";
 
-/** Direct float64 convolution (groups = 1), independent of im2col. */
-function directConv(
-  x: Float64Array,
-  xShape: number[],
-  w: Float64Array,
-  wShape: number[],
-  bias: Float64Array | null,
-  options: { stride: number; padding: number; dilation: number },
-) {
-  const [n, c, h, width] = xShape;
-  const [o, , kH, kW] = wShape;
-  const { stride, padding, dilation } = options;
-  const outH = Math.floor((h + 2 * padding - dilation * (kH - 1) - 1) / stride) + 1;
-  const outW = Math.floor((width + 2 * padding - dilation * (kW - 1) - 1) / stride) + 1;
-  const y = new Float64Array(n * o * outH * outW);
-  for (let b = 0; b < n; b++)
-    for (let oc = 0; oc < o; oc++)
-      for (let oy = 0; oy < outH; oy++)
-        for (let ox = 0; ox < outW; ox++) {
-          let total = bias ? bias[oc] : 0;
-          for (let ic = 0; ic < c; ic++)
-            for (let ky = 0; ky < kH; ky++)
-              for (let kx = 0; kx < kW; kx++) {
-                const iy = oy * stride + ky * dilation - padding;
-                const ix = ox * stride + kx * dilation - padding;
-                if (iy < 0 || iy >= h || ix < 0 || ix >= width) continue;
-                total += x[((b * c + ic) * h + iy) * width + ix] * w[((oc * c + ic) * kH + ky) * kW + kx];
-              }
-          y[((b * o + oc) * outH + oy) * outW + ox] = total;
-        }
-  return { y, shape: [n, o, outH, outW] };
-}
-
-const cases: [string, number[], number[], { stride: number; padding: number; dilation: number }][] = [
+/** The convolutions of the table: input, weight [O, C, kH, kW], window. */
+const convolutions: [string, number[], number[], WindowOptions][] = [
   ["1x1", [1, 1, 1, 1], [1, 1, 1, 1], { stride: 1, padding: 0, dilation: 1 }],
   ["3x3 pad 1", [2, 3, 7, 5], [4, 3, 3, 3], { stride: 1, padding: 1, dilation: 1 }],
   ["3x3 stride 2 odd input", [1, 2, 9, 8], [3, 2, 3, 3], { stride: 2, padding: 1, dilation: 1 }],
@@ -48,93 +31,172 @@ const cases: [string, number[], number[], { stride: number; padding: number; dil
   ],
 ];
 
-describe("im2col and conv2dIm2col", () => {
-  it.each(cases)(
-    "%s: im2col forward/backward and the convolution match direct float64 references",
-    async (_name, xShape, wShape, options) => {
-      const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-      const xValues = randomValues(size(xShape), 1);
-      const wValues = randomValues(size(wShape), 2, 0.5);
-      const biasValues = randomValues(wShape[0], 3);
-      const kernel: [number, number] = [wShape[2], wShape[3]];
-      const window: WindowOptions = options;
+const im2colCases: OpCase<Im2colParams>[] = [
+  ...convolutions.map(([reason, x, w, options]) => ({
+    reason,
+    params: { x, kernel: [w[2], w[3]] as [number, number], options },
+    inputs: [x],
+  })),
+  {
+    reason: "small 3x3 stride 2 pad 1, for finite differences (col2im is im2col's adjoint)",
+    params: { x: [1, 2, 5, 4], kernel: [3, 3], options: { stride: 2, padding: 1 } },
+    inputs: [[1, 2, 5, 4]],
+    finiteDifferences: true,
+  },
+];
 
-      const x = await upload(xValues, xShape, true);
-      const cols = im2col(x, kernel, window);
-      const colsReference = im2colReference.forward(xValues, xShape, kernel, window);
-      expectClose(await cols.download(), colsReference, { atol: 0, rtol: 0 }, "im2col");
-      const gradCols = randomValues(cols.size, 4);
-      backward(cols, await upload(gradCols, cols.shape));
-      expectClose(
-        await x.grad!.download(),
-        im2colReference.backward(gradCols, xShape, kernel, window),
-        { atol: 1e-5, rtol: 1e-5 },
-        "col2im",
-      );
+const convCases: OpCase<Conv2dParams>[] = [
+  ...convolutions.map(([reason, x, w, options]) => ({
+    reason,
+    params: { x, w, bias: true, options },
+    inputs: [x, w, [w[0]]],
+  })),
+  {
+    reason: "small 3x3 stride 2, for finite differences",
+    params: { x: [1, 2, 5, 4], w: [3, 2, 3, 3], bias: true, options: { stride: 2, padding: 1 } },
+    inputs: [[1, 2, 5, 4], [3, 2, 3, 3], [3]],
+    finiteDifferences: true,
+  },
+];
 
-      const x2 = await upload(xValues, xShape, true);
-      const w = await upload(wValues, wShape, true);
-      const bias = await upload(biasValues, [wShape[0]], true);
-      const y = conv2dIm2col(x2, w, bias, window);
-      const reference = directConv(xValues, xShape, wValues, wShape, biasValues, options);
-      expect(y.shape).toEqual(reference.shape);
-      const tolerance = { atol: 1e-4, rtol: 1e-4 };
-      expectClose(await y.download(), reference.y, tolerance, "conv forward");
-      const gy = randomValues(y.size, 5);
-      backward(y, await upload(gy, y.shape));
-      const objective = (inputs: Float64Array[]) =>
-        directConv(inputs[0], xShape, inputs[1], wShape, inputs[2], options).y;
-      const inputs = [xValues.slice(), wValues.slice(), biasValues.slice()];
-      // Finite differences of the direct convolution are exact up to rounding (it is linear in each input).
-      expectClose(
-        await x2.grad!.download(),
-        finiteDifferenceGradient(objective, inputs, gy, 0, 1e-3),
-        tolerance,
-        "grad x",
-      );
-      expectClose(
-        await w.grad!.download(),
-        finiteDifferenceGradient(objective, inputs, gy, 1, 1e-3),
-        tolerance,
-        "grad w",
-      );
-      expectClose(
-        await bias.grad!.download(),
-        finiteDifferenceGradient(objective, inputs, gy, 2, 1e-3),
-        tolerance,
-        "grad bias",
-      );
-    },
-  );
+/** Makes zero tensors of these shapes for a bad call, released afterwards. */
+function withZeros(device: Gpu, shapes: number[][], call: (tensors: Tensor[]) => unknown): unknown {
+  const tensors = shapes.map((shape) => Tensor.zeros(device, shape));
+  try {
+    return call(tensors);
+  } finally {
+    for (const tensor of tensors) tensor.release();
+  }
+}
 
-  it("reference col2im is the adjoint of im2col (finite differences)", () => {
-    const shape = [1, 2, 5, 4];
-    const x = randomValues(40, 7);
-    const options = { stride: 2, padding: 1 };
-    const cols = im2colReference.forward(x, shape, [3, 3], options);
-    const g = randomValues(cols.length, 8);
-    const numeric = finiteDifferenceGradient(
-      ([input]) => im2colReference.forward(input, shape, [3, 3], options),
-      [x],
-      g,
-      0,
-    );
-    expectClose(
-      im2colReference.backward(g, shape, [3, 3], options),
-      numeric,
-      { atol: 1e-7, rtol: 1e-6 },
-      "fd",
-    );
+const im2colBadInputs: BadInputCase[] = [
+  {
+    reason: "a kernel larger than the padded input",
+    run: (device) => withZeros(device, [[2, 3, 4, 4]], ([x]) => im2col(x, [7, 7])),
+    throws: "im2col: kernel 7x7 is larger than the padded input (output -2x-2) (x: [2, 3, 4, 4])",
+  },
+  {
+    reason: "dilation 0",
+    run: (device) => withZeros(device, [[2, 3, 4, 4]], ([x]) => im2col(x, [3, 3], { dilation: 0 })),
+    throws: "im2col: dilation must be an integer >= 1 or a pair of them, got 0",
+  },
+  {
+    reason: "negative padding",
+    run: (device) => withZeros(device, [[2, 3, 4, 4]], ([x]) => im2col(x, [3, 3], { padding: -1 })),
+    throws: "im2col: padding must be an integer >= 0 or a pair of them, got -1",
+  },
+  {
+    reason: "an input that is not [N, C, H, W]",
+    run: (device) => withZeros(device, [[3, 4, 4]], ([x]) => im2col(x, [3, 3])),
+    throws: "im2col: input must be [N, C, H, W] (x: [3, 4, 4])",
+  },
+  {
+    reason: "a u32 input",
+    run: (device) => im2col(Tensor.upload(device, [1, 2, 3, 4], [1, 1, 2, 2], "u32"), [1, 1]),
+    throws: "im2col: needs f32 input, got u32 (x: [1, 1, 2, 2])",
+  },
+];
+
+const convBadInputs: BadInputCase[] = [
+  {
+    reason: "input channels that do not match the weight",
+    run: (device) =>
+      withZeros(
+        device,
+        [
+          [2, 3, 4, 4],
+          [5, 2, 3, 3],
+        ],
+        ([x, w]) => conv2dIm2col(x, w, null),
+      ),
+    throws:
+      "conv2dIm2col: x must be [N, 2, H, W] to match the weight (x: [2, 3, 4, 4], weight: [5, 2, 3, 3])",
+  },
+  {
+    reason: "a weight that is not [O, C, kH, kW]",
+    run: (device) =>
+      withZeros(
+        device,
+        [
+          [2, 3, 4, 4],
+          [5, 27],
+        ],
+        ([x, w]) => conv2dIm2col(x, w, null),
+      ),
+    throws: "conv2dIm2col: weight must be [O, C, kH, kW] (x: [2, 3, 4, 4], weight: [5, 27])",
+  },
+  {
+    reason: "a bias of the wrong shape",
+    run: (device) =>
+      withZeros(device, [[2, 3, 4, 4], [5, 3, 3, 3], [4]], ([x, w, bias]) => conv2dIm2col(x, w, bias)),
+    throws: "conv2dIm2col: bias must be [5] (weight: [5, 3, 3, 3], bias: [4])",
+  },
+  {
+    reason: "a kernel larger than the padded input",
+    run: (device) =>
+      withZeros(
+        device,
+        [
+          [2, 3, 4, 4],
+          [5, 3, 7, 7],
+        ],
+        ([x, w]) => conv2dIm2col(x, w, null),
+      ),
+    throws:
+      "conv2dIm2col: kernel 7x7 is larger than the padded input (output -2x-2) (x: [2, 3, 4, 4], weight: [5, 3, 7, 7])",
+  },
+];
+
+checkOp(
+  {
+    name: "im2col",
+    variants: IM2COL_VARIANTS,
+    reference: im2colOpReference,
+    run: ([x], { kernel, options }) => im2col(x, kernel, options),
+    // The forward copies values exactly; col2im adds at most kH * kW values per pixel.
+    tolerance: () => ({ forward: { atol: 0, rtol: 0 }, backward: { atol: 1e-5, rtol: 1e-5 } }),
+  },
+  im2colCases,
+  im2colBadInputs,
+);
+
+checkOp(
+  {
+    name: "conv2dIm2col",
+    variants: IM2COL_VARIANTS,
+    reference: conv2dOpReference,
+    run: ([x, w, bias], { options }) => conv2dIm2col(x, w, bias ?? null, options),
+    tolerance: () => ({ forward: { atol: 1e-4, rtol: 1e-4 }, backward: { atol: 1e-4, rtol: 1e-4 } }),
+  },
+  convCases,
+  convBadInputs,
+);
+
+describe("im2col: the rest", () => {
+  it("chooses the gather kernels on every adapter (no GPU needed)", () => {
+    for (const kind of ["cpu", "integrated", "discrete"] as const)
+      expect(chooseIm2colVariant({ kind })).toBe("gather");
   });
 
-  it("rejects mismatched channels and oversized kernels, naming the op and shapes", async () => {
-    const x = await upload(randomValues(2 * 3 * 4 * 4, 1), [2, 3, 4, 4]);
-    const w = await upload(randomValues(5 * 2 * 3 * 3, 2), [5, 2, 3, 3]);
-    expect(() => conv2dIm2col(x, w, null)).toThrow(
-      /conv2dIm2col: x must be \[N, 2, H, W\] to match the weight \(x: \[2, 3, 4, 4\], weight: \[5, 2, 3, 3\]\)/,
-    );
-    expect(() => im2col(x, [7, 7])).toThrow(
-      /im2col: kernel 7x7 \(dilation 1x1\) exceeds the padded input \(x: \[2, 3, 4, 4\]\)/,
-    );
+  it("the WGSL that `cxr kernels dump im2col` prints is what runs", async () => {
+    const device = await gpu();
+    const compiled: string[] = [];
+    const pipeline = device.pipeline.bind(device);
+    const spy: Gpu["pipeline"] = (code, label, entryPoint) => {
+      compiled.push(code);
+      return pipeline(code, label, entryPoint);
+    };
+    device.pipeline = spy;
+    try {
+      const x = await upload(randomValues(2 * 3 * 5 * 5, 1), [2, 3, 5, 5], true);
+      const cols = im2col(x, [3, 3], { padding: 1 });
+      backward(cols, await upload(randomValues(cols.size, 2), cols.shape));
+      await x.grad!.download();
+      x.release();
+      cols.release();
+    } finally {
+      delete (device as Partial<Pick<Gpu, "pipeline">>).pipeline; // back to the class's method
+    }
+    expect(compiled).toEqual([IM2COL_KERNELS.gather.forward, IM2COL_KERNELS.gather.backward]);
   });
 });

@@ -65,7 +65,7 @@ export {
   conv2dOutputShape,
   conv2dReference,
   releaseConv2dScratch,
-} from "./ops/conv2d.ts";
+} from "./ops/conv2d/index.ts";
 export { softmaxCrossEntropy, softmaxCrossEntropyReference } from "./ops/crossentropy.ts";
 export { embedding, embeddingReference, uploadTokens } from "./ops/embedding.ts";
 export {
@@ -74,7 +74,7 @@ export {
   groupNorm,
   groupNormReference,
 } from "./ops/groupnorm/index.ts";
-export { conv2dIm2col, im2col, im2colReference, type WindowOptions } from "./ops/im2col.ts";
+export { conv2dIm2col, im2col, im2colReference, type WindowOptions } from "./ops/im2col/index.ts";
 export {
   chooseLayerNormVariant,
   type LayerNormVariant,
@@ -104,7 +104,7 @@ export {
   matmulReference,
   releaseMatmulScratch,
   resolveMatmulShapes,
-} from "./ops/matmul.ts";
+} from "./ops/matmul/index.ts";
 export {
   ADAMW_DEFAULTS,
   AdamW,
@@ -123,7 +123,13 @@ export {
   emaDecay,
   emaReference,
 } from "./ops/optim.ts";
-export { avgPool2d, globalAvgPool2d, maxPool2d, type Pool2dOptions, poolReference } from "./ops/pooling.ts";
+export {
+  avgPool2d,
+  globalAvgPool2d,
+  maxPool2d,
+  type Pool2dOptions,
+  poolReference,
+} from "./ops/pooling/index.ts";
 export {
   Generator,
   mulhilo32,

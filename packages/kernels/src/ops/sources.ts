@@ -1,13 +1,16 @@
 /**
  * The WGSL of every op family in the per-op layout (ops/<op>/), by variant and pass, exactly the
  * strings `launch` compiles: what `cxr kernels dump <op>` prints. Families still in one file
- * (matmul, conv2d, norms, ...) join when they move to their folder.
+ * (the element-wise families, ...) join when they move to their folder.
  */
-
 import { ATTENTION_KERNELS, ATTENTION_SHARED_KERNELS } from "./attention/index.ts";
 import { BATCH_NORM_KERNELS } from "./batchnorm/index.ts";
+import { CONV2D_KERNELS } from "./conv2d/index.ts";
 import { GROUP_NORM_KERNELS } from "./groupnorm/index.ts";
+import { IM2COL_KERNELS } from "./im2col/index.ts";
 import { LAYER_NORM_KERNELS } from "./layernorm/index.ts";
+import { MATMUL_KERNELS } from "./matmul/index.ts";
+import { POOL_KERNELS } from "./pooling/index.ts";
 import { REDUCE_KERNELS } from "./reduce/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 
@@ -30,6 +33,10 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
       { ...kernels, ...ATTENTION_SHARED_KERNELS },
     ]),
   ),
+  matmul: MATMUL_KERNELS,
+  conv2d: CONV2D_KERNELS,
+  im2col: IM2COL_KERNELS,
+  pooling: POOL_KERNELS,
 };
 
 export interface DumpRequest {

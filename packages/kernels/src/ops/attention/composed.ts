@@ -4,7 +4,7 @@
  */
 import { needsGrad } from "../../runtime/autograd.ts";
 import type { Tensor } from "../../runtime/tensor.ts";
-import { type MatmulVariant, matmul } from "../matmul.ts";
+import { type MatmulVariant, matmul } from "../matmul/index.ts";
 import { type SoftmaxVariant, softmax } from "../softmax/index.ts";
 import { resolveAttention } from "./checks.ts";
 

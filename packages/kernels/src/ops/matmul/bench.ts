@@ -5,6 +5,11 @@
  * labels). Each runs the chosen variant next to the naive kernel (one output per invocation). The
  * "other variant" case forces the GPU-style tiled kernel, so the CPU choice is justified in the table.
  */
+
+import type { BenchCase, BenchInstance } from "../../bench/types.ts";
+import type { Gpu } from "../../runtime/device.ts";
+import { type Shape, sizeOf, Tensor } from "../../runtime/tensor.ts";
+import type { WaitMode } from "../../runtime/wait.ts";
 import {
   chooseMatmulVariant,
   type MatmulActivation,
@@ -12,11 +17,7 @@ import {
   matmul,
   matmulCost,
   resolveMatmulShapes,
-} from "../ops/matmul.ts";
-import type { Gpu } from "../runtime/device.ts";
-import { type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
-import type { WaitMode } from "../runtime/wait.ts";
-import type { BenchCase, BenchInstance } from "./types.ts";
+} from "./index.ts";
 
 /** Deterministic values in [-1, 1) (xorshift), so runs are comparable. */
 function benchValues(count: number, seed: number): Float32Array {

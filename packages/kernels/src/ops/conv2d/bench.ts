@@ -5,6 +5,10 @@
  * 1x1 bottleneck (batch 16, 256 -> 128 at 28x28) and the 7x7 stride-2 stem (batch 4, 3 -> 64).
  * Each runs the chosen variant next to the naive kernel (one output per invocation) on the same inputs.
  */
+
+import type { BenchCase, BenchInstance } from "../../bench/types.ts";
+import type { Gpu } from "../../runtime/device.ts";
+import { type Shape, sizeOf, Tensor } from "../../runtime/tensor.ts";
 import {
   type Conv2dGeometry,
   type Conv2dOptions,
@@ -16,10 +20,7 @@ import {
   conv2dCost,
   conv2dGeometry,
   conv2dOutputShape,
-} from "../ops/conv2d.ts";
-import type { Gpu } from "../runtime/device.ts";
-import { type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
-import type { BenchCase, BenchInstance } from "./types.ts";
+} from "./index.ts";
 
 /** Deterministic values in [-1, 1) (xorshift), so runs are comparable. */
 function benchValues(count: number, seed: number): Float32Array {

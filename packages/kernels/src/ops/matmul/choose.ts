@@ -1,0 +1,33 @@
+/**
+ * Which matmul variant runs, as a pure function of the adapter (its kind and texture limits) and the
+ * product's shape (tested without a GPU in test/kernels/matmul.test.ts).
+ */
+import type { AdapterKind } from "../../runtime/device.ts";
+import { cpuVariantLimit, type PackingLimits } from "./cpu-layout.ts";
+import type { MatmulShape } from "./shapes.ts";
+
+export type MatmulVariant = "cpu-register-blocked" | "gpu-tiled" | "naive";
+export const MATMUL_VARIANTS: readonly MatmulVariant[] = ["cpu-register-blocked", "gpu-tiled", "naive"];
+
+/**
+ * Products with this few rows or columns are matrix-vector work: each output of the naive kernel
+ * already reads its row and column once, and packing would cost more than it saves (measured on
+ * lavapipe: 1x1280x320 and 2x1000x1024 run 1.4-3x faster naive; from 8 rows on packing wins by
+ * 2.7x or more).
+ */
+const CPU_NAIVE_MAX_ROWS = 4;
+
+/**
+ * The variant for this adapter and size: on a CPU adapter, textures and register blocks (the naive
+ * kernel for matrix-vector shapes, the tiled kernel for operands too large to pack); on a GPU,
+ * workgroup-memory tiles. Takes a `Gpu` or anything with its `kind` and `limits`.
+ */
+export function chooseMatmulVariant(
+  adapter: { readonly kind: AdapterKind; readonly limits: PackingLimits },
+  shape: MatmulShape & { aBatched?: boolean; bBatched?: boolean },
+): MatmulVariant {
+  if (adapter.kind !== "cpu") return "gpu-tiled";
+  if (Math.min(shape.M, shape.N) <= CPU_NAIVE_MAX_ROWS) return "naive";
+  const packing = { ...shape, aBatched: shape.aBatched ?? true, bBatched: shape.bBatched ?? true };
+  return cpuVariantLimit(adapter.limits, packing) === null ? "cpu-register-blocked" : "gpu-tiled";
+}
