@@ -172,6 +172,8 @@ export {
 export {
   type BackwardFn,
   backward,
+  type CheckpointPass,
+  checkpoint,
   isGradEnabled,
   needsGrad,
   noGrad,
