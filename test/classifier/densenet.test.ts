@@ -11,7 +11,16 @@ import {
   minimumImageSize,
   normalizeTorchvisionNames,
 } from "@cxr/classifier";
-import { backward, bceWithLogitsLoss, createGpu, defaultGpu, type Gpu, Tensor } from "@cxr/kernels";
+import {
+  backward,
+  bceWithLogitsLoss,
+  createGpu,
+  defaultGpu,
+  type Gpu,
+  noGrad,
+  Tensor,
+  tidy,
+} from "@cxr/kernels";
 import { beforeAll, describe, expect, it } from "vitest";
 
 let gpu: Gpu;
@@ -111,6 +120,95 @@ describe("DenseNet-BC (tiny config)", () => {
   });
 });
 
+/** Largest |a - b| relative to the largest |b| of the tensor (0 for equal tensors). */
+function relativeDifference(a: Float32Array, b: Float32Array): number {
+  let scale = 0;
+  let worst = 0;
+  for (let index = 0; index < b.length; index++) {
+    scale = Math.max(scale, Math.abs(b[index]));
+    worst = Math.max(worst, Math.abs(a[index] - b[index]));
+  }
+  return scale === 0 ? worst : worst / scale;
+}
+
+describe("memory-efficient dense blocks (memoryEfficient: true)", () => {
+  it("train the same as the plain blocks (logits, loss, every gradient, running statistics) with less memory", async () => {
+    const batch = 4;
+    const size = 32; // the phantom config's blocks at 8, 4 and 2 px: 3, 6 and 8 layers deep
+    const imageValues = randomImages(batch * size * size, 9);
+    const targetValues = Float32Array.from({ length: batch * 14 }, (_, index) => (index % 3 === 0 ? 1 : 0));
+    const step = async (memoryEfficient: boolean) => {
+      const model = new DenseNet(gpu, denseNetConfig("densenet-bc-phantom", { seed: 3, memoryEfficient }));
+      try {
+        model.train();
+        const images = Tensor.upload(gpu, imageValues, [batch, 1, size, size]);
+        const targets = Tensor.upload(gpu, targetValues, [batch, 14]);
+        await gpu.sync();
+        const before = gpu.pool.snapshot().inUseBytes;
+        gpu.pool.resetPeak();
+        const logits = model.forward(images).retain();
+        const loss = bceWithLogitsLoss(logits, targets);
+        const heldForBackward = gpu.pool.snapshot().inUseBytes - before;
+        backward(loss);
+        const peak = gpu.pool.snapshot().peakInUseBytes - before;
+        const grads = new Map<string, Float32Array>();
+        for (const [name, parameter] of model.namedParameters()) {
+          expect(parameter.grad, `no gradient for ${name}`).not.toBeNull();
+          grads.set(name, await parameter.grad!.download());
+        }
+        const trained = {
+          logits: await logits.download(),
+          loss: (await loss.download())[0],
+          grads,
+          state: await model.state(),
+          heldForBackward,
+          peak,
+        };
+        model.eval();
+        const evalLogits = noGrad(() => tidy(() => model.forward(images)));
+        const result = { ...trained, evalLogits: await evalLogits.download() };
+        for (const tensor of [images, targets, logits, loss, evalLogits]) {
+          tensor.retained = false;
+          tensor.release();
+        }
+        return result;
+      } finally {
+        model.dispose();
+      }
+    };
+    const plain = await step(false);
+    const efficient = await step(true);
+    // The forward computes the same values with the same kernels: bit-identical.
+    expect(Array.from(efficient.logits)).toEqual(Array.from(plain.logits));
+    expect(efficient.loss).toBe(plain.loss);
+    expect(Array.from(efficient.evalLogits)).toEqual(Array.from(plain.evalLogits));
+    // Running statistics: updated once per step (the recomputation must not fold its batch
+    // statistics in again, as torchvision's memory_efficient does under torch 1.13).
+    for (const [name, entry] of plain.state) {
+      expect(Array.from(efficient.state.get(name)!.data), name).toEqual(Array.from(entry.data));
+    }
+    // Gradients: the same sums, accumulated in another order (each piece's gradient arrives from
+    // every later layer separately instead of through the concatenations' split-backs).
+    expect(efficient.grads.size).toBe(115);
+    for (const [name, grad] of plain.grads) {
+      expect(relativeDifference(efficient.grads.get(name)!, grad), name).toBeLessThan(1e-5);
+    }
+    // The memory kept for backward and the step's peak are both smaller.
+    expect(efficient.heldForBackward).toBeLessThan(0.75 * plain.heldForBackward);
+    expect(efficient.peak).toBeLessThan(plain.peak);
+  });
+
+  it("rejects a non-boolean memoryEfficient", () => {
+    expect(
+      () =>
+        new DenseNet(
+          gpu,
+          denseNetConfig("densenet-bc-tiny", { memoryEfficient: "yes" as unknown as boolean }),
+        ),
+    ).toThrow(/memoryEfficient must be true or false, got yes/);
+  });
+});
+
 describe("DenseNet weight loading", () => {
   it("takes torchvision names (legacy ones too), drops num_batches_tracked, and lists every mismatch", async () => {
     const model = new DenseNet(gpu, denseNetConfig("densenet-bc-tiny"));
@@ -195,8 +293,16 @@ describe("cxr bench classifier (runClassifierBenchCase)", () => {
     expect(result.kernels.some((row) => row.name === "conv2d")).toBe(true);
     expect(result.pytorchError).toBeNull();
     expect(result.pytorch?.trainImagesPerSecond).toBeGreaterThan(0);
-    const text = formatClassifierBench(profiled, [result]);
-    expect(text).toMatch(/\| densenet-bc-tiny \| 32 px \| 4 \|/);
+    const efficient = await runClassifierBenchCase(
+      profiled,
+      { config: "densenet-bc-tiny", imageSize: 32, batch: 4, steps: 1, memoryEfficient: true },
+      { pytorch: false },
+    );
+    expect(efficient.peakTrainingMemoryBytes).toBeGreaterThan(0);
+    expect(efficient.pytorch).toBeNull();
+    const text = formatClassifierBench(profiled, [result, efficient]);
+    expect(text).toMatch(/\| densenet-bc-tiny \| 32 px \| 4 \| plain \|/);
+    expect(text).toMatch(/\| densenet-bc-tiny \| 32 px \| 4 \| memory-efficient \|/);
     expect(text).toMatch(/load average/);
     profiled.destroy();
   });

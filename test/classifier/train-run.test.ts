@@ -154,6 +154,10 @@ describe("cxr train classifier (trainClassifierRun)", () => {
     await expect(
       trainClassifierRun(gpu, options(resumed, { bootstrapRounds: 0, resume: true, epochs: 3 })),
     ).rejects.toThrow(/--resume: the run in .* was started with other settings \(epochs\)/);
+    // Memory-efficient blocks change the order of gradient sums, so a resume may not switch them.
+    await expect(
+      trainClassifierRun(gpu, options(resumed, { bootstrapRounds: 0, resume: true, memoryEfficient: true })),
+    ).rejects.toThrow(/--resume: the run in .* was started with other settings \(spec\)/);
     const second = await trainClassifierRun(gpu, options(resumed, { bootstrapRounds: 0, resume: true }));
     expect(second.history.length).toBe(2);
     const a = readSafetensors(join(straight, "model.safetensors")).tensors;
@@ -163,6 +167,18 @@ describe("cxr train classifier (trainClassifierRun)", () => {
     expect(readFileSync(join(resumed, "metrics.csv"), "utf8").split("\n").length).toBe(
       readFileSync(join(straight, "metrics.csv"), "utf8").split("\n").length,
     );
+  });
+
+  it("trains with memory-efficient dense blocks and records them in model.json", async () => {
+    const out = join(folder, "run-memory-efficient");
+    const result = await trainClassifierRun(
+      gpu,
+      options(out, { bootstrapRounds: 0, epochs: 1, memoryEfficient: true }),
+    );
+    expect(result.history.length).toBe(1);
+    expect(result.history[0].trainLoss).toBeGreaterThan(0);
+    const spec = JSON.parse(readFileSync(join(out, "model.json"), "utf8"));
+    expect(spec.config.memoryEfficient).toBe(true);
   });
 
   it("mix draws synthetic images into every batch; pretrain-finetune runs both phases", async () => {
@@ -272,6 +288,11 @@ describe("cxr train classifier (trainClassifierRun)", () => {
       { config: "small-cnn", heads: { findings: true, sex: true, age: false, race: false } },
       /attribute heads .* need a DenseNet config/,
       "heads",
+    );
+    await refuse(
+      { config: "small-cnn", memoryEfficient: true },
+      /--memory-efficient \(memory-efficient dense blocks\) needs a DenseNet config, not small-cnn/,
+      "memory-efficient",
     );
   });
 

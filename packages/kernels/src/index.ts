@@ -179,6 +179,8 @@ export {
 export {
   type BackwardFn,
   backward,
+  type CheckpointPass,
+  checkpoint,
   isGradEnabled,
   needsGrad,
   noGrad,

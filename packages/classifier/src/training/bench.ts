@@ -28,11 +28,15 @@ export interface ClassifierBenchCase {
   batch: number;
   /** Timed steps after one untimed warm-up step (which compiles the shaders). */
   steps: number;
+  /** Memory-efficient dense blocks (`DenseNetConfig.memoryEfficient`); default false. */
+  memoryEfficient?: boolean;
 }
 
 export const DEFAULT_CLASSIFIER_BENCH: ClassifierBenchCase[] = [
   { config: "densenet121", imageSize: 224, batch: 4, steps: 2 },
+  { config: "densenet121", imageSize: 224, batch: 4, steps: 2, memoryEfficient: true },
   { config: "densenet-bc-phantom", imageSize: 64, batch: 32, steps: 3 },
+  { config: "densenet-bc-phantom", imageSize: 64, batch: 32, steps: 3, memoryEfficient: true },
 ];
 
 export interface ClassifierBenchResult {
@@ -68,7 +72,7 @@ export async function runClassifierBenchCase(
   benchCase: ClassifierBenchCase,
   options: { pytorch: boolean } = { pytorch: true },
 ): Promise<ClassifierBenchResult> {
-  const config = denseNetConfig(benchCase.config);
+  const config = denseNetConfig(benchCase.config, { memoryEfficient: benchCase.memoryEfficient ?? false });
   const model = new DenseNet(gpu, config);
   const { batch, imageSize, steps } = benchCase;
   const images = Tensor.upload(gpu, seeded(batch * imageSize * imageSize, 1), [
@@ -152,19 +156,19 @@ export function formatClassifierBench(gpu: Gpu, results: ClassifierBenchResult[]
       .map((value) => value.toFixed(1))
       .join(" ")}`,
     "",
-    "| network | input | batch | parameters | train images/s | inference images/s | peak training memory | PyTorch train images/s | PyTorch inference images/s |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| network | input | batch | dense blocks | parameters | train images/s | inference images/s | peak training memory | PyTorch train images/s | PyTorch inference images/s |",
+    "|---|---|---|---|---|---|---|---|---|---|",
   ];
   for (const result of results) {
     const { case: c, pytorch } = result;
     lines.push(
-      `| ${c.config} | ${c.imageSize} px | ${c.batch} | ${result.parameters.toLocaleString("en-US")} | ${result.trainImagesPerSecond.toFixed(2)} | ${result.inferenceImagesPerSecond.toFixed(2)} | ${(result.peakTrainingMemoryBytes / 2 ** 20).toFixed(0)} MiB | ${pytorch ? pytorch.trainImagesPerSecond.toFixed(2) : "-"} | ${pytorch ? pytorch.inferenceImagesPerSecond.toFixed(2) : "-"} |`,
+      `| ${c.config} | ${c.imageSize} px | ${c.batch} | ${blocksName(c)} | ${result.parameters.toLocaleString("en-US")} | ${result.trainImagesPerSecond.toFixed(2)} | ${result.inferenceImagesPerSecond.toFixed(2)} | ${(result.peakTrainingMemoryBytes / 2 ** 20).toFixed(0)} MiB | ${pytorch ? pytorch.trainImagesPerSecond.toFixed(2) : "-"} | ${pytorch ? pytorch.inferenceImagesPerSecond.toFixed(2) : "-"} |`,
     );
   }
   for (const result of results) {
     lines.push(
       "",
-      `${result.case.config} at ${result.case.imageSize} px, training steps (${result.case.steps} x batch ${result.case.batch}), top kernels:`,
+      `${result.case.config} (${blocksName(result.case)} blocks) at ${result.case.imageSize} px, training steps (${result.case.steps} x batch ${result.case.batch}), top kernels:`,
     );
     lines.push(formatProfile(result.kernels.slice(0, kernelRows)));
     if (result.pytorch)
@@ -174,4 +178,8 @@ export function formatClassifierBench(gpu: Gpu, results: ClassifierBenchResult[]
     if (result.pytorchError) lines.push(result.pytorchError);
   }
   return lines.join("\n");
+}
+
+function blocksName(benchCase: ClassifierBenchCase): string {
+  return benchCase.memoryEfficient ? "memory-efficient" : "plain";
 }

@@ -80,6 +80,7 @@ interface TrainFlags {
   patience: number;
   policy: UncertaintyPolicy;
   heads: { findings: boolean; sex: boolean; age: boolean; race: boolean };
+  memoryEfficient?: boolean;
   augment: boolean;
   seed: number;
   bootstrap: number;
@@ -166,6 +167,10 @@ export function registerTrainingCommands(program: Command, groups: { bench: Comm
       defaults.policy,
     )
     .option("--heads <list>", "outputs to train: findings,sex,age,race (any subset)", heads, defaults.heads)
+    .option(
+      "--memory-efficient",
+      "memory-efficient dense blocks: recompute concatenation + norm1 + relu1 + conv1 in backward (DenseNet configs)",
+    )
     .option("--no-augment", "no rotation/scale/brightness/contrast augmentation")
     .option("--seed <n>", "initialisation, shuffling and augmentation seed", integer(0), defaults.seed)
     .option(
@@ -197,6 +202,7 @@ export function registerTrainingCommands(program: Command, groups: { bench: Comm
           patience: flags.patience,
           policy: flags.policy,
           heads: flags.heads,
+          memoryEfficient: flags.memoryEfficient ?? false,
           augment: flags.augment,
           seed: flags.seed,
           bootstrapRounds: flags.bootstrap,
@@ -264,7 +270,7 @@ export function registerTrainingCommands(program: Command, groups: { bench: Comm
     )
     .option(
       "--cases <list>",
-      "config:size:batch:steps, comma-separated",
+      "config:size:batch:steps[:me], comma-separated (:me: memory-efficient dense blocks)",
       parseBenchCases,
       DEFAULT_CLASSIFIER_BENCH,
     )
@@ -288,15 +294,28 @@ export function registerTrainingCommands(program: Command, groups: { bench: Comm
 
 function parseBenchCases(value: string): ClassifierBenchCase[] {
   return value.split(",").map((entry) => {
-    const [config, size, batch, steps] = entry.split(":");
+    const [config, size, batch, steps, blocks, ...rest] = entry.split(":");
     const numbers = [size, batch, steps].map(Number);
-    if (!config || numbers.some((number) => !Number.isInteger(number) || number < 1)) {
-      throw new InvalidArgumentError(`expected config:size:batch:steps, got "${entry}"`);
+    if (
+      !config ||
+      numbers.some((number) => !Number.isInteger(number) || number < 1) ||
+      (blocks !== undefined && blocks !== "me") ||
+      rest.length > 0
+    ) {
+      throw new InvalidArgumentError(
+        `expected config:size:batch:steps or config:size:batch:steps:me, got "${entry}"`,
+      );
     }
     choice(
       MODEL_CONFIG_NAMES.filter((name) => name !== "small-cnn"),
       "DenseNet config",
     )(config);
-    return { config, imageSize: numbers[0], batch: numbers[1], steps: numbers[2] };
+    return {
+      config,
+      imageSize: numbers[0],
+      batch: numbers[1],
+      steps: numbers[2],
+      memoryEfficient: blocks === "me",
+    };
   });
 }

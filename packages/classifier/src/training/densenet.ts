@@ -16,6 +16,7 @@
 import {
   avgPool2d,
   batchNorm2d,
+  checkpoint,
   concat,
   conv2d,
   type Gpu,
@@ -65,6 +66,15 @@ export interface DenseNetConfig {
   seed: number;
   /** Image side the config is meant for (training default; the network accepts others). */
   imageSize: number;
+  /**
+   * Memory-efficient dense blocks (torchvision's `memory_efficient`, Pleiss et al. 2017): each dense
+   * layer's concatenation + norm1 + relu1 + conv1 is checkpointed (recomputed in backward), so only
+   * the block input, the layers' new features and their bottlenecks stay alive for backward instead
+   * of one concatenation, normalised copy and ReLU copy per layer (quadratic in the block depth).
+   * Same results as the plain path; costs one more run of that part per layer in backward. Absent
+   * (older model.json files) means false.
+   */
+  memoryEfficient?: boolean;
 }
 
 const IMAGENET_STEM: DenseNetStem = { kernel: 7, stride: 2, padding: 3, pool: true };
@@ -183,10 +193,15 @@ class Norm extends Module {
     this.runningMean = this.buffer("running_mean", [channels], new Float32Array(channels));
     this.runningVar = this.buffer("running_var", [channels], new Float32Array(channels).fill(1));
   }
-  forward(x: Tensor): Tensor {
+  /**
+   * `recomputing`: a checkpoint's second run inside backward. It normalises with the same batch
+   * statistics but must not fold them into the running buffers again; momentum 0 leaves them
+   * bit-identical (running = 1 * running + 0 * batch).
+   */
+  forward(x: Tensor, recomputing = false): Tensor {
     return batchNorm2d(x, this.weight, this.bias, this.runningMean, this.runningVar, {
       training: this.training,
-      momentum: 0.1,
+      momentum: recomputing ? 0 : 0.1,
       eps: 1e-5,
     });
   }
@@ -229,6 +244,23 @@ class DenseLayer extends Module {
     const bottleneck = this.conv1.forward(relu(this.norm1.forward(features)));
     return this.conv2.forward(relu(this.norm2.forward(bottleneck)));
   }
+
+  /**
+   * The same layer on the block input and earlier outputs as separate pieces: concatenation, norm1,
+   * relu1 and conv1 run as one checkpoint, so their intermediates are not kept for backward but
+   * recomputed there (torchvision's `_DenseLayer.call_checkpoint_bottleneck`).
+   */
+  forwardPieces(pieces: Tensor[]): Tensor {
+    const bottleneck = checkpoint(
+      (inputs, { recomputing }) => {
+        const features = inputs.length === 1 ? inputs[0] : concat(inputs, 1);
+        return this.conv1.forward(relu(this.norm1.forward(features, recomputing)));
+      },
+      pieces,
+      [this.norm1.weight, this.norm1.bias, this.conv1.weight].filter((tensor) => tensor.requiresGrad),
+    );
+    return this.conv2.forward(relu(this.norm2.forward(bottleneck)));
+  }
 }
 
 export class DenseBlock extends Module {
@@ -241,6 +273,7 @@ export class DenseBlock extends Module {
     growthRate: number,
     bnSize: number,
     init: ParameterInit,
+    readonly memoryEfficient = false,
   ) {
     super(gpu);
     for (let index = 0; index < layers; index++) {
@@ -250,6 +283,12 @@ export class DenseBlock extends Module {
     this.outChannels = inChannels + layers * growthRate;
   }
   forward(x: Tensor): Tensor {
+    if (this.memoryEfficient) {
+      const pieces = [x];
+      // A copy of the list per layer: the checkpoint keeps its inputs for the recomputation.
+      for (const layer of this.layers) pieces.push(layer.forwardPieces([...pieces]));
+      return pieces.length === 1 ? x : concat(pieces, 1);
+    }
     let features = x;
     for (const layer of this.layers) {
       const grown = layer.forward(features);
@@ -293,7 +332,15 @@ class Features extends Module {
     this.norm0 = this.child("norm0", new Norm(gpu, numInitFeatures));
     let channels = numInitFeatures;
     blockConfig.forEach((layers, index) => {
-      const block = new DenseBlock(gpu, layers, channels, growthRate, bnSize, init);
+      const block = new DenseBlock(
+        gpu,
+        layers,
+        channels,
+        growthRate,
+        bnSize,
+        init,
+        config.memoryEfficient ?? false,
+      );
       this.stages.push(this.child(`denseblock${index + 1}`, block));
       channels = block.outChannels;
       if (index !== blockConfig.length - 1) {
@@ -393,6 +440,8 @@ function validateConfig(config: DenseNetConfig): void {
   positive("stem.stride", config.stem.stride);
   if (config.blockConfig.length === 0) problems.push("blockConfig needs at least one block");
   for (const [index, layers] of config.blockConfig.entries()) positive(`blockConfig[${index}]`, layers);
+  if (config.memoryEfficient !== undefined && typeof config.memoryEfficient !== "boolean")
+    problems.push(`memoryEfficient must be true or false, got ${String(config.memoryEfficient)}`);
   if (!(config.compression > 0 && config.compression <= 1))
     problems.push(`compression must be in (0, 1], got ${config.compression}`);
   if (problems.length > 0) throw new Error(`DenseNet config "${config.name}": ${problems.join("; ")}`);

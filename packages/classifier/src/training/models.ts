@@ -26,11 +26,16 @@ export const MODEL_CONFIG_NAMES = [...Object.keys(DENSENET_CONFIGS), "small-cnn"
 
 export function modelSpec(
   name: string,
-  options: { imageSize?: number; seed?: number; attributes?: AttributeHeads } = {},
+  options: { imageSize?: number; seed?: number; attributes?: AttributeHeads; memoryEfficient?: boolean } = {},
 ): ModelSpec {
   if (name === "small-cnn") {
     if (options.attributes && Object.values(options.attributes).some(Boolean)) {
       throw new Error("attribute heads (sex, age, race) need a DenseNet config, not small-cnn");
+    }
+    if (options.memoryEfficient) {
+      throw new Error(
+        "--memory-efficient (memory-efficient dense blocks) needs a DenseNet config, not small-cnn",
+      );
     }
     return {
       kind: "small-cnn",
@@ -41,6 +46,8 @@ export function modelSpec(
   const config = denseNetConfig(name, {
     ...(options.seed === undefined ? {} : { seed: options.seed }),
     ...(options.attributes ? { attributes: { ...options.attributes } } : {}),
+    // Only when asked: model.json and run.json of plain runs stay as before (resume compares them).
+    ...(options.memoryEfficient ? { memoryEfficient: true } : {}),
   });
   return { kind: "densenet", config, imageSize: options.imageSize ?? config.imageSize };
 }

@@ -93,6 +93,11 @@ export interface TrainRunOptions {
   /** Epochs without a better validation macro AUROC before a phase stops. */
   patience: number;
   policy: UncertaintyPolicy;
+  /**
+   * Memory-efficient dense blocks (DenseNet configs): recompute each dense layer's concatenation,
+   * norm1, relu1 and conv1 in backward instead of keeping them. Same training, less memory.
+   */
+  memoryEfficient: boolean;
   /** Which outputs are trained: findings and/or attribute heads (sex, age, race). */
   heads: { findings: boolean } & AttributeHeads;
   lossWeights: LossWeights;
@@ -128,6 +133,7 @@ export const DEFAULT_TRAIN_RUN: Omit<TrainRunOptions, "train" | "out"> = {
   maxGradNorm: 1,
   patience: 3,
   policy: "ignore",
+  memoryEfficient: false,
   heads: { findings: true, ...NO_ATTRIBUTE_HEADS },
   lossWeights: { findings: 1, sex: 1, age: 1, race: 1 },
   augment: true,
@@ -438,6 +444,8 @@ function runSignature(options: TrainRunOptions, spec: ModelSpec) {
     bootstrapRounds: _rounds,
     out: _out,
     stopAfterEpochs: _stop,
+    // In spec.config when true; left out here so run.json of plain runs is unchanged.
+    memoryEfficient: _memoryEfficient,
     ...rest
   } = options;
   return {
@@ -492,6 +500,7 @@ export async function trainClassifierRun(
     seed: options.seed,
     ...(options.imageSize ? { imageSize: options.imageSize } : {}),
     attributes,
+    memoryEfficient: options.memoryEfficient,
   });
   if (spec.kind === "densenet" && spec.imageSize < minimumImageSize(spec.config)) {
     throw new Error(

@@ -5,7 +5,7 @@
  */
 import type { Gpu } from "./device.ts";
 import { grid, LINEAR_INDEX_WGSL, launch } from "./kernel.ts";
-import { OpError, Tensor } from "./tensor.ts";
+import { OpError, Tensor, tidy } from "./tensor.ts";
 import { Params } from "./uniforms.ts";
 
 /** Receives the gradients of the node's outputs (null where an output got none) and returns one per input. */
@@ -21,6 +21,8 @@ export interface TapeNode {
 }
 
 let gradEnabled = true;
+/** While a checkpoint recomputes, the nodes it records (to check that it read only its inputs). */
+let capturedNodes: Set<TapeNode> | null = null;
 
 export function isGradEnabled(): boolean {
   return gradEnabled;
@@ -55,6 +57,7 @@ export function record(
     return;
   }
   const node: TapeNode = { op, inputs, outputs, backward, saved };
+  capturedNodes?.add(node);
   for (const output of outputs) {
     output.requiresGrad = true;
     output.node = node;
@@ -197,4 +200,120 @@ function runNodes(
     node.inputs = [];
     node.saved = [];
   }
+}
+
+/** Whether a checkpointed function runs for the forward pass or again inside backward(). */
+export interface CheckpointPass {
+  /**
+   * True in the second run inside backward(). Anything with side effects beyond its output must
+   * not repeat them here: a training-mode batch norm must not fold its batch statistics into the
+   * running buffers a second time (pass momentum 0, which leaves them bit-identical).
+   */
+  recomputing: boolean;
+}
+
+function withGrad<T>(fn: () => T): T {
+  const previous = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = previous;
+  }
+}
+
+/**
+ * Gradient checkpointing (recomputation). `fn(inputs)` runs now without recording and its
+ * intermediates are released at once; only `inputs` and the output stay referenced by one tape node.
+ * When backward() reaches that node it runs `fn` again on detached aliases of `inputs` (same
+ * buffers) with recording on, back-propagates the output's gradient through that private tape,
+ * hands the inputs' gradients to the outer tape, and releases the recomputed intermediates. The
+ * memory of `fn`'s intermediates is traded for running `fn` twice (the memory-efficient DenseNet of
+ * Pleiss et al. 2017 does this for concatenation + batch norm + ReLU + 1x1 convolution).
+ *
+ * `parameters`: the trainable leaves `fn` reads besides `inputs` (module weights it closes over).
+ * The recomputation accumulates their gradients into `.grad` directly; listing them makes the node
+ * recorded even when no input needs a gradient. `fn` must read no other recorded (non-leaf)
+ * tensor: the recomputation checks this and throws an OpError naming the op that read one.
+ * `fn` must be deterministic, so the second run reproduces the first. Without gradients
+ * (noGrad, or nothing trainable) it is `tidy(() => fn(inputs, { recomputing: false }))`.
+ */
+export function checkpoint(
+  fn: (inputs: Tensor[], pass: CheckpointPass) => Tensor,
+  inputs: Tensor[],
+  parameters: Tensor[] = [],
+): Tensor {
+  for (const parameter of parameters) {
+    if (parameter.node) {
+      throw new OpError(
+        "checkpoint",
+        `parameters must be leaves; tensor #${parameter.id} was produced by "${parameter.node.op}" (pass it in inputs)`,
+        { parameter },
+      );
+    }
+  }
+  const forward = () => tidy(() => fn(inputs, { recomputing: false }));
+  if (!needsGrad(...inputs, ...parameters)) return forward();
+  const output = noGrad(forward);
+  if (output.node || inputs.some((input) => input.owner === output.owner)) {
+    throw new OpError("checkpoint", "fn must return a new tensor, not one of its inputs", { output });
+  }
+  record("checkpoint", [...inputs, ...parameters], [output], ([gradOutput]) => {
+    const aliases = inputs.map((input) => {
+      const alias = input.reshapeView(input.shape);
+      alias.requiresGrad = input.requiresGrad;
+      return alias;
+    });
+    const captured = new Set<TapeNode>();
+    const outer = capturedNodes;
+    capturedNodes = captured;
+    let recomputed: Tensor;
+    try {
+      recomputed = withGrad(() => fn(aliases, { recomputing: true }));
+    } finally {
+      capturedNodes = outer;
+    }
+    // Frees the private tape: saved tensors and intermediates (those backward already freed are
+    // no-ops), including any branch of fn that does not reach its output.
+    const releaseTape = () => {
+      for (const node of captured) {
+        for (const tensor of node.saved) tensor.release();
+        for (const tensor of node.outputs) tensor.release();
+        node.saved = [];
+        node.inputs = [];
+      }
+      recomputed.release();
+    };
+    let problem: OpError | null = null;
+    for (const node of captured) {
+      const stray = node.inputs.find((input) => input.node && !captured.has(input.node));
+      if (stray) {
+        problem = new OpError(
+          "checkpoint",
+          `fn's "${node.op}" read tensor #${stray.id}, which is recorded on the outer tape but is not among the checkpoint's inputs`,
+          { input: stray },
+        );
+        break;
+      }
+    }
+    if (!problem && recomputed.size !== output.size) {
+      problem = new OpError("checkpoint", "the recomputation's output differs in size from the forward's", {
+        output,
+        recomputed,
+      });
+    }
+    if (problem) {
+      releaseTape();
+      throw problem;
+    }
+    if (recomputed.requiresGrad) backward(recomputed, gradOutput!);
+    releaseTape();
+    const grads: (Tensor | null)[] = aliases.map((alias) => {
+      const grad = alias.grad;
+      alias.grad = null;
+      return grad;
+    });
+    return [...grads, ...parameters.map(() => null)];
+  });
+  return output;
 }
