@@ -154,7 +154,7 @@ export {
   timestepEmbedding,
   timestepEmbeddingReference,
   timestepFrequencies,
-} from "./ops/timestep.ts";
+} from "./ops/timestep/index.ts";
 export {
   gelu,
   referenceErf,

@@ -4,6 +4,7 @@
  * (matmul, conv2d, attention, norms, ...) join when they move to their folder.
  */
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
+import { TIMESTEP_KERNELS } from "./timestep/index.ts";
 
 export type KernelPasses = Readonly<Record<string, string>>;
 
@@ -14,6 +15,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
       { forward: kernels.forward, backward: kernels.backward },
     ]),
   ),
+  timestep: TIMESTEP_KERNELS,
 };
 
 export interface DumpRequest {
