@@ -66,7 +66,7 @@ export {
   releaseConv2dScratch,
 } from "./ops/conv2d.ts";
 export { softmaxCrossEntropy, softmaxCrossEntropyReference } from "./ops/crossentropy.ts";
-export { embedding, embeddingReference, uploadTokens } from "./ops/embedding.ts";
+export { embedding, embeddingReference, uploadTokens } from "./ops/embedding/index.ts";
 export {
   chooseGroupNormVariant,
   type GroupNormVariant,

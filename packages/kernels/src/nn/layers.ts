@@ -6,7 +6,7 @@
 import { attention } from "../ops/attention.ts";
 import { batchNorm2d } from "../ops/batchnorm.ts";
 import { conv2d } from "../ops/conv2d.ts";
-import { embedding } from "../ops/embedding.ts";
+import { embedding } from "../ops/embedding/index.ts";
 import { groupNorm } from "../ops/groupnorm.ts";
 import { layerNorm } from "../ops/layernorm.ts";
 import { permute, reshape } from "../ops/layout.ts";
