@@ -167,7 +167,7 @@ export {
   type UnaryKind,
   unary,
   unaryReference,
-} from "./ops/unary.ts";
+} from "./ops/unary/index.ts";
 // Autograd.
 export {
   type BackwardFn,

@@ -8,7 +8,7 @@ import { grid, LINEAR_INDEX_WGSL, launch, wgsl } from "../runtime/kernel.ts";
 import { OpError, type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
 import { Params } from "../runtime/uniforms.ts";
 import { copyTensor, sumToShape } from "./reduce.ts";
-import { unary } from "./unary.ts";
+import { unary } from "./unary/index.ts";
 
 export type BinaryKind = "add" | "sub" | "mul" | "div";
 

@@ -18,7 +18,7 @@ import type { Gpu } from "../runtime/device.ts";
 import { grid, LINEAR_INDEX_WGSL, launch, wgsl } from "../runtime/kernel.ts";
 import { formatShape, OpError, type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
 import { Params } from "../runtime/uniforms.ts";
-import { UNARY_FUNCTIONS } from "./unary.ts";
+import { UNARY_FUNCTIONS } from "./unary/index.ts";
 
 export type MatmulActivation = "none" | "relu" | "silu" | "gelu";
 export type MatmulVariant = "cpu-register-blocked" | "gpu-tiled" | "naive";

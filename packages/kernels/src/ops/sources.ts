@@ -6,6 +6,7 @@
 import { EMBEDDING_KERNELS } from "./embedding/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 import { TIMESTEP_KERNELS } from "./timestep/index.ts";
+import { UNARY_KERNELS } from "./unary/index.ts";
 
 export type KernelPasses = Readonly<Record<string, string>>;
 
@@ -18,6 +19,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
   ),
   timestep: TIMESTEP_KERNELS,
   embedding: EMBEDDING_KERNELS,
+  unary: UNARY_KERNELS,
 };
 
 export interface DumpRequest {
