@@ -48,7 +48,7 @@ export {
   batchNormReference,
   chooseBatchNormVariant,
 } from "./ops/batchnorm.ts";
-export { add, type BinaryKind, binary, binaryReference, div, mul, sub } from "./ops/binary.ts";
+export { add, type BinaryKind, binary, binaryReference, div, mul, sub } from "./ops/binary/index.ts";
 export {
   CONV2D_VARIANTS,
   type Conv2dGeometry,

@@ -3,6 +3,7 @@
  * strings `launch` compiles: what `cxr kernels dump <op>` prints. Families still in one file
  * (matmul, conv2d, attention, norms, ...) join when they move to their folder.
  */
+import { BINARY_KERNELS } from "./binary/index.ts";
 import { EMBEDDING_KERNELS } from "./embedding/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 import { TIMESTEP_KERNELS } from "./timestep/index.ts";
@@ -20,6 +21,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
   timestep: TIMESTEP_KERNELS,
   embedding: EMBEDDING_KERNELS,
   unary: UNARY_KERNELS,
+  binary: BINARY_KERNELS,
 };
 
 export interface DumpRequest {
