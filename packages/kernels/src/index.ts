@@ -65,7 +65,7 @@ export {
   conv2dReference,
   releaseConv2dScratch,
 } from "./ops/conv2d.ts";
-export { softmaxCrossEntropy, softmaxCrossEntropyReference } from "./ops/crossentropy.ts";
+export { softmaxCrossEntropy, softmaxCrossEntropyReference } from "./ops/crossentropy/index.ts";
 export { embedding, embeddingReference, uploadTokens } from "./ops/embedding/index.ts";
 export {
   chooseGroupNormVariant,

@@ -4,6 +4,7 @@
  * (matmul, conv2d, attention, norms, ...) join when they move to their folder.
  */
 import { BINARY_KERNELS } from "./binary/index.ts";
+import { CROSS_ENTROPY_KERNELS } from "./crossentropy/index.ts";
 import { EMBEDDING_KERNELS } from "./embedding/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 import { TIMESTEP_KERNELS } from "./timestep/index.ts";
@@ -22,6 +23,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
   embedding: EMBEDDING_KERNELS,
   unary: UNARY_KERNELS,
   binary: BINARY_KERNELS,
+  crossentropy: CROSS_ENTROPY_KERNELS,
 };
 
 export interface DumpRequest {
