@@ -87,7 +87,7 @@ export {
   type LossReduction,
   mseLoss,
   mseLossReference,
-} from "./ops/loss.ts";
+} from "./ops/loss/index.ts";
 export {
   chooseMatmulVariant,
   MATMUL_ACTIVATIONS,
