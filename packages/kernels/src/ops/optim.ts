@@ -279,8 +279,8 @@ export class AdamW {
     const gpu = this.params[0].gpu;
     const counts = Float32Array.from(this.steps);
     if (!this.stepTensor) this.stepTensor = Tensor.empty(gpu, [this.steps.length]);
-    gpu.flush(); // the write must land after work already recorded
-    gpu.device.queue.writeBuffer(this.stepTensor.buffer, 0, counts);
+    // Recorded in the current batch (lands after the updates recorded before it), no submit.
+    this.stepTensor.write(counts);
     const state: Record<string, Tensor> = { step: this.stepTensor };
     this.names.forEach((name, index) => {
       state[`${name}.exp_avg`] = this.firstMoments[index];
