@@ -80,7 +80,7 @@ export {
   layerNorm,
   layerNormReference,
 } from "./ops/layernorm.ts";
-export { concat, layoutReference, permute, reshape, split, upsampleNearest } from "./ops/layout.ts";
+export { concat, layoutReference, permute, reshape, split, upsampleNearest } from "./ops/layout/index.ts";
 export {
   bceWithLogitsLoss,
   bceWithLogitsReference,

@@ -9,7 +9,7 @@ import { conv2d } from "../ops/conv2d.ts";
 import { embedding } from "../ops/embedding/index.ts";
 import { groupNorm } from "../ops/groupnorm.ts";
 import { layerNorm } from "../ops/layernorm.ts";
-import { permute, reshape } from "../ops/layout.ts";
+import { permute, reshape } from "../ops/layout/index.ts";
 import { matmul } from "../ops/matmul.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { OpError, type Tensor } from "../runtime/tensor.ts";

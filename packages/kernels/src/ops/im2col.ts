@@ -8,7 +8,7 @@ import { needsGrad, record } from "../runtime/autograd.ts";
 import { grid, LINEAR_INDEX_WGSL, launch } from "../runtime/kernel.ts";
 import { OpError, type Shape, Tensor } from "../runtime/tensor.ts";
 import { Params } from "../runtime/uniforms.ts";
-import { permute, reshape } from "./layout.ts";
+import { permute, reshape } from "./layout/index.ts";
 import { matmul } from "./matmul.ts";
 
 export interface Im2colGeometry {

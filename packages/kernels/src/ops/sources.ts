@@ -6,6 +6,7 @@
 import { BINARY_KERNELS } from "./binary/index.ts";
 import { CROSS_ENTROPY_KERNELS } from "./crossentropy/index.ts";
 import { EMBEDDING_KERNELS } from "./embedding/index.ts";
+import { LAYOUT_KERNELS } from "./layout/index.ts";
 import { LOSS_KERNELS } from "./loss/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 import { TIMESTEP_KERNELS } from "./timestep/index.ts";
@@ -26,6 +27,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
   binary: BINARY_KERNELS,
   crossentropy: CROSS_ENTROPY_KERNELS,
   loss: LOSS_KERNELS,
+  layout: LAYOUT_KERNELS,
 };
 
 export interface DumpRequest {
