@@ -130,7 +130,7 @@ export {
   randomNormal,
   randomReference,
   randomUniform,
-} from "./ops/random.ts";
+} from "./ops/random/index.ts";
 export {
   max,
   mean,

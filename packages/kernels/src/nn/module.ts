@@ -4,7 +4,7 @@
  * checkpoint maps 1:1 onto our modules and our safetensors files load in PyTorch.
  */
 
-import { randomReference } from "../ops/random.ts";
+import { randomReference } from "../ops/random/index.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { formatShape, type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
 import { readSafetensors, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
