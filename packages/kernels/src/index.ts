@@ -121,7 +121,7 @@ export {
   type EmaConfig,
   emaDecay,
   emaReference,
-} from "./ops/optim.ts";
+} from "./ops/optim/index.ts";
 export { avgPool2d, globalAvgPool2d, maxPool2d, type Pool2dOptions, poolReference } from "./ops/pooling.ts";
 export {
   Generator,

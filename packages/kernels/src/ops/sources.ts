@@ -8,6 +8,7 @@ import { CROSS_ENTROPY_KERNELS } from "./crossentropy/index.ts";
 import { EMBEDDING_KERNELS } from "./embedding/index.ts";
 import { LAYOUT_KERNELS } from "./layout/index.ts";
 import { LOSS_KERNELS } from "./loss/index.ts";
+import { OPTIM_KERNELS } from "./optim/index.ts";
 import { RANDOM_KERNELS } from "./random/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
 import { TIMESTEP_KERNELS } from "./timestep/index.ts";
@@ -30,6 +31,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
   loss: LOSS_KERNELS,
   layout: LAYOUT_KERNELS,
   random: RANDOM_KERNELS,
+  optim: OPTIM_KERNELS,
 };
 
 export interface DumpRequest {
