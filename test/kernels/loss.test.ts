@@ -1,56 +1,82 @@
+/**
+ * The losses (ops/loss/) as checkOp tables: MSE for each reduction and BCE-with-logits for each mask
+ * kind, forward and both operands' gradients against the float64 references, the reference
+ * gradients by finite differences, bad input; then output shapes, exact zeros when all is masked,
+ * numerical stability, noGrad and the dump.
+ */
 import {
   backward,
   bceWithLogitsLoss,
   bceWithLogitsReference,
   type LossReduction,
   mseLoss,
-  mseLossReference,
   noGrad,
-  OpError,
   Tensor,
 } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
-import { asFloat32, expectClose, finiteDifferenceGradient, gpu, randomValues, upload } from "./helpers.ts";
+import { LOSS_KERNELS } from "../../packages/kernels/src/ops/loss/index.ts";
+import {
+  type BceParams,
+  bceOpReference,
+  type MseParams,
+  mseOpReference,
+} from "../../packages/kernels/src/ops/loss/reference.ts";
+import { dumpKernelSources } from "../../packages/kernels/src/ops/sources.ts";
+import { type BadInputCase, checkOp, type OpCase } from "./check-op.ts";
+import { compiledWhile } from "./compiled.ts";
+import { asFloat32, expectClose, gpu, randomValues, upload } from "./helpers.ts";
 
 const REDUCTIONS: LossReduction[] = ["mean", "sum", "none"];
-const SHAPES = [[1], [7], [3, 5, 17], [2, 4, 64, 64]]; // the last: a batch of 64x64 SD latents
+const sizeOf = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
-function sizeOf(shape: number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
+const a23 = (device: Parameters<BadInputCase["run"]>[0]) => Tensor.upload(device, randomValues(6, 1), [2, 3]);
+const b32 = (device: Parameters<BadInputCase["run"]>[0]) => Tensor.upload(device, randomValues(6, 2), [3, 2]);
 
-describe.each(REDUCTIONS)("mseLoss reduction %s", (reduction) => {
-  it.each(SHAPES)(
-    "forward and backward (both operands) match the float64 reference, shape %j",
-    async (...shape) => {
-      const size = sizeOf(shape);
-      const prediction = asFloat32(randomValues(size, 3 + size));
-      const target = asFloat32(randomValues(size, 5 + size));
-      const predictionTensor = await upload(prediction, shape, true);
-      const targetTensor = await upload(target, shape, true);
-      const loss = mseLoss(predictionTensor, targetTensor, reduction);
-      expect(loss.shape).toEqual(reduction === "none" ? shape : [1]);
+for (const reduction of REDUCTIONS) {
+  const shaped = (reason: string, shape: number[]): OpCase<MseParams> => ({
+    reason,
+    params: { reduction },
+    inputs: [shape, shape],
+  });
+  checkOp(
+    {
+      name: `mseLoss ${reduction}`,
+      variants: ["default"],
+      reference: mseOpReference,
+      run: ([prediction, target]) => mseLoss(prediction, target, reduction),
       // A sum of `size` squares (~2 each) carries ~sqrt(size) ulps: 1e-6 relative with chunked sums.
-      expectClose(
-        await loss.download(),
-        mseLossReference.forward(prediction, target, reduction),
-        { atol: 1e-6, rtol: 2e-6 },
-        `mse ${reduction} forward`,
-      );
-      const gradOutput = reduction === "none" ? asFloat32(randomValues(size, 7)) : Float64Array.of(0.75);
-      backward(loss, await upload(gradOutput, loss.shape));
-      const expected = mseLossReference.backward(prediction, target, gradOutput, reduction);
-      const tolerance = { atol: 1e-7, rtol: 1e-6 };
-      expectClose(
-        await predictionTensor.grad!.download(),
-        expected.gradPrediction,
-        tolerance,
-        "d prediction",
-      );
-      expectClose(await targetTensor.grad!.download(), expected.gradTarget, tolerance, "d target");
+      tolerance: () => ({ forward: { atol: 1e-6, rtol: 2e-6 }, backward: { atol: 1e-7, rtol: 1e-6 } }),
     },
+    [
+      shaped("a single element", [1]),
+      shaped("an odd size", [7]),
+      shaped("rank 3, odd sizes", [3, 5, 17]),
+      shaped("a batch of 64x64 SD latents (several chunks)", [2, 4, 64, 64]),
+      { ...shaped("12 elements, for finite differences", [12]), finiteDifferences: true },
+    ],
+    reduction === "mean"
+      ? [
+          {
+            reason: "operands of different shapes",
+            run: (device) => mseLoss(a23(device), b32(device)),
+            throws:
+              "mseLoss: prediction and target must have the same shape (prediction: [2, 3], target: [3, 2])",
+          },
+          {
+            reason: "an unknown reduction",
+            run: (device) => mseLoss(a23(device), a23(device), "median" as LossReduction),
+            throws: 'mseLoss: reduction must be "mean", "sum" or "none", got "median"',
+          },
+          {
+            reason: "a u32 prediction",
+            run: (device) =>
+              mseLoss(Tensor.upload(device, [1, 2], [2], "u32"), Tensor.upload(device, [1, 2], [2])),
+            throws: "mseLoss: needs f32 prediction, got u32 (prediction: [2])",
+          },
+        ]
+      : [],
   );
-});
+}
 
 type MaskKind = "none" | "partial" | "weights" | "all";
 
@@ -63,39 +89,99 @@ function makeMask(kind: MaskKind, size: number, seed: number): Float64Array | nu
     : random.map((value) => Math.abs(value));
 }
 
-describe.each(["none", "partial", "weights", "all"] as MaskKind[])(
-  "bceWithLogitsLoss mask %s",
-  (maskKind) => {
-    // [16, 14]: a classifier batch over the 14 CheXpert labels; 70001: many chunks.
-    it.each([[1], [14], [16, 14], [70001]])(
-      "forward and backward match the float64 reference, shape %j",
-      async (...shape) => {
-        const size = sizeOf(shape);
-        const logits = asFloat32(randomValues(size, 11 + size, 4));
-        const targets = asFloat32(randomValues(size, 13 + size).map((value) => (value > 0 ? 1 : 0)));
-        const mask = makeMask(maskKind, size, 17 + size);
-        const logitsTensor = await upload(logits, shape, true);
-        const targetsTensor = await upload(targets, shape, true);
-        const loss = bceWithLogitsLoss(logitsTensor, targetsTensor, mask ? await upload(mask, shape) : null);
-        expect(loss.shape).toEqual([1]);
-        const expectedLoss = bceWithLogitsReference.forward(logits, targets, mask);
-        const [value] = await loss.download();
-        expect(Math.abs(value - expectedLoss)).toBeLessThanOrEqual(2e-6 * Math.abs(expectedLoss) + 1e-7);
-        if (maskKind === "all") expect(value).toBe(0);
-        backward(loss, await upload([1.5], [1]));
-        const expected = bceWithLogitsReference.backward(logits, targets, mask, 1.5);
-        const tolerance = { atol: 1e-9, rtol: 2e-6 };
-        expectClose(await logitsTensor.grad!.download(), expected.gradLogits, tolerance, "d logits");
-        expectClose(await targetsTensor.grad!.download(), expected.gradTargets, tolerance, "d targets");
-        if (maskKind === "all")
-          expect((await logitsTensor.grad!.download()).every((grad) => grad === 0)).toBe(true);
-      },
-    );
-  },
-);
+/** Logits of spread 4 and 0/1 labels, as the classifier sees them. */
+function bceCase(
+  reason: string,
+  shape: number[],
+  maskKind: MaskKind,
+  finiteDifferences = false,
+): OpCase<BceParams> {
+  const size = sizeOf(shape);
+  const seed = finiteDifferences ? 31 : 11 + size;
+  return {
+    reason,
+    params: { mask: makeMask(maskKind, size, 17 + size) },
+    inputs: [shape, shape],
+    values: [
+      Array.from(asFloat32(randomValues(size, seed, finiteDifferences ? 3 : 4))),
+      Array.from(randomValues(size, seed + 2), (value) => (value > 0 ? 1 : 0)),
+    ],
+    finiteDifferences,
+  };
+}
 
-describe("bceWithLogitsLoss stability", () => {
-  it("stays finite and accurate for logits of ±100 and ±1e4", async () => {
+for (const maskKind of ["none", "partial", "weights", "all"] as MaskKind[]) {
+  checkOp(
+    {
+      name: `bceWithLogitsLoss mask ${maskKind}`,
+      variants: ["default"],
+      reference: bceOpReference,
+      run: ([logits, targets], { mask }, _variant, device) =>
+        bceWithLogitsLoss(
+          logits,
+          targets,
+          mask ? Tensor.upload(device, Float32Array.from(mask), logits.shape) : null,
+        ),
+      tolerance: () => ({ forward: { atol: 1e-7, rtol: 2e-6 }, backward: { atol: 1e-9, rtol: 2e-6 } }),
+    },
+    [
+      bceCase("a single element", [1], maskKind),
+      bceCase("one CheXpert row of 14 labels", [14], maskKind),
+      bceCase("a classifier batch [16, 14]", [16, 14], maskKind),
+      bceCase("70001 elements (many chunks)", [70001], maskKind),
+      ...(maskKind === "partial"
+        ? [bceCase("12 elements, for finite differences", [12], maskKind, true)]
+        : []),
+    ],
+    maskKind === "none"
+      ? [
+          {
+            reason: "logits and targets of different shapes",
+            run: (device) => bceWithLogitsLoss(a23(device), b32(device)),
+            throws:
+              "bceWithLogitsLoss: logits and targets must have the same shape (logits: [2, 3], targets: [3, 2])",
+          },
+          {
+            reason: "a mask of another shape",
+            run: (device) => bceWithLogitsLoss(a23(device), a23(device), b32(device)),
+            throws:
+              "bceWithLogitsLoss: logits and mask must have the same shape (logits: [2, 3], mask: [3, 2])",
+          },
+          {
+            reason: "a u32 mask",
+            run: (device) =>
+              bceWithLogitsLoss(
+                a23(device),
+                a23(device),
+                Tensor.upload(device, new Float32Array(6), [2, 3], "u32"),
+              ),
+            throws: "bceWithLogitsLoss: needs f32 mask, got u32 (mask: [2, 3])",
+          },
+        ]
+      : [],
+  );
+}
+
+describe("losses: the rest", () => {
+  it.each(REDUCTIONS)(
+    "mseLoss %s gives [1] for a reduction, the input's shape for none",
+    async (reduction) => {
+      const x = await upload(randomValues(15, 1), [3, 5]);
+      expect(mseLoss(x, x, reduction).shape).toEqual(reduction === "none" ? [3, 5] : [1]);
+      expect(bceWithLogitsLoss(x, x).shape).toEqual([1]);
+    },
+  );
+
+  it("bce with every element masked gives exactly 0 and zero gradients", async () => {
+    const logits = await upload(randomValues(70001, 3, 4), [70001], true);
+    const targets = await upload(new Float64Array(70001).fill(1), [70001]);
+    const loss = bceWithLogitsLoss(logits, targets, await upload(new Float64Array(70001), [70001]));
+    expect((await loss.download())[0]).toBe(0);
+    backward(loss, await upload([1.5], [1]));
+    expect((await logits.grad!.download()).every((grad) => grad === 0)).toBe(true);
+  });
+
+  it("bce stays finite and accurate for logits of ±100 and ±1e4", async () => {
     const logits = Float64Array.of(100, -100, 1e4, -1e4, 30, -30, 1e-3, 0);
     const targets = Float64Array.of(1, 0, 0, 1, 1, 0, 1, 0);
     const logitsTensor = await upload(logits, [8], true);
@@ -114,7 +200,7 @@ describe("bceWithLogitsLoss stability", () => {
     );
   });
 
-  it("keeps the small losses of confident, correct predictions (log1p, not log(1 + e))", async () => {
+  it("bce keeps the small losses of confident, correct predictions (log1p, not log(1 + e))", async () => {
     const logits = Float64Array.of(20, -20, 17);
     const targets = Float64Array.of(1, 0, 1);
     const [value] = await bceWithLogitsLoss(await upload(logits, [3]), await upload(targets, [3])).download();
@@ -122,79 +208,53 @@ describe("bceWithLogitsLoss stability", () => {
     expect(expected).toBeGreaterThan(0);
     expect(Math.abs(value - expected)).toBeLessThan(1e-3 * expected);
   });
-});
 
-describe("loss references", () => {
-  it.each(REDUCTIONS)("mse (%s) backward agrees with finite differences", (reduction) => {
-    const prediction = randomValues(12, 21);
-    const target = randomValues(12, 22);
-    const gradOutput = reduction === "none" ? randomValues(12, 23) : Float64Array.of(0.6);
-    const analytic = mseLossReference.backward(prediction, target, gradOutput, reduction);
-    const forward = ([p, t]: Float64Array[]) => mseLossReference.forward(p, t, reduction);
-    const fd = { atol: 1e-7, rtol: 1e-6 };
-    const inputs = [prediction, target];
-    expectClose(
-      analytic.gradPrediction,
-      finiteDifferenceGradient(forward, inputs, gradOutput, 0),
-      fd,
-      "fd p",
-    );
-    expectClose(analytic.gradTarget, finiteDifferenceGradient(forward, inputs, gradOutput, 1), fd, "fd t");
-  });
-
-  it("bce backward agrees with finite differences (with a partial mask)", () => {
-    const logits = randomValues(12, 31, 3);
-    const targets = randomValues(12, 32).map((value) => (value > 0 ? 1 : 0));
-    const mask = randomValues(12, 33).map((value) => (value > 0 ? 1 : 0));
-    const analytic = bceWithLogitsReference.backward(logits, targets, mask, 1.3);
-    const forward = ([z, y]: Float64Array[]) => Float64Array.of(bceWithLogitsReference.forward(z, y, mask));
-    const fd = { atol: 1e-7, rtol: 1e-6 };
-    const gradOutput = Float64Array.of(1.3);
-    expectClose(
-      analytic.gradLogits,
-      finiteDifferenceGradient(forward, [logits, targets], gradOutput, 0),
-      fd,
-      "fd z",
-    );
-    expectClose(
-      analytic.gradTargets,
-      finiteDifferenceGradient(forward, [logits, targets], gradOutput, 1),
-      fd,
-      "fd y",
-    );
-  });
-});
-
-describe("loss bad input", () => {
-  it("names the op and the shapes", async () => {
-    const a = await upload(randomValues(6, 1), [2, 3]);
-    const b = await upload(randomValues(6, 2), [3, 2]);
-    expect(() => mseLoss(a, b)).toThrow(OpError);
-    expect(() => mseLoss(a, b)).toThrow(
-      "mseLoss: prediction and target must have the same shape (prediction: [2, 3], target: [3, 2])",
-    );
-    expect(() => mseLoss(a, a, "median" as LossReduction)).toThrow(
-      'mseLoss: reduction must be "mean", "sum" or "none", got "median"',
-    );
-    expect(() => bceWithLogitsLoss(a, b)).toThrow(
-      "bceWithLogitsLoss: logits and targets must have the same shape (logits: [2, 3], targets: [3, 2])",
-    );
-    expect(() => bceWithLogitsLoss(a, a, b)).toThrow(
-      "bceWithLogitsLoss: logits and mask must have the same shape (logits: [2, 3], mask: [3, 2])",
-    );
+  it("f16 operands are refused where the adapter has shader-f16", async () => {
     const device = await gpu();
-    if (device.features.has("shader-f16")) {
-      const half = Tensor.upload(device, new Float32Array(6), [2, 3], "f16");
-      expect(() => mseLoss(half, a)).toThrow("mseLoss: needs f32 prediction, got f16 (prediction: [2, 3])");
-      expect(() => bceWithLogitsLoss(a, a, half)).toThrow(
-        "bceWithLogitsLoss: needs f32 mask, got f16 (mask: [2, 3])",
-      );
-    }
+    if (!device.features.has("shader-f16")) return;
+    const a = a23(device);
+    const half = Tensor.upload(device, new Float32Array(6), [2, 3], "f16");
+    expect(() => mseLoss(half, a)).toThrow("mseLoss: needs f32 prediction, got f16 (prediction: [2, 3])");
+    expect(() => bceWithLogitsLoss(a, a, half)).toThrow(
+      "bceWithLogitsLoss: needs f32 mask, got f16 (mask: [2, 3])",
+    );
   });
 
   it("records nothing under noGrad", async () => {
     const a = await upload([1, 2], [2], true);
     const loss = noGrad(() => mseLoss(a, a));
     expect(loss.node).toBeNull();
+  });
+
+  it("the WGSL that `cxr kernels dump loss` prints is what runs", async () => {
+    const k = LOSS_KERNELS.default;
+    const compiled = await compiledWhile(async (device) => {
+      const t = Tensor.upload(device, [0, 1, 1], [3]);
+      const losses = [
+        (p: Tensor) => mseLoss(p, t, "none"),
+        (p: Tensor) => mseLoss(p, t, "mean"),
+        (p: Tensor) => bceWithLogitsLoss(p, t),
+      ];
+      for (const lossOf of losses) {
+        // A fresh prediction each time, so no gradient accumulation kernel runs in between.
+        const p = Tensor.upload(device, [1, 2, 3], [3]).trainable();
+        const loss = lossOf(p);
+        backward(loss, Tensor.upload(device, new Float32Array(loss.size).fill(1), loss.shape));
+        await p.grad!.download();
+      }
+    });
+    expect(compiled).toEqual([
+      k.mseElementwise,
+      k.mseBackward,
+      k.msePartials,
+      k.mseFinalize,
+      k.mseBackward,
+      k.bcePartials,
+      k.bceFinalize,
+      k.bceBackward,
+    ]);
+    expect(dumpKernelSources({ op: "loss", pass: "bceBackward" })).toBe(
+      `// loss / default / bceBackward${k.bceBackward}\n`,
+    );
   });
 });

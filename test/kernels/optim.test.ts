@@ -13,6 +13,9 @@ import {
   type Tensor,
 } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
+import { OPTIM_KERNELS } from "../../packages/kernels/src/ops/optim/index.ts";
+import { dumpKernelSources } from "../../packages/kernels/src/ops/sources.ts";
+import { compiledWhile } from "./compiled.ts";
 import { asFloat32, expectClose, gpu, randomValues, upload } from "./helpers.ts";
 
 const shapes = [[1], [7, 3], [1025], [70001]];
@@ -309,5 +312,30 @@ describe("cosineLearningRate", () => {
     expect(cosineLearningRate(100, { totalSteps: 1000 })).toBeCloseTo(2e-6, 18);
     expect(() => cosineLearningRate(-1, config)).toThrow(/step -1/);
     expect(() => cosineLearningRate(1, { totalSteps: 0 })).toThrow(/totalSteps \(0\)/);
+  });
+});
+
+describe("optimizer kernels (ops/optim/)", () => {
+  it.each(variants)("%s: the WGSL that `cxr kernels dump optim` prints is what runs", async (variant) => {
+    const compiled = await compiledWhile(async (device) => {
+      const param = (await upload(randomValues(8, 1), [8], true)) as Tensor;
+      param.grad = await upload(randomValues(8, 2), [8]);
+      const ema = new Ema([param], {}, { variant });
+      clipGradNorm([param], 1, { variant });
+      new AdamW([param], {}, { variant }).step();
+      ema.update();
+      await param.download();
+      expect(device).toBe(param.gpu);
+    });
+    const k = OPTIM_KERNELS[variant];
+    expect(compiled.filter((code) => Object.values(k).includes(code))).toEqual([
+      k.normSum,
+      k.clipScale,
+      k.adamw,
+      k.emaUpdate,
+    ]);
+    expect(dumpKernelSources({ op: "optim", variant, pass: "adamw" })).toBe(
+      `// optim / ${variant} / adamw${k.adamw}\n`,
+    );
   });
 });

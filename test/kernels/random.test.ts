@@ -8,6 +8,9 @@ import {
   referenceErf,
 } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
+import { RANDOM_KERNELS } from "../../packages/kernels/src/ops/random/index.ts";
+import { dumpKernelSources } from "../../packages/kernels/src/ops/sources.ts";
+import { compiledWhile } from "./compiled.ts";
 import { expectClose, gpu } from "./helpers.ts";
 
 const hex = (words: number[]) => words.map((word) => word.toString(16).padStart(8, "0")).join(" ");
@@ -176,5 +179,18 @@ describe("bad input", () => {
     );
     expect(() => randomNormal(device, [4], 1, 0, 0, -1)).toThrow(/randomNormal: .*std -1 \(shape: \[4\]\)/);
     expect(() => randomUniform(device, [0], 1)).toThrow(/tensor: invalid dimension 0/);
+  });
+});
+
+describe("random kernels (ops/random/)", () => {
+  it("the WGSL that `cxr kernels dump random` prints is what runs", async () => {
+    const compiled = await compiledWhile(async (device) => {
+      await randomUniform(device, [5], 1).download();
+      await randomNormal(device, [5], 1).download();
+    });
+    expect(compiled).toEqual([RANDOM_KERNELS.default.uniform, RANDOM_KERNELS.default.normal]);
+    expect(dumpKernelSources({ op: "random", pass: "normal" })).toBe(
+      `// random / default / normal${RANDOM_KERNELS.default.normal}\n`,
+    );
   });
 });

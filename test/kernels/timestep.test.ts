@@ -1,75 +1,143 @@
+/**
+ * The timestep embedding (ops/timestep/) as a checkOp table: forward and gradient against the float64
+ * reference (which rounds the arguments to f32 where PyTorch does), the reference gradient against
+ * finite differences, bad input; then the frequency table, a table kept on the GPU, and the dump.
+ */
 import {
   backward,
   defaultGpu,
   noGrad,
-  OpError,
   Tensor,
   timestepEmbedding,
   timestepEmbeddingReference,
   timestepFrequencies,
 } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
-import { expectClose, finiteDifferenceGradient, randomValues } from "./helpers.ts";
+import { dumpKernelSources } from "../../packages/kernels/src/ops/sources.ts";
+import { TIMESTEP_KERNELS } from "../../packages/kernels/src/ops/timestep/index.ts";
+import {
+  type TimestepParams,
+  timestepOpReference,
+} from "../../packages/kernels/src/ops/timestep/reference.ts";
+import { type BadInputCase, checkOp, type OpCase } from "./check-op.ts";
+import { compiledWhile } from "./compiled.ts";
+import { expectClose } from "./helpers.ts";
 
-// Arguments reach |t f| ~ 1000 rad (12345 in one case). The reference rounds them to f32 where PyTorch
-// does, so what remains is the kernel's own reduction and polynomials: a few f32 ulps of [-1, 1].
-const tolerance = (_maxTimestep: number) => ({ atol: 5e-7, rtol: 0 });
+function timesteps(
+  reason: string,
+  values: number[],
+  dim: number,
+  options: TimestepParams["options"],
+  extra: Partial<OpCase<TimestepParams>> = {},
+): OpCase<TimestepParams> {
+  return { reason, params: { dim, options }, inputs: [[values.length]], values: [values], ...extra };
+}
 
-describe("timestepEmbedding", () => {
-  it.each([
-    // [timesteps, dim, options]: one timestep at dim 2; SD's 320; odd dims (padding column) with and
-    // without the flip and shift; 300 timesteps; a negative and a far out-of-range timestep.
-    [[0], 2, { downscaleFreqShift: 0 }],
-    [[1, 999, 500.5, 17], 320, { flipSinToCos: true, downscaleFreqShift: 0 }],
-    [[3, 250], 33, { flipSinToCos: false, downscaleFreqShift: 1 }],
-    [[999, 0, 1, 998, 123, 4, 777], 7, { flipSinToCos: true, downscaleFreqShift: 0, scale: 0.5 }],
-    [
-      Array.from({ length: 300 }, (_, index) => (index * 37) % 1000),
-      128,
-      { flipSinToCos: true, downscaleFreqShift: 0 },
-    ],
-    [[-5, 12345.5], 16, { flipSinToCos: true, downscaleFreqShift: 0 }],
-  ])("case %#: forward and gradient against float64", async (timesteps, dim, options) => {
-    const gpu = await defaultGpu();
-    const t = Tensor.upload(gpu, Float32Array.from(timesteps), [timesteps.length]).trainable();
-    const output = timestepEmbedding(t, dim, options);
-    expect(output.shape).toEqual([timesteps.length, dim]);
-    const expected = timestepEmbeddingReference.forward(Float32Array.from(timesteps), dim, options);
-    const maxT = Math.max(...timesteps.map(Math.abs));
-    expectClose(await output.download(), expected, tolerance(maxT), "embedding");
-    if (dim % 2 === 1) {
-      const values = await output.download();
-      for (let row = 0; row < timesteps.length; row++) expect(values[row * dim + dim - 1]).toBe(0);
-    }
-    const gy = randomValues(output.size, 11);
-    backward(output, Tensor.upload(gpu, Float32Array.from(gy), output.shape));
-    const expectedGrad = timestepEmbeddingReference.backward(Float32Array.from(timesteps), dim, gy, options);
+const cases: OpCase<TimestepParams>[] = [
+  timesteps("one timestep at dim 2", [0], 2, { downscaleFreqShift: 0 }),
+  timesteps("Stable Diffusion's 320, flipped", [1, 999, 500.5, 17], 320, {
+    flipSinToCos: true,
+    downscaleFreqShift: 0,
+  }),
+  timesteps("odd dim (a zero padding column), shift 1", [3, 250], 33, {
+    flipSinToCos: false,
+    downscaleFreqShift: 1,
+  }),
+  timesteps("odd dim 7, flipped, scale 0.5", [999, 0, 1, 998, 123, 4, 777], 7, {
+    flipSinToCos: true,
+    downscaleFreqShift: 0,
+    scale: 0.5,
+  }),
+  timesteps(
+    "300 timesteps at dim 128",
+    Array.from({ length: 300 }, (_, index) => (index * 37) % 1000),
+    128,
+    { flipSinToCos: true, downscaleFreqShift: 0 },
+  ),
+  timesteps("a negative and a far out-of-range timestep", [-5, 12345.5], 16, {
+    flipSinToCos: true,
+    downscaleFreqShift: 0,
+  }),
+  {
+    reason: "small fractional timesteps, for finite differences (exact arguments)",
+    params: { dim: 9, options: { flipSinToCos: true, downscaleFreqShift: 0 }, roundArguments: false },
+    inputs: [[3]],
+    values: [[0.5, 3.25, 40]],
+    finiteDifferences: true,
+  },
+];
+
+const badInputs: BadInputCase[] = [
+  {
+    reason: "dim below 2",
+    run: (device) => timestepEmbedding(Tensor.upload(device, new Float32Array([1, 2]), [2]), 1),
+    throws: "timestepEmbedding: dim must be an integer >= 2, got 1",
+  },
+  {
+    reason: "half the dim minus the shift is 0",
+    run: (device) =>
+      timestepEmbedding(Tensor.upload(device, new Float32Array([1, 2]), [2]), 2, { downscaleFreqShift: 1 }),
+    throws: "timestepEmbedding: half the dimension (1) minus downscaleFreqShift (1) is 0",
+  },
+  {
+    reason: "timesteps of rank 2",
+    run: (device) => timestepEmbedding(Tensor.upload(device, new Float32Array(4), [2, 2]), 8),
+    throws: "timestepEmbedding: timesteps must be an f32 tensor [batch] (timesteps: [2, 2])",
+  },
+  {
+    reason: "a frequency table of the wrong length",
+    run: (device) =>
+      timestepEmbedding(
+        Tensor.upload(device, new Float32Array([1, 2]), [2]),
+        8,
+        {},
+        Tensor.upload(device, new Float32Array(3), [3]),
+      ),
+    throws: "timestepEmbedding: frequencies must be f32 [4] (frequencies: [3])",
+  },
+];
+
+checkOp(
+  {
+    name: "timestepEmbedding",
+    variants: ["default"],
+    reference: timestepOpReference,
+    run: ([t], { dim, options }) => timestepEmbedding(t, dim, options),
+    // Arguments reach |t f| ~ 1000 rad (12345 in one case). With arguments rounded to f32 as PyTorch
+    // rounds them, what remains is the kernel's own reduction and polynomials: a few f32 ulps of
+    // [-1, 1]. Exact (unrounded) arguments differ from the kernel's by up to |t f| * 2^-24.
     // Each gradient sums dim/2 terms of size up to scale * f_j * |gy|.
-    expectClose(
-      await t.grad!.download(),
-      expectedGrad,
-      { atol: 2e-6 * dim + maxT * 6e-8 * dim, rtol: 1e-5 },
-      "gradient",
-    );
-  });
+    tolerance: ({ params, values }) => {
+      const maxT = Math.max(...(values?.[0] ?? [0]).map(Math.abs));
+      const roundingSlack = params.roundArguments === false ? maxT * 1.2e-7 : 0;
+      return {
+        forward: { atol: 5e-7 + roundingSlack, rtol: 0 },
+        backward: {
+          atol: 2e-6 * params.dim + maxT * 6e-8 * params.dim + roundingSlack * params.dim,
+          rtol: 1e-5,
+        },
+      };
+    },
+  },
+  cases,
+  badInputs,
+);
 
-  it("reference gradient agrees with finite differences", () => {
-    const timesteps = new Float64Array([0.5, 3.25, 40]);
-    const dim = 9;
-    const options = { flipSinToCos: true, downscaleFreqShift: 0 };
-    const gy = randomValues(timesteps.length * dim, 3);
-    const numeric = finiteDifferenceGradient(
-      ([t]) => timestepEmbeddingReference.forward(t, dim, options, false),
-      [timesteps],
-      gy,
-      0,
-    );
-    expectClose(
-      timestepEmbeddingReference.backward(timesteps, dim, gy, options, false),
-      numeric,
-      { atol: 1e-6, rtol: 1e-6 },
-      "fd",
-    );
+describe("timestepEmbedding: the rest", () => {
+  it("output is [batch, dim] and an odd dim's padding column is exactly 0", async () => {
+    const gpu = await defaultGpu();
+    for (const [values, dim] of [
+      [[3, 250], 33],
+      [[999, 0, 1, 998, 123, 4, 777], 7],
+    ] as const) {
+      const output = timestepEmbedding(Tensor.upload(gpu, Float32Array.from(values), [values.length]), dim, {
+        downscaleFreqShift: 0,
+      });
+      expect(output.shape).toEqual([values.length, dim]);
+      const data = await output.download();
+      for (let row = 0; row < values.length; row++) expect(data[row * dim + dim - 1]).toBe(0);
+      output.release();
+    }
   });
 
   it("frequencies follow diffusers: exp(-ln(10000) j / (half - shift)), rounded to f32", () => {
@@ -90,20 +158,21 @@ describe("timestepEmbedding", () => {
     expectClose(
       await output.download(),
       timestepEmbeddingReference.forward([7, 8], 6, { flipSinToCos: true }),
-      tolerance(8),
+      { atol: 5e-7, rtol: 0 },
       "with table",
     );
   });
 
-  it("bad input names the op", async () => {
-    const gpu = await defaultGpu();
-    const t = Tensor.upload(gpu, new Float32Array([1, 2]), [2]);
-    expect(() => timestepEmbedding(t, 1)).toThrow(OpError);
-    expect(() => timestepEmbedding(t, 2, { downscaleFreqShift: 1 })).toThrow(/minus downscaleFreqShift/);
-    expect(() => timestepEmbedding(Tensor.upload(gpu, new Float32Array(4), [2, 2]), 8)).toThrow(
-      /timestepEmbedding/,
+  it("the WGSL that `cxr kernels dump timestep` prints is what runs", async () => {
+    const compiled = await compiledWhile(async (device) => {
+      const t = Tensor.upload(device, new Float32Array([1, 2]), [2]).trainable();
+      const y = timestepEmbedding(t, 8);
+      backward(y, Tensor.upload(device, new Float32Array(16).fill(1), [2, 8]));
+      await t.grad!.download();
+    });
+    expect(compiled).toEqual([TIMESTEP_KERNELS.default.forward, TIMESTEP_KERNELS.default.backward]);
+    expect(dumpKernelSources({ op: "timestep", pass: "backward" })).toBe(
+      `// timestep / default / backward${TIMESTEP_KERNELS.default.backward}\n`,
     );
-    const wrong = Tensor.upload(gpu, new Float32Array(3), [3]);
-    expect(() => timestepEmbedding(t, 8, {}, wrong)).toThrow(/frequencies must be f32 \[4\]/);
   });
 });

@@ -49,7 +49,7 @@ export {
   batchNormReference,
   chooseBatchNormVariant,
 } from "./ops/batchnorm/index.ts";
-export { add, type BinaryKind, binary, binaryReference, div, mul, sub } from "./ops/binary.ts";
+export { add, type BinaryKind, binary, binaryReference, div, mul, sub } from "./ops/binary/index.ts";
 export {
   CONV2D_VARIANTS,
   type Conv2dGeometry,
@@ -66,8 +66,8 @@ export {
   conv2dReference,
   releaseConv2dScratch,
 } from "./ops/conv2d/index.ts";
-export { softmaxCrossEntropy, softmaxCrossEntropyReference } from "./ops/crossentropy.ts";
-export { embedding, embeddingReference, uploadTokens } from "./ops/embedding.ts";
+export { softmaxCrossEntropy, softmaxCrossEntropyReference } from "./ops/crossentropy/index.ts";
+export { embedding, embeddingReference, uploadTokens } from "./ops/embedding/index.ts";
 export {
   chooseGroupNormVariant,
   type GroupNormVariant,
@@ -81,14 +81,14 @@ export {
   layerNorm,
   layerNormReference,
 } from "./ops/layernorm/index.ts";
-export { concat, layoutReference, permute, reshape, split, upsampleNearest } from "./ops/layout.ts";
+export { concat, layoutReference, permute, reshape, split, upsampleNearest } from "./ops/layout/index.ts";
 export {
   bceWithLogitsLoss,
   bceWithLogitsReference,
   type LossReduction,
   mseLoss,
   mseLossReference,
-} from "./ops/loss.ts";
+} from "./ops/loss/index.ts";
 export {
   chooseMatmulVariant,
   MATMUL_ACTIVATIONS,
@@ -122,7 +122,7 @@ export {
   type EmaConfig,
   emaDecay,
   emaReference,
-} from "./ops/optim.ts";
+} from "./ops/optim/index.ts";
 export {
   avgPool2d,
   globalAvgPool2d,
@@ -137,7 +137,7 @@ export {
   randomNormal,
   randomReference,
   randomUniform,
-} from "./ops/random.ts";
+} from "./ops/random/index.ts";
 export {
   max,
   mean,
@@ -161,7 +161,7 @@ export {
   timestepEmbedding,
   timestepEmbeddingReference,
   timestepFrequencies,
-} from "./ops/timestep.ts";
+} from "./ops/timestep/index.ts";
 export {
   gelu,
   referenceErf,
@@ -174,7 +174,7 @@ export {
   type UnaryKind,
   unary,
   unaryReference,
-} from "./ops/unary.ts";
+} from "./ops/unary/index.ts";
 // Autograd.
 export {
   type BackwardFn,

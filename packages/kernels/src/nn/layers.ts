@@ -6,10 +6,10 @@
 import { attention } from "../ops/attention/index.ts";
 import { batchNorm2d } from "../ops/batchnorm/index.ts";
 import { conv2d } from "../ops/conv2d/index.ts";
-import { embedding } from "../ops/embedding.ts";
+import { embedding } from "../ops/embedding/index.ts";
 import { groupNorm } from "../ops/groupnorm/index.ts";
 import { layerNorm } from "../ops/layernorm/index.ts";
-import { permute, reshape } from "../ops/layout.ts";
+import { permute, reshape } from "../ops/layout/index.ts";
 import { matmul } from "../ops/matmul/index.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { OpError, type Tensor } from "../runtime/tensor.ts";

@@ -4,7 +4,7 @@
  * checkpoint maps 1:1 onto our modules and our safetensors files load in PyTorch.
  */
 
-import { randomReference } from "../ops/random.ts";
+import { randomReference } from "../ops/random/index.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { formatShape, type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
 import { readSafetensors, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
@@ -110,18 +110,6 @@ export abstract class Module {
     return this.train(false);
   }
 
-  /** Replaces a tensor's contents in place (same buffer, so optimiser state stays attached). */
-  private static assign(target: Tensor, values: Float32Array): void {
-    target.gpu.flush();
-    target.gpu.device.queue.writeBuffer(
-      target.buffer,
-      0,
-      values.buffer,
-      values.byteOffset,
-      values.byteLength,
-    );
-  }
-
   /**
    * Loads named tensors. With `strict`, missing and unexpected names are errors; shapes must always
    * match. All problems are collected and reported together, and nothing is changed unless all pass.
@@ -157,7 +145,9 @@ export abstract class Module {
     }
     for (const [name, tensor] of own) {
       const stored = tensors.get(name);
-      if (stored) Module.assign(tensor, stored.data);
+      // In place (same buffer, so optimiser state stays attached), recorded in the current batch
+      // from a staging buffer: lands after the work recorded before it, and submits nothing.
+      if (stored) tensor.write(stored.data);
     }
   }
 

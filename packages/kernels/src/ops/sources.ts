@@ -5,14 +5,23 @@
  */
 import { ATTENTION_KERNELS, ATTENTION_SHARED_KERNELS } from "./attention/index.ts";
 import { BATCH_NORM_KERNELS } from "./batchnorm/index.ts";
+import { BINARY_KERNELS } from "./binary/index.ts";
 import { CONV2D_KERNELS } from "./conv2d/index.ts";
+import { CROSS_ENTROPY_KERNELS } from "./crossentropy/index.ts";
+import { EMBEDDING_KERNELS } from "./embedding/index.ts";
 import { GROUP_NORM_KERNELS } from "./groupnorm/index.ts";
 import { IM2COL_KERNELS } from "./im2col/index.ts";
 import { LAYER_NORM_KERNELS } from "./layernorm/index.ts";
+import { LAYOUT_KERNELS } from "./layout/index.ts";
+import { LOSS_KERNELS } from "./loss/index.ts";
 import { MATMUL_KERNELS } from "./matmul/index.ts";
+import { OPTIM_KERNELS } from "./optim/index.ts";
 import { POOL_KERNELS } from "./pooling/index.ts";
+import { RANDOM_KERNELS } from "./random/index.ts";
 import { REDUCE_KERNELS } from "./reduce/index.ts";
 import { SOFTMAX_KERNELS } from "./softmax/index.ts";
+import { TIMESTEP_KERNELS } from "./timestep/index.ts";
+import { UNARY_KERNELS } from "./unary/index.ts";
 
 export type KernelPasses = Readonly<Record<string, string>>;
 
@@ -37,6 +46,15 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
   conv2d: CONV2D_KERNELS,
   im2col: IM2COL_KERNELS,
   pooling: POOL_KERNELS,
+  timestep: TIMESTEP_KERNELS,
+  embedding: EMBEDDING_KERNELS,
+  unary: UNARY_KERNELS,
+  binary: BINARY_KERNELS,
+  crossentropy: CROSS_ENTROPY_KERNELS,
+  loss: LOSS_KERNELS,
+  layout: LAYOUT_KERNELS,
+  random: RANDOM_KERNELS,
+  optim: OPTIM_KERNELS,
 };
 
 export interface DumpRequest {

@@ -11,7 +11,7 @@ import { grid, launch } from "../../runtime/kernel.ts";
 import { OpError, Tensor } from "../../runtime/tensor.ts";
 import { requireF32 } from "../common/checks.ts";
 import { type WindowOptions, window2d } from "../common/window.ts";
-import { permute, reshape } from "../layout.ts";
+import { permute, reshape } from "../layout/index.ts";
 import { matmul } from "../matmul/index.ts";
 import type { Im2colVariant } from "./choose.ts";
 import { col2imCost, im2colCost } from "./cost.ts";

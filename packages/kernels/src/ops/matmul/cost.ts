@@ -1,5 +1,5 @@
 /** FLOPs and bytes of a matmul, for the profiler and the benchmarks. */
-import { UNARY_FUNCTIONS } from "../unary.ts";
+import { UNARY_FUNCTIONS } from "../unary/index.ts";
 import type { MatmulActivation } from "./common.ts";
 import type { MatmulShape } from "./shapes.ts";
 

@@ -20,7 +20,7 @@ import { formatShape, OpError, type Shape, sizeOf, Tensor } from "../../runtime/
 import { Params } from "../../runtime/uniforms.ts";
 import { checkOutputFits, requireF32, requireSameDevice } from "../common/checks.ts";
 import { releaseScratchTextures } from "../common/texture-pool.ts";
-import { UNARY_FUNCTIONS } from "../unary.ts";
+import { UNARY_FUNCTIONS } from "../unary/index.ts";
 import { MATMUL_ACTIVATION_BACKWARD_WGSL, MATMUL_SUM_ROWS_WGSL } from "./backward-passes.ts";
 import { chooseMatmulVariant, MATMUL_VARIANTS, type MatmulVariant } from "./choose.ts";
 import { ACTIVATION_CODES, MATMUL_ACTIVATIONS, type MatmulActivation, type MatmulKernels } from "./common.ts";

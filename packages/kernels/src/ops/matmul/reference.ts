@@ -5,7 +5,7 @@
  */
 import { OpError, type Shape, sizeOf } from "../../runtime/tensor.ts";
 import type { OpReference } from "../common/reference.ts";
-import { UNARY_FUNCTIONS } from "../unary.ts";
+import { UNARY_FUNCTIONS } from "../unary/index.ts";
 import type { MatmulActivation } from "./common.ts";
 import { layoutOfA, layoutOfB, type MatmulPlan, resolveMatmulShapes } from "./shapes.ts";
 

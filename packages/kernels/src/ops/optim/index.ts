@@ -4,135 +4,38 @@
  * schedule with linear warm-up. Defaults are RoentGen-v2's (lr 1e-5, betas 0.9/0.999, weight decay
  * 1e-2, eps 1e-8, 500 warm-up steps, clip at 1.0).
  *
+ * Layout (ops/softmax/ is the worked example): `choose.ts` (vec4 or scalar), `elementwise.ts` (the
+ * AdamW, clip-scale and EMA kernels, each one template built for both variants), `norm.ts` (the
+ * gradient-norm reduction), `config.ts`, `schedule.ts` (cosine learning rate), `reference.ts`,
+ * `cost.ts`. No bench.ts here (the EMA figure below came from a one-off measurement).
+ *
  * Nothing here reads back to the CPU: step counts and learning rates live on the CPU and reach the
  * kernels as uniforms, and the clipping factor is read by a kernel from the GPU-computed norm.
  */
-import type { Gpu } from "../runtime/device.ts";
-import { grid, LINEAR_INDEX_WGSL, launch, wgsl } from "../runtime/kernel.ts";
-import { OpError, Tensor } from "../runtime/tensor.ts";
-import { Params } from "../runtime/uniforms.ts";
+import type { Gpu } from "../../runtime/device.ts";
+import { grid, launch } from "../../runtime/kernel.ts";
+import { OpError, Tensor } from "../../runtime/tensor.ts";
+import { Params } from "../../runtime/uniforms.ts";
+import { type ElementwiseOptions, elementwiseCount, resolveVariant } from "./choose.ts";
+import { ADAMW_DEFAULTS, type AdamWConfig, EMA_DEFAULTS, type EmaConfig } from "./config.ts";
+import { adamwCost } from "./cost.ts";
+import { ELEMENTWISE } from "./elementwise.ts";
+import { NORM_SUM } from "./norm.ts";
 
-// ---------------------------------------------------------------------------------------------
-// Elementwise variants
+export { chooseElementwiseVariant, type ElementwiseOptions, type ElementwiseVariant } from "./choose.ts";
+export { ADAMW_DEFAULTS, type AdamWConfig, EMA_DEFAULTS, type EmaConfig } from "./config.ts";
+export { adamwCost } from "./cost.ts";
+export { adamwReference, clipGradNormReference, emaReference } from "./reference.ts";
+export { COSINE_SCHEDULE_DEFAULTS, type CosineScheduleConfig, cosineLearningRate } from "./schedule.ts";
 
-/**
- * "vec4": each invocation updates 4 elements through vec4 loads. On the CPU adapter this halves the
- * time (llvmpipe makes each per-invocation load a scalar load with a bounds check, so fewer, wider
- * loads win: 4M-element EMA update 64 ms vs 142 ms, measured on lavapipe); on GPUs 16-byte loads
- * coalesce as well. The up to 3 lanes past the end fall in the buffer's padding (pooled buffers are
- * multiples of 16 bytes) and are never read as data. "scalar" is one element per invocation: the
- * naive reference, and the fallback for tensors over buffers that are not multiples of 16 bytes.
- */
-export type ElementwiseVariant = "vec4" | "scalar";
-
-export interface ElementwiseOptions {
-  /** Force a variant (tests, benchmarks); default `chooseElementwiseVariant`. */
-  variant?: ElementwiseVariant;
-}
-
-export function chooseElementwiseVariant(tensors: readonly Tensor[]): ElementwiseVariant {
-  return tensors.every((tensor) => tensor.buffer.size % 16 === 0) ? "vec4" : "scalar";
-}
-
-function resolveVariant(
-  op: string,
-  tensors: readonly Tensor[],
-  forced?: ElementwiseVariant,
-): ElementwiseVariant {
-  if (forced === "vec4" && chooseElementwiseVariant(tensors) !== "vec4") {
-    throw new OpError(op, "the vec4 variant needs buffers whose sizes are multiples of 16 bytes");
-  }
-  if (forced !== undefined && forced !== "vec4" && forced !== "scalar") {
-    throw new OpError(op, `unknown variant "${forced as string}" (vec4, scalar)`);
-  }
-  return forced ?? chooseElementwiseVariant(tensors);
-}
-
-/** The WGSL of an elementwise template (`{{type}}` is f32 or vec4<f32>) for each variant. */
-function elementwiseSources(template: string): Record<ElementwiseVariant, string> {
-  return { scalar: wgsl(template, { type: "f32" }), vec4: wgsl(template, { type: "vec4<f32>" }) };
-}
-
-/** Invocations (and the `size` uniform) for `size` elements: one per element or per 4. */
-function elementwiseCount(variant: ElementwiseVariant, size: number): number {
-  return variant === "vec4" ? Math.ceil(size / 4) : size;
-}
+/** The kernels by variant and pass, exactly as launched (`cxr kernels dump optim`). */
+export const OPTIM_KERNELS = {
+  scalar: { ...ELEMENTWISE.scalar, normSum: NORM_SUM },
+  vec4: { ...ELEMENTWISE.vec4, normSum: NORM_SUM },
+} as const;
 
 // ---------------------------------------------------------------------------------------------
 // AdamW
-
-export interface AdamWConfig {
-  learningRate: number;
-  beta1: number;
-  beta2: number;
-  weightDecay: number;
-  epsilon: number;
-  /** Names for the state keys (e.g. module paths); default "0", "1", ... in parameter order. */
-  parameterNames?: readonly string[];
-}
-
-export const ADAMW_DEFAULTS: Readonly<AdamWConfig> = {
-  learningRate: 1e-5,
-  beta1: 0.9,
-  beta2: 0.999,
-  weightDecay: 1e-2,
-  epsilon: 1e-8,
-};
-
-/** One fused update per element: decay, both moments, bias-corrected step (PyTorch `_single_tensor_adamw`). */
-export const ADAMW_TEMPLATE = `
-@group(0) @binding(0) var<storage, read_write> parameter: array<{{type}}>;
-@group(0) @binding(1) var<storage, read> gradient: array<{{type}}>;
-@group(0) @binding(2) var<storage, read_write> firstMoment: array<{{type}}>;
-@group(0) @binding(3) var<storage, read_write> secondMoment: array<{{type}}>;
-struct Params {
-  size: u32, decayFactor: f32, beta1: f32, oneMinusBeta1: f32,
-  beta2: f32, oneMinusBeta2: f32, stepSize: f32, sqrtBiasCorrection2: f32, epsilon: f32,
-}
-@group(0) @binding(4) var<uniform> params: Params;
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.size) { return; }
-  let g = gradient[index];
-  let m = params.beta1 * firstMoment[index] + params.oneMinusBeta1 * g;
-  let v = params.beta2 * secondMoment[index] + params.oneMinusBeta2 * g * g;
-  firstMoment[index] = m;
-  secondMoment[index] = v;
-  let denominator = sqrt(v) / params.sqrtBiasCorrection2 + params.epsilon;
-  parameter[index] = parameter[index] * params.decayFactor - params.stepSize * m / denominator;
-}`;
-export const ADAMW_WGSL = elementwiseSources(ADAMW_TEMPLATE);
-
-export function adamwCost(size: number) {
-  return { flops: 14 * size, bytes: 28 * size };
-}
-
-/** Float64 reference of one PyTorch AdamW step on one parameter, updating param, m and v in place. */
-export const adamwReference = {
-  step(
-    parameter: Float64Array,
-    gradient: Float64Array,
-    firstMoment: Float64Array,
-    secondMoment: Float64Array,
-    step: number,
-    config: Omit<AdamWConfig, "parameterNames">,
-  ): void {
-    const { learningRate, beta1, beta2, weightDecay, epsilon } = config;
-    const biasCorrection1 = 1 - beta1 ** step;
-    const biasCorrection2 = 1 - beta2 ** step;
-    const stepSize = learningRate / biasCorrection1;
-    for (let index = 0; index < parameter.length; index++) {
-      parameter[index] *= 1 - learningRate * weightDecay;
-      const g = gradient[index];
-      firstMoment[index] += (g - firstMoment[index]) * (1 - beta1); // torch: exp_avg.lerp_(grad, 1 - beta1)
-      secondMoment[index] = secondMoment[index] * beta2 + (1 - beta2) * g * g;
-      const denominator = Math.sqrt(secondMoment[index]) / Math.sqrt(biasCorrection2) + epsilon;
-      parameter[index] -= (stepSize * firstMoment[index]) / denominator;
-    }
-  },
-};
 
 function checkTrainable(op: string, params: readonly Tensor[]): void {
   if (params.length === 0) throw new OpError(op, "needs at least one parameter");
@@ -241,7 +144,7 @@ export class AdamW {
       const count = elementwiseCount(variant, param.size);
       launch(
         param.gpu,
-        { name: "adamw", variant, code: ADAMW_WGSL[variant] },
+        { name: "adamw", variant, code: ELEMENTWISE[variant].adamw },
         {
           bindings,
           params: new Params()
@@ -279,8 +182,8 @@ export class AdamW {
     const gpu = this.params[0].gpu;
     const counts = Float32Array.from(this.steps);
     if (!this.stepTensor) this.stepTensor = Tensor.empty(gpu, [this.steps.length]);
-    gpu.flush(); // the write must land after work already recorded
-    gpu.device.queue.writeBuffer(this.stepTensor.buffer, 0, counts);
+    // Recorded in the current batch (lands after the updates recorded before it), no submit.
+    this.stepTensor.write(counts);
     const state: Record<string, Tensor> = { step: this.stepTensor };
     this.names.forEach((name, index) => {
       state[`${name}.exp_avg`] = this.firstMoments[index];
@@ -332,57 +235,6 @@ export class AdamW {
 /** Each partial is the sum of every `partialCount`-th value (coalesced on GPUs; plain loads on CPUs). */
 const PARTIAL_SUMS_PER_INVOCATION = 256;
 
-/**
- * Sum (of squares, at the first level) of strided elements into one partial per invocation; levels
- * repeat until one value is left, which the last level turns into its square root.
- */
-export const SUM_OF_SQUARES_WGSL = `
-@group(0) @binding(0) var<storage, read> values: array<f32>;
-@group(0) @binding(1) var<storage, read_write> partials: array<f32>;
-struct Params { size: u32, partialCount: u32, partialOffset: u32, square: u32, takeRoot: u32 }
-@group(0) @binding(2) var<uniform> params: Params;
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.partialCount) { return; }
-  var total = 0.0;
-  for (var element = index; element < params.size; element += params.partialCount) {
-    let value = values[element];
-    total += select(value, value * value, params.square == 1u);
-  }
-  partials[params.partialOffset + index] = select(total, sqrt(total), params.takeRoot == 1u);
-}`;
-
-/** gradient *= min(1, maxNorm / (norm + 1e-6)), with the norm read from the GPU (torch.nn.utils.clip_grad_norm_). */
-export const CLIP_SCALE_TEMPLATE = `
-@group(0) @binding(0) var<storage, read_write> gradient: array<{{type}}>;
-@group(0) @binding(1) var<storage, read> norm: array<f32>;
-struct Params { size: u32, maxNorm: f32 }
-@group(0) @binding(2) var<uniform> params: Params;
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.size) { return; }
-  let factor = min(1.0, params.maxNorm / (norm[0] + 1e-6));
-  gradient[index] = gradient[index] * factor;
-}`;
-export const CLIP_SCALE_WGSL = elementwiseSources(CLIP_SCALE_TEMPLATE);
-
-/** Float64 reference of torch.nn.utils.clip_grad_norm_ (L2): scales the gradients in place, returns the norm. */
-export const clipGradNormReference = {
-  clip(gradients: Float64Array[], maxNorm: number): number {
-    let total = 0;
-    for (const gradient of gradients) for (const value of gradient) total += value * value;
-    const norm = Math.sqrt(total);
-    const factor = Math.min(1, maxNorm / (norm + 1e-6));
-    for (const gradient of gradients)
-      for (let index = 0; index < gradient.length; index++) gradient[index] *= factor;
-    return norm;
-  },
-};
-
 function sumLevel(
   gpu: Gpu,
   values: Tensor,
@@ -395,7 +247,7 @@ function sumLevel(
 ): void {
   launch(
     gpu,
-    { name: "clipGradNorm", variant: square ? "sum-of-squares" : "sum", code: SUM_OF_SQUARES_WGSL },
+    { name: "clipGradNorm", variant: square ? "sum-of-squares" : "sum", code: NORM_SUM },
     {
       bindings: [values, partials],
       params: new Params().u32(size, count, offset, square ? 1 : 0, takeRoot ? 1 : 0),
@@ -447,7 +299,7 @@ export function clipGradNorm(
     const count = elementwiseCount(variant, gradient.size);
     launch(
       gpu,
-      { name: "clipGradNorm", variant: `scale-${variant}`, code: CLIP_SCALE_WGSL[variant] },
+      { name: "clipGradNorm", variant: `scale-${variant}`, code: ELEMENTWISE[variant].clipScale },
       {
         bindings: [gradient, partials],
         params: new Params().u32(count).f32(maxNorm),
@@ -463,37 +315,6 @@ export function clipGradNorm(
 // ---------------------------------------------------------------------------------------------
 // Exponential moving average of parameters
 
-export interface EmaConfig {
-  /** The decay the average approaches (diffusers' EMAModel default). */
-  decay: number;
-  /**
-   * "diffusers": decay_n = min(decay, (1 + k) / (10 + k)) with k = n - 1 at the n-th update, so
-   * the first update copies the parameters and early averages are not dominated by the
-   * initialisation (diffusers' EMAModel, which RoentGen-v2's training script uses).
-   * "constant": decay_n = decay.
-   */
-  schedule: "diffusers" | "constant";
-  parameterNames?: readonly string[];
-}
-
-export const EMA_DEFAULTS: Readonly<EmaConfig> = { decay: 0.9999, schedule: "diffusers" };
-
-/** average += (1 - decay) * (param - average), diffusers' form. */
-export const EMA_UPDATE_TEMPLATE = `
-@group(0) @binding(0) var<storage, read_write> average: array<{{type}}>;
-@group(0) @binding(1) var<storage, read> parameter: array<{{type}}>;
-struct Params { size: u32, oneMinusDecay: f32 }
-@group(0) @binding(2) var<uniform> params: Params;
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.size) { return; }
-  let current = average[index];
-  average[index] = current - params.oneMinusDecay * (current - parameter[index]);
-}`;
-export const EMA_UPDATE_WGSL = elementwiseSources(EMA_UPDATE_TEMPLATE);
-
 /** The decay of the n-th update (n counts from 1). */
 export function emaDecay(update: number, config: Pick<EmaConfig, "decay" | "schedule">): number {
   if (config.schedule === "constant") return config.decay;
@@ -501,14 +322,6 @@ export function emaDecay(update: number, config: Pick<EmaConfig, "decay" | "sche
   if (k <= 0) return 0;
   return Math.min(config.decay, (1 + k) / (10 + k));
 }
-
-export const emaReference = {
-  update(average: Float64Array, parameter: Float64Array, decay: number): void {
-    for (let index = 0; index < average.length; index++) {
-      average[index] -= (1 - decay) * (average[index] - parameter[index]);
-    }
-  },
-};
 
 /** An exponential moving average of parameters, kept on the GPU. */
 export class Ema {
@@ -557,7 +370,7 @@ export class Ema {
       const count = elementwiseCount(variant, param.size);
       launch(
         param.gpu,
-        { name: "emaUpdate", variant, code: EMA_UPDATE_WGSL[variant] },
+        { name: "emaUpdate", variant, code: ELEMENTWISE[variant].emaUpdate },
         {
           bindings,
           params: new Params().u32(count).f32(1 - decay),
@@ -628,43 +441,4 @@ export class Ema {
       }
     });
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Learning-rate schedule
-
-export interface CosineScheduleConfig {
-  baseLearningRate: number;
-  warmupSteps: number;
-  totalSteps: number;
-  /** Half-waves of the cosine over the decay phase; 0.5 decays once from base to zero. */
-  cycles: number;
-}
-
-export const COSINE_SCHEDULE_DEFAULTS: Readonly<Omit<CosineScheduleConfig, "totalSteps">> = {
-  baseLearningRate: 1e-5,
-  warmupSteps: 500,
-  cycles: 0.5,
-};
-
-/**
- * The learning rate at optimizer step `step` (0-based), as diffusers'
- * get_cosine_schedule_with_warmup: linear from 0 over the warm-up, then
- * base * max(0, (1 + cos(2 pi cycles progress)) / 2). Like PyTorch's LambdaLR, step 0 has rate 0.
- */
-export function cosineLearningRate(
-  step: number,
-  config: Partial<CosineScheduleConfig> & Pick<CosineScheduleConfig, "totalSteps">,
-): number {
-  const { baseLearningRate, warmupSteps, totalSteps, cycles } = { ...COSINE_SCHEDULE_DEFAULTS, ...config };
-  if (!Number.isInteger(step) || step < 0)
-    throw new RangeError(`cosineLearningRate: step ${step} must be an integer >= 0`);
-  if (!Number.isInteger(totalSteps) || totalSteps < 1 || !Number.isInteger(warmupSteps) || warmupSteps < 0) {
-    throw new RangeError(
-      `cosineLearningRate: totalSteps (${totalSteps}) must be an integer >= 1 and warmupSteps (${warmupSteps}) an integer >= 0`,
-    );
-  }
-  if (step < warmupSteps) return (baseLearningRate * step) / Math.max(1, warmupSteps);
-  const progress = (step - warmupSteps) / Math.max(1, totalSteps - warmupSteps);
-  return baseLearningRate * Math.max(0, 0.5 * (1 + Math.cos(Math.PI * cycles * 2 * progress)));
 }

@@ -1,38 +1,41 @@
 /**
  * Data movement: concat and split along an axis (UNet skip connections and DenseNet dense blocks
  * concatenate channels), permute (attention heads: [B, L, H, D] <-> [B, H, L, D]; NCHW <-> tokens),
- * and nearest-neighbour upsampling of NCHW images.
+ * reshape (a recorded buffer copy), and nearest-neighbour upsampling of NCHW images.
  * Both concat and split are one strided slice-copy kernel run once per input.
+ *
+ * Layout (ops/softmax/ is the worked example): `slice-copy.ts`, `permute-gather.ts`, `upsample.ts`
+ * (each op's one variant), `reference.ts`, `cost.ts`. No choose.ts (one variant each) and no
+ * bench.ts (memory-bound copies).
  */
-import { needsGrad, record } from "../runtime/autograd.ts";
-import { grid, LINEAR_INDEX_WGSL, launch } from "../runtime/kernel.ts";
-import { OpError, type Shape, sizeOf, Tensor } from "../runtime/tensor.ts";
-import { Params } from "../runtime/uniforms.ts";
+import { needsGrad, record } from "../../runtime/autograd.ts";
+import { grid, launch } from "../../runtime/kernel.ts";
+import { OpError, type Shape, sizeOf, Tensor } from "../../runtime/tensor.ts";
+import { Params } from "../../runtime/uniforms.ts";
+import { copyCost, upsampleCost } from "./cost.ts";
+import { PERMUTE } from "./permute-gather.ts";
+import { SLICE_COPY } from "./slice-copy.ts";
+import { UPSAMPLE } from "./upsample.ts";
 
-/**
- * Copies a [outer, sourceAxis, inner] block into (or out of) a [outer, targetAxis, inner] tensor
- * at `offset` along the middle axis. `direction` 0 writes into the big tensor, 1 reads from it.
- */
-export const SLICE_COPY_WGSL = `
-@group(0) @binding(0) var<storage, read> source: array<f32>;
-@group(0) @binding(1) var<storage, read_write> destination: array<f32>;
-struct Params { size: u32, inner: u32, sliceAxis: u32, wholeAxis: u32, offset: u32, intoWhole: u32 }
-@group(0) @binding(2) var<uniform> params: Params;
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.size) { return; }
-  let innerIndex = index % params.inner;
-  let sliceIndex = (index / params.inner) % params.sliceAxis;
-  let outerIndex = index / (params.inner * params.sliceAxis);
-  let wholeIndex = (outerIndex * params.wholeAxis + params.offset + sliceIndex) * params.inner + innerIndex;
-  if (params.intoWhole == 1u) {
-    destination[wholeIndex] = source[index];
-  } else {
-    destination[index] = source[wholeIndex];
-  }
-}`;
+export {
+  type ConcatParams,
+  concatOpReference,
+  layoutReference,
+  type PermuteParams,
+  permuteOpReference,
+  type UpsampleParams,
+  upsampleOpReference,
+} from "./reference.ts";
+
+/** The kernels by variant and pass (the launched kernels), exactly as launched (`cxr kernels dump layout`). */
+export const LAYOUT_KERNELS = {
+  default: {
+    sliceCopy: SLICE_COPY,
+    permute: PERMUTE,
+    upsampleNearest: UPSAMPLE.forward,
+    upsampleNearestBackward: UPSAMPLE.backward,
+  },
+} as const;
 
 function normaliseAxis(op: string, axis: number, rank: number, shape: Shape): number {
   const resolved = axis < 0 ? axis + rank : axis;
@@ -47,13 +50,12 @@ function sliceCopy(slice: Tensor, whole: Tensor, axis: number, offset: number, i
   const size = slice.size;
   launch(
     whole.gpu,
-    { name: intoWhole ? "concat" : "split", code: SLICE_COPY_WGSL },
+    { name: intoWhole ? "concat" : "split", code: LAYOUT_KERNELS.default.sliceCopy },
     {
       bindings: intoWhole ? [slice, whole] : [whole, slice],
       params: new Params().u32(size, inner, slice.shape[axis], whole.shape[axis], offset, intoWhole ? 1 : 0),
       workgroups: grid(size, 256),
-      flops: 0,
-      bytes: 8 * size,
+      ...copyCost(size),
     },
   );
 }
@@ -134,31 +136,6 @@ export function split(x: Tensor, sizes: number[], axis = 1): Tensor[] {
 
 const MAX_PERMUTE_RANK = 8;
 
-/** output[index] = input[sum(coordinate[axis] * inputStride[permutation[axis]])]. */
-export const PERMUTE_WGSL = `
-@group(0) @binding(0) var<storage, read> input: array<f32>;
-@group(0) @binding(1) var<storage, read_write> output: array<f32>;
-struct Params {
-  size: u32, rank: u32, pad0: u32, pad1: u32,
-  outShape: array<vec4<u32>, 2>,
-  sourceStrides: array<vec4<u32>, 2>,
-}
-@group(0) @binding(2) var<uniform> params: Params;
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.size) { return; }
-  var rest = index;
-  var offset = 0u;
-  for (var axis = i32(params.rank) - 1; axis >= 0; axis--) {
-    let dim = params.outShape[axis / 4][axis % 4];
-    offset += (rest % dim) * params.sourceStrides[axis / 4][axis % 4];
-    rest = rest / dim;
-  }
-  output[index] = input[offset];
-}`;
-
 function permuteRaw(x: Tensor, permutation: number[]): Tensor {
   const rank = x.rank;
   const inputStrides: number[] = new Array(rank);
@@ -173,7 +150,7 @@ function permuteRaw(x: Tensor, permutation: number[]): Tensor {
   const output = Tensor.empty(x.gpu, outShape);
   launch(
     x.gpu,
-    { name: "permute", code: PERMUTE_WGSL },
+    { name: "permute", code: LAYOUT_KERNELS.default.permute },
     {
       bindings: [x, output],
       params: new Params()
@@ -181,8 +158,7 @@ function permuteRaw(x: Tensor, permutation: number[]): Tensor {
         .u32(...pad(outShape))
         .u32(...pad(sourceStrides)),
       workgroups: grid(x.size, 256),
-      flops: 0,
-      bytes: 8 * x.size,
+      ...copyCost(x.size),
     },
   );
   return output;
@@ -226,48 +202,6 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
   return output;
 }
 
-const UPSAMPLE_WGSL = `
-@group(0) @binding(0) var<storage, read> input: array<f32>;
-@group(0) @binding(1) var<storage, read_write> output: array<f32>;
-struct Params { size: u32, height: u32, width: u32, factor: u32 }
-@group(0) @binding(2) var<uniform> params: Params;
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.size) { return; }
-  let outWidth = params.width * params.factor;
-  let outHeight = params.height * params.factor;
-  let x = index % outWidth;
-  let y = (index / outWidth) % outHeight;
-  let plane = index / (outWidth * outHeight);
-  output[index] = input[(plane * params.height + y / params.factor) * params.width + x / params.factor];
-}`;
-
-/** Each input pixel gathers the factor x factor block of output gradients it was copied to. */
-const UPSAMPLE_BACKWARD_WGSL = `
-@group(0) @binding(0) var<storage, read> gradOutput: array<f32>;
-@group(0) @binding(1) var<storage, read_write> gradInput: array<f32>;
-struct Params { size: u32, height: u32, width: u32, factor: u32 }
-@group(0) @binding(2) var<uniform> params: Params;
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.size) { return; }
-  let x = index % params.width;
-  let y = (index / params.width) % params.height;
-  let plane = index / (params.width * params.height);
-  let outWidth = params.width * params.factor;
-  let outHeight = params.height * params.factor;
-  var total = 0.0;
-  for (var dy = 0u; dy < params.factor; dy++) {
-    let row = (plane * outHeight + y * params.factor + dy) * outWidth + x * params.factor;
-    for (var dx = 0u; dx < params.factor; dx++) { total += gradOutput[row + dx]; }
-  }
-  gradInput[index] = total;
-}`;
-
 /** Nearest-neighbour upsampling of [N, C, H, W] by an integer factor (Stable Diffusion's Upsample2D). */
 export function upsampleNearest(x: Tensor, factor = 2): Tensor {
   if (x.rank !== 4) throw new OpError("upsampleNearest", "expects [N, C, H, W]", { x });
@@ -278,13 +212,12 @@ export function upsampleNearest(x: Tensor, factor = 2): Tensor {
   const output = Tensor.empty(x.gpu, [n, c, h * factor, w * factor]);
   launch(
     x.gpu,
-    { name: "upsampleNearest", code: UPSAMPLE_WGSL },
+    { name: "upsampleNearest", code: LAYOUT_KERNELS.default.upsampleNearest },
     {
       bindings: [x, output],
       params: new Params().u32(output.size, h, w, factor),
       workgroups: grid(output.size, 256),
-      flops: 0,
-      bytes: 4 * (x.size + output.size),
+      ...upsampleCost(x.size, output.size, 0),
     },
   );
   if (needsGrad(x)) {
@@ -292,13 +225,12 @@ export function upsampleNearest(x: Tensor, factor = 2): Tensor {
       const gradInput = Tensor.empty(x.gpu, x.shape);
       launch(
         x.gpu,
-        { name: "upsampleNearestBackward", code: UPSAMPLE_BACKWARD_WGSL },
+        { name: "upsampleNearestBackward", code: LAYOUT_KERNELS.default.upsampleNearestBackward },
         {
           bindings: [gradOutput!, gradInput],
           params: new Params().u32(x.size, h, w, factor),
           workgroups: grid(x.size, 256),
-          flops: output.size,
-          bytes: 4 * (x.size + output.size),
+          ...upsampleCost(x.size, output.size, output.size),
         },
       );
       return [gradInput];
@@ -306,66 +238,3 @@ export function upsampleNearest(x: Tensor, factor = 2): Tensor {
   }
   return output;
 }
-
-/** Float64 references. */
-export const layoutReference = {
-  concat(inputs: Float64Array[], shapes: Shape[], axis: number): Float64Array {
-    const inner = sizeOf(shapes[0].slice(axis + 1));
-    const outer = sizeOf(shapes[0].slice(0, axis));
-    const parts: number[] = [];
-    for (let o = 0; o < outer; o++) {
-      inputs.forEach((input, index) => {
-        const block = shapes[index][axis] * inner;
-        for (let k = 0; k < block; k++) parts.push(input[o * block + k]);
-      });
-    }
-    return Float64Array.from(parts);
-  },
-  permute(x: Float64Array, shape: Shape, permutation: number[]): Float64Array {
-    const rank = shape.length;
-    const strides = new Array<number>(rank);
-    let stride = 1;
-    for (let axis = rank - 1; axis >= 0; axis--) {
-      strides[axis] = stride;
-      stride *= shape[axis];
-    }
-    const outShape = permutation.map((axis) => shape[axis]);
-    const output = new Float64Array(x.length);
-    for (let index = 0; index < x.length; index++) {
-      let rest = index;
-      let offset = 0;
-      for (let axis = rank - 1; axis >= 0; axis--) {
-        offset += (rest % outShape[axis]) * strides[permutation[axis]];
-        rest = Math.floor(rest / outShape[axis]);
-      }
-      output[index] = x[offset];
-    }
-    return output;
-  },
-  upsampleNearest(x: Float64Array, shape: Shape, factor: number): Float64Array {
-    const [n, c, h, w] = shape;
-    const output = new Float64Array(n * c * h * factor * w * factor);
-    let index = 0;
-    for (let plane = 0; plane < n * c; plane++) {
-      for (let y = 0; y < h * factor; y++) {
-        for (let xx = 0; xx < w * factor; xx++) {
-          output[index++] = x[(plane * h + Math.floor(y / factor)) * w + Math.floor(xx / factor)];
-        }
-      }
-    }
-    return output;
-  },
-  upsampleNearestBackward(gradOutput: Float64Array, shape: Shape, factor: number): Float64Array {
-    const [n, c, h, w] = shape;
-    const grad = new Float64Array(n * c * h * w);
-    let index = 0;
-    for (let plane = 0; plane < n * c; plane++) {
-      for (let y = 0; y < h * factor; y++) {
-        for (let xx = 0; xx < w * factor; xx++) {
-          grad[(plane * h + Math.floor(y / factor)) * w + Math.floor(xx / factor)] += gradOutput[index++];
-        }
-      }
-    }
-    return grad;
-  },
-};
