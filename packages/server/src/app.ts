@@ -747,6 +747,30 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
   app.openapi(
     createRoute({
       method: "get",
+      path: "/v1/evaluations/{id}",
+      tags: ["evaluation"],
+      summary:
+        "the evaluation document of a finished evaluation (evaluation.json: AUROC, thresholds, subgroups, gaps with intervals)",
+      security: [{ bearer: [] }],
+      request: { params: JobIdParam },
+      responses: {
+        200: json(z.record(z.string(), z.unknown()), "evaluation.json (schema cxr-evaluation)"),
+        404: json(ErrorSchema, "no such finished evaluation"),
+        ...errors,
+      },
+    }),
+    async (c) => {
+      const job = store.get(c.req.valid("param").id);
+      if (job?.kind !== "evaluation" || job.state !== "succeeded") {
+        return c.json(errorBody("not_found", "no finished evaluation with that id"), 404);
+      }
+      const text = await readFile(join(config.dataRoot, "evaluations", job.id, "evaluation.json"), "utf8");
+      return c.json(JSON.parse(text) as Record<string, unknown>, 200);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: "get",
       path: "/v1/evaluations/{id}/report",
       tags: ["evaluation"],
       summary: "the Markdown report of a finished evaluation",
