@@ -167,6 +167,38 @@ describe("cxr train classifier (trainClassifierRun)", () => {
     expect(readFileSync(join(resumed, "metrics.csv"), "utf8").split("\n").length).toBe(
       readFileSync(join(straight, "metrics.csv"), "utf8").split("\n").length,
     );
+
+    // Stopped by a signal mid-epoch (twice, once in each epoch) and resumed: still the same weights,
+    // and every epoch's metrics count all its steps.
+    const signalled = join(folder, "run-signalled");
+    const steps: number[] = [];
+    const session = async (stopAt: number | null, resume: boolean) => {
+      const controller = new AbortController();
+      return trainClassifierRun(
+        gpu,
+        options(signalled, {
+          bootstrapRounds: 0,
+          resume,
+          signal: controller.signal,
+          log: () => {},
+          onStep: (progress) => {
+            steps.push(progress.step);
+            expect(progress.totalSteps).toBe(2 * progress.batchesPerEpoch);
+            if (progress.step === stopAt) controller.abort();
+          },
+        }),
+      );
+    };
+    const perEpoch = second.history[0].steps;
+    expect(perEpoch).toBeGreaterThan(3);
+    expect((await session(2, false)).stopped).toBe(true);
+    expect((await session(perEpoch + 2, true)).stopped).toBe(true);
+    const last = await session(null, true);
+    expect(last.stopped).toBe(false);
+    expect(steps).toEqual(Array.from({ length: 2 * perEpoch }, (_, index) => index + 1));
+    expect(last.history.map((row) => row.steps)).toEqual([perEpoch, perEpoch]);
+    const c = readSafetensors(join(signalled, "model.safetensors")).tensors;
+    for (const [name, tensor] of a) expect(c.get(name)!.data, name).toEqual(tensor.data);
   });
 
   it("trains with memory-efficient dense blocks and records them in model.json", async () => {

@@ -73,6 +73,8 @@ describe("server without tokens", () => {
       "/v1/jobs/{id}",
       "/v1/jobs/{id}/events",
       "/v1/images/{id}",
+      "/v1/trainings",
+      "/v1/evaluations/{id}",
     ]) {
       expect(doc.paths[path], path).toBeDefined();
     }
@@ -86,6 +88,10 @@ describe("server without tokens", () => {
     const page = await (await fetch(`${s.url}/`)).text();
     expect(page).toContain('id="generate"');
     expect(page).toContain("Cardiomegaly");
+    for (const id of ["train", "batch", "evaluation", "followed"]) expect(page).toContain(`id="${id}"`);
+    // The page's script parses (a syntax error would leave every form dead in the browser).
+    const script = page.slice(page.indexOf("<script>") + "<script>".length, page.lastIndexOf("</script>"));
+    expect(() => new Function(script)).not.toThrow();
   });
 
   test.each([
@@ -297,6 +303,11 @@ describe("server without tokens", () => {
     const report = await fetch(`${s.url}${done.result.report}`);
     expect(report.headers.get("content-type")).toContain("text/markdown");
     expect(await report.text()).toContain("AUROC");
+    const document = (await (await fetch(`${s.url}/v1/evaluations/${body.id}`)).json()) as any;
+    expect(document.schema).toBe("cxr-evaluation");
+    expect(document.overall.macroAuroc.value).toBeCloseTo(done.result.macroAuroc, 10);
+    expect(document.gaps.length).toBeGreaterThan(0);
+    expect((await fetch(`${s.url}/v1/evaluations/job_00000000000000000000`)).status).toBe(404);
     expect((await fetch(`${s.url}/v1/evaluations/job_00000000000000000000/report`)).status).toBe(404);
   });
 

@@ -174,6 +174,70 @@ describe("durability", () => {
     }
   });
 
+  test("classifier training: SIGTERM checkpoints mid-epoch and exits 0, kill -9 later, restarts resume and complete", async () => {
+    const { root, remove } = temporaryRoot();
+    try {
+      mkdirSync(join(root, "models", "tiny"), { recursive: true });
+      await generatePhantomDataset({
+        outDir: join(root, "datasets", "real"),
+        count: 90,
+        size: 64,
+        institutions: ["highland"],
+        seed: 3,
+      });
+      const first = await startChild(root, 1);
+      const response = await fetch(`${first.url}/v1/trainings`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          kind: "classifier",
+          dataset: "real",
+          config: "densenet-bc-tiny",
+          imageSize: 32,
+          batchSize: 8,
+          epochs: 3,
+          bootstrapRounds: 0,
+          output: "resumed-classifier",
+        }),
+      });
+      expect(response.status).toBe(202);
+      const { id } = (await response.json()) as any;
+      const started = await until(async () => {
+        const job = await getJob(first.url, id);
+        return job.progress?.step >= 2 ? job : undefined;
+      }, 150_000);
+      const perEpoch = started.progress.total / 3;
+      first.child.kill("SIGTERM");
+      expect(await new Promise((resolve) => first.child.once("exit", resolve))).toBe(0);
+      expect(first.stderr.join("")).toMatch(/stopped \(asked\) in real epoch 1 after batch \d+/);
+      expect(first.stderr.join("")).toContain("interrupted by the drain");
+
+      const second = await startChild(root, 1);
+      await until(
+        async () => ((await getJob(second.url, id)).progress?.step >= perEpoch + 2 ? true : undefined),
+        150_000,
+      );
+      expect(second.stderr.join("")).toMatch(/resuming .*: phase real, 0 epochs done/);
+      second.child.kill("SIGKILL");
+      await new Promise((resolve) => second.child.once("exit", resolve));
+
+      const third = await startChild(root, 1);
+      const job = await until(async () => {
+        const current = await getJob(third.url, id);
+        return current.state === "succeeded" || current.state === "failed" ? current : undefined;
+      }, 150_000);
+      expect(job.error).toBeNull();
+      expect(job.attempts).toBe(3);
+      expect(job.result).toMatchObject({ model: "resumed-classifier", epochs: 3, steps: 3 * perEpoch });
+      expect(third.stderr.join("")).toMatch(/resuming .*: phase real, [12] epochs done/);
+      expect(readdirSync(join(root, "models", "resumed-classifier"))).toContain("model.safetensors");
+      third.child.kill("SIGTERM");
+      await new Promise((resolve) => third.child.once("exit", resolve));
+    } finally {
+      remove();
+    }
+  });
+
   test("SIGTERM drains: no new work, the running job goes back to the queue, exit 0, resumes on restart", async () => {
     const { root, remove } = temporaryRoot();
     try {

@@ -47,6 +47,51 @@ async function generate(body: Record<string, unknown>) {
 const bytes = async (url: string) => Buffer.from(await (await fetch(`${s.url}${url}`)).arrayBuffer());
 
 describe("generation on the real generator", () => {
+  test("a cancel mid-image returns every GPU buffer of the job to the pool (pndm and dpmpp-2m keep history)", async () => {
+    const gpu = setup.generator.gpu!;
+    const getJob = async (id: string) => (await (await fetch(`${s.url}/v1/jobs/${id}`)).json()) as any;
+    // A first generation lets the model build what it caches for good (e.g. constant tables).
+    expect((await generate({ prompt: "warm up", steps: 2 })).job.state).toBe("succeeded");
+    for (const sampler of ["pndm", "dpmpp-2m"]) {
+      const before = gpu.pool.snapshot().inUseBytes;
+      const response = await fetch(`${s.url}/v1/generations`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ prompt: "70 year old female. Cardiomegaly.", n: 2, steps: 200, sampler }),
+      });
+      const { id } = (await response.json()) as any;
+      for (let tries = 0; !((await getJob(id)).progress?.step >= 3); tries++) {
+        expect(tries).toBeLessThan(3000);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(gpu.pool.snapshot().inUseBytes).toBeGreaterThan(before);
+      expect((await fetch(`${s.url}/v1/jobs/${id}`, { method: "DELETE" })).status).toBe(202);
+      for (let tries = 0; (await getJob(id)).state !== "cancelled"; tries++) {
+        expect(tries).toBeLessThan(3000);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect((await getJob(id)).images.length).toBe(0);
+      expect(gpu.pool.snapshot().inUseBytes, sampler).toBe(before);
+    }
+    // The library alone: a finished generation, and one whose onStep throws, leave nothing in use
+    // (the text encoder's activations were once left behind by every generation).
+    const pipeline = await setup.generator.load(setup.model);
+    const before = gpu.pool.snapshot().inUseBytes;
+    await pipeline.generate({ prompt: "55 year old male.", steps: 3, sampler: "ddim" });
+    expect(gpu.pool.snapshot().inUseBytes).toBe(before);
+    await expect(
+      pipeline.generate({
+        prompt: "55 year old male.",
+        steps: 10,
+        sampler: "pndm",
+        onStep: ({ step }) => {
+          if (step === 4) throw new Error("stop here");
+        },
+      }),
+    ).rejects.toThrow("stop here");
+    expect(gpu.pool.snapshot().inUseBytes).toBe(before);
+  });
+
   test("structured prompt: images equal the library's for each recorded seed; sidecars reproduce them", async () => {
     const structured = { sex: "female", age: 70, race: "WHITE", findings: ["Cardiomegaly"] } as const;
     const { status, job } = await generate({

@@ -80,6 +80,7 @@ export { type PredictOptions, type PredictResult, predictDataset } from "./train
 export { predictionTableFromRecords, type RecordPredictions } from "./training/predictions.ts";
 export {
   attributePredictionsCsv,
+  type ClassifierStepProgress,
   DEFAULT_TRAIN_RUN,
   datasetLabelColumns,
   type EpochMetrics,

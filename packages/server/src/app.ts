@@ -7,6 +7,7 @@
 import { readdirSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { DEFAULT_TRAIN_RUN, MODEL_CONFIG_NAMES, STRATEGIES } from "@cxr/classifier";
 import { CHEXPERT_LABELS, RACES, SEXES } from "@cxr/data";
 import { DIFFUSION_CONFIGS } from "@cxr/diffusion";
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
@@ -59,6 +60,23 @@ const ErrorSchema = z
 
 function errorBody(code: string, message: string, field?: string) {
   return { error: { code, message, ...(field ? { field } : {}) } };
+}
+
+/**
+ * A request refused after validation (unknown model or dataset, a name taken, ...): thrown by the
+ * route helpers and answered by the app's error handler, like QueueFull (429 with Retry-After) and
+ * Draining (503) from `queue.submit`.
+ */
+export class Refusal extends Error {
+  constructor(
+    readonly status: 400 | 404 | 409 | 503,
+    readonly code: string,
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+    this.name = "Refusal";
+  }
 }
 
 const JobProgressSchema = z.object({
@@ -332,6 +350,13 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
     if (error instanceof PathRefused) {
       return c.json(errorBody("path_refused", error.message, error.field), 400);
     }
+    if (error instanceof Refusal)
+      return c.json(errorBody(error.code, error.message, error.field), error.status);
+    if (error instanceof QueueFull) {
+      c.header("Retry-After", String(error.retryAfterSeconds));
+      return c.json(errorBody("queue_full", error.message), 429);
+    }
+    if (error instanceof Draining) return c.json(errorBody("draining", error.message), 503);
     log(`internal error on ${c.req.method} ${c.req.path}: ${error.stack ?? String(error)}`);
     return c.json(errorBody("internal", "internal error; the server log has the details"), 500);
   });
@@ -362,6 +387,45 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         ),
     }),
   );
+
+  // ---- what the submitting routes share ---------------------------------------------------------
+
+  /** The model a request names (or the default), checked to be a model under the models root. */
+  function modelFor(name: string | undefined): string {
+    const model = name ?? config.defaultModel;
+    if (!model) throw new Refusal(400, "invalid_request", "model: no model given and no default", "model");
+    checkName("model", model);
+    if (!deps.generator.hasModel(model)) {
+      throw new Refusal(400, "unknown_model", `model: "${model}" is not under the models root`, "model");
+    }
+    return model;
+  }
+
+  /** A name that must exist under the datasets root (datasets, predictions files). */
+  function existing(field: string, name: string, code = "unknown_dataset"): void {
+    if (!resolveUnderRoot(field, config.datasetsRoot, name)) {
+      throw new Refusal(400, code, `${field}: "${name}" is not under the datasets root`, field);
+    }
+  }
+
+  /** A name that must not exist yet under a root (a batch's dataset, a training's model). */
+  function unused(field: string, root: string, name: string, what: string, code: string): void {
+    checkName(field, name);
+    if (resolveUnderRoot(field, root, name)) {
+      throw new Refusal(409, code, `${field}: a ${what} named "${name}" exists`, field);
+    }
+  }
+
+  /** Queues one job (refusals, 429 and 503, go to the error handler) and answers 202 with it. */
+  function accept(c: Context, kind: string, priority: number, params: Record<string, unknown>) {
+    const [job] = queue.submit([{ kind, priority, params }]);
+    return answered(c, job, 202);
+  }
+
+  function answered<S extends 200 | 202>(c: Context, job: Job, status: S) {
+    c.header("Location", `/v1/jobs/${job.id}`);
+    return c.json(jobView(store, job), status);
+  }
 
   // ---- health, readiness, metrics --------------------------------------------------------------
 
@@ -440,25 +504,14 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
     async (c) => {
       const body = c.req.valid("json");
       const { wait } = c.req.valid("query");
-      const model = body.model ?? config.defaultModel;
-      if (!model)
-        return c.json(errorBody("invalid_request", "model: no model given and no default", "model"), 400);
-      checkName("model", model);
-      if (!deps.generator.hasModel(model)) {
-        return c.json(
-          errorBody("unknown_model", `model: "${model}" is not under the models root`, "model"),
-          400,
-        );
-      }
+      const model = modelFor(body.model);
       const info = deps.generator.modelInfo?.(model);
       if (body.size !== undefined && info?.size !== undefined && body.size !== info.size) {
-        return c.json(
-          errorBody(
-            "invalid_request",
-            `size: model "${model}" makes ${info.size} px images, not ${body.size}`,
-            "size",
-          ),
+        throw new Refusal(
           400,
+          "invalid_request",
+          `size: model "${model}" makes ${info.size} px images, not ${body.size}`,
+          "size",
         );
       }
       const params: GenerationParams = {
@@ -474,37 +527,15 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         seed: body.seed ?? Math.floor(Math.random() * 2 ** 32),
         bitDepth: body.bitDepth,
       };
-      const submitted = submit(c, [
+      let [job] = queue.submit([
         { kind: "generation", priority: PRIORITY.generation, params: { ...params } },
       ]);
-      if (submitted instanceof Response) return submitted as never;
-      let job = submitted[0];
       if (wait && params.n * params.steps <= config.limits.smallJobSteps) {
         job = await waitForJob(queue, job.id, wait);
       }
-      c.header("Location", `/v1/jobs/${job.id}`);
-      return c.json(jobView(store, job), TERMINAL_STATES.has(job.state) ? 200 : 202);
+      return answered(c, job, TERMINAL_STATES.has(job.state) ? 200 : 202);
     },
   );
-
-  function submitRefusal(c: Context, error: unknown): Response | null {
-    if (error instanceof QueueFull) {
-      c.header("Retry-After", String(error.retryAfterSeconds));
-      return c.json(errorBody("queue_full", error.message), 429);
-    }
-    if (error instanceof Draining) return c.json(errorBody("draining", error.message), 503);
-    return null;
-  }
-
-  function submit(c: Context, jobs: Parameters<WorkQueue["submit"]>[0]): Job[] | Response {
-    try {
-      return queue.submit(jobs);
-    } catch (error) {
-      const refused = submitRefusal(c, error);
-      if (refused) return refused;
-      throw error;
-    }
-  }
 
   // ---- generation batches -------------------------------------------------------------------------
 
@@ -529,30 +560,15 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
     }),
     async (c) => {
       const body = c.req.valid("json");
-      const model = body.model ?? config.defaultModel;
-      if (!model)
-        return c.json(errorBody("invalid_request", "model: no model given and no default", "model"), 400);
-      checkName("model", model);
-      if (!deps.generator.hasModel(model)) {
-        return c.json(
-          errorBody("unknown_model", `model: "${model}" is not under the models root`, "model"),
-          400,
-        );
-      }
-      checkName("name", body.name);
-      if (resolveUnderRoot("name", config.datasetsRoot, body.name)) {
-        return c.json(
-          errorBody("dataset_exists", `name: a dataset named "${body.name}" exists`, "name"),
-          409,
-        );
-      }
+      const model = modelFor(body.model);
+      unused("name", config.datasetsRoot, body.name, "dataset", "dataset_exists");
       const cells = body.cells.map((cell) =>
         "prompt" in cell
           ? { prompt: cell.prompt }
           : { structured: { ...cell.structured, race: cell.structured.race ?? null } },
       );
       if (deps.redisBatches) {
-        if (queue.draining) return c.json(errorBody("draining", "the server is shutting down"), 503);
+        if (queue.draining) throw new Draining();
         try {
           const { batch, shards } = await deps.redisBatches({ ...body, model, cells });
           c.header("Location", `/v1/jobs/${batch.id}`);
@@ -562,23 +578,29 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
           return c.json(errorBody("queue_unavailable", "the Redis queue did not take the shards"), 503);
         }
       }
-      try {
-        const { batch, shards } = submitBatch(queue, { ...body, model, cells }, PRIORITY.shard);
-        c.header("Location", `/v1/jobs/${batch.id}`);
-        return c.json({ batch: jobView(store, batch), shards: shards.map((shard) => shard.id) }, 202);
-      } catch (error) {
-        const refused = submitRefusal(c, error);
-        if (refused) return refused as never;
-        throw error;
-      }
+      const { batch, shards } = submitBatch(queue, { ...body, model, cells }, PRIORITY.shard);
+      c.header("Location", `/v1/jobs/${batch.id}`);
+      return c.json({ batch: jobView(store, batch), shards: shards.map((shard) => shard.id) }, 202);
     },
   );
 
   // ---- trainings --------------------------------------------------------------------------------
 
-  const TrainingRequest = z
+  const seedField = z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 31 - 1)
+    .default(1);
+  const outputField = z
+    .string()
+    .min(1)
+    .max(128)
+    .optional()
+    .openapi({ description: "model name to publish the result under; default trained-<time>" });
+  const DiffusionTraining = z
     .object({
-      kind: z.literal("diffusion").openapi({ description: "what to train (the classifier joins later)" }),
+      kind: z.literal("diffusion").openapi({ description: "a diffusion model (trainDiffusion)" }),
       dataset: z.string().min(1).max(128).openapi({ description: "a dataset name under the datasets root" }),
       config: z.enum(Object.keys(DIFFUSION_CONFIGS) as [string, ...string[]]).default("phantom-small"),
       steps: z.number().int().min(1).max(config.limits.maxTrainingSteps),
@@ -591,14 +613,62 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         .default(1),
       learningRate: z.number().positive().max(1).default(2e-4),
       checkpointEvery: z.number().int().min(1).max(1_000_000).default(200),
-      output: z
+      output: outputField,
+    })
+    .strict()
+    .openapi("DiffusionTrainingRequest");
+  const epochsField = (fallback: number) => z.number().int().min(1).max(1000).default(fallback);
+  const ClassifierTraining = z
+    .object({
+      kind: z.literal("classifier").openapi({ description: "a classifier (cxr train classifier's run)" }),
+      dataset: z
+        .string()
+        .min(1)
+        .max(128)
+        .openapi({ description: "real dataset name (CheXpert layout, train/valid/test splits)" }),
+      config: z.enum(MODEL_CONFIG_NAMES).default(DEFAULT_TRAIN_RUN.config as "densenet-bc-phantom"),
+      strategy: z.enum(STRATEGIES).default("real"),
+      synthetic: z
         .string()
         .min(1)
         .max(128)
         .optional()
-        .openapi({ description: "model name to publish the result under; default trained-<job>" }),
+        .openapi({ description: "synthetic dataset name (mix, pretrain-finetune)" }),
+      mixRatio: z
+        .number()
+        .gt(0)
+        .lt(1)
+        .default(DEFAULT_TRAIN_RUN.mixRatio)
+        .openapi({ description: "share of each mix batch drawn from the synthetic set" }),
+      epochs: epochsField(DEFAULT_TRAIN_RUN.epochs).openapi({
+        description: "epochs of the real, mix or fine-tuning phase (the classifier trains in epochs)",
+      }),
+      pretrainEpochs: epochsField(DEFAULT_TRAIN_RUN.pretrainEpochs),
+      batchSize: z.number().int().min(1).max(256).default(DEFAULT_TRAIN_RUN.batchSize),
+      imageSize: z.number().int().min(8).max(config.limits.maxImageSize).optional(),
+      learningRate: z.number().positive().max(1).default(DEFAULT_TRAIN_RUN.learningRate),
+      seed: seedField,
+      institution: z
+        .string()
+        .regex(/^[A-Za-z0-9._-]{1,64}$/, "a plain institution name")
+        .optional()
+        .openapi({ description: "train, select and test on this institution only" }),
+      bootstrapRounds: z.number().int().min(0).max(10_000).default(DEFAULT_TRAIN_RUN.bootstrapRounds),
+      output: outputField,
     })
     .strict()
+    .superRefine((value, refine) => {
+      if (value.strategy !== "real" && value.synthetic === undefined) {
+        refine.addIssue({
+          code: "custom",
+          path: ["synthetic"],
+          message: `strategy ${value.strategy} needs a synthetic dataset`,
+        });
+      }
+    })
+    .openapi("ClassifierTrainingRequest");
+  const TrainingRequest = z
+    .discriminatedUnion("kind", [DiffusionTraining, ClassifierTraining])
     .openapi("TrainingRequest");
   app.openapi(
     createRoute({
@@ -618,27 +688,11 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
     }),
     (c) => {
       const body = c.req.valid("json");
-      if (!resolveUnderRoot("dataset", config.datasetsRoot, body.dataset)) {
-        return c.json(
-          errorBody(
-            "unknown_dataset",
-            `dataset: "${body.dataset}" is not under the datasets root`,
-            "dataset",
-          ),
-          400,
-        );
-      }
+      existing("dataset", body.dataset);
+      if (body.kind === "classifier" && body.synthetic !== undefined) existing("synthetic", body.synthetic);
       const output = body.output ?? `trained-${Date.now().toString(36)}`;
-      checkName("output", output);
-      if (resolveUnderRoot("output", config.modelsRoot, output)) {
-        return c.json(errorBody("model_exists", `output: a model named "${output}" exists`, "output"), 409);
-      }
-      const submitted = submit(c, [
-        { kind: "training", priority: PRIORITY.training, params: { ...body, output } },
-      ]);
-      if (submitted instanceof Response) return submitted as never;
-      c.header("Location", `/v1/jobs/${submitted[0].id}`);
-      return c.json(jobView(store, submitted[0]), 202);
+      unused("output", config.modelsRoot, output, "model", "model_exists");
+      return accept(c, "training", PRIORITY.training, { ...body, output });
     },
   );
 
@@ -685,17 +739,33 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       const body = c.req.valid("json");
       for (const field of ["predictions", "validation"] as const) {
         const name = body[field];
-        if (name !== undefined && !resolveUnderRoot(field, config.datasetsRoot, name)) {
-          return c.json(
-            errorBody("not_found", `${field}: "${name}" is not under the datasets root`, field),
-            400,
-          );
-        }
+        if (name !== undefined) existing(field, name, "not_found");
       }
-      const submitted = submit(c, [{ kind: "evaluation", priority: PRIORITY.shard, params: { ...body } }]);
-      if (submitted instanceof Response) return submitted as never;
-      c.header("Location", `/v1/jobs/${submitted[0].id}`);
-      return c.json(jobView(store, submitted[0]), 202);
+      return accept(c, "evaluation", PRIORITY.shard, { ...body });
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/evaluations/{id}",
+      tags: ["evaluation"],
+      summary:
+        "the evaluation document of a finished evaluation (evaluation.json: AUROC, thresholds, subgroups, gaps with intervals)",
+      security: [{ bearer: [] }],
+      request: { params: JobIdParam },
+      responses: {
+        200: json(z.record(z.string(), z.unknown()), "evaluation.json (schema cxr-evaluation)"),
+        404: json(ErrorSchema, "no such finished evaluation"),
+        ...errors,
+      },
+    }),
+    async (c) => {
+      const job = store.get(c.req.valid("param").id);
+      if (job?.kind !== "evaluation" || job.state !== "succeeded") {
+        return c.json(errorBody("not_found", "no finished evaluation with that id"), 404);
+      }
+      const text = await readFile(join(config.dataRoot, "evaluations", job.id, "evaluation.json"), "utf8");
+      return c.json(JSON.parse(text) as Record<string, unknown>, 200);
     },
   );
   app.openapi(

@@ -19,7 +19,7 @@ import { CHEXPERT_LABELS, CSV_COLUMNS, parsePrompt } from "@cxr/data";
 import type { ImageGenerator, SamplerName, StructuredPrompt } from "./generation.ts";
 import { writeFileAtomic } from "./paths.ts";
 import { type JobContext, JobFailure, type JobOutcome, type JobRunner, type WorkQueue } from "./queue.ts";
-import type { Job, JobStore } from "./store.ts";
+import type { Job, JobProgress, JobStore } from "./store.ts";
 
 export type BatchCell = { prompt: string } | { structured: StructuredPrompt };
 
@@ -269,6 +269,31 @@ export async function settleBatches(queue: WorkQueue, datasetsRoot: string): Pro
     await writeBatchOutputs(store, batch, summary, datasetsRoot);
     queue.announce({ type: "done", job: store.get(batch.id)! });
   }
+}
+
+/**
+ * Records a batch's progress (images of finished shards, of cells x seeds, with an ETA from the
+ * batch's age) when one of its shards finishes, and publishes it as the batch's progress event.
+ */
+export function reportBatchProgress(queue: WorkQueue, shard: Job): void {
+  if (!shard.parentId) return;
+  const batch = queue.store.get(shard.parentId);
+  if (batch?.state !== "running") return;
+  const params = batch.params as unknown as BatchParams;
+  const total = params.cells.length * params.seeds.length;
+  const shards = queue.store.list({ parentId: batch.id, limit: 100_000 });
+  const done = shards
+    .filter((entry) => entry.state === "succeeded")
+    .reduce((sum, entry) => sum + (entry.params.items as unknown[]).length, 0);
+  const elapsed = (Date.now() - batch.createdAt) / 1000;
+  const progress: JobProgress = {
+    step: done,
+    total,
+    etaSeconds: done > 0 ? Math.max(0, (elapsed / done) * (total - done)) : null,
+    message: `${shards.filter((entry) => entry.state === "succeeded").length} of ${shards.length} shards`,
+  };
+  queue.store.setProgress(batch.id, progress);
+  queue.announce({ type: "progress", job: queue.store.get(batch.id)!, progress });
 }
 
 /** Writes train.csv and manifest.json of a finished batch and marks it succeeded. */

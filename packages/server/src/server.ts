@@ -12,7 +12,14 @@ import { serve } from "@hono/node-server";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { createApp, type Readiness } from "./app.ts";
 import { TokenSet } from "./auth.ts";
-import { BATCH_KIND, planShards, SHARD_KIND, ShardRunner, settleBatches } from "./batch.ts";
+import {
+  BATCH_KIND,
+  planShards,
+  reportBatchProgress,
+  SHARD_KIND,
+  ShardRunner,
+  settleBatches,
+} from "./batch.ts";
 import { defaultConfig, type ServerConfig } from "./config.ts";
 import { openDatabase } from "./db.ts";
 import { EvaluationRunner } from "./evaluation.ts";
@@ -137,6 +144,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       event.job.kind === SHARD_KIND &&
       (event.type === "done" || event.type === "failed" || event.type === "cancelled")
     ) {
+      if (event.type === "done") reportBatchProgress(queue, event.job);
       settle();
     }
   });

@@ -111,6 +111,31 @@ export interface TrainRunOptions {
    * sessions on shared machines; null runs to the end.
    */
   stopAfterEpochs: number | null;
+  /**
+   * Stops the run after the current optimizer step when aborted: a checkpoint with the position in
+   * the epoch is written and the result says `stopped`; `resume` continues exactly (same batches,
+   * augmentation and updates). For services that share the GPU (the server pauses a training for a
+   * generation, a cancel, or a shutdown). Not part of the run's settings.
+   */
+  signal?: AbortSignal | null;
+  /** Called after every optimizer step (not part of the run's settings). */
+  onStep?: ((progress: ClassifierStepProgress) => void) | null;
+  /** Where progress lines go (default stderr; not part of the run's settings). */
+  log?: ((line: string) => void) | null;
+}
+
+/** Where a run stands after an optimizer step. */
+export interface ClassifierStepProgress {
+  phase: string;
+  /** 1-based epoch of the phase, and the phase's planned epochs. */
+  epoch: number;
+  epochs: number;
+  /** Batches done in this epoch, of `batchesPerEpoch`. */
+  batch: number;
+  batchesPerEpoch: number;
+  /** Optimizer steps done over the whole run, of `totalSteps` planned (early stopping can end sooner). */
+  step: number;
+  totalSteps: number;
 }
 
 export const DEFAULT_TRAIN_RUN: Omit<TrainRunOptions, "train" | "out"> = {
@@ -175,6 +200,12 @@ interface TrainerState {
   staleEpochs: number;
   history: EpochMetrics[];
   finished: boolean;
+  /** Batches of the current epoch done before a mid-epoch stop (absent: none). */
+  batchesDone?: number;
+  /** The losses, images and seconds of those batches, so the epoch's metrics come out whole. */
+  partialLosses?: number[];
+  partialImages?: number;
+  partialSeconds?: number;
 }
 
 export interface TrainRunResult {
@@ -187,7 +218,7 @@ export interface TrainRunResult {
   evaluations: { name: string; folder: string; macroAuroc: number | null }[];
 }
 
-const log = (message: string) => console.error(message);
+const stderrLog = (message: string) => console.error(message);
 
 // ---------------------------------------------------------------------------------------------
 // Inputs: datasets, splits, label columns, images
@@ -446,6 +477,9 @@ function runSignature(options: TrainRunOptions, spec: ModelSpec) {
     stopAfterEpochs: _stop,
     // In spec.config when true; left out here so run.json of plain runs is unchanged.
     memoryEfficient: _memoryEfficient,
+    signal: _signal,
+    onStep: _onStep,
+    log: _log,
     ...rest
   } = options;
   return {
@@ -491,6 +525,7 @@ export async function trainClassifierRun(
 ): Promise<TrainRunResult> {
   const options: TrainRunOptions = { ...DEFAULT_TRAIN_RUN, ...input };
   validateOptions(options);
+  const log = options.log ?? stderrLog;
   const attributes: AttributeHeads = {
     sex: options.heads.sex,
     age: options.heads.age,
@@ -614,6 +649,17 @@ export async function trainClassifierRun(
   let sessionEpochs = 0;
   const augment: AugmentConfig = options.augment ? DEFAULT_AUGMENT : NO_AUGMENT;
   const realPerMixBatch = options.batchSize - Math.round(options.batchSize * options.mixRatio);
+  const stepsPerEpochOf = (phase: Phase) =>
+    Math.floor(
+      (phase.name === "pretrain" ? syntheticRecords.length : trainRecords.length) /
+        (phase.name === "mix" ? realPerMixBatch : options.batchSize),
+    );
+  const plannedSteps = phases.reduce((sum, phase) => sum + stepsPerEpochOf(phase) * phase.epochs, 0);
+  const stopped = (validationMacroAuroc: number): TrainRunResult => {
+    optimizer.release();
+    model.dispose();
+    return { out, stopped: true, history: state.history, validationMacroAuroc, evaluations: [] };
+  };
 
   while (!state.finished) {
     const phaseIndex = state.phaseIndex;
@@ -647,24 +693,41 @@ export async function trainClassifierRun(
         stepsPerEpoch,
         epochSeed,
       );
+      // A run stopped mid-epoch (signal) continues after the batches it did, with the same order and
+      // augmentation seeds.
+      const skip = state.batchesDone ?? 0;
+      const stepsBefore = state.history.reduce((sum, row) => sum + row.steps, 0) + skip;
       gpu.pool.resetPeak();
       const started = performance.now();
       const losses: Tensor[] = [];
       let images = 0;
       let learningRate = 0;
+      // Batches uploaded ahead (prefetch) but not yet trained on; released when the run stops early.
+      const ahead = new Set<AttributeBatch>();
+      let closed = false;
       const stream = batches(records, {
         batchSize: options.batchSize,
         imageSize: spec.imageSize,
-        order,
+        order: order.slice(skip * options.batchSize),
         targets: { policy: options.policy },
         dropLast: true,
         prefetch: 2,
         upload: async (batch: HostBatch) => {
-          augmentImages(batch.images, batch.size, batch.imageSize, augment, epochSeed * 7919 + batch.index);
-          return uploadWithAttributes(model, batch);
+          augmentImages(
+            batch.images,
+            batch.size,
+            batch.imageSize,
+            augment,
+            epochSeed * 7919 + skip + batch.index,
+          );
+          const device = uploadWithAttributes(model, batch);
+          if (closed) releaseUpload(device);
+          else ahead.add(device);
+          return device;
         },
       });
       for await (const batch of stream) {
+        ahead.delete(batch.device);
         const loss = trainingLoss(model, batch.device, options.heads, options.lossWeights);
         backward(loss);
         clipGradNorm(model.parameters(), options.maxGradNorm).release();
@@ -688,18 +751,63 @@ export async function trainClassifierRun(
           collectGarbage();
         }
         if (options.progress)
-          drawProgress(phase.name, epoch + 1, phase.epochs, losses.length, stepsPerEpoch, images, started);
+          drawProgress(
+            phase.name,
+            epoch + 1,
+            phase.epochs,
+            skip + losses.length,
+            stepsPerEpoch,
+            images,
+            started,
+          );
+        options.onStep?.({
+          phase: phase.name,
+          epoch: epoch + 1,
+          epochs: phase.epochs,
+          batch: skip + losses.length,
+          batchesPerEpoch: stepsPerEpoch,
+          step: stepsBefore + losses.length,
+          totalSteps: plannedSteps,
+        });
+        if (options.signal?.aborted && skip + losses.length < stepsPerEpoch) {
+          // Stop mid-epoch: checkpoint the weights, the optimizer and the position in the epoch.
+          closed = true;
+          for (const device of ahead) releaseUpload(device);
+          ahead.clear();
+          const values = await Promise.all(losses.map((tensor) => tensor.download()));
+          for (const tensor of losses) tensor.release();
+          state.batchesDone = skip + losses.length;
+          state.partialLosses = [...(state.partialLosses ?? []), ...values.map((value) => value[0])];
+          state.partialImages = (state.partialImages ?? 0) + images;
+          state.partialSeconds = (state.partialSeconds ?? 0) + (performance.now() - started) / 1000;
+          await saveCheckpoint(checkpointPath, model, optimizer, state);
+          log(
+            `stopped (asked) in ${phase.name} epoch ${epoch + 1} after batch ${state.batchesDone} of ${stepsPerEpoch}; continue with --resume`,
+          );
+          return stopped(state.history.at(-1)?.validationMacroAuroc ?? Number.NaN);
+        }
       }
-      const trainLoss = await epochMean(losses);
+      const earlier = state.partialLosses ?? [];
+      const stepCount = earlier.length + losses.length;
+      const trainLoss =
+        earlier.length === 0
+          ? await epochMean(losses)
+          : (earlier.reduce((sum, value) => sum + value, 0) + (await epochMean(losses)) * losses.length) /
+            stepCount;
       const peakMemoryBytes = gpu.pool.snapshot().peakInUseBytes;
-      const seconds = (performance.now() - started) / 1000;
+      const seconds = (performance.now() - started) / 1000 + (state.partialSeconds ?? 0);
+      images += state.partialImages ?? 0;
+      state.batchesDone = 0;
+      state.partialLosses = [];
+      state.partialImages = 0;
+      state.partialSeconds = 0;
       const validationMacroAuroc = options.heads.findings
         ? macroAurocOf(validRecords, await predictProbabilities(model, validRecords, spec.imageSize))
         : Number.NaN;
       const metrics: EpochMetrics = {
         phase: phase.name,
         epoch: epoch + 1,
-        steps: losses.length,
+        steps: stepCount,
         learningRate,
         trainLoss,
         validationMacroAuroc,
@@ -729,15 +837,11 @@ export async function trainClassifierRun(
       sessionEpochs++;
       if (options.stopAfterEpochs !== null && sessionEpochs >= options.stopAfterEpochs) {
         log(`stopped after ${sessionEpochs} epochs as asked; continue with --resume`);
-        optimizer.release();
-        model.dispose();
-        return {
-          out,
-          stopped: true,
-          history: state.history,
-          validationMacroAuroc: validationMacroAuroc,
-          evaluations: [],
-        };
+        return stopped(validationMacroAuroc);
+      }
+      if (options.signal?.aborted) {
+        log(`stopped (asked) after ${phase.name} epoch ${epoch + 1}; continue with --resume`);
+        return stopped(validationMacroAuroc);
       }
     }
     if (state.staleEpochs >= options.patience)

@@ -206,38 +206,60 @@ export class Pipeline {
         eta: options.eta,
         generator,
       });
+      // tidy: the text encoder's intermediate activations go back to the pool (only the hidden
+      // states and ids are kept); without it every generation left them in use.
       const encoded = noGrad(() =>
-        this.model.encodePrompts(
-          guided ? [...new Array<string>(batch).fill(""), ...chunkPrompts] : chunkPrompts,
-          {
-            warn: () => {},
-          },
+        tidy(() =>
+          this.model.encodePrompts(
+            guided ? [...new Array<string>(batch).fill(""), ...chunkPrompts] : chunkPrompts,
+            {
+              warn: () => {},
+            },
+          ),
         ),
       );
       encoded.ids.release();
       let latents = randomNormal(this.gpu, [batch, channels, size, size], options.seed, first * perImage);
       const total = sampler.timesteps.length;
-      for (const [index, t] of sampler.timesteps.entries()) {
-        const rows = guided ? 2 * batch : batch;
-        const timesteps = Tensor.upload(this.gpu, new Float32Array(rows).fill(t), [rows]);
-        const epsilon = noGrad(() =>
-          tidy(() => {
-            const input = guided ? concat([latents, latents], 0) : latents;
-            const prediction = this.model.unet.forward(input, timesteps, encoded.hiddenStates);
-            return guided ? classifierFreeGuidanceBatched(prediction, options.guidance) : prediction;
-          }),
-        );
-        const next = sampler.step(epsilon, t, latents);
-        epsilon.release();
-        timesteps.release();
+      let values: Float32Array;
+      // onStep may throw (a service cancelling at the next step): the latents, the text states and
+      // the sampler's history go back to the pool on every way out.
+      try {
+        for (const [index, t] of sampler.timesteps.entries()) {
+          const rows = guided ? 2 * batch : batch;
+          const timesteps = Tensor.upload(this.gpu, new Float32Array(rows).fill(t), [rows]);
+          let epsilon: Tensor | null = null;
+          try {
+            epsilon = noGrad(() =>
+              tidy(() => {
+                const input = guided ? concat([latents, latents], 0) : latents;
+                const prediction = this.model.unet.forward(input, timesteps, encoded.hiddenStates);
+                return guided ? classifierFreeGuidanceBatched(prediction, options.guidance) : prediction;
+              }),
+            );
+            const next = sampler.step(epsilon, t, latents);
+            latents.release();
+            latents = next;
+          } finally {
+            epsilon?.release();
+            timesteps.release();
+          }
+          // Dawn frees bind groups and staging buffers when their JavaScript wrappers are collected;
+          // a long sampling run (200 pndm steps of phantom-tiny under Bun) crashed inside Dawn before
+          // a collection came. Draining the queue and collecting now and then keeps that bounded (the
+          // classifier's training loop does the same).
+          if ((index + 1) % 16 === 0) {
+            await this.gpu.sync();
+            collectGarbage();
+          }
+          options.onStep?.({ step: index + 1, steps: total, chunk, chunks });
+        }
+        values = await latents.download();
+      } finally {
+        sampler.reset();
+        encoded.hiddenStates.release();
         latents.release();
-        latents = next;
-        options.onStep?.({ step: index + 1, steps: total, chunk, chunks });
       }
-      sampler.reset();
-      encoded.hiddenStates.release();
-      const values = await latents.download();
-      latents.release();
       for (let row = 0; row < batch; row++) {
         const pixels = new Float32Array(size * size);
         for (let p = 0; p < size * size; p++) {
@@ -289,4 +311,10 @@ export async function createPipeline(
   checkModelDir(dir);
   const gpu = options.gpu ?? (await defaultGpu());
   return new Pipeline(DiffusionModel.load(gpu, dir), dir, true);
+}
+
+function collectGarbage(): void {
+  const runtime = globalThis as { Bun?: { gc(force: boolean): void }; gc?: () => void };
+  if (runtime.Bun) runtime.Bun.gc(true);
+  else runtime.gc?.();
 }
