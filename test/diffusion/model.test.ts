@@ -22,11 +22,23 @@ import {
   DIFFUSION_CONFIGS,
   DiffusionModel,
   type DiffusionModelConfig,
+  Downsample2D,
   diffusionConfig,
   MODEL_FILES,
+  ResnetBlock2D,
+  Upsample2D,
   WordTokenizer,
 } from "@cxr/diffusion";
-import { backward, defaultGpu, mseLoss, noGrad, Tensor, tidy } from "@cxr/kernels";
+import {
+  backward,
+  defaultGpu,
+  mseLoss,
+  noGrad,
+  ParameterInit,
+  randomNormal,
+  Tensor,
+  tidy,
+} from "@cxr/kernels";
 import { afterAll, describe, expect, it } from "vitest";
 
 const folder = mkdtempSync(join(tmpdir(), "cxr-model-"));
@@ -340,5 +352,40 @@ describe("DiffusionModel save and load", () => {
     expect(() => createDiffusionModel(gpu, config, short)).toThrow(
       /context \(10\) differs from textEncoder.maxPositions 24/,
     );
+  });
+});
+
+describe("ResnetBlock2D and the samplers of the blocks, shared with the VAE", () => {
+  it("temb_channels = null: no time_emb_proj, no time embedding taken; Downsample2D padding 0 pads right/bottom", async () => {
+    const gpu = await defaultGpu();
+    const init = new ParameterInit(3);
+    const timed = new ResnetBlock2D(gpu, 8, 16, 12, 4, 1e-5, init);
+    const plain = new ResnetBlock2D(gpu, 8, 16, null, 4, 1e-6, init);
+    const names = (module: ResnetBlock2D) => [...module.namedParameters().keys()].sort();
+    expect(names(timed)).toContain("time_emb_proj.weight");
+    expect(names(plain)).toEqual(names(timed).filter((name) => !name.startsWith("time_emb_proj")));
+    const x = randomNormal(gpu, [2, 8, 5, 5], 1);
+    const temb = randomNormal(gpu, [2, 12], 2);
+    expect(noGrad(() => plain.forward(x)).shape).toEqual([2, 16, 5, 5]);
+    expect(noGrad(() => timed.forward(x, temb)).shape).toEqual([2, 16, 5, 5]);
+    expect(() => plain.forward(x, temb)).toThrow(/no time_emb_proj \(temb_channels=None\)/);
+    expect(() => timed.forward(x)).toThrow(/needs a time embedding/);
+    // diffusers' Downsample2D with padding 0: F.pad(x, (0, 1, 0, 1)) then a 3x3 stride-2 conv, so a
+    // 5x5 input gives 2x2, equal to the conv of the explicitly padded 6x6 input.
+    const down0 = new Downsample2D(gpu, 8, 0, new ParameterInit(4));
+    const source = await x.download();
+    const values = new Float32Array(2 * 8 * 6 * 6);
+    for (let plane = 0; plane < 16; plane++)
+      for (let row = 0; row < 5; row++)
+        for (let column = 0; column < 5; column++)
+          values[plane * 36 + row * 6 + column] = source[plane * 25 + row * 5 + column];
+    const explicit = Tensor.upload(gpu, values, [2, 8, 6, 6]);
+    const ours = await noGrad(() => down0.forward(x)).download();
+    const reference = await noGrad(() => down0.conv.forward(explicit)).download();
+    expect(ours.length).toBe(2 * 8 * 2 * 2);
+    expect(Array.from(ours)).toEqual(Array.from(reference));
+    const up = new Upsample2D(gpu, 8, init);
+    expect(noGrad(() => up.forward(x)).shape).toEqual([2, 8, 10, 10]);
+    for (const module of [timed, plain, down0, up]) module.dispose();
   });
 });

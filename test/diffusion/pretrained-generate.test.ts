@@ -3,29 +3,35 @@
  * (reference/sd_reference.py sd-generate: tokenizer transliteration, torch_reference.py's text encoder
  * and UNet, PNDM transliterated from diffusers' PNDMScheduler, the VAE decoder): same initial
  * latents, 3 PNDM steps (4 UNet calls on the doubled batch, every PLMS history length up to 3),
- * guidance 3; final latents and decoded images compared, and the PNG checked.
+ * guidance 3; final latents and decoded images compared, and the PNG checked. Then `cxr generate
+ * --model FOLDER` (the one generate command, which detects the diffusers folder) with RoentGen-v2's
+ * defaults, demographics flags, n, batch and 16-bit PNGs, and `cxr model generate` (its alias).
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { registerCommands } from "@cxr/diffusion/cli";
 import { modelGenerate } from "@cxr/diffusion/cli-pretrained";
 import { generateLatent, loadPretrainedComponents, rgbPng } from "@cxr/diffusion/pretrained";
 import { readSafetensors, writeSafetensors } from "@cxr/kernels";
+import { Command } from "commander";
 import sharp from "sharp";
-import { afterAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { expectClose, gpu, randomValues } from "../kernels/helpers.ts";
 import { temporaryFolder } from "./pretrained-helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
 const SCRIPT = join(import.meta.dirname, "../../packages/diffusion/reference/sd_reference.py");
 const scratch = temporaryFolder("generate");
+const folder = join(scratch, "sd");
+beforeAll(() => {
+  execFileSync(PYTHON, [SCRIPT, "sd-folder", folder, "--seed", "5"], { encoding: "utf8" });
+});
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 describe("latent generation from a diffusers folder", () => {
   it("matches diffusers' StableDiffusionPipeline loop in torch (PNDM, guidance 3)", async () => {
     const g = await gpu();
-    const folder = join(scratch, "sd");
-    execFileSync(PYTHON, [SCRIPT, "sd-folder", folder, "--seed", "5"], { encoding: "utf8" });
     const components = loadPretrainedComponents(g, folder);
     const prompts = [
       "a photo of a cat",
@@ -121,7 +127,166 @@ describe("latent generation from a diffusers folder", () => {
     });
     expect(sidecar.timesteps).toEqual([501, 1, 1]);
     expect(lines.join("")).toMatch(
-      /2 images in [\d.]+ s \(weights loaded in [\d.]+ s\); GPU pool: \d+ MB of weights, peak \d+ MB/,
+      /2 images \(pndm, 2 steps, guidance 3\) in [\d.]+ s \(weights loaded in [\d.]+ s\); GPU pool: \d+ MB of weights, peak \d+ MB/,
     );
+  });
+
+  /** Runs `cxr generate ARGS` in this process (the shared adapter); returns what it printed. */
+  async function cxr(args: string[]): Promise<string> {
+    const program = new Command("cxr").exitOverride();
+    registerCommands(program, { bench: program.command("bench") });
+    const lines: string[] = [];
+    const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => {
+      lines.push(String(chunk));
+      return true;
+    });
+    const log = vi.spyOn(console, "log").mockImplementation((...items: unknown[]) => {
+      lines.push(`${items.join(" ")}\n`);
+    });
+    const quiet = vi.spyOn(process.stderr, "write").mockImplementation(() => true);
+    try {
+      await program.parseAsync(args, { from: "user" });
+    } finally {
+      spy.mockRestore();
+      log.mockRestore();
+      quiet.mockRestore();
+    }
+    return lines.join("");
+  }
+
+  const sidecarOf = (path: string) => JSON.parse(readFileSync(path.replace(/\.png$/, ".json"), "utf8"));
+
+  it("cxr generate --model <diffusers folder>: RoentGen-v2's defaults, demographics, n, batch, 16-bit", async () => {
+    const side = 8 * 8; // the sd-folder UNet's sample_size 8 x the VAE's factor 8
+    // Defaults: 75 PNDM steps (76 UNet calls), guidance 3, the folder's size, 8-bit RGB.
+    const defaults = join(scratch, "defaults");
+    const printed = await cxr([
+      "generate",
+      "--model",
+      folder,
+      "--prompt",
+      "a photo of a cat",
+      "--out",
+      defaults,
+    ]);
+    expect(printed).toMatch(/^prompt: a photo of a cat\n1 images \(pndm, 75 steps, guidance 3\) in /);
+    const first = sidecarOf(join(defaults, "image-0000.png"));
+    expect(first).toMatchObject({
+      prompt: "a photo of a cat",
+      sampler: "pndm",
+      steps: 75,
+      guidance: 3,
+      bits: 8,
+      size: side,
+      seed: 1,
+    });
+    expect(first.timesteps.slice(0, 4)).toEqual([963, 950, 950, 937]);
+    expect(first.timesteps).toHaveLength(76);
+    const meta8 = await sharp(readFileSync(join(defaults, "image-0000.png"))).metadata();
+    expect([meta8.width, meta8.channels, meta8.depth]).toEqual([side, 3, "uchar"]);
+
+    // Demographics flags, n = 2 in batches of 1, DDIM, 16-bit; then the same prompt as text in one batch of 2.
+    const byOne = join(scratch, "by-one");
+    const text = await cxr([
+      "generate",
+      "--model",
+      folder,
+      "--sex",
+      "F",
+      "--age",
+      "70",
+      "--findings",
+      "Cardiomegaly",
+      "--n",
+      "2",
+      "--batch",
+      "1",
+      "--steps",
+      "3",
+      "--sampler",
+      "ddim",
+      "--guidance",
+      "2",
+      "--seed",
+      "9",
+      "--bits",
+      "16",
+      "--out",
+      byOne,
+    ]);
+    expect(text).toContain("prompt: 70 year old female. Cardiomegaly.");
+    expect(text).toContain("2 images (ddim, 3 steps, guidance 2)");
+    const second = sidecarOf(join(byOne, "image-0001.png"));
+    expect(second).toMatchObject({
+      prompt: "70 year old female. Cardiomegaly.",
+      index: 1,
+      n: 2,
+      batch: 1,
+      bits: 16,
+      sampler: "ddim",
+    });
+    expect(second.noise).toContain(`offset ${4 * 8 * 8}`);
+    const meta16 = await sharp(readFileSync(join(byOne, "image-0001.png"))).metadata();
+    expect([meta16.width, meta16.channels, meta16.depth]).toEqual([side, 3, "ushort"]);
+    const together = join(scratch, "together");
+    await cxr([
+      "generate",
+      "--model",
+      folder,
+      "--prompt",
+      "70 year old female. Cardiomegaly.",
+      "--n",
+      "2",
+      "--steps",
+      "3",
+      "--sampler",
+      "ddim",
+      "--guidance",
+      "2",
+      "--seed",
+      "9",
+      "--bits",
+      "16",
+      "--out",
+      together,
+    ]);
+    // Image 1 does not depend on the batching (to f32 rounding: batched kernels sum in another order).
+    const a = await sharp(readFileSync(join(byOne, "image-0001.png")))
+      .raw({ depth: "ushort" })
+      .toBuffer();
+    const b = await sharp(readFileSync(join(together, "image-0001.png")))
+      .raw({ depth: "ushort" })
+      .toBuffer();
+    const wordsA = new Uint16Array(a.buffer, a.byteOffset, a.byteLength / 2);
+    const wordsB = new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2);
+    let largest = 0;
+    for (let i = 0; i < wordsA.length; i++) largest = Math.max(largest, Math.abs(wordsA[i] - wordsB[i]));
+    expect(largest).toBeLessThanOrEqual(2);
+    // ... and the two images of a request differ (different noise offsets).
+    const c = await sharp(readFileSync(join(together, "image-0000.png")))
+      .raw({ depth: "ushort" })
+      .toBuffer();
+    expect(Buffer.compare(b, c)).not.toBe(0);
+
+    // Bad input: contact sheets are for our own models; --variant for diffusers folders; a bad sampler.
+    await expect(cxr(["generate", "--model", folder, "--grid", "--out", join(scratch, "x")])).rejects.toThrow(
+      /is a diffusers folder: --grid and --prompts/,
+    );
+    await expect(
+      cxr([
+        "generate",
+        "--model",
+        scratch,
+        "--prompt",
+        "x",
+        "--variant",
+        "fp16",
+        "--out",
+        join(scratch, "x"),
+      ]),
+    ).rejects.toThrow(/--variant is for diffusers folders; .* has no model_index.json/);
+    await expect(
+      modelGenerate(folder, { prompt: ["x"], out: join(scratch, "x"), seed: 0, sampler: "euler" }),
+    ).rejects.toThrow(/sampler must be one of ddpm, ddim, pndm, dpmpp-2m, got "euler"/);
   });
 });

@@ -9,10 +9,17 @@ import { type Command, InvalidArgumentError, Option } from "commander";
 import { DIFFUSION_BENCH_DEFAULTS, formatDiffusionBench, runDiffusionBench } from "./bench.ts";
 import { FIDELITY_DEFAULTS, formatFidelity, measureFidelity } from "./fidelity.ts";
 import { DIFFUSION_CONFIGS } from "./model/config.ts";
-import type { PromptFields } from "./model/prompt.ts";
+import { type PromptFields, promptFromFields } from "./model/prompt.ts";
 import { writeContactSheet, writeGeneratedImages } from "./pipeline/outputs.ts";
 import { createPipeline, GENERATE_DEFAULTS, GENERATE_LIMITS } from "./pipeline/pipeline.ts";
-import { SAMPLER_KINDS, type SamplerKind } from "./schedule/samplers.ts";
+import {
+  FOLDER_BATCH_DEFAULT,
+  formatFolderGenerate,
+  generateFromFolder,
+  isDiffusersFolder,
+} from "./pretrained/cli.ts";
+import { GUIDANCE_DEFAULTS } from "./schedule/guidance.ts";
+import { SAMPLER_KINDS, SAMPLING_DEFAULTS, type SamplerKind } from "./schedule/samplers.ts";
 import { TRAIN_DEFAULTS, TRAIN_LIMITS, type TrainProgress, trainDiffusion } from "./training/train.ts";
 
 export function parseIntegerIn(name: string, minimum: number, maximum: number) {
@@ -353,12 +360,13 @@ interface GenerateFlags {
   prompts?: string;
   grid?: boolean;
   n: number;
-  steps: number;
-  guidance: number;
-  sampler: SamplerKind;
+  steps?: number;
+  guidance?: number;
+  sampler?: SamplerKind;
   seed: number;
   bits: string;
-  batch: number;
+  batch?: number;
+  variant?: string;
   out: string;
 }
 
@@ -429,11 +437,12 @@ function registerGenerate(program: Command): void {
   program
     .command("generate")
     .description(
-      "generate chest radiographs from a prompt (PNG + JSON sidecar per image), or a contact sheet",
+      "generate chest radiographs from a prompt (PNG + JSON sidecar per image), or a contact sheet; " +
+        "--model is our own model folder (e.g. models/phantom-diffusion) or a diffusers Stable Diffusion 2.x / RoentGen-v2 folder (model_index.json)",
     )
     .requiredOption(
       "--model <dir>",
-      "model directory (e.g. models/phantom-diffusion, or a run's checkpoint/ema)",
+      "model folder: ours (config.json + tokenizer.json, e.g. models/phantom-diffusion or a run's checkpoint/ema) or a diffusers folder (model_index.json)",
     )
     .option("--prompt <text>", 'prompt, e.g. "70 year old female. Cardiomegaly."')
     .option("--sex <F|M>", "patient sex (instead of --prompt)")
@@ -453,20 +462,19 @@ function registerGenerate(program: Command): void {
     )
     .option(
       "--steps <count>",
-      "denoising steps",
+      `denoising steps (default ${GENERATE_DEFAULTS.steps} for our models, ${SAMPLING_DEFAULTS.inferenceSteps} for a diffusers folder: RoentGen-v2's)`,
       parseIntegerIn("--steps", 1, GENERATE_LIMITS.maxSteps),
-      GENERATE_DEFAULTS.steps,
     )
     .option(
       "--guidance <scale>",
-      "classifier-free guidance scale",
+      `classifier-free guidance scale (default ${GENERATE_DEFAULTS.guidance}; RoentGen-v2's is ${GUIDANCE_DEFAULTS.scale}; 1 = conditional only)`,
       parseNumberIn("--guidance", 0, GENERATE_LIMITS.maxGuidance),
-      GENERATE_DEFAULTS.guidance,
     )
     .addOption(
-      new Option("--sampler <name>", "sampler")
-        .choices([...SAMPLER_KINDS])
-        .default(GENERATE_DEFAULTS.sampler),
+      new Option(
+        "--sampler <name>",
+        `sampler (default ${GENERATE_DEFAULTS.sampler}; for a diffusers folder its scheduler's class)`,
+      ).choices([...SAMPLER_KINDS]),
     )
     .option(
       "--seed <n>",
@@ -477,31 +485,63 @@ function registerGenerate(program: Command): void {
     .addOption(new Option("--bits <depth>", "PNG bit depth").choices(["8", "16"]).default("8"))
     .option(
       "--batch <count>",
-      "images per GPU batch",
+      `images per GPU batch (default ${GENERATE_DEFAULTS.maxBatch} for our models, ${FOLDER_BATCH_DEFAULT} for a diffusers folder)`,
       parseIntegerIn("--batch", 1, 1024),
-      GENERATE_DEFAULTS.maxBatch,
     )
+    .option("--variant <name>", "diffusers folders: weight variant, e.g. fp16 for *.fp16.safetensors")
     .requiredOption("--out <dir>", "output folder")
     .action(async (flags: GenerateFlags) => {
       const sheet = flags.grid === true || flags.prompts !== undefined;
       if (flags.grid && flags.prompts !== undefined)
         throw new InvalidArgumentError("give --grid or --prompts, not both");
+      const onStep = (progress: { step: number; steps: number; chunk: number; chunks: number }) => {
+        if (process.stderr.isTTY) {
+          process.stderr.write(
+            `\rbatch ${progress.chunk + 1}/${progress.chunks}, step ${progress.step}/${progress.steps}`,
+          );
+        }
+      };
+      if (isDiffusersFolder(flags.model)) {
+        if (sheet) {
+          throw new InvalidArgumentError(
+            `${flags.model} is a diffusers folder: --grid and --prompts (contact sheets) are only for our own models; give --prompt or --sex/--age`,
+          );
+        }
+        const prompt = promptFromFlags(flags);
+        const result = await generateFromFolder(flags.model, {
+          prompts: [typeof prompt === "string" ? prompt : promptFromFields(prompt)],
+          out: flags.out,
+          n: flags.n,
+          steps: flags.steps,
+          guidance: flags.guidance,
+          sampler: flags.sampler,
+          seed: flags.seed,
+          bits: Number(flags.bits) as 8 | 16,
+          batch: flags.batch ?? FOLDER_BATCH_DEFAULT,
+          variant: flags.variant,
+          onStep,
+          onWarning: (message) => process.stderr.write(`\nwarning: ${message}\n`),
+        });
+        if (process.stderr.isTTY) process.stderr.write("\n");
+        console.log(`prompt: ${result.prompts[0]}`);
+        process.stdout.write(formatFolderGenerate(result));
+        return;
+      }
+      if (flags.variant !== undefined) {
+        throw new InvalidArgumentError(
+          `--variant is for diffusers folders; ${flags.model} has no model_index.json`,
+        );
+      }
       const prompt = sheet ? null : promptFromFlags(flags);
       const pipeline = await createPipeline(flags.model);
       const common = {
-        steps: flags.steps,
-        guidance: flags.guidance,
-        sampler: flags.sampler,
+        steps: flags.steps ?? GENERATE_DEFAULTS.steps,
+        guidance: flags.guidance ?? GENERATE_DEFAULTS.guidance,
+        sampler: flags.sampler ?? GENERATE_DEFAULTS.sampler,
         seed: flags.seed,
         bits: Number(flags.bits) as 8 | 16,
-        maxBatch: flags.batch,
-        onStep: (progress: { step: number; steps: number; chunk: number; chunks: number }) => {
-          if (process.stderr.isTTY) {
-            process.stderr.write(
-              `\rbatch ${progress.chunk + 1}/${progress.chunks}, step ${progress.step}/${progress.steps}`,
-            );
-          }
-        },
+        maxBatch: flags.batch ?? GENERATE_DEFAULTS.maxBatch,
+        onStep,
       };
       try {
         if (sheet) {

@@ -5,12 +5,29 @@
  * included (see the kernels README for AdamW's cost).
  *
  *   bun packages/diffusion/src/model/bench.ts [--config phantom-small] [--batch 8] [--steps 3] [--warmup 1]
+ *
+ * `--unet-step` instead times one inference UNet call (`benchmarkUnetStep`: random weights, no text
+ * encoder; batch 2 = one image with classifier-free guidance) with the buffer pool's peak:
+ *
+ *   bun packages/diffusion/src/model/bench.ts --unet-step --config sd2-base [--batch 2] [--calls 1] [--sample-size 64]
  */
-import { backward, defaultGpu, type Gpu, mseLoss, randomNormal, Tensor } from "@cxr/kernels";
+import { readFileSync } from "node:fs";
+import {
+  backward,
+  defaultGpu,
+  type Gpu,
+  mseLoss,
+  noGrad,
+  ParameterInit,
+  randomNormal,
+  Tensor,
+  tidy,
+} from "@cxr/kernels";
 import type { DiffusionModelConfig } from "./config.ts";
 import { diffusionConfig } from "./config.ts";
 import { createDiffusionModel } from "./model.ts";
 import { WordTokenizer } from "./tokenizer.ts";
+import { UNet2DConditionModel } from "./unet.ts";
 
 export interface ModelBenchOptions {
   batch?: number;
@@ -100,6 +117,92 @@ export async function benchmarkModel(
   return result;
 }
 
+export interface UnetStepBenchResult {
+  config: string;
+  /** Latent batch of the UNet call (2 x images with classifier-free guidance). */
+  batch: number;
+  sample: number[];
+  unetParameters: number;
+  /** Seconds to build the UNet with random weights (host initialisation + upload). */
+  buildSeconds: number;
+  /** Each call's synced wall time; the first includes shader compilation. */
+  callSeconds: number[];
+  /** Buffer pool bytes: the weights alone, and the peak during the calls. */
+  weightBytes: number;
+  peakBytes: number;
+  adapter: string;
+}
+
+/**
+ * One denoising step's UNet call at inference (no tape): random weights, latents [batch, C, S, S] with
+ * S the config's sampleSize, random text context [batch, maxPositions, crossAttentionDim], timestep
+ * 500. `batch` 2 is one image with classifier-free guidance. The text encoder is not built or timed.
+ */
+export async function benchmarkUnetStep(
+  gpu: Gpu,
+  config: DiffusionModelConfig,
+  options: {
+    batch?: number;
+    calls?: number;
+    sampleSize?: number;
+    /** Progress lines (phase and elapsed seconds), e.g. to stderr. */
+    log?: (line: string) => void;
+  } = {},
+): Promise<UnetStepBenchResult> {
+  const log = options.log ?? (() => {});
+  const batch = options.batch ?? 2;
+  const calls = options.calls ?? 1;
+  const side = options.sampleSize ?? config.unet.sampleSize;
+  const built = performance.now();
+  const unet = new UNet2DConditionModel(gpu, config.unet, new ParameterInit(0));
+  await gpu.sync();
+  const buildSeconds = (performance.now() - built) / 1000;
+  log(`built ${config.name}'s UNet with random weights in ${buildSeconds.toFixed(1)} s`);
+  const weightBytes = gpu.pool.snapshot().inUseBytes;
+  const unetParameters = unet.parameters().reduce((sum, tensor) => sum + tensor.size, 0);
+  const shape = [batch, config.unet.inChannels, side, side];
+  const sample = randomNormal(gpu, shape, 1);
+  const context = randomNormal(
+    gpu,
+    [batch, config.textEncoder.maxPositions, config.unet.crossAttentionDim],
+    2,
+  );
+  const timesteps = Tensor.upload(gpu, new Float32Array(batch).fill(500), [batch]);
+  await gpu.sync();
+  gpu.pool.resetPeak();
+  const callSeconds: number[] = [];
+  for (let call = 0; call < calls; call++) {
+    const start = performance.now();
+    const output = noGrad(() => tidy(() => unet.forward(sample, timesteps, context)));
+    await gpu.sync();
+    callSeconds.push((performance.now() - start) / 1000);
+    log(`UNet call ${call + 1}/${calls} on [${shape.join(", ")}]: ${callSeconds[call].toFixed(1)} s`);
+    output.release();
+  }
+  const peakBytes = gpu.pool.snapshot().peakInUseBytes;
+  for (const tensor of [sample, context, timesteps]) tensor.release();
+  unet.dispose();
+  return {
+    config: config.name,
+    batch,
+    sample: shape,
+    unetParameters,
+    buildSeconds,
+    callSeconds,
+    weightBytes,
+    peakBytes,
+    adapter: `${gpu.adapter.description || gpu.adapter.device} (${gpu.kind})`,
+  };
+}
+
+function loadAverage(): string {
+  try {
+    return readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "unknown";
+  }
+}
+
 if (import.meta.main) {
   const args = process.argv.slice(2);
   const value = (flag: string, fallback: string) => {
@@ -107,6 +210,17 @@ if (import.meta.main) {
     return index >= 0 && index + 1 < args.length ? args[index + 1] : fallback;
   };
   const gpu = await defaultGpu();
+  if (args.includes("--unet-step")) {
+    const config = diffusionConfig(value("--config", "sd2-base"));
+    const result = await benchmarkUnetStep(gpu, config, {
+      batch: Number(value("--batch", "2")),
+      calls: Number(value("--calls", "1")),
+      sampleSize: Number(value("--sample-size", String(config.unet.sampleSize))),
+      log: (line) => process.stderr.write(`${new Date().toISOString()} ${line} (load ${loadAverage()})\n`),
+    });
+    console.log(JSON.stringify(result));
+    process.exit(0);
+  }
   const result = await benchmarkModel(gpu, diffusionConfig(value("--config", "phantom-small")), {
     batch: Number(value("--batch", "8")),
     steps: Number(value("--steps", "3")),

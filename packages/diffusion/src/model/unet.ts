@@ -13,6 +13,11 @@
  * transformer_blocks.K (BasicTransformerBlock: norm1 -> attn1 self-attention, norm2 -> attn2
  * cross-attention to the text tokens, norm3 -> ff: GEGLU net.0.proj, net.2) -> proj_out, plus the input.
  * Self- and cross-attention run on the fused attention kernel.
+ *
+ * The residual block, the up/downsamplers and the down/up block loops also build the VAE
+ * (pretrained/vae.ts: DownEncoderBlock2D / UpDecoderBlock2D), as in diffusers: without a time
+ * embedding (temb_channels=None: no time_emb_proj parameter), without attentions, and (decoder) without
+ * skip connections.
  */
 import {
   add,
@@ -22,6 +27,7 @@ import {
   type Gpu,
   GroupNorm,
   gelu,
+  isGradEnabled,
   LayerNorm,
   Linear,
   Module,
@@ -34,6 +40,7 @@ import {
   silu,
   split,
   Tensor,
+  tidy,
   timestepEmbedding,
   timestepFrequencies,
   upsampleNearest,
@@ -43,13 +50,27 @@ import { headsPerLevel, type UNetConfig } from "./config.ts";
 /** Eps of the GroupNorm in front of each transformer (hard-coded 1e-6 in diffusers' Transformer2DModel). */
 export const TRANSFORMER_NORM_EPS = 1e-6;
 
+/**
+ * `tidy(fn)` when nothing is being recorded (inference under noGrad): the block's intermediates are
+ * released as it returns, which bounds the memory of a 512 px pass. While recording, ops keep
+ * statistics for backward that are not on the tape as tensors with gradients (e.g. GroupNorm's mean
+ * and rstd), so nothing may be released then.
+ */
+export function inferenceTidy<T>(fn: () => T): T {
+  return isGradEnabled() ? fn() : tidy(fn);
+}
+
 /** A module without parameters that keeps PyTorch's list indices (nn.Dropout at ff.net.1). */
 class Dropout extends Module {}
 
+/**
+ * diffusers' ResnetBlock2D. With `tembChannels` null (diffusers' temb_channels=None, the VAE's blocks)
+ * there is no time_emb_proj and `forward` takes no time embedding.
+ */
 export class ResnetBlock2D extends Module {
   readonly norm1: GroupNorm;
   readonly conv1: Conv2d;
-  readonly timeEmbProj: Linear;
+  readonly timeEmbProj: Linear | null;
   readonly norm2: GroupNorm;
   readonly conv2: Conv2d;
   readonly convShortcut: Conv2d | null;
@@ -58,7 +79,7 @@ export class ResnetBlock2D extends Module {
     gpu: Gpu,
     readonly inChannels: number,
     readonly outChannels: number,
-    tembChannels: number,
+    tembChannels: number | null,
     groups: number,
     eps: number,
     init: ParameterInit,
@@ -66,7 +87,10 @@ export class ResnetBlock2D extends Module {
     super(gpu);
     this.norm1 = this.child("norm1", new GroupNorm(gpu, groups, inChannels, eps));
     this.conv1 = this.child("conv1", new Conv2d(gpu, inChannels, outChannels, 3, init, { padding: 1 }));
-    this.timeEmbProj = this.child("time_emb_proj", new Linear(gpu, tembChannels, outChannels, init));
+    this.timeEmbProj =
+      tembChannels === null
+        ? null
+        : this.child("time_emb_proj", new Linear(gpu, tembChannels, outChannels, init));
     this.norm2 = this.child("norm2", new GroupNorm(gpu, groups, outChannels, eps));
     this.conv2 = this.child("conv2", new Conv2d(gpu, outChannels, outChannels, 3, init, { padding: 1 }));
     this.convShortcut =
@@ -75,14 +99,31 @@ export class ResnetBlock2D extends Module {
         : this.child("conv_shortcut", new Conv2d(gpu, inChannels, outChannels, 1, init));
   }
 
-  /** x [B, C, H, W]; tembActivated = SiLU(temb) [B, T]. */
-  forward(x: Tensor, tembActivated: Tensor): Tensor {
-    let h = this.conv1.forward(silu(this.norm1.forward(x)));
-    const t = this.timeEmbProj.forward(tembActivated); // [B, out]
-    h = add(h, reshape(t, [t.shape[0], this.outChannels, 1, 1]));
-    h = this.conv2.forward(silu(this.norm2.forward(h)));
-    const shortcut = this.convShortcut ? this.convShortcut.forward(x) : x;
-    return add(shortcut, h);
+  /**
+   * x [B, C, H, W]; tembActivated = SiLU(temb) [B, T] when the block has a time_emb_proj, else null.
+   * Intermediates not on the autograd tape (inference) are released as the block returns.
+   */
+  forward(x: Tensor, tembActivated: Tensor | null = null): Tensor {
+    const projection = this.timeEmbProj;
+    if ((projection === null) !== (tembActivated === null)) {
+      throw new OpError(
+        "ResnetBlock2D",
+        projection
+          ? "this block needs a time embedding"
+          : "this block has no time_emb_proj (temb_channels=None)",
+        { x },
+      );
+    }
+    return inferenceTidy(() => {
+      let h = this.conv1.forward(silu(this.norm1.forward(x)));
+      if (projection && tembActivated) {
+        const t = projection.forward(tembActivated); // [B, out]
+        h = add(h, reshape(t, [t.shape[0], this.outChannels, 1, 1]));
+      }
+      h = this.conv2.forward(silu(this.norm2.forward(h)));
+      const shortcut = this.convShortcut ? this.convShortcut.forward(x) : x;
+      return add(shortcut, h);
+    });
   }
 }
 
@@ -211,85 +252,140 @@ export class Transformer2DModel extends Module {
   }
 }
 
-class Downsample2D extends Module {
+/**
+ * diffusers' Downsample2D (use_conv): 3x3 conv with stride 2. With padding 0 (the VAE's, or a UNet
+ * config's downsample_padding 0) diffusers first zero-pads one column right and one row bottom.
+ */
+export class Downsample2D extends Module {
   readonly conv: Conv2d;
-  constructor(gpu: Gpu, channels: number, padding: number, init: ParameterInit) {
+  constructor(
+    gpu: Gpu,
+    channels: number,
+    readonly padding: number,
+    init: ParameterInit,
+  ) {
     super(gpu);
     this.conv = this.child("conv", new Conv2d(gpu, channels, channels, 3, init, { stride: 2, padding }));
   }
   forward(x: Tensor): Tensor {
-    return this.conv.forward(x);
+    if (this.padding !== 0) return this.conv.forward(x);
+    return inferenceTidy(() => {
+      const [n, c, h, w] = x.shape;
+      const wider = concat([x, Tensor.zeros(this.gpu, [n, c, h, 1])], 3);
+      return this.conv.forward(concat([wider, Tensor.zeros(this.gpu, [n, c, 1, w + 1])], 2));
+    });
   }
 }
 
-class Upsample2D extends Module {
+/** diffusers' Upsample2D (use_conv): nearest x2, then 3x3 conv. */
+export class Upsample2D extends Module {
   readonly conv: Conv2d;
   constructor(gpu: Gpu, channels: number, init: ParameterInit) {
     super(gpu);
     this.conv = this.child("conv", new Conv2d(gpu, channels, channels, 3, init, { padding: 1 }));
   }
   forward(x: Tensor): Tensor {
-    return this.conv.forward(upsampleNearest(x, 2));
+    return inferenceTidy(() => this.conv.forward(upsampleNearest(x, 2)));
   }
 }
 
-interface LevelSpec {
+/** The transformers of a cross-attention level (Transformer2DModel's settings). */
+export interface CrossAttentionSpec {
   heads: number;
-  crossAttention: boolean;
+  contextDim: number;
+  linearProjection: boolean;
+  transformerLayers: number;
 }
 
-/** DownBlock2D / CrossAttnDownBlock2D. */
+/** What a down or up block holds: diffusers' block arguments. */
+export interface BlockSpec {
+  outChannels: number;
+  /** Residual blocks in the block. */
+  layers: number;
+  /** Width of the time embedding; null: no time_emb_proj (the VAE). */
+  tembChannels: number | null;
+  groups: number;
+  eps: number;
+  /** Transformer after each resnet (Cross-attention blocks); null: none. */
+  attention: CrossAttentionSpec | null;
+}
+
+function crossAttentionSpec(
+  config: UNetConfig,
+  heads: number,
+  crossAttention: boolean,
+): CrossAttentionSpec | null {
+  return crossAttention
+    ? {
+        heads,
+        contextDim: config.crossAttentionDim,
+        linearProjection: config.useLinearProjection,
+        transformerLayers: config.transformerLayersPerBlock,
+      }
+    : null;
+}
+
+function transformerFor(gpu: Gpu, spec: BlockSpec, attention: CrossAttentionSpec, init: ParameterInit) {
+  return new Transformer2DModel(
+    gpu,
+    spec.outChannels,
+    attention.heads,
+    attention.contextDim,
+    spec.groups,
+    attention.linearProjection,
+    attention.transformerLayers,
+    init,
+  );
+}
+
+/**
+ * DownBlock2D / CrossAttnDownBlock2D (the UNet) and DownEncoderBlock2D (the VAE: no time embedding,
+ * no attentions, downsampler padding 0).
+ */
 export class DownBlock extends Module {
   readonly resnets: ModuleList<ResnetBlock2D>;
   readonly attentions: ModuleList<Transformer2DModel> | null;
   readonly downsampler: Downsample2D | null;
   constructor(
     gpu: Gpu,
-    config: UNetConfig,
     inChannels: number,
-    outChannels: number,
-    temb: number,
-    spec: LevelSpec,
-    addDownsample: boolean,
+    spec: BlockSpec,
+    /** Padding of the downsampler's conv (diffusers' downsample_padding); null: no downsampler. */
+    downsamplePadding: number | null,
     init: ParameterInit,
   ) {
     super(gpu);
+    const { outChannels, attention } = spec;
     this.resnets = this.child("resnets", new ModuleList<ResnetBlock2D>(gpu));
-    this.attentions = spec.crossAttention
-      ? this.child("attentions", new ModuleList<Transformer2DModel>(gpu))
-      : null;
-    for (let layer = 0; layer < config.layersPerBlock; layer++) {
+    this.attentions = attention ? this.child("attentions", new ModuleList<Transformer2DModel>(gpu)) : null;
+    for (let layer = 0; layer < spec.layers; layer++) {
       const input = layer === 0 ? inChannels : outChannels;
       this.resnets.push(
-        new ResnetBlock2D(gpu, input, outChannels, temb, config.normNumGroups, config.normEps, init),
+        new ResnetBlock2D(gpu, input, outChannels, spec.tembChannels, spec.groups, spec.eps, init),
       );
-      this.attentions?.push(
-        new Transformer2DModel(
-          gpu,
-          outChannels,
-          spec.heads,
-          config.crossAttentionDim,
-          config.normNumGroups,
-          config.useLinearProjection,
-          config.transformerLayersPerBlock,
-          init,
-        ),
-      );
+      if (attention) this.attentions?.push(transformerFor(gpu, spec, attention, init));
     }
     this.downsampler = null;
-    if (addDownsample) {
+    if (downsamplePadding !== null) {
       const list = this.child("downsamplers", new ModuleList<Downsample2D>(gpu));
-      this.downsampler = list.push(new Downsample2D(gpu, outChannels, config.downsamplePadding, init));
+      this.downsampler = list.push(new Downsample2D(gpu, outChannels, downsamplePadding, init));
     }
   }
 
-  /** Returns the output and the states the up path concatenates (one per resnet, one per downsampler). */
-  forward(x: Tensor, temb: Tensor, context: Tensor): { output: Tensor; states: Tensor[] } {
+  /**
+   * Returns the output and the states the UNet's up path concatenates (one per resnet, one per
+   * downsampler). `temb` and `context` are null for blocks without a time embedding / attentions.
+   */
+  forward(
+    x: Tensor,
+    temb: Tensor | null = null,
+    context: Tensor | null = null,
+  ): { output: Tensor; states: Tensor[] } {
     const states: Tensor[] = [];
     let h = x;
     this.resnets.items.forEach((resnet, index) => {
       h = resnet.forward(h, temb);
-      if (this.attentions) h = this.attentions.items[index].forward(h, context);
+      if (this.attentions) h = this.attentions.items[index].forward(h, needContext(context));
       states.push(h);
     });
     if (this.downsampler) {
@@ -298,6 +394,11 @@ export class DownBlock extends Module {
     }
     return { output: h, states };
   }
+}
+
+function needContext(context: Tensor | null): Tensor {
+  if (!context) throw new OpError("UNet block", "a cross-attention block needs the text context");
+  return context;
 }
 
 /** UNetMidBlock2DCrossAttn: resnet, (attention, resnet) per layer (one layer in SD). */
@@ -341,46 +442,36 @@ export class MidBlock extends Module {
   }
 }
 
-/** UpBlock2D / CrossAttnUpBlock2D: layersPerBlock + 1 resnets, each on [h, skip] concatenated. */
+/**
+ * UpBlock2D / CrossAttnUpBlock2D (the UNet: each resnet on [h, skip] concatenated) and
+ * UpDecoderBlock2D (the VAE: `skipChannels` null, no time embedding, no attentions).
+ */
 export class UpBlock extends Module {
   readonly resnets: ModuleList<ResnetBlock2D>;
   readonly attentions: ModuleList<Transformer2DModel> | null;
   readonly upsampler: Upsample2D | null;
+  readonly skipConnections: boolean;
   constructor(
     gpu: Gpu,
-    config: UNetConfig,
-    inChannels: number,
     prevOutputChannels: number,
-    outChannels: number,
-    temb: number,
-    spec: LevelSpec,
+    /** Channels of the skip states: of the level's input (last resnet) and output; null: no skips. */
+    skipChannels: { inChannels: number } | null,
+    spec: BlockSpec,
     addUpsample: boolean,
     init: ParameterInit,
   ) {
     super(gpu);
-    const layers = config.layersPerBlock + 1;
+    const { outChannels, attention, layers } = spec;
+    this.skipConnections = skipChannels !== null;
     this.resnets = this.child("resnets", new ModuleList<ResnetBlock2D>(gpu));
-    this.attentions = spec.crossAttention
-      ? this.child("attentions", new ModuleList<Transformer2DModel>(gpu))
-      : null;
+    this.attentions = attention ? this.child("attentions", new ModuleList<Transformer2DModel>(gpu)) : null;
     for (let layer = 0; layer < layers; layer++) {
-      const skip = layer === layers - 1 ? inChannels : outChannels;
+      const skip = skipChannels === null ? 0 : layer === layers - 1 ? skipChannels.inChannels : outChannels;
       const input = layer === 0 ? prevOutputChannels : outChannels;
       this.resnets.push(
-        new ResnetBlock2D(gpu, input + skip, outChannels, temb, config.normNumGroups, config.normEps, init),
+        new ResnetBlock2D(gpu, input + skip, outChannels, spec.tembChannels, spec.groups, spec.eps, init),
       );
-      this.attentions?.push(
-        new Transformer2DModel(
-          gpu,
-          outChannels,
-          spec.heads,
-          config.crossAttentionDim,
-          config.normNumGroups,
-          config.useLinearProjection,
-          config.transformerLayersPerBlock,
-          init,
-        ),
-      );
+      if (attention) this.attentions?.push(transformerFor(gpu, spec, attention, init));
     }
     this.upsampler = null;
     if (addUpsample) {
@@ -389,14 +480,26 @@ export class UpBlock extends Module {
     }
   }
 
-  /** `skips` are consumed from the end (the most recent down-path state first). */
-  forward(x: Tensor, skips: Tensor[], temb: Tensor, context: Tensor): Tensor {
+  /** `skips` are consumed from the end (the most recent down-path state first); null without skips. */
+  forward(
+    x: Tensor,
+    skips: Tensor[] | null = null,
+    temb: Tensor | null = null,
+    context: Tensor | null = null,
+  ): Tensor {
+    if (this.skipConnections !== (skips !== null)) {
+      throw new OpError("UpBlock", this.skipConnections ? "needs the skip states" : "takes no skip states");
+    }
     let h = x;
     this.resnets.items.forEach((resnet, index) => {
-      const skip = skips.pop();
-      if (!skip) throw new OpError("UNet2DConditionModel", "ran out of skip connections (internal)");
-      h = resnet.forward(concat([h, skip], 1), temb);
-      if (this.attentions) h = this.attentions.items[index].forward(h, context);
+      if (skips) {
+        const skip = skips.pop();
+        if (!skip) throw new OpError("UNet2DConditionModel", "ran out of skip connections (internal)");
+        h = resnet.forward(concat([h, skip], 1), temb);
+      } else {
+        h = resnet.forward(h, temb);
+      }
+      if (this.attentions) h = this.attentions.items[index].forward(h, needContext(context));
     });
     return this.upsampler ? this.upsampler.forward(h) : h;
   }
@@ -451,11 +554,21 @@ export class UNet2DConditionModel extends Module {
     for (let level = 0; level < levels; level++) {
       const input = output;
       output = channels[level];
-      const spec = {
-        heads: heads[level],
-        crossAttention: config.downBlockTypes[level] === "CrossAttnDownBlock2D",
+      const spec: BlockSpec = {
+        outChannels: output,
+        layers: config.layersPerBlock,
+        tembChannels: temb,
+        groups: config.normNumGroups,
+        eps: config.normEps,
+        attention: crossAttentionSpec(
+          config,
+          heads[level],
+          config.downBlockTypes[level] === "CrossAttnDownBlock2D",
+        ),
       };
-      this.downBlocks.push(new DownBlock(gpu, config, input, output, temb, spec, level < levels - 1, init));
+      this.downBlocks.push(
+        new DownBlock(gpu, input, spec, level < levels - 1 ? config.downsamplePadding : null, init),
+      );
     }
 
     this.midBlock = this.child(
@@ -471,13 +584,19 @@ export class UNet2DConditionModel extends Module {
       const previous = output;
       output = reversed[index];
       const input = reversed[Math.min(index + 1, levels - 1)];
-      const spec = {
-        heads: reversedHeads[index],
-        crossAttention: config.upBlockTypes[index] === "CrossAttnUpBlock2D",
+      const spec: BlockSpec = {
+        outChannels: output,
+        layers: config.layersPerBlock + 1,
+        tembChannels: temb,
+        groups: config.normNumGroups,
+        eps: config.normEps,
+        attention: crossAttentionSpec(
+          config,
+          reversedHeads[index],
+          config.upBlockTypes[index] === "CrossAttnUpBlock2D",
+        ),
       };
-      this.upBlocks.push(
-        new UpBlock(gpu, config, input, previous, output, temb, spec, index < levels - 1, init),
-      );
+      this.upBlocks.push(new UpBlock(gpu, previous, { inChannels: input }, spec, index < levels - 1, init));
     }
 
     this.convNormOut = this.child(

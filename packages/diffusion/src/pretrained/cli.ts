@@ -214,81 +214,225 @@ const number = (minimum: number, integer: boolean) => (value: string) => {
   return parsed;
 };
 
-export interface ModelGenerateFlags {
-  prompt: string[];
+/** Images per UNet batch for a diffusers folder (the guided batch is twice this). */
+export const FOLDER_BATCH_DEFAULT = 4;
+
+/** Options of a generation from a diffusers folder (`cxr generate --model FOLDER`). */
+export interface FolderGenerateOptions {
+  /** One or more prompts; `n` images of each. */
+  prompts: readonly string[];
+  /** Output folder for image-NNNN.png + image-NNNN.json. */
   out: string;
+  /** Images per prompt (default 1). */
+  n?: number;
+  /** Inference steps (default 75, RoentGen-v2's). */
   steps?: number;
+  /** Guidance scale (default 3, RoentGen-v2's). */
   guidance?: number;
-  sampler?: string;
-  seed: number;
+  /** Default: the folder's scheduler class. */
+  sampler?: SamplerKind;
+  seed?: number;
+  /** PNG bit depth of the RGB images (default 8). */
+  bits?: 8 | 16;
+  /** Images per UNet batch (the guided batch is twice this; default 4). */
+  batch?: number;
+  /** Weight variant, e.g. "fp16" for *.fp16.safetensors. */
   variant?: string;
   backend?: string;
   adapter?: string;
+  onStep?: (progress: { step: number; steps: number; chunk: number; chunks: number }) => void;
+  onWarning?: (message: string) => void;
 }
 
-/** `cxr model generate`: loads a diffusers folder, generates one PNG per prompt with a JSON sidecar. */
-export async function modelGenerate(
+export interface FolderGenerateResult {
+  /** PNG paths, in request order. */
+  files: string[];
+  /** Prompt of each image. */
+  prompts: string[];
+  seconds: number;
+  loadSeconds: number;
+  /** Buffer pool bytes: the weights, and the peak over all batches. */
+  memory: { weightBytes: number; peakBytes: number };
+  sampler: SamplerKind;
+  steps: number;
+  guidance: number;
+}
+
+/** True when DIR is a diffusers folder (has model_index.json) rather than our own model folder. */
+export function isDiffusersFolder(dir: string): boolean {
+  return existsSync(join(dir, "model_index.json"));
+}
+
+/**
+ * Text-to-image with a diffusers Stable Diffusion 2.x / RoentGen-v2 folder: loads it strictly, then
+ * runs `generateLatent` in batches of `batch` images (image i's initial latents are the Philox stream
+ * of `seed` at offset i * 4 * h * w, independent of the batching) and writes one RGB PNG and one JSON
+ * sidecar per image, atomically. Defaults are RoentGen-v2's: 75 steps, guidance 3, the folder's
+ * scheduler (PNDM), the folder's resolution (512 px for SD 2.1-base).
+ */
+export async function generateFromFolder(
   folder: string,
-  flags: ModelGenerateFlags,
+  options: FolderGenerateOptions,
   device?: Gpu,
-): Promise<string[]> {
-  if (flags.sampler !== undefined && !(SAMPLER_KINDS as readonly string[]).includes(flags.sampler)) {
-    throw new InvalidArgumentError(
-      `--sampler must be one of ${SAMPLER_KINDS.join(", ")}, got "${flags.sampler}"`,
-    );
-  }
+): Promise<FolderGenerateResult> {
+  const n = options.n ?? 1;
+  const steps = options.steps ?? SAMPLING_DEFAULTS.inferenceSteps;
+  const guidance = options.guidance ?? GUIDANCE_DEFAULTS.scale;
+  const seed = options.seed ?? 0;
+  const bits = options.bits ?? 8;
+  const batch = options.batch ?? FOLDER_BATCH_DEFAULT;
+  const problems: string[] = [];
+  const integer = (value: number, name: string, min: number, max: number) => {
+    if (!Number.isSafeInteger(value) || value < min || value > max)
+      problems.push(`${name} must be an integer in [${min}, ${max}], got ${value}`);
+  };
+  integer(n, "n", 1, 10_000);
+  integer(steps, "steps", 1, 1000);
+  integer(seed, "seed", 0, Number.MAX_SAFE_INTEGER);
+  integer(batch, "batch", 1, 1024);
+  if (!(guidance >= 0 && guidance <= 30)) problems.push(`guidance must be in [0, 30], got ${guidance}`);
+  if (bits !== 8 && bits !== 16) problems.push(`bits must be 8 or 16, got ${bits}`);
+  if (options.sampler !== undefined && !(SAMPLER_KINDS as readonly string[]).includes(options.sampler))
+    problems.push(`sampler must be one of ${SAMPLER_KINDS.join(", ")}, got "${options.sampler}"`);
+  if (options.prompts.length === 0) problems.push("no prompt given");
+  options.prompts.forEach((prompt, index) => {
+    if (typeof prompt !== "string" || prompt.trim() === "") problems.push(`prompt ${index} is empty`);
+  });
+  if (problems.length > 0) throw new InvalidArgumentError(`generate ${folder}: ${problems.join("; ")}`);
+  const requests = options.prompts.flatMap((prompt) => new Array<string>(n).fill(prompt));
+  if (requests.length > 10_000)
+    throw new InvalidArgumentError(`generate: ${requests.length} images requested, at most 10000`);
   const gpu =
     device ??
-    (flags.backend || flags.adapter
-      ? await createGpu({ backend: flags.backend, adapterName: flags.adapter })
+    (options.backend || options.adapter
+      ? await createGpu({ backend: options.backend, adapterName: options.adapter })
       : await defaultGpu());
   const loadStarted = performance.now();
-  const components = loadPretrainedComponents(gpu, folder, { variant: flags.variant });
+  const components = loadPretrainedComponents(gpu, folder, { variant: options.variant });
   const loadSeconds = (performance.now() - loadStarted) / 1000;
+  const sampler = options.sampler ?? components.scheduler.kind;
+  const started = performance.now();
+  const files: string[] = [];
+  let weightBytes = gpu.pool.snapshot().inUseBytes;
+  let peakBytes = 0;
   try {
-    const result = await generateLatent(components, {
-      prompts: flags.prompt,
-      steps: flags.steps,
-      guidance: flags.guidance,
-      sampler: flags.sampler as SamplerKind | undefined,
-      seed: flags.seed,
-      onStep: (step, total) => process.stderr.write(`\rstep ${step}/${total}`),
-      onWarning: (message) => process.stderr.write(`\nwarning: ${message}\n`),
-    });
-    process.stderr.write("\n");
-    mkdirSync(flags.out, { recursive: true });
-    const written: string[] = [];
-    for (const [index, prompt] of flags.prompt.entries()) {
-      const path = join(flags.out, `image-${String(index).padStart(4, "0")}.png`);
-      writeAtomic(path, await rgbPng(result.images, result.imageShape, index));
-      const sidecar = {
-        prompt,
-        index,
-        model: resolve(folder),
-        seed: flags.seed,
-        sampler: flags.sampler ?? components.scheduler.kind,
-        steps: flags.steps ?? SAMPLING_DEFAULTS.inferenceSteps,
-        timesteps: result.timesteps,
-        guidance: flags.guidance ?? GUIDANCE_DEFAULTS.scale,
-        size: result.imageShape[2],
-        scheduler: components.scheduler.config,
-      };
-      writeAtomic(path.replace(/\.png$/, ".json"), `${JSON.stringify(sidecar, null, 2)}\n`);
-      written.push(path);
+    mkdirSync(options.out, { recursive: true });
+    const chunks = Math.ceil(requests.length / batch);
+    const width = Math.max(4, String(requests.length - 1).length);
+    for (let chunk = 0; chunk < chunks; chunk++) {
+      const first = chunk * batch;
+      const prompts = requests.slice(first, first + batch);
+      const result = await generateLatent(components, {
+        prompts,
+        steps,
+        guidance,
+        sampler,
+        seed,
+        firstIndex: first,
+        onStep: (step, total) => options.onStep?.({ step, steps: total, chunk, chunks }),
+        onWarning: options.onWarning,
+      });
+      if (chunk === 0) weightBytes = result.memory.startBytes;
+      peakBytes = Math.max(peakBytes, result.memory.peakBytes);
+      const [, channels, side] = result.latentShape;
+      for (const [row, prompt] of prompts.entries()) {
+        const index = first + row;
+        const stem = join(options.out, `image-${String(index).padStart(width, "0")}`);
+        writeAtomic(`${stem}.png`, await rgbPng(result.images, result.imageShape, row, bits));
+        const perImage = channels * side * side;
+        const sidecar = {
+          prompt,
+          index,
+          model: { dir: resolve(folder), kind: "diffusers", variant: options.variant ?? null },
+          seed,
+          sampler,
+          steps,
+          timesteps: result.timesteps,
+          guidance,
+          bits,
+          n,
+          batch,
+          size: result.imageShape[2],
+          noise: `Philox4x32-10 normal, seed ${seed}, offset ${index * perImage}, ${perImage} values (latents of image ${index})`,
+          precision: "f32",
+          scheduler: components.scheduler.config,
+        };
+        writeAtomic(`${stem}.json`, `${JSON.stringify(sidecar, null, 2)}\n`);
+        files.push(`${stem}.png`);
+      }
     }
-    const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
-    process.stdout.write(
-      `${written.length} images in ${result.seconds.toFixed(1)} s (weights loaded in ${loadSeconds.toFixed(1)} s); ` +
-        `GPU pool: ${mb(result.memory.startBytes)} MB of weights, peak ${mb(result.memory.peakBytes)} MB during generation\n` +
-        written.map((path) => `  ${path}`).join("\n") +
-        "\n",
-    );
-    return written;
   } finally {
     components.textEncoder.dispose();
     components.unet.dispose();
     components.vae.dispose();
   }
+  return {
+    files,
+    prompts: requests,
+    seconds: (performance.now() - started) / 1000,
+    loadSeconds,
+    memory: { weightBytes, peakBytes },
+    sampler,
+    steps,
+    guidance,
+  };
+}
+
+/** The summary lines `cxr generate` prints for a diffusers folder. */
+export function formatFolderGenerate(result: FolderGenerateResult): string {
+  const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+  return (
+    `${result.files.length} images (${result.sampler}, ${result.steps} steps, guidance ${result.guidance}) in ${result.seconds.toFixed(1)} s ` +
+    `(weights loaded in ${result.loadSeconds.toFixed(1)} s); GPU pool: ${mb(result.memory.weightBytes)} MB of weights, ` +
+    `peak ${mb(result.memory.peakBytes)} MB during generation\n` +
+    `${result.files.map((path) => `  ${path}`).join("\n")}\n`
+  );
+}
+
+export interface ModelGenerateFlags {
+  prompt: string[];
+  out: string;
+  n?: number;
+  steps?: number;
+  guidance?: number;
+  sampler?: string;
+  seed: number;
+  bits?: string;
+  batch?: number;
+  variant?: string;
+  backend?: string;
+  adapter?: string;
+}
+
+/** `cxr model generate FOLDER` (alias of `cxr generate --model FOLDER`); returns the PNG paths. */
+export async function modelGenerate(
+  folder: string,
+  flags: ModelGenerateFlags,
+  device?: Gpu,
+): Promise<string[]> {
+  const result = await generateFromFolder(
+    folder,
+    {
+      prompts: flags.prompt,
+      out: flags.out,
+      n: flags.n,
+      steps: flags.steps,
+      guidance: flags.guidance,
+      sampler: flags.sampler as SamplerKind | undefined,
+      seed: flags.seed,
+      bits: flags.bits === undefined ? undefined : (Number(flags.bits) as 8 | 16),
+      batch: flags.batch,
+      variant: flags.variant,
+      backend: flags.backend,
+      adapter: flags.adapter,
+      onStep: ({ step, steps }) => process.stderr.write(`\rstep ${step}/${steps}`),
+      onWarning: (message) => process.stderr.write(`\nwarning: ${message}\n`),
+    },
+    device,
+  );
+  process.stderr.write("\n");
+  process.stdout.write(formatFolderGenerate(result));
+  return result.files;
 }
 
 export function registerPretrainedCommands(program: Command): void {
@@ -335,13 +479,16 @@ export function registerPretrainedCommands(program: Command): void {
   model
     .command("generate")
     .description(
-      "text-to-image with a diffusers Stable Diffusion / RoentGen-v2 folder on our kernels (RGB PNG + JSON per prompt)",
+      "alias of `cxr generate --model FOLDER` for a diffusers Stable Diffusion / RoentGen-v2 folder (RGB PNG + JSON per image)",
     )
     .argument("<folder>", "the diffusers folder")
     .requiredOption("--prompt <text...>", "one or more prompts")
     .option("--out <dir>", "where to write image-NNNN.png and .json", "generated")
+    .option("--n <count>", "images per prompt", number(1, true))
     .option("--steps <n>", "inference steps (default 75, RoentGen-v2's)", number(1, true))
-    .option("--guidance <scale>", "classifier-free guidance (default 3; 1 = off)", number(1, false))
+    .option("--guidance <scale>", "classifier-free guidance (default 3; 1 = off)", number(0, false))
+    .option("--bits <depth>", "PNG bit depth, 8 or 16")
+    .option("--batch <count>", `images per UNet batch (default ${FOLDER_BATCH_DEFAULT})`, number(1, true))
     .option("--sampler <kind>", `${SAMPLER_KINDS.join(" | ")} (default: the folder's scheduler)`)
     .option("--seed <n>", "seed of the initial latents", number(0, true), 0)
     .option("--variant <name>", "weight variant, e.g. fp16 for *.fp16.safetensors")

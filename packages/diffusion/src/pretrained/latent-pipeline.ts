@@ -25,12 +25,22 @@ export interface LatentGenerateOptions {
   prompts: readonly string[];
   /** Inference steps (RoentGen-v2: 75). */
   steps?: number;
-  /** Classifier-free guidance scale; 1 turns guidance off (one UNet call per step). */
+  /**
+   * Classifier-free guidance scale in [0, 30]: eps_u + s (eps_c - eps_u) on the doubled batch; 1 runs
+   * the conditional half alone (one UNet call per step), 0 is unconditional. (diffusers turns guidance
+   * off for any s <= 1; here s < 1 is applied as the formula, like the pixel-space pipeline.)
+   */
   guidance?: number;
   /** The sampler; default: the folder's scheduler class. */
   sampler?: SamplerKind;
-  /** Seed of the initial latents (Philox normal, offset 0) and of DDPM's noise. */
+  /** Seed of the initial latents (Philox normal) and of DDPM's noise. */
   seed?: number;
+  /**
+   * Index of the first image in a larger request (default 0): image i's initial latents are the
+   * Philox stream of `seed` at offset i * C * h * w, so an image does not depend on how a request
+   * is split into batches (the convention of the pixel-space pipeline too).
+   */
+  firstIndex?: number;
   /** Initial latents [B * 4 * h * w] instead of drawing them (diffusers' `latents` argument). */
   initialLatents?: Float32Array;
   onStep?: (step: number, steps: number) => void;
@@ -62,9 +72,13 @@ export async function generateLatent(
   const batch = options.prompts.length;
   if (batch < 1) throw new RangeError("generateLatent: no prompts");
   const guidance = options.guidance ?? GUIDANCE_DEFAULTS.scale;
-  if (!(guidance >= 1)) throw new RangeError(`generateLatent: guidance must be >= 1, got ${guidance}`);
+  if (!(guidance >= 0 && guidance <= 30))
+    throw new RangeError(`generateLatent: guidance must be a number in [0, 30], got ${guidance}`);
   const steps = options.steps ?? SAMPLING_DEFAULTS.inferenceSteps;
   const seed = options.seed ?? 0;
+  const firstIndex = options.firstIndex ?? 0;
+  if (!Number.isSafeInteger(firstIndex) || firstIndex < 0)
+    throw new RangeError(`generateLatent: firstIndex must be a non-negative integer, got ${firstIndex}`);
   const guided = guidance !== 1;
   const channels = config.unet.inChannels;
   const side = config.unet.sampleSize;
@@ -93,7 +107,7 @@ export async function generateLatent(
   idTensor.release();
   let latents = options.initialLatents
     ? Tensor.upload(gpu, options.initialLatents, latentShape)
-    : randomNormal(gpu, latentShape, seed, 0);
+    : randomNormal(gpu, latentShape, seed, firstIndex * channels * side * side);
   const timesteps = [...sampler.timesteps];
   try {
     for (const [index, t] of timesteps.entries()) {
@@ -135,17 +149,29 @@ export async function generateLatent(
   };
 }
 
-/** One image [3, H, W] in [0, 1] (planar) as an 8-bit RGB PNG. */
-export async function rgbPng(images: Float32Array, shape: readonly number[], index: number): Promise<Buffer> {
+/** One image [3, H, W] in [0, 1] (planar) as an 8-bit (default) or 16-bit RGB PNG. */
+export async function rgbPng(
+  images: Float32Array,
+  shape: readonly number[],
+  index: number,
+  bits: 8 | 16 = 8,
+): Promise<Buffer> {
   const [, channels, height, width] = shape;
   if (channels !== 3) throw new RangeError(`rgbPng: expects 3 channels, got ${channels}`);
+  if (bits !== 8 && bits !== 16) throw new RangeError(`rgbPng: bits must be 8 or 16, got ${bits}`);
   const plane = height * width;
   const offset = index * 3 * plane;
-  const interleaved = new Uint8Array(3 * plane);
+  const top = bits === 16 ? 65535 : 255;
+  // sharp infers 16-bit from a Uint16Array (a Buffer would be read as 8-bit).
+  const interleaved = bits === 16 ? new Uint16Array(3 * plane) : new Uint8Array(3 * plane);
   for (let p = 0; p < plane; p++) {
-    for (let c = 0; c < 3; c++) interleaved[3 * p + c] = Math.round(255 * images[offset + c * plane + p]);
+    for (let c = 0; c < 3; c++) {
+      const value = Math.min(1, Math.max(0, images[offset + c * plane + p]));
+      interleaved[3 * p + c] = Math.round(top * value);
+    }
   }
   return sharp(interleaved, { raw: { width, height, channels: 3 } })
+    .toColourspace(bits === 16 ? "rgb16" : "srgb")
     .png()
     .toBuffer();
 }

@@ -9,8 +9,10 @@
  *   decoder.up_blocks.N.resnets.M..., decoder.up_blocks.N.upsamplers.0.conv, decoder.conv_norm_out,
  *   decoder.conv_out.
  *
- * Built from @cxr/kernels layers and ops only (Conv2d, GroupNorm, Linear, SiLU, fused attention,
- * nearest upsampling, concat for the downsampler's asymmetric padding). `encode` returns the latent
+ * The residual blocks, the up/downsamplers and the block loops are the UNet's (model/unet.ts:
+ * ResnetBlock2D without a time embedding, Downsample2D with diffusers' padding-0 asymmetric pad,
+ * Upsample2D, DownBlock / UpBlock without attentions or skips), as diffusers builds its VAE from its
+ * UNet blocks; the mid-block attention (one head over all channels) is the VAE's own. `encode` returns the latent
  * distribution's mean and log-variance; `scaling_factor` (0.18215 for SD) is the pipeline's business:
  * latents = mean * scaling_factor for training, decode(latents / scaling_factor) for generation.
  */
@@ -19,7 +21,6 @@ import {
   attention,
   attentionComposed,
   Conv2d,
-  concat,
   type Gpu,
   GroupNorm,
   Linear,
@@ -36,8 +37,8 @@ import {
   sub,
   Tensor,
   tidy,
-  upsampleNearest,
 } from "@cxr/kernels";
+import { type BlockSpec, DownBlock, ResnetBlock2D, UpBlock } from "../model/unet.ts";
 import type { VaeJsonConfig } from "./configs.ts";
 
 /** The VAE's configuration (vae/config.json in camelCase). */
@@ -70,34 +71,6 @@ export function autoencoderConfigFromJson(json: VaeJsonConfig): AutoencoderKLCon
 
 /** diffusers' VAE blocks use eps 1e-6 in every group norm. */
 const VAE_EPS = 1e-6;
-
-/** ResnetBlock2D without a time embedding: silu(norm1) -> conv1 -> silu(norm2) -> conv2, plus the shortcut. */
-export class VaeResnetBlock extends Module {
-  readonly norm1: GroupNorm;
-  readonly conv1: Conv2d;
-  readonly norm2: GroupNorm;
-  readonly conv2: Conv2d;
-  readonly convShortcut: Conv2d | null;
-
-  constructor(gpu: Gpu, inChannels: number, outChannels: number, groups: number, init: ParameterInit) {
-    super(gpu);
-    this.norm1 = this.child("norm1", new GroupNorm(gpu, groups, inChannels, VAE_EPS));
-    this.conv1 = this.child("conv1", new Conv2d(gpu, inChannels, outChannels, 3, init, { padding: 1 }));
-    this.norm2 = this.child("norm2", new GroupNorm(gpu, groups, outChannels, VAE_EPS));
-    this.conv2 = this.child("conv2", new Conv2d(gpu, outChannels, outChannels, 3, init, { padding: 1 }));
-    this.convShortcut =
-      inChannels === outChannels
-        ? null
-        : this.child("conv_shortcut", new Conv2d(gpu, inChannels, outChannels, 1, init));
-  }
-
-  forward(x: Tensor): Tensor {
-    return tidy(() => {
-      const h = this.conv2.forward(silu(this.norm2.forward(this.conv1.forward(silu(this.norm1.forward(x))))));
-      return add(this.convShortcut ? this.convShortcut.forward(x) : x, h);
-    });
-  }
-}
 
 /**
  * The VAE mid-block's spatial self-attention (diffusers `Attention` with `residual_connection=True`,
@@ -162,17 +135,17 @@ export class VaeAttention extends Module {
 
 /** UNetMidBlock2D without a time embedding: resnet, (attention), resnet. */
 export class VaeMidBlock extends Module {
-  readonly resnets: ModuleList<VaeResnetBlock>;
+  readonly resnets: ModuleList<ResnetBlock2D>;
   readonly attentions: ModuleList<VaeAttention>;
 
   constructor(gpu: Gpu, channels: number, groups: number, addAttention: boolean, init: ParameterInit) {
     super(gpu);
-    this.resnets = this.child("resnets", new ModuleList<VaeResnetBlock>(gpu));
+    this.resnets = this.child("resnets", new ModuleList<ResnetBlock2D>(gpu));
     this.attentions = this.child("attentions", new ModuleList<VaeAttention>(gpu));
-    this.resnets.push(new VaeResnetBlock(gpu, channels, channels, groups, init));
+    this.resnets.push(new ResnetBlock2D(gpu, channels, channels, null, groups, VAE_EPS, init));
     // diffusers passes attention_head_dim = block_out_channels[-1]: one head over all channels.
     if (addAttention) this.attentions.push(new VaeAttention(gpu, channels, channels, groups, init));
-    this.resnets.push(new VaeResnetBlock(gpu, channels, channels, groups, init));
+    this.resnets.push(new ResnetBlock2D(gpu, channels, channels, null, groups, VAE_EPS, init));
   }
 
   forward(x: Tensor): Tensor {
@@ -184,109 +157,14 @@ export class VaeMidBlock extends Module {
   }
 }
 
-/** Downsample2D with padding 0: zero-pad one column right and one row bottom, then 3x3 stride 2. */
-export class VaeDownsample extends Module {
-  readonly conv: Conv2d;
-  constructor(gpu: Gpu, channels: number, init: ParameterInit) {
-    super(gpu);
-    this.conv = this.child("conv", new Conv2d(gpu, channels, channels, 3, init, { stride: 2, padding: 0 }));
-  }
-  forward(x: Tensor): Tensor {
-    return tidy(() => {
-      const [n, c, h, w] = x.shape;
-      const zerosColumn = zeroTensor(this.gpu, [n, c, h, 1]);
-      const wider = concat([x, zerosColumn], 3);
-      const zerosRow = zeroTensor(this.gpu, [n, c, 1, w + 1]);
-      return this.conv.forward(concat([wider, zerosRow], 2));
-    });
-  }
-}
-
-function zeroTensor(gpu: Gpu, shape: number[]): Tensor {
-  return Tensor.zeros(gpu, shape);
-}
-
-/** Upsample2D: nearest x2, then 3x3 conv. */
-export class VaeUpsample extends Module {
-  readonly conv: Conv2d;
-  constructor(gpu: Gpu, channels: number, init: ParameterInit) {
-    super(gpu);
-    this.conv = this.child("conv", new Conv2d(gpu, channels, channels, 3, init, { padding: 1 }));
-  }
-  forward(x: Tensor): Tensor {
-    return tidy(() => this.conv.forward(upsampleNearest(x, 2)));
-  }
-}
-
-/** DownEncoderBlock2D: resnets, then a downsampler except on the last level. */
-export class DownEncoderBlock extends Module {
-  readonly resnets: ModuleList<VaeResnetBlock>;
-  readonly downsamplers: ModuleList<VaeDownsample>;
-  constructor(
-    gpu: Gpu,
-    inChannels: number,
-    outChannels: number,
-    layers: number,
-    downsample: boolean,
-    groups: number,
-    init: ParameterInit,
-  ) {
-    super(gpu);
-    this.resnets = this.child("resnets", new ModuleList<VaeResnetBlock>(gpu));
-    for (let layer = 0; layer < layers; layer++) {
-      this.resnets.push(
-        new VaeResnetBlock(gpu, layer === 0 ? inChannels : outChannels, outChannels, groups, init),
-      );
-    }
-    this.downsamplers = this.child("downsamplers", new ModuleList<VaeDownsample>(gpu));
-    if (downsample) this.downsamplers.push(new VaeDownsample(gpu, outChannels, init));
-  }
-  forward(x: Tensor): Tensor {
-    return tidy(() => {
-      let h = x;
-      for (const resnet of this.resnets.items) h = resnet.forward(h);
-      for (const down of this.downsamplers.items) h = down.forward(h);
-      return h;
-    });
-  }
-}
-
-/** UpDecoderBlock2D: layers_per_block + 1 resnets, then an upsampler except on the last level. */
-export class UpDecoderBlock extends Module {
-  readonly resnets: ModuleList<VaeResnetBlock>;
-  readonly upsamplers: ModuleList<VaeUpsample>;
-  constructor(
-    gpu: Gpu,
-    inChannels: number,
-    outChannels: number,
-    layers: number,
-    upsample: boolean,
-    groups: number,
-    init: ParameterInit,
-  ) {
-    super(gpu);
-    this.resnets = this.child("resnets", new ModuleList<VaeResnetBlock>(gpu));
-    for (let layer = 0; layer < layers; layer++) {
-      this.resnets.push(
-        new VaeResnetBlock(gpu, layer === 0 ? inChannels : outChannels, outChannels, groups, init),
-      );
-    }
-    this.upsamplers = this.child("upsamplers", new ModuleList<VaeUpsample>(gpu));
-    if (upsample) this.upsamplers.push(new VaeUpsample(gpu, outChannels, init));
-  }
-  forward(x: Tensor): Tensor {
-    return tidy(() => {
-      let h = x;
-      for (const resnet of this.resnets.items) h = resnet.forward(h);
-      for (const up of this.upsamplers.items) h = up.forward(h);
-      return h;
-    });
-  }
+/** A DownEncoderBlock2D / UpDecoderBlock2D level of the VAE: the UNet's block without time embedding or attentions. */
+function vaeLevel(outChannels: number, layers: number, groups: number): BlockSpec {
+  return { outChannels, layers, tembChannels: null, groups, eps: VAE_EPS, attention: null };
 }
 
 export class VaeEncoder extends Module {
   readonly convIn: Conv2d;
-  readonly downBlocks: ModuleList<DownEncoderBlock>;
+  readonly downBlocks: ModuleList<DownBlock>;
   readonly midBlock: VaeMidBlock;
   readonly convNormOut: GroupNorm;
   readonly convOut: Conv2d;
@@ -299,20 +177,12 @@ export class VaeEncoder extends Module {
       "conv_in",
       new Conv2d(gpu, config.inChannels, channels[0], 3, init, { padding: 1 }),
     );
-    this.downBlocks = this.child("down_blocks", new ModuleList<DownEncoderBlock>(gpu));
+    // DownEncoderBlock2D: resnets, then (except on the last level) a downsampler with padding 0.
+    this.downBlocks = this.child("down_blocks", new ModuleList<DownBlock>(gpu));
     let previous = channels[0];
     channels.forEach((out, level) => {
-      this.downBlocks.push(
-        new DownEncoderBlock(
-          gpu,
-          previous,
-          out,
-          config.layersPerBlock,
-          level < channels.length - 1,
-          groups,
-          init,
-        ),
-      );
+      const spec = vaeLevel(out, config.layersPerBlock, groups);
+      this.downBlocks.push(new DownBlock(gpu, previous, spec, level < channels.length - 1 ? 0 : null, init));
       previous = out;
     });
     const last = channels[channels.length - 1];
@@ -331,7 +201,10 @@ export class VaeEncoder extends Module {
   forward(x: Tensor): Tensor {
     return tidy(() => {
       let h = this.convIn.forward(x);
-      for (const block of this.downBlocks.items) h = block.forward(h);
+      for (const block of this.downBlocks.items) {
+        const input = h;
+        h = tidy(() => block.forward(input).output);
+      }
       h = this.midBlock.forward(h);
       return this.convOut.forward(silu(this.convNormOut.forward(h)));
     });
@@ -341,7 +214,7 @@ export class VaeEncoder extends Module {
 export class VaeDecoder extends Module {
   readonly convIn: Conv2d;
   readonly midBlock: VaeMidBlock;
-  readonly upBlocks: ModuleList<UpDecoderBlock>;
+  readonly upBlocks: ModuleList<UpBlock>;
   readonly convNormOut: GroupNorm;
   readonly convOut: Conv2d;
 
@@ -357,20 +230,13 @@ export class VaeDecoder extends Module {
       "mid_block",
       new VaeMidBlock(gpu, reversed[0], groups, config.midBlockAddAttention, init),
     );
-    this.upBlocks = this.child("up_blocks", new ModuleList<UpDecoderBlock>(gpu));
+    // UpDecoderBlock2D: layers_per_block + 1 resnets (no skip connections), then (except on the
+    // last level) an upsampler.
+    this.upBlocks = this.child("up_blocks", new ModuleList<UpBlock>(gpu));
     let previous = reversed[0];
     reversed.forEach((out, level) => {
-      this.upBlocks.push(
-        new UpDecoderBlock(
-          gpu,
-          previous,
-          out,
-          config.layersPerBlock + 1,
-          level < reversed.length - 1,
-          groups,
-          init,
-        ),
-      );
+      const spec = vaeLevel(out, config.layersPerBlock + 1, groups);
+      this.upBlocks.push(new UpBlock(gpu, previous, null, spec, level < reversed.length - 1, init));
       previous = out;
     });
     const first = config.blockOutChannels[0];
@@ -385,7 +251,10 @@ export class VaeDecoder extends Module {
     return tidy(() => {
       let h = this.convIn.forward(z);
       h = this.midBlock.forward(h);
-      for (const block of this.upBlocks.items) h = block.forward(h);
+      for (const block of this.upBlocks.items) {
+        const input = h;
+        h = tidy(() => block.forward(input));
+      }
       return this.convOut.forward(silu(this.convNormOut.forward(h)));
     });
   }

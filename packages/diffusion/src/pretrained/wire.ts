@@ -5,9 +5,8 @@
  * weights loaded strictly (every name and shape checked, all mismatches listed) into
  * `UNet2DConditionModel`, `ClipTextModel` and our `AutoencoderKL`, one tensor at a time.
  *
- * What is not wired here: a latent-space `Pipeline` (prompt -> CLIP tokenizer -> text encoder ->
- * UNet with guidance -> sampler -> VAE decode -> PNG). The pieces are all returned by
- * `loadPretrainedComponents`; `cxr generate --model` on a diffusers folder is still to be written.
+ * The latent pipeline on these pieces is `generateLatent` (latent-pipeline.ts); `cxr generate --model
+ * FOLDER` runs it through `generateFromFolder` (cli.ts) when FOLDER holds a model_index.json.
  */
 import { join } from "node:path";
 import { type Gpu, ParameterInit } from "@cxr/kernels";
