@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { generatePhantomDataset } from "@cxr/data";
 import {
   auroc,
+  aurocBootstrapInterval,
   createDiffusionModel,
   createPipeline,
   DIFFUSION_CONFIGS,
@@ -52,6 +53,25 @@ describe("conditioning fidelity", () => {
     expect(auroc([], [1])).toBeNull();
   });
 
+  it("the AUROC's bootstrap interval holds the estimate, narrows with more images and is seeded", () => {
+    // Two overlapping classes (CTR-like values), the same shape at two sizes.
+    const make = (n: number, shift: number) =>
+      Array.from({ length: n }, (_, i) => 0.4 + shift + 0.1 * Math.sin(i * 2.399963) * Math.cos(i * 0.7));
+    const small = [make(16, 0.03), make(16, 0)] as const;
+    const large = [make(256, 0.03), make(256, 0)] as const;
+    const smallInterval = aurocBootstrapInterval(...small)!;
+    const largeInterval = aurocBootstrapInterval(...large)!;
+    const estimate = auroc(...small)!;
+    expect(smallInterval[0]).toBeLessThanOrEqual(estimate);
+    expect(smallInterval[1]).toBeGreaterThanOrEqual(estimate);
+    expect(largeInterval[1] - largeInterval[0]).toBeLessThan((smallInterval[1] - smallInterval[0]) / 2);
+    expect(aurocBootstrapInterval(...small)).toEqual(smallInterval);
+    expect(aurocBootstrapInterval(...small, 2000, 2)).not.toEqual(smallInterval);
+    // Perfect separation: every resample separates too.
+    expect(aurocBootstrapInterval([3, 4, 5], [1, 2])).toEqual([1, 1]);
+    expect(aurocBootstrapInterval([], [1])).toBeNull();
+  });
+
   it("measures generated and real films the same way and reports both", async () => {
     const report = await measureFidelity(pipeline, { n: 4, steps: 2, realData: data, split: "train" });
     expect(report.resolution).toBe(16);
@@ -67,6 +87,13 @@ describe("conditioning fidelity", () => {
       expect(ratio).toBeLessThan(1);
     }
     expect(formatFidelity(report)).toMatch(/AUROC of the CTR \(cardiomegaly vs normal\)/);
+    if (real.auroc !== null) {
+      expect(real.aurocInterval![0]).toBeLessThanOrEqual(real.auroc);
+      expect(real.aurocInterval![1]).toBeGreaterThanOrEqual(real.auroc);
+      expect(formatFidelity(report)).toMatch(/95% bootstrap interval [\d.]+ to [\d.]+, 2000 rounds/);
+    } else {
+      expect(real.aurocInterval).toBeNull();
+    }
     await expect(measureFidelity(pipeline, { n: 1 })).rejects.toThrow(
       "fidelity: n must be an integer in [2, 10000], got 1",
     );

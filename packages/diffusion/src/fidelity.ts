@@ -18,6 +18,7 @@ import {
   decodeImage,
   loadChexpert,
   measureCardiothoracicRatio,
+  Rng,
   resizeBilinear,
   shuffledOrder,
   toModelInput,
@@ -66,7 +67,14 @@ export interface FidelityComparison {
   normal: ClassMeasurement;
   /** AUROC of the CTR for cardiomegaly vs normal over measured images; null when a class has none. */
   auroc: number | null;
+  /**
+   * 95% percentile bootstrap interval of that AUROC (each class resampled on its own,
+   * `AUROC_BOOTSTRAP_ROUNDS` rounds, seeded); null with the AUROC.
+   */
+  aurocInterval: [number, number] | null;
 }
+
+export const AUROC_BOOTSTRAP_ROUNDS = 2000;
 
 export interface FidelityReport {
   model: string;
@@ -83,6 +91,28 @@ export function auroc(positives: readonly number[], negatives: readonly number[]
   let wins = 0;
   for (const p of positives) for (const q of negatives) wins += p > q ? 1 : p === q ? 0.5 : 0;
   return wins / (positives.length * negatives.length);
+}
+
+/**
+ * 95% percentile bootstrap interval of the Mann-Whitney AUROC, resampling positives and negatives
+ * separately (the two classes are independent samples of images). Seeded, so a report reproduces.
+ */
+export function aurocBootstrapInterval(
+  positives: readonly number[],
+  negatives: readonly number[],
+  rounds = AUROC_BOOTSTRAP_ROUNDS,
+  seed = 1,
+): [number, number] | null {
+  if (positives.length === 0 || negatives.length === 0) return null;
+  const rng = new Rng(seed);
+  const values = new Float64Array(rounds);
+  const draw = (from: readonly number[]) => Array.from(from, () => from[rng.index(from.length)]);
+  for (let round = 0; round < rounds; round++) {
+    values[round] = auroc(draw(positives), draw(negatives)) as number;
+  }
+  values.sort();
+  const at = (q: number) => values[Math.min(rounds - 1, Math.max(0, Math.round(q * (rounds - 1))))];
+  return [at(0.025), at(0.975)];
 }
 
 function measureAll(images: readonly Float32Array[], size: number, measureSize: number): ClassMeasurement {
@@ -103,7 +133,12 @@ function measureAll(images: readonly Float32Array[], size: number, measureSize: 
 }
 
 function compare(cardiomegaly: ClassMeasurement, normal: ClassMeasurement): FidelityComparison {
-  return { cardiomegaly, normal, auroc: auroc(cardiomegaly.ratios, normal.ratios) };
+  return {
+    cardiomegaly,
+    normal,
+    auroc: auroc(cardiomegaly.ratios, normal.ratios),
+    aurocInterval: aurocBootstrapInterval(cardiomegaly.ratios, normal.ratios),
+  };
 }
 
 /** Demographics cycled over the generated images, the same for both prompts (only findings differ). */
@@ -206,7 +241,7 @@ export function formatFidelity(report: FidelityReport): string {
     lines.push(`  ${describeClass("Cardiomegaly", comparison.cardiomegaly)}`);
     lines.push(`  ${describeClass("No Finding", comparison.normal)}`);
     lines.push(
-      `  AUROC of the CTR (cardiomegaly vs normal): ${comparison.auroc === null ? "undefined (a class has no measurable image)" : comparison.auroc.toFixed(3)}`,
+      `  AUROC of the CTR (cardiomegaly vs normal): ${comparison.auroc === null || comparison.aurocInterval === null ? "undefined (a class has no measurable image)" : `${comparison.auroc.toFixed(3)} (95% bootstrap interval ${comparison.aurocInterval[0].toFixed(3)} to ${comparison.aurocInterval[1].toFixed(3)}, ${AUROC_BOOTSTRAP_ROUNDS} rounds)`}`,
     );
   };
   block("generated", report.generated);
