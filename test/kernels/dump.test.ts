@@ -22,7 +22,7 @@ describe("kernels dump", () => {
 
   it("names what exists when asked for something that does not", () => {
     expect(() => dumpKernelSources({ op: "nope" })).toThrow(
-      /kernels dump: no op "nope" in the per-op layout yet \(available: softmax/,
+      /kernels dump: no op "nope" \(available ops: softmax/,
     );
     expect(() => dumpKernelSources({ op: "softmax", variant: "x" })).toThrow(
       'kernels dump: softmax has no variant "x" (variants: cpu-rows, gpu-workgroup)',
@@ -54,6 +54,6 @@ describe("kernels dump", () => {
       encoding: "utf8",
     });
     expect(bad.status).toBe(1);
-    expect(bad.stderr).toContain('no op "no-such-op" in the per-op layout yet');
+    expect(bad.stderr).toContain('no op "no-such-op" (available ops');
   });
 });

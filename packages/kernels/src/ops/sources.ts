@@ -1,7 +1,6 @@
 /**
  * The WGSL of every op family in the per-op layout (ops/<op>/), by variant and pass, exactly the
- * strings `launch` compiles: what `cxr kernels dump <op>` prints. Families still in one file
- * (the element-wise families, ...) join when they move to their folder.
+ * strings `launch` compiles: what `cxr kernels dump <op>` prints. Every op family registers here.
  */
 import { ATTENTION_KERNELS, ATTENTION_SHARED_KERNELS } from "./attention/index.ts";
 import { BATCH_NORM_KERNELS } from "./batchnorm/index.ts";
@@ -70,9 +69,7 @@ export interface DumpRequest {
 export function dumpKernelSources({ op, variant, pass }: DumpRequest): string {
   const family = KERNEL_SOURCES[op];
   if (!family) {
-    throw new Error(
-      `kernels dump: no op "${op}" in the per-op layout yet (available: ${Object.keys(KERNEL_SOURCES).join(", ")})`,
-    );
+    throw new Error(`kernels dump: no op "${op}" (available ops: ${Object.keys(KERNEL_SOURCES).join(", ")})`);
   }
   if (variant !== undefined && !(variant in family)) {
     throw new Error(
