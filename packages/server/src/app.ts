@@ -140,6 +140,17 @@ const errors = {
   401: json(ErrorSchema, "missing or wrong bearer token"),
 };
 
+/** What `queue.submit` can refuse with, on every route that queues a job. */
+const queueRefusals = {
+  429: json(ErrorSchema, "queue full"),
+  503: json(ErrorSchema, "draining"),
+};
+
+/** A required JSON request body validated by `schema`. */
+const jsonBody = <T extends z.ZodType>(schema: T) => ({
+  body: { content: { "application/json": { schema } }, required: true },
+});
+
 function schemas(config: ServerConfig) {
   const { limits } = config;
   const Structured = z
@@ -490,7 +501,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
             .optional()
             .openapi({ description: "seconds to wait for a small job to finish before answering" }),
         }),
-        body: { content: { "application/json": { schema: GenerationRequest } }, required: true },
+        ...jsonBody(GenerationRequest),
       },
       responses: {
         200: json(JobSchema, "the job finished while the request waited"),
@@ -546,7 +557,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       tags: ["generation"],
       summary: "a grid of cells x seeds written as a CheXpert-layout dataset with a manifest, in shard jobs",
       security: [{ bearer: [] }],
-      request: { body: { content: { "application/json": { schema: BatchRequest } }, required: true } },
+      request: jsonBody(BatchRequest),
       responses: {
         202: json(
           z.object({ batch: JobSchema, shards: z.array(z.string()) }),
@@ -554,8 +565,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         ),
         ...errors,
         409: json(ErrorSchema, "a dataset of that name exists"),
-        429: json(ErrorSchema, "queue full"),
-        503: json(ErrorSchema, "draining"),
+        ...queueRefusals,
       },
     }),
     async (c) => {
@@ -677,13 +687,12 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       tags: ["training"],
       summary: "train a model on a named dataset; yields to generations between steps, resumes after a crash",
       security: [{ bearer: [] }],
-      request: { body: { content: { "application/json": { schema: TrainingRequest } }, required: true } },
+      request: jsonBody(TrainingRequest),
       responses: {
         202: json(JobSchema, "the training job is queued"),
         ...errors,
         409: json(ErrorSchema, "a model of the output name exists"),
-        429: json(ErrorSchema, "queue full"),
-        503: json(ErrorSchema, "draining"),
+        ...queueRefusals,
       },
     }),
     (c) => {
@@ -728,11 +737,11 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       tags: ["evaluation"],
       summary: "AUROC, thresholds and subgroup underdiagnosis gaps of a predictions file, as a job",
       security: [{ bearer: [] }],
-      request: { body: { content: { "application/json": { schema: EvaluationRequest } }, required: true } },
+      request: jsonBody(EvaluationRequest),
       responses: {
         202: json(JobSchema, "the evaluation job"),
         ...errors,
-        429: json(ErrorSchema, "queue full"),
+        ...queueRefusals,
       },
     }),
     (c) => {
