@@ -257,4 +257,52 @@ describe.skipIf(!realDir)("CLIP tokenizer on CLIP's vocabulary (CXR_CLIP_VOCAB_D
     expect(encoding.ids.slice(0, 7)).toEqual([49406, 320, 1125, 539, 320, 2368, 49407]);
     expect(tokenizer.vocab.size).toBe(49408);
   });
+
+  // Ids produced by OpenAI's own CLIP `SimpleTokenizer` (openai/CLIP clip/simple_tokenizer.py, its
+  // bpe_simple_vocab_16e6.txt.gz) for RoentGen-style prompts: digits split one per token, upper case
+  // lowered, punctuation runs kept together ("?)"), "/" and ";" as their own tokens.
+  const golden: [string, number[]][] = [
+    [
+      "72 year old BLACK female. Cardiomegaly and small left pleural effusion.",
+      [
+        49406, 278, 273, 935, 896, 1449, 3970, 269, 6211, 3693, 2001, 344, 537, 2442, 1823, 926, 33948, 1490,
+        9364, 269, 49407,
+      ],
+    ],
+    [
+      "45 year old WHITE male. No acute cardiopulmonary process.",
+      [49406, 275, 276, 935, 896, 1579, 2801, 269, 871, 19734, 6211, 39858, 749, 856, 4078, 269, 49407],
+    ],
+    [
+      "30 year old ASIAN female. Large right pneumothorax; chest tube in place, 2.5 cm apical component.",
+      [
+        49406, 274, 271, 935, 896, 7128, 3970, 269, 3638, 1155, 28714, 617, 4130, 9203, 282, 10563, 3308, 530,
+        1445, 267, 273, 269, 276, 3741, 688, 1110, 21284, 269, 49407,
+      ],
+    ],
+    [
+      "Support devices: ET tube terminates 4 cm above the carina. Lines/tubes unchanged!",
+      [
+        49406, 1425, 9067, 281, 875, 3308, 4766, 1150, 275, 3741, 4348, 518, 44357, 269, 3418, 270, 22870,
+        34272, 256, 49407,
+      ],
+    ],
+    [
+      "88 year old female. Mild pulmonary edema, bibasilar atelectasis vs. consolidation (pneumonia?)",
+      [
+        49406, 279, 279, 935, 896, 3970, 269, 16085, 39132, 29632, 1226, 267, 717, 19225, 625, 992, 944, 6538,
+        533, 1547, 269, 41111, 263, 42906, 9626, 49407,
+      ],
+    ],
+  ];
+  it.each(golden)("encodes %j as CLIP's reference tokenizer does", (prompt, ids) => {
+    const dir = realDir as string;
+    const tokenizer = ClipTokenizer.fromFiles({
+      vocab: join(dir, "vocab.json"),
+      merges: join(dir, "merges.txt"),
+      tokenizerConfig: null,
+      specialTokensMap: null,
+    });
+    expect(tokenizer.encode(prompt).ids.slice(0, ids.length)).toEqual(ids);
+  });
 });
