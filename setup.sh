@@ -105,6 +105,14 @@ if ! test_tools_ok; then
   fi
 fi
 
+# CLIP's published vocabulary (openai/CLIP, MIT licence), so that the tokenizer test also checks
+# token ids against the real 49,408-token vocabulary; without network access it is skipped.
+if [ ! -f .cache/clip-vocab/vocab.json ]; then
+  say "CLIP's vocabulary for the tokenizer test (cxr model clip-vocab --download)"
+  bun packages/cli/src/main.ts model clip-vocab --download --out .cache/clip-vocab 2>&1 | grep -v "artificially reduced" ||
+    echo "setup.sh: no CLIP vocabulary (see above); the real-vocabulary tokenizer test will be skipped"
+fi
+
 say "WebGPU adapter"
 bun packages/cli/src/main.ts doctor 2>&1 | grep -v "artificially reduced"
 

@@ -4,9 +4,21 @@
  * vocabulary when CXR_CLIP_VOCAB_DIR names a folder with its vocab.json and merges.txt.
  */
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { bytesToUnicode, ClipTokenizer, cleanText, PretrainedFolder } from "@cxr/diffusion/pretrained";
-import { afterAll, describe, expect, it } from "vitest";
+import { gzipSync } from "node:zlib";
+import { CLIP_BPE_SHA256, downloadClipBpe, registerPretrainedCommands } from "@cxr/diffusion/cli-pretrained";
+import {
+  bytesToUnicode,
+  ClipTokenizer,
+  cleanText,
+  clipVocabularyFromBpe,
+  PretrainedFolder,
+  writeClipVocabulary,
+} from "@cxr/diffusion/pretrained";
+import { Command } from "commander";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { temporaryFolder, writeJson, writeSd21Configs } from "./pretrained-helpers.ts";
 
 /** The printable bytes first, then the rest: the order of CLIP's first 256 vocabulary entries. */
@@ -241,68 +253,184 @@ describe("CLIP tokenizer on a small published-format vocabulary", () => {
   });
 });
 
-const realDir = process.env.CXR_CLIP_VOCAB_DIR;
-describe.skipIf(!realDir)("CLIP tokenizer on CLIP's vocabulary (CXR_CLIP_VOCAB_DIR)", () => {
-  it("encodes 'a photo of a cat' as 49406, 320, 1125, 539, 320, 2368, 49407", () => {
-    const dir = realDir as string;
-    const config = join(dir, "tokenizer_config.json");
-    const special = join(dir, "special_tokens_map.json");
-    const tokenizer = ClipTokenizer.fromFiles({
-      vocab: join(dir, "vocab.json"),
-      merges: join(dir, "merges.txt"),
-      tokenizerConfig: existsSync(config) ? config : null,
-      specialTokensMap: existsSync(special) ? special : null,
-    });
-    const encoding = tokenizer.encode("a photo of a cat");
-    expect(encoding.ids.slice(0, 7)).toEqual([49406, 320, 1125, 539, 320, 2368, 49407]);
-    expect(tokenizer.vocab.size).toBe(49408);
+describe("CLIP vocabulary from OpenAI's BPE file (cxr model clip-vocab)", () => {
+  // OpenAI's file starts with a header line that is not a merge (in the published one the gzip
+  // member name runs into it: "bpe_simple_vocab_16e6.txt#version: 0.2").
+  const bpeText = `bpe_simple_vocab_16e6.txt#version: 0.2\n${MERGES.map((pair) => pair.join(" ")).join("\n")}\n`;
+
+  it("builds exactly the vocab.json + merges.txt layout transformers publishes", () => {
+    const built = clipVocabularyFromBpe(bpeText, "bpe.txt");
+    const published = writeTokenizer();
+    expect(built.merges).toEqual(MERGES);
+    expect([...built.vocab]).toEqual([...published.vocab]);
   });
 
-  // Ids produced by OpenAI's own CLIP `SimpleTokenizer` (openai/CLIP clip/simple_tokenizer.py, its
-  // bpe_simple_vocab_16e6.txt.gz) for RoentGen-style prompts: digits split one per token, upper case
-  // lowered, punctuation runs kept together ("?)"), "/" and ";" as their own tokens.
-  const golden: [string, number[]][] = [
-    [
-      "72 year old BLACK female. Cardiomegaly and small left pleural effusion.",
-      [
-        49406, 278, 273, 935, 896, 1449, 3970, 269, 6211, 3693, 2001, 344, 537, 2442, 1823, 926, 33948, 1490,
-        9364, 269, 49407,
-      ],
-    ],
-    [
-      "45 year old WHITE male. No acute cardiopulmonary process.",
-      [49406, 275, 276, 935, 896, 1579, 2801, 269, 871, 19734, 6211, 39858, 749, 856, 4078, 269, 49407],
-    ],
-    [
-      "30 year old ASIAN female. Large right pneumothorax; chest tube in place, 2.5 cm apical component.",
-      [
-        49406, 274, 271, 935, 896, 7128, 3970, 269, 3638, 1155, 28714, 617, 4130, 9203, 282, 10563, 3308, 530,
-        1445, 267, 273, 269, 276, 3741, 688, 1110, 21284, 269, 49407,
-      ],
-    ],
-    [
-      "Support devices: ET tube terminates 4 cm above the carina. Lines/tubes unchanged!",
-      [
-        49406, 1425, 9067, 281, 875, 3308, 4766, 1150, 275, 3741, 4348, 518, 44357, 269, 3418, 270, 22870,
-        34272, 256, 49407,
-      ],
-    ],
-    [
-      "88 year old female. Mild pulmonary edema, bibasilar atelectasis vs. consolidation (pneumonia?)",
-      [
-        49406, 279, 279, 935, 896, 3970, 269, 16085, 39132, 29632, 1226, 267, 717, 19225, 625, 992, 944, 6538,
-        533, 1547, 269, 41111, 263, 42906, 9626, 49407,
-      ],
-    ],
-  ];
-  it.each(golden)("encodes %j as CLIP's reference tokenizer does", (prompt, ids) => {
-    const dir = realDir as string;
-    const tokenizer = ClipTokenizer.fromFiles({
-      vocab: join(dir, "vocab.json"),
-      merges: join(dir, "merges.txt"),
+  it("writes files the tokenizer reads, from a gzip file, and encodes the same ids", () => {
+    const dir = scratch("bpe");
+    const gz = join(dir, "bpe_simple_vocab_16e6.txt.gz");
+    writeFileSync(gz, gzipSync(Buffer.from(bpeText)));
+    const written = writeClipVocabulary(gz, join(dir, "out"));
+    expect(written).toMatchObject({ tokens: 512 + MERGES.length + 2, merges: MERGES.length });
+    const fromBpe = ClipTokenizer.fromFiles({
+      vocab: written.vocabPath,
+      merges: written.mergesPath,
       tokenizerConfig: null,
       specialTokensMap: null,
     });
-    expect(tokenizer.encode(prompt).ids.slice(0, ids.length)).toEqual(ids);
+    const published = writeTokenizer();
+    const reference = ClipTokenizer.fromFiles({
+      vocab: join(published.dir, "vocab.json"),
+      merges: join(published.dir, "merges.txt"),
+      tokenizerConfig: null,
+      specialTokensMap: null,
+    });
+    expect(fromBpe.encode("a photo of a cat").ids).toEqual(reference.encode("a photo of a cat").ids);
+    expect(fromBpe.encode("a photo of a cat").ids.slice(0, 5)).toEqual([
+      512 + MERGES.length,
+      published.vocab.get("a</w>"),
+      published.vocab.get("photo</w>"),
+      published.vocab.get("of</w>"),
+      published.vocab.get("a</w>"),
+    ]);
+  });
+
+  it("stops at CLIP's 48,894 merges", () => {
+    const many = Array.from({ length: 48_900 }, (_, index) => `x${index} y`).join("\n");
+    const built = clipVocabularyFromBpe(`#version: 0.2\n${many}`, "bpe.txt");
+    expect(built.merges.length).toBe(48_894);
+    expect(built.vocab.size).toBe(49_408);
+    expect(built.vocab.get("<|endoftext|>")).toBe(49_407);
+  });
+
+  it("names the file and line of bad input", () => {
+    expect(() => clipVocabularyFromBpe("i n\nt h\n", "bpe.txt")).toThrow(
+      /bpe\.txt: not a CLIP BPE merges file: its first line should hold "#version", found "i n"/,
+    );
+    expect(() => clipVocabularyFromBpe("#version: 0.2\ni n\nt h e\n", "bpe.txt")).toThrow(
+      /bpe\.txt: line 3 is not a merge of two symbols: "t h e"/,
+    );
+    const dir = scratch("badbpe");
+    expect(() => writeClipVocabulary(join(dir, "missing.gz"), dir)).toThrow(/missing\.gz: cannot read/);
+    const broken = join(dir, "broken.gz");
+    writeFileSync(broken, gzipSync(Buffer.from(bpeText)).subarray(0, 20));
+    expect(() => writeClipVocabulary(broken, join(dir, "out"))).toThrow(
+      /broken\.gz: not a readable gzip file/,
+    );
+    expect(existsSync(join(dir, "out", "vocab.json"))).toBe(false);
+  });
+
+  it("downloads only a file with the pinned SHA-256, and says why not", async () => {
+    const server = createServer((_request, response) => response.end("not CLIP's file"));
+    await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+    const { port } = server.address() as AddressInfo;
+    const dir = scratch("download");
+    try {
+      await expect(downloadClipBpe(dir, `http://127.0.0.1:${port}/bpe.gz`)).rejects.toThrow(
+        new RegExp(
+          `127\\.0\\.0\\.1:${port}/bpe\\.gz: SHA-256 [0-9a-f]{64} is not the pinned ${CLIP_BPE_SHA256}; nothing was written`,
+        ),
+      );
+    } finally {
+      await new Promise((done) => server.close(done));
+    }
+    expect(existsSync(join(dir, "bpe_simple_vocab_16e6.txt.gz"))).toBe(false);
+    await expect(downloadClipBpe(dir, `http://127.0.0.1:${port}/bpe.gz`)).rejects.toThrow(
+      /cannot download http:\/\/127\.0\.0\.1/,
+    );
+  });
+
+  it("runs as `cxr model clip-vocab`", async () => {
+    const dir = scratch("bpecli");
+    const file = join(dir, "bpe.txt");
+    writeFileSync(file, bpeText);
+    const program = new Command("cxr").exitOverride();
+    registerPretrainedCommands(program);
+    const lines: string[] = [];
+    const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => {
+      lines.push(String(chunk));
+      return true;
+    });
+    try {
+      await program.parseAsync(["model", "clip-vocab", file, "--out", join(dir, "tok")], { from: "user" });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(lines.join("")).toContain(`(${512 + MERGES.length + 2} tokens)`);
+    expect(readFileSync(join(dir, "tok", "merges.txt"), "utf8").split("\n")[0]).toBe("#version: 0.2");
   });
 });
+
+/**
+ * The published vocabulary: CXR_CLIP_VOCAB_DIR, else the folder setup.sh fills from openai/CLIP's
+ * bpe_simple_vocab_16e6.txt.gz (`.cache/clip-vocab` in the checkout, when the download worked).
+ */
+const cachedDir = join(import.meta.dirname, "../../.cache/clip-vocab");
+const realDir =
+  process.env.CXR_CLIP_VOCAB_DIR ?? (existsSync(join(cachedDir, "vocab.json")) ? cachedDir : undefined);
+describe.skipIf(!realDir)(
+  "CLIP tokenizer on CLIP's vocabulary (CXR_CLIP_VOCAB_DIR or .cache/clip-vocab)",
+  () => {
+    it("encodes 'a photo of a cat' as 49406, 320, 1125, 539, 320, 2368, 49407", () => {
+      const dir = realDir as string;
+      const config = join(dir, "tokenizer_config.json");
+      const special = join(dir, "special_tokens_map.json");
+      const tokenizer = ClipTokenizer.fromFiles({
+        vocab: join(dir, "vocab.json"),
+        merges: join(dir, "merges.txt"),
+        tokenizerConfig: existsSync(config) ? config : null,
+        specialTokensMap: existsSync(special) ? special : null,
+      });
+      const encoding = tokenizer.encode("a photo of a cat");
+      expect(encoding.ids.slice(0, 7)).toEqual([49406, 320, 1125, 539, 320, 2368, 49407]);
+      expect(tokenizer.vocab.size).toBe(49408);
+    });
+
+    // Ids produced by OpenAI's own CLIP `SimpleTokenizer` (openai/CLIP clip/simple_tokenizer.py, its
+    // bpe_simple_vocab_16e6.txt.gz) for RoentGen-style prompts: digits split one per token, upper case
+    // lowered, punctuation runs kept together ("?)"), "/" and ";" as their own tokens.
+    const golden: [string, number[]][] = [
+      [
+        "72 year old BLACK female. Cardiomegaly and small left pleural effusion.",
+        [
+          49406, 278, 273, 935, 896, 1449, 3970, 269, 6211, 3693, 2001, 344, 537, 2442, 1823, 926, 33948,
+          1490, 9364, 269, 49407,
+        ],
+      ],
+      [
+        "45 year old WHITE male. No acute cardiopulmonary process.",
+        [49406, 275, 276, 935, 896, 1579, 2801, 269, 871, 19734, 6211, 39858, 749, 856, 4078, 269, 49407],
+      ],
+      [
+        "30 year old ASIAN female. Large right pneumothorax; chest tube in place, 2.5 cm apical component.",
+        [
+          49406, 274, 271, 935, 896, 7128, 3970, 269, 3638, 1155, 28714, 617, 4130, 9203, 282, 10563, 3308,
+          530, 1445, 267, 273, 269, 276, 3741, 688, 1110, 21284, 269, 49407,
+        ],
+      ],
+      [
+        "Support devices: ET tube terminates 4 cm above the carina. Lines/tubes unchanged!",
+        [
+          49406, 1425, 9067, 281, 875, 3308, 4766, 1150, 275, 3741, 4348, 518, 44357, 269, 3418, 270, 22870,
+          34272, 256, 49407,
+        ],
+      ],
+      [
+        "88 year old female. Mild pulmonary edema, bibasilar atelectasis vs. consolidation (pneumonia?)",
+        [
+          49406, 279, 279, 935, 896, 3970, 269, 16085, 39132, 29632, 1226, 267, 717, 19225, 625, 992, 944,
+          6538, 533, 1547, 269, 41111, 263, 42906, 9626, 49407,
+        ],
+      ],
+    ];
+    it.each(golden)("encodes %j as CLIP's reference tokenizer does", (prompt, ids) => {
+      const dir = realDir as string;
+      const tokenizer = ClipTokenizer.fromFiles({
+        vocab: join(dir, "vocab.json"),
+        merges: join(dir, "merges.txt"),
+        tokenizerConfig: null,
+        specialTokensMap: null,
+      });
+      expect(tokenizer.encode(prompt).ids.slice(0, ids.length)).toEqual(ids);
+    });
+  },
+);

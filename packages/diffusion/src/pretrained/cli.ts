@@ -4,6 +4,7 @@
  * weights without loading them). Registered by `registerPretrainedCommands(program)`.
  */
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,7 +12,7 @@ import { createGpu, defaultGpu, type Gpu } from "@cxr/kernels";
 import { type Command, InvalidArgumentError } from "commander";
 import { GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
 import { SAMPLER_KINDS, SAMPLING_DEFAULTS, type SamplerKind } from "../schedule/samplers.ts";
-import { ClipTokenizer } from "./clip-tokenizer.ts";
+import { CLIP_BPE_FILE, ClipTokenizer, writeClipVocabulary } from "./clip-tokenizer.ts";
 import type { ComponentName } from "./configs.ts";
 import { PretrainedFolder } from "./folder.ts";
 import { generateLatent, rgbPng } from "./latent-pipeline.ts";
@@ -435,6 +436,33 @@ export async function modelGenerate(
   return result.files;
 }
 
+/** openai/CLIP's BPE file at a pinned commit, and its SHA-256 (MIT licence, as the repository says). */
+export const CLIP_BPE_URL =
+  "https://raw.githubusercontent.com/openai/CLIP/d05afc436d78f1c48dc0dbf8e5980a9d471f35f6/clip/bpe_simple_vocab_16e6.txt.gz";
+export const CLIP_BPE_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a";
+
+/** Downloads CLIP's BPE file into `dir` (atomically, after checking its SHA-256) and returns its path. */
+export async function downloadClipBpe(dir: string, url = CLIP_BPE_URL): Promise<string> {
+  let bytes: Buffer;
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(120_000) });
+    if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`);
+    bytes = Buffer.from(await response.arrayBuffer());
+  } catch (error) {
+    throw new ConvertError(`cannot download ${url}: ${(error as Error).message}`);
+  }
+  const digest = createHash("sha256").update(bytes).digest("hex");
+  if (digest !== CLIP_BPE_SHA256)
+    throw new ConvertError(
+      `${url}: SHA-256 ${digest} is not the pinned ${CLIP_BPE_SHA256}; nothing was written`,
+    );
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, CLIP_BPE_FILE);
+  writeFileSync(`${path}.tmp-${process.pid}`, bytes);
+  renameSync(`${path}.tmp-${process.pid}`, path);
+  return path;
+}
+
 export function registerPretrainedCommands(program: Command): void {
   program
     .command("convert")
@@ -475,6 +503,26 @@ export function registerPretrainedCommands(program: Command): void {
     .option("--prompt <text>", "also tokenize this prompt with the folder's tokenizer")
     .action((folder: string, flags: { prompt?: string }) => {
       process.stdout.write(`${JSON.stringify(inspectFolder(folder, flags), null, 2)}\n`);
+    });
+  model
+    .command("clip-vocab")
+    .description(
+      `write vocab.json + merges.txt (transformers' CLIPTokenizer layout) from OpenAI CLIP's own ${CLIP_BPE_FILE}`,
+    )
+    .argument("[bpe]", `OpenAI's BPE file (openai/CLIP clip/${CLIP_BPE_FILE}, gzip or plain text)`)
+    .option("--out <dir>", "the folder to write vocab.json and merges.txt into (atomically)", "clip-vocab")
+    .option(
+      "--download",
+      `fetch ${CLIP_BPE_FILE} from openai/CLIP at a pinned commit (checked by SHA-256) instead of naming a file`,
+    )
+    .action(async (bpe: string | undefined, flags: { out: string; download?: boolean }) => {
+      if ((bpe === undefined) === !flags.download)
+        throw new InvalidArgumentError("give either the BPE file or --download (not both)");
+      const source = bpe ?? (await downloadClipBpe(flags.out));
+      const written = writeClipVocabulary(source, flags.out);
+      process.stdout.write(
+        `${written.vocabPath} (${written.tokens} tokens), ${written.mergesPath} (${written.merges} merges)\n`,
+      );
     });
   model
     .command("generate")

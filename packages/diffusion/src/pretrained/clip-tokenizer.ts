@@ -15,8 +15,11 @@
  *  5. bos + ids (+ eos), truncated to the context (77) with a warning and padded with the pad token
  *     (SD 1.x: `<|endoftext|>`; SD 2.x: `!`, id 0, from its special_tokens_map.json).
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
 import * as z from "zod";
+import { writeFileAtomic } from "../model/model.ts";
 import { tokenizerConfigSchema } from "./configs.ts";
 import { describeIssues, PretrainedError } from "./folder.ts";
 
@@ -375,4 +378,88 @@ export class ClipTokenizer {
     const skip = new Set([this.bosId, this.eosId, this.padId]);
     return this.tokensToText(ids.filter((id) => !skip.has(id)).map((id) => this.decoder.get(id) ?? ""));
   }
+}
+
+/** OpenAI CLIP's own vocabulary file, as published in openai/CLIP (`clip/bpe_simple_vocab_16e6.txt.gz`). */
+export const CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz";
+
+export interface ClipVocabulary {
+  /** Token -> id, in CLIP's order: 256 byte characters, the same with `</w>`, one per merge, bos, eos. */
+  vocab: Map<string, number>;
+  /** Merge pairs in rank order (at most `CLIP_MAX_MERGES`). */
+  merges: [string, string][];
+}
+
+/**
+ * Builds the vocabulary that transformers' CLIPTokenizer files (vocab.json + merges.txt) hold from
+ * OpenAI's original BPE text, as OpenAI's `SimpleTokenizer` does: the first line is a header, the
+ * next `CLIP_MAX_MERGES` lines are merges; the vocabulary is the 256 byte characters (printable bytes
+ * first, in `bytes_to_unicode` order), the same 256 with the `</w>` word end, each merge's joined
+ * symbols, then `<|startoftext|>` and `<|endoftext|>` (49,408 entries for the published file).
+ * `source` names the file in error messages.
+ */
+export function clipVocabularyFromBpe(text: string, source: string): ClipVocabulary {
+  const lines = text.split("\n");
+  if (lines.length < 2 || !lines[0].includes("#version"))
+    throw new PretrainedError(
+      source,
+      `not a CLIP BPE merges file: its first line should hold "#version", found ${JSON.stringify(lines[0]?.slice(0, 60) ?? "")}`,
+    );
+  const merges: [string, string][] = [];
+  for (let index = 1; index < lines.length && merges.length < CLIP_MAX_MERGES; index++) {
+    const line = lines[index];
+    if (line.trim() === "" && index === lines.length - 1) break;
+    const parts = line.split(" ");
+    if (parts.length !== 2 || parts[0] === "" || parts[1] === "")
+      throw new PretrainedError(
+        source,
+        `line ${index + 1} is not a merge of two symbols: ${JSON.stringify(line)}`,
+      );
+    merges.push([parts[0], parts[1]]);
+  }
+  const table = bytesToUnicode();
+  const printable = (byte: number) =>
+    (byte >= 0x21 && byte <= 0x7e) || (byte >= 0xa1 && byte <= 0xac) || (byte >= 0xae && byte <= 0xff);
+  const byteOrder = [...Array(256).keys()].sort(
+    (a, b) => Number(printable(b)) - Number(printable(a)) || a - b,
+  );
+  const tokens = byteOrder.map((byte) => table[byte]);
+  tokens.push(...tokens.map((token) => `${token}</w>`));
+  for (const [a, b] of merges) tokens.push(a + b);
+  tokens.push("<|startoftext|>", "<|endoftext|>");
+  const vocab = new Map<string, number>();
+  tokens.forEach((token, id) => {
+    if (!vocab.has(token)) vocab.set(token, id);
+  });
+  return { vocab, merges };
+}
+
+/**
+ * Reads OpenAI's BPE file (gzip-compressed or plain) and writes vocab.json and merges.txt in the
+ * published transformers layout into `outDir` (each written atomically; existing files are replaced
+ * only when the new ones are complete). Returns the paths and sizes.
+ */
+export function writeClipVocabulary(
+  bpePath: string,
+  outDir: string,
+): { vocabPath: string; mergesPath: string; tokens: number; merges: number } {
+  let raw: Buffer;
+  try {
+    raw = readFileSync(bpePath);
+  } catch (error) {
+    throw new PretrainedError(bpePath, `cannot read: ${(error as Error).message}`);
+  }
+  let text: string;
+  try {
+    text = (raw[0] === 0x1f && raw[1] === 0x8b ? gunzipSync(raw) : raw).toString("utf8");
+  } catch (error) {
+    throw new PretrainedError(bpePath, `not a readable gzip file: ${(error as Error).message}`);
+  }
+  const { vocab, merges } = clipVocabularyFromBpe(text, bpePath);
+  mkdirSync(outDir, { recursive: true });
+  const vocabPath = join(outDir, "vocab.json");
+  const mergesPath = join(outDir, "merges.txt");
+  writeFileAtomic(vocabPath, JSON.stringify(Object.fromEntries(vocab)));
+  writeFileAtomic(mergesPath, `#version: 0.2\n${merges.map(([a, b]) => `${a} ${b}`).join("\n")}\n`);
+  return { vocabPath, mergesPath, tokens: vocab.size, merges: merges.length };
 }
