@@ -73,6 +73,9 @@ describe("lateral lung depth (pleural effusion)", () => {
       );
     }
     const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+    console.log(
+      `effusion side shallower by ${mean(drops).toFixed(3)} thorax widths on average (${Math.min(...drops).toFixed(3)}-${Math.max(...drops).toFixed(3)}), the other side moves ${mean(otherSide).toFixed(3)}`,
+    );
     // Fluid climbing 0.2-0.4 body units (of a 2-unit thorax) up the wall: about 1/15 of the thorax
     // width on average at 64 px, several times what the untouched lung moves.
     expect(mean(drops)).toBeGreaterThan(0.05);
@@ -99,12 +102,21 @@ describe("lateral lung depth (pleural effusion)", () => {
 
 describe("lower-zone ratio (sex)", () => {
   it("rises with breast tissue over the lower lung fields, in the same patient", () => {
+    const rises: number[] = [];
+    const depthChanges: number[] = [];
     for (const study of normalAdults.slice(0, 12)) {
       const habitus = study.parameters.habitus;
       const without = zones({ ...study.parameters, habitus: { ...habitus, breast: 0 } });
       const withBreasts = zones({ ...study.parameters, habitus: { ...habitus, breast: 1 } });
       expect(withBreasts.lowerZoneRatio!).toBeGreaterThan(without.lowerZoneRatio! + 0.05);
+      rises.push(withBreasts.lowerZoneRatio! - without.lowerZoneRatio!);
+      depthChanges.push(withBreasts.lateralDepth - without.lateralDepth);
     }
+    const range = (values: number[]) =>
+      `${Math.min(...values).toFixed(3)} to ${Math.max(...values).toFixed(3)}`;
+    console.log(
+      `breast 1 vs 0: lower-zone ratio up ${range(rises)}; lateral depth changes ${range(depthChanges)}`,
+    );
   });
 
   it("separates adult women's No Finding films from men's", () => {
