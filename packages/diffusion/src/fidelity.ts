@@ -46,7 +46,7 @@ export const FIDELITY_MEASURES: Readonly<
 > = {
   "pleural-effusion": {
     measurement:
-      "lateral lung depth (apex to the lowest lung pixel in the lateral fifth, in thorax widths; the shallower lung)",
+      "lateral lung depth (apex to the lowest row where half the lateral fifth is lung, in thorax widths; the shallower lung)",
     positive: "Pleural Effusion",
     negative: "No Finding",
     higherMeansPositive: false,
