@@ -11,10 +11,10 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "packages", "classifier", "scripts"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "packages", "kernels", "python"))
 
 import numpy as np  # noqa: E402
-import safetensors_lite  # noqa: E402
+import cxr_safetensors  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 
@@ -39,8 +39,8 @@ def build(config):
 
 
 def main(weights_path, inputs_path, output_path):
-    weights, metadata = safetensors_lite.read(weights_path)
-    inputs, _ = safetensors_lite.read(inputs_path)
+    weights, metadata = cxr_safetensors.read(weights_path)
+    inputs, _ = cxr_safetensors.read(inputs_path)
     model = build(json.loads(metadata["config"]))
     state = {name: torch.from_numpy(np.array(value, dtype=np.float32)) for name, value in weights.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -66,7 +66,7 @@ def main(weights_path, inputs_path, output_path):
                 result[f"{prefix}state.{name}"] = buffer.double().numpy()
         if prefix == "":
             result["min_abs_relu_input"] = torch.stack(smallest).min().double().numpy().reshape(1)
-    safetensors_lite.write(output_path, result)
+    cxr_safetensors.write(output_path, result)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 /**
  * Conditioning fidelity (CTR AUROC of generated Cardiomegaly vs No Finding images, beside real films)
  * and the diffusion bench, on an untrained phantom-tiny model: the figures are what they are, the test
- * checks the measurement plumbing and the AUROC arithmetic.
+ * checks the measurement plumbing and the AUROC arithmetic. (What the lung-zone measures read on films
+ * with and without a finding is tested in test/data/phantom-lung-zones.test.ts.)
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generatePhantomDataset } from "@cxr/data";
@@ -16,11 +17,14 @@ import {
   formatDiffusionBench,
   formatFidelity,
   measureFidelity,
+  measureRealFilms,
   type Pipeline,
   runDiffusionBench,
   WordTokenizer,
 } from "@cxr/diffusion";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Command } from "commander";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { registerCommands } from "../../packages/diffusion/src/cli.ts";
 import { gpu } from "../kernels/helpers.ts";
 
 let root: string;
@@ -103,7 +107,131 @@ describe("conditioning fidelity", () => {
     ).rejects.toThrow(
       /fidelity: .*phantom \(test split\) has 0 Cardiomegaly and \d+ No Finding films; need both/,
     );
+
+    // The measures beside the CTR: effusion prompts vs the same No Finding images, and sex from the No
+    // Finding images generated again with the other sex (every noise once as each sex).
+    expect(report.measures.map((measure) => measure.name)).toEqual(["pleural-effusion", "sex"]);
+    const [effusion, sex] = report.measures;
+    expect(effusion.higherMeansPositive).toBe(false);
+    expect(sex.higherMeansPositive).toBe(true);
+    expect(effusion.generated.positive).toMatchObject({ label: "Pleural Effusion", images: 4 });
+    expect(effusion.generated.negative).toMatchObject({ label: "No Finding", images: 4 });
+    expect(sex.generated.positive).toMatchObject({ label: "female", images: 4 });
+    expect(sex.generated.negative).toMatchObject({ label: "male", images: 4 });
+    for (const measure of report.measures) {
+      const real = measure.real!;
+      expect(real).not.toBeNull();
+      for (const group of [
+        measure.generated.positive,
+        measure.generated.negative,
+        real.positive,
+        real.negative,
+      ]) {
+        expect(group.measured).toBe(group.values.length);
+        expect(group.measured).toBeLessThanOrEqual(group.images);
+      }
+      expect(real.positive.images).toBeGreaterThan(0);
+      expect(real.negative.images).toBeGreaterThan(0);
+      // The AUROC is oriented by the measure: lower lateral depth reads as effusion.
+      const orient = (values: number[]) => (measure.higherMeansPositive ? values : values.map((v) => -v));
+      expect(real.auroc).toBe(auroc(orient(real.positive.values), orient(real.negative.values)));
+      if (real.auroc !== null) {
+        expect(real.aurocInterval![0]).toBeLessThanOrEqual(real.auroc);
+        expect(real.aurocInterval![1]).toBeGreaterThanOrEqual(real.auroc);
+      }
+    }
+    // Real effusion films are compared with the CTR's No Finding films, measured once.
+    expect(effusion.real!.negative.images).toBe(real.normal.images);
+    for (const depth of effusion.real!.positive.values) {
+      expect(depth).toBeGreaterThanOrEqual(0);
+      expect(depth).toBeLessThan(1.5);
+    }
+    const text = formatFidelity(report);
+    expect(text).toMatch(/pleural-effusion: lateral lung depth .*, Pleural Effusion vs No Finding/);
+    expect(text).toMatch(/AUROC \(Pleural Effusion lower\): /);
+    expect(text).toMatch(/sex: lower-zone ratio .*, female vs male/);
+    expect(text).toMatch(/AUROC \(female higher\): /);
+    expect(JSON.parse(JSON.stringify(report)).measures[1].real.positive.label).toBe("female");
+
+    // Without extra measures only the two CTR prompt sets are generated.
+    const ctrOnly = await measureFidelity(pipeline, { n: 2, steps: 1, measures: [] });
+    expect(ctrOnly.measures).toEqual([]);
+    expect(formatFidelity(ctrOnly)).not.toMatch(/pleural-effusion/);
+    await expect(
+      measureFidelity(pipeline, { n: 2, steps: 1, measures: ["pneumothorax" as "sex"] }),
+    ).rejects.toThrow('fidelity: unknown measure "pneumothorax" (known: pleural-effusion, sex)');
+    await expect(measureFidelity(pipeline, { n: 2, steps: 1, measures: ["sex", "sex"] })).rejects.toThrow(
+      'fidelity: measure "sex" is listed twice',
+    );
   }, 300_000);
+
+  it("measures real films alone, and names what a split lacks", async () => {
+    const options = {
+      realData: data,
+      split: "train" as const,
+      n: 50,
+      seed: 3,
+      size: 32,
+      measureSize: 64,
+      measures: ["pleural-effusion", "sex"] as const,
+    };
+    const real = await measureRealFilms(options);
+    expect(real.cardiomegaly.cardiomegaly.images).toBeGreaterThan(0);
+    expect(Object.keys(real.measures)).toEqual(["pleural-effusion", "sex"]);
+    // Seeded: the same films and figures again.
+    expect(await measureRealFilms(options)).toEqual(real);
+    await expect(measureRealFilms({ ...options, size: 0 })).rejects.toThrow(
+      "fidelity: size must be an integer in [8, 4096], got 0",
+    );
+    await expect(measureRealFilms({ ...options, realData: join(root, "missing") })).rejects.toThrow(
+      /no CheXpert CSV in .*missing/,
+    );
+    await expect(measureRealFilms({ ...options, split: "test" })).rejects.toThrow(
+      /fidelity: .*phantom \(test split\) has 0 Cardiomegaly and \d+ No Finding films; need both/,
+    );
+  }, 120_000);
+
+  it("cxr diffusion fidelity --real-only prints, writes fidelity.json and refuses bad flags", async () => {
+    const run = async (args: string[]) => {
+      const program = new Command("cxr").exitOverride();
+      program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
+      registerCommands(program, { bench: program.command("bench") });
+      let printed = "";
+      const log = vi.spyOn(console, "log").mockImplementation((...parts: unknown[]) => {
+        printed += `${parts.join(" ")}\n`;
+      });
+      try {
+        await program.parseAsync(["node", "cxr", "diffusion", "fidelity", ...args]);
+      } finally {
+        log.mockRestore();
+      }
+      return printed;
+    };
+    const out = join(root, "fidelity-real");
+    const text = await run(["--real-only", "--data", data, "--split", "train", "--size", "32", "--out", out]);
+    expect(text).toMatch(
+      /pixel measures on real films of .* \(train split, up to 32 per class, resized to 32 px, measured at 128 px\)/,
+    );
+    expect(text).toMatch(/AUROC \(Pleural Effusion lower\): /);
+    const written = JSON.parse(readFileSync(join(out, "fidelity.json"), "utf8"));
+    expect(written.size).toBe(32);
+    expect(Object.keys(written.measures)).toEqual(["pleural-effusion", "sex"]);
+    expect(
+      await run(["--real-only", "--data", data, "--split", "train", "--size", "32", "--measures", "sex"]),
+    ).not.toMatch(/pleural-effusion/);
+    await expect(run(["--real-only", "--data", data])).rejects.toThrow(
+      "--real-only needs --data DIR and --size PX",
+    );
+    await expect(run(["--data", data])).rejects.toThrow(
+      "--model DIR is required (or --real-only with --data)",
+    );
+    await expect(
+      run(["--real-only", "--data", data, "--size", "32", "--measures", "effusion"]),
+    ).rejects.toThrow('--measures: unknown measure "effusion" (known: pleural-effusion, sex, or none)');
+    await expect(
+      run(["--real-only", "--data", data, "--size", "32", "--measures", "sex,sex"]),
+    ).rejects.toThrow('--measures: "sex,sex" lists a measure twice');
+  }, 120_000);
 });
 
 describe("cxr bench diffusion", () => {

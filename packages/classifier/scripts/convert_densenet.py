@@ -9,16 +9,16 @@ must then be importable). `num_batches_tracked` counters are dropped and legacy 
 --sum-rgb turns a 3-channel conv0 into the 1-channel one radiographs need (sums over colour
 channels, the usual way to reuse ImageNet weights on grey images). --drop-classifier leaves the
 classifier out (e.g. ImageNet's 1000 classes): load with `allowMissingClassifier` then.
-Needs torch only to unpickle; the output is written with safetensors_lite (json + numpy).
+Needs torch only to unpickle; the output is written as float32 with packages/kernels/python/cxr_safetensors.py (json + numpy).
 """
 import argparse
 import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "kernels", "python"))
 
-import safetensors_lite  # noqa: E402
+import cxr_safetensors  # noqa: E402
 
 LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
@@ -68,7 +68,7 @@ def main():
 
     loaded = torch.load(args.input, map_location="cpu")
     tensors = convert(state_dict_of(loaded), args.sum_rgb, args.drop_classifier)
-    safetensors_lite.write(args.output, tensors, {"format": "pt", "source": os.path.basename(args.input)})
+    cxr_safetensors.write(args.output, tensors, {"format": "pt", "source": os.path.basename(args.input)})
     print(f"wrote {len(tensors)} tensors to {args.output}")
 
 

@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import re
-import struct
 import sys
 import unicodedata
 
@@ -44,40 +43,14 @@ import torch.nn.functional as F
 from torch import nn
 
 # ---------------------------------------------------------------------------------------------
-# safetensors writing (the format: 8-byte LE header length, JSON header, raw LE data).
+# safetensors: the project's one Python reader/writer, packages/kernels/python/cxr_safetensors.py
+# (dtypes kept as given: F32, F16, BF16, I64 here).
 
-DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "kernels", "python"))
+import cxr_safetensors  # noqa: E402
 
-
-def write_safetensors(path, tensors, metadata=None):
-    header = {}
-    if metadata:
-        header["__metadata__"] = metadata
-    payloads = []
-    offset = 0
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().contiguous().cpu()
-        if tensor.dtype not in DTYPES:
-            raise SystemExit(f"{name}: dtype {tensor.dtype} cannot be written (F32, F16, BF16, I64)")
-        if tensor.dtype == torch.bfloat16:
-            # numpy has no bfloat16: take the raw 16-bit words.
-            data = tensor.view(torch.int16).numpy().tobytes()
-        else:
-            data = tensor.numpy().tobytes()
-        header[name] = {"dtype": DTYPES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + len(data)]}
-        payloads.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":"))
-    text += " " * ((8 - (8 + len(text.encode())) % 8) % 8)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as handle:
-        handle.write(struct.pack("<Q", len(text.encode())))
-        handle.write(text.encode())
-        for data in payloads:
-            handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+# safetensors names of the dtypes `convert` writes (for its printed key mapping).
+DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +291,7 @@ def vae_folder(args):
                    "vae": ["diffusers", "AutoencoderKL"], "tokenizer": ["transformers", "CLIPTokenizer"]}, handle, indent=2)
     with open(os.path.join(out, "vae", "config.json"), "w") as handle:
         json.dump(cfg, handle, indent=2)
-    write_safetensors(os.path.join(out, "vae", "diffusion_pytorch_model.safetensors"), stored, {"format": "pt"})
+    cxr_safetensors.write(os.path.join(out, "vae", "diffusion_pytorch_model.safetensors"), stored, {"format": "pt"})
     write_tokenizer(os.path.join(out, "tokenizer"))
     size = cfg["sample_size"]
     factor = 2 ** (len(cfg["block_out_channels"]) - 1)
@@ -329,7 +302,7 @@ def vae_folder(args):
         mean, logvar = model.encode(x)
         decoded = model.decode(z)
     parity = os.path.join(os.path.dirname(os.path.abspath(out)), os.path.basename(os.path.abspath(out)) + "-parity.safetensors")
-    write_safetensors(parity, {"x": x, "mean": mean, "logvar": logvar, "z": z, "decoded": decoded})
+    cxr_safetensors.write(parity, {"x": x, "mean": mean, "logvar": logvar, "z": z, "decoded": decoded})
     print(json.dumps({"folder": out, "parity": parity, "parameters": sum(p.numel() for p in model.parameters())}))
 
 
@@ -546,8 +519,8 @@ def sd_folder(args):
     unet_params = {name: tensor.float() for name, tensor in unet_stored.items()}
     text_stored = dict(text_params)
     text_stored["text_model.embeddings.position_ids"] = torch.arange(text["maxPositions"], dtype=torch.int64)[None]
-    write_safetensors(os.path.join(out, "unet", "diffusion_pytorch_model.safetensors"), unet_stored, {"format": "pt"})
-    write_safetensors(os.path.join(out, "text_encoder", "model.safetensors"), text_stored, {"format": "pt"})
+    cxr_safetensors.write(os.path.join(out, "unet", "diffusion_pytorch_model.safetensors"), unet_stored, {"format": "pt"})
+    cxr_safetensors.write(os.path.join(out, "text_encoder", "model.safetensors"), text_stored, {"format": "pt"})
 
     # Prompt ids from the tokenizer transliteration (SD 2.x padding), then both networks in f32.
     old_stdin, old_stdout = sys.stdin, sys.stdout
@@ -567,8 +540,8 @@ def sd_folder(args):
         output = torch_reference.unet_forward(unet_params, unet, sample, timesteps, hidden)
     parity = os.path.abspath(out) + "-parity.safetensors"
     # vae-folder wrote the VAE's entries there; add the generator's.
-    vae_reference = {name: torch.from_numpy(array.copy()) for name, array in torch_reference.read_safetensors(parity).items()}
-    write_safetensors(parity, dict(vae_reference, ids=ids, text_hidden=hidden, sample=sample, timesteps=timesteps, unet_output=output))
+    vae_reference = {name: torch.from_numpy(array.copy()) for name, array in cxr_safetensors.read(parity)[0].items()}
+    cxr_safetensors.write(parity, dict(vae_reference, ids=ids, text_hidden=hidden, sample=sample, timesteps=timesteps, unet_output=output))
     print(json.dumps({"folder": out, "parity": parity, "prompts": SD_PROMPTS}))
 
 
@@ -630,7 +603,7 @@ def sd_generate(args):
             return json.load(handle)
 
     def load_weights(*parts):
-        return {name: torch.from_numpy(array.astype("float32")) for name, array in torch_reference.read_safetensors(os.path.join(folder, *parts)).items() if array.dtype.kind == "f"}
+        return {name: torch.from_numpy(array.astype("float32")) for name, array in cxr_safetensors.read(os.path.join(folder, *parts))[0].items() if array.dtype.kind == "f"}
 
     unet_cfg, text_cfg, vae_cfg = load_json("unet", "config.json"), load_json("text_encoder", "config.json"), load_json("vae", "config.json")
     sched = load_json("scheduler", "scheduler_config.json")
@@ -640,11 +613,9 @@ def sd_generate(args):
     unet_params, text_params = load_weights("unet", "diffusion_pytorch_model.safetensors"), load_weights("text_encoder", "model.safetensors")
     vae = AutoencoderKL(vae_cfg).eval()
     vae.load_state_dict(load_weights("vae", "diffusion_pytorch_model.safetensors"))
-    with open(args.inputs, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-    prompts = json.loads(header["__metadata__"]["prompts"])
-    latents = torch.from_numpy(torch_reference.read_safetensors(args.inputs)["latents"].astype("float32"))
+    inputs, metadata = cxr_safetensors.read(args.inputs)
+    prompts = json.loads(metadata["prompts"])
+    latents = torch.from_numpy(inputs["latents"].astype("float32"))
     guided = args.guidance != 1
     texts = ([""] * len(prompts) + prompts) if guided else prompts
     old_stdin, old_stdout = sys.stdin, sys.stdout
@@ -666,7 +637,7 @@ def sd_generate(args):
                 prediction = uncond + args.guidance * (cond - uncond)
             latents = scheduler.step(prediction, t, latents)
         images = (vae.decode(latents / vae_cfg.get("scaling_factor", 0.18215)) / 2 + 0.5).clamp(0, 1)
-    write_safetensors(args.out, {"latents": latents, "images": images})
+    cxr_safetensors.write(args.out, {"latents": latents, "images": images})
     print(json.dumps({"timesteps": pndm_timesteps(sched, args.steps)}))
 
 
@@ -717,8 +688,8 @@ def convert(args):
         if name in tensors:
             raise SystemExit(f"{args.input}: two keys map to {name!r}")
         tensors[name] = tensor
-        mapping.append({"from": key, "to": name, "dtype": DTYPES[tensor.dtype], "shape": list(tensor.shape)})
-    write_safetensors(args.output, tensors, {"format": "pt", "source": os.path.basename(args.input)})
+        mapping.append({"from": key, "to": name, "dtype": DTYPE_NAMES[tensor.dtype], "shape": list(tensor.shape)})
+    cxr_safetensors.write(args.output, tensors, {"format": "pt", "source": os.path.basename(args.input)})
     for row in mapping:
         print(json.dumps(row))
     for key, kind in skipped:
@@ -757,7 +728,10 @@ def main():
     conv.set_defaults(run=convert)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    args.run(args)
+    try:
+        args.run(args)
+    except cxr_safetensors.SafetensorsError as error:
+        raise SystemExit(f"sd_reference.py: {error}") from None
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import json
 import math
 import os
 import statistics
-import struct
 import sys
 import time
 from collections import OrderedDict
@@ -53,69 +52,19 @@ import torch.nn.functional as F
 TRANSFORMER_NORM_EPS = 1e-6
 
 # ---------------------------------------------------------------------------------------------------
-# safetensors (the format: 8-byte little-endian header length, JSON header, raw little-endian data)
+# safetensors: the project's one Python reader/writer, packages/kernels/python/cxr_safetensors.py
 
-DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-}
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "kernels", "python"))
+import cxr_safetensors  # noqa: E402
 
 
 class CheckpointError(Exception):
     pass
 
 
-def read_safetensors(path):
-    with open(path, "rb") as handle:
-        data = handle.read()
-    if len(data) < 8:
-        raise CheckpointError(f"{path}: {len(data)} bytes, shorter than the 8-byte header length")
-    (header_length,) = struct.unpack("<Q", data[:8])
-    if 8 + header_length > len(data):
-        raise CheckpointError(f"{path}: header of {header_length} bytes runs past the end of the file")
-    header = json.loads(data[8 : 8 + header_length].decode("utf-8"))
-    base = 8 + header_length
-    tensors = OrderedDict()
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = entry["dtype"]
-        if dtype not in DTYPES:
-            raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {dtype}")
-        start, end = entry["data_offsets"]
-        if base + end > len(data):
-            raise CheckpointError(f"{path}: tensor {name} runs past the end of the file (truncated?)")
-        array = np.frombuffer(data[base + start : base + end], dtype=DTYPES[dtype]).reshape(entry["shape"])
-        tensors[name] = array
-    return tensors
-
-
-def write_safetensors(path, tensors):
-    header = OrderedDict()
-    payloads = []
-    offset = 0
-    for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
-        dtype = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64"}[array.dtype]
-        raw = array.astype(array.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
-        payloads.append(raw)
-        offset += len(raw)
-    text = json.dumps(header)
-    text += " " * ((8 - (8 + len(text)) % 8) % 8)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as handle:
-        handle.write(struct.pack("<Q", len(text)))
-        handle.write(text.encode("utf-8"))
-        for raw in payloads:
-            handle.write(raw)
-    os.replace(temporary, path)
+def read_tensors(path):
+    """The tensors of a safetensors file (name -> numpy array), without its metadata."""
+    return cxr_safetensors.read(path)[0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -438,8 +387,8 @@ def parity(args):
     config = read_config(args.model)
     text_file = os.path.join(args.model, "text_encoder", "model.safetensors")
     unet_file = os.path.join(args.model, "unet", "diffusion_pytorch_model.safetensors")
-    text_stored = read_safetensors(text_file)
-    unet_stored = read_safetensors(unet_file)
+    text_stored = read_tensors(text_file)
+    unet_stored = read_tensors(unet_file)
     check_layout(text_encoder_shapes(config["textEncoder"]), text_stored, text_file)
     check_layout(unet_shapes(config["unet"]), unet_stored, unet_file)
 
@@ -450,7 +399,7 @@ def parity(args):
         )
 
     text_params, unet_params = params(text_stored), params(unet_stored)
-    inputs = read_safetensors(args.inputs)
+    inputs = read_tensors(args.inputs)
     ids = torch.tensor(np.array(inputs["ids"]), dtype=torch.int64)
     sample = torch.tensor(np.array(inputs["sample"], dtype=np.float64), dtype=dtype)
     timesteps = torch.tensor(np.array(inputs["timesteps"], dtype=np.float64), dtype=torch.float32)
@@ -467,7 +416,7 @@ def parity(args):
         for name, tensor in group.items():
             grad = tensor.grad if tensor.grad is not None else torch.zeros_like(tensor)
             result[f"grad.{prefix}.{name}"] = grad.numpy()
-    write_safetensors(args.out, result)
+    cxr_safetensors.write(args.out, result)
 
 
 def count(args):
@@ -475,8 +424,8 @@ def count(args):
     text = text_encoder_shapes(config["textEncoder"])
     unet = unet_shapes(config["unet"])
     if args.model:
-        check_layout(text, read_safetensors(os.path.join(args.model, "text_encoder", "model.safetensors")), args.model)
-        check_layout(unet, read_safetensors(os.path.join(args.model, "unet", "diffusion_pytorch_model.safetensors")), args.model)
+        check_layout(text, read_tensors(os.path.join(args.model, "text_encoder", "model.safetensors")), args.model)
+        check_layout(unet, read_tensors(os.path.join(args.model, "unet", "diffusion_pytorch_model.safetensors")), args.model)
     sizes = {
         "text_encoder": sum(int(np.prod(shape)) for shape in text.values()),
         "unet": sum(int(np.prod(shape)) for shape in unet.values()),
@@ -701,7 +650,7 @@ def main():
             if args.batch < 1 or args.steps < 1 or args.warmup < 0:
                 raise CheckpointError("--batch and --steps must be >= 1, --warmup >= 0")
             bench(args)
-    except (CheckpointError, OSError, KeyError, json.JSONDecodeError) as error:
+    except (CheckpointError, cxr_safetensors.SafetensorsError, OSError, KeyError, json.JSONDecodeError) as error:
         print(f"torch_reference.py: {error}", file=sys.stderr)
         sys.exit(2)
 

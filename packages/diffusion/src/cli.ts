@@ -7,7 +7,15 @@ import { join } from "node:path";
 import { RACES, type Race } from "@cxr/data";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { DIFFUSION_BENCH_DEFAULTS, formatDiffusionBench, runDiffusionBench } from "./bench.ts";
-import { FIDELITY_DEFAULTS, formatFidelity, measureFidelity } from "./fidelity.ts";
+import {
+  FIDELITY_DEFAULTS,
+  FIDELITY_MEASURE_NAMES,
+  type FidelityMeasureName,
+  formatFidelity,
+  formatRealFilms,
+  measureFidelity,
+  measureRealFilms,
+} from "./fidelity.ts";
 import { DIFFUSION_CONFIGS } from "./model/config.ts";
 import { type PromptFields, promptFromFields } from "./model/prompt.ts";
 import { writeContactSheet, writeGeneratedImages } from "./pipeline/outputs.ts";
@@ -270,7 +278,11 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
 }
 
 interface FidelityFlags {
-  model: string;
+  model?: string;
+  realOnly?: boolean;
+  size?: number;
+  measureSize: number;
+  measures: FidelityMeasureName[];
   data?: string;
   split: "valid" | "test" | "train";
   n: number;
@@ -289,9 +301,30 @@ function registerFidelity(program: Command): void {
   group
     .command("fidelity")
     .description(
-      "conditioning fidelity from pixels: cardiothoracic ratio of images generated for Cardiomegaly vs No Finding prompts (AUROC), beside real phantom films",
+      "conditioning fidelity from pixels: cardiothoracic ratio of images generated for Cardiomegaly vs No Finding prompts, lateral lung depth for Pleural Effusion vs No Finding, lower-zone ratio for female vs male (AUROCs), beside real phantom films",
     )
-    .requiredOption("--model <dir>", "model directory")
+    .option("--model <dir>", "model directory (required unless --real-only)")
+    .option(
+      "--measures <list>",
+      `measures beside the CTR, comma-separated (${FIDELITY_MEASURE_NAMES.join(", ")}) or none; each adds --n generated images`,
+      parseMeasures,
+      [...FIDELITY_DEFAULTS.measures],
+    )
+    .option(
+      "--real-only",
+      "measure only the real films of --data (no model): how well each measure separates them",
+    )
+    .option(
+      "--size <px>",
+      "with --real-only: the resolution the films are resized to before measuring (the model's resolution otherwise)",
+      parseIntegerIn("--size", 8, 4096),
+    )
+    .option(
+      "--measure-size <px>",
+      "images smaller than this are upsampled (bilinear) to it before measuring",
+      parseIntegerIn("--measure-size", 8, 4096),
+      FIDELITY_DEFAULTS.measureSize,
+    )
     .option("--data <dir>", "real films to compare with (CheXpert layout, e.g. the phantom's output)")
     .addOption(
       new Option("--split <split>", "split of --data to measure")
@@ -325,6 +358,29 @@ function registerFidelity(program: Command): void {
     .option("--json", "print the report as JSON")
     .option("--out <dir>", "also write fidelity.json here")
     .action(async (flags: FidelityFlags) => {
+      if (flags.realOnly) {
+        if (!flags.data || flags.size === undefined) {
+          throw new Error("--real-only needs --data DIR and --size PX");
+        }
+        if (flags.model) throw new Error("--real-only measures no model: drop --model");
+        const options = {
+          realData: flags.data,
+          split: flags.split,
+          n: flags.n,
+          seed: flags.seed,
+          size: flags.size,
+          measureSize: flags.measureSize,
+          measures: flags.measures,
+        };
+        const real = await measureRealFilms(options);
+        writeFidelityJson(flags.out, { ...options, ...real });
+        console.log(
+          flags.json ? JSON.stringify({ ...options, ...real }, null, 2) : formatRealFilms(real, options),
+        );
+        return;
+      }
+      if (!flags.model) throw new Error("--model DIR is required (or --real-only with --data)");
+      if (flags.size !== undefined) throw new Error("--size goes with --real-only only");
       const pipeline = await createPipeline(flags.model);
       try {
         const report = await measureFidelity(pipeline, {
@@ -335,19 +391,40 @@ function registerFidelity(program: Command): void {
           seed: flags.seed,
           realData: flags.data,
           split: flags.split,
+          measures: flags.measures,
+          measureSize: flags.measureSize,
           onProgress: (message) => console.error(message),
         });
-        if (flags.out) {
-          mkdirSync(flags.out, { recursive: true });
-          const path = join(flags.out, "fidelity.json");
-          writeFileSync(`${path}.tmp-${process.pid}`, `${JSON.stringify(report, null, 2)}\n`);
-          renameSync(`${path}.tmp-${process.pid}`, path);
-        }
+        writeFidelityJson(flags.out, report);
         console.log(flags.json ? JSON.stringify(report, null, 2) : formatFidelity(report));
       } finally {
         pipeline.dispose();
       }
     });
+}
+
+function parseMeasures(value: string): FidelityMeasureName[] {
+  if (value.trim() === "none") return [];
+  const names = value.split(",").map((name) => name.trim());
+  for (const name of names) {
+    if (!(FIDELITY_MEASURE_NAMES as readonly string[]).includes(name)) {
+      throw new InvalidArgumentError(
+        `--measures: unknown measure "${name}" (known: ${FIDELITY_MEASURE_NAMES.join(", ")}, or none)`,
+      );
+    }
+  }
+  if (new Set(names).size !== names.length)
+    throw new InvalidArgumentError(`--measures: "${value}" lists a measure twice`);
+  return names as FidelityMeasureName[];
+}
+
+/** fidelity.json in `dir` (created), written atomically; nothing without --out. */
+function writeFidelityJson(dir: string | undefined, report: unknown): void {
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, "fidelity.json");
+  writeFileSync(`${path}.tmp-${process.pid}`, `${JSON.stringify(report, null, 2)}\n`);
+  renameSync(`${path}.tmp-${process.pid}`, path);
 }
 
 interface GenerateFlags {

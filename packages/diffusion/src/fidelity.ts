@@ -10,6 +10,11 @@
  * 0.87 at 64 px, 0.44 at 32 px measured directly, 0.77 when the 32 px image is upsampled (bilinear) to
  * 64 px and 0.81 to 128 px; at 16 px it is at chance. So both real and generated images are upsampled
  * to `measureSize` (128) before measuring.
+ *
+ * Two more measures ride on the same lung segmentation (`measureLungZones`, @cxr/data), each with its
+ * own AUROC beside the real films' (see FIDELITY_MEASURES): pleural effusion by the shallower lung's
+ * lateral depth ("Pleural Effusion" vs "No Finding" prompts), and sex by the lower-zone ratio (the
+ * "No Finding" images generated again with the other sex from the same noise, female vs male).
  */
 
 import type { Race } from "@cxr/data";
@@ -18,6 +23,7 @@ import {
   decodeImage,
   loadChexpert,
   measureCardiothoracicRatio,
+  measureLungZones,
   Rng,
   resizeBilinear,
   shuffledOrder,
@@ -26,6 +32,35 @@ import {
 import type { PromptFields } from "./model/prompt.ts";
 import type { Pipeline } from "./pipeline/pipeline.ts";
 import type { SamplerKind } from "./schedule/samplers.ts";
+
+/** The measures beside the CTR; each costs `n` more generated images. */
+export const FIDELITY_MEASURE_NAMES = ["pleural-effusion", "sex"] as const;
+export type FidelityMeasureName = (typeof FIDELITY_MEASURE_NAMES)[number];
+
+/** How each extra measure is taken and which classes it tells apart. */
+export const FIDELITY_MEASURES: Readonly<
+  Record<
+    FidelityMeasureName,
+    { measurement: string; positive: string; negative: string; higherMeansPositive: boolean }
+  >
+> = {
+  "pleural-effusion": {
+    measurement:
+      "lateral lung depth (apex to the lowest row where half the lateral fifth is lung, in thorax widths; the shallower lung)",
+    positive: "Pleural Effusion",
+    negative: "No Finding",
+    higherMeansPositive: false,
+  },
+  sex: {
+    measurement: "lower-zone ratio (lateral lower over upper lung brightness, both lungs)",
+    positive: "female",
+    negative: "male",
+    higherMeansPositive: true,
+  },
+};
+
+/** Real films for the sex measure: "No Finding" films of adults (the generated prompts are 55-75 years). */
+export const SEX_MEASURE_MIN_AGE = 18;
 
 export interface FidelityOptions {
   /** Images per class (generated, and real when available). */
@@ -40,6 +75,8 @@ export interface FidelityOptions {
   maxBatch: number;
   /** Images smaller than this are upsampled (bilinear) to it before measuring. */
   measureSize: number;
+  /** Measures beside the CTR (each adds n generated images). */
+  measures: readonly FidelityMeasureName[];
   onProgress?: (message: string) => void;
 }
 
@@ -52,6 +89,7 @@ export const FIDELITY_DEFAULTS: Omit<FidelityOptions, "realData"> = {
   split: "test",
   maxBatch: 16,
   measureSize: 128,
+  measures: FIDELITY_MEASURE_NAMES,
 };
 
 export interface ClassMeasurement {
@@ -76,12 +114,45 @@ export interface FidelityComparison {
 
 export const AUROC_BOOTSTRAP_ROUNDS = 2000;
 
+export interface MeasureClass {
+  label: string;
+  images: number;
+  /** Images where the lungs could be segmented and the measure taken. */
+  measured: number;
+  mean: number | null;
+  values: number[];
+}
+
+export interface MeasureComparison {
+  positive: MeasureClass;
+  negative: MeasureClass;
+  /**
+   * AUROC for telling the positive class from the negative one, oriented by the measure (for a measure
+   * that is lower with the finding, the probability that a positive image measures lower); null when
+   * a class has no measured image.
+   */
+  auroc: number | null;
+  /** 95% bootstrap interval as for the CTR (`AUROC_BOOTSTRAP_ROUNDS` rounds, classes resampled apart). */
+  aurocInterval: [number, number] | null;
+}
+
+export interface FidelityMeasure {
+  name: FidelityMeasureName;
+  measurement: string;
+  higherMeansPositive: boolean;
+  generated: MeasureComparison;
+  real: MeasureComparison | null;
+}
+
 export interface FidelityReport {
   model: string;
   resolution: number;
   settings: Omit<FidelityOptions, "onProgress">;
+  /** The CTR, cardiomegaly vs normal. */
   generated: FidelityComparison;
   real: FidelityComparison | null;
+  /** The other measures, in `settings.measures` order. */
+  measures: FidelityMeasure[];
   seconds: number;
 }
 
@@ -115,20 +186,67 @@ export function aurocBootstrapInterval(
   return [at(0.025), at(0.975)];
 }
 
-function measureAll(images: readonly Float32Array[], size: number, measureSize: number): ClassMeasurement {
-  const ratios: number[] = [];
-  for (const image of images) {
+/** Every measure of one image; null where the lungs could not be segmented. */
+interface ImageMeasures {
+  ratio: number | null;
+  lateralDepth: number | null;
+  lowerZoneRatio: number | null;
+}
+
+function measureImages(images: readonly Float32Array[], size: number, measureSize: number): ImageMeasures[] {
+  return images.map((image) => {
     const side = Math.max(size, measureSize);
     const pixels =
       side === size ? image : resizeBilinear({ width: size, height: size, pixels: image }, side, side).pixels;
-    const measurement = measureCardiothoracicRatio(pixels, side);
-    if (measurement && Number.isFinite(measurement.ratio)) ratios.push(measurement.ratio);
-  }
+    const ctr = measureCardiothoracicRatio(pixels, side);
+    const zones = ctr ? measureLungZones(pixels, side, ctr) : null;
+    const finite = (value: number | null | undefined) =>
+      value !== null && value !== undefined && Number.isFinite(value) ? value : null;
+    return {
+      ratio: finite(ctr?.ratio),
+      lateralDepth: finite(zones?.lateralDepth),
+      lowerZoneRatio: finite(zones?.lowerZoneRatio),
+    };
+  });
+}
+
+const mean = (values: readonly number[]) =>
+  values.length > 0 ? values.reduce((a, b) => a + b, 0) / values.length : null;
+
+function ctrClass(measures: readonly ImageMeasures[]): ClassMeasurement {
+  const ratios = measures.flatMap((measure) => (measure.ratio === null ? [] : [measure.ratio]));
+  return { images: measures.length, measured: ratios.length, meanRatio: mean(ratios), ratios };
+}
+
+const MEASURE_FIELD: Readonly<Record<FidelityMeasureName, "lateralDepth" | "lowerZoneRatio">> = {
+  "pleural-effusion": "lateralDepth",
+  sex: "lowerZoneRatio",
+};
+
+function measureClass(
+  label: string,
+  name: FidelityMeasureName,
+  measures: readonly ImageMeasures[],
+): MeasureClass {
+  const field = MEASURE_FIELD[name];
+  const values = measures.flatMap((measure) => (measure[field] === null ? [] : [measure[field] as number]));
+  return { label, images: measures.length, measured: values.length, mean: mean(values), values };
+}
+
+function compareMeasure(
+  name: FidelityMeasureName,
+  positives: readonly ImageMeasures[],
+  negatives: readonly ImageMeasures[],
+): MeasureComparison {
+  const spec = FIDELITY_MEASURES[name];
+  const positive = measureClass(spec.positive, name, positives);
+  const negative = measureClass(spec.negative, name, negatives);
+  const orient = (values: readonly number[]) => (spec.higherMeansPositive ? values : values.map((v) => -v));
   return {
-    images: images.length,
-    measured: ratios.length,
-    meanRatio: ratios.length > 0 ? ratios.reduce((a, b) => a + b, 0) / ratios.length : null,
-    ratios,
+    positive,
+    negative,
+    auroc: auroc(orient(positive.values), orient(negative.values)),
+    aurocInterval: aurocBootstrapInterval(orient(positive.values), orient(negative.values)),
   };
 }
 
@@ -164,6 +282,95 @@ async function realImages(
   );
 }
 
+/** What `measureRealFilms` measured: the CTR comparison and the other measures' comparisons. */
+export interface RealFilmsFidelity {
+  cardiomegaly: FidelityComparison;
+  measures: Partial<Record<FidelityMeasureName, MeasureComparison>>;
+}
+
+export interface RealFilmsOptions {
+  realData: string;
+  split: "valid" | "test" | "train";
+  /** Films per class (the first n of a seeded shuffle). */
+  n: number;
+  seed: number;
+  /** The resolution the films are resized to (the model's), before upsampling to measureSize. */
+  size: number;
+  measureSize: number;
+  measures: readonly FidelityMeasureName[];
+}
+
+function checkMeasures(measures: readonly unknown[]): void {
+  const seen = new Set<unknown>();
+  for (const name of measures) {
+    if (!(FIDELITY_MEASURE_NAMES as readonly unknown[]).includes(name)) {
+      throw new RangeError(
+        `fidelity: unknown measure ${JSON.stringify(name)} (known: ${FIDELITY_MEASURE_NAMES.join(", ")})`,
+      );
+    }
+    if (seen.has(name)) throw new RangeError(`fidelity: measure ${JSON.stringify(name)} is listed twice`);
+    seen.add(name);
+  }
+}
+
+function checkCount(name: string, value: number, minimum: number, maximum: number): void {
+  if (!Number.isSafeInteger(value) || value < minimum || value > maximum) {
+    throw new RangeError(`fidelity: ${name} must be an integer in [${minimum}, ${maximum}], got ${value}`);
+  }
+}
+
+/**
+ * The real films' side of the comparison: n films of each class from `split` of a CheXpert-layout
+ * folder, resized to `size` as the training images were, each measured once for every measure.
+ * Cardiomegaly and Pleural Effusion films are compared with the same No Finding films; sex compares
+ * adult No Finding films (age >= SEX_MEASURE_MIN_AGE) of each sex.
+ */
+export async function measureRealFilms(input: RealFilmsOptions): Promise<RealFilmsFidelity> {
+  const { realData, split, n, seed, size, measureSize, measures } = input;
+  checkCount("n", n, 2, 10_000);
+  checkCount("size", size, 8, 4096);
+  checkCount("measure size", measureSize, 8, 4096);
+  checkMeasures(measures);
+  const records = loadChexpert(realData, { onError: "skip" }).records.filter(
+    (record) => record.split === split && record.frontal,
+  );
+  const need = (label: string, positives: number, other: string, negatives: number) => {
+    if (positives === 0 || negatives === 0) {
+      throw new Error(
+        `fidelity: ${realData} (${split} split) has ${positives} ${label} and ${negatives} ${other} films; need both`,
+      );
+    }
+  };
+  const measureFilms = async (films: readonly CxrRecord[], offset: number) =>
+    measureImages(await realImages(films, size, n, seed + offset), size, measureSize);
+  const cardiomegaly = records.filter((record) => record.labels.Cardiomegaly === 1);
+  const normal = records.filter((record) => record.labels["No Finding"] === 1);
+  need("Cardiomegaly", cardiomegaly.length, "No Finding", normal.length);
+  const normalMeasures = await measureFilms(normal, 1);
+  const result: RealFilmsFidelity = {
+    cardiomegaly: compare(ctrClass(await measureFilms(cardiomegaly, 0)), ctrClass(normalMeasures)),
+    measures: {},
+  };
+  for (const name of measures) {
+    if (name === "pleural-effusion") {
+      const effusion = records.filter((record) => record.labels["Pleural Effusion"] === 1);
+      need("Pleural Effusion", effusion.length, "No Finding", normal.length);
+      result.measures[name] = compareMeasure(name, await measureFilms(effusion, 2), normalMeasures);
+    } else {
+      const adults = normal.filter((record) => record.age !== null && record.age >= SEX_MEASURE_MIN_AGE);
+      const female = adults.filter((record) => record.sex === "female");
+      const male = adults.filter((record) => record.sex === "male");
+      need(`adult female No Finding`, female.length, "adult male No Finding", male.length);
+      result.measures[name] = compareMeasure(
+        name,
+        await measureFilms(female, 3),
+        await measureFilms(male, 4),
+      );
+    }
+  }
+  return result;
+}
+
 export async function measureFidelity(
   pipeline: Pipeline,
   input: Partial<FidelityOptions> = {},
@@ -172,18 +379,19 @@ export async function measureFidelity(
   if (!Number.isSafeInteger(options.n) || options.n < 2 || options.n > 10_000) {
     throw new RangeError(`fidelity: n must be an integer in [2, 10000], got ${options.n}`);
   }
+  checkMeasures(options.measures);
   const started = performance.now();
   const size = pipeline.model.config.resolution;
   const progress = options.onProgress ?? (() => {});
-  const prompts = (findings: string[]): PromptFields[] =>
-    Array.from({ length: options.n }, (_, index) => ({
-      ...DEMOGRAPHICS[index % DEMOGRAPHICS.length],
-      findings,
-    }));
-  const generate = async (findings: string[], label: string) => {
+  const generate = async (findings: string[], label: string, flipSex = false) => {
     progress(`generating ${options.n} "${label}" images (${options.sampler}, ${options.steps} steps)`);
+    const prompts: PromptFields[] = Array.from({ length: options.n }, (_, index) => {
+      const demographics = DEMOGRAPHICS[index % DEMOGRAPHICS.length];
+      const sex = flipSex ? (demographics.sex === "female" ? "male" : "female") : demographics.sex;
+      return { ...demographics, sex, findings };
+    });
     const result = await pipeline.generate({
-      prompt: prompts(findings),
+      prompt: prompts,
       n: 1,
       steps: options.steps,
       sampler: options.sampler,
@@ -191,30 +399,44 @@ export async function measureFidelity(
       seed: options.seed,
       maxBatch: options.maxBatch,
     });
-    return result.images.map((image) => image.pixels);
+    return {
+      prompts,
+      measures: measureImages(
+        result.images.map((image) => image.pixels),
+        size,
+        options.measureSize,
+      ),
+    };
   };
-  // The same seed for both classes: image i starts from the same noise, only the prompt differs.
-  const generated = compare(
-    measureAll(await generate(["Cardiomegaly"], "Cardiomegaly"), size, options.measureSize),
-    measureAll(await generate([], "No Finding"), size, options.measureSize),
-  );
-  let real: FidelityComparison | null = null;
+  // The same seed for every prompt set: image i starts from the same noise, only the prompt differs.
+  const cardiomegaly = await generate(["Cardiomegaly"], "Cardiomegaly");
+  const normal = await generate([], "No Finding");
+  const generated = compare(ctrClass(cardiomegaly.measures), ctrClass(normal.measures));
+  const generatedMeasures = new Map<FidelityMeasureName, MeasureComparison>();
+  for (const name of options.measures) {
+    if (name === "pleural-effusion") {
+      const effusion = await generate(["Pleural Effusion"], "Pleural Effusion");
+      generatedMeasures.set(name, compareMeasure(name, effusion.measures, normal.measures));
+    } else {
+      // Each No Finding image again with the other sex: every noise and age appears once as each sex.
+      const flipped = await generate([], "No Finding, the other sex", true);
+      const bySex = (sex: "female" | "male") =>
+        [normal, flipped].flatMap((set) => set.measures.filter((_, index) => set.prompts[index].sex === sex));
+      generatedMeasures.set(name, compareMeasure(name, bySex("female"), bySex("male")));
+    }
+  }
+  let real: RealFilmsFidelity | null = null;
   if (options.realData) {
     progress(`measuring real films of ${options.realData} (${options.split} split)`);
-    const records = loadChexpert(options.realData, { onError: "skip" }).records.filter(
-      (record) => record.split === options.split && record.frontal,
-    );
-    const positives = records.filter((record) => record.labels.Cardiomegaly === 1);
-    const negatives = records.filter((record) => record.labels["No Finding"] === 1);
-    if (positives.length === 0 || negatives.length === 0) {
-      throw new Error(
-        `fidelity: ${options.realData} (${options.split} split) has ${positives.length} Cardiomegaly and ${negatives.length} No Finding films; need both`,
-      );
-    }
-    real = compare(
-      measureAll(await realImages(positives, size, options.n, options.seed), size, options.measureSize),
-      measureAll(await realImages(negatives, size, options.n, options.seed + 1), size, options.measureSize),
-    );
+    real = await measureRealFilms({
+      realData: options.realData,
+      split: options.split,
+      n: options.n,
+      seed: options.seed,
+      size,
+      measureSize: options.measureSize,
+      measures: options.measures,
+    });
   }
   const { onProgress: _onProgress, ...settings } = options;
   return {
@@ -222,7 +444,14 @@ export async function measureFidelity(
     resolution: size,
     settings,
     generated,
-    real,
+    real: real?.cardiomegaly ?? null,
+    measures: options.measures.map((name) => ({
+      name,
+      measurement: FIDELITY_MEASURES[name].measurement,
+      higherMeansPositive: FIDELITY_MEASURES[name].higherMeansPositive,
+      generated: generatedMeasures.get(name) as MeasureComparison,
+      real: real?.measures[name] ?? null,
+    })),
     seconds: (performance.now() - started) / 1000,
   };
 }
@@ -232,21 +461,70 @@ function describeClass(name: string, measurement: ClassMeasurement): string {
   return `${name.padEnd(13)} ${String(measurement.measured).padStart(4)}/${String(measurement.images).padEnd(4)} measured, mean CTR ${mean}`;
 }
 
+function describeMeasureClass(measurement: MeasureClass): string {
+  const mean = measurement.mean === null ? "-" : measurement.mean.toFixed(3);
+  return `${measurement.label.padEnd(16)} ${String(measurement.measured).padStart(4)}/${String(measurement.images).padEnd(4)} measured, mean ${mean}`;
+}
+
+function describeAuroc(auroc: number | null, interval: [number, number] | null): string {
+  return auroc === null || interval === null
+    ? "undefined (a class has no measurable image)"
+    : `${auroc.toFixed(3)} (95% bootstrap interval ${interval[0].toFixed(3)} to ${interval[1].toFixed(3)}, ${AUROC_BOOTSTRAP_ROUNDS} rounds)`;
+}
+
+function ctrBlock(lines: string[], title: string, comparison: FidelityComparison): void {
+  lines.push(`${title}:`);
+  lines.push(`  ${describeClass("Cardiomegaly", comparison.cardiomegaly)}`);
+  lines.push(`  ${describeClass("No Finding", comparison.normal)}`);
+  lines.push(
+    `  AUROC of the CTR (cardiomegaly vs normal): ${describeAuroc(comparison.auroc, comparison.aurocInterval)}`,
+  );
+}
+
+function measureBlock(
+  lines: string[],
+  title: string,
+  name: FidelityMeasureName,
+  comparison: MeasureComparison,
+) {
+  const spec = FIDELITY_MEASURES[name];
+  lines.push(`  ${title}:`);
+  lines.push(`    ${describeMeasureClass(comparison.positive)}`);
+  lines.push(`    ${describeMeasureClass(comparison.negative)}`);
+  lines.push(
+    `    AUROC (${spec.positive} ${spec.higherMeansPositive ? "higher" : "lower"}): ${describeAuroc(comparison.auroc, comparison.aurocInterval)}`,
+  );
+}
+
 export function formatFidelity(report: FidelityReport): string {
   const lines = [
     `conditioning fidelity of ${report.model} (${report.resolution} px, measured at ${Math.max(report.resolution, report.settings.measureSize)} px; ${report.settings.sampler}, ${report.settings.steps} steps, guidance ${report.settings.guidance}, seed ${report.settings.seed})`,
   ];
-  const block = (title: string, comparison: FidelityComparison) => {
-    lines.push(`${title}:`);
-    lines.push(`  ${describeClass("Cardiomegaly", comparison.cardiomegaly)}`);
-    lines.push(`  ${describeClass("No Finding", comparison.normal)}`);
-    lines.push(
-      `  AUROC of the CTR (cardiomegaly vs normal): ${comparison.auroc === null || comparison.aurocInterval === null ? "undefined (a class has no measurable image)" : `${comparison.auroc.toFixed(3)} (95% bootstrap interval ${comparison.aurocInterval[0].toFixed(3)} to ${comparison.aurocInterval[1].toFixed(3)}, ${AUROC_BOOTSTRAP_ROUNDS} rounds)`}`,
-    );
-  };
-  block("generated", report.generated);
-  if (report.real)
-    block(`real films (${report.settings.split} split, resized to ${report.resolution} px)`, report.real);
+  const realTitle = `real films (${report.settings.split} split, resized to ${report.resolution} px)`;
+  ctrBlock(lines, "generated", report.generated);
+  if (report.real) ctrBlock(lines, realTitle, report.real);
+  for (const measure of report.measures) {
+    const spec = FIDELITY_MEASURES[measure.name];
+    lines.push(`${measure.name}: ${spec.measurement}, ${spec.positive} vs ${spec.negative}`);
+    measureBlock(lines, "generated", measure.name, measure.generated);
+    if (measure.real) measureBlock(lines, realTitle, measure.name, measure.real);
+  }
   lines.push(`${report.seconds.toFixed(1)} s`);
+  return lines.join("\n");
+}
+
+/** The real films alone, e.g. to check how well each measure can separate at a resolution. */
+export function formatRealFilms(real: RealFilmsFidelity, options: RealFilmsOptions): string {
+  const lines = [
+    `pixel measures on real films of ${options.realData} (${options.split} split, up to ${options.n} per class, resized to ${options.size} px, measured at ${Math.max(options.size, options.measureSize)} px)`,
+  ];
+  ctrBlock(lines, "cardiomegaly", real.cardiomegaly);
+  for (const name of options.measures) {
+    const comparison = real.measures[name];
+    if (!comparison) continue;
+    const spec = FIDELITY_MEASURES[name];
+    lines.push(`${name}: ${spec.measurement}, ${spec.positive} vs ${spec.negative}`);
+    measureBlock(lines, "real", name, comparison);
+  }
   return lines.join("\n");
 }

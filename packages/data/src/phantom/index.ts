@@ -17,6 +17,7 @@ export {
 } from "./dataset.ts";
 export { findInstitution, INSTITUTIONS, type InstitutionProfile, institutionIds } from "./institutions.ts";
 export { labelsFromFindings } from "./labels.ts";
+export { type LungZoneMeasurement, type LungZones, measureLungZones } from "./lung-zones.ts";
 export { type CardiothoracicMeasurement, measureCardiothoracicRatio } from "./measure.ts";
 export { PHANTOM_SIZES, type PhantomSize, renderPhantom } from "./render/index.ts";
 export { writeImpression, writePrompt } from "./report.ts";
