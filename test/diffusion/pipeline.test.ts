@@ -73,6 +73,21 @@ describe("createPipeline().generate", () => {
     }
   }, 300_000);
 
+  it("each sampler step is a step boundary of the kernels runtime: it drains every drainEvery steps", async () => {
+    const device = await gpu();
+    const saved = device.drainEvery;
+    try {
+      device.drainEvery = 1;
+      await device.endStep(); // start right after a drain, whatever came before
+      device.drainEvery = 3;
+      const drains = device.drainCount;
+      await pipeline.generate({ prompt, n: 1, steps: 7, sampler: "pndm", seed: 2 });
+      expect(device.drainCount - drains).toBe(2);
+    } finally {
+      device.drainEvery = saved;
+    }
+  }, 300_000);
+
   it.each(["ddpm", "pndm", "dpmpp-2m"] as const)(
     "%s runs with guidance and is reproducible",
     async (sampler) => {
