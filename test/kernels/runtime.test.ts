@@ -183,6 +183,47 @@ describe("buffer pool and tidy", () => {
     expect(Array.from(await y.download())).toEqual([0, 2, 0]);
     expect(x.released).toBe(false);
   });
+
+  it("tidy releases what fn created when fn throws, rethrows, and keeps parameters and nested results", async () => {
+    const gpu = await defaultGpu();
+    const x = Tensor.upload(gpu, [-1, 2, -3], [3]);
+    const start = gpu.pool.snapshot().inUseBytes;
+    const failure = new Error("fn failed");
+    let created: Tensor[] = [];
+    expect(() =>
+      tidy(() => {
+        const a = relu(x);
+        const b = relu(a);
+        const inner = tidy(() => relu(relu(b))); // returned from the inner scope: the outer one owns it
+        created = [a, b, inner];
+        throw failure;
+      }),
+    ).toThrow(failure);
+    expect(created.map((tensor) => tensor.released)).toEqual([true, true, true]);
+    expect(gpu.pool.snapshot().inUseBytes).toBe(start);
+    expect(x.released).toBe(false);
+    // A throwing inner tidy inside a succeeding outer one: the inner temporaries are gone at once,
+    // the outer scope goes on, and a parameter made inside passes up instead of being freed.
+    let parameter: Tensor | null = null;
+    const y = tidy(() => {
+      expect(() =>
+        tidy(() => {
+          parameter = Tensor.upload(gpu, [1, 2, 3], [3]).trainable();
+          relu(x);
+          throw failure;
+        }),
+      ).toThrow(failure);
+      expect(gpu.pool.snapshot().inUseBytes).toBe(start + 256);
+      return relu(x);
+    });
+    expect((parameter as Tensor | null)?.released).toBe(false);
+    expect(Array.from(await y.download())).toEqual([0, 2, 0]);
+    expect(gpu.pool.snapshot().inUseBytes).toBe(start + 512);
+    y.release();
+    (parameter as Tensor | null)?.release();
+    expect(gpu.pool.snapshot().inUseBytes).toBe(start);
+    x.release();
+  });
 });
 
 describe("profiler", () => {

@@ -227,23 +227,23 @@ export class Pipeline {
       try {
         for (const [index, t] of sampler.timesteps.entries()) {
           const rows = guided ? 2 * batch : batch;
-          const timesteps = Tensor.upload(this.gpu, new Float32Array(rows).fill(t), [rows]);
-          let epsilon: Tensor | null = null;
+          // tidy releases the UNet's temporaries, the timesteps included, also when it throws.
+          const epsilon = noGrad(() =>
+            tidy(() => {
+              const timesteps = Tensor.upload(this.gpu, new Float32Array(rows).fill(t), [rows]);
+              const input = guided ? concat([latents, latents], 0) : latents;
+              const prediction = this.model.unet.forward(input, timesteps, encoded.hiddenStates);
+              return guided ? classifierFreeGuidanceBatched(prediction, options.guidance) : prediction;
+            }),
+          );
+          let next: Tensor;
           try {
-            epsilon = noGrad(() =>
-              tidy(() => {
-                const input = guided ? concat([latents, latents], 0) : latents;
-                const prediction = this.model.unet.forward(input, timesteps, encoded.hiddenStates);
-                return guided ? classifierFreeGuidanceBatched(prediction, options.guidance) : prediction;
-              }),
-            );
-            const next = sampler.step(epsilon, t, latents);
-            latents.release();
-            latents = next;
+            next = sampler.step(epsilon, t, latents);
           } finally {
-            epsilon?.release();
-            timesteps.release();
+            epsilon.release();
           }
+          latents.release();
+          latents = next;
           // A step boundary for the kernels runtime: every few steps it drains the queue and collects
           // garbage (its workaround for a crash inside Dawn in long runs, Gpu.endStep).
           await this.gpu.endStep();
