@@ -16,6 +16,10 @@ const WARNINGS = ["Uniform", "Storage"].map(
     `Warning: maxDynamic${kind}BuffersPerPipelineLayout artificially reduced from 1000000 to 16 to fit dynamic offset allocation limit.`,
 );
 
+// Each check spawns the CLI up to four times; under Node (tsx compiles the CLI's imports) on a loaded
+// 2-core machine that took over 180 s, vitest's default.
+const SPAWN_TIMEOUT_MS = 600_000;
+
 const RUNTIMES = {
   bun: { command: "bun", prefix: [] as string[] },
   node: { command: "node", prefix: ["--import", "tsx"] },
@@ -64,6 +68,7 @@ describe("Dawn's limit warnings", () => {
       expect(result.status, result.stderr).toBe(0);
       expect(result.stderr).toBe("before\nkept 1\nkept 2\nafter\n");
     },
+    SPAWN_TIMEOUT_MS,
   );
 
   it.each(Object.keys(RUNTIMES) as Runtime[])(
@@ -87,5 +92,6 @@ describe("Dawn's limit warnings", () => {
         for (const result of shown) for (const warning of WARNINGS) expect(result.stderr).toContain(warning);
       }
     },
+    SPAWN_TIMEOUT_MS,
   );
 });
