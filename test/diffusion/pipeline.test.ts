@@ -21,7 +21,7 @@ import {
 import { promptFromFlags, readPromptsFile } from "@cxr/diffusion/cli";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { expectClose, gpu } from "../kernels/helpers.ts";
+import { gpu } from "../kernels/helpers.ts";
 
 let root: string;
 let pipeline: Pipeline;
@@ -50,26 +50,56 @@ afterAll(() => {
 });
 
 describe("createPipeline().generate", () => {
-  it("same seed, same images; image i does not depend on n, nor (beyond f32 rounding) on the batch size (DDIM)", async () => {
+  it("same seed, same images; image i does not depend on n nor on the batch size, bit for bit (DDIM)", async () => {
     const options = { prompt, steps: 4, sampler: "ddim" as const, seed: 7 };
     const a = await pipeline.generate({ ...options, n: 3, maxBatch: 3 });
     const b = await pipeline.generate({ ...options, n: 3, maxBatch: 2 });
     const c = await pipeline.generate({ ...options, n: 1 });
     const d = await pipeline.generate({ ...options, n: 1, seed: 8 });
     expect(a.images.length).toBe(3);
-    // Batched kernels sum in another order for another batch layout: equal to f32 rounding, not bits.
-    for (let index = 0; index < 3; index++) {
-      expectClose(b.images[index].pixels, a.images[index].pixels, { atol: 1e-5, rtol: 0 }, `image ${index}`);
-    }
+    // The kernels choose by a sample's shape, never by the batch: bit for bit.
+    for (let index = 0; index < 3; index++)
+      expect(b.images[index].pixels, `image ${index}`).toEqual(a.images[index].pixels);
     const again = await pipeline.generate({ ...options, n: 3, maxBatch: 3 });
     for (let index = 0; index < 3; index++)
       expect(again.images[index].pixels).toEqual(a.images[index].pixels);
-    expectClose(c.images[0].pixels, a.images[0].pixels, { atol: 1e-5, rtol: 0 }, "n = 1 vs n = 3");
+    expect(c.images[0].pixels, "n = 1 vs n = 3").toEqual(a.images[0].pixels);
     expect(d.images[0].pixels).not.toEqual(a.images[0].pixels);
     expect(a.images[1].pixels).not.toEqual(a.images[0].pixels);
     for (const image of a.images) {
       expect(image.size).toBe(16);
       expect(image.pixels.every((value) => value >= 0 && value <= 1)).toBe(true);
+    }
+  }, 300_000);
+
+  it("the same seed gives bit-identical images at maxBatch 1, 2, 3 and 4 (guided: 2 to 8 UNet rows)", async () => {
+    const options = { prompt, n: 4, steps: 2, sampler: "ddim" as const, seed: 21 };
+    const runs: Awaited<ReturnType<Pipeline["generate"]>>[] = [];
+    for (const maxBatch of [1, 2, 3, 4]) runs.push(await pipeline.generate({ ...options, maxBatch }));
+    for (const [at, run] of runs.entries()) {
+      expect(run.images.length).toBe(4);
+      for (let index = 0; index < 4; index++) {
+        const differing = run.images[index].pixels.findIndex(
+          (value, pixel) => value !== runs[0].images[index].pixels[pixel],
+        );
+        expect(differing, `maxBatch ${at + 1} vs 1, image ${index}: first differing pixel`).toBe(-1);
+      }
+    }
+    expect(runs[0].images[1].pixels).not.toEqual(runs[0].images[0].pixels);
+  }, 300_000);
+
+  it("each sampler step is a step boundary of the kernels runtime: it drains every drainEvery steps", async () => {
+    const device = await gpu();
+    const saved = device.drainEvery;
+    try {
+      device.drainEvery = 1;
+      await device.endStep(); // start right after a drain, whatever came before
+      device.drainEvery = 3;
+      const drains = device.drainCount;
+      await pipeline.generate({ prompt, n: 1, steps: 7, sampler: "pndm", seed: 2 });
+      expect(device.drainCount - drains).toBe(2);
+    } finally {
+      device.drainEvery = saved;
     }
   }, 300_000);
 

@@ -182,6 +182,15 @@ describe("groupNorm: the rest", () => {
     expect(chooseGroupNormVariant({ kind: "cpu" }, [1, 64, 64, 64], 8)).toBe("cpu-chunked");
     expect(chooseGroupNormVariant({ kind: "cpu" }, [1, 64, 8, 8], 32)).toBe("cpu-fused");
     expect(chooseGroupNormVariant({ kind: "cpu" }, [1, 62, 8, 8], 31)).toBe("cpu-chunked");
+    // One sample's groups decide, not the batch: a sample gets the same kernel (and bits) in any batch.
+    for (const batch of [1, 2, 4, 8, 32]) {
+      expect(chooseGroupNormVariant({ kind: "cpu" }, [batch, 16, 16, 16], 8), `batch ${batch}`).toBe(
+        "cpu-chunked",
+      );
+      expect(chooseGroupNormVariant({ kind: "cpu" }, [batch, 320, 8, 8], 32), `batch ${batch}`).toBe(
+        "cpu-fused",
+      );
+    }
     expect(chooseGroupNormVariant({ kind: "discrete" }, [2, 320, 64, 64], 32)).toBe("gpu-workgroup");
     expect(chooseGroupNormVariant({ kind: "integrated" }, [1, 64, 64, 64], 8)).toBe("gpu-workgroup");
   });

@@ -265,9 +265,14 @@ describe("matmul: the rest", () => {
     const cpu = { kind: "cpu" as const, limits: lavapipeLimits };
     const square = { batch: 1, M: 1024, N: 1024, K: 1024 };
     expect(chooseMatmulVariant(cpu, square)).toBe("cpu-register-blocked");
-    expect(chooseMatmulVariant(cpu, { batch: 1, M: 1, N: 1280, K: 320 })).toBe("naive");
     expect(chooseMatmulVariant(cpu, { batch: 1, M: 1280, N: 4, K: 320 })).toBe("naive");
-    expect(chooseMatmulVariant(cpu, { batch: 1, M: 5, N: 1280, K: 320 })).toBe("cpu-register-blocked");
+    // The row count never decides (x W^T: rows are the batch; the variants sum in different orders).
+    for (const M of [1, 2, 4, 5, 6, 8, 32])
+      expect(chooseMatmulVariant(cpu, { batch: 1, M, N: 1280, K: 320 }), `M ${M}`).toBe(
+        "cpu-register-blocked",
+      );
+    for (const M of [1, 3, 6, 1024])
+      expect(chooseMatmulVariant(cpu, { batch: 1, M, N: 3, K: 320 }), `M ${M}, N 3`).toBe("naive");
     // K beyond what one texture row holds: the tiled kernel takes over.
     expect(chooseMatmulVariant(cpu, { batch: 1, M: 64, N: 64, K: 4 * 65536 })).toBe("gpu-tiled");
     // More packed rows than the texture layers hold.

@@ -45,20 +45,25 @@ describe("norm core: choice and split (no GPU needed)", () => {
     expect(lanesFor(1)).toBe(1);
   });
 
-  it("splits statistics into chunks of 64 to 1024 loads (CPU) or 256-wide workgroups (GPU)", () => {
-    // The 64x64 UNet level, 2 x 32 groups of 40960 values (10240 vec4 loads): 10 chunks of 1024.
-    expect(planMoments(64, 40960, "cpu-chunked")).toEqual({
-      variant: "cpu-chunked",
-      lanes: 4,
-      rowUnits: 10240,
-      chunks: 10,
-      chunkUnits: 1024,
-    });
-    // A single group is split further (256 invocations wanted), down to 64 loads per chunk.
-    expect(planMoments(1, 40960, "cpu-chunked")).toMatchObject({ chunks: 160, chunkUnits: 64 });
+  it("splits statistics into chunks of 64 to 1024 loads (CPU, whatever the row count) or 256-wide workgroups (GPU)", () => {
+    // The 64x64 UNet level, groups of 40960 values (10240 vec4 loads): 160 chunks of 64, for one
+    // group as for 2 x 32 or 4096 (the split never depends on the row count: batch invariance).
+    for (const rows of [1, 64, 4096]) {
+      expect(planMoments(rows, 40960, "cpu-chunked"), `rows ${rows}`).toEqual({
+        variant: "cpu-chunked",
+        lanes: 4,
+        rowUnits: 10240,
+        chunks: 160,
+        chunkUnits: 64,
+      });
+    }
+    // Beyond 256 chunks of 64 the chunks grow, up to 1024 loads, then their number grows again.
+    expect(planMoments(3, 4 * 32768, "cpu-chunked")).toMatchObject({ chunks: 256, chunkUnits: 128 });
+    expect(planMoments(3, 4 * 1024 * 1024, "cpu-chunked")).toMatchObject({ chunks: 1024, chunkUnits: 1024 });
     expect(planMoments(1, 40960, "gpu-workgroup").chunks).toBe(40);
-    // Many short rows: one chunk each.
+    // Short rows: one chunk each, however many.
     expect(planMoments(4096, 4, "cpu-chunked").chunks).toBe(1);
+    expect(planMoments(2, 256, "cpu-chunked").chunks).toBe(1);
     // A long odd row: scalar loads.
     expect(planMoments(1, 5003, "cpu-chunked")).toMatchObject({ lanes: 1, rowUnits: 5003, chunks: 79 });
   });

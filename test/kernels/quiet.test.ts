@@ -1,7 +1,7 @@
 /**
  * Dawn's two limit warnings stay off stderr unless asked for (runtime/quiet.ts); everything else
- * written to stderr meanwhile still reaches it, in order. The filter works under Bun (bun:ffi), so
- * the commands are spawned with `bun` whichever runtime runs this file.
+ * written to stderr meanwhile still reaches it, in order. The filter reaches libc through bun:ffi
+ * under Bun and koffi under Node, so every check spawns both runtimes, whichever runs this file.
  */
 import { spawnSync } from "node:child_process";
 import { resolve } from "node:path";
@@ -16,9 +16,24 @@ const WARNINGS = ["Uniform", "Storage"].map(
     `Warning: maxDynamic${kind}BuffersPerPipelineLayout artificially reduced from 1000000 to 16 to fit dynamic offset allocation limit.`,
 );
 
-function bun(args: string[], env: Record<string, string> = {}) {
+// Each check spawns the CLI up to four times; under Node (tsx compiles the CLI's imports) on a loaded
+// 2-core machine that took over 180 s, vitest's default.
+const SPAWN_TIMEOUT_MS = 600_000;
+
+const RUNTIMES = {
+  bun: { command: "bun", prefix: [] as string[] },
+  node: { command: "node", prefix: ["--import", "tsx"] },
+};
+type Runtime = keyof typeof RUNTIMES;
+
+function spawn(runtime: Runtime, args: string[], env: Record<string, string> = {}) {
   const { CXR_VERBOSE: _, ...rest } = process.env;
-  const result = spawnSync("bun", args, { cwd: ROOT, env: { ...rest, ...env }, encoding: "utf8" });
+  const { command, prefix } = RUNTIMES[runtime];
+  const result = spawnSync(command, [...prefix, ...args], {
+    cwd: ROOT,
+    env: { ...rest, ...env },
+    encoding: "utf8",
+  });
   if (result.error) throw result.error;
   return result;
 }
@@ -30,8 +45,10 @@ describe("Dawn's limit warnings", () => {
     expect(withoutDawnLimitWarnings(`${WARNINGS[0]} and more\n`)).toBe(`${WARNINGS[0]} and more\n`);
   });
 
-  it("native writes to fd 2 during an adapter request are filtered and the rest replayed in order", () => {
-    const script = `
+  it.each(Object.keys(RUNTIMES) as Runtime[])(
+    "%s: writes to fd 2 during an adapter request are filtered and the rest replayed in order",
+    (runtime) => {
+      const script = `
       import { writeSync } from "node:fs";
       import { withoutDawnNoise } from ${JSON.stringify(QUIET)};
       writeSync(2, "before\\n");
@@ -44,26 +61,37 @@ describe("Dawn's limit warnings", () => {
       });
       writeSync(2, "after\\n");
     `;
-    const result = bun(["--eval", script]);
-    expect(result.status, result.stderr).toBe(0);
-    expect(result.stderr).toBe("before\nkept 1\nkept 2\nafter\n");
-  });
+      const result = spawn(
+        runtime,
+        ["--input-type=module", "--eval", script].slice(runtime === "bun" ? 1 : 0),
+      );
+      expect(result.status, result.stderr).toBe(0);
+      expect(result.stderr).toBe("before\nkept 1\nkept 2\nafter\n");
+    },
+    SPAWN_TIMEOUT_MS,
+  );
 
-  it("cxr doctor prints them only with --verbose or CXR_VERBOSE=1", () => {
-    const quiet = bun([CLI, "doctor"]);
-    expect(quiet.status, quiet.stderr).toBe(0);
-    expect(quiet.stdout).toMatch(/^adapter /m);
-    expect(quiet.stderr).not.toMatch(/artificially reduced/);
-    const verbose = bun([CLI, "doctor", "--verbose"]);
-    const environment = bun([CLI, "doctor"], { CXR_VERBOSE: "1" });
-    expect(verbose.status).toBe(0);
-    expect(environment.status).toBe(0);
-    // lavapipe reports 1000000 for both limits, so Dawn always warns there: the filter did the work.
-    if (/^kind\s+cpu/m.test(quiet.stdout) && /llvmpipe/.test(quiet.stdout)) {
-      for (const warning of WARNINGS) {
-        expect(verbose.stderr).toContain(warning);
-        expect(environment.stderr).toContain(warning);
+  it.each(Object.keys(RUNTIMES) as Runtime[])(
+    "%s: cxr doctor prints them only with --verbose (before or after the command) or CXR_VERBOSE=1",
+    (runtime) => {
+      const quiet = spawn(runtime, [CLI, "doctor"]);
+      expect(quiet.status, quiet.stderr).toBe(0);
+      expect(quiet.stdout).toMatch(/^adapter /m);
+      expect(quiet.stderr).not.toMatch(/artificially reduced/);
+      const shown = [
+        spawn(runtime, [CLI, "doctor", "--verbose"]),
+        spawn(runtime, [CLI, "--verbose", "doctor"]),
+        spawn(runtime, [CLI, "doctor"], { CXR_VERBOSE: "1" }),
+      ];
+      for (const result of shown) {
+        expect(result.status, result.stderr).toBe(0);
+        expect(result.stdout).toMatch(/^adapter /m);
       }
-    }
-  });
+      // lavapipe reports 1000000 for both limits, so Dawn always warns there: the filter did the work.
+      if (/^kind\s+cpu/m.test(quiet.stdout) && /llvmpipe/.test(quiet.stdout)) {
+        for (const result of shown) for (const warning of WARNINGS) expect(result.stderr).toContain(warning);
+      }
+    },
+    SPAWN_TIMEOUT_MS,
+  );
 });

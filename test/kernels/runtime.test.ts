@@ -10,7 +10,8 @@ import {
   Tensor,
   tidy,
 } from "@cxr/kernels";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
+import { DEFAULT_DRAIN_EVERY, parseDrainEvery } from "../../packages/kernels/src/runtime/device.ts";
 import { sizeClass } from "../../packages/kernels/src/runtime/pool.ts";
 
 describe("device", () => {
@@ -29,6 +30,81 @@ describe("device", () => {
     expect(classifyAdapter(info("NVIDIA H100 80GB HBM3"), false)).toBe("discrete");
     expect(classifyAdapter(info("Intel(R) Iris(R) Xe Graphics"), false)).toBe("integrated");
     expect(classifyAdapter(info("Something new"), true)).toBe("cpu");
+  });
+});
+
+describe("periodic drain (Gpu.endStep, the Dawn long-run workaround)", () => {
+  /** Counts forced collections: Bun.gc under Bun, a stand-in globalThis.gc under Node. */
+  function countCollections(): { count(): number; restore(): void } {
+    const runtime = globalThis as { Bun?: { gc(force: boolean): void }; gc?: () => void };
+    if (runtime.Bun) {
+      const spy = vi.spyOn(runtime.Bun, "gc");
+      return { count: () => spy.mock.calls.length, restore: () => spy.mockRestore() };
+    }
+    const previous = runtime.gc;
+    let calls = 0;
+    runtime.gc = () => {
+      calls++;
+    };
+    return {
+      count: () => calls,
+      restore: () => {
+        runtime.gc = previous;
+      },
+    };
+  }
+
+  it("every drainEvery steps it submits and waits for the queue and forces one collection; 0 never", async () => {
+    const gpu = await defaultGpu();
+    expect(gpu.drainEvery).toBe(DEFAULT_DRAIN_EVERY);
+    const collections = countCollections();
+    const saved = gpu.drainEvery;
+    try {
+      gpu.drainEvery = 1;
+      await gpu.endStep(); // whatever earlier tests left in the step count: start right after a drain
+      gpu.drainEvery = 3;
+      const drains = gpu.drainCount;
+      const collected = collections.count();
+      const x = Tensor.upload(gpu, [-1, 2, -3], [3]);
+      const results: Tensor[] = [];
+      const outcome: number[][] = [];
+      for (let step = 1; step <= 7; step++) {
+        const submitted = gpu.submitCount;
+        results.push(relu(x)); // recorded, not submitted
+        await gpu.endStep();
+        const drained = step % 3 === 0;
+        outcome.push([gpu.drainCount - drains, collections.count() - collected]);
+        expect(gpu.submitCount > submitted, `step ${step}`).toBe(drained);
+      }
+      expect(outcome).toEqual([
+        [0, 0],
+        [0, 0],
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        [2, 2],
+        [2, 2],
+      ]);
+      gpu.drainEvery = 0;
+      for (let step = 0; step < 5; step++) await gpu.endStep();
+      expect(gpu.drainCount - drains).toBe(2);
+      expect(Array.from(await results[6].download())).toEqual([0, 2, 0]);
+      for (const tensor of [x, ...results]) tensor.release();
+    } finally {
+      gpu.drainEvery = saved;
+      collections.restore();
+    }
+  });
+
+  it("parses the interval from the environment or an option, refusing what is not a whole number >= 0", () => {
+    expect(parseDrainEvery("16", "CXR_DRAIN_EVERY")).toBe(16);
+    expect(parseDrainEvery("0", "CXR_DRAIN_EVERY")).toBe(0);
+    expect(parseDrainEvery(4, "drainEvery")).toBe(4);
+    for (const bad of ["-1", "1.5", "often", ""])
+      expect(() => parseDrainEvery(bad, "CXR_DRAIN_EVERY")).toThrow(
+        `CXR_DRAIN_EVERY: the drain interval must be a whole number of steps >= 0 (0 = never), got "${bad}"`,
+      );
+    expect(() => parseDrainEvery(-2, "drainEvery")).toThrow(/drainEvery: .*got "-2"/);
   });
 });
 
@@ -106,6 +182,47 @@ describe("buffer pool and tidy", () => {
     expect(gpu.pool.snapshot().inUseBytes).toBe(inUse + 256);
     expect(Array.from(await y.download())).toEqual([0, 2, 0]);
     expect(x.released).toBe(false);
+  });
+
+  it("tidy releases what fn created when fn throws, rethrows, and keeps parameters and nested results", async () => {
+    const gpu = await defaultGpu();
+    const x = Tensor.upload(gpu, [-1, 2, -3], [3]);
+    const start = gpu.pool.snapshot().inUseBytes;
+    const failure = new Error("fn failed");
+    let created: Tensor[] = [];
+    expect(() =>
+      tidy(() => {
+        const a = relu(x);
+        const b = relu(a);
+        const inner = tidy(() => relu(relu(b))); // returned from the inner scope: the outer one owns it
+        created = [a, b, inner];
+        throw failure;
+      }),
+    ).toThrow(failure);
+    expect(created.map((tensor) => tensor.released)).toEqual([true, true, true]);
+    expect(gpu.pool.snapshot().inUseBytes).toBe(start);
+    expect(x.released).toBe(false);
+    // A throwing inner tidy inside a succeeding outer one: the inner temporaries are gone at once,
+    // the outer scope goes on, and a parameter made inside passes up instead of being freed.
+    let parameter: Tensor | null = null;
+    const y = tidy(() => {
+      expect(() =>
+        tidy(() => {
+          parameter = Tensor.upload(gpu, [1, 2, 3], [3]).trainable();
+          relu(x);
+          throw failure;
+        }),
+      ).toThrow(failure);
+      expect(gpu.pool.snapshot().inUseBytes).toBe(start + 256);
+      return relu(x);
+    });
+    expect((parameter as Tensor | null)?.released).toBe(false);
+    expect(Array.from(await y.download())).toEqual([0, 2, 0]);
+    expect(gpu.pool.snapshot().inUseBytes).toBe(start + 512);
+    y.release();
+    (parameter as Tensor | null)?.release();
+    expect(gpu.pool.snapshot().inUseBytes).toBe(start);
+    x.release();
   });
 });
 

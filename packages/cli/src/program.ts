@@ -20,7 +20,12 @@ import { registerQuickstart } from "./quickstart.ts";
 export function buildProgram(): Command {
   const program = new Command("cxr")
     .description("RoentGen-v2 on WebGPU: chest-radiograph diffusion, synthetic data, fair classifiers")
-    .showHelpAfterError();
+    .showHelpAfterError()
+    .option("--verbose", "also show Dawn's harmless adapter warnings (same as CXR_VERBOSE=1)")
+    .hook("preAction", (command) => {
+      // Before any command opens a device: createGpu reads CXR_VERBOSE (kernels runtime/quiet.ts).
+      if (command.opts().verbose) process.env.CXR_VERBOSE = "1";
+    });
   const groups = {
     bench: program.command("bench").description("benchmarks that print measured figures"),
   };

@@ -18,14 +18,13 @@ import { parseWaitMode, WAIT_MODES } from "./runtime/wait.ts";
 interface DeviceFlags {
   backend?: string;
   adapter?: string;
-  verbose?: boolean;
 }
 
+// Dawn's two limit warnings are shown by `cxr --verbose <command>` (the CLI sets CXR_VERBOSE=1,
+// which createGpu reads), so no command here needs an option of its own for them.
 function deviceOptions(flags: DeviceFlags, profile: boolean): DeviceOptions {
-  return { backend: flags.backend, adapterName: flags.adapter, profile, verbose: flags.verbose || undefined };
+  return { backend: flags.backend, adapterName: flags.adapter, profile };
 }
-
-const VERBOSE_HELP = "also show Dawn's harmless adapter warnings (same as CXR_VERBOSE=1)";
 
 const LIMITS_SHOWN = [
   "maxBufferSize",
@@ -167,7 +166,6 @@ export function registerCommands(
     .option("--backend <name>", "Dawn backend: vulkan, metal, d3d12, opengles")
     .option("--adapter <substring>", "pick the adapter whose name contains this")
     .option("--json", "print JSON")
-    .option("--verbose", VERBOSE_HELP)
     .action(doctor);
   program
     .command("kernels")
@@ -209,6 +207,5 @@ export function registerCommands(
     .option("--adapter <substring>", "adapter name substring")
     .option("--json", "print JSON instead of a table")
     .option("--out <file>", "also write the JSON document to this file")
-    .option("--verbose", VERBOSE_HELP)
     .action((flags: BenchFlags) => benchKernels(flags, groups.modelBenchCases ?? []));
 }

@@ -193,6 +193,7 @@ export {
   type AdapterKind,
   classifyAdapter,
   createGpu,
+  DEFAULT_DRAIN_EVERY,
   type DeviceOptions,
   defaultGpu,
   Gpu,

@@ -742,14 +742,9 @@ export async function trainClassifierRun(
         releaseUpload(batch.device);
         images += batch.size;
         state.step++;
-        // Dawn frees bind groups and staging buffers when their JavaScript wrappers are collected; in
-        // long DenseNet runs (~1,000 dispatches a step) the process crashed inside Dawn under both Bun
-        // and Node before a collection came. Draining the queue and collecting now and then keeps that
-        // bounded (a workaround, see TRAINING.md).
-        if (state.step % 16 === 0) {
-          await gpu.sync();
-          collectGarbage();
-        }
+        // A step boundary for the kernels runtime: every few steps it drains the queue and collects
+        // garbage (its workaround for a crash inside Dawn in long runs, Gpu.endStep; TRAINING.md).
+        await gpu.endStep();
         if (options.progress)
           drawProgress(
             phase.name,
@@ -1044,10 +1039,4 @@ export async function attributePredictionsCsv(
   }
   model.train();
   return `${lines.join("\n")}\n`;
-}
-
-function collectGarbage(): void {
-  const runtime = globalThis as { Bun?: { gc(force: boolean): void }; gc?: () => void };
-  if (runtime.Bun) runtime.Bun.gc(true);
-  else runtime.gc?.();
 }

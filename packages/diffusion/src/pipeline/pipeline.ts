@@ -227,31 +227,26 @@ export class Pipeline {
       try {
         for (const [index, t] of sampler.timesteps.entries()) {
           const rows = guided ? 2 * batch : batch;
-          const timesteps = Tensor.upload(this.gpu, new Float32Array(rows).fill(t), [rows]);
-          let epsilon: Tensor | null = null;
+          // tidy releases the UNet's temporaries, the timesteps included, also when it throws.
+          const epsilon = noGrad(() =>
+            tidy(() => {
+              const timesteps = Tensor.upload(this.gpu, new Float32Array(rows).fill(t), [rows]);
+              const input = guided ? concat([latents, latents], 0) : latents;
+              const prediction = this.model.unet.forward(input, timesteps, encoded.hiddenStates);
+              return guided ? classifierFreeGuidanceBatched(prediction, options.guidance) : prediction;
+            }),
+          );
+          let next: Tensor;
           try {
-            epsilon = noGrad(() =>
-              tidy(() => {
-                const input = guided ? concat([latents, latents], 0) : latents;
-                const prediction = this.model.unet.forward(input, timesteps, encoded.hiddenStates);
-                return guided ? classifierFreeGuidanceBatched(prediction, options.guidance) : prediction;
-              }),
-            );
-            const next = sampler.step(epsilon, t, latents);
-            latents.release();
-            latents = next;
+            next = sampler.step(epsilon, t, latents);
           } finally {
-            epsilon?.release();
-            timesteps.release();
+            epsilon.release();
           }
-          // Dawn frees bind groups and staging buffers when their JavaScript wrappers are collected;
-          // a long sampling run (200 pndm steps of phantom-tiny under Bun) crashed inside Dawn before
-          // a collection came. Draining the queue and collecting now and then keeps that bounded (the
-          // classifier's training loop does the same).
-          if ((index + 1) % 16 === 0) {
-            await this.gpu.sync();
-            collectGarbage();
-          }
+          latents.release();
+          latents = next;
+          // A step boundary for the kernels runtime: every few steps it drains the queue and collects
+          // garbage (its workaround for a crash inside Dawn in long runs, Gpu.endStep).
+          await this.gpu.endStep();
           options.onStep?.({ step: index + 1, steps: total, chunk, chunks });
         }
         values = await latents.download();
@@ -311,10 +306,4 @@ export async function createPipeline(
   checkModelDir(dir);
   const gpu = options.gpu ?? (await defaultGpu());
   return new Pipeline(DiffusionModel.load(gpu, dir), dir, true);
-}
-
-function collectGarbage(): void {
-  const runtime = globalThis as { Bun?: { gc(force: boolean): void }; gc?: () => void };
-  if (runtime.Bun) runtime.Bun.gc(true);
-  else runtime.gc?.();
 }

@@ -5,13 +5,14 @@
  * `fprintf(stderr, ...)` from C++ ("Warning: maxDynamicUniformBuffersPerPipelineLayout artificially
  * reduced from 1000000 to 16 ..." and the same for storage buffers). Dawn has no toggle or log level
  * for these, and JavaScript cannot intercept a native write, so while an adapter is requested we
- * point file descriptor 2 at a temporary file (`dup`/`dup2` from libc through `bun:ffi`), then put
- * it back and replay everything captured except those two lines. Nothing else is lost: other
- * output written meanwhile, including other Dawn messages, appears right after, in order.
+ * point file descriptor 2 at a temporary file (`dup`/`dup2` from libc), then put it back and replay
+ * everything captured except those two lines. Nothing else is lost: other output written meanwhile,
+ * including other Dawn messages, appears right after, in order.
  *
- * Only under Bun on Linux and macOS (Node has no built-in FFI; there the two lines still print).
- * `CXR_VERBOSE=1`, `createGpu({ verbose: true })` or `--verbose` on the kernels' commands turns the
- * filter off.
+ * libc is reached through `bun:ffi` under Bun and through koffi (an FFI library with prebuilt
+ * binaries in its npm package; Node has no built-in FFI) under Node, on Linux and macOS. Elsewhere
+ * (Windows), or if libc cannot be loaded, stderr is left alone and the two lines print.
+ * `CXR_VERBOSE=1`, `createGpu({ verbose: true })` or `cxr --verbose <command>` turns the filter off.
  */
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -42,21 +43,37 @@ interface Descriptors {
 
 let descriptors: Descriptors | null | undefined;
 
+/** The subset of koffi's API used here (https://koffi.dev). */
+interface Koffi {
+  load(path: string): { func(signature: string): (...args: number[]) => number };
+}
+
+function bunDescriptors(library: string): Descriptors {
+  const ffi = createRequire(import.meta.url)("bun:ffi") as typeof import("bun:ffi");
+  const { symbols } = ffi.dlopen(library, {
+    dup: { args: [ffi.FFIType.i32], returns: ffi.FFIType.i32 },
+    dup2: { args: [ffi.FFIType.i32, ffi.FFIType.i32], returns: ffi.FFIType.i32 },
+  });
+  return { dup: (fd) => symbols.dup(fd), dup2: (from, to) => symbols.dup2(from, to) };
+}
+
+function nodeDescriptors(library: string): Descriptors {
+  const koffi = createRequire(import.meta.url)("koffi") as Koffi;
+  const libc = koffi.load(library);
+  const dup = libc.func("int dup(int fd)");
+  const dup2 = libc.func("int dup2(int oldfd, int newfd)");
+  return { dup: (fd) => dup(fd), dup2: (from, to) => dup2(from, to) };
+}
+
 function libcDescriptors(): Descriptors | null {
   if (descriptors !== undefined) return descriptors;
   descriptors = null;
-  if (typeof Bun === "undefined" || (process.platform !== "linux" && process.platform !== "darwin"))
-    return null;
+  if (process.platform !== "linux" && process.platform !== "darwin") return null;
+  const library = process.platform === "darwin" ? "libc.dylib" : "libc.so.6";
   try {
-    const ffi = createRequire(import.meta.url)("bun:ffi") as typeof import("bun:ffi");
-    const library = process.platform === "darwin" ? "libc.dylib" : "libc.so.6";
-    const { symbols } = ffi.dlopen(library, {
-      dup: { args: [ffi.FFIType.i32], returns: ffi.FFIType.i32 },
-      dup2: { args: [ffi.FFIType.i32, ffi.FFIType.i32], returns: ffi.FFIType.i32 },
-    });
-    descriptors = { dup: (fd) => symbols.dup(fd), dup2: (from, to) => symbols.dup2(from, to) };
+    descriptors = typeof Bun === "undefined" ? nodeDescriptors(library) : bunDescriptors(library);
   } catch {
-    descriptors = null; // no libc by that name: leave stderr alone
+    descriptors = null; // no FFI or no libc by that name: leave stderr alone
   }
   return descriptors;
 }

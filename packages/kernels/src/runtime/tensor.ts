@@ -259,16 +259,23 @@ export class Tensor {
   }
 }
 
-/** Runs `fn`, then releases every tensor it created except those it returns (and retained ones). */
+/**
+ * Runs `fn`, then releases every tensor it created except those it returns (and retained ones and
+ * parameters, which pass to the enclosing scope). When `fn` throws, every tensor it created is
+ * released the same way (none is returned) and the error is rethrown.
+ */
 export function tidy<T>(fn: () => T): T {
   const scope = new Set<Tensor>();
   scopes.push(scope);
   let result: T;
   try {
     result = fn();
-  } finally {
+  } catch (error) {
     scopes.pop();
+    settle(scope, new Set());
+    throw error;
   }
+  scopes.pop();
   const keep = new Set<Tensor>();
   const visit = (value: unknown) => {
     if (value instanceof Tensor) keep.add(value.owner);
@@ -277,11 +284,16 @@ export function tidy<T>(fn: () => T): T {
       Object.values(value).forEach(visit);
   };
   visit(result);
+  settle(scope, keep);
+  return result;
+}
+
+/** Releases a finished scope's tensors except those kept, retained or trainable (passed up instead). */
+function settle(scope: Set<Tensor>, keep: Set<Tensor>): void {
   for (const tensor of scope) {
     if (!keep.has(tensor.owner) && !tensor.retained && !tensor.requiresGrad) tensor.release();
     else scopes.at(-1)?.add(tensor);
   }
-  return result;
 }
 
 function checkUnsigned(op: string, data: ArrayLike<number>, shape: Shape): void {

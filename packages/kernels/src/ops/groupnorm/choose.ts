@@ -1,6 +1,7 @@
 /**
  * Which group norm variant runs, as a pure function of the adapter kind and the shape (tested without
- * a GPU in test/kernels/groupnorm.test.ts): the norm core's choice over N x groups statistics.
+ * a GPU in test/kernels/groupnorm.test.ts): the norm core's choice over one sample's groups (not
+ * N x groups, so that a sample's result does not depend on the batch it is in).
  */
 import type { AdapterKind } from "../../runtime/device.ts";
 import type { Shape } from "../../runtime/tensor.ts";
@@ -18,8 +19,10 @@ export const GROUP_NORM_VARIANTS: readonly GroupNormVariant[] = CHANNEL_NORM_VAR
 
 export function chooseGroupNormVariant(
   adapter: { readonly kind: AdapterKind },
-  shape: Shape,
+  _shape: Shape,
   groups: number,
 ): GroupNormVariant {
-  return chooseNormVariant(adapter, shape[0] * groups);
+  // By the groups of one sample, not N x groups: the fused and chunked kernels sum in different
+  // orders, so a choice by the batch gave one sample different bits in another batch.
+  return chooseNormVariant(adapter, groups);
 }

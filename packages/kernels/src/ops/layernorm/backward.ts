@@ -2,12 +2,18 @@
  * Layer norm's backward kernels (both variants): per (row, chunk) sums of gamma * dy and
  * gamma * dy * x̂, dx from them, and the gamma/beta gradients as column sums over row blocks,
  * finished by a small kernel. Row sums take (row, chunk) invocations with a contiguous (CPU) or
- * interleaved (GPU) chunk, as the norm core's channel rows do.
+ * interleaved (GPU) chunk and run the norm core's row reduction (ROW_CHUNK_SUMS_WGSL), as the
+ * channel rows do.
  */
 import { LINEAR_INDEX_WGSL, wgsl } from "../../runtime/kernel.ts";
+import { ROW_CHUNK_SUMS_WGSL } from "../norm-core/channel-rows.ts";
 import { VECTOR_TYPES } from "../norm-core/vectors.ts";
 
-/** Per (row, chunk): Σ gamma * dy and Σ gamma * dy * x̂. */
+/**
+ * Per (row, chunk): Σ gamma * dy and Σ gamma * dy * x̂, by the norm core's row reduction. Each chunk
+ * is summed as one block (blockEnd = end): layer norm has always summed it that way, and blocks of 64
+ * as the channel rows use would change its results in the last bits.
+ */
 const LAYER_NORM_ROW_SUMS_TEMPLATE = `
 @group(0) @binding(0) var<storage, read> x: array<{{vector}}>;
 @group(0) @binding(1) var<storage, read> gradOutput: array<{{vector}}>;
@@ -16,28 +22,19 @@ const LAYER_NORM_ROW_SUMS_TEMPLATE = `
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
 struct Params { rows: u32, rowUnits: u32, chunks: u32, chunkStep: u32, unitStep: u32, span: u32, hasGamma: u32 }
 @group(0) @binding(5) var<uniform> params: Params;
-fn horizontalSum(v: {{vector}}) -> f32 { return {{horizontalSum}}; }
+fn weightedGradient(u: u32, rowStart: u32) -> {{vector}} {
+  var g = gradOutput[u];
+  if (params.hasGamma == 1u) { g *= gamma[u - rowStart]; }
+  return g;
+}
+${ROW_CHUNK_SUMS_WGSL}
 ${LINEAR_INDEX_WGSL}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let index = linearIndex(gid, groups, 64u);
   if (index >= params.rows * params.chunks) { return; }
   let row = index / params.chunks;
-  let mean = stats[4u * row];
-  let rstd = stats[4u * row + 1u];
-  let rowStart = row * params.rowUnits;
-  var sumGrad = {{vector}}(0.0);
-  var sumGradNormalized = {{vector}}(0.0);
-  let begin = rowStart + (index % params.chunks) * params.chunkStep;
-  let end = min(begin + params.span, rowStart + params.rowUnits);
-  for (var u = begin; u < end; u += params.unitStep) {
-    var g = gradOutput[u];
-    if (params.hasGamma == 1u) { g *= gamma[u - rowStart]; }
-    sumGrad += g;
-    sumGradNormalized += g * (x[u] - mean);
-  }
-  partials[2u * index] = horizontalSum(sumGrad);
-  partials[2u * index + 1u] = horizontalSum(sumGradNormalized) * rstd;
+  writeRowChunkSums(index, row, stats[4u * row], stats[4u * row + 1u]);
 }`;
 
 /** dx = rstd * (gamma * dy - mean(gamma * dy) - x̂ * mean(gamma * dy * x̂)), each row's chunks summed here. */
@@ -130,7 +127,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 
 export const layerNormRowSumsSource = (lanes: 4 | 1) =>
-  wgsl(LAYER_NORM_ROW_SUMS_TEMPLATE, VECTOR_TYPES[lanes]);
+  wgsl(LAYER_NORM_ROW_SUMS_TEMPLATE, { ...VECTOR_TYPES[lanes], blockEnd: "end" });
 export const layerNormInputGradientSource = (lanes: 4 | 1) =>
   wgsl(LAYER_NORM_INPUT_GRADIENT_TEMPLATE, VECTOR_TYPES[lanes]);
 export const layerNormColumnSumsSource = (lanes: 4 | 1) =>

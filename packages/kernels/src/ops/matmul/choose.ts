@@ -10,12 +10,15 @@ export type MatmulVariant = "cpu-register-blocked" | "gpu-tiled" | "naive";
 export const MATMUL_VARIANTS: readonly MatmulVariant[] = ["cpu-register-blocked", "gpu-tiled", "naive"];
 
 /**
- * Products with this few rows or columns are matrix-vector work: each output of the naive kernel
- * already reads its row and column once, and packing would cost more than it saves (measured on
- * lavapipe: 1x1280x320 and 2x1000x1024 run 1.4-3x faster naive; from 8 rows on packing wins by
- * 2.7x or more).
+ * Products with this few columns are matrix-vector work: each output of the naive kernel already
+ * reads its row and column once, and packing would cost more than it saves (measured on lavapipe:
+ * 1x1280x320 and 2x1000x1024 run 1.4-3x faster naive; from 8 rows on packing wins by 2.7x or more).
+ * Only the column count N decides, never the row count M: in x W^T the rows are the batch, and the
+ * two variants sum in different orders, so a choice by M gave one sample different bits in another
+ * batch (the UNet's time-embedding MLP at 2 vs 6 rows). Few-row products (M <= 4) therefore take
+ * the packed kernel: slower there, but a small share of any model step.
  */
-const CPU_NAIVE_MAX_ROWS = 4;
+const CPU_NAIVE_MAX_COLUMNS = 4;
 
 /**
  * The variant for this adapter and size: on a CPU adapter, textures and register blocks (the naive
@@ -27,7 +30,7 @@ export function chooseMatmulVariant(
   shape: MatmulShape & { aBatched?: boolean; bBatched?: boolean },
 ): MatmulVariant {
   if (adapter.kind !== "cpu") return "gpu-tiled";
-  if (Math.min(shape.M, shape.N) <= CPU_NAIVE_MAX_ROWS) return "naive";
+  if (shape.N <= CPU_NAIVE_MAX_COLUMNS) return "naive";
   const packing = { ...shape, aBatched: shape.aBatched ?? true, bBatched: shape.bBatched ?? true };
   return cpuVariantLimit(adapter.limits, packing) === null ? "cpu-register-blocked" : "gpu-tiled";
 }

@@ -49,6 +49,47 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   }
 }`;
 
+/**
+ * The row reduction of a backward's (row, chunk) invocation, the one piece the channel rows (group and
+ * batch norm) and layer norm share: Σ g and Σ g * x̂ over the chunk's loads (RowSplit in plan.ts: the
+ * chunk starts at row start + (index % chunks) * chunkStep and takes every unitStep-th load up to
+ * span, clipped at the row's end), written to partials[2 * index] and partials[2 * index + 1].
+ * g is `weightedGradient(u, rowStart)`, which the kernel defines (dy, or gamma * dy). The loads are
+ * summed in blocks that end at {{blockEnd}} and then added; the kernel's bindings must be named x,
+ * gradOutput and partials, its params hold rowUnits, chunks, chunkStep, unitStep and span.
+ */
+export const ROW_CHUNK_SUMS_WGSL = `
+fn horizontalSum(v: {{vector}}) -> f32 { return {{horizontalSum}}; }
+fn writeRowChunkSums(index: u32, row: u32, mean: f32, rstd: f32) {
+  let rowStart = row * params.rowUnits;
+  var sumGrad = {{vector}}(0.0);
+  var sumGradCentered = {{vector}}(0.0);
+  let begin = rowStart + (index % params.chunks) * params.chunkStep;
+  let end = min(begin + params.span, rowStart + params.rowUnits);
+  var block = begin;
+  while (block < end) {
+    let blockEnd = {{blockEnd}};
+    var blockGrad = {{vector}}(0.0);
+    var blockGradCentered = {{vector}}(0.0);
+    for (var u = block; u < blockEnd; u += params.unitStep) {
+      let g = weightedGradient(u, rowStart);
+      blockGrad += g;
+      blockGradCentered += g * (x[u] - mean);
+    }
+    sumGrad += blockGrad;
+    sumGradCentered += blockGradCentered;
+    block = blockEnd;
+  }
+  partials[2u * index] = horizontalSum(sumGrad);
+  partials[2u * index + 1u] = horizontalSum(sumGradCentered) * rstd;
+}`;
+
+/**
+ * The channel rows' blocks: 64 loads summed apart, then added, so rounding grows with 64 + n/64
+ * terms, not n.
+ */
+const CHANNEL_ROW_BLOCK_END = "min(block + 64u * params.unitStep, end)";
+
 /** Per (row, chunk): sum of dy and sum of dy * x̂ (x̂ = (x - mean) * rstd). */
 const NORM_BACKWARD_SUMS_TEMPLATE = `
 @group(0) @binding(0) var<storage, read> x: array<{{vector}}>;
@@ -58,7 +99,8 @@ const NORM_BACKWARD_SUMS_TEMPLATE = `
 struct Params { rows: u32, rowUnits: u32, chunks: u32, chunkStep: u32, unitStep: u32, span: u32,
                 statDivisor: u32, statModulus: u32 }
 @group(0) @binding(4) var<uniform> params: Params;
-fn horizontalSum(v: {{vector}}) -> f32 { return {{horizontalSum}}; }
+fn weightedGradient(u: u32, rowStart: u32) -> {{vector}} { return gradOutput[u]; }
+${ROW_CHUNK_SUMS_WGSL}
 ${CHANNEL_ROW_HEADER}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
@@ -66,27 +108,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   if (index >= params.rows * params.chunks) { return; }
   let row = index / params.chunks;
   let statistic = statisticOf(row);
-  let mean = stats[4u * statistic];
-  let rstd = stats[4u * statistic + 1u];
-  var sumGrad = {{vector}}(0.0);
-  var sumGradCentered = {{vector}}(0.0);
-  let begin = row * params.rowUnits + (index % params.chunks) * params.chunkStep;
-  let end = min(begin + params.span, (row + 1u) * params.rowUnits);
-  // Blocks of 64 loads summed apart, then added: rounding grows with 64 + n/64 terms, not n.
-  let blockSpan = 64u * params.unitStep;
-  for (var block = begin; block < end; block += blockSpan) {
-    var blockGrad = {{vector}}(0.0);
-    var blockGradCentered = {{vector}}(0.0);
-    for (var u = block; u < min(block + blockSpan, end); u += params.unitStep) {
-      let g = gradOutput[u];
-      blockGrad += g;
-      blockGradCentered += g * (x[u] - mean);
-    }
-    sumGrad += blockGrad;
-    sumGradCentered += blockGradCentered;
-  }
-  partials[2u * index] = horizontalSum(sumGrad);
-  partials[2u * index + 1u] = horizontalSum(sumGradCentered) * rstd;
+  writeRowChunkSums(index, row, stats[4u * statistic], stats[4u * statistic + 1u]);
 }`;
 
 /** dx = rstd * (gamma * dy - k1 - x̂ * k2), with (k1, k2) per statistic from `coefficients`. */
@@ -152,6 +174,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 export const normalizeChannelsSource = (lanes: 4 | 1) =>
   wgsl(NORMALIZE_CHANNELS_TEMPLATE, VECTOR_TYPES[lanes]);
 export const normBackwardSumsSource = (lanes: 4 | 1) =>
-  wgsl(NORM_BACKWARD_SUMS_TEMPLATE, VECTOR_TYPES[lanes]);
+  wgsl(NORM_BACKWARD_SUMS_TEMPLATE, { ...VECTOR_TYPES[lanes], blockEnd: CHANNEL_ROW_BLOCK_END });
 export const normInputGradientSource = (lanes: 4 | 1) =>
   wgsl(NORM_INPUT_GRADIENT_TEMPLATE, VECTOR_TYPES[lanes]);

@@ -13,19 +13,25 @@ export interface MomentsPlan {
   chunkUnits: number;
 }
 
-/** Chunking of `rows` rows of `rowLength` elements for the partials pass. */
+/** At most this many chunks of one row in the CPU statistics pass (unless a row exceeds 256 Ki loads). */
+const CPU_MAX_ROW_CHUNKS = 256;
+
+/**
+ * Chunking of `rows` rows of `rowLength` elements for the partials pass. On the CPU it does not
+ * depend on `rows` (batch invariance); the GPU split still does (not measured there yet).
+ */
 export function planMoments(rows: number, rowLength: number, variant: MomentsVariant): MomentsPlan {
   const lanes = lanesFor(rowLength);
   const rowUnits = rowLength / lanes;
   let chunks: number;
   if (variant === "cpu-chunked") {
     // Long contiguous runs per invocation are fastest on lavapipe (measured: 128-2560 invocations of
-    // one read each); ≤ 1024 loads per chunk keeps the occasional re-read in cache.
-    chunks = Math.max(
-      Math.ceil(rowUnits / 1024),
-      Math.min(Math.ceil(256 / rows), Math.ceil(rowUnits / 64)),
-      1,
-    );
+    // one read each); ≤ 1024 loads per chunk keeps the occasional re-read in cache. The split depends
+    // on the row length only, never on the row count: the chunks are summed apart and then combined,
+    // so a split by the row count (once ceil(256 / rows)) gave one sample's statistics, and hence a
+    // generated image, different bits in another batch. Up to 256 chunks of >= 64 loads per row
+    // keep even a single row's statistics spread over the cores.
+    chunks = Math.max(Math.ceil(rowUnits / 1024), Math.min(CPU_MAX_ROW_CHUNKS, Math.ceil(rowUnits / 64)), 1);
   } else {
     // Workgroups of 256 invocations, at least 256 loads per workgroup, ~1024 workgroups in flight.
     chunks = Math.max(1, Math.min(Math.ceil(1024 / rows), Math.ceil(rowUnits / 256)));
