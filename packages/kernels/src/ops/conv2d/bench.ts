@@ -119,6 +119,12 @@ export const CONV2D_BENCH_CASES: BenchCase[] = [
     baseline: "cpu-texture",
   }),
   conv2dCase({ ...TARGET, pass: "backwardInput", context: "issue target, gradient of the input" }),
+  conv2dCase({
+    ...TARGET,
+    pass: "backwardInput",
+    context: "issue target, gradient of the input, the chosen variant next to cpu-texture",
+    baseline: "cpu-texture",
+  }),
   conv2dCase({ ...TARGET, pass: "backwardWeight", context: "issue target, gradient of the weight" }),
   conv2dCase({
     x: [2, 320, 32, 32],

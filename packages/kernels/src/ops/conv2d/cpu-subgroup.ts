@@ -8,7 +8,8 @@
  * `subgroupBroadcast` hands to the other lanes: 10 texel loads per 512 multiply-adds (cpu-texture:
  * 16 per 256). Everything broadcast is uniform per workgroup, so any subgroup size >= 8 is correct.
  *
- * The two gradients run cpu-texture's kernels (they are shown as cpu-texture in the profiler).
+ * The input gradient runs on the same core (below); the weight gradient runs cpu-texture's kernel
+ * (shown as cpu-texture in the profiler).
  */
 import { wgsl } from "../../runtime/kernel.ts";
 import { DOTS_WGSL, PLANE_ORIGIN_WGSL } from "./cpu-texture.ts";
@@ -116,3 +117,125 @@ export const CONV2D_CPU_SUBGROUP_1X1_WGSL = wgsl(CONV2D_CPU_SUBGROUP_TEMPLATE, {
   ...BLOCK,
   tapLoops: "{ let ky = 0u; { let kx = 0u;",
 });
+
+/** The input gradient's block: one line per input channel or per weight texel a lane loads. */
+const BACKWARD_INPUT_BLOCK = {
+  ownRows: ownIndices
+    .map((s) => `let ownRow${s} = rowBase + min(c0 + ${s * lanes}u + subgroupLane % ${lanes}u, p.Cg - 1u);`)
+    .join("\n  "),
+  declare: BLOCK.declare,
+  loadOwn: BLOCK.loadOwn,
+  accumulate: channelIndices
+    .map(
+      (j) =>
+        `let w${j} = subgroupBroadcast(own${Math.floor(j / lanes)}, ${j % lanes}u); ` +
+        `low${j} += dots(w${j}, g0, g1, g2, g3); high${j} += dots(w${j}, g4, g5, g6, g7);`,
+    )
+    .join("\n        "),
+  store: channelIndices
+    .map(
+      (j) =>
+        `if (c0 + ${j}u < p.Cg) { storeRow(n, rowBase + c0 + ${j}u, phaseY, phaseX, phaseWidth, count, pixel0, low${j}, high${j}); }`,
+    )
+    .join("\n  "),
+};
+
+/**
+ * Input gradient (a transposed convolution) on the same core: cpu-texture's stride-phase ordering
+ * (pixels grouped by (iy mod sH, ix mod sW), so taps the stride skips are skipped, not multiplied by
+ * zero), with one image, one phase and 16 input channels per workgroup, so the skip is uniform and
+ * the weight texels (4 output channels each) are loaded 2 per lane and broadcast.
+ */
+export const CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL = wgsl(
+  `
+enable subgroups;
+@group(0) @binding(0) var packedGradOutput: texture_2d<f32>;
+@group(0) @binding(1) var packedWeights: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> gradInput: array<f32>;
+struct Params { ${GEOMETRY_FIELDS}, planeHeight: u32, planeWidth: u32, planesPerRow: u32,
+  padTop: u32, padLeft: u32, pixelGroups: u32, channelBlocks: u32, totalGroups: u32 }
+@group(0) @binding(3) var<uniform> p: Params;
+${PLANE_ORIGIN_WGSL}
+${DOTS_WGSL}
+/** Rows/columns of the input that belong to phase \`phase\` along an axis of size \`size\`. */
+fn phaseLength(size: u32, phase: u32, stride: u32) -> u32 {
+  if (phase >= size) { return 0u; }
+  return (size - phase + stride - 1u) / stride;
+}
+/** Output offset reached by tap k in this phase, or a sentinel when the stride skips it. */
+fn tapOffset(phase: u32, pad: u32, k: u32, dilation: u32, stride: u32) -> i32 {
+  let t = i32(phase + pad) - i32(k * dilation);
+  let remainder = ((t % i32(stride)) + i32(stride)) % i32(stride);
+  if (remainder != 0) { return -2147483647; }
+  return (t - remainder) / i32(stride);
+}
+fn storeRow(n: u32, channel: u32, phaseY: u32, phaseX: u32, phaseWidth: u32, count: u32, pixel0: u32,
+            low: vec4<f32>, high: vec4<f32>) {
+  let base = (n * p.C + channel) * p.H * p.W;
+  for (var j = 0u; j < 8u; j++) {
+    let q = pixel0 + j;
+    if (q < count) {
+      let iy = phaseY + (q / phaseWidth) * p.sH;
+      let ix = phaseX + (q % phaseWidth) * p.sW;
+      var value = 0.0;
+      if (j < 4u) { value = low[j]; } else { value = high[j - 4u]; }
+      gradInput[base + iy * p.W + ix] = value;
+    }
+  }
+}
+@compute @workgroup_size(${CONV2D_SUBGROUP_BLOCK.workgroupSize})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_index) lane: u32, @builtin(subgroup_invocation_id) subgroupLane: u32) {
+  let flat = wid.x + wid.y * groups.x;
+  if (flat >= p.totalGroups) { return; } // the whole workgroup: subgroups stay complete
+  let pixelGroup = flat % p.pixelGroups;
+  let channelBlock = (flat / p.pixelGroups) % p.channelBlocks;
+  let phases = p.sH * p.sW;
+  let phase = (flat / (p.pixelGroups * p.channelBlocks)) % phases;
+  let image = flat / (p.pixelGroups * p.channelBlocks * phases);
+  let group = image % p.groups;
+  let phaseY = phase / p.sW;
+  let phaseX = phase % p.sW;
+  let phaseWidth = max(phaseLength(p.W, phaseX, p.sW), 1u);
+  let count = phaseLength(p.H, phaseY, p.sH) * phaseLength(p.W, phaseX, p.sW);
+  let pixel0 = (pixelGroup * ${CONV2D_SUBGROUP_BLOCK.workgroupSize}u + lane) * 8u;
+  // Each pixel's position (jx, jy) in the phase grid, shifted into the padded gradOutput plane.
+  var taps: array<vec2<i32>, 8>;
+  for (var j = 0u; j < 8u; j++) {
+    let q = min(pixel0 + j, max(count, 1u) - 1u);
+    taps[j] = vec2<i32>(i32(q % phaseWidth + p.padLeft), i32(q / phaseWidth + p.padTop));
+  }
+  let t0 = taps[0]; let t1 = taps[1]; let t2 = taps[2]; let t3 = taps[3];
+  let t4 = taps[4]; let t5 = taps[5]; let t6 = taps[6]; let t7 = taps[7];
+  let c0 = channelBlock * ${channels}u;
+  let rowBase = group * p.Cg;
+  // The weight rows this lane loads for the whole subgroup.
+  {{ownRows}}
+  {{declare}}
+  let quads = (p.Og + 3u) / 4u;
+  var plane = planeOrigin(image * quads, p.planesPerRow, p.planeWidth, p.planeHeight);
+  for (var quad = 0u; quad < quads; quad++) {
+    let origin = vec2<i32>(plane);
+    for (var ky = 0u; ky < p.kH; ky++) {
+      let offsetY = tapOffset(phaseY, p.pH, ky, p.dH, p.sH);
+      if (offsetY == -2147483647) { continue; }
+      for (var kx = 0u; kx < p.kW; kx++) {
+        let offsetX = tapOffset(phaseX, p.pW, kx, p.dW, p.sW);
+        if (offsetX == -2147483647) { continue; }
+        let shift = origin + vec2<i32>(offsetX, offsetY);
+        let g0 = textureLoad(packedGradOutput, t0 + shift, 0); let g1 = textureLoad(packedGradOutput, t1 + shift, 0);
+        let g2 = textureLoad(packedGradOutput, t2 + shift, 0); let g3 = textureLoad(packedGradOutput, t3 + shift, 0);
+        let g4 = textureLoad(packedGradOutput, t4 + shift, 0); let g5 = textureLoad(packedGradOutput, t5 + shift, 0);
+        let g6 = textureLoad(packedGradOutput, t6 + shift, 0); let g7 = textureLoad(packedGradOutput, t7 + shift, 0);
+        let column = (quad * p.kH + ky) * p.kW + kx;
+        {{loadOwn}}
+        {{accumulate}}
+      }
+    }
+    plane = nextPlane(plane, p.planesPerRow, p.planeWidth, p.planeHeight);
+  }
+  let n = image / p.groups;
+  {{store}}
+}`,
+  BACKWARD_INPUT_BLOCK,
+);

@@ -35,6 +35,7 @@ import { CONV2D_VARIANTS, type Conv2dVariant, chooseConv2dVariant } from "./choo
 import { conv2dCost } from "./cost.ts";
 import { cpuPlans, cpuTexturesFit } from "./cpu-layout.ts";
 import {
+  CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL,
   CONV2D_CPU_SUBGROUP_1X1_WGSL,
   CONV2D_CPU_SUBGROUP_WGSL,
   CONV2D_SUBGROUP_BLOCK,
@@ -92,7 +93,7 @@ export const CONV2D_KERNELS: Readonly<Record<Conv2dVariant, Readonly<Record<stri
     packWeights: CONV2D_PACK_WEIGHTS_WGSL,
     forward: CONV2D_CPU_SUBGROUP_WGSL,
     "forward-1x1": CONV2D_CPU_SUBGROUP_1X1_WGSL,
-    backwardInput: CONV2D_BACKWARD_INPUT_CPU_WGSL,
+    backwardInput: CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL,
     backwardWeight: CONV2D_BACKWARD_WEIGHT_CPU_WGSL,
     reduce: CONV2D_REDUCE_WGSL,
     backwardBias: CONV2D_BACKWARD_BIAS_WGSL,
@@ -161,7 +162,7 @@ function resolveVariant(
   return variant;
 }
 
-/** The gradients of cpu-subgroup run cpu-texture's kernels (and are shown as such). */
+/** The weight gradient of cpu-subgroup runs cpu-texture's kernel (and is shown as such). */
 function backwardVariant(variant: Conv2dVariant): Exclude<Conv2dVariant, "cpu-subgroup"> {
   return variant === "cpu-subgroup" ? "cpu-texture" : variant;
 }
@@ -323,7 +324,7 @@ export function conv2dBackwardInput(
   const g = conv2dGeometry(op, inputShape, w.shape, options);
   checkGradOutput(op, gradOutput, g, operands);
   const gpu = w.gpu;
-  const variant = backwardVariant(resolveVariant(gpu, op, g, options, operands));
+  const variant = resolveVariant(gpu, op, g, options, operands);
   const gradInput = Tensor.empty(gpu, inputShape);
   const cost = conv2dCost(g);
   if (variant === "naive") {
@@ -366,6 +367,34 @@ export function conv2dBackwardInput(
     const weights = packWeights(gpu, op, g, w, true);
     const largestPhase = Math.ceil(g.height / g.strideH) * Math.ceil(g.width / g.strideW);
     const pixelBlocks = Math.ceil(largestPhase / 8);
+    if (variant === "cpu-subgroup") {
+      const { channels, workgroupSize } = CONV2D_SUBGROUP_BLOCK;
+      const pixelGroups = Math.ceil(pixelBlocks / workgroupSize);
+      const channelBlocks = Math.ceil(g.inPerGroup / channels);
+      const totalGroups = g.batch * g.groups * g.strideH * g.strideW * channelBlocks * pixelGroups;
+      launch(
+        gpu,
+        { name: op, variant, code: CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL },
+        {
+          bindings: [packed.view, weights.view, gradInput],
+          params: geometryParams(g).u32(
+            packed.layout.planeHeight,
+            packed.layout.planeWidth,
+            packed.layout.planesPerRow,
+            plan.top,
+            plan.left,
+            pixelGroups,
+            channelBlocks,
+            totalGroups,
+          ),
+          workgroups: grid(totalGroups * workgroupSize, workgroupSize),
+          ...cost,
+        },
+      );
+      texturePool(gpu).release(packed.scratch);
+      texturePool(gpu).release(weights.scratch);
+      return gradInput;
+    }
     const channelBlocks = Math.ceil(g.inPerGroup / 8);
     const total = g.batch * g.groups * g.strideH * g.strideW * channelBlocks * pixelBlocks;
     launch(
