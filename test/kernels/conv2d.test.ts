@@ -25,6 +25,7 @@ import {
 import { describe, expect, it } from "vitest";
 import { CONV2D_KERNELS } from "../../packages/kernels/src/ops/conv2d/index.ts";
 import { type Conv2dParams, conv2dOpReference } from "../../packages/kernels/src/ops/conv2d/reference.ts";
+import { matmulCanUseSubgroups } from "../../packages/kernels/src/ops/matmul/cpu-subgroup.ts";
 import { type BadInputCase, checkOp, type OpCase } from "./check-op.ts";
 import { gpu, randomValues, type Tolerance, upload } from "./helpers.ts";
 
@@ -204,7 +205,7 @@ bad(
     [6, 4, 3, 3],
   ],
   ([x, w]) => conv2d(x, w, null, { variant: "fast" as Conv2dVariant }),
-  'conv2d: unknown variant "fast" (expected cpu-texture, gpu-tiled, naive) (x: [2, 4, 5, 5], w: [6, 4, 3, 3])',
+  'conv2d: unknown variant "fast" (expected cpu-subgroup, cpu-texture, gpu-tiled, naive) (x: [2, 4, 5, 5], w: [6, 4, 3, 3])',
 );
 bad(
   "an input that is not [N, C, H, W]",
@@ -278,6 +279,20 @@ badInputs.push({
   },
   throws: /^conv2d: variant cpu-texture needs textures larger than this adapter's \d+ limit/,
 });
+badInputs.push({
+  reason: "the subgroup variant forced where its textures exceed the adapter limit",
+  run: (device) => {
+    const x = Tensor.empty(device, [1, 1, 1, device.limits.maxTextureDimension2D + 1]);
+    const w = Tensor.zeros(device, [1, 1, 1, 1]);
+    try {
+      return conv2d(x, w, null, { variant: "cpu-subgroup" });
+    } finally {
+      x.release();
+      w.release();
+    }
+  },
+  throws: /^conv2d: variant cpu-subgroup needs textures larger than this adapter's \d+ limit/,
+});
 
 checkOp(
   {
@@ -330,12 +345,22 @@ describe("conv2d: the rest", () => {
     expect(chooseConv2dVariant({ kind: "cpu", limits: { maxTextureDimension2D: 1024 } }, g)).toBe(
       "gpu-tiled",
     );
+    // Subgroups of >= 8 lanes (llvmpipe's): the subgroup forward; narrower ones do not count.
+    const subgroups = (subgroupMinSize: number) => ({
+      features: new Set(["subgroups"]),
+      device: { adapterInfo: { subgroupMinSize } },
+    });
+    expect(chooseConv2dVariant({ kind: "cpu", limits, ...subgroups(8) }, g)).toBe("cpu-subgroup");
+    expect(chooseConv2dVariant({ kind: "cpu", limits, ...subgroups(4) }, g)).toBe("cpu-texture");
+    expect(chooseConv2dVariant({ kind: "cpu", limits, ...subgroups(8) }, wide)).toBe("gpu-tiled");
+    expect(chooseConv2dVariant({ kind: "discrete", limits, ...subgroups(32) }, g)).toBe("gpu-tiled");
   });
 
   it("the chooser agrees on this machine's adapter", async () => {
     const device = await gpu();
     const g = conv2dGeometry("test", [8, 128, 64, 64], [128, 128, 3, 3], { padding: 1 });
-    expect(chooseConv2dVariant(device, g)).toBe(device.kind === "cpu" ? "cpu-texture" : "gpu-tiled");
+    const cpuChoice = matmulCanUseSubgroups(device) ? "cpu-subgroup" : "cpu-texture";
+    expect(chooseConv2dVariant(device, g)).toBe(device.kind === "cpu" ? cpuChoice : "gpu-tiled");
   });
 
   it("counts 2 FLOPs per multiply-add", () => {

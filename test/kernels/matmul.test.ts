@@ -21,6 +21,7 @@ import {
 } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
 import { chooseMatmulVariant } from "../../packages/kernels/src/ops/matmul/choose.ts";
+import { matmulCanUseSubgroups } from "../../packages/kernels/src/ops/matmul/cpu-subgroup.ts";
 import { MATMUL_KERNELS } from "../../packages/kernels/src/ops/matmul/index.ts";
 import { type MatmulParams, matmulOpReference } from "../../packages/kernels/src/ops/matmul/reference.ts";
 import { type BadInputCase, checkOp, type OpCase, type OpUnderTest } from "./check-op.ts";
@@ -187,7 +188,7 @@ const badInputs: BadInputCase[] = [
     run: (device) =>
       withOperands(device, [2, 3], [3, 4], (a, b) => matmul(a, b, { variant: "fast" as MatmulVariant })),
     throws:
-      'matmul: unknown variant "fast" (use cpu-register-blocked, gpu-tiled, naive) (a: [2, 3], b: [3, 4])',
+      'matmul: unknown variant "fast" (use cpu-subgroup, cpu-register-blocked, gpu-tiled, naive) (a: [2, 3], b: [3, 4])',
   },
   {
     reason: "a u32 operand",
@@ -218,6 +219,15 @@ const badInputs: BadInputCase[] = [
     throws:
       /^matmul: variant cpu-register-blocked cannot pack these operands: K=\d+ needs \d+ texels per packed row, more than the adapter's \d+/,
   },
+  {
+    reason: "operands the forced subgroup variant cannot pack",
+    run: (device) => {
+      const K = 4 * device.limits.maxTextureDimension2D + 4;
+      return withOperands(device, [8, K], [K, 8], (a, b) => matmul(a, b, { variant: "cpu-subgroup" }));
+    },
+    throws:
+      /^matmul: variant cpu-subgroup cannot pack these operands: K=\d+ needs \d+ texels per packed row, more than the adapter's \d+/,
+  },
 ];
 
 checkOp(
@@ -226,7 +236,7 @@ checkOp(
   badInputs,
 );
 
-const CPU_ONLY: readonly MatmulVariant[] = ["cpu-register-blocked"];
+const CPU_ONLY: readonly MatmulVariant[] = ["cpu-subgroup", "cpu-register-blocked"];
 const byReason = (start: string) => cases.find((testCase) => testCase.reason.startsWith(start))!;
 
 // The variant the chooser picks, for the shapes where the CPU adapter's choice differs.
@@ -287,14 +297,29 @@ describe("matmul: the rest", () => {
         },
       ),
     ).toBe("gpu-tiled");
+    // With subgroups of >= 8 lanes (llvmpipe's), the subgroup-broadcast core; narrower ones do not count.
+    const subgroups = (subgroupMinSize: number) => ({
+      ...cpu,
+      features: new Set(["subgroups"]),
+      device: { adapterInfo: { subgroupMinSize } },
+    });
+    expect(chooseMatmulVariant(subgroups(8), square)).toBe("cpu-subgroup");
+    expect(chooseMatmulVariant(subgroups(8), { batch: 1, M: 5, N: 1280, K: 320 })).toBe("cpu-subgroup");
+    expect(chooseMatmulVariant(subgroups(8), { batch: 1, M: 1, N: 1280, K: 320 })).toBe("naive");
+    expect(chooseMatmulVariant(subgroups(4), square)).toBe("cpu-register-blocked");
+    expect(
+      chooseMatmulVariant({ ...cpu, features: new Set<string>(), device: subgroups(8).device }, square),
+    ).toBe("cpu-register-blocked");
+    expect(chooseMatmulVariant({ ...subgroups(8), kind: "discrete" }, square)).toBe("gpu-tiled");
     expect(chooseMatmulVariant({ kind: "discrete", limits: lavapipeLimits }, square)).toBe("gpu-tiled");
     expect(chooseMatmulVariant({ kind: "integrated", limits: lavapipeLimits }, square)).toBe("gpu-tiled");
   });
 
   it("the chooser agrees on this machine's adapter", async () => {
     const device = await gpu();
+    const cpuChoice = matmulCanUseSubgroups(device) ? "cpu-subgroup" : "cpu-register-blocked";
     expect(chooseMatmulVariant(device, { batch: 1, M: 1024, N: 1024, K: 1024 })).toBe(
-      device.kind === "cpu" ? "cpu-register-blocked" : "gpu-tiled",
+      device.kind === "cpu" ? cpuChoice : "gpu-tiled",
     );
   });
 

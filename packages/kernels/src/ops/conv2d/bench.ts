@@ -50,11 +50,14 @@ interface Conv2dBenchSpec {
   bias?: boolean;
   context: string;
   targetSpeedup?: number;
+  /** Compare with this variant instead of the naive kernel. */
+  baseline?: Conv2dVariant;
 }
 
 function describe(spec: Conv2dBenchSpec, g: Conv2dGeometry): string {
   const window = `${g.kernelHeight}x${g.kernelWidth}/${g.strideH}${g.padH ? ` pad ${g.padH}` : ""}`;
-  return `${g.batch}x${g.inChannels}->${g.outChannels} @${g.height}x${g.width} ${window}${spec.bias ? " +bias" : ""} fp32`;
+  const baseline = spec.baseline ? ` (vs ${spec.baseline})` : "";
+  return `${g.batch}x${g.inChannels}->${g.outChannels} @${g.height}x${g.width} ${window}${spec.bias ? " +bias" : ""} fp32${baseline}`;
 }
 
 function conv2dCase(spec: Conv2dBenchSpec): BenchCase {
@@ -86,8 +89,10 @@ function conv2dCase(spec: Conv2dBenchSpec): BenchCase {
       };
       return {
         run: call(chooseConv2dVariant(gpu, g)),
-        naive: call("naive"),
-        naiveLabel: "naive direct conv: one output per invocation",
+        naive: call(spec.baseline ?? "naive"),
+        naiveLabel: spec.baseline
+          ? `baseline: variant ${spec.baseline}`
+          : "naive direct conv: one output per invocation",
         dispose: () => {
           for (const tensor of [x, w, bias, gradOutput]) tensor?.release();
         },
@@ -106,7 +111,20 @@ export const CONV2D_BENCH_CASES: BenchCase[] = [
     context: "issue target: UNet-style 3x3 at 64x64",
     targetSpeedup: 4,
   }),
+  conv2dCase({
+    ...TARGET,
+    pass: "forward",
+    bias: true,
+    context: "issue target, the chosen variant next to cpu-texture",
+    baseline: "cpu-texture",
+  }),
   conv2dCase({ ...TARGET, pass: "backwardInput", context: "issue target, gradient of the input" }),
+  conv2dCase({
+    ...TARGET,
+    pass: "backwardInput",
+    context: "issue target, gradient of the input, the chosen variant next to cpu-texture",
+    baseline: "cpu-texture",
+  }),
   conv2dCase({ ...TARGET, pass: "backwardWeight", context: "issue target, gradient of the weight" }),
   conv2dCase({
     x: [2, 320, 32, 32],

@@ -19,7 +19,7 @@ import { type ScratchTexture, texturePool } from "../common/texture-pool.ts";
 import { type PlaneLayout, planeLayout } from "./cpu-layout.ts";
 import { type Conv2dGeometry, GEOMETRY_FIELDS, geometryParams } from "./geometry.ts";
 
-const PLANE_ORIGIN_WGSL = `
+export const PLANE_ORIGIN_WGSL = `
 fn planeOrigin(plane: u32, planesPerRow: u32, planeWidth: u32, planeHeight: u32) -> vec2<u32> {
   return vec2<u32>((plane % planesPerRow) * planeWidth, (plane / planesPerRow) * planeHeight);
 }
@@ -177,7 +177,7 @@ export function packWeights(
 }
 
 /** Eight dot products of one weight texel with pixel texels 0-3 and 4-7 (helper of the CPU kernels). */
-const DOTS_WGSL = `
+export const DOTS_WGSL = `
 fn dots(weights: vec4<f32>, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> vec4<f32> {
   return vec4<f32>(dot(weights, a), dot(weights, b), dot(weights, c), dot(weights, d));
 }`;

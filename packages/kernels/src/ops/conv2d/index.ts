@@ -29,10 +29,17 @@ import { OpError, type Shape, Tensor } from "../../runtime/tensor.ts";
 import { Params } from "../../runtime/uniforms.ts";
 import { checkOutputFits, requireF32, sameShape } from "../common/checks.ts";
 import { releaseScratchTextures, texturePool } from "../common/texture-pool.ts";
+import { matmulCanUseSubgroups } from "../matmul/cpu-subgroup.ts";
 import { CONV2D_BACKWARD_BIAS_WGSL, CONV2D_REDUCE_WGSL } from "./backward-passes.ts";
 import { CONV2D_VARIANTS, type Conv2dVariant, chooseConv2dVariant } from "./choose.ts";
 import { conv2dCost } from "./cost.ts";
 import { cpuPlans, cpuTexturesFit } from "./cpu-layout.ts";
+import {
+  CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL,
+  CONV2D_CPU_SUBGROUP_1X1_WGSL,
+  CONV2D_CPU_SUBGROUP_WGSL,
+  CONV2D_SUBGROUP_BLOCK,
+} from "./cpu-subgroup.ts";
 import {
   CONV2D_BACKWARD_INPUT_CPU_WGSL,
   CONV2D_BACKWARD_WEIGHT_CPU_WGSL,
@@ -81,6 +88,16 @@ export { type Conv2dParams, conv2dOpReference, conv2dReference } from "./referen
  * for 1x1 stride-1 unpadded convolutions.
  */
 export const CONV2D_KERNELS: Readonly<Record<Conv2dVariant, Readonly<Record<string, string>>>> = {
+  "cpu-subgroup": {
+    packPlanes: CONV2D_PACK_WGSL,
+    packWeights: CONV2D_PACK_WEIGHTS_WGSL,
+    forward: CONV2D_CPU_SUBGROUP_WGSL,
+    "forward-1x1": CONV2D_CPU_SUBGROUP_1X1_WGSL,
+    backwardInput: CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL,
+    backwardWeight: CONV2D_BACKWARD_WEIGHT_CPU_WGSL,
+    reduce: CONV2D_REDUCE_WGSL,
+    backwardBias: CONV2D_BACKWARD_BIAS_WGSL,
+  },
   "cpu-texture": {
     packPlanes: CONV2D_PACK_WGSL,
     packWeights: CONV2D_PACK_WEIGHTS_WGSL,
@@ -128,14 +145,26 @@ function resolveVariant(
   if (!CONV2D_VARIANTS.includes(variant)) {
     throw new OpError(op, `unknown variant "${variant}" (expected ${CONV2D_VARIANTS.join(", ")})`, operands);
   }
-  if (variant === "cpu-texture" && !cpuTexturesFit(gpu.limits, g)) {
+  if ((variant === "cpu-texture" || variant === "cpu-subgroup") && !cpuTexturesFit(gpu.limits, g)) {
     throw new OpError(
       op,
-      `variant cpu-texture needs textures larger than this adapter's ${gpu.limits.maxTextureDimension2D} limit`,
+      `variant ${variant} needs textures larger than this adapter's ${gpu.limits.maxTextureDimension2D} limit`,
+      operands,
+    );
+  }
+  if (variant === "cpu-subgroup" && !matmulCanUseSubgroups(gpu)) {
+    throw new OpError(
+      op,
+      "variant cpu-subgroup needs the 'subgroups' feature with >= 8 lanes, which this adapter lacks",
       operands,
     );
   }
   return variant;
+}
+
+/** The weight gradient of cpu-subgroup runs cpu-texture's kernel (and is shown as such). */
+function backwardVariant(variant: Conv2dVariant): Exclude<Conv2dVariant, "cpu-subgroup"> {
+  return variant === "cpu-subgroup" ? "cpu-texture" : variant;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -199,30 +228,59 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, options: Conv
     });
     const weights = packWeights(gpu, "conv2d", g, w, false);
     const pixelBlocks = Math.ceil((g.outHeight * g.outWidth) / 8);
-    const channelBlocks = Math.ceil(g.outPerGroup / 8);
-    const total = g.batch * g.groups * pixelBlocks * channelBlocks;
-    launch(
-      gpu,
-      {
-        name: "conv2d",
-        variant: pointwise ? "cpu-texture-1x1" : variant,
-        code: pointwise ? CONV2D_CPU_1X1_WGSL : CONV2D_CPU_WGSL,
-      },
-      {
-        bindings: [input.view, weights.view, biasBinding, y],
-        params: geometryParams(g).u32(
-          input.layout.planeHeight,
-          input.layout.planeWidth,
-          input.layout.planesPerRow,
-          pixelBlocks,
-          channelBlocks,
-          total,
-          hasBias,
-        ),
-        workgroups: grid(total, 64),
-        ...cost,
-      },
-    );
+    if (variant === "cpu-subgroup") {
+      const { channels, workgroupSize } = CONV2D_SUBGROUP_BLOCK;
+      const pixelGroups = Math.ceil(pixelBlocks / workgroupSize);
+      const channelBlocks = Math.ceil(g.outPerGroup / channels);
+      const totalGroups = g.batch * g.groups * pixelGroups * channelBlocks;
+      launch(
+        gpu,
+        {
+          name: "conv2d",
+          variant: pointwise ? "cpu-subgroup-1x1" : variant,
+          code: pointwise ? CONV2D_CPU_SUBGROUP_1X1_WGSL : CONV2D_CPU_SUBGROUP_WGSL,
+        },
+        {
+          bindings: [input.view, weights.view, biasBinding, y],
+          params: geometryParams(g).u32(
+            input.layout.planeHeight,
+            input.layout.planeWidth,
+            input.layout.planesPerRow,
+            pixelGroups,
+            channelBlocks,
+            totalGroups,
+            hasBias,
+          ),
+          workgroups: grid(totalGroups * workgroupSize, workgroupSize),
+          ...cost,
+        },
+      );
+    } else {
+      const channelBlocks = Math.ceil(g.outPerGroup / 8);
+      const total = g.batch * g.groups * pixelBlocks * channelBlocks;
+      launch(
+        gpu,
+        {
+          name: "conv2d",
+          variant: pointwise ? "cpu-texture-1x1" : variant,
+          code: pointwise ? CONV2D_CPU_1X1_WGSL : CONV2D_CPU_WGSL,
+        },
+        {
+          bindings: [input.view, weights.view, biasBinding, y],
+          params: geometryParams(g).u32(
+            input.layout.planeHeight,
+            input.layout.planeWidth,
+            input.layout.planesPerRow,
+            pixelBlocks,
+            channelBlocks,
+            total,
+            hasBias,
+          ),
+          workgroups: grid(total, 64),
+          ...cost,
+        },
+      );
+    }
     texturePool(gpu).release(input.scratch);
     texturePool(gpu).release(weights.scratch);
   }
@@ -309,6 +367,34 @@ export function conv2dBackwardInput(
     const weights = packWeights(gpu, op, g, w, true);
     const largestPhase = Math.ceil(g.height / g.strideH) * Math.ceil(g.width / g.strideW);
     const pixelBlocks = Math.ceil(largestPhase / 8);
+    if (variant === "cpu-subgroup") {
+      const { channels, workgroupSize } = CONV2D_SUBGROUP_BLOCK;
+      const pixelGroups = Math.ceil(pixelBlocks / workgroupSize);
+      const channelBlocks = Math.ceil(g.inPerGroup / channels);
+      const totalGroups = g.batch * g.groups * g.strideH * g.strideW * channelBlocks * pixelGroups;
+      launch(
+        gpu,
+        { name: op, variant, code: CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL },
+        {
+          bindings: [packed.view, weights.view, gradInput],
+          params: geometryParams(g).u32(
+            packed.layout.planeHeight,
+            packed.layout.planeWidth,
+            packed.layout.planesPerRow,
+            plan.top,
+            plan.left,
+            pixelGroups,
+            channelBlocks,
+            totalGroups,
+          ),
+          workgroups: grid(totalGroups * workgroupSize, workgroupSize),
+          ...cost,
+        },
+      );
+      texturePool(gpu).release(packed.scratch);
+      texturePool(gpu).release(weights.scratch);
+      return gradInput;
+    }
     const channelBlocks = Math.ceil(g.inPerGroup / 8);
     const total = g.batch * g.groups * g.strideH * g.strideW * channelBlocks * pixelBlocks;
     launch(
@@ -355,7 +441,7 @@ export function conv2dBackwardWeight(
   const g = conv2dGeometry(op, x.shape, weightShape, options);
   checkGradOutput(op, gradOutput, g, operands);
   const gpu = x.gpu;
-  const variant = resolveVariant(gpu, op, g, options, operands);
+  const variant = backwardVariant(resolveVariant(gpu, op, g, options, operands));
   const gradWeight = Tensor.empty(gpu, weightShape);
   const cost = conv2dCost(g);
   const taps = g.inPerGroup * g.kernelHeight * g.kernelWidth;

@@ -42,6 +42,8 @@ interface MatmulBenchSpec {
   targetSpeedup?: number;
   /** Time this variant instead of the chosen one. */
   variant?: MatmulVariant;
+  /** Compare with this variant instead of the naive kernel. */
+  baseline?: MatmulVariant;
   /** Compare the chosen variant with itself under two GPU waits instead of with the naive kernel. */
   waits?: { run: WaitMode; naive: WaitMode };
 }
@@ -53,7 +55,8 @@ function describe(spec: MatmulBenchSpec): string {
     spec.activation && spec.activation !== "none" ? `+${spec.activation}` : "",
   ];
   const waits = spec.waits ? ` (${spec.waits.run} wait vs ${spec.waits.naive} wait)` : "";
-  return `[${spec.a.join("x")}]x[${spec.b.join("x")}]${spec.transposeB ? "^T" : ""} M${plan.M} N${plan.N} K${plan.K}${epilogue.join("")} fp32${spec.variant ? ` (${spec.variant})` : ""}${waits}`;
+  const baseline = spec.baseline ? ` (vs ${spec.baseline})` : "";
+  return `[${spec.a.join("x")}]x[${spec.b.join("x")}]${spec.transposeB ? "^T" : ""} M${plan.M} N${plan.N} K${plan.K}${epilogue.join("")} fp32${spec.variant ? ` (${spec.variant})` : ""}${waits}${baseline}`;
 }
 
 function matmulCase(spec: MatmulBenchSpec): BenchCase {
@@ -82,6 +85,16 @@ function matmulCase(spec: MatmulBenchSpec): BenchCase {
           },
         };
       }
+      if (spec.baseline) {
+        return {
+          run: chosen,
+          naive: call(spec.baseline),
+          naiveLabel: `baseline: variant ${spec.baseline}`,
+          dispose: () => {
+            for (const tensor of [a, b, bias]) tensor?.release();
+          },
+        };
+      }
       return {
         run: chosen,
         naive: call("naive"),
@@ -96,6 +109,13 @@ function matmulCase(spec: MatmulBenchSpec): BenchCase {
 
 export const MATMUL_BENCH_CASES: BenchCase[] = [
   matmulCase({ a: [1024, 1024], b: [1024, 1024], context: "square target case", targetSpeedup: 5 }),
+  matmulCase({
+    a: [1024, 1024],
+    b: [1024, 1024],
+    context: "square, the chosen variant next to cpu-register-blocked (issue 8 target: 1.6x)",
+    baseline: "cpu-register-blocked",
+    targetSpeedup: 1.6,
+  }),
   matmulCase({
     a: [1024, 1024],
     b: [1024, 1024],

@@ -4,10 +4,16 @@
  */
 import type { AdapterKind } from "../../runtime/device.ts";
 import { cpuVariantLimit, type PackingLimits } from "./cpu-layout.ts";
+import { MATMUL_SUBGROUP_TILE, matmulCanUseSubgroups, type SubgroupAdapter } from "./cpu-subgroup.ts";
 import type { MatmulShape } from "./shapes.ts";
 
-export type MatmulVariant = "cpu-register-blocked" | "gpu-tiled" | "naive";
-export const MATMUL_VARIANTS: readonly MatmulVariant[] = ["cpu-register-blocked", "gpu-tiled", "naive"];
+export type MatmulVariant = "cpu-subgroup" | "cpu-register-blocked" | "gpu-tiled" | "naive";
+export const MATMUL_VARIANTS: readonly MatmulVariant[] = [
+  "cpu-subgroup",
+  "cpu-register-blocked",
+  "gpu-tiled",
+  "naive",
+];
 
 /**
  * Products with this few columns are matrix-vector work: each output of the naive kernel already
@@ -21,16 +27,21 @@ export const MATMUL_VARIANTS: readonly MatmulVariant[] = ["cpu-register-blocked"
 const CPU_NAIVE_MAX_COLUMNS = 4;
 
 /**
- * The variant for this adapter and size: on a CPU adapter, textures and register blocks (the naive
- * kernel for matrix-vector shapes, the tiled kernel for operands too large to pack); on a GPU,
- * workgroup-memory tiles. Takes a `Gpu` or anything with its `kind` and `limits`.
+ * The variant for this adapter and size: on a CPU adapter, textures and register blocks (cpu-subgroup
+ * where the adapter has subgroups of >= 8 lanes, else cpu-register-blocked; the naive kernel for
+ * matrix-vector shapes, the tiled kernel for operands too large to pack); on a GPU, workgroup-memory
+ * tiles. Takes a `Gpu` or anything with its `kind` and `limits` (and `features`, `device.adapterInfo`
+ * for the subgroup check; without them the adapter counts as having no subgroups).
  */
 export function chooseMatmulVariant(
-  adapter: { readonly kind: AdapterKind; readonly limits: PackingLimits },
+  adapter: { readonly kind: AdapterKind; readonly limits: PackingLimits } & SubgroupAdapter,
   shape: MatmulShape & { aBatched?: boolean; bBatched?: boolean },
 ): MatmulVariant {
   if (adapter.kind !== "cpu") return "gpu-tiled";
   if (shape.N <= CPU_NAIVE_MAX_COLUMNS) return "naive";
   const packing = { ...shape, aBatched: shape.aBatched ?? true, bBatched: shape.bBatched ?? true };
-  return cpuVariantLimit(adapter.limits, packing) === null ? "cpu-register-blocked" : "gpu-tiled";
+  if (cpuVariantLimit(adapter.limits, packing) !== null) return "gpu-tiled";
+  const subgroupsFit =
+    matmulCanUseSubgroups(adapter) && cpuVariantLimit(adapter.limits, packing, MATMUL_SUBGROUP_TILE) === null;
+  return subgroupsFit ? "cpu-subgroup" : "cpu-register-blocked";
 }

@@ -12,8 +12,15 @@ export interface PackingLimits {
   readonly maxComputeWorkgroupsPerDimension: number;
 }
 
-/** Register block of the CPU variant: outputs per invocation and invocations per workgroup. */
-export const MATMUL_CPU_TILE = { rows: 4, columns: 16, workgroupSize: 16 } as const;
+/** A CPU variant's register block: outputs per invocation and invocations per workgroup. */
+export interface CpuTile {
+  readonly rows: number;
+  readonly columns: number;
+  readonly workgroupSize: number;
+}
+
+/** Register block of the cpu-register-blocked variant. */
+export const MATMUL_CPU_TILE: CpuTile = { rows: 4, columns: 16, workgroupSize: 16 };
 
 /**
  * Packed row r sits in layer r >> layerShift: layers are a power of two rows tall (the largest that
@@ -57,8 +64,8 @@ export interface CpuLayout {
   width: number;
 }
 
-export function cpuLayout(problem: PackingShape): CpuLayout {
-  const { rows: blockRows, columns: blockColumns, workgroupSize } = MATMUL_CPU_TILE;
+export function cpuLayout(problem: PackingShape, tile: CpuTile = MATMUL_CPU_TILE): CpuLayout {
+  const { rows: blockRows, columns: blockColumns, workgroupSize } = tile;
   const groupRows = blockRows * workgroupSize;
   // Lanes past the last row and columns past the last one still run: count the padded work.
   const paddedWork = (rows: number, columns: number) =>
@@ -79,8 +86,12 @@ export function cpuLayout(problem: PackingShape): CpuLayout {
 }
 
 /** Null when the CPU variant can pack this problem, else the reason it cannot. */
-export function cpuVariantLimit(limits: PackingLimits, problem: PackingShape): string | null {
-  const layout = cpuLayout(problem);
+export function cpuVariantLimit(
+  limits: PackingLimits,
+  problem: PackingShape,
+  tile: CpuTile = MATMUL_CPU_TILE,
+): string | null {
+  const layout = cpuLayout(problem, tile);
   const batches = problem.batch;
   return (
     packingLimit(limits, layout.width, (layout.rowsBatched ? batches : 1) * layout.paddedRows, batches) ??

@@ -13,7 +13,7 @@ import { OpError, type Tensor } from "../../runtime/tensor.ts";
 import { Params } from "../../runtime/uniforms.ts";
 import { type ScratchTexture, texturePool } from "../common/texture-pool.ts";
 import { EPILOGUE_WGSL } from "./common.ts";
-import { cpuLayout, cpuVariantLimit, layerShiftOf, MATMUL_CPU_TILE } from "./cpu-layout.ts";
+import { type CpuTile, cpuLayout, cpuVariantLimit, layerShiftOf, MATMUL_CPU_TILE } from "./cpu-layout.ts";
 import {
   type Epilogue,
   epilogueBindings,
@@ -235,18 +235,40 @@ function pack(gpu: Gpu, operand: PackedOperand, target: PackedTexture): void {
   }
 }
 
-/** Packs both operands and runs the product into `output`. */
-export function dispatchCpu(problem: MatmulProblem, output: Tensor, epilogue: Epilogue): void {
+/**
+ * A product kernel over the packed textures: its variant name, WGSL and register block. The kernel
+ * takes this file's bindings and Params (packedA, packedB, the epilogue; cpu-subgroup.ts shares them).
+ */
+export interface PackedProductKernel {
+  variant: string;
+  code: string;
+  tile: CpuTile;
+}
+
+const REGISTER_BLOCKED: PackedProductKernel = {
+  variant: "cpu-register-blocked",
+  code: MATMUL_CPU_SOURCE,
+  tile: MATMUL_CPU_TILE,
+};
+
+/** Packs both operands and runs the product into `output` (by default with this file's kernel). */
+export function dispatchCpu(
+  problem: MatmulProblem,
+  output: Tensor,
+  epilogue: Epilogue,
+  kernel: PackedProductKernel = REGISTER_BLOCKED,
+): void {
   const gpu = output.gpu;
+  const tile = kernel.tile;
   const geometry = { ...problem, aBatched: problem.a.batched, bBatched: problem.b.batched };
-  const limit = cpuVariantLimit(gpu.limits, geometry);
+  const limit = cpuVariantLimit(gpu.limits, geometry, tile);
   if (limit) {
-    throw new OpError("matmul", `variant cpu-register-blocked cannot pack these operands: ${limit}`, {
+    throw new OpError("matmul", `variant ${kernel.variant} cannot pack these operands: ${limit}`, {
       a: problem.a.tensor,
       b: problem.b.tensor,
     });
   }
-  const layout = cpuLayout(geometry);
+  const layout = cpuLayout(geometry, tile);
   const strides = { a: stridesOfA(problem), b: stridesOfB(problem) };
   const rowSide = layout.swapped ? "b" : "a";
   const columnSide = layout.swapped ? "a" : "b";
@@ -270,8 +292,8 @@ export function dispatchCpu(problem: MatmulProblem, output: Tensor, epilogue: Ep
   const packedB = acquirePacked(gpu, layout.width, columnOperand.batches * layout.paddedColumns);
   pack(gpu, rowOperand, packedA);
   pack(gpu, columnOperand, packedB);
-  const rowGroups = Math.ceil(layout.rows / (MATMUL_CPU_TILE.rows * MATMUL_CPU_TILE.workgroupSize));
-  const columnBlocks = layout.paddedColumns / MATMUL_CPU_TILE.columns;
+  const rowGroups = Math.ceil(layout.rows / (tile.rows * tile.workgroupSize));
+  const columnBlocks = layout.paddedColumns / tile.columns;
   const groups = problem.batch * rowGroups * columnBlocks;
   const params = epilogueParams(problem, epilogue).u32(
     problem.batch,
@@ -290,11 +312,11 @@ export function dispatchCpu(problem: MatmulProblem, output: Tensor, epilogue: Ep
   );
   launch(
     gpu,
-    { name: "matmul", variant: "cpu-register-blocked", code: MATMUL_CPU_SOURCE },
+    { name: "matmul", variant: kernel.variant, code: kernel.code },
     {
       bindings: [packedA.view, packedB.view, ...epilogueBindings(gpu, output, epilogue)],
       params,
-      workgroups: grid(groups * MATMUL_CPU_TILE.workgroupSize, MATMUL_CPU_TILE.workgroupSize),
+      workgroups: grid(groups * tile.workgroupSize, tile.workgroupSize),
       ...problemCost(problem, epilogue),
     },
   );

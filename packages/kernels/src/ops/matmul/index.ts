@@ -25,6 +25,7 @@ import { MATMUL_ACTIVATION_BACKWARD_WGSL, MATMUL_SUM_ROWS_WGSL } from "./backwar
 import { chooseMatmulVariant, MATMUL_VARIANTS, type MatmulVariant } from "./choose.ts";
 import { ACTIVATION_CODES, MATMUL_ACTIVATIONS, type MatmulActivation, type MatmulKernels } from "./common.ts";
 import { dispatchCpu, MATMUL_CPU_SOURCE, MATMUL_PACK_WGSL } from "./cpu-register-blocked.ts";
+import { MATMUL_CPU_SUBGROUP_SOURCE, MATMUL_SUBGROUP_TILE, matmulCanUseSubgroups } from "./cpu-subgroup.ts";
 import { MATMUL_GPU_TILED_WGSL } from "./gpu-tiled.ts";
 import { MATMUL_NAIVE_WGSL } from "./naive.ts";
 import {
@@ -58,6 +59,12 @@ export { type MatmulPlan, type MatmulShape, resolveMatmulShapes } from "./shapes
  * the products of the backward), the CPU variant's packing pass, and the backward's two extra passes.
  */
 export const MATMUL_KERNELS: Readonly<Record<MatmulVariant, MatmulKernels>> = {
+  "cpu-subgroup": {
+    pack: MATMUL_PACK_WGSL,
+    product: MATMUL_CPU_SUBGROUP_SOURCE,
+    activationBackward: MATMUL_ACTIVATION_BACKWARD_WGSL,
+    sumRows: MATMUL_SUM_ROWS_WGSL,
+  },
   "cpu-register-blocked": {
     pack: MATMUL_PACK_WGSL,
     product: MATMUL_CPU_SOURCE,
@@ -152,7 +159,23 @@ function dispatch(
 ): void {
   const variant = variantFor(problem, forced);
   if (variant === "cpu-register-blocked") dispatchCpu(problem, output, epilogue);
-  else dispatchStrided(variant, problem, output, epilogue);
+  else if (variant === "cpu-subgroup") {
+    if (!matmulCanUseSubgroups(output.gpu)) {
+      throw new OpError(
+        "matmul",
+        "variant cpu-subgroup needs the 'subgroups' feature with >= 8 lanes, which this adapter lacks",
+        {
+          a: problem.a.tensor,
+          b: problem.b.tensor,
+        },
+      );
+    }
+    dispatchCpu(problem, output, epilogue, {
+      variant: "cpu-subgroup",
+      code: MATMUL_CPU_SUBGROUP_SOURCE,
+      tile: MATMUL_SUBGROUP_TILE,
+    });
+  } else dispatchStrided(variant, problem, output, epilogue);
 }
 
 function sumRows(input: Tensor, rows: number, shape: Shape): Tensor {
