@@ -16,6 +16,8 @@ import {
   Tensor,
 } from "@cxr/kernels";
 import { describe, expect, it } from "vitest";
+import { runBenchCase } from "../../packages/kernels/src/bench/runner.ts";
+import { ATTENTION_BENCH_CASES, CPU_TIME_ROUNDS } from "../../packages/kernels/src/ops/attention/bench.ts";
 import {
   type AttentionBackward,
   chooseAttentionBackward,
@@ -98,6 +100,13 @@ const cases: OpCase<AttentionParams>[] = [
   row("cross-attention, more keys than queries, odd sizes, mask and scale", [2, 2, 37, 50, 24], {
     dropped: [[3, 49], [0]],
     scale: 0.4,
+  }),
+  row(
+    "head dim 1 over odd lengths that cross a workgroup's two rows per invocation (128)",
+    [1, 2, 257, 131, 1],
+  ),
+  row("large: 300 queries x 259 keys at the largest head dimension, masked", [1, 1, 300, 259, 256], {
+    dropped: [[0, 128, 258]],
   }),
   row("small, masked and scaled, for finite differences", [2, 2, 3, 4, 5], {
     dropped: [[1], [3]],
@@ -324,6 +333,20 @@ describe("attention: the rest", () => {
     const composedGrowth = (await working(512, false)) / (await working(256, false));
     expect(fusedGrowth).toBeLessThan(2.2);
     expect(composedGrowth).toBeGreaterThan(3.5);
+  });
+
+  it("the fwd+bwd bench case prints fused and composed side by side with CPU time and memory", async () => {
+    const benchCase = ATTENTION_BENCH_CASES.find(
+      (candidate) => candidate.shape === "B2 H2 L1024x77 D64 fp32 fwd+bwd",
+    );
+    expect(benchCase).toBeDefined();
+    const result = await runBenchCase(device, benchCase!, 1);
+    expect(result.naiveLabel).toContain("matmul-softmax-matmul composition");
+    expect(result.speedup).toBeGreaterThan(0);
+    expect(result.extra["mem fwd+bwd fused/composed"]).toMatch(/^[0-9.]+ MiB \/ [0-9.]+ MiB$/);
+    const cpu = result.extra[`CPU ms fused/composed (interleaved, median of ${CPU_TIME_ROUNDS})`];
+    if (device.kind === "cpu") expect(cpu).toMatch(/^[0-9]+ \/ [0-9]+ = [0-9.]+x$/);
+    else expect(cpu).toBeUndefined();
   });
 
   it("records nothing under noGrad", async () => {

@@ -96,7 +96,7 @@ export async function runBenchCase(gpu: Gpu, benchCase: BenchCase, repeats = 3):
       gigabytesPerSecond: benchCase.bytes / milliseconds / 1e6,
       targetSpeedup: benchCase.targetSpeedup ?? null,
       meetsTarget: benchCase.targetSpeedup === undefined ? null : speedup >= benchCase.targetSpeedup,
-      extra: instance.extra?.() ?? {},
+      extra: (await instance.extra?.()) ?? {},
     };
   } finally {
     instance.dispose();

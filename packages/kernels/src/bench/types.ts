@@ -29,6 +29,6 @@ export interface BenchInstance {
    */
   waits?: { run: WaitMode; naive: WaitMode };
   /** Extra figures to print (e.g. peak memory), measured after the timed runs. */
-  extra?(): Record<string, string>;
+  extra?(): Record<string, string> | Promise<Record<string, string>>;
   dispose(): void;
 }

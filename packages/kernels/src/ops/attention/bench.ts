@@ -1,10 +1,12 @@
 /**
- * Attention benchmarks: the issue's target shape (8 heads, 1024 tokens, head size 64) forward and
- * forward+backward, and the UNet's cross-attention (4096 latent tokens of a 64x64 latent attending to
- * CLIP's 77 text tokens, batch 2 for classifier-free guidance, 5 heads of 64). Each case runs the fused
- * kernel next to our own matmul -> softmax -> matmul composition on the same inputs: the issue's
- * baseline (the composition is what a library without a fused kernel would run). The forward case
- * also reports the working memory of both at 1024 and 2048 tokens, to show linear vs quadratic growth.
+ * Attention benchmarks: the issue's target shape (8 heads, 1024 and 2048 tokens, head size 64) forward
+ * and forward+backward, the UNet block's self- and cross-attention (32x32 latent tokens, 2 heads of 64,
+ * batch 2; 77 text tokens) forward+backward, and SD's cross-attention at a 64x64 latent (4096 latent
+ * tokens attending to CLIP's 77 text tokens, batch 2 for classifier-free guidance, 5 heads of 64). Each
+ * case runs the fused kernel next to our own matmul -> softmax -> matmul composition on the same
+ * inputs: the issue's baseline (the composition is what a library without a fused kernel would run).
+ * The cases also report working memory (linear vs quadratic growth) and, on a CPU adapter, the
+ * process CPU time of fused and composed calls interleaved (less sensitive to other jobs than wall time).
  */
 
 import type { BenchCase, BenchInstance } from "../../bench/types.ts";
@@ -100,6 +102,43 @@ function workingBytes(gpu: Gpu, call: () => void): number {
 
 const mebibytes = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
+/**
+ * Process CPU time of one call and its GPU work, in ms. On a CPU adapter llvmpipe's worker threads run
+ * in this process, so this counts the kernels' own work and hardly anything of other processes.
+ */
+async function cpuMilliseconds(gpu: Gpu, call: () => void): Promise<number> {
+  await gpu.sync();
+  const start = process.cpuUsage();
+  call();
+  await gpu.sync();
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / 1000;
+}
+
+/** CPU-time rounds of fused and composed calls, interleaved so both see the same machine. */
+export const CPU_TIME_ROUNDS = 3;
+
+/** Median process CPU time of fused and composed calls, interleaved (CPU adapters only). */
+async function cpuTimeReport(
+  gpu: Gpu,
+  fusedCall: () => void,
+  composedCall: () => void,
+): Promise<Record<string, string>> {
+  if (gpu.kind !== "cpu") return {};
+  const fusedTimes: number[] = [];
+  const composedTimes: number[] = [];
+  for (let round = 0; round < CPU_TIME_ROUNDS; round++) {
+    fusedTimes.push(await cpuMilliseconds(gpu, fusedCall));
+    composedTimes.push(await cpuMilliseconds(gpu, composedCall));
+  }
+  const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  const fused = median(fusedTimes);
+  const composed = median(composedTimes);
+  return {
+    [`CPU ms fused/composed (interleaved, median of ${CPU_TIME_ROUNDS})`]: `${fused.toFixed(0)} / ${composed.toFixed(0)} = ${(composed / fused).toFixed(2)}x`,
+  };
+}
+
 /** Working memory of fused and composed forward at each length (8 heads of 64, batch 1). */
 function forwardMemoryReport(gpu: Gpu, lengths: number[]): Record<string, string> {
   const report: Record<string, string> = {};
@@ -142,8 +181,10 @@ interface AttentionBenchSpec {
   /** Time forward and backward together (a training step of the op) instead of forward alone. */
   withBackward?: boolean;
   targetSpeedup?: number;
-  /** Lengths at which `extra()` measures working memory of both paths (forward cases). */
+  /** Lengths (B1 H8 D64) at which `extra()` measures working memory of both paths; else this shape's. */
   memoryLengths?: number[];
+  /** Also report process CPU time of both paths, interleaved (`cpuTimeReport`). */
+  cpuTime?: boolean;
 }
 
 function describeShape({ batch, heads, queryLength, keyLength, headDim }: AttentionShape): string {
@@ -178,12 +219,17 @@ function attentionCase(spec: AttentionBenchSpec): BenchCase {
         run: call(fusedCall),
         naive: call(composed),
         naiveLabel: `${COMPOSED_LABEL}; ${chosen}`,
-        extra: () => {
-          if (!gradOutput) return spec.memoryLengths ? forwardMemoryReport(gpu, spec.memoryLengths) : {};
-          if (spec.memoryLengths) return trainingMemoryReport(gpu, spec.memoryLengths, fusedCall);
+        extra: async (): Promise<Record<string, string>> => {
+          const cpu = spec.cpuTime ? await cpuTimeReport(gpu, call(fusedCall), call(composed)) : {};
+          if (!gradOutput) {
+            return { ...cpu, ...(spec.memoryLengths ? forwardMemoryReport(gpu, spec.memoryLengths) : {}) };
+          }
+          if (spec.memoryLengths)
+            return { ...cpu, ...trainingMemoryReport(gpu, spec.memoryLengths, fusedCall) };
           const measure = (fn: AttentionFunction) =>
             workingBytes(gpu, () => trainingStep(fn, inputs, gradOutput));
           return {
+            ...cpu,
             "mem fwd+bwd fused/composed": `${mebibytes(measure(fusedCall))} / ${mebibytes(measure(composed))}`,
           };
         },
@@ -209,6 +255,14 @@ export const ATTENTION_BENCH_CASES: BenchCase[] = [
     withBackward: true,
     targetSpeedup: 1.5,
     memoryLengths: [1024, 2048],
+    cpuTime: true,
+  }),
+  attentionCase({
+    shape: { batch: 1, heads: 8, queryLength: 2048, keyLength: 2048, headDim: 64 },
+    context: "the same at 2048 tokens, forward and backward, default backward",
+    withBackward: true,
+    targetSpeedup: 1.5,
+    cpuTime: true,
   }),
   attentionCase({
     shape: { batch: 1, heads: 8, queryLength: 1024, keyLength: 1024, headDim: 64 },
@@ -217,7 +271,26 @@ export const ATTENTION_BENCH_CASES: BenchCase[] = [
     backward: "recompute",
   }),
   attentionCase({
+    shape: { batch: 2, heads: 2, queryLength: 1024, keyLength: 1024, headDim: 64 },
+    context:
+      "UNet block self-attention (`cxr bench kernels --models`): 32x32 latent, 2 heads of 64, batch 2, fwd+bwd",
+    withBackward: true,
+    cpuTime: true,
+  }),
+  attentionCase({
+    shape: { batch: 2, heads: 2, queryLength: 1024, keyLength: 77, headDim: 64 },
+    context: "UNet block cross-attention: 32x32 latent x 77 text tokens, 2 heads of 64, batch 2, fwd+bwd",
+    withBackward: true,
+    cpuTime: true,
+  }),
+  attentionCase({
     shape: { batch: 2, heads: 5, queryLength: 4096, keyLength: 77, headDim: 64 },
     context: "UNet cross-attention: 64x64 latent tokens x 77 CLIP tokens, CFG batch 2",
+  }),
+  attentionCase({
+    shape: { batch: 2, heads: 5, queryLength: 4096, keyLength: 77, headDim: 64 },
+    context: "the same, forward and backward (training at a 64x64 latent)",
+    withBackward: true,
+    cpuTime: true,
   }),
 ];

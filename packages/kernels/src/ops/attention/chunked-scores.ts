@@ -17,12 +17,12 @@
 
 import { wgsl } from "../../runtime/kernel.ts";
 import {
-  ATTENTION_BACKWARD_QUERY_WGSL,
   ATTENTION_COMMON_WGSL,
   type AttentionVariantSpec,
-  kernelBlocks,
   lines,
   MAX_ATTENTION_HEAD_DIM,
+  perRow,
+  ROWS_PER_INVOCATION,
   ROWS_PER_WORKGROUP,
   sumOf,
 } from "./common.ts";
@@ -30,30 +30,49 @@ import {
 /** The chunk's first query row and its row count, after the common parameters. */
 const CHUNK_PARAMS = " chunkStart: u32, chunkRows: u32,";
 
-/** Step 1: the recomputing backward's dQ kernel over one chunk of query rows, storing (P, dS). */
-const QUERY_CHUNK_WGSL = ATTENTION_BACKWARD_QUERY_WGSL.replace(
-  "@group(0) @binding(7) var<uniform> params: Params;",
-  `@group(0) @binding(7) var<storage, read_write> scores: array<vec2<f32>>;
-@group(0) @binding(8) var<uniform> params: Params;`,
-)
-  .replace(
-    "  let inRange = row < params.queryLength;",
-    `  let chunkRow = row; // row within the chunk
+/**
+ * Step 1, per query row of the chunk (rows `row{r}`, r < ROWS_PER_INVOCATION): scores and dP as scalar
+ * dot products over the block's keys, P and dS, their store, then dQ += dS k.
+ */
+const QUERY_CHUNK_WGSL = `{{enable}}
+@group(0) @binding(0) var<storage, read> query: array<Row>;
+@group(0) @binding(1) var<storage, read> key: array<Row>;
+@group(0) @binding(2) var<storage, read> value: array<Row>;
+@group(0) @binding(3) var<storage, read> keyMask: array<f32>;
+@group(0) @binding(4) var<storage, read> gradOutput: array<Row>;
+@group(0) @binding(5) var<storage, read> rowStats: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read_write> gradQuery: array<Row>;
+@group(0) @binding(7) var<storage, read_write> scores: array<vec2<f32>>;
+@group(0) @binding(8) var<uniform> params: Params;
+${ATTENTION_COMMON_WGSL}
+@compute @workgroup_size(ROWS)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32{{laneBuiltin}}) {
+  let head = wid.y;
+  let batch = head / params.heads;
+  let vectors = params.vectors;
   let chunkEnd = min(params.queryLength, params.chunkStart + params.chunkRows);
-  let inRange = params.chunkStart + chunkRow < chunkEnd;`,
-  )
-  .replaceAll(
-    "min(row, params.queryLength - 1u)",
-    "min(params.chunkStart + chunkRow, params.queryLength - 1u)",
-  )
-  .replace(
-    "    {{gradScores}}",
-    `    {{gradScores}}
-    let scoreBase = (head * params.chunkRows + chunkRow) * params.keyLength + start;
-    {{storeScores}}`,
-  );
+  let keyRow0 = head * params.keyLength;
+  // Rows past the chunk's end compute its last row again (uniform control flow) and never store.
+  {{queryRows}}
+  for (var start = 0u; start < params.keyLength; start += {{block}}u) {
+    {{stage}}
+    {{declareScores}}
+    for (var c = 0u; c < vectors; c++) {
+      {{loadKeysValues}}
+      {{loadQueriesGradOutputs}}
+      {{accumulateScores}}
+    }
+    {{gradScores}}
+    {{storeScores}}
+    for (var c = 0u; c < vectors; c++) {
+      {{loadKeys}}
+      {{accumulateGradQuery}}
+    }
+    {{finish}}
+  }
+}`;
 
-/** Step 2: dK and dV over one chunk of query rows from the stored (P, dS). */
+/** Step 2: dK and dV over one chunk of query rows from the stored (P, dS); key rows `row{r}`. */
 const KEY_VALUE_CHUNK_WGSL = `{{enable}}
 @group(0) @binding(0) var<storage, read> query: array<Row>;
 @group(0) @binding(1) var<storage, read> keyMask: array<f32>;
@@ -68,29 +87,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let head = wid.y;
   let batch = head / params.heads;
   let vectors = params.vectors;
-  let row = wid.x * ROWS + lane;
-  let inRange = row < params.keyLength;
-  let keyIndex = min(row, params.keyLength - 1u);
-  let keyBase = (head * params.keyLength + keyIndex) * vectors;
   let queryRow0 = head * params.queryLength;
   let chunkEnd = min(params.queryLength, params.chunkStart + params.chunkRows);
-  // Step 1 stored zeros for dropped keys already; checking here keeps a dropped key's gradient exactly 0.
-  let kept = keyKept(batch, keyIndex);
-  // The first chunk starts the sums; later chunks add to them.
-  if (inRange && params.chunkStart == 0u) {
-    for (var c = 0u; c < vectors; c++) { gradKey[keyBase + c] = Row(); gradValue[keyBase + c] = Row(); }
-  }
+  // Invocation rows: lane, lane + ROWS, ... of the workgroup's block of keys; rows past the end compute
+  // the last key again and never store. Step 1 stored zeros for dropped keys already; checking here
+  // keeps a dropped key's gradient exactly 0.
+  {{keyRows}}
   for (var start = params.chunkStart; start < chunkEnd; start += {{block}}u) {
     {{stage}}
     {{loadScores}}
     for (var c = 0u; c < vectors; c++) {
       {{loadQueriesGradOutputs}}
-      let accumulatedKey = gradKey[keyBase + c] + {{weightedQueries}};
-      let accumulatedValue = gradValue[keyBase + c] + {{weightedGradOutputs}};
-      if (inRange) {
-        gradKey[keyBase + c] = accumulatedKey;
-        gradValue[keyBase + c] = accumulatedValue;
-      }
+      {{accumulate}}
     }
     {{finish}}
   }
@@ -114,33 +122,106 @@ export function chunkedScoresKernels(spec: AttentionVariantSpec): ChunkedScoresK
       rows: ROWS_PER_WORKGROUP,
       block,
     });
-  // The dQ kernel's blocks, with P kept apart from dS so both can be stored.
-  const queryBlocks = kernelBlocks("backwardQuery", block, sharedBlock);
-  queryBlocks.gradScores = lines(
-    block,
-    (t) =>
-      `let p${t} = select(0.0, exp2(total(s${t}) * params.scaleLog2 - logSumExp2), keyInBlock(start, ${t}u, batch));
-    let dS${t} = params.scale * p${t} * (total(g${t}) - delta);`,
-  );
-  queryBlocks.storeScores = `if (inRange) {
-      ${lines(block, (t) => `if (start + ${t}u < params.keyLength) { scores[scoreBase + ${t}u] = vec2<f32>(p${t}, dS${t}); }`, "\n      ")}
-    }`;
+  const keys = sharedBlock(["key", "value"], "keyRow0", "params.keyLength", block);
+  const queryBlocks = {
+    sharedDeclarations: keys.declarations,
+    queryRows: perRow(
+      (
+        r,
+      ) => `let chunkRow${r} = wid.x * ${ROWS_PER_INVOCATION}u * ROWS + ${r}u * ROWS + lane; // row within the chunk
+  let inRange${r} = params.chunkStart + chunkRow${r} < chunkEnd;
+  let queryRow${r} = head * params.queryLength + min(params.chunkStart + chunkRow${r}, chunkEnd - 1u);
+  let queryBase${r} = queryRow${r} * vectors;
+  let stats${r} = rowStats[queryRow${r}];
+  let logSumExp2_${r} = stats${r}.x * LOG2E;
+  let delta${r} = stats${r}.y;
+  if (inRange${r}) { for (var c = 0u; c < vectors; c++) { gradQuery[queryBase${r} + c] = Row(); } }`,
+    ),
+    stage: keys.stage,
+    declareScores: perRow(
+      (r) => lines(block, (t) => `var s${r}_${t} = 0.0; var g${r}_${t} = 0.0;`, " "),
+      "\n    ",
+    ),
+    loadKeysValues: keys.loadsFor(["key", "value"]),
+    loadQueriesGradOutputs: perRow(
+      (r) => `let q${r} = query[queryBase${r} + c]; let dO${r} = gradOutput[queryBase${r} + c];`,
+      " ",
+    ),
+    accumulateScores: lines(
+      block,
+      (t) => `let key${t} = ${keys.fetch("key", t)}; let value${t} = ${keys.fetch("value", t)};
+      ${perRow((r) => `s${r}_${t} += dot(q${r}, key${t}); g${r}_${t} += dot(dO${r}, value${t});`, " ")}`,
+      "\n      ",
+    ),
+    gradScores: lines(
+      block,
+      (t) => `let kept${t} = keyInBlock(start, ${t}u, batch);
+    ${perRow(
+      (r) => `let p${r}_${t} = select(0.0, exp2(s${r}_${t} * params.scaleLog2 - logSumExp2_${r}), kept${t});
+    let dS${r}_${t} = params.scale * p${r}_${t} * (g${r}_${t} - delta${r});`,
+      "\n    ",
+    )}`,
+    ),
+    storeScores: perRow(
+      (r) => `if (inRange${r}) {
+      let scoreBase = (head * params.chunkRows + chunkRow${r}) * params.keyLength + start;
+      ${lines(block, (t) => `if (start + ${t}u < params.keyLength) { scores[scoreBase + ${t}u] = vec2<f32>(p${r}_${t}, dS${r}_${t}); }`, "\n      ")}
+    }`,
+      "\n    ",
+    ),
+    loadKeys: `${keys.loadsFor(["key"])}
+      ${lines(block, (t) => `let key${t} = ${keys.fetch("key", t)};`, " ")}`,
+    accumulateGradQuery: perRow(
+      (
+        r,
+      ) => `let accumulated${r} = gradQuery[queryBase${r} + c] + ${sumOf(block, (t) => `dS${r}_${t} * key${t}`)};
+      if (inRange${r}) { gradQuery[queryBase${r} + c] = accumulated${r}; }`,
+      "\n      ",
+    ),
+    finish: keys.finish,
+  };
 
   const shared = sharedBlock(["query", "gradOutput"], "queryRow0", "chunkEnd", block);
   const keyValueBlocks = {
     sharedDeclarations: shared.declarations,
+    keyRows: perRow(
+      (r) => `let row${r} = wid.x * ${ROWS_PER_INVOCATION}u * ROWS + ${r}u * ROWS + lane;
+  let inRange${r} = row${r} < params.keyLength;
+  let keyIndex${r} = min(row${r}, params.keyLength - 1u);
+  let keyBase${r} = (head * params.keyLength + keyIndex${r}) * vectors;
+  let kept${r} = keyKept(batch, keyIndex${r});
+  // The first chunk starts the sums; later chunks add to them.
+  if (inRange${r} && params.chunkStart == 0u) {
+    for (var c = 0u; c < vectors; c++) { gradKey[keyBase${r} + c] = Row(); gradValue[keyBase${r} + c] = Row(); }
+  }`,
+    ),
     stage: shared.stage,
     // Rows past the chunk's end read its last row and weigh zero.
     loadScores: lines(
       block,
       (t) =>
-        `let stored${t} = scores[(head * params.chunkRows + min(start + ${t}u, chunkEnd - 1u) - params.chunkStart) * params.keyLength + keyIndex];
-    let p${t} = select(0.0, stored${t}.x, kept & (start + ${t}u < chunkEnd));
-    let dS${t} = select(0.0, stored${t}.y, kept & (start + ${t}u < chunkEnd));`,
+        `let scoreRow${t} = (head * params.chunkRows + min(start + ${t}u, chunkEnd - 1u) - params.chunkStart) * params.keyLength;
+    let live${t} = start + ${t}u < chunkEnd;
+    ${perRow(
+      (r) => `let stored${r}_${t} = scores[scoreRow${t} + keyIndex${r}];
+    let p${r}_${t} = select(0.0, stored${r}_${t}.x, kept${r} & live${t});
+    let dS${r}_${t} = select(0.0, stored${r}_${t}.y, kept${r} & live${t});`,
+      "\n    ",
+    )}`,
     ),
-    loadQueriesGradOutputs: shared.loadsFor(["query", "gradOutput"]),
-    weightedQueries: sumOf(block, (t) => `dS${t} * ${shared.fetch("query", t)}`),
-    weightedGradOutputs: sumOf(block, (t) => `p${t} * ${shared.fetch("gradOutput", t)}`),
+    loadQueriesGradOutputs: `${shared.loadsFor(["query", "gradOutput"])}
+      ${lines(block, (t) => `let query${t} = ${shared.fetch("query", t)}; let gradOutput${t} = ${shared.fetch("gradOutput", t)};`, "\n      ")}`,
+    accumulate: perRow(
+      (
+        r,
+      ) => `let accumulatedKey${r} = gradKey[keyBase${r} + c] + ${sumOf(block, (t) => `dS${r}_${t} * query${t}`)};
+      let accumulatedValue${r} = gradValue[keyBase${r} + c] + ${sumOf(block, (t) => `p${r}_${t} * gradOutput${t}`)};
+      if (inRange${r}) {
+        gradKey[keyBase${r} + c] = accumulatedKey${r};
+        gradValue[keyBase${r} + c] = accumulatedValue${r};
+      }`,
+      "\n      ",
+    ),
     finish: shared.finish,
   };
   return {

@@ -39,7 +39,12 @@ import {
   chooseAttentionVariant,
   SUBGROUP_LANES,
 } from "./choose.ts";
-import { type AttentionKernels, MAX_ATTENTION_HEAD_DIM, ROWS_PER_WORKGROUP } from "./common.ts";
+import {
+  type AttentionKernels,
+  MAX_ATTENTION_HEAD_DIM,
+  ROWS_PER_INVOCATION,
+  ROWS_PER_WORKGROUP,
+} from "./common.ts";
 import { type AttentionShape, attentionCost } from "./cost.ts";
 import { CPU_ROWS } from "./cpu-rows.ts";
 import { GPU_TILED } from "./gpu-tiled.ts";
@@ -153,7 +158,7 @@ function fusedForward(q: Tensor, k: Tensor, v: Tensor, run: FusedRun): { output:
     {
       bindings: [q, k, v, run.keyMask ?? q, output, logSumExp],
       params: fusedParams(run),
-      workgroups: [Math.ceil(queryLength / ROWS_PER_WORKGROUP), batch * heads],
+      workgroups: [Math.ceil(queryLength / (ROWS_PER_INVOCATION * ROWS_PER_WORKGROUP)), batch * heads],
       flops: cost.forwardFlops,
       bytes: cost.forwardBytes,
     },
@@ -291,7 +296,7 @@ function chunkedBackward(
       {
         bindings: [q, k, v, mask, padded.gradOutput, rowStats, gradQuery, scores],
         params,
-        workgroups: [Math.ceil(rows / ROWS_PER_WORKGROUP), batch * heads],
+        workgroups: [Math.ceil(rows / (ROWS_PER_INVOCATION * ROWS_PER_WORKGROUP)), batch * heads],
         flops: pairs * (6 * headDim + 6),
         bytes: 4 * (3 * q.size * (rows / queryLength) + 2 * k.size) + 8 * pairs,
       },
@@ -306,7 +311,7 @@ function chunkedBackward(
       {
         bindings: [q, mask, padded.gradOutput, scores, gradKey, gradValue],
         params,
-        workgroups: [Math.ceil(keyLength / ROWS_PER_WORKGROUP), batch * heads],
+        workgroups: [Math.ceil(keyLength / (ROWS_PER_INVOCATION * ROWS_PER_WORKGROUP)), batch * heads],
         flops: pairs * 4 * headDim,
         bytes: 4 * (2 * q.size * (rows / queryLength) + 4 * k.size) + 8 * pairs,
       },
