@@ -289,11 +289,11 @@ describe("attention: the rest", () => {
     },
   );
 
-  it("f16 input is refused where the adapter has shader-f16", async () => {
+  it("f16 q with f32 k and v is refused (f16 runs all-f16 only: half.test.ts)", async () => {
     if (!device.features.has("shader-f16")) return;
     const k = await upload(randomValues(80, 2), [1, 2, 5, 8]);
     const half = Tensor.upload(device, new Float32Array(48), [1, 2, 3, 8], "f16");
-    expect(() => attention(half, k, k)).toThrow("attention: needs f32 q, got f16");
+    expect(() => attention(half, k, k)).toThrow("attention: f16 q needs f16 k, got f32 (cast it first)");
   });
 
   it("chooses per adapter kind and subgroup support (no GPU needed)", () => {

@@ -379,12 +379,14 @@ describe("conv2d: the rest", () => {
     expect(w.grad?.shape).toEqual([5, 3, 3, 3]);
   });
 
-  it("refuses f16 input where the adapter has shader-f16", async () => {
+  it("refuses f16 input with an f32 weight (f16 runs all-f16 only: half.test.ts)", async () => {
     const device = await gpu();
     if (!device.features.has("shader-f16")) return; // f16 tensors cannot even be made here
     const half = Tensor.upload(device, new Float32Array(50), [1, 2, 5, 5], "f16");
     const w = await upload(randomValues(3 * 2 * 3 * 3, 2), [3, 2, 3, 3]);
-    expect(() => conv2d(half, w)).toThrow("conv2d: needs f32 x, got f16 (x: [1, 2, 5, 5], w: [3, 2, 3, 3])");
+    expect(() => conv2d(half, w)).toThrow(
+      "conv2d: f16 x needs f16 w, got f32 (cast it first) (x: [1, 2, 5, 5], w: [3, 2, 3, 3])",
+    );
   });
 
   /** Compiles every pipeline through a spy; returns the sources compiled during `body`. */

@@ -169,12 +169,15 @@ describe("groupNorm: the rest", () => {
     expect(y.node).toBeNull();
   });
 
-  it("f16 input is refused where the adapter has shader-f16", async () => {
+  it("f16 input with an f32 gamma is refused (f16 runs all-f16 only: half.test.ts)", async () => {
     const device = await gpu();
     if (!device.features.has("shader-f16")) return;
     const half = Tensor.upload(device, new Float32Array(48), [2, 6, 4], "f16");
-    expect(() => groupNorm(half, 3)).toThrow(OpError);
-    expect(() => groupNorm(half, 3)).toThrow("groupNorm: needs f32 input, got f16 (x: [2, 6, 4])");
+    const gamma = Tensor.zeros(device, [6]);
+    expect(() => groupNorm(half, 3, gamma)).toThrow(OpError);
+    expect(() => groupNorm(half, 3, gamma)).toThrow(
+      "groupNorm: f16 x needs f16 gamma, got f32 (cast it first) (x: [2, 6, 4], gamma: [6])",
+    );
   });
 
   it("chooses per adapter kind: fused with 32+ statistics on lavapipe, split groups otherwise (no GPU needed)", () => {

@@ -132,12 +132,15 @@ describe("layerNorm: the rest", () => {
     expect(y.node).toBeNull();
   });
 
-  it("f16 input is refused where the adapter has shader-f16", async () => {
+  it("f16 input with an f32 gamma is refused (f16 runs all-f16 only: half.test.ts)", async () => {
     const device = await gpu();
     if (!device.features.has("shader-f16")) return;
     const half = Tensor.upload(device, new Float32Array(24), [4, 6], "f16");
-    expect(() => layerNorm(half)).toThrow(OpError);
-    expect(() => layerNorm(half)).toThrow("layerNorm: needs f32 input, got f16 (x: [4, 6])");
+    const gamma = Tensor.zeros(device, [6]);
+    expect(() => layerNorm(half, gamma)).toThrow(OpError);
+    expect(() => layerNorm(half, gamma)).toThrow(
+      "layerNorm: f16 x needs f16 gamma, got f32 (cast it first) (x: [4, 6], gamma: [6])",
+    );
   });
 
   it("chooses per adapter kind (no GPU needed)", () => {

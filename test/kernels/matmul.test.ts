@@ -352,12 +352,14 @@ describe("matmul: the rest", () => {
     expect([...y]).toEqual([20, 0, 44, 0]);
   });
 
-  it("refuses f16 operands where the adapter has shader-f16", async () => {
+  it("refuses an f16 a with an f32 b (f16 runs all-f16 only: half.test.ts)", async () => {
     const device = await gpu();
     if (!device.features.has("shader-f16")) return; // f16 tensors cannot even be made here
     const a = Tensor.zeros(device, [2, 3], "f16");
     const b = Tensor.zeros(device, [3, 4]);
-    expect(() => matmul(a, b)).toThrow("matmul: needs f32 a, got f16 (a: [2, 3], b: [3, 4])");
+    expect(() => matmul(a, b)).toThrow(
+      "matmul: f16 a needs f16 b, got f32 (cast it first) (a: [2, 3], b: [3, 4])",
+    );
   });
 
   /** Compiles every pipeline through a spy; returns the sources compiled during `body`. */

@@ -17,6 +17,7 @@ import {
   measureRealFilms,
 } from "./fidelity.ts";
 import { DIFFUSION_CONFIGS } from "./model/config.ts";
+import { PRECISIONS, type Precision } from "./model/model.ts";
 import { type PromptFields, promptFromFields } from "./model/prompt.ts";
 import { writeContactSheet, writeGeneratedImages } from "./pipeline/outputs.ts";
 import { createPipeline, GENERATE_DEFAULTS, GENERATE_LIMITS } from "./pipeline/pipeline.ts";
@@ -444,7 +445,17 @@ interface GenerateFlags {
   bits: string;
   batch?: number;
   variant?: string;
+  precision: Precision;
   out: string;
+}
+
+/** The memory line `cxr generate` prints for our own models. */
+export function formatGenerationMemory(
+  precision: Precision,
+  memory: { startBytes: number; peakBytes: number },
+): string {
+  const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+  return `UNet ${precision}; GPU pool: ${mb(memory.startBytes)} MB in use at the start (the weights), peak ${mb(memory.peakBytes)} MB during generation`;
 }
 
 /** The prompt of `cxr generate` from --prompt or --sex/--age/--race/--findings (exactly one way). */
@@ -566,6 +577,14 @@ function registerGenerate(program: Command): void {
       parseIntegerIn("--batch", 1, 1024),
     )
     .option("--variant <name>", "diffusers folders: weight variant, e.g. fp16 for *.fp16.safetensors")
+    .addOption(
+      new Option(
+        "--precision <p>",
+        "the UNet's weights and activations: f32, or f16 (needs the adapter's shader-f16; inference only, f32 arithmetic inside each kernel; text encoder, VAE and sampler stay f32)",
+      )
+        .choices([...PRECISIONS])
+        .default("f32"),
+    )
     .requiredOption("--out <dir>", "output folder")
     .action(async (flags: GenerateFlags) => {
       const sheet = flags.grid === true || flags.prompts !== undefined;
@@ -596,6 +615,7 @@ function registerGenerate(program: Command): void {
           bits: Number(flags.bits) as 8 | 16,
           batch: flags.batch ?? FOLDER_BATCH_DEFAULT,
           variant: flags.variant,
+          precision: flags.precision,
           onStep,
           onWarning: (message) => process.stderr.write(`\nwarning: ${message}\n`),
         });
@@ -610,7 +630,7 @@ function registerGenerate(program: Command): void {
         );
       }
       const prompt = sheet ? null : promptFromFlags(flags);
-      const pipeline = await createPipeline(flags.model);
+      const pipeline = await createPipeline(flags.model, { precision: flags.precision });
       const common = {
         steps: flags.steps ?? GENERATE_DEFAULTS.steps,
         guidance: flags.guidance ?? GENERATE_DEFAULTS.guidance,
@@ -635,6 +655,7 @@ function registerGenerate(program: Command): void {
             `${files.length} images (${prompts.length} prompts x ${flags.n}) in ${result.seconds.toFixed(1)} s -> ${flags.out}`,
           );
           console.log(`contact sheet: ${path}`);
+          console.log(formatGenerationMemory(pipeline.precision, result.memory));
         } else {
           const result = await pipeline.generate({
             ...common,
@@ -647,6 +668,7 @@ function registerGenerate(program: Command): void {
           console.log(
             `${files.length} images in ${result.seconds.toFixed(1)} s (${result.imagesPerSecond.toFixed(2)} images/s) -> ${flags.out}`,
           );
+          console.log(formatGenerationMemory(pipeline.precision, result.memory));
         }
       } finally {
         pipeline.dispose();

@@ -172,7 +172,10 @@ export function registerCommands(
     .description("inspect the kernels")
     .command("dump <op>")
     .description("print the exact WGSL each variant of an op compiles (ops in the per-op layout: softmax)")
-    .option("--variant <name>", "only this variant")
+    .option(
+      "--variant <name>",
+      "only this variant (f16: the half-precision kernels, printed only when asked for)",
+    )
     .option("--pass <name>", "only this pass: forward or backward")
     .action((op: string, flags: { variant?: string; pass?: string }) => {
       process.stdout.write(dumpKernelSources({ op, ...flags }));

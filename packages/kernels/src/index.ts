@@ -17,7 +17,7 @@ export {
   LayerNorm,
   Linear,
 } from "./nn/layers.ts";
-export { Module, ModuleError, ModuleList, ParameterInit } from "./nn/module.ts";
+export { Module, ModuleError, ModuleList, ParameterInit, withParameterDtype } from "./nn/module.ts";
 export {
   readSafetensors,
   type SafetensorsDType,
@@ -50,6 +50,7 @@ export {
   chooseBatchNormVariant,
 } from "./ops/batchnorm/index.ts";
 export { add, type BinaryKind, binary, binaryReference, div, mul, sub } from "./ops/binary/index.ts";
+export { cast, roundAllToHalf, roundToHalf } from "./ops/cast/index.ts";
 export {
   CONV2D_VARIANTS,
   type Conv2dGeometry,

@@ -9,7 +9,7 @@
  * `--unet-step` instead times one inference UNet call (`benchmarkUnetStep`: random weights, no text
  * encoder; batch 2 = one image with classifier-free guidance) with the buffer pool's peak:
  *
- *   bun packages/diffusion/src/model/bench.ts --unet-step --config sd2-base [--batch 2] [--calls 1] [--sample-size 64]
+ *   bun packages/diffusion/src/model/bench.ts --unet-step --config sd2-base [--batch 2] [--calls 1] [--sample-size 64] [--precision f32|f16]
  */
 import { readFileSync } from "node:fs";
 import {
@@ -22,10 +22,11 @@ import {
   randomNormal,
   Tensor,
   tidy,
+  withParameterDtype,
 } from "@cxr/kernels";
 import type { DiffusionModelConfig } from "./config.ts";
 import { diffusionConfig } from "./config.ts";
-import { createDiffusionModel } from "./model.ts";
+import { createDiffusionModel, type Precision, PrecisionError } from "./model.ts";
 import { WordTokenizer } from "./tokenizer.ts";
 import { UNet2DConditionModel } from "./unet.ts";
 
@@ -127,6 +128,7 @@ export interface UnetStepBenchResult {
   buildSeconds: number;
   /** Each call's synced wall time; the first includes shader compilation. */
   callSeconds: number[];
+  precision: Precision;
   /** Buffer pool bytes: the weights alone, and the peak during the calls. */
   weightBytes: number;
   peakBytes: number;
@@ -145,6 +147,8 @@ export async function benchmarkUnetStep(
     batch?: number;
     calls?: number;
     sampleSize?: number;
+    /** "f16": the UNet built with f16 weights, on the f16 kernels (needs shader-f16). */
+    precision?: Precision;
     /** Progress lines (phase and elapsed seconds), e.g. to stderr. */
     log?: (line: string) => void;
   } = {},
@@ -154,7 +158,12 @@ export async function benchmarkUnetStep(
   const calls = options.calls ?? 1;
   const side = options.sampleSize ?? config.unet.sampleSize;
   const built = performance.now();
-  const unet = new UNet2DConditionModel(gpu, config.unet, new ParameterInit(0));
+  const precision = options.precision ?? "f32";
+  if (precision === "f16" && !gpu.features.has("shader-f16")) throw new PrecisionError(gpu);
+  const unet = withParameterDtype(
+    precision,
+    () => new UNet2DConditionModel(gpu, config.unet, new ParameterInit(0)),
+  );
   await gpu.sync();
   const buildSeconds = (performance.now() - built) / 1000;
   log(`built ${config.name}'s UNet with random weights in ${buildSeconds.toFixed(1)} s`);
@@ -184,6 +193,7 @@ export async function benchmarkUnetStep(
   unet.dispose();
   return {
     config: config.name,
+    precision,
     batch,
     sample: shape,
     unetParameters,
@@ -193,6 +203,11 @@ export async function benchmarkUnetStep(
     peakBytes,
     adapter: `${gpu.adapter.description || gpu.adapter.device} (${gpu.kind})`,
   };
+}
+
+function precisionFlag(text: string): Precision {
+  if (text !== "f32" && text !== "f16") throw new Error(`--precision must be f32 or f16, got "${text}"`);
+  return text;
 }
 
 function loadAverage(): string {
@@ -216,6 +231,7 @@ if (import.meta.main) {
       batch: Number(value("--batch", "2")),
       calls: Number(value("--calls", "1")),
       sampleSize: Number(value("--sample-size", String(config.unet.sampleSize))),
+      precision: precisionFlag(value("--precision", "f32")),
       log: (line) => process.stderr.write(`${new Date().toISOString()} ${line} (load ${loadAverage()})\n`),
     });
     console.log(JSON.stringify(result));

@@ -30,6 +30,7 @@ import {
   type Tensor,
   type TensorToWrite,
   uploadTokens,
+  withParameterDtype,
   writeSafetensors,
 } from "@cxr/kernels";
 import { checkConfig, type DiffusionModelConfig } from "./config.ts";
@@ -116,6 +117,21 @@ export interface EncodedPrompts {
   /** u32 [B, maxPositions]. */
   ids: Tensor;
   tokens: Encoded;
+}
+
+/** Generation precision: "f16" runs the UNet on the f16 kernels (needs the adapter's shader-f16). */
+export type Precision = "f32" | "f16";
+export const PRECISIONS: readonly Precision[] = ["f32", "f16"];
+
+/** --precision f16 on an adapter without shader-f16. */
+export class PrecisionError extends Error {
+  constructor(gpu: Gpu) {
+    const name = gpu.adapter?.description || gpu.adapter?.device || "this adapter";
+    super(
+      `precision f16 needs the adapter feature 'shader-f16', which ${name} lacks (cxr doctor lists the features); use --precision f32`,
+    );
+    this.name = "PrecisionError";
+  }
 }
 
 export class DiffusionModel {
@@ -216,7 +232,7 @@ export class DiffusionModel {
   }
 
   /** Reads config.json and tokenizer.json of `dir`, builds the model and loads its weights. */
-  static load(gpu: Gpu, dir: string): DiffusionModel {
+  static load(gpu: Gpu, dir: string, precision: Precision = "f32"): DiffusionModel {
     const config = readModelConfig(dir);
     const tokenizerPath = join(dir, MODEL_FILES.tokenizer);
     let tokenizer: WordTokenizer;
@@ -225,7 +241,7 @@ export class DiffusionModel {
     } catch (error) {
       throw new CheckpointError((error as Error).message);
     }
-    const model = createDiffusionModel(gpu, config, tokenizer, 0);
+    const model = createDiffusionModel(gpu, config, tokenizer, 0, precision);
     try {
       model.loadWeights(dir);
     } catch (error) {
@@ -266,6 +282,7 @@ export function createDiffusionModel(
   config: DiffusionModelConfig,
   tokenizer: WordTokenizer,
   seed = 0,
+  precision: Precision = "f32",
 ): DiffusionModel {
   checkConfig(config);
   const text = config.textEncoder;
@@ -279,8 +296,10 @@ export function createDiffusionModel(
       `the tokenizer's context (${tokenizer.maxLength}) differs from textEncoder.maxPositions ${text.maxPositions} of "${config.name}"`,
     );
   }
+  // precision "f16": the UNet's weights and activations in f16 (inference only); the text encoder stays f32.
+  if (precision === "f16" && !gpu.features.has("shader-f16")) throw new PrecisionError(gpu);
   const init = new ParameterInit(seed);
   const textEncoder = new ClipTextModel(gpu, text, init);
-  const unet = new UNet2DConditionModel(gpu, config.unet, init);
+  const unet = withParameterDtype(precision, () => new UNet2DConditionModel(gpu, config.unet, init));
   return new DiffusionModel(structuredClone(config), tokenizer, textEncoder, unet);
 }

@@ -23,6 +23,7 @@ import {
   add,
   Conv2d,
   Attention as CrossAttention,
+  cast,
   concat,
   type Gpu,
   GroupNorm,
@@ -271,8 +272,8 @@ export class Downsample2D extends Module {
     if (this.padding !== 0) return this.conv.forward(x);
     return inferenceTidy(() => {
       const [n, c, h, w] = x.shape;
-      const wider = concat([x, Tensor.zeros(this.gpu, [n, c, h, 1])], 3);
-      return this.conv.forward(concat([wider, Tensor.zeros(this.gpu, [n, c, 1, w + 1])], 2));
+      const wider = concat([x, Tensor.zeros(this.gpu, [n, c, h, 1], x.dtype)], 3);
+      return this.conv.forward(concat([wider, Tensor.zeros(this.gpu, [n, c, 1, w + 1], x.dtype)], 2));
     });
   }
 }
@@ -613,11 +614,39 @@ export class UNet2DConditionModel extends Module {
     return { flipSinToCos: this.config.flipSinToCos, downscaleFreqShift: this.config.freqShift };
   }
 
+  /** The dtype of the weights: "f16" when built inside `withParameterDtype("f16", ...)`. */
+  get precision(): "f32" | "f16" {
+    return this.convIn.weight.dtype === "f16" ? "f16" : "f32";
+  }
+
   /**
    * sample [B, inChannels, H, W] (H, W divisible by 2^(levels-1)), timesteps f32 [B],
    * encoderHiddenStates [B, L, crossAttentionDim] -> [B, outChannels, H, W].
+   * With f16 weights (`precision` "f16", inference only) the f32 sample and text states are cast to
+   * f16 on the way in, the sinusoidal timestep embedding is computed in f32 and cast, every layer runs
+   * its f16 kernels (f32 arithmetic inside), and the output is cast back: f32 in, f32 out.
    */
   forward(sample: Tensor, timesteps: Tensor, encoderHiddenStates: Tensor): Tensor {
+    if (this.precision === "f32") return this.forwardIn(sample, timesteps, encoderHiddenStates);
+    const temporaries: Tensor[] = [];
+    const half = (t: Tensor) => {
+      if (t.dtype === "f16") return t;
+      const converted = cast(t, "f16");
+      temporaries.push(converted);
+      return converted;
+    };
+    // Releasing behind queued work is safe (queue order); nothing is on a tape in f16.
+    try {
+      const output = this.forwardIn(half(sample), timesteps, half(encoderHiddenStates));
+      const result = cast(output, "f32");
+      output.release();
+      return result;
+    } finally {
+      for (const tensor of temporaries) tensor.release();
+    }
+  }
+
+  private forwardIn(sample: Tensor, timesteps: Tensor, encoderHiddenStates: Tensor): Tensor {
     const { config } = this;
     const levels = config.blockOutChannels.length;
     const [batch, inChannels, height, width] = sample.rank === 4 ? sample.shape : [0, 0, 0, 0];
@@ -648,12 +677,15 @@ export class UNet2DConditionModel extends Module {
         { sample, encoderHiddenStates },
       );
     }
-    const projected = timestepEmbedding(
+    const sinusoids = timestepEmbedding(
       timesteps,
       config.blockOutChannels[0],
       this.timeOptions(),
       this.frequencies,
     );
+    // timestepEmbedding has no f16 variant (arguments up to ~1000 radians): f32, then cast.
+    const projected = sample.dtype === "f16" ? cast(sinusoids, "f16") : sinusoids;
+    if (projected !== sinusoids) sinusoids.release();
     const hidden = this.timeEmbedding.linear1.forward(projected);
     // The sinusoids are not on the tape (timesteps need no gradient), so backward() would never free
     // them: hand them to linear_1's node, which releases its saved tensors after its backward. Without

@@ -17,7 +17,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { encodeGrayPng } from "@cxr/data";
 import { concat, defaultGpu, Generator, type Gpu, noGrad, randomNormal, Tensor, tidy } from "@cxr/kernels";
-import { CheckpointError, DiffusionModel, MODEL_FILES } from "../model/model.ts";
+import { CheckpointError, DiffusionModel, MODEL_FILES, PRECISIONS, type Precision } from "../model/model.ts";
 import { type PromptFields, promptFromFields } from "../model/prompt.ts";
 import { classifierFreeGuidanceBatched } from "../schedule/guidance.ts";
 import { schedulerConfigOf } from "../schedule/of-config.ts";
@@ -80,6 +80,8 @@ export interface GenerationMetadata {
   maxBatch: number;
   size: number;
   model: { name: string; dir: string | null; weightsSha256: string | null };
+  /** The UNet's precision: "f32", or "f16" (weights and activations in f16, f32 arithmetic). */
+  precision: Precision;
   noise: string;
   scheduler: ReturnType<typeof schedulerConfigOf>;
 }
@@ -88,6 +90,11 @@ export interface GenerationResult {
   images: GeneratedImage[];
   seconds: number;
   imagesPerSecond: number;
+  /**
+   * GPU memory from the buffer pool (tensors; kernels' private scratch textures not included): in
+   * use when generation started (the weights) and the peak during it.
+   */
+  memory: { startBytes: number; peakBytes: number };
 }
 
 export class GenerateOptionsError extends Error {
@@ -173,6 +180,11 @@ export class Pipeline {
     return this.model.gpu;
   }
 
+  /** The UNet's precision (createPipeline's `precision`). */
+  get precision(): Precision {
+    return this.model.unet.precision;
+  }
+
   async generate(
     input: Partial<GenerateOptions> & Pick<GenerateOptions, "prompt">,
   ): Promise<GenerationResult> {
@@ -191,6 +203,8 @@ export class Pipeline {
     const perImage = channels * size * size;
     const scheduler = schedulerConfigOf(config);
     const started = performance.now();
+    this.gpu.pool.resetPeak();
+    const startBytes = this.gpu.pool.snapshot().inUseBytes;
     const images: GeneratedImage[] = [];
     const chunks = Math.ceil(prompts.length / options.maxBatch);
     const guided = options.guidance !== 1;
@@ -281,6 +295,7 @@ export class Pipeline {
             maxBatch: options.maxBatch,
             size,
             model: { name: config.name, dir: this.dir, weightsSha256: this.hash },
+            precision: this.precision,
             noise: `Philox4x32-10 normal, seed ${options.seed}, offset ${index * perImage}, ${perImage} values (image ${index})`,
             scheduler,
           },
@@ -288,7 +303,8 @@ export class Pipeline {
       }
     }
     const seconds = (performance.now() - started) / 1000;
-    return { images, seconds, imagesPerSecond: images.length / seconds };
+    const memory = { startBytes, peakBytes: this.gpu.pool.snapshot().peakInUseBytes };
+    return { images, seconds, imagesPerSecond: images.length / seconds, memory };
   }
 
   dispose(): void {
@@ -296,14 +312,31 @@ export class Pipeline {
   }
 }
 
-/** A pipeline from a model directory (checked file by file) or an already loaded model. */
+/**
+ * A pipeline from a model directory (checked file by file) or an already loaded model. `precision`
+ * "f16" builds the UNet with f16 weights and runs it on the f16 kernels (inference only; the text
+ * encoder and the sampler stay f32); it needs the adapter feature shader-f16 (PrecisionError).
+ */
 export async function createPipeline(
   model: string | DiffusionModel,
-  options: { gpu?: Gpu } = {},
+  options: { gpu?: Gpu; precision?: Precision } = {},
 ): Promise<Pipeline> {
-  if (typeof model !== "string") return new Pipeline(model, null, false);
+  const precision = options.precision ?? "f32";
+  if (!PRECISIONS.includes(precision)) {
+    throw new GenerateOptionsError(
+      `precision must be ${PRECISIONS.join(" or ")}, got ${JSON.stringify(precision)}`,
+    );
+  }
+  if (typeof model !== "string") {
+    if (options.precision && model.unet.precision !== precision) {
+      throw new GenerateOptionsError(
+        `the model was built in ${model.unet.precision}, not ${precision} (createDiffusionModel's precision)`,
+      );
+    }
+    return new Pipeline(model, null, false);
+  }
   const dir = resolve(model);
   checkModelDir(dir);
   const gpu = options.gpu ?? (await defaultGpu());
-  return new Pipeline(DiffusionModel.load(gpu, dir), dir, true);
+  return new Pipeline(DiffusionModel.load(gpu, dir, precision), dir, true);
 }

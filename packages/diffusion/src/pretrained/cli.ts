@@ -10,6 +10,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createGpu, defaultGpu, type Gpu } from "@cxr/kernels";
 import { type Command, InvalidArgumentError } from "commander";
+import { PRECISIONS, type Precision } from "../model/model.ts";
 import { GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
 import { SAMPLER_KINDS, SAMPLING_DEFAULTS, type SamplerKind } from "../schedule/samplers.ts";
 import { CLIP_BPE_FILE, ClipTokenizer, writeClipVocabulary } from "./clip-tokenizer.ts";
@@ -239,6 +240,8 @@ export interface FolderGenerateOptions {
   batch?: number;
   /** Weight variant, e.g. "fp16" for *.fp16.safetensors. */
   variant?: string;
+  /** "f16": the UNet in f16 (needs shader-f16); the text encoder and the VAE stay f32. */
+  precision?: Precision;
   backend?: string;
   adapter?: string;
   onStep?: (progress: { step: number; steps: number; chunk: number; chunks: number }) => void;
@@ -257,6 +260,7 @@ export interface FolderGenerateResult {
   sampler: SamplerKind;
   steps: number;
   guidance: number;
+  precision: Precision;
 }
 
 /** True when DIR is a diffusers folder (has model_index.json) rather than our own model folder. */
@@ -295,6 +299,8 @@ export async function generateFromFolder(
   if (bits !== 8 && bits !== 16) problems.push(`bits must be 8 or 16, got ${bits}`);
   if (options.sampler !== undefined && !(SAMPLER_KINDS as readonly string[]).includes(options.sampler))
     problems.push(`sampler must be one of ${SAMPLER_KINDS.join(", ")}, got "${options.sampler}"`);
+  const precision = options.precision ?? "f32";
+  if (!PRECISIONS.includes(precision)) problems.push(`precision must be f32 or f16, got "${precision}"`);
   if (options.prompts.length === 0) problems.push("no prompt given");
   options.prompts.forEach((prompt, index) => {
     if (typeof prompt !== "string" || prompt.trim() === "") problems.push(`prompt ${index} is empty`);
@@ -309,7 +315,7 @@ export async function generateFromFolder(
       ? await createGpu({ backend: options.backend, adapterName: options.adapter })
       : await defaultGpu());
   const loadStarted = performance.now();
-  const components = loadPretrainedComponents(gpu, folder, { variant: options.variant });
+  const components = loadPretrainedComponents(gpu, folder, { variant: options.variant, precision });
   const loadSeconds = (performance.now() - loadStarted) / 1000;
   const sampler = options.sampler ?? components.scheduler.kind;
   const started = performance.now();
@@ -355,7 +361,7 @@ export async function generateFromFolder(
           batch,
           size: result.imageShape[2],
           noise: `Philox4x32-10 normal, seed ${seed}, offset ${index * perImage}, ${perImage} values (latents of image ${index})`,
-          precision: "f32",
+          precision: { unet: precision, textEncoder: "f32", vae: "f32" },
           scheduler: components.scheduler.config,
         };
         writeAtomic(`${stem}.json`, `${JSON.stringify(sidecar, null, 2)}\n`);
@@ -376,6 +382,7 @@ export async function generateFromFolder(
     sampler,
     steps,
     guidance,
+    precision,
   };
 }
 
@@ -385,7 +392,7 @@ export function formatFolderGenerate(result: FolderGenerateResult): string {
   return (
     `${result.files.length} images (${result.sampler}, ${result.steps} steps, guidance ${result.guidance}) in ${result.seconds.toFixed(1)} s ` +
     `(weights loaded in ${result.loadSeconds.toFixed(1)} s); GPU pool: ${mb(result.memory.weightBytes)} MB of weights, ` +
-    `peak ${mb(result.memory.peakBytes)} MB during generation\n` +
+    `peak ${mb(result.memory.peakBytes)} MB during generation (UNet ${result.precision})\n` +
     `${result.files.map((path) => `  ${path}`).join("\n")}\n`
   );
 }
@@ -401,6 +408,7 @@ export interface ModelGenerateFlags {
   bits?: string;
   batch?: number;
   variant?: string;
+  precision?: string;
   backend?: string;
   adapter?: string;
 }
@@ -424,6 +432,7 @@ export async function modelGenerate(
       bits: flags.bits === undefined ? undefined : (Number(flags.bits) as 8 | 16),
       batch: flags.batch,
       variant: flags.variant,
+      precision: flags.precision as Precision | undefined,
       backend: flags.backend,
       adapter: flags.adapter,
       onStep: ({ step, steps }) => process.stderr.write(`\rstep ${step}/${steps}`),
@@ -540,6 +549,7 @@ export function registerPretrainedCommands(program: Command): void {
     .option("--sampler <kind>", `${SAMPLER_KINDS.join(" | ")} (default: the folder's scheduler)`)
     .option("--seed <n>", "seed of the initial latents", number(0, true), 0)
     .option("--variant <name>", "weight variant, e.g. fp16 for *.fp16.safetensors")
+    .option("--precision <p>", "f32 | f16: the UNet's weights and activations (f16 needs shader-f16)")
     .option("--backend <name>", "vulkan | metal | d3d12 | opengles")
     .option("--adapter <substring>", "adapter name filter")
     .action(async (folder: string, flags: ModelGenerateFlags) => {

@@ -213,7 +213,7 @@ export function loadModuleWeights(
   const prefix = options.stripPrefix ?? "";
   for (const [name, tensor] of own) {
     const stored = source.entries.has(prefix + name) ? prefix + name : name;
-    const weight = source.read(stored, { reuse: true });
+    const weight = tensor.dtype === "f16" ? source.readHalf(stored) : source.read(stored, { reuse: true });
     writeTensor(tensor, weight.data);
     report.tensors++;
     report.storedAs[weight.storedAs] = (report.storedAs[weight.storedAs] ?? 0) + 1;
@@ -224,10 +224,22 @@ export function loadModuleWeights(
   return report;
 }
 
-/** Overwrites a GPU tensor's contents (queue.writeBuffer copies the data before returning). */
-function writeTensor(tensor: Tensor, values: Float32Array): void {
+/**
+ * Overwrites a GPU tensor's contents (queue.writeBuffer copies the data before returning): f32 values,
+ * or f16 bits for an f16 tensor (an odd count padded to the 4-byte multiple writeBuffer needs).
+ */
+function writeTensor(tensor: Tensor, values: Float32Array | Uint16Array): void {
+  if (values instanceof Uint16Array !== (tensor.dtype === "f16")) {
+    throw new Error(`writeTensor: ${tensor.dtype} tensor given ${values.constructor.name} data (internal)`);
+  }
+  let data = values;
+  if (data.byteLength % 4 !== 0) {
+    const padded = new Uint16Array(data.length + 1);
+    padded.set(data);
+    data = padded;
+  }
   tensor.gpu.flush();
-  tensor.gpu.device.queue.writeBuffer(tensor.buffer, 0, values.buffer, values.byteOffset, values.byteLength);
+  tensor.gpu.device.queue.writeBuffer(tensor.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
 }
 
 export interface TokenizerFiles {

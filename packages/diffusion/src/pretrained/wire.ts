@@ -9,13 +9,14 @@
  * FOLDER` runs it through `generateFromFolder` (cli.ts) when FOLDER holds a model_index.json.
  */
 import { join } from "node:path";
-import { type Gpu, ParameterInit } from "@cxr/kernels";
+import { type Gpu, ParameterInit, withParameterDtype } from "@cxr/kernels";
 import {
   ConfigError,
   type DiffusionModelConfig,
   type TextEncoderConfig,
   type UNetConfig,
 } from "../model/config.ts";
+import { type Precision, PrecisionError } from "../model/model.ts";
 import { ClipTextModel } from "../model/text-encoder.ts";
 import { UNet2DConditionModel } from "../model/unet.ts";
 import { type SamplerKind, type SchedulerConfig, STABLE_DIFFUSION_SCHEDULER } from "../schedule/samplers.ts";
@@ -203,12 +204,15 @@ export function loadPretrainedTextEncoder(
 export function loadPretrainedUnet(
   gpu: Gpu,
   folder: PretrainedFolder,
-  options: WeightFileOptions = {},
+  options: WeightFileOptions & { precision?: Precision } = {},
 ): { model: UNet2DConditionModel; report: LoadReport } {
   const config = unetConfigFromJson(folder.unetConfig(), join(folder.root, "unet", "config.json"));
+  // precision f16: built with f16 parameters, filled from the file's values rounded to f16 (readHalf).
+  const precision = options.precision ?? "f32";
+  if (precision === "f16" && !gpu.features.has("shader-f16")) throw new PrecisionError(gpu);
   let model: UNet2DConditionModel;
   try {
-    model = new UNet2DConditionModel(gpu, config, new ParameterInit(0));
+    model = withParameterDtype(precision, () => new UNet2DConditionModel(gpu, config, new ParameterInit(0)));
   } catch (error) {
     if (error instanceof ConfigError)
       throw new PretrainedError(join(folder.root, "unet", "config.json"), error.message);
@@ -257,7 +261,7 @@ export interface PretrainedComponents {
 export function loadPretrainedComponents(
   gpu: Gpu,
   root: string,
-  options: WeightFileOptions = {},
+  options: WeightFileOptions & { precision?: Precision } = {},
 ): PretrainedComponents {
   const folder = PretrainedFolder.open(root);
   const config = diffusionConfigFromFolder(folder);

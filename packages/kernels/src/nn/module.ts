@@ -39,6 +39,27 @@ export class ModuleError extends Error {
   }
 }
 
+/** The dtype new parameters are stored in; set only inside `withParameterDtype`. */
+let parameterDtype: "f32" | "f16" = "f32";
+
+/**
+ * Builds modules whose parameters are stored as `dtype` (buffers stay f32): `withParameterDtype("f16",
+ * () => new UNet2DConditionModel(...))` gives a half-precision model that never holds f32 weights on
+ * the GPU (its initial values and `loadState` / `load` values are rounded to f16 as they are
+ * written). f16 parameters are not trainable: the f16 kernels are inference only. Needs `shader-f16`.
+ */
+export function withParameterDtype<T>(dtype: "f32" | "f16", build: () => T): T {
+  if (dtype !== "f32" && dtype !== "f16")
+    throw new ModuleError(`parameter dtype must be f32 or f16, got ${dtype}`);
+  const previous = parameterDtype;
+  parameterDtype = dtype;
+  try {
+    return build();
+  } finally {
+    parameterDtype = previous;
+  }
+}
+
 export abstract class Module {
   private readonly parameters_ = new Map<string, Tensor>();
   private readonly buffers_ = new Map<string, Tensor>();
@@ -49,7 +70,8 @@ export abstract class Module {
 
   /** Registers a trainable parameter under `name`. */
   protected parameter(name: string, shape: Shape, values: Float32Array): Tensor {
-    const tensor = Tensor.upload(this.gpu, values, shape).trainable().retain();
+    const tensor = Tensor.upload(this.gpu, values, shape, parameterDtype).retain();
+    if (parameterDtype === "f32") tensor.trainable();
     this.parameters_.set(name, tensor);
     return tensor;
   }

@@ -19,6 +19,7 @@
  * - `composed.ts`: the matmul -> softmax -> matmul composition (benchmark baseline, test oracle);
  * - `reference.ts`: the float64 reference; `cost.ts`: FLOPs and bytes; `bench.ts`: benchmark cases.
  */
+
 import { needsGrad, record } from "../../runtime/autograd.ts";
 import type { Gpu } from "../../runtime/device.ts";
 import { grid, launch } from "../../runtime/kernel.ts";
@@ -48,6 +49,7 @@ import {
 import { type AttentionShape, attentionCost } from "./cost.ts";
 import { CPU_ROWS } from "./cpu-rows.ts";
 import { GPU_TILED } from "./gpu-tiled.ts";
+import { attentionHalf } from "./half.ts";
 import {
   ATTENTION_RESIZE_ROWS_WGSL,
   ATTENTION_ROW_STATS_WGSL,
@@ -327,6 +329,7 @@ function chunkedBackward(
  * returns [B, H, Lq, D]. Records its flash-style backward when q, k or v needs a gradient.
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKernelOptions = {}): Tensor {
+  if (q.dtype === "f16") return attentionHalf(q, k, v, options); // half.ts: inference only
   const resolved = resolveAttention("attention", q, k, v, options);
   const gpu = q.gpu;
   checkDispatch(gpu, resolved.shape, q, k);

@@ -7,6 +7,7 @@
  * `flat.ts` and `broadcast.ts` (one file per variant), `expressions.ts`, `shapes.ts` (broadcasting),
  * `reference.ts`, `cost.ts`. No bench.ts (memory-bound; the hot adds are fused into matmul).
  */
+
 import { needsGrad, record } from "../../runtime/autograd.ts";
 import { grid, launch } from "../../runtime/kernel.ts";
 import { OpError, type Shape, sizeOf, Tensor } from "../../runtime/tensor.ts";
@@ -19,6 +20,7 @@ import { type BinaryVariant, chooseBinaryVariant } from "./choose.ts";
 import { binaryCost } from "./cost.ts";
 import type { BinaryKind } from "./expressions.ts";
 import { FLAT } from "./flat.ts";
+import { binaryHalf } from "./half.ts";
 import { broadcastShapes, broadcastStrides, MAX_BINARY_RANK } from "./shapes.ts";
 
 export { BINARY_VARIANTS, type BinaryVariant, chooseBinaryVariant } from "./choose.ts";
@@ -90,6 +92,7 @@ function reduced(grad: Tensor, shape: Shape): Tensor {
 
 /** out = a (op) b, broadcasting. */
 export function binary(kind: BinaryKind, a: Tensor, b: Tensor, options: BinaryOptions = {}): Tensor {
+  if (a.dtype === "f16" || b.dtype === "f16") return binaryHalf(kind, a, b); // half.ts: inference only
   const output = binaryRaw(kind, a, b, options.variant);
   if (needsGrad(a, b)) {
     record(kind, [a, b], [output], ([gradOutput]) => {

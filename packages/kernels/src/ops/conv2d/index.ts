@@ -22,6 +22,7 @@
  *   take a plain GEMM over channels (no window arithmetic), reported as "gpu-tiled-1x1".
  * - "naive": direct convolution, one output per invocation; the benchmark's reference.
  */
+
 import { needsGrad, record } from "../../runtime/autograd.ts";
 import type { Gpu } from "../../runtime/device.ts";
 import { grid, launch } from "../../runtime/kernel.ts";
@@ -66,6 +67,7 @@ import {
   tiledSource,
   tiledWorkgroups,
 } from "./gpu-tiled.ts";
+import { conv2dHalf } from "./half.ts";
 import {
   CONV2D_BACKWARD_INPUT_NAIVE_WGSL,
   CONV2D_BACKWARD_WEIGHT_NAIVE_WGSL,
@@ -175,6 +177,7 @@ function backwardVariant(variant: Conv2dVariant): Exclude<Conv2dVariant, "cpu-su
  * Recorded on the autograd tape when x, w or bias needs a gradient.
  */
 export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, options: Conv2dOptions = {}): Tensor {
+  if (x.dtype === "f16") return conv2dHalf(x, w, bias ?? null, options); // half.ts: inference only
   const operands: Record<string, Tensor> = bias ? { x, w, bias } : { x, w };
   requireF32("conv2d", operands);
   const g = conv2dGeometry("conv2d", x.shape, w.shape, options);

@@ -16,6 +16,7 @@
  * Backward: per (n, channel) sums of dy and dy * x̂, from which one small kernel forms the per-group
  * terms and another the gamma/beta gradients, then an elementwise kernel writes dx.
  */
+
 import { needsGrad, record } from "../../runtime/autograd.ts";
 import { grid, launch } from "../../runtime/kernel.ts";
 import { OpError, Tensor } from "../../runtime/tensor.ts";
@@ -39,6 +40,7 @@ import {
 } from "../norm-core/index.ts";
 import { chooseGroupNormVariant, type GroupNormVariant } from "./choose.ts";
 import { GROUP_NORM_COEFFICIENTS_WGSL } from "./coefficients.ts";
+import { groupNormHalf } from "./half.ts";
 
 export { chooseGroupNormVariant, GROUP_NORM_VARIANTS, type GroupNormVariant } from "./choose.ts";
 export { groupNormCost } from "./cost.ts";
@@ -91,6 +93,7 @@ export function groupNorm(
   options: NormVariantOptions<GroupNormVariant> = {},
 ): Tensor {
   const op = "groupNorm";
+  if (x.dtype === "f16") return groupNormHalf(x, groups, gamma, beta, eps); // half.ts: inference only
   const layout = groupLayout(op, x, groups);
   checkChannelParameter(op, "gamma", gamma, layout.channels, x);
   checkChannelParameter(op, "beta", beta, layout.channels, x);

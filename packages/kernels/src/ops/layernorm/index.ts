@@ -11,6 +11,7 @@
  * Backward: per-row sums of gamma * dy and gamma * dy * x̂, then dx; gamma/beta gradients are column
  * sums over rows, split into row blocks and finished by a small kernel.
  */
+
 import { needsGrad, record } from "../../runtime/autograd.ts";
 import { grid, launch } from "../../runtime/kernel.ts";
 import { OpError, Tensor } from "../../runtime/tensor.ts";
@@ -33,6 +34,7 @@ import {
   layerNormRowSumsSource,
 } from "./backward.ts";
 import { chooseLayerNormVariant, type LayerNormVariant } from "./choose.ts";
+import { layerNormHalf } from "./half.ts";
 import { layerNormalizeSource } from "./normalize.ts";
 
 export { chooseLayerNormVariant, LAYER_NORM_VARIANTS, type LayerNormVariant } from "./choose.ts";
@@ -86,6 +88,7 @@ export function layerNorm(
   options: NormVariantOptions<LayerNormVariant> = {},
 ): Tensor {
   const op = "layerNorm";
+  if (x.dtype === "f16") return layerNormHalf(x, gamma, beta, eps); // half.ts: inference only
   if (x.dtype !== "f32") throw new OpError(op, `needs f32 input, got ${x.dtype}`, { x });
   if (x.rank < 1) throw new OpError(op, "needs x of shape [..., D]", { x });
   const width = x.shape[x.rank - 1];

@@ -8,11 +8,13 @@
  * (each op's one variant), `reference.ts`, `cost.ts`. No choose.ts (one variant each) and no
  * bench.ts (memory-bound copies).
  */
+
 import { needsGrad, record } from "../../runtime/autograd.ts";
 import { grid, launch } from "../../runtime/kernel.ts";
 import { OpError, type Shape, sizeOf, Tensor } from "../../runtime/tensor.ts";
 import { Params } from "../../runtime/uniforms.ts";
 import { copyCost, upsampleCost } from "./cost.ts";
+import { concatHalf, permuteHalf, splitHalf, upsampleNearestHalf } from "./half.ts";
 import { PERMUTE } from "./permute-gather.ts";
 import { SLICE_COPY } from "./slice-copy.ts";
 import { UPSAMPLE } from "./upsample.ts";
@@ -63,6 +65,7 @@ function sliceCopy(slice: Tensor, whole: Tensor, axis: number, offset: number, i
 /** Joins tensors along `axis`; all other dimensions must match. */
 export function concat(tensors: Tensor[], axis = 1): Tensor {
   if (tensors.length === 0) throw new OpError("concat", "needs at least one tensor");
+  if (tensors[0].dtype === "f16") return concatHalf(tensors, axis); // half.ts: inference only
   const first = tensors[0];
   const resolved = normaliseAxis("concat", axis, first.rank, first.shape);
   const operands = Object.fromEntries(tensors.map((tensor, index) => [`x${index}`, tensor]));
@@ -100,6 +103,7 @@ export function concat(tensors: Tensor[], axis = 1): Tensor {
 
 /** Splits `x` along `axis` into pieces of the given sizes (which must add up to that dimension). */
 export function split(x: Tensor, sizes: number[], axis = 1): Tensor[] {
+  if (x.dtype === "f16") return splitHalf(x, sizes, axis); // half.ts: inference only
   const resolved = normaliseAxis("split", axis, x.rank, x.shape);
   const total = sizes.reduce((sum, size) => sum + size, 0);
   if (sizes.some((size) => !Number.isInteger(size) || size < 1) || total !== x.shape[resolved]) {
@@ -172,6 +176,7 @@ export function permute(x: Tensor, permutation: number[]): Tensor {
   if (!valid)
     throw new OpError("permute", `[${permutation.join(", ")}] is not a permutation of ${x.rank} axes`, { x });
   if (x.rank > MAX_PERMUTE_RANK) throw new OpError("permute", `rank above ${MAX_PERMUTE_RANK}`, { x });
+  if (x.dtype === "f16") return permuteHalf(x, permutation); // half.ts: inference only
   if (x.dtype !== "f32") throw new OpError("permute", `needs f32 input, got ${x.dtype}`, { x });
   const output = permuteRaw(x, permutation);
   if (needsGrad(x)) {
@@ -207,6 +212,7 @@ export function upsampleNearest(x: Tensor, factor = 2): Tensor {
   if (x.rank !== 4) throw new OpError("upsampleNearest", "expects [N, C, H, W]", { x });
   if (!Number.isInteger(factor) || factor < 1)
     throw new OpError("upsampleNearest", `invalid factor ${factor}`, { x });
+  if (x.dtype === "f16") return upsampleNearestHalf(x, factor); // half.ts: inference only
   if (x.dtype !== "f32") throw new OpError("upsampleNearest", `needs f32 input, got ${x.dtype}`, { x });
   const [n, c, h, w] = x.shape;
   const output = Tensor.empty(x.gpu, [n, c, h * factor, w * factor]);

@@ -13,6 +13,7 @@
  *   epilogue bindings);
  * - `reference.ts`: the float64 reference; `cost.ts`: FLOPs and bytes; `bench.ts`: benchmark cases.
  */
+
 import { needsGrad, record } from "../../runtime/autograd.ts";
 import type { Gpu } from "../../runtime/device.ts";
 import { grid, launch } from "../../runtime/kernel.ts";
@@ -27,6 +28,7 @@ import { ACTIVATION_CODES, MATMUL_ACTIVATIONS, type MatmulActivation, type Matmu
 import { dispatchCpu, MATMUL_CPU_SOURCE, MATMUL_PACK_WGSL } from "./cpu-register-blocked.ts";
 import { MATMUL_CPU_SUBGROUP_SOURCE, MATMUL_SUBGROUP_TILE, matmulCanUseSubgroups } from "./cpu-subgroup.ts";
 import { MATMUL_GPU_TILED_WGSL } from "./gpu-tiled.ts";
+import { matmulHalf } from "./half.ts";
 import { MATMUL_NAIVE_WGSL } from "./naive.ts";
 import {
   type Epilogue,
@@ -314,6 +316,7 @@ function validate(a: Tensor, b: Tensor, options: MatmulOptions): MatmulPlan {
  * Returns `[...batch, M, N]`. Records backward for a, b and bias when any needs a gradient.
  */
 export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
+  if (a.dtype === "f16") return matmulHalf(a, b, options); // half.ts: inference only
   const plan = validate(a, b, options);
   const gpu = a.gpu;
   const bias = options.bias ?? null;

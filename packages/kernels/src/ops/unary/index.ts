@@ -7,12 +7,14 @@
  * matmul's fused epilogue), `elementwise.ts` (the one variant's kernels), `reference.ts`, `cost.ts`.
  * No choose.ts (one variant) and no bench.ts (memory-bound copies; matmul fuses the hot ones).
  */
+
 import { needsGrad, record } from "../../runtime/autograd.ts";
 import { grid, launch } from "../../runtime/kernel.ts";
 import { OpError, Tensor } from "../../runtime/tensor.ts";
 import { Params } from "../../runtime/uniforms.ts";
 import { unaryBackwardCost, unaryCost } from "./cost.ts";
 import { ELEMENTWISE } from "./elementwise.ts";
+import { unaryHalf } from "./half.ts";
 import type { UnaryKind } from "./reference.ts";
 
 export { unaryBackwardCost, unaryCost } from "./cost.ts";
@@ -52,6 +54,7 @@ function unaryBackward(kind: UnaryKind, x: Tensor, gradOutput: Tensor, alpha: nu
 
 /** y = f(x) elementwise. `alpha` is the factor for "scale". */
 export function unary(kind: UnaryKind, x: Tensor, alpha = 1): Tensor {
+  if (x.dtype === "f16") return unaryHalf(kind, x, alpha); // half.ts: inference only
   if (x.dtype !== "f32") throw new OpError(kind, `needs f32 input, got ${x.dtype}`, { x });
   const y = Tensor.empty(x.gpu, x.shape);
   launch(
