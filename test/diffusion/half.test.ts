@@ -101,10 +101,12 @@ describe("--precision f16 on the shipped phantom model", async () => {
       expect(halfVsFull.mean).toBeLessThan(seedVsSeed.mean / 10);
       expect(half.result.images[0].metadata.precision).toBe("f16");
       expect(full.result.images[0].metadata.precision).toBe("f32");
-      // The pool at the start holds the weights: the f16 UNet's half of the f32 UNet's.
-      expect(f32.startBytes - full.before - (f16.startBytes - half.before)).toBe(
-        full.unetBytes - half.unetBytes,
-      );
+      // The pool at the start holds the weights: the f16 UNet's half of the f32 UNet's. The f16
+      // pipeline keeps a few small f32 tensors beside them (measured: 20 KB of the 3.4 MB saved), so
+      // the saving is checked to within 2%, never more than the weight bytes themselves.
+      const saved = f32.startBytes - full.before - (f16.startBytes - half.before);
+      expect(saved).toBeLessThanOrEqual(full.unetBytes - half.unetBytes);
+      expect(saved).toBeGreaterThan(0.98 * (full.unetBytes - half.unetBytes));
       expect(f16.peakBytes - half.before).toBeLessThan(f32.peakBytes - full.before);
     },
     900_000,
