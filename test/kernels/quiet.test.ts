@@ -4,7 +4,8 @@
  * under Bun and koffi under Node, so every check spawns both runtimes, whichever runs this file.
  */
 import { spawnSync } from "node:child_process";
-import { resolve } from "node:path";
+import { existsSync, realpathSync } from "node:fs";
+import { basename, delimiter, join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { withoutDawnLimitWarnings } from "../../packages/kernels/src/runtime/quiet.ts";
 
@@ -20,9 +21,25 @@ const WARNINGS = ["Uniform", "Storage"].map(
 // 2-core machine that took over 180 s, vitest's default.
 const SPAWN_TIMEOUT_MS = 600_000;
 
+/**
+ * The real Node: `bun run` puts a `node` that is Bun itself first on PATH (a bun-node-* folder), so
+ * the first `node` found is skipped when it resolves to a Bun binary.
+ */
+function realNode(): string {
+  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+    const candidate = join(dir, "node");
+    try {
+      if (existsSync(candidate) && !basename(realpathSync(candidate)).startsWith("bun")) return candidate;
+    } catch {
+      // an unreadable PATH entry: try the next
+    }
+  }
+  return "node";
+}
+
 const RUNTIMES = {
   bun: { command: "bun", prefix: [] as string[] },
-  node: { command: "node", prefix: ["--import", "tsx"] },
+  node: { command: realNode(), prefix: ["--import", "tsx"] },
 };
 type Runtime = keyof typeof RUNTIMES;
 
