@@ -30,6 +30,8 @@ let gpu: Gpu;
 let folder: string;
 let real: string;
 let synthetic: string;
+/** The uninterrupted 2-epoch run of the exact-resume test, which the signal test compares against. */
+let straightRun: { weights: Map<string, { data: unknown }>; stepsPerEpoch: number } | undefined;
 
 beforeAll(async () => {
   gpu = await defaultGpu();
@@ -167,7 +169,14 @@ describe("cxr train classifier (trainClassifierRun)", () => {
     expect(readFileSync(join(resumed, "metrics.csv"), "utf8").split("\n").length).toBe(
       readFileSync(join(straight, "metrics.csv"), "utf8").split("\n").length,
     );
+    straightRun = { weights: a, stepsPerEpoch: second.history[0].steps };
+  });
 
+  // Split from the test above (it needs that test's uninterrupted run) so that neither comes near
+  // the per-test timeout on a loaded two-core machine.
+  it("resumes exactly after a signal mid-epoch, twice: the same weights as the uninterrupted run", async () => {
+    expect(straightRun, "needs the uninterrupted run of the previous test").toBeDefined();
+    const { weights: a, stepsPerEpoch: perEpoch } = straightRun!;
     // Stopped by a signal mid-epoch (twice, once in each epoch) and resumed: still the same weights,
     // and every epoch's metrics count all its steps.
     const signalled = join(folder, "run-signalled");
@@ -189,7 +198,6 @@ describe("cxr train classifier (trainClassifierRun)", () => {
         }),
       );
     };
-    const perEpoch = second.history[0].steps;
     expect(perEpoch).toBeGreaterThan(3);
     expect((await session(2, false)).stopped).toBe(true);
     expect((await session(perEpoch + 2, true)).stopped).toBe(true);
