@@ -17,10 +17,12 @@ import { join } from "node:path";
 import { generatePhantomDataset, loadChexpert } from "@cxr/data";
 import {
   CheckpointError,
+  epochPool,
   findCheckpoint,
   loadTrainingData,
   makeNoiseSchedule,
   minSnrWeights,
+  parseRepeatFindings,
   readTrainingState,
   saveCheckpoint,
   stepDraws,
@@ -290,4 +292,56 @@ describe("trainDiffusion", () => {
     expect(stepDraws(5, 8, 4, 1000).timesteps).not.toEqual(a.timesteps);
     expect(a.timesteps.every((t) => Number.isInteger(t) && t >= 0 && t < 1000)).toBe(true);
   });
+
+  it("--repeat-findings oversamples positive records, belongs to the resume identity, refuses bad input", async () => {
+    const labels = (cardiomegaly: number | null, effusion: number | null) =>
+      ({ labels: { Cardiomegaly: cardiomegaly, "Pleural Effusion": effusion } }) as unknown as Parameters<
+        typeof epochPool
+      >[0][number];
+    const records = [labels(1, 0), labels(0, 1), labels(1, 1), labels(-1, null), labels(0, 0)];
+    expect(epochPool(records, undefined)).toEqual([0, 1, 2, 3, 4]);
+    // Positive = label 1 only (uncertain -1 is not repeated); the largest factor wins.
+    expect(epochPool(records, { Cardiomegaly: 3, "Pleural Effusion": 2 })).toEqual([
+      0, 0, 0, 1, 1, 2, 2, 2, 3, 4,
+    ]);
+    expect(parseRepeatFindings("cardiomegaly=3, Pleural Effusion = 2")).toEqual({
+      Cardiomegaly: 3,
+      "Pleural Effusion": 2,
+    });
+    expect(() => parseRepeatFindings("Cardiomegaly")).toThrow('expected FINDING=N, got "Cardiomegaly"');
+    expect(() => parseRepeatFindings("Heart=2")).toThrow(/unknown finding "Heart" \(one of No Finding, /);
+    expect(() => parseRepeatFindings(" , ")).toThrow("no FINDING=N given");
+    await expect(
+      trainDiffusion({ ...base(join(root, "r0")), repeatFindings: { Cardiomegaly: 0 } }),
+    ).rejects.toThrow("repeatFindings: the factor of Cardiomegaly must be an integer in [1, 100], got 0");
+
+    const device = await gpu();
+    const out = join(root, "repeat");
+    const messages: string[] = [];
+    const loaded = loadTrainingData(data);
+    const positives = loaded.records.filter((record) => record.labels["No Finding"] === 1).length;
+    expect(positives).toBeGreaterThan(0);
+    const run = await trainDiffusion({
+      ...base(out),
+      steps: 2,
+      gpu: device,
+      repeatFindings: { "No Finding": 4 },
+      log: (message) => messages.push(message),
+    });
+    expect(run.steps).toBe(2);
+    const expectedPool = loaded.records.length + 3 * positives;
+    expect(
+      messages.some((line) => line.startsWith(`repeat findings: ${expectedPool} images per epoch`)),
+    ).toBe(true);
+    expect(readTrainingState(join(out, "checkpoint")).options).toMatchObject({
+      repeatFindings: { "No Finding": 4 },
+    });
+    // A resume must keep the oversampling, in both directions.
+    await expect(trainDiffusion({ ...base(out), steps: 2, resume: true })).rejects.toThrow(
+      /with different settings: repeatFindings: checkpoint \{"No Finding":4\}, now undefined/,
+    );
+    await expect(
+      trainDiffusion({ ...base(join(root, "straight")), resume: true, repeatFindings: { "No Finding": 4 } }),
+    ).rejects.toThrow(/repeatFindings: checkpoint undefined, now \{"No Finding":4\}/);
+  }, 300_000);
 });

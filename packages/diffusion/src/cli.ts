@@ -4,7 +4,7 @@
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { RACES, type Race } from "@cxr/data";
+import { type ChexpertLabel, RACES, type Race } from "@cxr/data";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { DIFFUSION_BENCH_DEFAULTS, formatDiffusionBench, runDiffusionBench } from "./bench.ts";
 import {
@@ -29,7 +29,13 @@ import {
 } from "./pretrained/cli.ts";
 import { GUIDANCE_DEFAULTS } from "./schedule/guidance.ts";
 import { SAMPLER_KINDS, SAMPLING_DEFAULTS, type SamplerKind } from "./schedule/samplers.ts";
-import { TRAIN_DEFAULTS, TRAIN_LIMITS, type TrainProgress, trainDiffusion } from "./training/train.ts";
+import {
+  parseRepeatFindings,
+  TRAIN_DEFAULTS,
+  TRAIN_LIMITS,
+  type TrainProgress,
+  trainDiffusion,
+} from "./training/train.ts";
 
 export function parseIntegerIn(name: string, minimum: number, maximum: number) {
   return (value: string): number => {
@@ -82,6 +88,7 @@ interface TrainFlags {
   minSnr: string;
   emaDecay: number;
   dropout: number;
+  repeatFindings?: Partial<Record<ChexpertLabel, number>>;
   checkpointEvery: number;
   logEvery: number;
 }
@@ -154,6 +161,17 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       TRAIN_DEFAULTS.conditioningDropout,
     )
     .option(
+      "--repeat-findings <list>",
+      'oversample rare findings: "Cardiomegaly=3,Pleural Effusion=2" puts each positive record that many times in every epoch (default: every record once)',
+      (value: string) => {
+        try {
+          return parseRepeatFindings(value);
+        } catch (error) {
+          throw new InvalidArgumentError((error as Error).message.replace(/^--repeat-findings: /, ""));
+        }
+      },
+    )
+    .option(
       "--checkpoint-every <n>",
       "steps between checkpoints",
       parseIntegerIn("--checkpoint-every", 1, TRAIN_LIMITS.maxSteps),
@@ -192,6 +210,7 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
         minSnrGamma,
         emaDecay: flags.emaDecay,
         conditioningDropout: flags.dropout,
+        repeatFindings: flags.repeatFindings,
         checkpointEvery: flags.checkpointEvery,
         logEvery: flags.logEvery,
         signal: controller.signal,

@@ -4,7 +4,8 @@
  * (Hang et al. 2023), AdamW, linear warm-up then cosine decay, gradient clipping, EMA weights, and
  * 10% of prompts replaced by the empty prompt so classifier-free guidance has an unconditional model.
  *
- * Determinism: the data order of epoch e is `shuffledOrder(n, seed * 1000 + e)`, the timesteps and the
+ * Determinism: the data order of epoch e is `shuffledOrder(n, seed * 1000 + e)` over the epoch's pool
+ * (every record once, or with `repeatFindings` positive records several times), the timesteps and the
  * prompt dropout of step s come from Philox at a position given by s alone, and the noise from a Philox
  * generator whose offset is checkpointed; so a run resumed from a checkpoint computes the same batches,
  * noise and updates as one that never stopped (bit-identical weights on the same adapter).
@@ -12,7 +13,14 @@
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { batches, type HostBatch, shuffledOrder } from "@cxr/data";
+import {
+  batches,
+  CHEXPERT_LABELS,
+  type ChexpertLabel,
+  type CxrRecord,
+  type HostBatch,
+  shuffledOrder,
+} from "@cxr/data";
 import {
   AdamW,
   backward,
@@ -85,6 +93,12 @@ export interface TrainOptions {
   minSnrGamma: number | null;
   /** Share of prompts replaced by "" (classifier-free guidance training). */
   conditioningDropout: number;
+  /**
+   * Oversampling of rare findings: a record positive (label 1) for a listed finding appears this many
+   * times in each epoch's pool (the largest factor of its findings; integers 1-100), so the text
+   * encoder and UNet see those words and their pixels more often. Unset: every record once.
+   */
+  repeatFindings?: Partial<Record<ChexpertLabel, number>>;
   /** Write a checkpoint every this many steps (and at the end). */
   checkpointEvery: number;
   /** Read the loss back and report progress every this many steps. */
@@ -174,7 +188,54 @@ function checkOptions(options: TrainOptions): void {
   ) {
     problems.push(`warmupSteps must be an integer >= 0, got ${options.warmupSteps}`);
   }
+  for (const [label, factor] of Object.entries(options.repeatFindings ?? {})) {
+    if (!(CHEXPERT_LABELS as readonly string[]).includes(label)) {
+      problems.push(`repeatFindings: unknown finding "${label}" (one of ${CHEXPERT_LABELS.join(", ")})`);
+    }
+    if (!Number.isSafeInteger(factor) || (factor as number) < 1 || (factor as number) > 100) {
+      problems.push(`repeatFindings: the factor of ${label} must be an integer in [1, 100], got ${factor}`);
+    }
+  }
   if (problems.length > 0) throw new TrainOptionsError(`trainDiffusion: ${problems.join("; ")}`);
+}
+
+/**
+ * An epoch's pool of record indices: every record once, and a record positive for a finding in
+ * `repeat` that finding's factor times (the largest factor when several apply), in record order.
+ */
+export function epochPool(
+  records: readonly Pick<CxrRecord, "labels">[],
+  repeat: Partial<Record<ChexpertLabel, number>> | undefined,
+): number[] {
+  const factors = Object.entries(repeat ?? {}) as [ChexpertLabel, number][];
+  const pool: number[] = [];
+  records.forEach((record, index) => {
+    let times = 1;
+    for (const [label, factor] of factors) if (record.labels[label] === 1) times = Math.max(times, factor);
+    for (let copy = 0; copy < times; copy++) pool.push(index);
+  });
+  return pool;
+}
+
+/** Parses `--repeat-findings "Cardiomegaly=3,Pleural Effusion=2"`. */
+export function parseRepeatFindings(text: string): Partial<Record<ChexpertLabel, number>> {
+  const result: Partial<Record<ChexpertLabel, number>> = {};
+  for (const part of text
+    .split(",")
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0)) {
+    const match = /^(.+?)\s*=\s*(\d+)$/.exec(part);
+    if (!match) throw new TrainOptionsError(`--repeat-findings: expected FINDING=N, got "${part}"`);
+    const label = CHEXPERT_LABELS.find((name) => name.toLowerCase() === match[1].toLowerCase());
+    if (label === undefined) {
+      throw new TrainOptionsError(
+        `--repeat-findings: unknown finding "${match[1]}" (one of ${CHEXPERT_LABELS.join(", ")})`,
+      );
+    }
+    result[label] = Number(match[2]);
+  }
+  if (Object.keys(result).length === 0) throw new TrainOptionsError("--repeat-findings: no FINDING=N given");
+  return result;
 }
 
 /** The run's model configuration: the named or given one, or the `init` model's (which must agree). */
@@ -234,6 +295,8 @@ function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmup
     emaDecay: options.emaDecay,
     minSnrGamma: options.minSnrGamma,
     conditioningDropout: options.conditioningDropout,
+    // Only present when used, so checkpoints written before the option existed still resume.
+    ...(options.repeatFindings === undefined ? {} : { repeatFindings: options.repeatFindings }),
   };
 }
 
@@ -339,11 +402,10 @@ export async function trainDiffusion(
   if (checkpointDir) {
     resumed = readTrainingState(checkpointDir);
     const stored = resumed.options as Record<string, unknown>;
-    const differences = Object.entries(identity)
-      .filter(([key, value]) => JSON.stringify(stored[key]) !== JSON.stringify(value))
-      .map(
-        ([key, value]) => `${key}: checkpoint ${JSON.stringify(stored[key])}, now ${JSON.stringify(value)}`,
-      );
+    const now = identity as Record<string, unknown>;
+    const differences = [...new Set([...Object.keys(now), ...Object.keys(stored)])]
+      .filter((key) => JSON.stringify(stored[key]) !== JSON.stringify(now[key]))
+      .map((key) => `${key}: checkpoint ${JSON.stringify(stored[key])}, now ${JSON.stringify(now[key])}`);
     if (differences.length > 0) {
       throw new CheckpointError(
         `cannot resume ${checkpointDir} with different settings: ${differences.join("; ")}`,
@@ -360,6 +422,22 @@ export async function trainDiffusion(
     );
   }
   const promptOf = new Map(records.map((record, index) => [record, prompts[index]]));
+  const pool = epochPool(records, options.repeatFindings);
+  if (options.repeatFindings !== undefined) {
+    const share = (label: ChexpertLabel, indices: readonly number[]) =>
+      `${((100 * indices.filter((index) => records[index].labels[label] === 1).length) / indices.length).toFixed(1)}%`;
+    const all = records.map((_, index) => index);
+    log(
+      `repeat findings: ${pool.length} images per epoch (${records.length} records); ${Object.keys(
+        options.repeatFindings,
+      )
+        .map(
+          (label) =>
+            `${label} ${share(label as ChexpertLabel, all)} -> ${share(label as ChexpertLabel, pool)}`,
+        )
+        .join(", ")}`,
+    );
+  }
 
   const gpu = options.gpu ?? (await defaultGpu());
   mkdirSync(options.out, { recursive: true });
@@ -478,7 +556,9 @@ export async function trainDiffusion(
   let stopped = false;
   model.train();
   training: while (step < options.steps) {
-    const order = shuffledOrder(records.length, options.seed * 1000 + epoch).slice(position);
+    const order = shuffledOrder(pool.length, options.seed * 1000 + epoch)
+      .slice(position)
+      .map((slot) => pool[slot]);
     const stream = batches(records, {
       batchSize: options.batchSize,
       imageSize: resolution,
