@@ -2,6 +2,7 @@
 import { spawnSync } from "node:child_process";
 import { resolve } from "node:path";
 import { describe, expect, it } from "vitest";
+import { ATTENTION_KERNELS } from "../../packages/kernels/src/ops/attention/index.ts";
 import { SOFTMAX_KERNELS } from "../../packages/kernels/src/ops/softmax/index.ts";
 import { dumpKernelSources, KERNEL_SOURCES } from "../../packages/kernels/src/ops/sources.ts";
 
@@ -49,6 +50,25 @@ describe("kernels dump", () => {
     );
     expect(result.status, result.stderr).toBe(0);
     expect(result.stdout).toBe(`// softmax / cpu-rows / forward${SOFTMAX_KERNELS["cpu-rows"].forward}\n`);
+    const attentionDump = spawnSync(
+      "bun",
+      [
+        "packages/cli/src/main.ts",
+        "kernels",
+        "dump",
+        "attention",
+        "--variant",
+        "cpu-subgroup",
+        "--pass",
+        "forward",
+      ],
+      { cwd: ROOT, encoding: "utf8" },
+    );
+    expect(attentionDump.status, attentionDump.stderr).toBe(0);
+    expect(attentionDump.stdout).toBe(
+      dumpKernelSources({ op: "attention", variant: "cpu-subgroup", pass: "forward" }),
+    );
+    expect(attentionDump.stdout).toContain(ATTENTION_KERNELS["cpu-subgroup"].forward);
     const bad = spawnSync("bun", ["packages/cli/src/main.ts", "kernels", "dump", "no-such-op"], {
       cwd: ROOT,
       encoding: "utf8",

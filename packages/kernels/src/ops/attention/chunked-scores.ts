@@ -18,11 +18,13 @@
 import { wgsl } from "../../runtime/kernel.ts";
 import {
   ATTENTION_COMMON_WGSL,
+  type AttentionKernels,
   type AttentionVariantSpec,
+  attentionKernels,
+  ENTRY_WGSL,
+  eachRow,
   lines,
   MAX_ATTENTION_HEAD_DIM,
-  perRow,
-  ROWS_PER_INVOCATION,
   ROWS_PER_WORKGROUP,
   sumOf,
 } from "./common.ts";
@@ -31,7 +33,7 @@ import {
 const CHUNK_PARAMS = " chunkStart: u32, chunkRows: u32,";
 
 /**
- * Step 1, per query row of the chunk (rows `row{r}`, r < ROWS_PER_INVOCATION): scores and dP as scalar
+ * Step 1, per query row of the chunk (rows `row{r}`, r < the variant's rowsPerInvocation): scores and dP as scalar
  * dot products over the block's keys, P and dS, their store, then dQ += dS k.
  */
 const QUERY_CHUNK_WGSL = `{{enable}}
@@ -44,12 +46,7 @@ const QUERY_CHUNK_WGSL = `{{enable}}
 @group(0) @binding(6) var<storage, read_write> gradQuery: array<Row>;
 @group(0) @binding(7) var<storage, read_write> scores: array<vec2<f32>>;
 @group(0) @binding(8) var<uniform> params: Params;
-${ATTENTION_COMMON_WGSL}
-@compute @workgroup_size(ROWS)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32{{laneBuiltin}}) {
-  let head = wid.y;
-  let batch = head / params.heads;
-  let vectors = params.vectors;
+${ATTENTION_COMMON_WGSL}${ENTRY_WGSL}
   let chunkEnd = min(params.queryLength, params.chunkStart + params.chunkRows);
   let keyRow0 = head * params.keyLength;
   // Rows past the chunk's end compute its last row again (uniform control flow) and never store.
@@ -81,12 +78,7 @@ const KEY_VALUE_CHUNK_WGSL = `{{enable}}
 @group(0) @binding(4) var<storage, read_write> gradKey: array<Row>;
 @group(0) @binding(5) var<storage, read_write> gradValue: array<Row>;
 @group(0) @binding(6) var<uniform> params: Params;
-${ATTENTION_COMMON_WGSL}
-@compute @workgroup_size(ROWS)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32{{laneBuiltin}}) {
-  let head = wid.y;
-  let batch = head / params.heads;
-  let vectors = params.vectors;
+${ATTENTION_COMMON_WGSL}${ENTRY_WGSL}
   let queryRow0 = head * params.queryLength;
   let chunkEnd = min(params.queryLength, params.chunkStart + params.chunkRows);
   // Invocation rows: lane, lane + ROWS, ... of the workgroup's block of keys; rows past the end compute
@@ -111,7 +103,10 @@ export interface ChunkedScoresKernels {
 }
 
 export function chunkedScoresKernels(spec: AttentionVariantSpec): ChunkedScoresKernels {
-  const { block, sharedBlock } = spec;
+  const { sharedBlock } = spec;
+  const { block, rowsPerInvocation } = spec.backward;
+  const perRow = (line: (r: number) => string, separator?: string) =>
+    eachRow(rowsPerInvocation, line, separator);
   const fill = (template: string, blocks: Record<string, string>) =>
     wgsl(template, {
       ...blocks,
@@ -128,7 +123,7 @@ export function chunkedScoresKernels(spec: AttentionVariantSpec): ChunkedScoresK
     queryRows: perRow(
       (
         r,
-      ) => `let chunkRow${r} = wid.x * ${ROWS_PER_INVOCATION}u * ROWS + ${r}u * ROWS + lane; // row within the chunk
+      ) => `let chunkRow${r} = wid.x * ${rowsPerInvocation}u * ROWS + ${r}u * ROWS + lane; // row within the chunk
   let inRange${r} = params.chunkStart + chunkRow${r} < chunkEnd;
   let queryRow${r} = head * params.queryLength + min(params.chunkStart + chunkRow${r}, chunkEnd - 1u);
   let queryBase${r} = queryRow${r} * vectors;
@@ -185,7 +180,7 @@ export function chunkedScoresKernels(spec: AttentionVariantSpec): ChunkedScoresK
   const keyValueBlocks = {
     sharedDeclarations: shared.declarations,
     keyRows: perRow(
-      (r) => `let row${r} = wid.x * ${ROWS_PER_INVOCATION}u * ROWS + ${r}u * ROWS + lane;
+      (r) => `let row${r} = wid.x * ${rowsPerInvocation}u * ROWS + ${r}u * ROWS + lane;
   let inRange${r} = row${r} < params.keyLength;
   let keyIndex${r} = min(row${r}, params.keyLength - 1u);
   let keyBase${r} = (head * params.keyLength + keyIndex${r}) * vectors;
@@ -229,3 +224,9 @@ export function chunkedScoresKernels(spec: AttentionVariantSpec): ChunkedScoresK
     backwardKeyValueChunk: fill(KEY_VALUE_CHUNK_WGSL, keyValueBlocks),
   };
 }
+
+/** A variant's five fused kernels: the templates of common.ts and the chunked-scores pair, filled. */
+export const variantKernels = (spec: AttentionVariantSpec): AttentionKernels => ({
+  ...attentionKernels(spec),
+  ...chunkedScoresKernels(spec),
+});

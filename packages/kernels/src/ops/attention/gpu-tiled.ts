@@ -3,11 +3,11 @@
  * reads it there. Blocks are 8 rows, so two tiles at the largest head dimension fit WebGPU's
  * guaranteed 16 KiB of workgroup memory. Correct on any adapter; the choice on GPUs.
  */
-import { chunkedScoresKernels } from "./chunked-scores.ts";
+import { variantKernels } from "./chunked-scores.ts";
 import {
   type AttentionKernels,
   type AttentionVariantSpec,
-  attentionKernels,
+  ROWS_PER_INVOCATION,
   type SharedBlock,
 } from "./common.ts";
 
@@ -27,6 +27,11 @@ function workgroupTiles(buffers: string[], rowBase: string, count: string, block
   };
 }
 
-const SPEC: AttentionVariantSpec = { sharedBlock: workgroupTiles, block: 8, subgroups: false };
+export const GPU_TILED_SPEC: AttentionVariantSpec = {
+  sharedBlock: workgroupTiles,
+  forward: { block: 8, rowsPerInvocation: ROWS_PER_INVOCATION },
+  backward: { block: 8, rowsPerInvocation: ROWS_PER_INVOCATION },
+  subgroups: false,
+};
 
-export const GPU_TILED: AttentionKernels = { ...attentionKernels(SPEC), ...chunkedScoresKernels(SPEC) };
+export const GPU_TILED: AttentionKernels = variantKernels(GPU_TILED_SPEC);
