@@ -256,6 +256,13 @@ function fusedBackward(
   return [gradQuery, gradKey, gradValue];
 }
 
+/**
+ * Rows of the chunked-scores scratch per key: the chunk's rows rounded up to the largest backward block
+ * (a multiple of every variant's: 8 and 16), so a block starts at an even row and reads stay inside.
+ */
+const SCORE_ROW_ALIGNMENT = Math.max(...Object.values(ATTENTION_SPECS).map((spec) => spec.backward.block));
+const scoreRowsOf = (chunkRows: number) => Math.ceil(chunkRows / SCORE_ROW_ALIGNMENT) * SCORE_ROW_ALIGNMENT;
+
 /** Bytes the chunked-scores backward may hold for (P, dS) of one chunk, unless a chunk size is forced. */
 export const ATTENTION_SCRATCH_BUDGET_BYTES = 16 * 2 ** 20;
 
@@ -272,7 +279,8 @@ export function attentionChunkRows(gpu: Gpu, shape: AttentionShape, forced?: num
   if (!Number.isInteger(rows) || rows < 1) {
     throw new OpError("attention", `backwardChunkRows must be a positive integer, got ${forced}`);
   }
-  return rows * bytesPerRow <= gpu.limits.maxStorageBufferBindingSize ? Math.min(rows, queryLength) : null;
+  const chunk = Math.min(rows, queryLength);
+  return scoreRowsOf(chunk) * bytesPerRow <= gpu.limits.maxStorageBufferBindingSize ? chunk : null;
 }
 
 /**
@@ -294,14 +302,17 @@ function chunkedBackward(
   const rowStats = rowStatistics(output, gradOutput, logSumExp, queryRows, headDim);
   const mask = run.keyMask ?? q; // bound but never read when useMask = 0 (layout "auto" needs a buffer)
   const kernels = ATTENTION_KERNELS[run.variant];
-  const scores = Tensor.empty(gpu, [batch * heads, chunkRows, keyLength, 2]);
+  // Key-major: (P, dS) of key j for the chunk's rows at [head, j, 0 .. scoreRows), rows padded to a
+  // whole backward block so the dK/dV kernel reads two rows per vec4 and never past the end.
+  const scoreRows = scoreRowsOf(chunkRows);
+  const scores = Tensor.empty(gpu, [batch * heads, keyLength, scoreRows, 2]);
   const gradQuery = Tensor.empty(gpu, q.shape);
   const gradKey = Tensor.empty(gpu, k.shape);
   const gradValue = Tensor.empty(gpu, v.shape);
   for (let chunkStart = 0; chunkStart < queryLength; chunkStart += chunkRows) {
     const rows = Math.min(chunkRows, queryLength - chunkStart);
     const pairs = batch * heads * rows * keyLength;
-    const params = fusedParams(run).u32(chunkStart, chunkRows);
+    const params = fusedParams(run).u32(chunkStart, chunkRows, scoreRows);
     launch(
       gpu,
       { name: "attentionBackward", variant: `${run.variant}:dQ+scores`, code: kernels.backwardQueryChunk },
