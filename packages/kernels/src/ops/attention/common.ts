@@ -369,6 +369,12 @@ export interface AttentionVariantSpec {
   subgroups: boolean;
 }
 
+/** A spec whose kernels all take `block` shared rows and ROWS_PER_INVOCATION own rows. */
+export const uniformSpec = (sharedBlock: SharedBlockFactory, block: number, subgroups: boolean) => {
+  const shape = { block, rowsPerInvocation: ROWS_PER_INVOCATION };
+  return { sharedBlock, forward: shape, backward: shape, subgroups } satisfies AttentionVariantSpec;
+};
+
 /** The three kernels of one variant, filled in once (building them is string work). */
 export function attentionKernels(spec: AttentionVariantSpec): AttentionTemplateKernels {
   const source = (kernel: AttentionKernel) =>

@@ -7,12 +7,7 @@
  */
 import { SUBGROUP_LANES } from "./choose.ts";
 import { variantKernels } from "./chunked-scores.ts";
-import {
-  type AttentionKernels,
-  type AttentionVariantSpec,
-  ROWS_PER_INVOCATION,
-  type SharedBlock,
-} from "./common.ts";
+import { type AttentionKernels, type AttentionVariantSpec, type SharedBlock, uniformSpec } from "./common.ts";
 
 export function subgroupBlock(
   _buffers: string[],
@@ -37,11 +32,6 @@ export function subgroupBlock(
   };
 }
 
-export const CPU_ROWS_SPEC: AttentionVariantSpec = {
-  sharedBlock: subgroupBlock,
-  forward: { block: 16, rowsPerInvocation: ROWS_PER_INVOCATION },
-  backward: { block: 16, rowsPerInvocation: ROWS_PER_INVOCATION },
-  subgroups: true,
-};
+export const CPU_ROWS_SPEC: AttentionVariantSpec = uniformSpec(subgroupBlock, 16, true);
 
 export const CPU_ROWS: AttentionKernels = variantKernels(CPU_ROWS_SPEC);

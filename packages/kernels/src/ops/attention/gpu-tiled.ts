@@ -4,12 +4,7 @@
  * guaranteed 16 KiB of workgroup memory. Correct on any adapter; the choice on GPUs.
  */
 import { variantKernels } from "./chunked-scores.ts";
-import {
-  type AttentionKernels,
-  type AttentionVariantSpec,
-  ROWS_PER_INVOCATION,
-  type SharedBlock,
-} from "./common.ts";
+import { type AttentionKernels, type AttentionVariantSpec, type SharedBlock, uniformSpec } from "./common.ts";
 
 function workgroupTiles(buffers: string[], rowBase: string, count: string, block: number): SharedBlock {
   return {
@@ -27,11 +22,6 @@ function workgroupTiles(buffers: string[], rowBase: string, count: string, block
   };
 }
 
-export const GPU_TILED_SPEC: AttentionVariantSpec = {
-  sharedBlock: workgroupTiles,
-  forward: { block: 8, rowsPerInvocation: ROWS_PER_INVOCATION },
-  backward: { block: 8, rowsPerInvocation: ROWS_PER_INVOCATION },
-  subgroups: false,
-};
+export const GPU_TILED_SPEC: AttentionVariantSpec = uniformSpec(workgroupTiles, 8, false);
 
 export const GPU_TILED: AttentionKernels = variantKernels(GPU_TILED_SPEC);
