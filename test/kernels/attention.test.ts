@@ -22,6 +22,7 @@ import {
   type AttentionBackward,
   chooseAttentionBackward,
   chooseAttentionVariant,
+  SUBGROUP_VARIANTS,
 } from "../../packages/kernels/src/ops/attention/choose.ts";
 import {
   ATTENTION_KERNELS,
@@ -34,7 +35,7 @@ import { gpu, randomValues, upload } from "./helpers.ts";
 
 const device = await gpu();
 const runnable = ATTENTION_VARIANTS.filter(
-  (variant) => variant !== "cpu-rows" || attentionCanUseSubgroups(device),
+  (variant) => !SUBGROUP_VARIANTS.includes(variant) || attentionCanUseSubgroups(device),
 );
 
 /** What a table row runs: a forward variant with one of the backwards (and a forced chunk size). */
@@ -105,6 +106,7 @@ const cases: OpCase<AttentionParams>[] = [
     "head dim 1 over odd lengths that cross a workgroup's two rows per invocation (128)",
     [1, 2, 257, 131, 1],
   ),
+  row("1024 latent queries x CLIP's 77 tokens (the UNet's cross-attention, Lq != Lk)", [1, 2, 1024, 77, 64]),
   row("large: 300 queries x 259 keys at the largest head dimension, masked", [1, 1, 300, 259, 256], {
     dropped: [[0, 128, 258]],
   }),
@@ -303,11 +305,14 @@ describe("attention: the rest", () => {
       features: new Set(subgroups ? ["subgroups"] : []),
       device: { adapterInfo: { subgroupMinSize } },
     });
-    expect(chooseAttentionVariant(adapter("cpu", true, 8), shape)).toBe("cpu-rows");
+    expect(chooseAttentionVariant(adapter("cpu", true, 8), shape)).toBe("cpu-subgroup");
+    expect(chooseAttentionVariant(adapter("cpu", true, 8), { ...shape, queryLength: 1, keyLength: 77 })).toBe(
+      "cpu-subgroup",
+    );
     expect(chooseAttentionVariant(adapter("cpu", true, 4), shape)).toBe("gpu-tiled");
     expect(chooseAttentionVariant(adapter("cpu", false, 8), shape)).toBe("gpu-tiled");
     expect(chooseAttentionVariant(adapter("discrete", true, 32), shape)).toBe("gpu-tiled");
-    const expected = device.kind === "cpu" && attentionCanUseSubgroups(device) ? "cpu-rows" : "gpu-tiled";
+    const expected = device.kind === "cpu" && attentionCanUseSubgroups(device) ? "cpu-subgroup" : "gpu-tiled";
     expect(chooseAttentionVariant(device, shape)).toBe(expected);
     expect(chooseAttentionBackward(adapter("cpu", true, 8), shape)).toBe("chunked-scores");
     expect(chooseAttentionBackward(adapter("cpu", false, 8), shape)).toBe("chunked-scores");

@@ -2,6 +2,7 @@
 import { spawnSync } from "node:child_process";
 import { resolve } from "node:path";
 import { describe, expect, it } from "vitest";
+import { ATTENTION_KERNELS } from "../../packages/kernels/src/ops/attention/index.ts";
 import { SOFTMAX_KERNELS } from "../../packages/kernels/src/ops/softmax/index.ts";
 import { dumpKernelSources, KERNEL_SOURCES } from "../../packages/kernels/src/ops/sources.ts";
 
@@ -33,26 +34,21 @@ describe("kernels dump", () => {
   });
 
   it("is reachable as cxr kernels dump", () => {
-    const result = spawnSync(
-      "bun",
-      [
-        "packages/cli/src/main.ts",
-        "kernels",
-        "dump",
-        "softmax",
-        "--variant",
-        "cpu-rows",
-        "--pass",
-        "forward",
-      ],
-      { cwd: ROOT, encoding: "utf8" },
-    );
+    const cli = (...words: string[]) =>
+      spawnSync("bun", ["packages/cli/src/main.ts", "kernels", "dump", ...words], {
+        cwd: ROOT,
+        encoding: "utf8",
+      });
+    const result = cli("softmax", "--variant", "cpu-rows", "--pass", "forward");
     expect(result.status, result.stderr).toBe(0);
     expect(result.stdout).toBe(`// softmax / cpu-rows / forward${SOFTMAX_KERNELS["cpu-rows"].forward}\n`);
-    const bad = spawnSync("bun", ["packages/cli/src/main.ts", "kernels", "dump", "no-such-op"], {
-      cwd: ROOT,
-      encoding: "utf8",
-    });
+    const attentionDump = cli("attention", "--variant", "cpu-subgroup", "--pass", "forward");
+    expect(attentionDump.status, attentionDump.stderr).toBe(0);
+    expect(attentionDump.stdout).toBe(
+      dumpKernelSources({ op: "attention", variant: "cpu-subgroup", pass: "forward" }),
+    );
+    expect(attentionDump.stdout).toContain(ATTENTION_KERNELS["cpu-subgroup"].forward);
+    const bad = cli("no-such-op");
     expect(bad.status).toBe(1);
     expect(bad.stderr).toContain('no op "no-such-op" (available ops');
   });

@@ -6,8 +6,11 @@
 import type { AdapterKind } from "../../runtime/device.ts";
 import type { AttentionShape } from "./cost.ts";
 
-export type AttentionVariant = "cpu-rows" | "gpu-tiled";
-export const ATTENTION_VARIANTS: readonly AttentionVariant[] = ["cpu-rows", "gpu-tiled"];
+export type AttentionVariant = "cpu-subgroup" | "cpu-rows" | "gpu-tiled";
+export const ATTENTION_VARIANTS: readonly AttentionVariant[] = ["cpu-subgroup", "cpu-rows", "gpu-tiled"];
+
+/** The variants that need subgroups of >= SUBGROUP_LANES lanes. */
+export const SUBGROUP_VARIANTS: readonly AttentionVariant[] = ["cpu-subgroup", "cpu-rows"];
 
 /** Lanes that share one subgroup load; llvmpipe's subgroups are 8 lanes (256-bit vectors). */
 export const SUBGROUP_LANES = 8;
@@ -27,11 +30,13 @@ export function attentionCanUseSubgroups(adapter: Omit<AttentionAdapter, "kind">
 
 /**
  * On the CPU adapter, workgroup-memory tiles only add barriers and per-lane loads, so it runs
- * "cpu-rows" when it has subgroups; GPUs run "gpu-tiled". (The shape does not change the choice
- * today; it is part of the signature so a split-K variant for short query blocks can be chosen here.)
+ * "cpu-subgroup" (cpu-rows' broadcasts with a 4-row, 32-key forward block) when it has subgroups;
+ * GPUs, and CPU adapters without subgroups, run "gpu-tiled". "cpu-rows" is only run when forced (the
+ * baseline in benchmarks). The shape does not change the choice today; it is part of the signature so
+ * a split-K variant for short query blocks can be chosen here.
  */
 export function chooseAttentionVariant(adapter: AttentionAdapter, _shape: AttentionShape): AttentionVariant {
-  return adapter.kind === "cpu" && attentionCanUseSubgroups(adapter) ? "cpu-rows" : "gpu-tiled";
+  return adapter.kind === "cpu" && attentionCanUseSubgroups(adapter) ? "cpu-subgroup" : "gpu-tiled";
 }
 
 /**

@@ -68,7 +68,6 @@ const ROWS: u32 = {{rows}}u;
 const NEG_BIG: f32 = -3.0e38;
 const LN2: f32 = 0.6931471805599453;
 const LOG2E: f32 = 1.4426950408889634;
-fn total(x: Row) -> f32 { return x.x + x.y + x.z + x.w; }
 // Non-short-circuit & and |: both sides are cheap, and a short-circuit would be a branch per key.
 // Without a mask, keyMask is some other buffer; an out-of-range read there is clamped by WebGPU.
 fn keyKept(batch: u32, j: u32) -> bool {
@@ -80,27 +79,33 @@ fn keyInBlock(start: u32, t: u32, batch: u32) -> bool {
 }
 {{sharedDeclarations}}`;
 
-/** Entry point header: one row per invocation; workgroup (x: row block, y: batch * head). */
-const ENTRY_WGSL = `
+/**
+ * Entry point header of every fused kernel; workgroup (x: row block, y: batch * head). The kernels
+ * with several rows per invocation derive theirs from `wid.x` and `lane` (`perRow`).
+ */
+export const ENTRY_WGSL = `
 @compute @workgroup_size(ROWS)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32{{laneBuiltin}}) {
   let head = wid.y;
   let batch = head / params.heads;
-  let vectors = params.vectors;
+  let vectors = params.vectors;`;
+
+/** The recomputing backward's header: one row per invocation. */
+const ONE_ROW_ENTRY_WGSL = `${ENTRY_WGSL}
   let row = wid.x * ROWS + lane;`;
 
 /**
  * Query rows per invocation in the forward and in both chunked-scores backward kernels (key rows in
- * its dK/dV step): each shared row a block delivers (a subgroup broadcast or a tile read) feeds that
- * many rows' multiply-adds, which halves the shuffles per multiply-add on llvmpipe. Measured there
- * (kernel alone, CPU time, one process, median of 11): forward 221 ms vs 297 with one row; four rows
- * spill registers and lose (README).
+ * its dK/dV step) of cpu-rows and gpu-tiled: each shared row a block delivers (a subgroup broadcast or
+ * a tile read) feeds that many rows' multiply-adds, which halves the shuffles per multiply-add on
+ * llvmpipe. Measured there (kernel alone, CPU time, one process, median of 11): forward 221 ms vs 297
+ * with one row. A variant sets its own counts (`AttentionVariantSpec`).
  */
 export const ROWS_PER_INVOCATION = 2;
 
-/** `line(r)` for each row r < ROWS_PER_INVOCATION of an invocation, joined. */
-export const perRow = (line: (r: number) => string, separator = "\n  ") =>
-  Array.from({ length: ROWS_PER_INVOCATION }, (_, r) => line(r)).join(separator);
+/** `line(r)` for each row r < `rows` of an invocation, joined. */
+export const eachRow = (rows: number, line: (r: number) => string, separator = "\n  ") =>
+  Array.from({ length: rows }, (_, r) => line(r)).join(separator);
 
 /**
  * Forward, for the invocation's query rows `row{r}` (lane, lane + ROWS, ...). Per block: scores
@@ -116,12 +121,7 @@ const ATTENTION_FORWARD_WGSL = `{{enable}}
 @group(0) @binding(4) var<storage, read_write> output: array<Row>;
 @group(0) @binding(5) var<storage, read_write> logSumExp: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
-${ATTENTION_COMMON_WGSL}
-@compute @workgroup_size(ROWS)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32{{laneBuiltin}}) {
-  let head = wid.y;
-  let batch = head / params.heads;
-  let vectors = params.vectors;
+${ATTENTION_COMMON_WGSL}${ENTRY_WGSL}
   let keyRow0 = head * params.keyLength;
   {{queryRows}}
   for (var start = 0u; start < params.keyLength; start += {{block}}u) {
@@ -146,7 +146,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 /**
  * dQ, per query row: p_t = exp(s_t - lse), dS_t = scale * p_t (dO . v_t - delta), dQ += dS_t k_t.
  */
-export const ATTENTION_BACKWARD_QUERY_WGSL = `{{enable}}
+const ATTENTION_BACKWARD_QUERY_WGSL = `{{enable}}
 @group(0) @binding(0) var<storage, read> query: array<Row>;
 @group(0) @binding(1) var<storage, read> key: array<Row>;
 @group(0) @binding(2) var<storage, read> value: array<Row>;
@@ -156,7 +156,7 @@ export const ATTENTION_BACKWARD_QUERY_WGSL = `{{enable}}
 @group(0) @binding(6) var<storage, read_write> gradQuery: array<Row>;
 @group(0) @binding(7) var<uniform> params: Params;
 ${ATTENTION_COMMON_WGSL}
-${ENTRY_WGSL}
+${ONE_ROW_ENTRY_WGSL}
   let inRange = row < params.queryLength;
   let queryRow = head * params.queryLength + min(row, params.queryLength - 1u);
   let queryBase = queryRow * vectors;
@@ -201,7 +201,7 @@ const ATTENTION_BACKWARD_KEY_VALUE_WGSL = `{{enable}}
 @group(0) @binding(7) var<storage, read_write> gradValue: array<Row>;
 @group(0) @binding(8) var<uniform> params: Params;
 ${ATTENTION_COMMON_WGSL}
-${ENTRY_WGSL}
+${ONE_ROW_ENTRY_WGSL}
   let inRange = row < params.keyLength;
   let keyIndex = min(row, params.keyLength - 1u);
   let keyBase = (head * params.keyLength + keyIndex) * vectors;
@@ -241,11 +241,11 @@ export const sumOf = (block: number, term: (t: number) => string) =>
   Array.from({ length: block }, (_, t) => term(t)).join(" + ");
 
 /** Fills a kernel template's generated (unrolled) blocks for one variant. */
-export function kernelBlocks(
-  kernel: AttentionKernel,
-  block: number,
-  sharedBlock: SharedBlockFactory,
-): Record<string, string> {
+export function kernelBlocks(kernel: AttentionKernel, spec: AttentionVariantSpec): Record<string, string> {
+  const { sharedBlock } = spec;
+  const { block, rowsPerInvocation } = kernel === "forward" ? spec.forward : spec.backward;
+  const perRow = (line: (r: number) => string, separator?: string) =>
+    eachRow(rowsPerInvocation, line, separator);
   const declareScores = lines(block, (t) => `var s${t} = 0.0;`, " ");
   const declareGradProbabilities = lines(block, (t) => `var g${t} = 0.0;`, " ");
   if (kernel === "forward") {
@@ -253,7 +253,7 @@ export function kernelBlocks(
     return {
       sharedDeclarations: shared.declarations,
       queryRows: perRow(
-        (r) => `let row${r} = wid.x * ${ROWS_PER_INVOCATION}u * ROWS + ${r}u * ROWS + lane;
+        (r) => `let row${r} = wid.x * ${rowsPerInvocation}u * ROWS + ${r}u * ROWS + lane;
   let inRange${r} = row${r} < params.queryLength;
   let queryRow${r} = head * params.queryLength + min(row${r}, params.queryLength - 1u);
   let queryBase${r} = queryRow${r} * vectors;
@@ -354,25 +354,38 @@ const TEMPLATES: Record<AttentionKernel, string> = {
   backwardKeyValue: ATTENTION_BACKWARD_KEY_VALUE_WGSL,
 };
 
-/** What makes a variant: its shared-block delivery, its block size and whether it uses subgroups. */
+/** Shared rows per block and own rows per invocation of a multi-row kernel. */
+export interface KernelShape {
+  block: number;
+  rowsPerInvocation: number;
+}
+
+/** What makes a variant: its shared-block delivery, its kernels' shapes and whether it uses subgroups. */
 export interface AttentionVariantSpec {
   sharedBlock: SharedBlockFactory;
-  /** Shared rows per block. */
-  block: number;
+  forward: KernelShape;
+  /** Both chunked-scores kernels; the recomputing backward's kernels take its block (one row each). */
+  backward: KernelShape;
   subgroups: boolean;
 }
+
+/** A spec whose kernels all take `block` shared rows and ROWS_PER_INVOCATION own rows. */
+export const uniformSpec = (sharedBlock: SharedBlockFactory, block: number, subgroups: boolean) => {
+  const shape = { block, rowsPerInvocation: ROWS_PER_INVOCATION };
+  return { sharedBlock, forward: shape, backward: shape, subgroups } satisfies AttentionVariantSpec;
+};
 
 /** The three kernels of one variant, filled in once (building them is string work). */
 export function attentionKernels(spec: AttentionVariantSpec): AttentionTemplateKernels {
   const source = (kernel: AttentionKernel) =>
     wgsl(TEMPLATES[kernel], {
-      ...kernelBlocks(kernel, spec.block, spec.sharedBlock),
+      ...kernelBlocks(kernel, spec),
       extraParams: "",
       enable: spec.subgroups ? "enable subgroups;" : "",
       laneBuiltin: spec.subgroups ? ", @builtin(subgroup_invocation_id) subgroupLane: u32" : "",
       maxVectors: MAX_ATTENTION_HEAD_DIM / 4,
       rows: ROWS_PER_WORKGROUP,
-      block: spec.block,
+      block: (kernel === "forward" ? spec.forward : spec.backward).block,
     });
   return {
     forward: source("forward"),

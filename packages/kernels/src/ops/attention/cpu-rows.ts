@@ -6,15 +6,15 @@
  * Blocks are 16 rows (two subgroup loads; more only grows the shader).
  */
 import { SUBGROUP_LANES } from "./choose.ts";
-import { chunkedScoresKernels } from "./chunked-scores.ts";
-import {
-  type AttentionKernels,
-  type AttentionVariantSpec,
-  attentionKernels,
-  type SharedBlock,
-} from "./common.ts";
+import { variantKernels } from "./chunked-scores.ts";
+import { type AttentionKernels, type AttentionVariantSpec, type SharedBlock, uniformSpec } from "./common.ts";
 
-function subgroupBlock(_buffers: string[], rowBase: string, count: string, block: number): SharedBlock {
+export function subgroupBlock(
+  _buffers: string[],
+  rowBase: string,
+  count: string,
+  block: number,
+): SharedBlock {
   const groups = Array.from({ length: block / SUBGROUP_LANES }, (_, g) => g);
   return {
     declarations: "",
@@ -32,9 +32,6 @@ function subgroupBlock(_buffers: string[], rowBase: string, count: string, block
   };
 }
 
-const CPU_ROWS_SPEC: AttentionVariantSpec = { sharedBlock: subgroupBlock, block: 16, subgroups: true };
+export const CPU_ROWS_SPEC: AttentionVariantSpec = uniformSpec(subgroupBlock, 16, true);
 
-export const CPU_ROWS: AttentionKernels = {
-  ...attentionKernels(CPU_ROWS_SPEC),
-  ...chunkedScoresKernels(CPU_ROWS_SPEC),
-};
+export const CPU_ROWS: AttentionKernels = variantKernels(CPU_ROWS_SPEC);

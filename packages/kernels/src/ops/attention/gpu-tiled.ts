@@ -3,13 +3,8 @@
  * reads it there. Blocks are 8 rows, so two tiles at the largest head dimension fit WebGPU's
  * guaranteed 16 KiB of workgroup memory. Correct on any adapter; the choice on GPUs.
  */
-import { chunkedScoresKernels } from "./chunked-scores.ts";
-import {
-  type AttentionKernels,
-  type AttentionVariantSpec,
-  attentionKernels,
-  type SharedBlock,
-} from "./common.ts";
+import { variantKernels } from "./chunked-scores.ts";
+import { type AttentionKernels, type AttentionVariantSpec, type SharedBlock, uniformSpec } from "./common.ts";
 
 function workgroupTiles(buffers: string[], rowBase: string, count: string, block: number): SharedBlock {
   return {
@@ -27,6 +22,6 @@ function workgroupTiles(buffers: string[], rowBase: string, count: string, block
   };
 }
 
-const SPEC: AttentionVariantSpec = { sharedBlock: workgroupTiles, block: 8, subgroups: false };
+export const GPU_TILED_SPEC: AttentionVariantSpec = uniformSpec(workgroupTiles, 8, false);
 
-export const GPU_TILED: AttentionKernels = { ...attentionKernels(SPEC), ...chunkedScoresKernels(SPEC) };
+export const GPU_TILED: AttentionKernels = variantKernels(GPU_TILED_SPEC);

@@ -39,16 +39,18 @@ import {
   chooseAttentionBackward,
   chooseAttentionVariant,
   SUBGROUP_LANES,
+  SUBGROUP_VARIANTS,
 } from "./choose.ts";
 import {
   type AttentionKernels,
+  type AttentionVariantSpec,
   MAX_ATTENTION_HEAD_DIM,
-  ROWS_PER_INVOCATION,
   ROWS_PER_WORKGROUP,
 } from "./common.ts";
 import { type AttentionShape, attentionCost } from "./cost.ts";
-import { CPU_ROWS } from "./cpu-rows.ts";
-import { GPU_TILED } from "./gpu-tiled.ts";
+import { CPU_ROWS, CPU_ROWS_SPEC } from "./cpu-rows.ts";
+import { CPU_SUBGROUP, CPU_SUBGROUP_SPEC } from "./cpu-subgroup.ts";
+import { GPU_TILED, GPU_TILED_SPEC } from "./gpu-tiled.ts";
 import { attentionHalf } from "./half.ts";
 import {
   ATTENTION_RESIZE_ROWS_WGSL,
@@ -83,8 +85,16 @@ const LOG2E = Math.LOG2E;
 
 /** Every variant's fused kernels, exactly as launched (`cxr kernels dump attention`). */
 export const ATTENTION_KERNELS: Readonly<Record<AttentionVariant, AttentionKernels>> = {
+  "cpu-subgroup": CPU_SUBGROUP,
   "cpu-rows": CPU_ROWS,
   "gpu-tiled": GPU_TILED,
+};
+
+/** Each variant's kernel shapes (rows per invocation size the dispatches). */
+export const ATTENTION_SPECS: Readonly<Record<AttentionVariant, AttentionVariantSpec>> = {
+  "cpu-subgroup": CPU_SUBGROUP_SPEC,
+  "cpu-rows": CPU_ROWS_SPEC,
+  "gpu-tiled": GPU_TILED_SPEC,
 };
 
 /** The kernels every variant runs around its fused ones (row statistics; odd-D padding). */
@@ -105,10 +115,10 @@ export interface AttentionKernelOptions extends CheckedOptions {
 function resolveVariant(gpu: Gpu, resolved: ResolvedAttention, forced: AttentionVariant | undefined) {
   const variant = forced ?? chooseAttentionVariant(gpu, resolved.shape);
   if (!ATTENTION_VARIANTS.includes(variant)) throw new OpError("attention", `unknown variant "${variant}"`);
-  if (variant === "cpu-rows" && !attentionCanUseSubgroups(gpu)) {
+  if (SUBGROUP_VARIANTS.includes(variant) && !attentionCanUseSubgroups(gpu)) {
     throw new OpError(
       "attention",
-      `variant cpu-rows needs the 'subgroups' feature with >= ${SUBGROUP_LANES} lanes, which this adapter lacks`,
+      `variant ${variant} needs the 'subgroups' feature with >= ${SUBGROUP_LANES} lanes, which this adapter lacks`,
     );
   }
   return variant;
@@ -160,12 +170,34 @@ function fusedForward(q: Tensor, k: Tensor, v: Tensor, run: FusedRun): { output:
     {
       bindings: [q, k, v, run.keyMask ?? q, output, logSumExp],
       params: fusedParams(run),
-      workgroups: [Math.ceil(queryLength / (ROWS_PER_INVOCATION * ROWS_PER_WORKGROUP)), batch * heads],
+      workgroups: [
+        Math.ceil(
+          queryLength / (ATTENTION_SPECS[run.variant].forward.rowsPerInvocation * ROWS_PER_WORKGROUP),
+        ),
+        batch * heads,
+      ],
       flops: cost.forwardFlops,
       bytes: cost.forwardBytes,
     },
   );
   return { output, logSumExp };
+}
+
+/** Backward step 1 (rows.ts): rowStats[i] = (lse_i, delta_i = rowsum(dO_i * O_i)), [rows, 2]. */
+function rowStatistics(output: Tensor, gradOutput: Tensor, logSumExp: Tensor, rows: number, headDim: number) {
+  const rowStats = Tensor.empty(output.gpu, [rows, 2]);
+  launch(
+    output.gpu,
+    { name: "attentionBackward", variant: "row-stats", code: ATTENTION_ROW_STATS_WGSL },
+    {
+      bindings: [output, gradOutput, logSumExp, rowStats],
+      params: new Params().u32(rows, headDim),
+      workgroups: grid(rows, 64),
+      flops: 2 * rows * headDim,
+      bytes: 4 * rows * (2 * headDim + 3),
+    },
+  );
+  return rowStats;
 }
 
 /**
@@ -183,18 +215,7 @@ function fusedBackward(
   const gpu = q.gpu;
   const { batch, heads, queryLength, keyLength, headDim } = run.shape;
   const queryRows = batch * heads * queryLength;
-  const rowStats = Tensor.empty(gpu, [queryRows, 2]);
-  launch(
-    gpu,
-    { name: "attentionBackward", variant: "row-stats", code: ATTENTION_ROW_STATS_WGSL },
-    {
-      bindings: [output, gradOutput, logSumExp, rowStats],
-      params: new Params().u32(queryRows, headDim),
-      workgroups: grid(queryRows, 64),
-      flops: 2 * queryRows * headDim,
-      bytes: 4 * queryRows * (2 * headDim + 3),
-    },
-  );
+  const rowStats = rowStatistics(output, gradOutput, logSumExp, queryRows, headDim);
   const params = fusedParams(run);
   const mask = run.keyMask ?? q; // bound but never read when useMask = 0 (layout "auto" needs a buffer)
   const pairs = batch * heads * queryLength * keyLength;
@@ -235,6 +256,13 @@ function fusedBackward(
   return [gradQuery, gradKey, gradValue];
 }
 
+/**
+ * Rows of the chunked-scores scratch per key: the chunk's rows rounded up to the largest backward block
+ * (a multiple of every variant's: 8 and 16), so a block starts at an even row and reads stay inside.
+ */
+const SCORE_ROW_ALIGNMENT = Math.max(...Object.values(ATTENTION_SPECS).map((spec) => spec.backward.block));
+const scoreRowsOf = (chunkRows: number) => Math.ceil(chunkRows / SCORE_ROW_ALIGNMENT) * SCORE_ROW_ALIGNMENT;
+
 /** Bytes the chunked-scores backward may hold for (P, dS) of one chunk, unless a chunk size is forced. */
 export const ATTENTION_SCRATCH_BUDGET_BYTES = 16 * 2 ** 20;
 
@@ -251,7 +279,8 @@ export function attentionChunkRows(gpu: Gpu, shape: AttentionShape, forced?: num
   if (!Number.isInteger(rows) || rows < 1) {
     throw new OpError("attention", `backwardChunkRows must be a positive integer, got ${forced}`);
   }
-  return rows * bytesPerRow <= gpu.limits.maxStorageBufferBindingSize ? Math.min(rows, queryLength) : null;
+  const chunk = Math.min(rows, queryLength);
+  return scoreRowsOf(chunk) * bytesPerRow <= gpu.limits.maxStorageBufferBindingSize ? chunk : null;
 }
 
 /**
@@ -270,35 +299,30 @@ function chunkedBackward(
   const gpu = q.gpu;
   const { batch, heads, queryLength, keyLength, headDim } = run.shape;
   const queryRows = batch * heads * queryLength;
-  const rowStats = Tensor.empty(gpu, [queryRows, 2]);
-  launch(
-    gpu,
-    { name: "attentionBackward", variant: "row-stats", code: ATTENTION_ROW_STATS_WGSL },
-    {
-      bindings: [output, gradOutput, logSumExp, rowStats],
-      params: new Params().u32(queryRows, headDim),
-      workgroups: grid(queryRows, 64),
-      flops: 2 * queryRows * headDim,
-      bytes: 4 * queryRows * (2 * headDim + 3),
-    },
-  );
+  const rowStats = rowStatistics(output, gradOutput, logSumExp, queryRows, headDim);
   const mask = run.keyMask ?? q; // bound but never read when useMask = 0 (layout "auto" needs a buffer)
   const kernels = ATTENTION_KERNELS[run.variant];
-  const scores = Tensor.empty(gpu, [batch * heads, chunkRows, keyLength, 2]);
+  // Key-major: (P, dS) of key j for the chunk's rows at [head, j, 0 .. scoreRows), rows padded to a
+  // whole backward block so the dK/dV kernel reads two rows per vec4 and never past the end.
+  const scoreRows = scoreRowsOf(chunkRows);
+  const scores = Tensor.empty(gpu, [batch * heads, keyLength, scoreRows, 2]);
   const gradQuery = Tensor.empty(gpu, q.shape);
   const gradKey = Tensor.empty(gpu, k.shape);
   const gradValue = Tensor.empty(gpu, v.shape);
   for (let chunkStart = 0; chunkStart < queryLength; chunkStart += chunkRows) {
     const rows = Math.min(chunkRows, queryLength - chunkStart);
     const pairs = batch * heads * rows * keyLength;
-    const params = fusedParams(run).u32(chunkStart, chunkRows);
+    const params = fusedParams(run).u32(chunkStart, chunkRows, scoreRows);
     launch(
       gpu,
       { name: "attentionBackward", variant: `${run.variant}:dQ+scores`, code: kernels.backwardQueryChunk },
       {
         bindings: [q, k, v, mask, padded.gradOutput, rowStats, gradQuery, scores],
         params,
-        workgroups: [Math.ceil(rows / (ROWS_PER_INVOCATION * ROWS_PER_WORKGROUP)), batch * heads],
+        workgroups: [
+          Math.ceil(rows / (ATTENTION_SPECS[run.variant].backward.rowsPerInvocation * ROWS_PER_WORKGROUP)),
+          batch * heads,
+        ],
         flops: pairs * (6 * headDim + 6),
         bytes: 4 * (3 * q.size * (rows / queryLength) + 2 * k.size) + 8 * pairs,
       },
@@ -313,7 +337,12 @@ function chunkedBackward(
       {
         bindings: [q, mask, padded.gradOutput, scores, gradKey, gradValue],
         params,
-        workgroups: [Math.ceil(keyLength / (ROWS_PER_INVOCATION * ROWS_PER_WORKGROUP)), batch * heads],
+        workgroups: [
+          Math.ceil(
+            keyLength / (ATTENTION_SPECS[run.variant].backward.rowsPerInvocation * ROWS_PER_WORKGROUP),
+          ),
+          batch * heads,
+        ],
         flops: pairs * 4 * headDim,
         bytes: 4 * (2 * q.size * (rows / queryLength) + 4 * k.size) + 8 * pairs,
       },
