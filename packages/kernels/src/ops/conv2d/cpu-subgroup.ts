@@ -219,28 +219,29 @@ ${SUBGROUP_MAIN_WGSL}
   {{ownColumns}}
   {{declare}}
   let quads = (p.Og + 3u) / 4u;
-  var plane = planeOrigin(image * quads, p.planesPerRow, p.planeWidth, p.planeHeight);
-  for (var quad = 0u; quad < quads; quad++) {
-    let origin = vec2<i32>(plane);
-    // Output channel 4 * quad + ownLane % 4 (clamped: past Og the gradient texel's component is 0).
-    let ownRow = group * p.Og + min(quad * 4u + ownLane % 4u, p.Og - 1u);
-    for (var ky = 0u; ky < p.kH; ky++) {
-      let offsetY = tapOffset(phaseY, p.pH, ky, p.dH, p.sH);
-      if (offsetY == SKIPPED) { continue; }
-      for (var kx = 0u; kx < p.kW; kx++) {
-        let offsetX = tapOffset(phaseX, p.pW, kx, p.dW, p.sW);
-        if (offsetX == SKIPPED) { continue; }
-        let shift = origin + vec2<i32>(offsetX, offsetY);
+  let firstPlane = planeOrigin(image * quads, p.planesPerRow, p.planeWidth, p.planeHeight);
+  // Taps outside, quads inside: a tap's offsets (integer divisions, per lane on a CPU) once per tap.
+  for (var ky = 0u; ky < p.kH; ky++) {
+    let offsetY = tapOffset(phaseY, p.pH, ky, p.dH, p.sH);
+    if (offsetY == SKIPPED) { continue; }
+    for (var kx = 0u; kx < p.kW; kx++) {
+      let offsetX = tapOffset(phaseX, p.pW, kx, p.dW, p.sW);
+      if (offsetX == SKIPPED) { continue; }
+      let tap = ky * p.kW + kx;
+      var plane = firstPlane;
+      for (var quad = 0u; quad < quads; quad++) {
+        let shift = vec2<i32>(plane) + vec2<i32>(offsetX, offsetY);
         let g0 = textureLoad(packedGradOutput, t0 + shift, 0); let g1 = textureLoad(packedGradOutput, t1 + shift, 0);
         let g2 = textureLoad(packedGradOutput, t2 + shift, 0); let g3 = textureLoad(packedGradOutput, t3 + shift, 0);
         let g4 = textureLoad(packedGradOutput, t4 + shift, 0); let g5 = textureLoad(packedGradOutput, t5 + shift, 0);
         let g6 = textureLoad(packedGradOutput, t6 + shift, 0); let g7 = textureLoad(packedGradOutput, t7 + shift, 0);
-        let tap = ky * p.kW + kx;
+        // Output channel 4 * quad + ownLane % 4 (clamped: past Og the gradient texel's component is 0).
+        let ownRow = group * p.Og + min(quad * 4u + ownLane % 4u, p.Og - 1u);
         {{loadOwn}}
         {{accumulate}}
+        plane = nextPlane(plane, p.planesPerRow, p.planeWidth, p.planeHeight);
       }
     }
-    plane = nextPlane(plane, p.planesPerRow, p.planeWidth, p.planeHeight);
   }
   let n = image / p.groups;
   let imageBase = (n * p.C + group * p.Cg) * p.H * p.W;
@@ -268,8 +269,8 @@ const BACKWARD_WEIGHT_BLOCK = {
   ownGrad: ownIndices
     .map(
       (s) =>
-        `let ownGrad${s} = planeOrigin(image * outputQuads + outputQuad${2 * s}or${2 * s + 1}, ` +
-        "p.gradPlanesPerRow, p.gradPlaneWidth, p.gradPlaneHeight) + gradRow;",
+        `gradPlane${s} = planeOrigin(image * outputQuads + outputQuad${2 * s}or${2 * s + 1}, ` +
+        "p.gradPlanesPerRow, p.gradPlaneWidth, p.gradPlaneHeight);",
     )
     .join("\n    "),
   loadOwn: ownIndices
@@ -345,15 +346,25 @@ ${SUBGROUP_MAIN_WGSL}
   {{declare}}
   let rowBegin = split * p.rowsPerChunk;
   let rowEnd = min(rowBegin + p.rowsPerChunk, p.N * p.OH);
+  // The image's plane origins, recomputed (integer divisions) only when the row walks into the next image.
+  var oy = rowBegin % p.OH;
+  var n = rowBegin / p.OH;
+  var gradPlane0 = vec2<u32>(0u); var gradPlane1 = vec2<u32>(0u);
+  var inputPlaneA = vec2<u32>(0u); var inputPlaneB = vec2<u32>(0u);
+  var originsOf = p.N; // no image yet
   for (var row = rowBegin; row < rowEnd; row++) {
-    let n = row / p.OH;
-    let oy = row % p.OH;
-    let image = n * p.groups + group;
-    let gradRow = vec2<u32>(ownPixel, oy);
-    {{ownGrad}}
-    let inputRow = vec2<u32>(0u, oy * p.sH);
-    let inputA = planeOrigin(image * inputQuads + quadA, p.inputPlanesPerRow, p.inputPlaneWidth, p.inputPlaneHeight) + inputRow + offsetA;
-    let inputB = planeOrigin(image * inputQuads + quadB, p.inputPlanesPerRow, p.inputPlaneWidth, p.inputPlaneHeight) + inputRow + offsetB;
+    if (oy == p.OH) { oy = 0u; n++; }
+    if (originsOf != n) {
+      let image = n * p.groups + group;
+      {{ownGrad}}
+      inputPlaneA = planeOrigin(image * inputQuads + quadA, p.inputPlanesPerRow, p.inputPlaneWidth, p.inputPlaneHeight) + offsetA;
+      inputPlaneB = planeOrigin(image * inputQuads + quadB, p.inputPlanesPerRow, p.inputPlaneWidth, p.inputPlaneHeight) + offsetB;
+      originsOf = n;
+    }
+    let ownGrad0 = gradPlane0 + vec2<u32>(ownPixel, oy);
+    let ownGrad1 = gradPlane1 + vec2<u32>(ownPixel, oy);
+    let inputA = inputPlaneA + vec2<u32>(0u, oy * p.sH);
+    let inputB = inputPlaneB + vec2<u32>(0u, oy * p.sH);
     for (var ox = 0u; ox < p.gradPlaneWidth; ox += 4u) {
       {{loadOwn}}
       let xa0 = textureLoad(packedInput, inputA + vec2<u32>(ox * p.sW, 0u), 0);
@@ -367,6 +378,7 @@ ${SUBGROUP_MAIN_WGSL}
       {{broadcast}}
       {{accumulate}}
     }
+    oy++;
   }
   let o0 = channelBlock * ${CONV2D_SUBGROUP_WEIGHT_BLOCK.channels}u;
   let hasColumnA = columnPair * 2u < columns;
