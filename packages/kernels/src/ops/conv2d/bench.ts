@@ -61,36 +61,62 @@ interface Conv2dBenchSpec {
 /**
  * The pass as a plain product [M, K] x [K, N] with the same FLOPs (P = batch * OH * OW output pixels):
  * forward [O, Cg kH kW] x [Cg kH kW, P], input gradient [Cg, Og kH kW] x [Og kH kW, P] per group,
- * weight gradient [O, P] x [P, Cg kH kW].
+ * weight gradient [O, P] x [P, Cg kH kW]. `pixelsIn` says which of K and N is P.
  */
-function implicitGemm(pass: Pass, g: Conv2dGeometry): { M: number; K: number; N: number } {
+function implicitGemm(pass: Pass, g: Conv2dGeometry) {
   const pixels = g.batch * g.outHeight * g.outWidth;
   const taps = g.kernelHeight * g.kernelWidth;
-  if (pass === "forward") return { M: g.outChannels, K: g.inPerGroup * taps, N: pixels };
-  if (pass === "backwardInput") return { M: g.inChannels, K: g.outPerGroup * taps, N: pixels };
-  return { M: g.outChannels, K: pixels, N: g.inPerGroup * taps };
+  if (pass === "forward") return { M: g.outChannels, K: g.inPerGroup * taps, N: pixels, pixelsIn: "N" };
+  if (pass === "backwardInput") return { M: g.inChannels, K: g.outPerGroup * taps, N: pixels, pixelsIn: "N" };
+  return { M: g.outChannels, K: pixels, N: g.inPerGroup * taps, pixelsIn: "K" };
 }
 
-/** Times the pass's implicit GEMM as a matmul (the chosen variant) and compares the convolution's rate. */
+/** Largest operand of the matmul comparison: one buffer must hold it on every adapter. */
+const MATMUL_OPERAND_LIMIT = 2 ** 24; // floats (64 MiB)
+
+/**
+ * Times the pass's implicit GEMM as matmuls (the chosen variant): the pixel dimension is cut into
+ * equal parts so every operand fits one buffer, and each timed sample runs all parts (the same FLOPs
+ * as the convolution, up to rounding of the last part). Returns its rate and the convolution's fraction.
+ */
 async function matmulFraction(
   gpu: Gpu,
   pass: Pass,
   g: Conv2dGeometry,
   milliseconds: number,
 ): Promise<Record<string, string>> {
-  const { M, K, N } = implicitGemm(pass, g);
-  const a = Tensor.upload(gpu, benchValues(M * K, 13), [M, K]);
-  const b = Tensor.upload(gpu, benchValues(K * N, 17), [K, N]);
+  const { M, K, N, pixelsIn } = implicitGemm(pass, g);
+  const pixels = pixelsIn === "N" ? N : K;
+  const other = pixelsIn === "N" ? K : N;
+  const parts = Math.ceil((pixels * Math.max(other, M)) / MATMUL_OPERAND_LIMIT);
+  const share = Math.ceil(pixels / parts);
+  const [k, n] = pixelsIn === "N" ? [K, share] : [share, N];
+  const a = Tensor.upload(gpu, benchValues(M * k, 13), [M, k]);
+  const b = Tensor.upload(gpu, benchValues(k * n, 17), [k, n]);
   try {
-    const matmulMs = await timeMedian(gpu, () => matmul(a, b).release(), 3, 300, undefined);
-    const variant = gpu.profiler
-      .rows()
-      .filter((row) => row.name === "matmul")
-      .map((row) => row.variant)
-      .join("+");
+    gpu.profiler.reset();
+    const matmulMs = await timeMedian(
+      gpu,
+      () => {
+        for (let part = 0; part < parts; part++) matmul(a, b).release();
+      },
+      3,
+      300,
+      undefined,
+    );
+    const variant = [
+      ...new Set(
+        gpu.profiler
+          .rows()
+          .filter((row) => row.name === "matmul")
+          .map((row) => row.variant),
+      ),
+    ];
+    const matmulRate = (2 * M * k * n * parts) / matmulMs / 1e6;
+    const convRate = conv2dCost(g).flops / milliseconds / 1e6;
     return {
-      [`matmul ${M}x${K}x${N} (same FLOPs, ${variant || "-"})`]: `${matmulMs.toFixed(2)} ms, ${((2 * M * K * N) / matmulMs / 1e6).toFixed(2)} GFLOP/s`,
-      "of matmul": `${((100 * matmulMs) / milliseconds).toFixed(1)}%`,
+      [`matmul ${parts > 1 ? `${parts} x ` : ""}${M}x${k}x${n} (same FLOPs, ${variant.join("+") || "-"})`]: `${matmulMs.toFixed(2)} ms, ${matmulRate.toFixed(2)} GFLOP/s`,
+      "of matmul": `${((100 * convRate) / matmulRate).toFixed(1)}%`,
     };
   } finally {
     a.release();

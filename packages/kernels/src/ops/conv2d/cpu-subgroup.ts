@@ -11,7 +11,12 @@
  * The input gradient and the weight gradient run on the same core (below).
  */
 import { wgsl } from "../../runtime/kernel.ts";
-import { DOTS_WGSL, PHASE_WGSL, PLANE_ORIGIN_WGSL, WEIGHT_GRADIENT_HEADER_WGSL } from "./cpu-texture.ts";
+import {
+  FORWARD_HEADER_WGSL,
+  PHASE_WGSL,
+  PLANE_ORIGIN_WGSL,
+  WEIGHT_GRADIENT_HEADER_WGSL,
+} from "./cpu-texture.ts";
 import { GEOMETRY_FIELDS } from "./geometry.ts";
 
 /** Lanes of one broadcast (llvmpipe's subgroups are 8 lanes) and the block each lane computes. */
@@ -54,36 +59,11 @@ const BLOCK = {
 
 const CONV2D_CPU_SUBGROUP_TEMPLATE = `
 enable subgroups;
-@group(0) @binding(0) var packedInput: texture_2d<f32>;
-@group(0) @binding(1) var packedWeights: texture_2d<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-struct Params { ${GEOMETRY_FIELDS}, planeHeight: u32, planeWidth: u32, planesPerRow: u32,
-  pixelGroups: u32, channelBlocks: u32, total: u32, hasBias: u32 }
-@group(0) @binding(4) var<uniform> p: Params;
-${PLANE_ORIGIN_WGSL}
-${DOTS_WGSL}
-fn tapOf(pixel: u32) -> vec2<u32> {
-  let q = min(pixel, p.OH * p.OW - 1u);
-  return vec2<u32>((q % p.OW) * p.sW, (q / p.OW) * p.sH);
-}
-fn weightRow(group: u32, o: u32) -> u32 { return group * p.Og + min(o, p.Og - 1u); }
-fn storeRow(n: u32, group: u32, o: u32, pixel0: u32, low: vec4<f32>, high: vec4<f32>) {
-  if (o >= p.Og) { return; }
-  let channel = group * p.Og + o;
-  var offset = 0.0;
-  if (p.hasBias != 0u) { offset = bias[channel]; }
-  let pixels = p.OH * p.OW;
-  let base = (n * p.O + channel) * pixels;
-  for (var j = 0u; j < 4u; j++) {
-    if (pixel0 + j < pixels) { y[base + pixel0 + j] = low[j] + offset; }
-    if (pixel0 + 4u + j < pixels) { y[base + pixel0 + 4u + j] = high[j] + offset; }
-  }
-}
+${FORWARD_HEADER_WGSL}
 ${SUBGROUP_MAIN_WGSL}
-  let pixelGroup = flat % p.pixelGroups;
-  let channelBlock = (flat / p.pixelGroups) % p.channelBlocks;
-  let image = flat / (p.pixelGroups * p.channelBlocks); // n * groups + group
+  let pixelGroup = flat % p.pixelItems;
+  let channelBlock = (flat / p.pixelItems) % p.channelBlocks;
+  let image = flat / (p.pixelItems * p.channelBlocks); // n * groups + group
   let group = image % p.groups;
   let pixel0 = (pixelGroup * ${CONV2D_SUBGROUP_BLOCK.workgroupSize}u + lane) * 8u;
   let o0 = channelBlock * ${channels}u;
@@ -176,7 +156,7 @@ enable subgroups;
 @group(0) @binding(1) var packedWeights: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> gradInput: array<f32>;
 struct Params { ${GEOMETRY_FIELDS}, planeHeight: u32, planeWidth: u32, planesPerRow: u32,
-  padTop: u32, padLeft: u32, pixelGroups: u32, channelBlocks: u32, total: u32 }
+  padTop: u32, padLeft: u32, pixelItems: u32, channelBlocks: u32, total: u32 }
 @group(0) @binding(3) var<uniform> p: Params;
 ${PLANE_ORIGIN_WGSL}
 ${PHASE_WGSL}
@@ -194,11 +174,11 @@ fn storeQuad(imageBase: u32, c: u32, position: u32, value: vec4<f32>) {
   }
 }
 ${SUBGROUP_MAIN_WGSL}
-  let pixelGroup = flat % p.pixelGroups;
-  let channelBlock = (flat / p.pixelGroups) % p.channelBlocks;
+  let pixelGroup = flat % p.pixelItems;
+  let channelBlock = (flat / p.pixelItems) % p.channelBlocks;
   let phases = p.sH * p.sW;
-  let phase = (flat / (p.pixelGroups * p.channelBlocks)) % phases;
-  let image = flat / (p.pixelGroups * p.channelBlocks * phases);
+  let phase = (flat / (p.pixelItems * p.channelBlocks)) % phases;
+  let image = flat / (p.pixelItems * p.channelBlocks * phases);
   let group = image % p.groups;
   let phaseY = phase / p.sW;
   let phaseX = phase % p.sW;

@@ -201,19 +201,18 @@ fn dots(weights: vec4<f32>, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f3
 }`;
 
 /**
- * Forward, CPU adapters. Invocation = 8 output channels x 8 output pixels (flattened, so small or odd
- * images waste no lanes). Per (input-channel quad, ky, kx): 8 input texels + 8 weight texels, 256
- * multiply-adds in registers. `taps` are each pixel's top-left input position in the padded plane.
+ * The forward's bindings, Params (work items of `pixelItems` pixel blocks x `channelBlocks` per image,
+ * `total` in all) and helpers (each pixel's top-left tap, clamped weight rows, the store with bias),
+ * shared by cpu-texture and cpu-subgroup.
  */
-const CONV2D_CPU_TEMPLATE = `
+export const FORWARD_HEADER_WGSL = `
 @group(0) @binding(0) var packedInput: texture_2d<f32>;
 @group(0) @binding(1) var packedWeights: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 struct Params { ${GEOMETRY_FIELDS}, planeHeight: u32, planeWidth: u32, planesPerRow: u32,
-  pixelBlocks: u32, channelBlocks: u32, total: u32, hasBias: u32 }
+  pixelItems: u32, channelBlocks: u32, total: u32, hasBias: u32 }
 @group(0) @binding(4) var<uniform> p: Params;
-${LINEAR_INDEX_WGSL}
 ${PLANE_ORIGIN_WGSL}
 ${DOTS_WGSL}
 fn tapOf(pixel: u32) -> vec2<u32> {
@@ -232,13 +231,22 @@ fn storeRow(n: u32, group: u32, o: u32, pixel0: u32, low: vec4<f32>, high: vec4<
     if (pixel0 + j < pixels) { y[base + pixel0 + j] = low[j] + offset; }
     if (pixel0 + 4u + j < pixels) { y[base + pixel0 + 4u + j] = high[j] + offset; }
   }
-}
+}`;
+
+/**
+ * Forward, CPU adapters. Invocation = 8 output channels x 8 output pixels (flattened, so small or odd
+ * images waste no lanes). Per (input-channel quad, ky, kx): 8 input texels + 8 weight texels, 256
+ * multiply-adds in registers. `taps` are each pixel's top-left input position in the padded plane.
+ */
+const CONV2D_CPU_TEMPLATE = `
+${FORWARD_HEADER_WGSL}
+${LINEAR_INDEX_WGSL}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let index = linearIndex(gid, groups, 64u);
-  let pixelBlock = index % p.pixelBlocks;
-  let channelBlock = (index / p.pixelBlocks) % p.channelBlocks;
-  let image = min(index / (p.pixelBlocks * p.channelBlocks), p.N * p.groups - 1u); // n * groups + group
+  let pixelBlock = index % p.pixelItems;
+  let channelBlock = (index / p.pixelItems) % p.channelBlocks;
+  let image = min(index / (p.pixelItems * p.channelBlocks), p.N * p.groups - 1u); // n * groups + group
   let group = image % p.groups;
   let pixel0 = pixelBlock * 8u;
   let o0 = channelBlock * 8u;
@@ -325,7 +333,7 @@ export const CONV2D_BACKWARD_INPUT_CPU_WGSL = `
 @group(0) @binding(1) var packedWeights: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> gradInput: array<f32>;
 struct Params { ${GEOMETRY_FIELDS}, planeHeight: u32, planeWidth: u32, planesPerRow: u32,
-  padTop: u32, padLeft: u32, pixelBlocks: u32, channelBlocks: u32, total: u32 }
+  padTop: u32, padLeft: u32, pixelItems: u32, channelBlocks: u32, total: u32 }
 @group(0) @binding(3) var<uniform> p: Params;
 ${LINEAR_INDEX_WGSL}
 ${PLANE_ORIGIN_WGSL}
@@ -348,11 +356,11 @@ fn storeRow(n: u32, channel: u32, phaseY: u32, phaseX: u32, phaseWidth: u32, cou
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let index = linearIndex(gid, groups, 64u);
-  let pixelBlock = index % p.pixelBlocks;
-  let channelBlock = (index / p.pixelBlocks) % p.channelBlocks;
+  let pixelBlock = index % p.pixelItems;
+  let channelBlock = (index / p.pixelItems) % p.channelBlocks;
   let phases = p.sH * p.sW;
-  let phase = (index / (p.pixelBlocks * p.channelBlocks)) % phases;
-  let image = min(index / (p.pixelBlocks * p.channelBlocks * phases), p.N * p.groups - 1u);
+  let phase = (index / (p.pixelItems * p.channelBlocks)) % phases;
+  let image = min(index / (p.pixelItems * p.channelBlocks * phases), p.N * p.groups - 1u);
   let group = image % p.groups;
   let phaseY = phase / p.sW;
   let phaseX = phase % p.sW;

@@ -5,11 +5,14 @@
  * into chunks so it parallelises) and the bias gradient; `conv2d` records all of them on the tape.
  *
  * Layout of the op family (like ops/softmax/): `index.ts` (this file: checks, launches, gradients),
- * `choose.ts` (pure variant choice), one file per variant with its WGSL (`cpu-texture.ts` with its
- * packed layout in `cpu-layout.ts`, `gpu-tiled.ts`, `naive.ts`), `backward-passes.ts` (partial-sum
- * reduction, bias gradient), `geometry.ts`, `reference.ts`, `cost.ts`, `bench.ts`.
+ * `choose.ts` (pure variant choice), one file per variant with its WGSL (`cpu-subgroup.ts`,
+ * `cpu-texture.ts` with its packed layout in `cpu-layout.ts`, `gpu-tiled.ts`, `naive.ts`),
+ * `weight-cache.ts` (the CPU variants' packed weights, once per weight version), `backward-passes.ts`
+ * (partial-sum reduction, bias gradient), `geometry.ts`, `reference.ts`, `cost.ts`, `bench.ts`.
  *
- * Three variants, chosen by `chooseConv2dVariant` and forceable with `{ variant }`:
+ * Four variants, chosen by `chooseConv2dVariant` and forceable with `{ variant }`:
+ * - "cpu-subgroup" (lavapipe with subgroups of >= 8 lanes): cpu-texture's packing with all three
+ *   passes on matmul's cpu-subgroup core (cpu-subgroup.ts);
  * - "cpu-texture" (lavapipe/llvmpipe): llvmpipe turns every buffer load whose address varies per
  *   invocation into per-lane scalar loads with a bounds-check branch each, while a `textureLoad` of an
  *   rgba32float texel is one branch-free gather of four floats (measured: ~1.7x fewer instructions per
