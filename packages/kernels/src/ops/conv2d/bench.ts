@@ -3,7 +3,10 @@
  * channels, 64x64, 3x3 pad 1) forward and both gradients, a 320-channel 3x3 convolution of a
  * 64x64-latent UNet at its 32x32 level (batch 2), and DenseNet-121 at 224x224 input: a dense-block-2
  * 1x1 bottleneck (batch 16, 256 -> 128 at 28x28) and the 7x7 stride-2 stem (batch 4, 3 -> 64).
- * Each runs the chosen variant next to the naive kernel (one output per invocation) on the same inputs.
+ * Each runs the chosen variant next to the naive kernel (one output per invocation) on the same inputs;
+ * the "(vs cpu-texture)" cases (`--filter "(vs cpu"`) run it next to cpu-texture instead, for the target
+ * shape's and the 1x1 bottleneck's three passes, and also time the pass's implicit GEMM as a plain
+ * matmul of the same FLOPs (notes: its rate and the convolution's fraction of it, "of matmul").
  */
 
 import { timeMedian } from "../../bench/runner.ts";
