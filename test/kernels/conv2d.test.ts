@@ -81,6 +81,14 @@ const cases: OpCase<Conv2dParams>[] = [
     w: [4, 3, 2, 2],
     options: { stride: 3, padding: 1 },
   }),
+  // cpu-subgroup's weight gradient: 18 output channels per group (one full 16-channel block and a
+  // partial one), 27 column quads (an odd count: the last lane's second column is past the end).
+  row("groups 2 with 18 outputs and 9 inputs per group (partial blocks)", {
+    x: [2, 18, 7, 6],
+    w: [36, 9, 3, 3],
+    options: { groups: 2, padding: 1 },
+    bias: true,
+  }),
   row("larger: 32 -> 24 channels at 16x16", {
     x: [2, 32, 16, 16],
     w: [24, 32, 3, 3],

@@ -28,7 +28,8 @@ export interface BenchResult {
   rooflineFraction?: number;
 }
 
-async function timeMedian(
+/** Median wall time of `fn` (recorded, then synced), after a warm-up call; `wait` overrides the wait mode. */
+export async function timeMedian(
   gpu: Gpu,
   fn: () => void,
   repeats: number,
@@ -96,7 +97,7 @@ export async function runBenchCase(gpu: Gpu, benchCase: BenchCase, repeats = 3):
       gigabytesPerSecond: benchCase.bytes / milliseconds / 1e6,
       targetSpeedup: benchCase.targetSpeedup ?? null,
       meetsTarget: benchCase.targetSpeedup === undefined ? null : speedup >= benchCase.targetSpeedup,
-      extra: (await instance.extra?.()) ?? {},
+      extra: (await instance.extra?.({ milliseconds, naiveMilliseconds })) ?? {},
     };
   } finally {
     instance.dispose();

@@ -28,7 +28,13 @@ export interface BenchInstance {
    * both. Set for the pair that compares the same kernel under two waits.
    */
   waits?: { run: WaitMode; naive: WaitMode };
-  /** Extra figures to print (e.g. peak memory), measured after the timed runs. */
-  extra?(): Record<string, string> | Promise<Record<string, string>>;
+  /**
+   * Extra figures to print (e.g. peak memory, another kernel's rate at the same FLOPs), measured after
+   * the timed runs; gets their median times.
+   */
+  extra?(timed: {
+    milliseconds: number;
+    naiveMilliseconds: number;
+  }): Record<string, string> | Promise<Record<string, string>>;
   dispose(): void;
 }

@@ -6,6 +6,7 @@
 import type { Gpu } from "./device.ts";
 import { OpError, Tensor } from "./tensor.ts";
 import type { Params } from "./uniforms.ts";
+import { markWritten, writableBindingsOf } from "./versions.ts";
 
 export interface KernelSource {
   /** Op name as shown in the profiler, e.g. "conv2d". */
@@ -40,6 +41,10 @@ export function launch(gpu: Gpu, kernel: KernelSource, run: Launch): void {
     );
   }
   if (x === 0 || y === 0 || z === 0) return;
+  for (const index of writableBindingsOf(kernel.code)) {
+    const binding = run.bindings[index];
+    if (binding instanceof Tensor) markWritten(binding.buffer);
+  }
   const entries: GPUBindGroupEntry[] = run.bindings.map((binding, index) => ({
     binding: index,
     resource: binding instanceof Tensor ? { buffer: binding.buffer } : binding,

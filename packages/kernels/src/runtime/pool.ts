@@ -4,6 +4,7 @@
  * reuse likely while wasting at most 12.5%.
  */
 import "./webgpu.ts";
+import { markWritten } from "./versions.ts";
 export const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 export function sizeClass(bytes: number): number {
@@ -53,6 +54,7 @@ export class BufferPool {
   }
 
   release(buffer: GPUBuffer): void {
+    markWritten(buffer); // the next tensor that gets it holds other contents
     const size = buffer.size;
     this.stats.inUseBytes -= size;
     this.stats.idleBytes += size;

@@ -16,7 +16,8 @@ export const CONV2D_VARIANTS: readonly Conv2dVariant[] = [
 ];
 
 /** The variant for this adapter and shape: texture-packed register blocking on CPU adapters (when its
- * textures fit; cpu-subgroup's forward where the adapter has subgroups of >= 8 lanes), workgroup-memory
+ * textures fit; cpu-subgroup, all three passes, where the adapter has subgroups of >= 8 lanes: faster
+ * than cpu-texture side by side in `cxr bench kernels`, see the README), workgroup-memory
  * tiles everywhere else. Takes a `Gpu` or anything with its `kind` and `limits` (and `features`,
  * `device.adapterInfo` for the subgroup check). */
 export function chooseConv2dVariant(

@@ -8,11 +8,15 @@
  * `subgroupBroadcast` hands to the other lanes: 10 texel loads per 512 multiply-adds (cpu-texture:
  * 16 per 256). Everything broadcast is uniform per workgroup, so any subgroup size >= 8 is correct.
  *
- * The input gradient runs on the same core (below); the weight gradient runs cpu-texture's kernel
- * (shown as cpu-texture in the profiler).
+ * The input gradient and the weight gradient run on the same core (below).
  */
 import { wgsl } from "../../runtime/kernel.ts";
-import { DOTS_WGSL, PLANE_ORIGIN_WGSL } from "./cpu-texture.ts";
+import {
+  FORWARD_HEADER_WGSL,
+  PHASE_WGSL,
+  PLANE_ORIGIN_WGSL,
+  WEIGHT_GRADIENT_HEADER_WGSL,
+} from "./cpu-texture.ts";
 import { GEOMETRY_FIELDS } from "./geometry.ts";
 
 /** Lanes of one broadcast (llvmpipe's subgroups are 8 lanes) and the block each lane computes. */
@@ -21,6 +25,16 @@ export const CONV2D_SUBGROUP_BLOCK = { lanes: 8, channels: 16, pixels: 8, workgr
 const { lanes, channels } = CONV2D_SUBGROUP_BLOCK;
 const channelIndices = Array.from({ length: channels }, (_, j) => j);
 const ownIndices = Array.from({ length: channels / lanes }, (_, s) => s);
+
+/**
+ * Every subgroup kernel's entry: one workgroup of 8 lanes per work item, `flat` its index; a whole
+ * workgroup past the last item returns together, so subgroups stay complete.
+ */
+const SUBGROUP_MAIN_WGSL = `@compute @workgroup_size(${CONV2D_SUBGROUP_BLOCK.workgroupSize})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_index) lane: u32, @builtin(subgroup_invocation_id) subgroupLane: u32) {
+  let flat = wid.x + wid.y * groups.x;
+  if (flat >= p.total) { return; }`;
 
 /** The block's unrolled statements: one line per output channel or per weight texel a lane loads. */
 const BLOCK = {
@@ -45,40 +59,11 @@ const BLOCK = {
 
 const CONV2D_CPU_SUBGROUP_TEMPLATE = `
 enable subgroups;
-@group(0) @binding(0) var packedInput: texture_2d<f32>;
-@group(0) @binding(1) var packedWeights: texture_2d<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-struct Params { ${GEOMETRY_FIELDS}, planeHeight: u32, planeWidth: u32, planesPerRow: u32,
-  pixelGroups: u32, channelBlocks: u32, totalGroups: u32, hasBias: u32 }
-@group(0) @binding(4) var<uniform> p: Params;
-${PLANE_ORIGIN_WGSL}
-${DOTS_WGSL}
-fn tapOf(pixel: u32) -> vec2<u32> {
-  let q = min(pixel, p.OH * p.OW - 1u);
-  return vec2<u32>((q % p.OW) * p.sW, (q / p.OW) * p.sH);
-}
-fn weightRow(group: u32, o: u32) -> u32 { return group * p.Og + min(o, p.Og - 1u); }
-fn storeRow(n: u32, group: u32, o: u32, pixel0: u32, low: vec4<f32>, high: vec4<f32>) {
-  if (o >= p.Og) { return; }
-  let channel = group * p.Og + o;
-  var offset = 0.0;
-  if (p.hasBias != 0u) { offset = bias[channel]; }
-  let pixels = p.OH * p.OW;
-  let base = (n * p.O + channel) * pixels;
-  for (var j = 0u; j < 4u; j++) {
-    if (pixel0 + j < pixels) { y[base + pixel0 + j] = low[j] + offset; }
-    if (pixel0 + 4u + j < pixels) { y[base + pixel0 + 4u + j] = high[j] + offset; }
-  }
-}
-@compute @workgroup_size(${CONV2D_SUBGROUP_BLOCK.workgroupSize})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-        @builtin(local_invocation_index) lane: u32, @builtin(subgroup_invocation_id) subgroupLane: u32) {
-  let flat = wid.x + wid.y * groups.x;
-  if (flat >= p.totalGroups) { return; } // the whole workgroup: subgroups stay complete
-  let pixelGroup = flat % p.pixelGroups;
-  let channelBlock = (flat / p.pixelGroups) % p.channelBlocks;
-  let image = flat / (p.pixelGroups * p.channelBlocks); // n * groups + group
+${FORWARD_HEADER_WGSL}
+${SUBGROUP_MAIN_WGSL}
+  let pixelGroup = flat % p.pixelItems;
+  let channelBlock = (flat / p.pixelItems) % p.channelBlocks;
+  let image = flat / (p.pixelItems * p.channelBlocks); // n * groups + group
   let group = image % p.groups;
   let pixel0 = (pixelGroup * ${CONV2D_SUBGROUP_BLOCK.workgroupSize}u + lane) * 8u;
   let o0 = channelBlock * ${channels}u;
@@ -118,24 +103,39 @@ export const CONV2D_CPU_SUBGROUP_1X1_WGSL = wgsl(CONV2D_CPU_SUBGROUP_TEMPLATE, {
   tapLoops: "{ let ky = 0u; { let kx = 0u;",
 });
 
-/** The input gradient's block: one line per input channel or per weight texel a lane loads. */
+const pixelIndices = Array.from({ length: CONV2D_SUBGROUP_BLOCK.pixels }, (_, p) => p);
+const quadIndices = Array.from({ length: channels / 4 }, (_, k) => k);
+
+/** The input gradient's block: 4 input-channel quads x 8 pixels per lane, 16 weight texels shared. */
 const BACKWARD_INPUT_BLOCK = {
-  ownRows: ownIndices
-    .map((s) => `let ownRow${s} = rowBase + min(c0 + ${s * lanes}u + subgroupLane % ${lanes}u, p.Cg - 1u);`)
-    .join("\n  "),
-  declare: BLOCK.declare,
-  loadOwn: BLOCK.loadOwn,
-  accumulate: channelIndices
+  // Texel j = 8s + lane of the 16 the block needs per (output quad, tap): input quad j / 4 of output
+  // channel 4 * quad + j % 4, in the forward's layout (4 input channels per texel).
+  ownColumns: ownIndices
     .map(
-      (j) =>
-        `let w${j} = subgroupBroadcast(own${Math.floor(j / lanes)}, ${j % lanes}u); ` +
-        `low${j} += dots(w${j}, g0, g1, g2, g3); high${j} += dots(w${j}, g4, g5, g6, g7);`,
+      (s) =>
+        `let ownColumn${s} = min(c0 / 4u + ${2 * s}u + ownLane / 4u, (p.Cg + 3u) / 4u - 1u) * p.kH * p.kW;`,
+    )
+    .join("\n  "),
+  loadOwn: ownIndices
+    .map((s) => `let own${s} = textureLoad(packedWeights, vec2<u32>(ownColumn${s} + tap, ownRow), 0);`)
+    .join("\n        "),
+  declare: quadIndices
+    .flatMap((k) => pixelIndices.map((q) => `var acc${k}_${q} = vec4<f32>(0.0);`))
+    .join("\n  "),
+  // m{k}: input quad k's 4 channels (a column per output channel of the quad); m * g sums over them.
+  accumulate: quadIndices
+    .map((k) =>
+      [
+        `let m${k} = mat4x4<f32>(${[0, 1, 2, 3]
+          .map((i) => `subgroupBroadcast(own${Math.floor((4 * k + i) / lanes)}, ${(4 * k + i) % lanes}u)`)
+          .join(", ")});`,
+        ...pixelIndices.map((q) => `acc${k}_${q} += m${k} * g${q};`),
+      ].join(" "),
     )
     .join("\n        "),
-  store: channelIndices
-    .map(
-      (j) =>
-        `if (c0 + ${j}u < p.Cg) { storeRow(n, rowBase + c0 + ${j}u, phaseY, phaseX, phaseWidth, count, pixel0, low${j}, high${j}); }`,
+  store: quadIndices
+    .flatMap((k) =>
+      pixelIndices.map((q) => `storeQuad(imageBase, c0 + ${4 * k}u, position${q}, acc${k}_${q});`),
     )
     .join("\n  "),
 };
@@ -143,8 +143,11 @@ const BACKWARD_INPUT_BLOCK = {
 /**
  * Input gradient (a transposed convolution) on the same core: cpu-texture's stride-phase ordering
  * (pixels grouped by (iy mod sH, ix mod sW), so taps the stride skips are skipped, not multiplied by
- * zero), with one image, one phase and 16 input channels per workgroup, so the skip is uniform and
- * the weight texels (4 output channels each) are loaded 2 per lane and broadcast.
+ * zero), with one image, one phase and 16 input channels per workgroup, so the skip is uniform. It
+ * reads the forward's packed weights (4 input channels per texel), so a weight is packed once for
+ * both passes: per (output quad, tap) the block needs 16 texels (4 input quads x 4 output channels),
+ * 2 loaded per lane and broadcast; each lane keeps 4 input quads x 8 pixels and adds
+ * `mat4x4(texels of output channels o..o+3) * gradient texel` (a sum over the 4 output channels).
  */
 export const CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL = wgsl(
   `
@@ -153,46 +156,29 @@ enable subgroups;
 @group(0) @binding(1) var packedWeights: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> gradInput: array<f32>;
 struct Params { ${GEOMETRY_FIELDS}, planeHeight: u32, planeWidth: u32, planesPerRow: u32,
-  padTop: u32, padLeft: u32, pixelGroups: u32, channelBlocks: u32, totalGroups: u32 }
+  padTop: u32, padLeft: u32, pixelItems: u32, channelBlocks: u32, total: u32 }
 @group(0) @binding(3) var<uniform> p: Params;
 ${PLANE_ORIGIN_WGSL}
-${DOTS_WGSL}
-/** Rows/columns of the input that belong to phase \`phase\` along an axis of size \`size\`. */
-fn phaseLength(size: u32, phase: u32, stride: u32) -> u32 {
-  if (phase >= size) { return 0u; }
-  return (size - phase + stride - 1u) / stride;
+${PHASE_WGSL}
+const NO_PIXEL = 0xffffffffu;
+/** Offset of phase pixel q inside its input plane, or NO_PIXEL past the phase's last pixel. */
+fn positionOf(q: u32, phaseY: u32, phaseX: u32, phaseWidth: u32, count: u32) -> u32 {
+  if (q >= count) { return NO_PIXEL; }
+  return (phaseY + (q / phaseWidth) * p.sH) * p.W + phaseX + (q % phaseWidth) * p.sW;
 }
-/** Output offset reached by tap k in this phase, or a sentinel when the stride skips it. */
-fn tapOffset(phase: u32, pad: u32, k: u32, dilation: u32, stride: u32) -> i32 {
-  let t = i32(phase + pad) - i32(k * dilation);
-  let remainder = ((t % i32(stride)) + i32(stride)) % i32(stride);
-  if (remainder != 0) { return -2147483647; }
-  return (t - remainder) / i32(stride);
-}
-fn storeRow(n: u32, channel: u32, phaseY: u32, phaseX: u32, phaseWidth: u32, count: u32, pixel0: u32,
-            low: vec4<f32>, high: vec4<f32>) {
-  let base = (n * p.C + channel) * p.H * p.W;
-  for (var j = 0u; j < 8u; j++) {
-    let q = pixel0 + j;
-    if (q < count) {
-      let iy = phaseY + (q / phaseWidth) * p.sH;
-      let ix = phaseX + (q % phaseWidth) * p.sW;
-      var value = 0.0;
-      if (j < 4u) { value = low[j]; } else { value = high[j - 4u]; }
-      gradInput[base + iy * p.W + ix] = value;
-    }
+/** Stores input channels c..c+3 (those that exist) of one pixel. */
+fn storeQuad(imageBase: u32, c: u32, position: u32, value: vec4<f32>) {
+  if (position == NO_PIXEL) { return; }
+  for (var i = 0u; i < 4u; i++) {
+    if (c + i < p.Cg) { gradInput[imageBase + (c + i) * p.H * p.W + position] = value[i]; }
   }
 }
-@compute @workgroup_size(${CONV2D_SUBGROUP_BLOCK.workgroupSize})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-        @builtin(local_invocation_index) lane: u32, @builtin(subgroup_invocation_id) subgroupLane: u32) {
-  let flat = wid.x + wid.y * groups.x;
-  if (flat >= p.totalGroups) { return; } // the whole workgroup: subgroups stay complete
-  let pixelGroup = flat % p.pixelGroups;
-  let channelBlock = (flat / p.pixelGroups) % p.channelBlocks;
+${SUBGROUP_MAIN_WGSL}
+  let pixelGroup = flat % p.pixelItems;
+  let channelBlock = (flat / p.pixelItems) % p.channelBlocks;
   let phases = p.sH * p.sW;
-  let phase = (flat / (p.pixelGroups * p.channelBlocks)) % phases;
-  let image = flat / (p.pixelGroups * p.channelBlocks * phases);
+  let phase = (flat / (p.pixelItems * p.channelBlocks)) % phases;
+  let image = flat / (p.pixelItems * p.channelBlocks * phases);
   let group = image % p.groups;
   let phaseY = phase / p.sW;
   let phaseX = phase % p.sW;
@@ -208,34 +194,176 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
   let t0 = taps[0]; let t1 = taps[1]; let t2 = taps[2]; let t3 = taps[3];
   let t4 = taps[4]; let t5 = taps[5]; let t6 = taps[6]; let t7 = taps[7];
   let c0 = channelBlock * ${channels}u;
-  let rowBase = group * p.Cg;
-  // The weight rows this lane loads for the whole subgroup.
-  {{ownRows}}
+  let ownLane = subgroupLane % ${lanes}u;
+  // The weight texels this lane loads for the whole subgroup: input quads 2s + ownLane / 4 (columns).
+  {{ownColumns}}
   {{declare}}
   let quads = (p.Og + 3u) / 4u;
-  var plane = planeOrigin(image * quads, p.planesPerRow, p.planeWidth, p.planeHeight);
-  for (var quad = 0u; quad < quads; quad++) {
-    let origin = vec2<i32>(plane);
-    for (var ky = 0u; ky < p.kH; ky++) {
-      let offsetY = tapOffset(phaseY, p.pH, ky, p.dH, p.sH);
-      if (offsetY == -2147483647) { continue; }
-      for (var kx = 0u; kx < p.kW; kx++) {
-        let offsetX = tapOffset(phaseX, p.pW, kx, p.dW, p.sW);
-        if (offsetX == -2147483647) { continue; }
-        let shift = origin + vec2<i32>(offsetX, offsetY);
+  let firstPlane = planeOrigin(image * quads, p.planesPerRow, p.planeWidth, p.planeHeight);
+  // Taps outside, quads inside: a tap's offsets (integer divisions, per lane on a CPU) once per tap.
+  for (var ky = 0u; ky < p.kH; ky++) {
+    let offsetY = tapOffset(phaseY, p.pH, ky, p.dH, p.sH);
+    if (offsetY == SKIPPED) { continue; }
+    for (var kx = 0u; kx < p.kW; kx++) {
+      let offsetX = tapOffset(phaseX, p.pW, kx, p.dW, p.sW);
+      if (offsetX == SKIPPED) { continue; }
+      let tap = ky * p.kW + kx;
+      var plane = firstPlane;
+      for (var quad = 0u; quad < quads; quad++) {
+        let shift = vec2<i32>(plane) + vec2<i32>(offsetX, offsetY);
         let g0 = textureLoad(packedGradOutput, t0 + shift, 0); let g1 = textureLoad(packedGradOutput, t1 + shift, 0);
         let g2 = textureLoad(packedGradOutput, t2 + shift, 0); let g3 = textureLoad(packedGradOutput, t3 + shift, 0);
         let g4 = textureLoad(packedGradOutput, t4 + shift, 0); let g5 = textureLoad(packedGradOutput, t5 + shift, 0);
         let g6 = textureLoad(packedGradOutput, t6 + shift, 0); let g7 = textureLoad(packedGradOutput, t7 + shift, 0);
-        let column = (quad * p.kH + ky) * p.kW + kx;
+        // Output channel 4 * quad + ownLane % 4 (clamped: past Og the gradient texel's component is 0).
+        let ownRow = group * p.Og + min(quad * 4u + ownLane % 4u, p.Og - 1u);
         {{loadOwn}}
         {{accumulate}}
+        plane = nextPlane(plane, p.planesPerRow, p.planeWidth, p.planeHeight);
       }
     }
-    plane = nextPlane(plane, p.planesPerRow, p.planeWidth, p.planeHeight);
   }
   let n = image / p.groups;
+  let imageBase = (n * p.C + group * p.Cg) * p.H * p.W;
+  let position0 = positionOf(pixel0, phaseY, phaseX, phaseWidth, count);
+  let position1 = positionOf(pixel0 + 1u, phaseY, phaseX, phaseWidth, count);
+  let position2 = positionOf(pixel0 + 2u, phaseY, phaseX, phaseWidth, count);
+  let position3 = positionOf(pixel0 + 3u, phaseY, phaseX, phaseWidth, count);
+  let position4 = positionOf(pixel0 + 4u, phaseY, phaseX, phaseWidth, count);
+  let position5 = positionOf(pixel0 + 5u, phaseY, phaseX, phaseWidth, count);
+  let position6 = positionOf(pixel0 + 6u, phaseY, phaseX, phaseWidth, count);
+  let position7 = positionOf(pixel0 + 7u, phaseY, phaseX, phaseWidth, count);
   {{store}}
 }`,
   BACKWARD_INPUT_BLOCK,
+);
+
+/** Output channels (4 quads) and column quads (2 per lane, 8 lanes) of one weight-gradient workgroup. */
+export const CONV2D_SUBGROUP_WEIGHT_BLOCK = { channels: 16, columnsPerLane: 2 } as const;
+
+const outputIndices = Array.from({ length: CONV2D_SUBGROUP_WEIGHT_BLOCK.channels }, (_, o) => o);
+
+/** The weight gradient's block: 16 output channels x 2 column quads per lane, 16 gradient texels shared. */
+const BACKWARD_WEIGHT_BLOCK = {
+  // Texel j = 8s + lane of the 16 the block needs per step: output quad j / 4 at pixel j % 4.
+  ownGrad: ownIndices
+    .map(
+      (s) =>
+        `gradPlane${s} = planeOrigin(image * outputQuads + outputQuad${2 * s}or${2 * s + 1}, ` +
+        "p.gradPlanesPerRow, p.gradPlaneWidth, p.gradPlaneHeight);",
+    )
+    .join("\n    "),
+  loadOwn: ownIndices
+    .map((s) => `let own${s} = textureLoad(packedGradOutput, ownGrad${s} + vec2<u32>(ox, 0u), 0);`)
+    .join("\n      "),
+  // d{quad}_{pixel}: the 4 output channels of a quad at one pixel; e{o}: output channel o at 4 pixels.
+  broadcast: [0, 1, 2, 3]
+    .map((quad) =>
+      [0, 1, 2, 3]
+        .map((pixel) => {
+          const j = 4 * quad + pixel;
+          return `let d${quad}_${pixel} = subgroupBroadcast(own${Math.floor(j / lanes)}, ${j % lanes}u);`;
+        })
+        .join(" "),
+    )
+    .join("\n      "),
+  accumulate: outputIndices
+    .map((o) => {
+      const quad = Math.floor(o / 4);
+      const component = "xyzw"[o % 4];
+      const e = [0, 1, 2, 3].map((pixel) => `d${quad}_${pixel}.${component}`).join(", ");
+      return (
+        `let e${o} = vec4<f32>(${e}); ` +
+        `a${o} += contract(e${o}, xa0, xa1, xa2, xa3); b${o} += contract(e${o}, xb0, xb1, xb2, xb3);`
+      );
+    })
+    .join("\n      "),
+  declare: outputIndices.map((o) => `var a${o} = vec4<f32>(0.0); var b${o} = vec4<f32>(0.0);`).join("\n  "),
+  store: outputIndices
+    .map(
+      (o) =>
+        `if (hasColumnA) { storeColumn(split, group, o0 + ${o}u, columnA, a${o}); } ` +
+        `if (hasColumnB) { storeColumn(split, group, o0 + ${o}u, columnB, b${o}); }`,
+    )
+    .join("\n  "),
+};
+
+/**
+ * Weight gradient on the same core: dw [O, Cg, kH, kW] is a product of gradOutput (rows: output
+ * channels) and the input windows (columns: input-channel quad x tap), reduced over a chunk of output
+ * rows 4 pixels at a time. A workgroup of 8 lanes owns one group, one chunk, 16 output channels and 16
+ * column quads; each lane keeps 16 channels x its 2 column quads in registers (cpu-texture's
+ * invocation: 8 x 2). Per step a lane loads its 8 input texels (2 columns x 4 pixels) and 2 of the 16
+ * gradient texels (4 output quads x 4 pixels) the whole block shares, which `subgroupBroadcast`
+ * hands round: 10 texel loads per 512 multiply-adds (cpu-texture: 16 per 256). Same packed planes as
+ * cpu-texture's weight gradient (gradOutput planes zero-padded to a multiple of 4 pixels).
+ */
+export const CONV2D_BACKWARD_WEIGHT_CPU_SUBGROUP_WGSL = wgsl(
+  `
+enable subgroups;
+${WEIGHT_GRADIENT_HEADER_WGSL}
+${SUBGROUP_MAIN_WGSL}
+  let columnGroup = flat % p.columnItems;
+  let channelBlock = (flat / p.columnItems) % p.channelBlocks;
+  let split = (flat / (p.columnItems * p.channelBlocks)) % p.splits;
+  let group = flat / (p.columnItems * p.channelBlocks * p.splits);
+  let taps = p.kH * p.kW;
+  let inputQuads = (p.Cg + 3u) / 4u;
+  let outputQuads = (p.Og + 3u) / 4u;
+  let columns = inputQuads * taps;
+  let columnPair = columnGroup * ${CONV2D_SUBGROUP_BLOCK.workgroupSize}u + lane;
+  let columnA = min(columnPair * 2u, columns - 1u);
+  let columnB = min(columnPair * 2u + 1u, columns - 1u);
+  let offsetA = vec2<u32>((columnA % taps % p.kW) * p.dW, (columnA % taps / p.kW) * p.dH);
+  let offsetB = vec2<u32>((columnB % taps % p.kW) * p.dW, (columnB % taps / p.kW) * p.dH);
+  let quadA = columnA / taps;
+  let quadB = columnB / taps;
+  // The gradient texels this lane loads for the whole subgroup: output quads (2s + lane / 4) at pixel lane % 4.
+  let ownLane = subgroupLane % ${lanes}u;
+  let outputQuad0or1 = min(channelBlock * 4u + ownLane / 4u, outputQuads - 1u);
+  let outputQuad2or3 = min(channelBlock * 4u + 2u + ownLane / 4u, outputQuads - 1u);
+  let ownPixel = ownLane % 4u;
+  {{declare}}
+  let rowBegin = split * p.rowsPerChunk;
+  let rowEnd = min(rowBegin + p.rowsPerChunk, p.N * p.OH);
+  // The image's plane origins, recomputed (integer divisions) only when the row walks into the next image.
+  var oy = rowBegin % p.OH;
+  var n = rowBegin / p.OH;
+  var gradPlane0 = vec2<u32>(0u); var gradPlane1 = vec2<u32>(0u);
+  var inputPlaneA = vec2<u32>(0u); var inputPlaneB = vec2<u32>(0u);
+  var originsOf = p.N; // no image yet
+  for (var row = rowBegin; row < rowEnd; row++) {
+    if (oy == p.OH) { oy = 0u; n++; }
+    if (originsOf != n) {
+      let image = n * p.groups + group;
+      {{ownGrad}}
+      inputPlaneA = planeOrigin(image * inputQuads + quadA, p.inputPlanesPerRow, p.inputPlaneWidth, p.inputPlaneHeight) + offsetA;
+      inputPlaneB = planeOrigin(image * inputQuads + quadB, p.inputPlanesPerRow, p.inputPlaneWidth, p.inputPlaneHeight) + offsetB;
+      originsOf = n;
+    }
+    let ownGrad0 = gradPlane0 + vec2<u32>(ownPixel, oy);
+    let ownGrad1 = gradPlane1 + vec2<u32>(ownPixel, oy);
+    let inputA = inputPlaneA + vec2<u32>(0u, oy * p.sH);
+    let inputB = inputPlaneB + vec2<u32>(0u, oy * p.sH);
+    for (var ox = 0u; ox < p.gradPlaneWidth; ox += 4u) {
+      {{loadOwn}}
+      let xa0 = textureLoad(packedInput, inputA + vec2<u32>(ox * p.sW, 0u), 0);
+      let xa1 = textureLoad(packedInput, inputA + vec2<u32>((ox + 1u) * p.sW, 0u), 0);
+      let xa2 = textureLoad(packedInput, inputA + vec2<u32>((ox + 2u) * p.sW, 0u), 0);
+      let xa3 = textureLoad(packedInput, inputA + vec2<u32>((ox + 3u) * p.sW, 0u), 0);
+      let xb0 = textureLoad(packedInput, inputB + vec2<u32>(ox * p.sW, 0u), 0);
+      let xb1 = textureLoad(packedInput, inputB + vec2<u32>((ox + 1u) * p.sW, 0u), 0);
+      let xb2 = textureLoad(packedInput, inputB + vec2<u32>((ox + 2u) * p.sW, 0u), 0);
+      let xb3 = textureLoad(packedInput, inputB + vec2<u32>((ox + 3u) * p.sW, 0u), 0);
+      {{broadcast}}
+      {{accumulate}}
+    }
+    oy++;
+  }
+  let o0 = channelBlock * ${CONV2D_SUBGROUP_WEIGHT_BLOCK.channels}u;
+  let hasColumnA = columnPair * 2u < columns;
+  let hasColumnB = columnPair * 2u + 1u < columns;
+  {{store}}
+}`,
+  BACKWARD_WEIGHT_BLOCK,
 );

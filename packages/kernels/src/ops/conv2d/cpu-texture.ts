@@ -28,38 +28,48 @@ fn nextPlane(origin: vec2<u32>, planesPerRow: u32, planeWidth: u32, planeHeight:
   return select(vec2<u32>(origin.x + planeWidth, origin.y), vec2<u32>(0u, origin.y + planeHeight), wraps);
 }`;
 
-/** NCHW buffer -> packed planes (n, group, quad): texel = channels 4*quad..4*quad+3 of the group. */
+/**
+ * NCHW buffer -> packed planes (n, group, quad): texel = channels 4*quad..4*quad+3 of the group. An
+ * invocation owns one texel position (px, py) of one image's planes and walks that image's quads,
+ * so the integer divisions (per-lane and slow on a CPU adapter) are paid once per position, not once
+ * per texel; the image is the dispatch's z (in chunks of at most 65535 images).
+ */
 export const CONV2D_PACK_WGSL = `
 @group(0) @binding(0) var<storage, read> source: array<f32>;
 @group(0) @binding(1) var packedPlanes: texture_storage_2d<rgba32float, write>;
 struct Params { N: u32, groups: u32, channelsPerGroup: u32, quads: u32, H: u32, W: u32,
-  planeHeight: u32, planeWidth: u32, padTop: u32, padLeft: u32, planesPerRow: u32, total: u32 }
+  planeHeight: u32, planeWidth: u32, padTop: u32, padLeft: u32, planesPerRow: u32, imageOffset: u32 }
 @group(0) @binding(2) var<uniform> p: Params;
 ${LINEAR_INDEX_WGSL}
 ${PLANE_ORIGIN_WGSL}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let index = linearIndex(gid, groups, 64u);
-  if (index >= p.total) { return; }
+  if (index >= p.planeHeight * p.planeWidth) { return; }
+  let image = gid.z + p.imageOffset; // n * groups + group
   let px = index % p.planeWidth;
-  let py = (index / p.planeWidth) % p.planeHeight;
-  let plane = index / (p.planeWidth * p.planeHeight);
-  let quad = plane % p.quads;
-  let image = plane / p.quads; // n * groups + group
+  let py = index / p.planeWidth;
   let iy = i32(py) - i32(p.padTop);
   let ix = i32(px) - i32(p.padLeft);
-  var texel = vec4<f32>(0.0);
-  if (iy >= 0 && iy < i32(p.H) && ix >= 0 && ix < i32(p.W)) {
-    for (var i = 0u; i < 4u; i++) {
-      let c = quad * 4u + i;
-      if (c < p.channelsPerGroup) {
-        texel[i] = source[((image * p.channelsPerGroup + c) * p.H + u32(iy)) * p.W + u32(ix)];
+  let inside = iy >= 0 && iy < i32(p.H) && ix >= 0 && ix < i32(p.W);
+  let channelStride = p.H * p.W;
+  var offset = image * p.channelsPerGroup * channelStride + u32(max(iy, 0)) * p.W + u32(max(ix, 0));
+  var origin = planeOrigin(image * p.quads, p.planesPerRow, p.planeWidth, p.planeHeight);
+  for (var quad = 0u; quad < p.quads; quad++) {
+    var texel = vec4<f32>(0.0);
+    if (inside) {
+      for (var i = 0u; i < 4u; i++) {
+        if (quad * 4u + i < p.channelsPerGroup) { texel[i] = source[offset + i * channelStride]; }
       }
     }
+    textureStore(packedPlanes, origin + vec2<u32>(px, py), texel);
+    offset += 4u * channelStride;
+    origin = nextPlane(origin, p.planesPerRow, p.planeWidth, p.planeHeight);
   }
-  let origin = planeOrigin(plane, p.planesPerRow, p.planeWidth, p.planeHeight);
-  textureStore(packedPlanes, origin + vec2<u32>(px, py), texel);
 }`;
+
+/** Largest image count of one packing dispatch (its z dimension). */
+const PACK_IMAGES_PER_DISPATCH = 65535;
 
 export interface PackedPlanes {
   scratch: ScratchTexture;
@@ -81,31 +91,36 @@ export function packPlanes(
   const layout = planeLayout(gpu, op, planes, padding.planeHeight, padding.planeWidth, { source });
   const scratch = texturePool(gpu).acquire(layout.textureWidth, layout.textureHeight);
   const view = scratch.texture.createView();
-  const total = planes * padding.planeHeight * padding.planeWidth;
-  launch(
-    gpu,
-    { name: "conv2dPack", code: CONV2D_PACK_WGSL },
-    {
-      bindings: [source, view],
-      params: new Params().u32(
-        batch,
-        groups,
-        channelsPerGroup,
-        quads,
-        height,
-        width,
-        padding.planeHeight,
-        padding.planeWidth,
-        padding.top,
-        padding.left,
-        layout.planesPerRow,
-        total,
-      ),
-      workgroups: grid(total, 64),
-      flops: 0,
-      bytes: 4 * source.size + 16 * total,
-    },
-  );
+  const planePixels = padding.planeHeight * padding.planeWidth;
+  const images = batch * groups;
+  const [x, y] = grid(planePixels, 64);
+  for (let imageOffset = 0; imageOffset < images; imageOffset += PACK_IMAGES_PER_DISPATCH) {
+    const count = Math.min(PACK_IMAGES_PER_DISPATCH, images - imageOffset);
+    launch(
+      gpu,
+      { name: "conv2dPack", code: CONV2D_PACK_WGSL },
+      {
+        bindings: [source, view],
+        params: new Params().u32(
+          batch,
+          groups,
+          channelsPerGroup,
+          quads,
+          height,
+          width,
+          padding.planeHeight,
+          padding.planeWidth,
+          padding.top,
+          padding.left,
+          layout.planesPerRow,
+          imageOffset,
+        ),
+        workgroups: [x, y, count],
+        flops: 0,
+        bytes: (4 * source.size * count) / images + 16 * count * quads * planePixels,
+      },
+    );
+  }
   return { scratch, view, layout };
 }
 
@@ -140,12 +155,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   textureStore(packedWeights, vec2<u32>(column, row), texel);
 }`;
 
+/** Packs `w` into `target` (a texture from the scratch pool when none is given) for one layout. */
 export function packWeights(
   gpu: Gpu,
   op: string,
   g: Conv2dGeometry,
   w: Tensor,
   quadOverOutputs: boolean,
+  target?: ScratchTexture,
+  targetView?: GPUTextureView,
 ): { scratch: ScratchTexture; view: GPUTextureView } {
   const taps = g.kernelHeight * g.kernelWidth;
   const columns = Math.ceil((quadOverOutputs ? g.outPerGroup : g.inPerGroup) / 4) * taps;
@@ -160,8 +178,8 @@ export function packWeights(
       },
     );
   }
-  const scratch = texturePool(gpu).acquire(columns, rows);
-  const view = scratch.texture.createView();
+  const scratch = target ?? texturePool(gpu).acquire(columns, rows);
+  const view = targetView ?? scratch.texture.createView();
   launch(
     gpu,
     { name: "conv2dPack", code: CONV2D_PACK_WEIGHTS_WGSL },
@@ -183,19 +201,18 @@ fn dots(weights: vec4<f32>, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f3
 }`;
 
 /**
- * Forward, CPU adapters. Invocation = 8 output channels x 8 output pixels (flattened, so small or odd
- * images waste no lanes). Per (input-channel quad, ky, kx): 8 input texels + 8 weight texels, 256
- * multiply-adds in registers. `taps` are each pixel's top-left input position in the padded plane.
+ * The forward's bindings, Params (work items of `pixelItems` pixel blocks x `channelBlocks` per image,
+ * `total` in all) and helpers (each pixel's top-left tap, clamped weight rows, the store with bias),
+ * shared by cpu-texture and cpu-subgroup.
  */
-const CONV2D_CPU_TEMPLATE = `
+export const FORWARD_HEADER_WGSL = `
 @group(0) @binding(0) var packedInput: texture_2d<f32>;
 @group(0) @binding(1) var packedWeights: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 struct Params { ${GEOMETRY_FIELDS}, planeHeight: u32, planeWidth: u32, planesPerRow: u32,
-  pixelBlocks: u32, channelBlocks: u32, total: u32, hasBias: u32 }
+  pixelItems: u32, channelBlocks: u32, total: u32, hasBias: u32 }
 @group(0) @binding(4) var<uniform> p: Params;
-${LINEAR_INDEX_WGSL}
 ${PLANE_ORIGIN_WGSL}
 ${DOTS_WGSL}
 fn tapOf(pixel: u32) -> vec2<u32> {
@@ -214,13 +231,22 @@ fn storeRow(n: u32, group: u32, o: u32, pixel0: u32, low: vec4<f32>, high: vec4<
     if (pixel0 + j < pixels) { y[base + pixel0 + j] = low[j] + offset; }
     if (pixel0 + 4u + j < pixels) { y[base + pixel0 + 4u + j] = high[j] + offset; }
   }
-}
+}`;
+
+/**
+ * Forward, CPU adapters. Invocation = 8 output channels x 8 output pixels (flattened, so small or odd
+ * images waste no lanes). Per (input-channel quad, ky, kx): 8 input texels + 8 weight texels, 256
+ * multiply-adds in registers. `taps` are each pixel's top-left input position in the padded plane.
+ */
+const CONV2D_CPU_TEMPLATE = `
+${FORWARD_HEADER_WGSL}
+${LINEAR_INDEX_WGSL}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let index = linearIndex(gid, groups, 64u);
-  let pixelBlock = index % p.pixelBlocks;
-  let channelBlock = (index / p.pixelBlocks) % p.channelBlocks;
-  let image = min(index / (p.pixelBlocks * p.channelBlocks), p.N * p.groups - 1u); // n * groups + group
+  let pixelBlock = index % p.pixelItems;
+  let channelBlock = (index / p.pixelItems) % p.channelBlocks;
+  let image = min(index / (p.pixelItems * p.channelBlocks), p.N * p.groups - 1u); // n * groups + group
   let group = image % p.groups;
   let pixel0 = pixelBlock * 8u;
   let o0 = channelBlock * 8u;
@@ -279,6 +305,22 @@ export const CONV2D_CPU_WGSL = wgsl(CONV2D_CPU_TEMPLATE, {
 });
 export const CONV2D_CPU_1X1_WGSL = wgsl(CONV2D_CPU_TEMPLATE, { tapLoops: "{ let ky = 0u; { let kx = 0u;" });
 
+/** Stride phases of the input gradient: pixels per phase, and the output offset a tap reaches. */
+export const PHASE_WGSL = `
+/** Rows/columns of the input that belong to phase \`phase\` along an axis of size \`size\`. */
+fn phaseLength(size: u32, phase: u32, stride: u32) -> u32 {
+  if (phase >= size) { return 0u; }
+  return (size - phase + stride - 1u) / stride;
+}
+const SKIPPED = -2147483647;
+/** Output offset reached by tap k in this phase, or SKIPPED when the stride skips it. */
+fn tapOffset(phase: u32, pad: u32, k: u32, dilation: u32, stride: u32) -> i32 {
+  let t = i32(phase + pad) - i32(k * dilation);
+  let remainder = ((t % i32(stride)) + i32(stride)) % i32(stride);
+  if (remainder != 0) { return SKIPPED; }
+  return (t - remainder) / i32(stride);
+}`;
+
 /**
  * Input gradient, CPU adapters: a transposed convolution. Pixels are ordered by stride phase
  * (iy mod sH, ix mod sW) so that all pixels of an invocation, and nearly all of a workgroup, share
@@ -291,23 +333,12 @@ export const CONV2D_BACKWARD_INPUT_CPU_WGSL = `
 @group(0) @binding(1) var packedWeights: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> gradInput: array<f32>;
 struct Params { ${GEOMETRY_FIELDS}, planeHeight: u32, planeWidth: u32, planesPerRow: u32,
-  padTop: u32, padLeft: u32, pixelBlocks: u32, channelBlocks: u32, total: u32 }
+  padTop: u32, padLeft: u32, pixelItems: u32, channelBlocks: u32, total: u32 }
 @group(0) @binding(3) var<uniform> p: Params;
 ${LINEAR_INDEX_WGSL}
 ${PLANE_ORIGIN_WGSL}
 ${DOTS_WGSL}
-/** Rows/columns of the input that belong to phase \`phase\` along an axis of size \`size\`. */
-fn phaseLength(size: u32, phase: u32, stride: u32) -> u32 {
-  if (phase >= size) { return 0u; }
-  return (size - phase + stride - 1u) / stride;
-}
-/** Output offset reached by tap k in this phase, or a sentinel when the stride skips it. */
-fn tapOffset(phase: u32, pad: u32, k: u32, dilation: u32, stride: u32) -> i32 {
-  let t = i32(phase + pad) - i32(k * dilation);
-  let remainder = ((t % i32(stride)) + i32(stride)) % i32(stride);
-  if (remainder != 0) { return -2147483647; }
-  return (t - remainder) / i32(stride);
-}
+${PHASE_WGSL}
 fn storeRow(n: u32, channel: u32, phaseY: u32, phaseX: u32, phaseWidth: u32, count: u32, pixel0: u32,
             low: vec4<f32>, high: vec4<f32>) {
   let base = (n * p.C + channel) * p.H * p.W;
@@ -325,11 +356,11 @@ fn storeRow(n: u32, channel: u32, phaseY: u32, phaseX: u32, phaseWidth: u32, cou
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let index = linearIndex(gid, groups, 64u);
-  let pixelBlock = index % p.pixelBlocks;
-  let channelBlock = (index / p.pixelBlocks) % p.channelBlocks;
+  let pixelBlock = index % p.pixelItems;
+  let channelBlock = (index / p.pixelItems) % p.channelBlocks;
   let phases = p.sH * p.sW;
-  let phase = (index / (p.pixelBlocks * p.channelBlocks)) % phases;
-  let image = min(index / (p.pixelBlocks * p.channelBlocks * phases), p.N * p.groups - 1u);
+  let phase = (index / (p.pixelItems * p.channelBlocks)) % phases;
+  let image = min(index / (p.pixelItems * p.channelBlocks * phases), p.N * p.groups - 1u);
   let group = image % p.groups;
   let phaseY = phase / p.sW;
   let phaseX = phase % p.sW;
@@ -360,10 +391,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let origin = vec2<i32>(plane);
     for (var ky = 0u; ky < p.kH; ky++) {
       let offsetY = tapOffset(phaseY, p.pH, ky, p.dH, p.sH);
-      if (offsetY == -2147483647) { continue; }
+      if (offsetY == SKIPPED) { continue; }
       for (var kx = 0u; kx < p.kW; kx++) {
         let offsetX = tapOffset(phaseX, p.pW, kx, p.dW, p.sW);
-        if (offsetX == -2147483647) { continue; }
+        if (offsetX == SKIPPED) { continue; }
         let shift = origin + vec2<i32>(offsetX, offsetY);
         let g0 = textureLoad(packedGradOutput, t0 + shift, 0); let g1 = textureLoad(packedGradOutput, t1 + shift, 0);
         let g2 = textureLoad(packedGradOutput, t2 + shift, 0); let g3 = textureLoad(packedGradOutput, t3 + shift, 0);
@@ -403,26 +434,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   if (c0 + 7u <= last) { storeRow(n, rowBase + c0 + 7u, phaseY, phaseX, phaseWidth, count, pixel0, low7, high7); }
 }`;
 
-/**
- * Weight gradient, CPU adapters. Invocation = 8 output channels x 2 column quads (a column quad is
- * four input channels at one tap), reducing over its chunk of output rows four pixels at a time:
- * 8 gradOutput texels (two quads of outputs x 4 pixels) and 8 input texels per step, each accumulator
- * update a 16-term contraction. gradOutput planes are padded to a multiple of 4 pixels wide with
- * zeros, so the tail of a row contributes nothing.
- */
-export const CONV2D_BACKWARD_WEIGHT_CPU_WGSL = `
-@group(0) @binding(0) var packedGradOutput: texture_2d<f32>;
-@group(0) @binding(1) var packedInput: texture_2d<f32>;
-@group(0) @binding(2) var<storage, read_write> partial: array<f32>;
-struct Params { ${GEOMETRY_FIELDS}, gradPlaneHeight: u32, gradPlaneWidth: u32, gradPlanesPerRow: u32,
-  inputPlaneHeight: u32, inputPlaneWidth: u32, inputPlanesPerRow: u32,
-  columnPairs: u32, channelBlocks: u32, splits: u32, rowsPerChunk: u32, total: u32 }
-@group(0) @binding(3) var<uniform> p: Params;
-${LINEAR_INDEX_WGSL}
-${PLANE_ORIGIN_WGSL}
+/** d.x * a + d.y * b + d.z * c + d.w * e: four pixels' contribution to a weight-gradient column. */
+export const CONTRACT_WGSL = `
 fn contract(d: vec4<f32>, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, e: vec4<f32>) -> vec4<f32> {
   return d.x * a + d.y * b + d.z * c + d.w * e;
-}
+}`;
+
+/** Stores one weight-gradient column quad (4 input channels at one tap) of output channel o. */
+export const STORE_COLUMN_WGSL = `
 fn storeColumn(split: u32, group: u32, o: u32, column: u32, value: vec4<f32>) {
   let taps = p.kH * p.kW;
   let quad = column / taps;
@@ -432,14 +451,41 @@ fn storeColumn(split: u32, group: u32, o: u32, column: u32, value: vec4<f32>) {
   for (var i = 0u; i < 4u; i++) {
     if (quad * 4u + i < p.Cg) { partial[base + (quad * 4u + i) * taps] = value[i]; }
   }
-}
+}`;
+
+/**
+ * The weight gradient's bindings, Params (one work item = `columnItems` x `channelBlocks` per split
+ * and group; `total` items) and helpers, shared by cpu-texture and cpu-subgroup.
+ */
+export const WEIGHT_GRADIENT_HEADER_WGSL = `
+@group(0) @binding(0) var packedGradOutput: texture_2d<f32>;
+@group(0) @binding(1) var packedInput: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> partial: array<f32>;
+struct Params { ${GEOMETRY_FIELDS}, gradPlaneHeight: u32, gradPlaneWidth: u32, gradPlanesPerRow: u32,
+  inputPlaneHeight: u32, inputPlaneWidth: u32, inputPlanesPerRow: u32,
+  columnItems: u32, channelBlocks: u32, splits: u32, rowsPerChunk: u32, total: u32 }
+@group(0) @binding(3) var<uniform> p: Params;
+${PLANE_ORIGIN_WGSL}
+${CONTRACT_WGSL}
+${STORE_COLUMN_WGSL}`;
+
+/**
+ * Weight gradient, CPU adapters. Invocation = 8 output channels x 2 column quads (a column quad is
+ * four input channels at one tap), reducing over its chunk of output rows four pixels at a time:
+ * 8 gradOutput texels (two quads of outputs x 4 pixels) and 8 input texels per step, each accumulator
+ * update a 16-term contraction. gradOutput planes are padded to a multiple of 4 pixels wide with
+ * zeros, so the tail of a row contributes nothing.
+ */
+export const CONV2D_BACKWARD_WEIGHT_CPU_WGSL = `
+${WEIGHT_GRADIENT_HEADER_WGSL}
+${LINEAR_INDEX_WGSL}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let index = linearIndex(gid, groups, 64u);
-  let columnPair = index % p.columnPairs;
-  let channelBlock = (index / p.columnPairs) % p.channelBlocks;
-  let split = (index / (p.columnPairs * p.channelBlocks)) % p.splits;
-  let group = min(index / (p.columnPairs * p.channelBlocks * p.splits), p.groups - 1u);
+  let columnPair = index % p.columnItems;
+  let channelBlock = (index / p.columnItems) % p.channelBlocks;
+  let split = (index / (p.columnItems * p.channelBlocks)) % p.splits;
+  let group = min(index / (p.columnItems * p.channelBlocks * p.splits), p.groups - 1u);
   let taps = p.kH * p.kW;
   let inputQuads = (p.Cg + 3u) / 4u;
   let outputQuads = (p.Og + 3u) / 4u;

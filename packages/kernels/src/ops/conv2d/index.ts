@@ -5,11 +5,14 @@
  * into chunks so it parallelises) and the bias gradient; `conv2d` records all of them on the tape.
  *
  * Layout of the op family (like ops/softmax/): `index.ts` (this file: checks, launches, gradients),
- * `choose.ts` (pure variant choice), one file per variant with its WGSL (`cpu-texture.ts` with its
- * packed layout in `cpu-layout.ts`, `gpu-tiled.ts`, `naive.ts`), `backward-passes.ts` (partial-sum
- * reduction, bias gradient), `geometry.ts`, `reference.ts`, `cost.ts`, `bench.ts`.
+ * `choose.ts` (pure variant choice), one file per variant with its WGSL (`cpu-subgroup.ts`,
+ * `cpu-texture.ts` with its packed layout in `cpu-layout.ts`, `gpu-tiled.ts`, `naive.ts`),
+ * `weight-cache.ts` (the CPU variants' packed weights, once per weight version), `backward-passes.ts`
+ * (partial-sum reduction, bias gradient), `geometry.ts`, `reference.ts`, `cost.ts`, `bench.ts`.
  *
- * Three variants, chosen by `chooseConv2dVariant` and forceable with `{ variant }`:
+ * Four variants, chosen by `chooseConv2dVariant` and forceable with `{ variant }`:
+ * - "cpu-subgroup" (lavapipe with subgroups of >= 8 lanes): cpu-texture's packing with all three
+ *   passes on matmul's cpu-subgroup core (cpu-subgroup.ts);
  * - "cpu-texture" (lavapipe/llvmpipe): llvmpipe turns every buffer load whose address varies per
  *   invocation into per-lane scalar loads with a bounds-check branch each, while a `textureLoad` of an
  *   rgba32float texel is one branch-free gather of four floats (measured: ~1.7x fewer instructions per
@@ -37,9 +40,11 @@ import { conv2dCost } from "./cost.ts";
 import { cpuPlans, cpuTexturesFit } from "./cpu-layout.ts";
 import {
   CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL,
+  CONV2D_BACKWARD_WEIGHT_CPU_SUBGROUP_WGSL,
   CONV2D_CPU_SUBGROUP_1X1_WGSL,
   CONV2D_CPU_SUBGROUP_WGSL,
   CONV2D_SUBGROUP_BLOCK,
+  CONV2D_SUBGROUP_WEIGHT_BLOCK,
 } from "./cpu-subgroup.ts";
 import {
   CONV2D_BACKWARD_INPUT_CPU_WGSL,
@@ -49,7 +54,6 @@ import {
   CONV2D_PACK_WEIGHTS_WGSL,
   CONV2D_PACK_WGSL,
   packPlanes,
-  packWeights,
 } from "./cpu-texture.ts";
 import {
   type Conv2dGeometry,
@@ -73,6 +77,7 @@ import {
   CONV2D_BACKWARD_WEIGHT_NAIVE_WGSL,
   CONV2D_NAIVE_WGSL,
 } from "./naive.ts";
+import { packedWeights, releaseWeightCache } from "./weight-cache.ts";
 
 export { CONV2D_VARIANTS, type Conv2dVariant, chooseConv2dVariant } from "./choose.ts";
 export { conv2dCost } from "./cost.ts";
@@ -96,7 +101,7 @@ export const CONV2D_KERNELS: Readonly<Record<Conv2dVariant, Readonly<Record<stri
     forward: CONV2D_CPU_SUBGROUP_WGSL,
     "forward-1x1": CONV2D_CPU_SUBGROUP_1X1_WGSL,
     backwardInput: CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL,
-    backwardWeight: CONV2D_BACKWARD_WEIGHT_CPU_WGSL,
+    backwardWeight: CONV2D_BACKWARD_WEIGHT_CPU_SUBGROUP_WGSL,
     reduce: CONV2D_REDUCE_WGSL,
     backwardBias: CONV2D_BACKWARD_BIAS_WGSL,
   },
@@ -133,6 +138,7 @@ export const CONV2D_KERNELS: Readonly<Record<Conv2dVariant, Readonly<Record<stri
  * between training and sampling.
  */
 export function releaseConv2dScratch(gpu: Gpu): void {
+  releaseWeightCache(gpu);
   releaseScratchTextures(gpu);
 }
 
@@ -164,9 +170,71 @@ function resolveVariant(
   return variant;
 }
 
-/** The weight gradient of cpu-subgroup runs cpu-texture's kernel (and is shown as such). */
-function backwardVariant(variant: Conv2dVariant): Exclude<Conv2dVariant, "cpu-subgroup"> {
-  return variant === "cpu-subgroup" ? "cpu-texture" : variant;
+/**
+ * A CPU pass's work item: `channels` output (forward, weight gradient) or input channels (input
+ * gradient) by `pixels` pixels (weight gradient: column pairs), run by `lanes` invocations (1: one
+ * invocation per item, in workgroups of 64; 8: one subgroup-sized workgroup per item).
+ */
+interface CpuKernel {
+  code: string;
+  code1x1: string;
+  channels: number;
+  pixels: number;
+  lanes: number;
+}
+
+const SUBGROUP_ITEM = {
+  channels: CONV2D_SUBGROUP_BLOCK.channels,
+  pixels: CONV2D_SUBGROUP_BLOCK.pixels * CONV2D_SUBGROUP_BLOCK.workgroupSize,
+  lanes: CONV2D_SUBGROUP_BLOCK.workgroupSize,
+};
+
+const CPU_KERNELS: Record<"cpu-texture" | "cpu-subgroup", Record<Pass, CpuKernel>> = {
+  "cpu-texture": {
+    forward: { code: CONV2D_CPU_WGSL, code1x1: CONV2D_CPU_1X1_WGSL, channels: 8, pixels: 8, lanes: 1 },
+    backwardInput: {
+      code: CONV2D_BACKWARD_INPUT_CPU_WGSL,
+      code1x1: CONV2D_BACKWARD_INPUT_CPU_WGSL,
+      channels: 8,
+      pixels: 8,
+      lanes: 1,
+    },
+    backwardWeight: {
+      code: CONV2D_BACKWARD_WEIGHT_CPU_WGSL,
+      code1x1: CONV2D_BACKWARD_WEIGHT_CPU_WGSL,
+      channels: 8,
+      pixels: 1,
+      lanes: 1,
+    },
+  },
+  "cpu-subgroup": {
+    forward: { code: CONV2D_CPU_SUBGROUP_WGSL, code1x1: CONV2D_CPU_SUBGROUP_1X1_WGSL, ...SUBGROUP_ITEM },
+    backwardInput: {
+      code: CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL,
+      code1x1: CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL,
+      ...SUBGROUP_ITEM,
+    },
+    backwardWeight: {
+      code: CONV2D_BACKWARD_WEIGHT_CPU_SUBGROUP_WGSL,
+      code1x1: CONV2D_BACKWARD_WEIGHT_CPU_SUBGROUP_WGSL,
+      channels: CONV2D_SUBGROUP_WEIGHT_BLOCK.channels,
+      pixels: CONV2D_SUBGROUP_BLOCK.workgroupSize,
+      lanes: CONV2D_SUBGROUP_BLOCK.workgroupSize,
+    },
+  },
+};
+
+type Pass = "forward" | "backwardInput" | "backwardWeight";
+
+/** Items of a CPU pass over `channels` x `pixels` per image, `images` images. */
+function cpuBlocks(kernel: CpuKernel, channels: number, pixels: number, images: number) {
+  const channelBlocks = Math.ceil(channels / kernel.channels);
+  const pixelItems = Math.ceil(pixels / kernel.pixels);
+  return { channelBlocks, pixelItems, total: images * channelBlocks * pixelItems };
+}
+
+function cpuWorkgroups(kernel: CpuKernel, items: number) {
+  return kernel.lanes === 1 ? grid(items, 64) : grid(items * kernel.lanes, kernel.lanes);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -229,63 +297,37 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, options: Conv
       planeHeight: plans.inputPlane.height,
       planeWidth: plans.inputPlane.width,
     });
-    const weights = packWeights(gpu, "conv2d", g, w, false);
-    const pixelBlocks = Math.ceil((g.outHeight * g.outWidth) / 8);
-    if (variant === "cpu-subgroup") {
-      const { channels, workgroupSize } = CONV2D_SUBGROUP_BLOCK;
-      const pixelGroups = Math.ceil(pixelBlocks / workgroupSize);
-      const channelBlocks = Math.ceil(g.outPerGroup / channels);
-      const totalGroups = g.batch * g.groups * pixelGroups * channelBlocks;
-      launch(
-        gpu,
-        {
-          name: "conv2d",
-          variant: pointwise ? "cpu-subgroup-1x1" : variant,
-          code: pointwise ? CONV2D_CPU_SUBGROUP_1X1_WGSL : CONV2D_CPU_SUBGROUP_WGSL,
-        },
-        {
-          bindings: [input.view, weights.view, biasBinding, y],
-          params: geometryParams(g).u32(
-            input.layout.planeHeight,
-            input.layout.planeWidth,
-            input.layout.planesPerRow,
-            pixelGroups,
-            channelBlocks,
-            totalGroups,
-            hasBias,
-          ),
-          workgroups: grid(totalGroups * workgroupSize, workgroupSize),
-          ...cost,
-        },
-      );
-    } else {
-      const channelBlocks = Math.ceil(g.outPerGroup / 8);
-      const total = g.batch * g.groups * pixelBlocks * channelBlocks;
-      launch(
-        gpu,
-        {
-          name: "conv2d",
-          variant: pointwise ? "cpu-texture-1x1" : variant,
-          code: pointwise ? CONV2D_CPU_1X1_WGSL : CONV2D_CPU_WGSL,
-        },
-        {
-          bindings: [input.view, weights.view, biasBinding, y],
-          params: geometryParams(g).u32(
-            input.layout.planeHeight,
-            input.layout.planeWidth,
-            input.layout.planesPerRow,
-            pixelBlocks,
-            channelBlocks,
-            total,
-            hasBias,
-          ),
-          workgroups: grid(total, 64),
-          ...cost,
-        },
-      );
-    }
+    const weights = packedWeights(gpu, "conv2d", g, w, false);
+    const kernel = CPU_KERNELS[variant].forward;
+    const { channelBlocks, pixelItems, total } = cpuBlocks(
+      kernel,
+      g.outPerGroup,
+      g.outHeight * g.outWidth,
+      g.batch * g.groups,
+    );
+    launch(
+      gpu,
+      {
+        name: "conv2d",
+        variant: pointwise ? `${variant}-1x1` : variant,
+        code: pointwise ? kernel.code1x1 : kernel.code,
+      },
+      {
+        bindings: [input.view, weights, biasBinding, y],
+        params: geometryParams(g).u32(
+          input.layout.planeHeight,
+          input.layout.planeWidth,
+          input.layout.planesPerRow,
+          pixelItems,
+          channelBlocks,
+          total,
+          hasBias,
+        ),
+        workgroups: cpuWorkgroups(kernel, total),
+        ...cost,
+      },
+    );
     texturePool(gpu).release(input.scratch);
-    texturePool(gpu).release(weights.scratch);
   }
   const inputs = bias ? [x, w, bias] : [x, w];
   if (needsGrad(...inputs)) {
@@ -367,60 +409,31 @@ export function conv2dBackwardInput(
       planeHeight: plan.height,
       planeWidth: plan.width,
     });
-    const weights = packWeights(gpu, op, g, w, true);
+    const weights = packedWeights(gpu, op, g, w, variant === "cpu-texture");
     const largestPhase = Math.ceil(g.height / g.strideH) * Math.ceil(g.width / g.strideW);
-    const pixelBlocks = Math.ceil(largestPhase / 8);
-    if (variant === "cpu-subgroup") {
-      const { channels, workgroupSize } = CONV2D_SUBGROUP_BLOCK;
-      const pixelGroups = Math.ceil(pixelBlocks / workgroupSize);
-      const channelBlocks = Math.ceil(g.inPerGroup / channels);
-      const totalGroups = g.batch * g.groups * g.strideH * g.strideW * channelBlocks * pixelGroups;
-      launch(
-        gpu,
-        { name: op, variant, code: CONV2D_BACKWARD_INPUT_CPU_SUBGROUP_WGSL },
-        {
-          bindings: [packed.view, weights.view, gradInput],
-          params: geometryParams(g).u32(
-            packed.layout.planeHeight,
-            packed.layout.planeWidth,
-            packed.layout.planesPerRow,
-            plan.top,
-            plan.left,
-            pixelGroups,
-            channelBlocks,
-            totalGroups,
-          ),
-          workgroups: grid(totalGroups * workgroupSize, workgroupSize),
-          ...cost,
-        },
-      );
-      texturePool(gpu).release(packed.scratch);
-      texturePool(gpu).release(weights.scratch);
-      return gradInput;
-    }
-    const channelBlocks = Math.ceil(g.inPerGroup / 8);
-    const total = g.batch * g.groups * g.strideH * g.strideW * channelBlocks * pixelBlocks;
+    const kernel = CPU_KERNELS[variant].backwardInput;
+    const images = g.batch * g.groups * g.strideH * g.strideW;
+    const { channelBlocks, pixelItems, total } = cpuBlocks(kernel, g.inPerGroup, largestPhase, images);
     launch(
       gpu,
-      { name: op, variant, code: CONV2D_BACKWARD_INPUT_CPU_WGSL },
+      { name: op, variant, code: kernel.code },
       {
-        bindings: [packed.view, weights.view, gradInput],
+        bindings: [packed.view, weights, gradInput],
         params: geometryParams(g).u32(
           packed.layout.planeHeight,
           packed.layout.planeWidth,
           packed.layout.planesPerRow,
           plan.top,
           plan.left,
-          pixelBlocks,
+          pixelItems,
           channelBlocks,
           total,
         ),
-        workgroups: grid(total, 64),
+        workgroups: cpuWorkgroups(kernel, total),
         ...cost,
       },
     );
     texturePool(gpu).release(packed.scratch);
-    texturePool(gpu).release(weights.scratch);
   }
   return gradInput;
 }
@@ -444,7 +457,7 @@ export function conv2dBackwardWeight(
   const g = conv2dGeometry(op, x.shape, weightShape, options);
   checkGradOutput(op, gradOutput, g, operands);
   const gpu = x.gpu;
-  const variant = backwardVariant(resolveVariant(gpu, op, g, options, operands));
+  const variant = resolveVariant(gpu, op, g, options, operands);
   const gradWeight = Tensor.empty(gpu, weightShape);
   const cost = conv2dCost(g);
   const taps = g.inPerGroup * g.kernelHeight * g.kernelWidth;
@@ -500,20 +513,23 @@ export function conv2dBackwardWeight(
       planeHeight: plans.inputPlane.height,
       planeWidth: plans.weightGradInputWidth,
     });
+    const kernel = CPU_KERNELS[variant].backwardWeight;
     const columnPairs = Math.ceil((Math.ceil(g.inPerGroup / 4) * g.kernelHeight * g.kernelWidth) / 2);
-    const channelBlocks = Math.ceil(g.outPerGroup / 8);
+    const columnItems = Math.ceil(columnPairs / kernel.pixels);
+    const channelBlocks = Math.ceil(g.outPerGroup / kernel.channels);
     const rows = g.batch * g.outHeight;
-    const wanted = splitCount(g.groups * channelBlocks * columnPairs, rows, 2048);
+    const lanes = g.groups * channelBlocks * columnItems * kernel.lanes;
+    const wanted = splitCount(lanes, rows, 2048);
     const rowsPerChunk = Math.ceil(rows / wanted);
     splits = Math.ceil(rows / rowsPerChunk);
     partial = splits === 1 ? gradWeight : Tensor.empty(gpu, [splits, gradWeight.size]);
-    const total = g.groups * splits * channelBlocks * columnPairs;
+    const total = g.groups * splits * channelBlocks * columnItems;
     launch(
       gpu,
       {
         name: op,
-        variant: isPointwiseConv2d(g) ? "cpu-texture-1x1" : variant,
-        code: CONV2D_BACKWARD_WEIGHT_CPU_WGSL,
+        variant: isPointwiseConv2d(g) ? `${variant}-1x1` : variant,
+        code: kernel.code,
       },
       {
         bindings: [grad.view, input.view, partial],
@@ -524,13 +540,13 @@ export function conv2dBackwardWeight(
           input.layout.planeHeight,
           input.layout.planeWidth,
           input.layout.planesPerRow,
-          columnPairs,
+          columnItems,
           channelBlocks,
           splits,
           rowsPerChunk,
           total,
         ),
-        workgroups: grid(total, 64),
+        workgroups: cpuWorkgroups(kernel, total),
         ...cost,
       },
     );

@@ -66,3 +66,18 @@ struct Params {
 
 /** One variant's kernels, exactly as launched, by pass (what `cxr kernels dump matmul` prints). */
 export type MatmulKernels = Readonly<Record<string, string>>;
+
+/**
+ * The CPU variants' product kernels (cpu-register-blocked, cpu-subgroup): Params as `dispatchCpu`
+ * fills them, the two packed operand textures and the epilogue.
+ */
+export const PACKED_PRODUCT_HEADER_WGSL = `
+struct Params {
+  N: u32, hasBias: u32, activation: u32, storePreActivation: u32,
+  batch: u32, rows: u32, columns: u32, depthTexels: u32, rowGroups: u32, columnBlocks: u32,
+  aBatchRows: u32, bBatchRows: u32, layerShift: u32,
+  outputBatchStride: u32, outputRowStride: u32, outputColumnStride: u32, swapped: u32,
+}
+@group(0) @binding(0) var packedA: texture_2d_array<f32>;
+@group(0) @binding(1) var packedB: texture_2d_array<f32>;
+${EPILOGUE_WGSL}`;

@@ -12,7 +12,7 @@ import { grid, launch, wgsl } from "../../runtime/kernel.ts";
 import { OpError, type Tensor } from "../../runtime/tensor.ts";
 import { Params } from "../../runtime/uniforms.ts";
 import { type ScratchTexture, texturePool } from "../common/texture-pool.ts";
-import { EPILOGUE_WGSL } from "./common.ts";
+import { PACKED_PRODUCT_HEADER_WGSL } from "./common.ts";
 import { type CpuTile, cpuLayout, cpuVariantLimit, layerShiftOf, MATMUL_CPU_TILE } from "./cpu-layout.ts";
 import {
   type Epilogue,
@@ -70,15 +70,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
  * alike, so 16 lanes keep few-row products from idling lanes.
  */
 export const MATMUL_CPU_WGSL = `
-struct Params {
-  N: u32, hasBias: u32, activation: u32, storePreActivation: u32,
-  batch: u32, rows: u32, columns: u32, depthTexels: u32, rowGroups: u32, columnBlocks: u32,
-  aBatchRows: u32, bBatchRows: u32, layerShift: u32,
-  outputBatchStride: u32, outputRowStride: u32, outputColumnStride: u32, swapped: u32,
-}
-@group(0) @binding(0) var packedA: texture_2d_array<f32>;
-@group(0) @binding(1) var packedB: texture_2d_array<f32>;
-${EPILOGUE_WGSL}
+${PACKED_PRODUCT_HEADER_WGSL}
 const ROWS = {{rows}}u;
 const COLUMN_VECTORS = {{columnVectors}}u;
 const WORKGROUP = {{workgroupSize}}u;

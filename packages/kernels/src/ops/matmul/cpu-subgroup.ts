@@ -19,7 +19,7 @@
  * row: they read padded or other batches' texels and store nothing.
  */
 import { wgsl } from "../../runtime/kernel.ts";
-import { EPILOGUE_WGSL } from "./common.ts";
+import { PACKED_PRODUCT_HEADER_WGSL } from "./common.ts";
 import type { CpuTile } from "./cpu-layout.ts";
 
 /** Lanes that take part in one broadcast; llvmpipe's subgroups are 8 lanes (256-bit vectors). */
@@ -46,15 +46,7 @@ export function matmulCanUseSubgroups(adapter: SubgroupAdapter): boolean {
  */
 export const MATMUL_CPU_SUBGROUP_WGSL = `
 enable subgroups;
-struct Params {
-  N: u32, hasBias: u32, activation: u32, storePreActivation: u32,
-  batch: u32, rows: u32, columns: u32, depthTexels: u32, rowGroups: u32, columnBlocks: u32,
-  aBatchRows: u32, bBatchRows: u32, layerShift: u32,
-  outputBatchStride: u32, outputRowStride: u32, outputColumnStride: u32, swapped: u32,
-}
-@group(0) @binding(0) var packedA: texture_2d_array<f32>;
-@group(0) @binding(1) var packedB: texture_2d_array<f32>;
-${EPILOGUE_WGSL}
+${PACKED_PRODUCT_HEADER_WGSL}
 const ROWS = {{rows}}u;
 const COLUMNS = {{columns}}u;
 const WORKGROUP = {{workgroupSize}}u;
