@@ -5,10 +5,15 @@
  */
 import { LINEAR_INDEX_WGSL } from "../../runtime/kernel.ts";
 
-const FORWARD = `
-@group(0) @binding(0) var<storage, read> table: array<f32>;
+/**
+ * The forward copy for a table stored as `element`: f32, or f16 for the half-precision variant
+ * (half.ts; a copy needs no f32 arithmetic, so it is exact either way).
+ */
+export function lookupForward(element: "f32" | "f16"): string {
+  return `${element === "f16" ? "enable f16;" : ""}
+@group(0) @binding(0) var<storage, read> table: array<${element}>;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
-@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(2) var<storage, read_write> output: array<${element}>;
 struct Params { size: u32, dim: u32, vocabulary: u32 }
 @group(0) @binding(3) var<uniform> params: Params;
 ${LINEAR_INDEX_WGSL}
@@ -20,6 +25,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let token = min(tokens[index / params.dim], params.vocabulary - 1u);
   output[index] = table[token * params.dim + index % params.dim];
 }`;
+}
+
+const FORWARD = lookupForward("f32");
 
 const BACKWARD = `
 @group(0) @binding(0) var<storage, read> gradOutput: array<f32>;
