@@ -22,6 +22,7 @@ import { type PromptFields, promptFromFields } from "../model/prompt.ts";
 import { classifierFreeGuidanceBatched } from "../schedule/guidance.ts";
 import { schedulerConfigOf } from "../schedule/of-config.ts";
 import { createSampler, SAMPLER_KINDS, type SamplerKind } from "../schedule/samplers.ts";
+import { type GenerationMemory, weightBytes } from "./memory.ts";
 
 export const GENERATE_LIMITS = { maxImages: 10_000, maxSteps: 1000, maxGuidance: 30 } as const;
 
@@ -80,7 +81,7 @@ export interface GenerationMetadata {
   maxBatch: number;
   size: number;
   model: { name: string; dir: string | null; weightsSha256: string | null };
-  /** The UNet's precision: "f32", or "f16" (weights and activations in f16, f32 arithmetic). */
+  /** The text encoder's and UNet's precision: "f32", or "f16" (weights and activations in f16, f32 arithmetic). */
   precision: Precision;
   noise: string;
   scheduler: ReturnType<typeof schedulerConfigOf>;
@@ -92,9 +93,10 @@ export interface GenerationResult {
   imagesPerSecond: number;
   /**
    * GPU memory from the buffer pool (tensors; kernels' private scratch textures not included): in
-   * use when generation started (the weights) and the peak during it.
+   * use when generation started (the weights), the peak over the whole generation (text encoder and
+   * every UNet step of every chunk), and each component's weight bytes.
    */
-  memory: { startBytes: number; peakBytes: number };
+  memory: GenerationMemory;
 }
 
 export class GenerateOptionsError extends Error {
@@ -180,7 +182,7 @@ export class Pipeline {
     return this.model.gpu;
   }
 
-  /** The UNet's precision (createPipeline's `precision`). */
+  /** The text encoder's and the UNet's precision (createPipeline's `precision`). */
   get precision(): Precision {
     return this.model.unet.precision;
   }
@@ -303,7 +305,11 @@ export class Pipeline {
       }
     }
     const seconds = (performance.now() - started) / 1000;
-    const memory = { startBytes, peakBytes: this.gpu.pool.snapshot().peakInUseBytes };
+    const memory: GenerationMemory = {
+      startBytes,
+      peakBytes: this.gpu.pool.snapshot().peakInUseBytes,
+      weights: { textEncoder: weightBytes(this.model.textEncoder), unet: weightBytes(this.model.unet) },
+    };
     return { images, seconds, imagesPerSecond: images.length / seconds, memory };
   }
 
@@ -314,8 +320,9 @@ export class Pipeline {
 
 /**
  * A pipeline from a model directory (checked file by file) or an already loaded model. `precision`
- * "f16" builds the UNet with f16 weights and runs it on the f16 kernels (inference only; the text
- * encoder and the sampler stay f32); it needs the adapter feature shader-f16 (PrecisionError).
+ * "f16" builds the text encoder and the UNet with f16 weights and runs them on the f16 kernels
+ * (inference only; f32 in and out of each, the guidance and the sampler stay f32); it needs the
+ * adapter feature shader-f16 (PrecisionError).
  */
 export async function createPipeline(
   model: string | DiffusionModel,
