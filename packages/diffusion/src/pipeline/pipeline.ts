@@ -16,12 +16,12 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { encodeGrayPng } from "@cxr/data";
-import { concat, defaultGpu, Generator, type Gpu, noGrad, randomNormal, Tensor, tidy } from "@cxr/kernels";
+import { defaultGpu, Generator, type Gpu, noGrad, randomNormal, tidy } from "@cxr/kernels";
 import { CheckpointError, DiffusionModel, MODEL_FILES, PRECISIONS, type Precision } from "../model/model.ts";
 import { type PromptFields, promptFromFields } from "../model/prompt.ts";
-import { classifierFreeGuidanceBatched } from "../schedule/guidance.ts";
 import { schedulerConfigOf } from "../schedule/of-config.ts";
 import { createSampler, SAMPLER_KINDS, type SamplerKind } from "../schedule/samplers.ts";
+import { denoisingStep } from "./denoise.ts";
 import { type GenerationMemory, weightBytes } from "./memory.ts";
 
 export const GENERATE_LIMITS = { maxImages: 10_000, maxSteps: 1000, maxGuidance: 30 } as const;
@@ -242,24 +242,14 @@ export class Pipeline {
       // the sampler's history go back to the pool on every way out.
       try {
         for (const [index, t] of sampler.timesteps.entries()) {
-          const rows = guided ? 2 * batch : batch;
-          // tidy releases the UNet's temporaries, the timesteps included, also when it throws.
-          const epsilon = noGrad(() =>
-            tidy(() => {
-              const timesteps = Tensor.upload(this.gpu, new Float32Array(rows).fill(t), [rows]);
-              const input = guided ? concat([latents, latents], 0) : latents;
-              const prediction = this.model.unet.forward(input, timesteps, encoded.hiddenStates);
-              return guided ? classifierFreeGuidanceBatched(prediction, options.guidance) : prediction;
-            }),
+          latents = denoisingStep(
+            this.model.unet,
+            sampler,
+            latents,
+            t,
+            encoded.hiddenStates,
+            options.guidance,
           );
-          let next: Tensor;
-          try {
-            next = sampler.step(epsilon, t, latents);
-          } finally {
-            epsilon.release();
-          }
-          latents.release();
-          latents = next;
           // A step boundary for the kernels runtime: every few steps it drains the queue and collects
           // garbage (its workaround for a crash inside Dawn in long runs, Gpu.endStep).
           await this.gpu.endStep();

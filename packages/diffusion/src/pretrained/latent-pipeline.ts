@@ -5,20 +5,11 @@
  * classifier-free guidance, sampler step (the folder's scheduler class and settings) -> latents /
  * scaling_factor -> VAE decode -> images in [0, 1] -> RGB PNG.
  */
-import {
-  concat,
-  Generator,
-  type Gpu,
-  noGrad,
-  randomNormal,
-  scale,
-  Tensor,
-  tidy,
-  uploadTokens,
-} from "@cxr/kernels";
+import { Generator, type Gpu, noGrad, randomNormal, scale, Tensor, tidy, uploadTokens } from "@cxr/kernels";
 import sharp from "sharp";
+import { denoisingStep } from "../pipeline/denoise.ts";
 import { type GenerationMemory, weightBytes } from "../pipeline/memory.ts";
-import { classifierFreeGuidanceBatched, GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
+import { GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
 import { createSampler, SAMPLING_DEFAULTS, type SamplerKind } from "../schedule/samplers.ts";
 import type { PretrainedComponents } from "./wire.ts";
 
@@ -118,34 +109,19 @@ export async function generateLatent(
       tidy(() => textEncoder.forward(uploadTokens(table, ids, [texts.length, tokenizer.options.maxLength]))),
     );
     const encoded = context;
-    latents = options.initialLatents
+    let current = options.initialLatents
       ? Tensor.upload(gpu, options.initialLatents, latentShape)
       : randomNormal(gpu, latentShape, seed, firstIndex * channels * side * side);
+    latents = current;
     for (const [index, t] of timesteps.entries()) {
-      const rows = guided ? 2 * batch : batch;
-      const current: Tensor = latents;
-      const epsilon = noGrad(() =>
-        tidy(() => {
-          const time = Tensor.upload(gpu, new Float32Array(rows).fill(t), [rows]);
-          const input = guided ? concat([current, current], 0) : current;
-          const prediction = unet.forward(input, time, encoded);
-          return guided ? classifierFreeGuidanceBatched(prediction, guidance) : prediction;
-        }),
-      );
-      let next: Tensor;
-      try {
-        next = sampler.step(epsilon, t, current);
-      } finally {
-        epsilon.release();
-      }
-      current.release();
-      latents = next;
+      current = denoisingStep(unet, sampler, current, t, encoded, guidance);
+      latents = current;
       // A step boundary for the kernels runtime (Gpu.endStep: every few steps it drains the queue and
       // collects garbage, its workaround for a crash inside Dawn in long runs), as the pixel pipeline.
       await gpu.endStep();
       options.onStep?.(index + 1, timesteps.length);
     }
-    const final: Tensor = latents;
+    const final = current;
     decoded = noGrad(() => tidy(() => vae.decode(scale(final, 1 / vae.config.scalingFactor))));
     [latentValues, decodedValues] = await Promise.all([final.download(), decoded.download()]);
   } finally {
