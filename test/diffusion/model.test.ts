@@ -215,7 +215,7 @@ describe("memory", () => {
           return model.unet.forward(sample, timesteps, model.encodePrompts(["", PROMPTS[1]]).hiddenStates);
         }),
       );
-    trainingStep(); // first calls upload the text encoder's constant mask and positions
+    trainingStep(); // first calls make what the kernels keep per device (the matmul's stand-in tensors)
     inference().release();
     await gpu.sync();
     const inUse = () => gpu.pool.snapshot().inUseBytes;

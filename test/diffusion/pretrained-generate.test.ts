@@ -127,7 +127,7 @@ describe("latent generation from a diffusers folder", () => {
     });
     expect(sidecar.timesteps).toEqual([501, 1, 1]);
     expect(lines.join("")).toMatch(
-      /2 images \(pndm, 2 steps, guidance 3\) in [\d.]+ s \(weights loaded in [\d.]+ s\); GPU pool: \d+ MB of weights, peak \d+ MB/,
+      /2 images \(pndm, 2 steps, guidance 3\) in [\d.]+ s \(weights loaded in [\d.]+ s\); GPU pool: [\d.]+ MB in use at the start \(weights: text encoder [\d.]+ MB, UNet [\d.]+ MB, VAE [\d.]+ MB; f32\), peak [\d.]+ MB during generation \(text encoder, UNet steps, VAE decode\)/,
     );
   });
 

@@ -26,7 +26,7 @@ describe("kernels dump", () => {
       /kernels dump: no op "nope" \(available ops: softmax/,
     );
     expect(() => dumpKernelSources({ op: "softmax", variant: "x" })).toThrow(
-      'kernels dump: softmax has no variant "x" (variants: cpu-rows, gpu-workgroup)',
+      'kernels dump: softmax has no variant "x" (variants: cpu-rows, gpu-workgroup, f16)',
     );
     expect(() => dumpKernelSources({ op: "softmax", pass: "sideways" })).toThrow(
       'kernels dump: softmax has no pass "sideways" (passes: forward, backward)',

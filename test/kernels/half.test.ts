@@ -15,12 +15,15 @@
 import {
   add,
   attention,
+  attentionComposed,
   attentionReference,
   binaryReference,
   cast,
   concat,
   conv2d,
   div,
+  embedding,
+  embeddingReference,
   type Gpu,
   gelu,
   groupNorm,
@@ -39,6 +42,8 @@ import {
   scale,
   sigmoidOp,
   silu,
+  softmax,
+  softmaxReference,
   split,
   sub,
   Tensor,
@@ -444,6 +449,96 @@ describe("f16 kernels vs float64 (tolerance: 2^-11 relative from the f16 roundin
     });
   }
 
+  const softmaxCases: { shape: Shape; axis: number; scale?: number; mask?: "causal" | "some" }[] = [
+    { shape: [1, 1], axis: -1 },
+    { shape: [3, 7], axis: -1, scale: 0.125 },
+    { shape: [2, 5, 3], axis: 1 }, // rows along a middle axis (stride 3)
+    { shape: [2, 1025], axis: -1, scale: 2 }, // a long row: the f32 sum over 1025 terms
+    { shape: [6, 2, 2, 6], axis: -1, scale: 0.3, mask: "causal" }, // CLIP's [L, B, H, L] causal view
+    { shape: [2, 3, 9], axis: -1, mask: "some" }, // row 0 of the mask keeps nothing: zeros
+  ];
+  for (const c of softmaxCases) {
+    const label = `softmax [${c.shape}] axis ${c.axis}${c.scale ? ` scale ${c.scale}` : ""}${c.mask ? ` mask ${c.mask}` : ""}: f32 max and sum`;
+    itHalf(label, async () => {
+      const d = device!;
+      const size = c.shape.reduce((p, v) => p * v, 1);
+      const xs = halfValues(size, 61, 4);
+      const length = c.shape.at(c.axis)!;
+      let mask: Float64Array | undefined;
+      if (c.mask === "causal") {
+        mask = new Float64Array(length * length);
+        for (let i = 0; i < length; i++) for (let j = 0; j <= i; j++) mask[i * length + j] = 1;
+      } else if (c.mask === "some") {
+        mask = Float64Array.from({ length: c.shape[0] * length }, (_, index) =>
+          index >= length && index % 2 === 0 ? 1 : 0,
+        );
+      }
+      const y = softmax(uploadHalf(d, xs, c.shape), c.axis, {
+        scale: c.scale,
+        mask: mask ? Tensor.upload(d, Float32Array.from(mask), [c.shape[0], length]) : undefined,
+      });
+      expect(y.dtype).toBe("f16");
+      const expected = softmaxReference.forward(xs, c.shape, c.axis, { scale: c.scale, mask });
+      const got = await y.download();
+      expectClose(got, expected, halfTolerance(length, 1, 2e-6), label);
+      if (c.mask === "some") expect([...got.slice(0, 3 * length)].every((value) => value === 0)).toBe(true);
+    });
+  }
+
+  itHalf("embedding: an f16 table gives its rows exactly, for ids of any shape", async () => {
+    const d = device!;
+    const [vocabulary, dim] = [11, 7];
+    const table = halfValues(vocabulary * dim, 71, 3);
+    for (const tokens of [[4], [0, 10, 3, 3, 7, 1]]) {
+      const ids = Tensor.upload(d, tokens, tokens.length === 1 ? [1] : [2, 3], "u32");
+      const y = embedding(uploadHalf(d, table, [vocabulary, dim]), ids);
+      expect(y.dtype).toBe("f16");
+      expect(y.shape).toEqual([...ids.shape, dim]);
+      expectClose(
+        await y.download(),
+        embeddingReference.forward(table, dim, tokens),
+        { atol: 0, rtol: 0 },
+        `embedding ${tokens.length} ids`,
+      );
+    }
+  });
+
+  itHalf("attentionComposed with f16 q, k, v (the VAE's 512-wide head): f16 matmul and softmax", async () => {
+    const d = device!;
+    for (const [batch, heads, queryLength, keyLength, headDim] of [
+      [1, 1, 9, 9, 512],
+      [2, 1, 5, 3, 33],
+    ]) {
+      const q = halfValues(batch * heads * queryLength * headDim, 81, 0.25);
+      const k = halfValues(batch * heads * keyLength * headDim, 82, 0.25);
+      const v = halfValues(batch * heads * keyLength * headDim, 83);
+      const y = noGrad(() =>
+        attentionComposed(
+          uploadHalf(d, q, [batch, heads, queryLength, headDim]),
+          uploadHalf(d, k, [batch, heads, keyLength, headDim]),
+          uploadHalf(d, v, [batch, heads, keyLength, headDim]),
+        ),
+      );
+      expect(y.dtype).toBe("f16");
+      const shape = { batch, heads, queryLength, keyLength, headDim };
+      const expected = attentionReference.forward(q, k, v, shape, {}).output;
+      // The scores and probabilities are stored in f16 between the parts: each a 2^-11 rounding.
+      // A score s rounded by |s| 2^-11 moves its probability by p |s| 2^-11 relative, so the
+      // output moves by up to max|s| 2^-11 sum_j p_j |v_j| (+ the probabilities' own rounding).
+      const scores = maxAbs(q) * maxAbs(k) * headDim * (1 / Math.sqrt(headDim));
+      const tolerance = halfTolerance(
+        headDim + keyLength,
+        maxAbs(v),
+        2 ** -11 * (2 * scores + 1) * maxAbs(v),
+      );
+      expectClose(await y.download(), expected, tolerance, `attentionComposed f16 [${shape.headDim}]`);
+    }
+    const half = Tensor.zeros(d, [1, 1, 2, 4], "f16");
+    expect(() => attentionComposed(half, Tensor.zeros(d, [1, 1, 2, 4]), half)).toThrow(
+      "attentionComposed: f16 q needs f16 k, got f32",
+    );
+  });
+
   itHalf("f16 operands must all be f16: a mixed call names the operand and says to cast", async () => {
     const d = device!;
     const x = Tensor.upload(d, new Float32Array(50), [1, 2, 5, 5], "f16");
@@ -466,6 +561,9 @@ describe("f16 kernels vs float64 (tolerance: 2^-11 relative from the f16 roundin
     expect(() => split(Tensor.zeros(d, [2, 5], "f16"), [2, 2], 1)).toThrow(
       "split: sizes [2, 2] do not partition axis 1",
     );
+    expect(() => softmax(Tensor.zeros(d, [2, 5], "f16"), -1, { variant: "cpu-rows" })).toThrow(
+      'softmax: variant "cpu-rows" is f32 only',
+    );
   });
 
   itHalf(
@@ -486,6 +584,8 @@ describe("f16 kernels vs float64 (tolerance: 2^-11 relative from the f16 roundin
     for (const op of [
       "conv2d",
       "matmul",
+      "softmax",
+      "embedding",
       "attention",
       "groupNorm",
       "layerNorm",

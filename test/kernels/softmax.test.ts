@@ -122,7 +122,7 @@ const badInputs: BadInputCase[] = [
   {
     reason: "u32 input",
     run: (device) => softmax(Tensor.upload(device, [1, 2], [2], "u32")),
-    throws: "softmax: needs f32 input, got u32 (x: [2])",
+    throws: "softmax: needs f32 or f16 input, got u32 (x: [2])",
   },
 ];
 
@@ -156,12 +156,14 @@ describe("softmax: the rest", () => {
     expect(y[0]).toBe(0);
   });
 
-  it("f16 input is refused where the adapter has shader-f16", async () => {
+  it("f16 input runs the f16 variant (inference only: tested against float64 in half.test.ts)", async () => {
     const device = await gpu();
     if (!device.features.has("shader-f16")) return;
-    expect(() => softmax(Tensor.upload(device, [1, 2], [2], "f16"))).toThrow(OpError);
-    expect(() => softmax(Tensor.upload(device, [1, 2], [2], "f16"))).toThrow(
-      "softmax: needs f32 input, got f16 (x: [2])",
+    const y = softmax(Tensor.upload(device, [1, 2], [2], "f16"));
+    expect(y.dtype).toBe("f16");
+    expect(() => softmax(Tensor.upload(device, [1, 2], [2], "f16").trainable())).toThrow(OpError);
+    expect(() => softmax(Tensor.upload(device, [1, 2], [2], "f16").trainable())).toThrow(
+      "softmax: the f16 kernels are inference only (no backward): run under noGrad(), or train in f32",
     );
   });
 

@@ -2,6 +2,7 @@
  * `cxr train diffusion`, `cxr generate`, `cxr diffusion fidelity` and `cxr bench diffusion`. Each calls
  * the library function of the same name, the code path the server and the study use.
  */
+
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type ChexpertLabel, RACES, type Race } from "@cxr/data";
@@ -19,6 +20,7 @@ import {
 import { DIFFUSION_CONFIGS } from "./model/config.ts";
 import { PRECISIONS, type Precision } from "./model/model.ts";
 import { type PromptFields, promptFromFields } from "./model/prompt.ts";
+import { formatGenerationMemory } from "./pipeline/memory.ts";
 import { writeContactSheet, writeGeneratedImages } from "./pipeline/outputs.ts";
 import { createPipeline, GENERATE_DEFAULTS, GENERATE_LIMITS } from "./pipeline/pipeline.ts";
 import {
@@ -468,15 +470,6 @@ interface GenerateFlags {
   out: string;
 }
 
-/** The memory line `cxr generate` prints for our own models. */
-export function formatGenerationMemory(
-  precision: Precision,
-  memory: { startBytes: number; peakBytes: number },
-): string {
-  const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
-  return `UNet ${precision}; GPU pool: ${mb(memory.startBytes)} MB in use at the start (the weights), peak ${mb(memory.peakBytes)} MB during generation`;
-}
-
 /** The prompt of `cxr generate` from --prompt or --sex/--age/--race/--findings (exactly one way). */
 export function promptFromFlags(
   flags: Pick<GenerateFlags, "prompt" | "sex" | "age" | "race" | "findings">,
@@ -599,7 +592,7 @@ function registerGenerate(program: Command): void {
     .addOption(
       new Option(
         "--precision <p>",
-        "the UNet's weights and activations: f32, or f16 (needs the adapter's shader-f16; inference only, f32 arithmetic inside each kernel; text encoder, VAE and sampler stay f32)",
+        "weights and activations of the text encoder, the UNet and (diffusers folders) the VAE: f32, or f16 (needs the adapter's shader-f16; inference only, f32 arithmetic inside each kernel; guidance and sampler stay f32)",
       )
         .choices([...PRECISIONS])
         .default("f32"),
@@ -674,7 +667,7 @@ function registerGenerate(program: Command): void {
             `${files.length} images (${prompts.length} prompts x ${flags.n}) in ${result.seconds.toFixed(1)} s -> ${flags.out}`,
           );
           console.log(`contact sheet: ${path}`);
-          console.log(formatGenerationMemory(pipeline.precision, result.memory));
+          console.log(formatGenerationMemory(result.memory, pipeline.precision));
         } else {
           const result = await pipeline.generate({
             ...common,
@@ -687,7 +680,7 @@ function registerGenerate(program: Command): void {
           console.log(
             `${files.length} images in ${result.seconds.toFixed(1)} s (${result.imagesPerSecond.toFixed(2)} images/s) -> ${flags.out}`,
           );
-          console.log(formatGenerationMemory(pipeline.precision, result.memory));
+          console.log(formatGenerationMemory(result.memory, pipeline.precision));
         }
       } finally {
         pipeline.dispose();

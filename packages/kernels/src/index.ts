@@ -205,7 +205,7 @@ export {
 } from "./runtime/device.ts";
 // Writing a kernel outside this package (e.g. the diffusion schedules): launch, grid, templates.
 export { grid, type KernelSource, type Launch, LINEAR_INDEX_WGSL, launch, wgsl } from "./runtime/kernel.ts";
-export type { PoolStats } from "./runtime/pool.ts";
+export { type PoolStats, sizeClass } from "./runtime/pool.ts";
 // Profiler.
 export { formatProfile, type KernelRecord, type ProfileRow, type Profiler } from "./runtime/profiler.ts";
 // Tensors.

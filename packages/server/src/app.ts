@@ -18,7 +18,7 @@ import { HTTPException } from "hono/http-exception";
 import { streamSSE } from "hono/streaming";
 import type { TokenSet } from "./auth.ts";
 import { BATCH_KIND, type BatchParams, submitBatch } from "./batch.ts";
-import type { ServerConfig } from "./config.ts";
+import { PRECISIONS, type Precision, type ServerConfig } from "./config.ts";
 import { type GenerationParams, type ImageGenerator, SAMPLERS } from "./generation.ts";
 import { renderMetrics, sumProfiles } from "./metrics.ts";
 import { checkName, PathRefused, resolveUnderRoot } from "./paths.ts";
@@ -178,6 +178,12 @@ function schemas(config: ServerConfig) {
         .optional()
         .openapi({ description: "image i uses seed + i; drawn at random and recorded when absent" }),
       bitDepth: z.union([z.literal(8), z.literal(16)]).default(8),
+      precision: z
+        .enum(PRECISIONS)
+        .default(config.defaultPrecision)
+        .openapi({
+          description: `weights and activations of the text encoder and UNet: "f32", or "f16" (the f16 kernels: f32 arithmetic inside each, half the weight memory; needs the adapter feature shader-f16, else 400). Default: cxr serve --precision (here "${config.defaultPrecision}")`,
+        }),
       size: z
         .number()
         .int()
@@ -233,6 +239,12 @@ function schemas(config: ServerConfig) {
       guidance: z.number().min(0).max(30).default(3),
       sampler: z.enum(SAMPLERS).default("pndm"),
       bitDepth: z.union([z.literal(8), z.literal(16)]).default(8),
+      precision: z
+        .enum(PRECISIONS)
+        .default(config.defaultPrecision)
+        .openapi({
+          description: `weights and activations of the text encoder and UNet: "f32", or "f16" (the f16 kernels: f32 arithmetic inside each, half the weight memory; needs the adapter feature shader-f16, else 400). Default: cxr serve --precision (here "${config.defaultPrecision}")`,
+        }),
       model: z.string().min(1).max(128).optional(),
       shardSize: z
         .number()
@@ -412,6 +424,12 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
     return model;
   }
 
+  /** A precision the generator can run here (f16 needs the adapter's shader-f16): 400 naming the field. */
+  async function checkPrecision(precision: Precision): Promise<void> {
+    const problem = await deps.generator.precisionProblem?.(precision);
+    if (problem) throw new Refusal(400, "unsupported_precision", `precision: ${problem}`, "precision");
+  }
+
   /** A name that must exist under the datasets root (datasets, predictions files). */
   function existing(field: string, name: string, code = "unknown_dataset"): void {
     if (!resolveUnderRoot(field, config.datasetsRoot, name)) {
@@ -516,6 +534,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       const body = c.req.valid("json");
       const { wait } = c.req.valid("query");
       const model = modelFor(body.model);
+      await checkPrecision(body.precision);
       const info = deps.generator.modelInfo?.(model);
       if (body.size !== undefined && info?.size !== undefined && body.size !== info.size) {
         throw new Refusal(
@@ -537,6 +556,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         sampler: body.sampler,
         seed: body.seed ?? Math.floor(Math.random() * 2 ** 32),
         bitDepth: body.bitDepth,
+        precision: body.precision,
       };
       let [job] = queue.submit([
         { kind: "generation", priority: PRIORITY.generation, params: { ...params } },
@@ -571,6 +591,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
     async (c) => {
       const body = c.req.valid("json");
       const model = modelFor(body.model);
+      await checkPrecision(body.precision);
       unused("name", config.datasetsRoot, body.name, "dataset", "dataset_exists");
       const cells = body.cells.map((cell) =>
         "prompt" in cell

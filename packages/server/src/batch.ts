@@ -16,6 +16,7 @@ import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CHEXPERT_LABELS, CSV_COLUMNS, parsePrompt } from "@cxr/data";
+import type { Precision } from "./config.ts";
 import type { ImageGenerator, SamplerName, StructuredPrompt } from "./generation.ts";
 import { writeFileAtomic } from "./paths.ts";
 import { type JobContext, JobFailure, type JobOutcome, type JobRunner, type WorkQueue } from "./queue.ts";
@@ -41,6 +42,8 @@ export interface ShardParams {
   guidance: number;
   sampler: SamplerName;
   bitDepth: 8 | 16;
+  /** Absent in shards queued before the field existed: f32. */
+  precision?: Precision;
   items: ShardItem[];
 }
 
@@ -53,6 +56,7 @@ export interface BatchParams {
   guidance: number;
   sampler: SamplerName;
   bitDepth: 8 | 16;
+  precision?: Precision;
   shardSize: number;
   /** "redis" when the shards went to BullMQ (ids `<batch>-<k>`); absent for the in-process queue. */
   queue?: "redis";
@@ -91,6 +95,7 @@ export function planShards(batchId: string, params: BatchParams, items = batchIt
       guidance: params.guidance,
       sampler: params.sampler,
       bitDepth: params.bitDepth,
+      precision: params.precision ?? "f32",
       items: items.slice(start, start + params.shardSize),
     });
   }
@@ -150,6 +155,7 @@ export async function makeShardItem(
       sampler: params.sampler,
       seed: item.seed,
       bitDepth: params.bitDepth,
+      precision: params.precision ?? "f32",
     },
     onStep,
   );
@@ -329,6 +335,7 @@ export async function writeBatchOutputs(
     guidance: params.guidance,
     sampler: params.sampler,
     bitDepth: params.bitDepth,
+    precision: params.precision ?? "f32",
     images: rows.length,
     shards,
     createdAt: new Date(batch.createdAt).toISOString(),

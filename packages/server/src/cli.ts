@@ -1,8 +1,8 @@
 import { resolve } from "node:path";
-import { type Command, InvalidArgumentError } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import { readTokenFile } from "./auth.ts";
 import { benchServer, formatServerBench } from "./bench.ts";
-import { DEFAULT_LIMITS } from "./config.ts";
+import { DEFAULT_LIMITS, PRECISIONS, type Precision } from "./config.ts";
 import { DiffusionGenerator } from "./diffusion-generator.ts";
 import { SAMPLERS, type SamplerName } from "./generation.ts";
 import { redisConnection, startShardWorker } from "./redis.ts";
@@ -19,6 +19,7 @@ interface ServeFlags {
   cors?: string;
   maxQueue: number;
   queue?: string;
+  precision: Precision;
 }
 
 function parseInteger(name: string, min: number, max: number) {
@@ -104,6 +105,14 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
     )
     .option("--cors <origins>", "comma-separated origins allowed by CORS (default: CORS off)")
     .option("--queue <url>", "redis://HOST:PORT: batch shards go to BullMQ there, for cxr worker processes")
+    .addOption(
+      new Option(
+        "--precision <p>",
+        "default precision of generation requests that name none: f32, or f16 (the f16 kernels; needs the adapter's shader-f16, checked at start)",
+      )
+        .choices(PRECISIONS)
+        .default("f32"),
+    )
     .option(
       "--max-queue <n>",
       "queued jobs before 429",
@@ -128,6 +137,7 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
           : [],
         limits: { ...DEFAULT_LIMITS, maxQueueDepth: flags.maxQueue },
         queueUrl: flags.queue,
+        defaultPrecision: flags.precision,
       });
       console.log(`cxr serve: ${server.url}  (web page ${server.url}/, API reference ${server.url}/docs)`);
       if (tokens.length === 0)

@@ -1,6 +1,10 @@
 /** Server settings and request limits, with the defaults `cxr serve` uses. */
 import { join, resolve } from "node:path";
 
+/** Generation precision: "f16" runs the model's f16 kernels (needs the adapter's shader-f16). */
+export const PRECISIONS = ["f32", "f16"] as const;
+export type Precision = (typeof PRECISIONS)[number];
+
 export interface Limits {
   /** Queued jobs before a submission is answered 429 with Retry-After. */
   maxQueueDepth: number;
@@ -50,6 +54,8 @@ export interface ServerConfig {
   corsOrigins: string[];
   /** Model used when a request names none. */
   defaultModel: string | null;
+  /** Precision of a generation request that names none (`cxr serve --precision`, default f32). */
+  defaultPrecision: Precision;
   limits: Limits;
 }
 
@@ -61,6 +67,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> & { dataRoot: str
     tokens: [],
     corsOrigins: [],
     defaultModel: null,
+    defaultPrecision: "f32",
     ...overrides,
     dataRoot,
     limits: { ...DEFAULT_LIMITS, ...overrides.limits },

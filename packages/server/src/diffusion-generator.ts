@@ -1,13 +1,14 @@
 /**
  * The real generator: models are folders under the models root written by @cxr/diffusion
- * (`DiffusionModel.save`, `cxr train diffusion`), loaded with createPipeline and kept (the last
- * `cacheSize` used). Image i of a job is `generate({ n: 1, seed: seed + i })`, so every image has
+ * (`DiffusionModel.save`, `cxr train diffusion`), loaded with createPipeline and kept per (model,
+ * precision): the last `cacheSize` used (an f16 pipeline holds half the weight memory of an f32 one). Image i of a job is `generate({ n: 1, seed: seed + i })`, so every image has
  * its own seed and can be made again alone, which is what lets a re-run job skip finished images.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { createPipeline, MODEL_FILES, type Pipeline } from "@cxr/diffusion";
+import { createPipeline, MODEL_FILES, type Pipeline, PrecisionError } from "@cxr/diffusion";
 import { createGpu, type Gpu } from "@cxr/kernels";
+import type { Precision } from "./config.ts";
 import type { GeneratedImage, ImageGenerator, ImageRequest, ModelInfo } from "./generation.ts";
 import { PathRefused, resolveUnderRoot } from "./paths.ts";
 
@@ -80,15 +81,33 @@ export class DiffusionGenerator implements ImageGenerator {
     return this.gpuOpened;
   }
 
-  /** Loads (or returns the loaded) pipeline of a model. */
-  async load(name: string): Promise<Pipeline> {
-    let pipeline = this.pipelines.get(name);
+  /** The loaded pipelines as `model/precision`, least recently used first. */
+  get cached(): string[] {
+    return [...this.pipelines.keys()];
+  }
+
+  /** f16 needs the adapter feature shader-f16 (the message names the adapter); f32 always runs. */
+  async precisionProblem(precision: Precision): Promise<string | null> {
+    if (precision === "f32") return null;
+    const gpu = await this.device();
+    if (gpu.features.has("shader-f16")) return null;
+    const name = gpu.adapter?.description || gpu.adapter?.device || "this adapter";
+    return `"f16" needs the adapter feature 'shader-f16', which ${name} lacks; use "f32"`;
+  }
+
+  /** Loads (or returns the loaded) pipeline of a model at a precision (default f32). */
+  async load(name: string, precision: Precision = "f32"): Promise<Pipeline> {
+    const key = `${name}/${precision}`;
+    let pipeline = this.pipelines.get(key);
     if (!pipeline) {
       const dir = this.modelDir(name);
       if (!dir) throw new Error(`model "${name}" is not under the models root`);
-      pipeline = this.device().then((gpu) => createPipeline(dir, { gpu }));
-      this.pipelines.set(name, pipeline);
-      pipeline.catch(() => this.pipelines.delete(name));
+      pipeline = this.device().then((gpu) => {
+        if (precision === "f16" && !gpu.features.has("shader-f16")) throw new PrecisionError(gpu);
+        return createPipeline(dir, { gpu, precision });
+      });
+      this.pipelines.set(key, pipeline);
+      pipeline.catch(() => this.pipelines.delete(key));
       const limit = this.options.cacheSize ?? 2;
       while (this.pipelines.size > limit) {
         const [oldest, evicted] = this.pipelines.entries().next().value as [string, Promise<Pipeline>];
@@ -97,8 +116,8 @@ export class DiffusionGenerator implements ImageGenerator {
       }
     } else {
       // Most recently used last.
-      this.pipelines.delete(name);
-      this.pipelines.set(name, pipeline);
+      this.pipelines.delete(key);
+      this.pipelines.set(key, pipeline);
     }
     const loaded = await pipeline;
     this.lastModel = name;
@@ -109,7 +128,7 @@ export class DiffusionGenerator implements ImageGenerator {
     request: ImageRequest,
     onStep: (step: number, total: number) => void,
   ): Promise<GeneratedImage> {
-    const pipeline = await this.load(request.model);
+    const pipeline = await this.load(request.model, request.precision ?? "f32");
     const prompt =
       request.prompt ??
       (request.structured && {

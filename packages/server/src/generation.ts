@@ -4,6 +4,7 @@
  * skips the indices it already recorded, so it produces the same images and never a duplicate.
  */
 import { join } from "node:path";
+import type { Precision } from "./config.ts";
 import { writeFileAtomic } from "./paths.ts";
 import { type JobContext, JobFailure, type JobOutcome, type JobRunner } from "./queue.ts";
 
@@ -27,6 +28,8 @@ export interface ImageRequest {
   sampler: SamplerName;
   seed: number;
   bitDepth: 8 | 16;
+  /** "f16": the model's f16 kernels (absent in jobs queued before the field existed: f32). */
+  precision?: Precision;
 }
 
 export interface GeneratedImage {
@@ -56,6 +59,8 @@ export interface ImageGenerator {
   generate(request: ImageRequest, onStep: (step: number, total: number) => void): Promise<GeneratedImage>;
   /** The per-kernel profile of the work since the last call (empty when profiling is off). */
   takeProfile?(): Promise<unknown[]>;
+  /** Why a precision cannot run here (f16 without the adapter's shader-f16), or null when it can. */
+  precisionProblem?(precision: Precision): Promise<string | null>;
 }
 
 export interface GenerationParams {
@@ -68,6 +73,7 @@ export interface GenerationParams {
   sampler: SamplerName;
   seed: number;
   bitDepth: 8 | 16;
+  precision?: Precision;
 }
 
 /** Runs `generation` jobs. */
@@ -100,6 +106,7 @@ export class GenerationRunner implements JobRunner {
           sampler: params.sampler,
           seed,
           bitDepth: params.bitDepth,
+          precision: params.precision ?? "f32",
         },
         (step) => {
           ctx.progress(completed + step, total);

@@ -33,11 +33,15 @@ export async function startModelServer(
   const modelsRoot = resolve(options.modelsRoot ?? join(dataRoot, "models"));
   const log = options.log ?? ((line: string) => process.stderr.write(`[cxr serve] ${line}\n`));
   const generator = new DiffusionGenerator({ modelsRoot, gpu: options.gpu });
+  const defaultPrecision = options.defaultPrecision ?? "f32";
+  // A default the adapter cannot run would refuse every request that names no precision: refuse to start.
+  const problem = await generator.precisionProblem(defaultPrecision);
+  if (problem) throw new Error(`--precision ${defaultPrecision}: ${problem}`);
   const defaultModel = options.defaultModel ?? listDiffusionModels(modelsRoot)[0] ?? null;
   if (defaultModel) {
     try {
-      await generator.load(defaultModel);
-      log(`model "${defaultModel}" loaded`);
+      await generator.load(defaultModel, defaultPrecision);
+      log(`model "${defaultModel}" loaded (${defaultPrecision})`);
     } catch (error) {
       log(`model "${defaultModel}" did not load: ${(error as Error).message}`);
     }
@@ -49,6 +53,7 @@ export async function startModelServer(
     dataRoot,
     modelsRoot,
     defaultModel,
+    defaultPrecision,
     log,
     gpu: () => generator.device(),
     generator,

@@ -119,7 +119,10 @@ export interface EncodedPrompts {
   tokens: Encoded;
 }
 
-/** Generation precision: "f16" runs the UNet on the f16 kernels (needs the adapter's shader-f16). */
+/**
+ * Generation precision: "f16" runs the text encoder, the UNet and (diffusers folders) the VAE on the
+ * f16 kernels, inference only (needs the adapter's shader-f16).
+ */
 export type Precision = "f32" | "f16";
 export const PRECISIONS: readonly Precision[] = ["f32", "f16"];
 
@@ -296,10 +299,10 @@ export function createDiffusionModel(
       `the tokenizer's context (${tokenizer.maxLength}) differs from textEncoder.maxPositions ${text.maxPositions} of "${config.name}"`,
     );
   }
-  // precision "f16": the UNet's weights and activations in f16 (inference only); the text encoder stays f32.
+  // precision "f16": the text encoder's and the UNet's weights and activations in f16 (inference only).
   if (precision === "f16" && !gpu.features.has("shader-f16")) throw new PrecisionError(gpu);
   const init = new ParameterInit(seed);
-  const textEncoder = new ClipTextModel(gpu, text, init);
+  const textEncoder = withParameterDtype(precision, () => new ClipTextModel(gpu, text, init));
   const unet = withParameterDtype(precision, () => new UNet2DConditionModel(gpu, config.unet, init));
   return new DiffusionModel(structuredClone(config), tokenizer, textEncoder, unet);
 }

@@ -16,9 +16,13 @@
  * from matmul and softmax: the scores [B, H, L, L] are permuted to [L, B, H, L] so that softmax's
  * per-leading-index mask [L, L] is the lower triangle. Contexts are short (tens of tokens), so the
  * quadratic scores cost nothing here.
+ *
+ * Built inside `withParameterDtype("f16", ...)` the model runs in half precision (inference only):
+ * f16 weights and stored activations, f32 arithmetic in every kernel, an f32 causal mask, f32 output.
  */
 import {
   add,
+  cast,
   embedding,
   type Gpu,
   gelu,
@@ -199,7 +203,12 @@ class ClipTextTransformer extends Module {
 /** transformers' CLIPTextModel: `forward(ids u32 [B, L])` -> last_hidden_state [B, L, hidden]. */
 export class ClipTextModel extends Module {
   readonly textModel: ClipTextTransformer;
-  /** Per context length: the causal mask and the position ids (not state: not saved). */
+  /**
+   * Per context length: the causal mask (f32 at either precision) and the position ids (not state:
+   * not saved). The model's own context (maxPositions, what both tokenizers pad to) is built with the
+   * model, so its bytes are part of the model's from the start and a first generation adds nothing
+   * to the pool; another length is built at its first use and kept until dispose().
+   */
   private readonly constants = new Map<number, { mask: Tensor; positions: Tensor }>();
 
   constructor(
@@ -209,6 +218,7 @@ export class ClipTextModel extends Module {
   ) {
     super(gpu);
     this.textModel = this.child("text_model", new ClipTextTransformer(gpu, config, init));
+    this.constantsFor(config.maxPositions);
   }
 
   private constantsFor(length: number) {
@@ -224,7 +234,26 @@ export class ClipTextModel extends Module {
     return entry;
   }
 
+  /** The dtype of the weights: "f16" when built inside `withParameterDtype("f16", ...)`. */
+  get precision(): "f32" | "f16" {
+    return this.textModel.embeddings.tokenEmbedding.weight.dtype === "f16" ? "f16" : "f32";
+  }
+
+  /**
+   * ids u32 [B, L] -> last_hidden_state f32 [B, L, hidden]. With f16 weights (`precision` "f16",
+   * inference only) every layer runs its f16 kernels (embeddings, layer norms, linears, the causal
+   * softmax with its f32 mask; f32 arithmetic inside each) and the last hidden state is cast to f32:
+   * the output is f32 at either precision.
+   */
   forward(ids: Tensor): Tensor {
+    const hidden = this.forwardIn(ids);
+    if (hidden.dtype === "f32") return hidden;
+    const result = cast(hidden, "f32");
+    hidden.release(); // behind queued work: safe (queue order); nothing is on a tape in f16
+    return result;
+  }
+
+  private forwardIn(ids: Tensor): Tensor {
     if (ids.dtype !== "u32" || ids.rank !== 2) {
       throw new OpError("ClipTextModel", "expects token ids as a u32 tensor [batch, length]", { ids });
     }

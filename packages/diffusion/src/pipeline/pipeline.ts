@@ -16,12 +16,13 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { encodeGrayPng } from "@cxr/data";
-import { concat, defaultGpu, Generator, type Gpu, noGrad, randomNormal, Tensor, tidy } from "@cxr/kernels";
+import { defaultGpu, Generator, type Gpu, noGrad, randomNormal, tidy } from "@cxr/kernels";
 import { CheckpointError, DiffusionModel, MODEL_FILES, PRECISIONS, type Precision } from "../model/model.ts";
 import { type PromptFields, promptFromFields } from "../model/prompt.ts";
-import { classifierFreeGuidanceBatched } from "../schedule/guidance.ts";
 import { schedulerConfigOf } from "../schedule/of-config.ts";
 import { createSampler, SAMPLER_KINDS, type SamplerKind } from "../schedule/samplers.ts";
+import { denoisingStep } from "./denoise.ts";
+import { type GenerationMemory, weightBytes } from "./memory.ts";
 
 export const GENERATE_LIMITS = { maxImages: 10_000, maxSteps: 1000, maxGuidance: 30 } as const;
 
@@ -80,7 +81,7 @@ export interface GenerationMetadata {
   maxBatch: number;
   size: number;
   model: { name: string; dir: string | null; weightsSha256: string | null };
-  /** The UNet's precision: "f32", or "f16" (weights and activations in f16, f32 arithmetic). */
+  /** The text encoder's and UNet's precision: "f32", or "f16" (weights and activations in f16, f32 arithmetic). */
   precision: Precision;
   noise: string;
   scheduler: ReturnType<typeof schedulerConfigOf>;
@@ -92,9 +93,10 @@ export interface GenerationResult {
   imagesPerSecond: number;
   /**
    * GPU memory from the buffer pool (tensors; kernels' private scratch textures not included): in
-   * use when generation started (the weights) and the peak during it.
+   * use when generation started (the weights), the peak over the whole generation (text encoder and
+   * every UNet step of every chunk), and each component's weight bytes.
    */
-  memory: { startBytes: number; peakBytes: number };
+  memory: GenerationMemory;
 }
 
 export class GenerateOptionsError extends Error {
@@ -180,7 +182,7 @@ export class Pipeline {
     return this.model.gpu;
   }
 
-  /** The UNet's precision (createPipeline's `precision`). */
+  /** The text encoder's and the UNet's precision (createPipeline's `precision`). */
   get precision(): Precision {
     return this.model.unet.precision;
   }
@@ -240,24 +242,14 @@ export class Pipeline {
       // the sampler's history go back to the pool on every way out.
       try {
         for (const [index, t] of sampler.timesteps.entries()) {
-          const rows = guided ? 2 * batch : batch;
-          // tidy releases the UNet's temporaries, the timesteps included, also when it throws.
-          const epsilon = noGrad(() =>
-            tidy(() => {
-              const timesteps = Tensor.upload(this.gpu, new Float32Array(rows).fill(t), [rows]);
-              const input = guided ? concat([latents, latents], 0) : latents;
-              const prediction = this.model.unet.forward(input, timesteps, encoded.hiddenStates);
-              return guided ? classifierFreeGuidanceBatched(prediction, options.guidance) : prediction;
-            }),
+          latents = denoisingStep(
+            this.model.unet,
+            sampler,
+            latents,
+            t,
+            encoded.hiddenStates,
+            options.guidance,
           );
-          let next: Tensor;
-          try {
-            next = sampler.step(epsilon, t, latents);
-          } finally {
-            epsilon.release();
-          }
-          latents.release();
-          latents = next;
           // A step boundary for the kernels runtime: every few steps it drains the queue and collects
           // garbage (its workaround for a crash inside Dawn in long runs, Gpu.endStep).
           await this.gpu.endStep();
@@ -303,7 +295,11 @@ export class Pipeline {
       }
     }
     const seconds = (performance.now() - started) / 1000;
-    const memory = { startBytes, peakBytes: this.gpu.pool.snapshot().peakInUseBytes };
+    const memory: GenerationMemory = {
+      startBytes,
+      peakBytes: this.gpu.pool.snapshot().peakInUseBytes,
+      weights: { textEncoder: weightBytes(this.model.textEncoder), unet: weightBytes(this.model.unet) },
+    };
     return { images, seconds, imagesPerSecond: images.length / seconds, memory };
   }
 
@@ -314,8 +310,9 @@ export class Pipeline {
 
 /**
  * A pipeline from a model directory (checked file by file) or an already loaded model. `precision`
- * "f16" builds the UNet with f16 weights and runs it on the f16 kernels (inference only; the text
- * encoder and the sampler stay f32); it needs the adapter feature shader-f16 (PrecisionError).
+ * "f16" builds the text encoder and the UNet with f16 weights and runs them on the f16 kernels
+ * (inference only; f32 in and out of each, the guidance and the sampler stay f32); it needs the
+ * adapter feature shader-f16 (PrecisionError).
  */
 export async function createPipeline(
   model: string | DiffusionModel,

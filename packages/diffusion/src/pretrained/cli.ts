@@ -3,6 +3,7 @@
  * where torch is installed) and `cxr model inspect` (validate a diffusers folder and summarise its
  * weights without loading them). Registered by `registerPretrainedCommands(program)`.
  */
+
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, renameSync, statSync, writeFileSync } from "node:fs";
@@ -11,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { createGpu, defaultGpu, type Gpu } from "@cxr/kernels";
 import { type Command, InvalidArgumentError } from "commander";
 import { PRECISIONS, type Precision } from "../model/model.ts";
+import { formatGenerationMemory, type GenerationMemory } from "../pipeline/memory.ts";
 import { GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
 import { SAMPLER_KINDS, SAMPLING_DEFAULTS, type SamplerKind } from "../schedule/samplers.ts";
 import { CLIP_BPE_FILE, ClipTokenizer, writeClipVocabulary } from "./clip-tokenizer.ts";
@@ -240,7 +242,7 @@ export interface FolderGenerateOptions {
   batch?: number;
   /** Weight variant, e.g. "fp16" for *.fp16.safetensors. */
   variant?: string;
-  /** "f16": the UNet in f16 (needs shader-f16); the text encoder and the VAE stay f32. */
+  /** "f16": the text encoder, the UNet and the VAE in f16 (needs shader-f16; f32 arithmetic inside). */
   precision?: Precision;
   backend?: string;
   adapter?: string;
@@ -255,8 +257,8 @@ export interface FolderGenerateResult {
   prompts: string[];
   seconds: number;
   loadSeconds: number;
-  /** Buffer pool bytes: the weights, and the peak over all batches. */
-  memory: { weightBytes: number; peakBytes: number };
+  /** Buffer pool bytes: at the start of the first batch (the weights), the peak over all batches, per component. */
+  memory: GenerationMemory;
   sampler: SamplerKind;
   steps: number;
   guidance: number;
@@ -320,8 +322,7 @@ export async function generateFromFolder(
   const sampler = options.sampler ?? components.scheduler.kind;
   const started = performance.now();
   const files: string[] = [];
-  let weightBytes = gpu.pool.snapshot().inUseBytes;
-  let peakBytes = 0;
+  const chunkMemory: GenerationMemory[] = [];
   try {
     mkdirSync(options.out, { recursive: true });
     const chunks = Math.ceil(requests.length / batch);
@@ -339,8 +340,7 @@ export async function generateFromFolder(
         onStep: (step, total) => options.onStep?.({ step, steps: total, chunk, chunks }),
         onWarning: options.onWarning,
       });
-      if (chunk === 0) weightBytes = result.memory.startBytes;
-      peakBytes = Math.max(peakBytes, result.memory.peakBytes);
+      chunkMemory.push(result.memory);
       const [, channels, side] = result.latentShape;
       for (const [row, prompt] of prompts.entries()) {
         const index = first + row;
@@ -361,7 +361,7 @@ export async function generateFromFolder(
           batch,
           size: result.imageShape[2],
           noise: `Philox4x32-10 normal, seed ${seed}, offset ${index * perImage}, ${perImage} values (latents of image ${index})`,
-          precision: { unet: precision, textEncoder: "f32", vae: "f32" },
+          precision: { unet: precision, textEncoder: precision, vae: precision },
           scheduler: components.scheduler.config,
         };
         writeAtomic(`${stem}.json`, `${JSON.stringify(sidecar, null, 2)}\n`);
@@ -378,7 +378,8 @@ export async function generateFromFolder(
     prompts: requests,
     seconds: (performance.now() - started) / 1000,
     loadSeconds,
-    memory: { weightBytes, peakBytes },
+    // The first chunk's start (the weights), the peak over all chunks (n >= 1: at least one ran).
+    memory: { ...chunkMemory[0], peakBytes: Math.max(...chunkMemory.map((memory) => memory.peakBytes)) },
     sampler,
     steps,
     guidance,
@@ -388,11 +389,9 @@ export async function generateFromFolder(
 
 /** The summary lines `cxr generate` prints for a diffusers folder. */
 export function formatFolderGenerate(result: FolderGenerateResult): string {
-  const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
   return (
     `${result.files.length} images (${result.sampler}, ${result.steps} steps, guidance ${result.guidance}) in ${result.seconds.toFixed(1)} s ` +
-    `(weights loaded in ${result.loadSeconds.toFixed(1)} s); GPU pool: ${mb(result.memory.weightBytes)} MB of weights, ` +
-    `peak ${mb(result.memory.peakBytes)} MB during generation (UNet ${result.precision})\n` +
+    `(weights loaded in ${result.loadSeconds.toFixed(1)} s); ${formatGenerationMemory(result.memory, result.precision)}\n` +
     `${result.files.map((path) => `  ${path}`).join("\n")}\n`
   );
 }
@@ -549,7 +548,10 @@ export function registerPretrainedCommands(program: Command): void {
     .option("--sampler <kind>", `${SAMPLER_KINDS.join(" | ")} (default: the folder's scheduler)`)
     .option("--seed <n>", "seed of the initial latents", number(0, true), 0)
     .option("--variant <name>", "weight variant, e.g. fp16 for *.fp16.safetensors")
-    .option("--precision <p>", "f32 | f16: the UNet's weights and activations (f16 needs shader-f16)")
+    .option(
+      "--precision <p>",
+      "f32 | f16: weights and activations of the text encoder, UNet and VAE (f16 needs shader-f16)",
+    )
     .option("--backend <name>", "vulkan | metal | d3d12 | opengles")
     .option("--adapter <substring>", "adapter name filter")
     .action(async (folder: string, flags: ModelGenerateFlags) => {

@@ -5,19 +5,11 @@
  * classifier-free guidance, sampler step (the folder's scheduler class and settings) -> latents /
  * scaling_factor -> VAE decode -> images in [0, 1] -> RGB PNG.
  */
-import {
-  concat,
-  Generator,
-  type Gpu,
-  noGrad,
-  randomNormal,
-  scale,
-  Tensor,
-  tidy,
-  uploadTokens,
-} from "@cxr/kernels";
+import { Generator, type Gpu, noGrad, randomNormal, scale, Tensor, tidy, uploadTokens } from "@cxr/kernels";
 import sharp from "sharp";
-import { classifierFreeGuidanceBatched, GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
+import { denoisingStep } from "../pipeline/denoise.ts";
+import { type GenerationMemory, weightBytes } from "../pipeline/memory.ts";
+import { GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
 import { createSampler, SAMPLING_DEFAULTS, type SamplerKind } from "../schedule/samplers.ts";
 import type { PretrainedComponents } from "./wire.ts";
 
@@ -57,10 +49,11 @@ export interface LatentGenerateResult {
   timesteps: number[];
   seconds: number;
   /**
-   * GPU memory from the buffer pool (tensors; kernels' private scratch textures not included):
-   * in use when generation started (the weights) and the peak during it.
+   * GPU memory from the buffer pool (tensors; kernels' private scratch textures not included): in
+   * use when generation started (the weights), the peak over the whole generation (text encoder,
+   * every UNet step, the VAE decode), and each component's weight bytes.
    */
-  memory: { startBytes: number; peakBytes: number };
+  memory: GenerationMemory;
 }
 
 export async function generateLatent(
@@ -102,42 +95,44 @@ export async function generateLatent(
   const texts = guided ? [...new Array<string>(batch).fill(""), ...options.prompts] : [...options.prompts];
   const ids = tokenizer.encodeBatch(texts, options.onWarning);
   const table = textEncoder.textModel.embeddings.tokenEmbedding.weight;
-  const idTensor = uploadTokens(table, ids, [texts.length, tokenizer.options.maxLength]);
-  const context = noGrad(() => textEncoder.forward(idTensor));
-  idTensor.release();
-  let latents = options.initialLatents
-    ? Tensor.upload(gpu, options.initialLatents, latentShape)
-    : randomNormal(gpu, latentShape, seed, firstIndex * channels * side * side);
   const timesteps = [...sampler.timesteps];
+  // Every tensor of the generation goes back to the pool on every way out (onStep may throw: a
+  // service cancelling at the next step): tidy releases each part's temporaries, the finally the
+  // text states, the latents, the decoded images and the sampler's history.
+  let context: Tensor | null = null;
+  let latents: Tensor | null = null;
+  let decoded: Tensor | null = null;
+  let latentValues: Float32Array;
+  let decodedValues: Float32Array;
   try {
+    context = noGrad(() =>
+      tidy(() => textEncoder.forward(uploadTokens(table, ids, [texts.length, tokenizer.options.maxLength]))),
+    );
+    const encoded = context;
+    let current = options.initialLatents
+      ? Tensor.upload(gpu, options.initialLatents, latentShape)
+      : randomNormal(gpu, latentShape, seed, firstIndex * channels * side * side);
+    latents = current;
     for (const [index, t] of timesteps.entries()) {
-      const rows = guided ? 2 * batch : batch;
-      const time = Tensor.upload(gpu, new Float32Array(rows).fill(t), [rows]);
-      const epsilon = noGrad(() =>
-        tidy(() => {
-          const input = guided ? concat([latents, latents], 0) : latents;
-          const prediction = unet.forward(input, time, context);
-          return guided ? classifierFreeGuidanceBatched(prediction, guidance) : prediction;
-        }),
-      );
-      const next = sampler.step(epsilon, t, latents);
-      epsilon.release();
-      time.release();
-      latents.release();
-      latents = next;
+      current = denoisingStep(unet, sampler, current, t, encoded, guidance);
+      latents = current;
+      // A step boundary for the kernels runtime (Gpu.endStep: every few steps it drains the queue and
+      // collects garbage, its workaround for a crash inside Dawn in long runs), as the pixel pipeline.
+      await gpu.endStep();
       options.onStep?.(index + 1, timesteps.length);
     }
+    const final = current;
+    decoded = noGrad(() => tidy(() => vae.decode(scale(final, 1 / vae.config.scalingFactor))));
+    [latentValues, decodedValues] = await Promise.all([final.download(), decoded.download()]);
   } finally {
     sampler.reset();
-    context.release();
+    context?.release();
+    latents?.release();
+    decoded?.release();
   }
-  const decoded = noGrad(() => tidy(() => vae.decode(scale(latents, 1 / vae.config.scalingFactor))));
-  const [latentValues, decodedValues] = await Promise.all([latents.download(), decoded.download()]);
-  latents.release();
   const peakBytes = gpu.pool.snapshot().peakInUseBytes;
   const images = Float32Array.from(decodedValues, (value) => Math.min(1, Math.max(0, value / 2 + 0.5)));
   const imageShape = decoded.shape as [number, number, number, number];
-  decoded.release();
   return {
     latents: latentValues,
     latentShape,
@@ -145,7 +140,11 @@ export async function generateLatent(
     imageShape,
     timesteps,
     seconds: (performance.now() - started) / 1000,
-    memory: { startBytes, peakBytes },
+    memory: {
+      startBytes,
+      peakBytes,
+      weights: { textEncoder: weightBytes(textEncoder), unet: weightBytes(unet), vae: weightBytes(vae) },
+    },
   };
 }
 

@@ -15,12 +15,17 @@
  * UNet blocks; the mid-block attention (one head over all channels) is the VAE's own. `encode` returns the latent
  * distribution's mean and log-variance; `scaling_factor` (0.18215 for SD) is the pipeline's business:
  * latents = mean * scaling_factor for training, decode(latents / scaling_factor) for generation.
+ *
+ * Built inside `withParameterDtype("f16", ...)` it runs in half precision (inference only): f32 in and
+ * out, f16 weights and activations between, f32 arithmetic in every kernel (the group norms'
+ * statistics, the convolutions' sums, the mid-block attention's scores and softmax).
  */
 import {
   add,
   attention,
   attentionComposed,
   Conv2d,
+  cast,
   type Gpu,
   GroupNorm,
   Linear,
@@ -293,7 +298,16 @@ export class AutoencoderKL extends Module {
     this.postQuantConv = this.child("post_quant_conv", new Conv2d(gpu, latent, latent, 1, init));
   }
 
-  /** Images [N, C, H, W] in [-1, 1] (H, W divisible by 2^(levels-1)) -> the latent distribution. */
+  /** The dtype of the weights: "f16" when built inside `withParameterDtype("f16", ...)`. */
+  get precision(): "f32" | "f16" {
+    return this.quantConv.weight.dtype === "f16" ? "f16" : "f32";
+  }
+
+  /**
+   * Images [N, C, H, W] in [-1, 1] (H, W divisible by 2^(levels-1)) -> the latent distribution, f32.
+   * With f16 weights the images are cast to f16, the encoder runs its f16 kernels and the moments are
+   * cast back to f32 before the split and the clamp.
+   */
   encode(x: Tensor): LatentDistribution {
     const factor = 2 ** (this.config.blockOutChannels.length - 1);
     if (x.rank !== 4 || x.shape[1] !== this.config.inChannels || x.shape[2] % factor || x.shape[3] % factor) {
@@ -304,18 +318,30 @@ export class AutoencoderKL extends Module {
       );
     }
     return tidy(() => {
-      const moments = this.quantConv.forward(this.encoder.forward(x));
+      const moments = this.toF32(this.quantConv.forward(this.encoder.forward(this.toOwnDtype(x))));
       const [mean, rawLogvar] = split(moments, [this.config.latentChannels, this.config.latentChannels], 1);
       return { mean, logvar: clampTensor(rawLogvar, -30, 20) };
     });
   }
 
-  /** Latents [N, latent, h, w] (already divided by scaling_factor) -> images [N, out, h * 2^(levels-1), ...]. */
+  /**
+   * Latents [N, latent, h, w] (already divided by scaling_factor) -> images f32 [N, out, h * 2^(levels-1), ...].
+   * With f16 weights the latents are cast to f16 and the decoded images back to f32.
+   */
   decode(z: Tensor): Tensor {
     if (z.rank !== 4 || z.shape[1] !== this.config.latentChannels) {
       throw new OpError("AutoencoderKL.decode", `expects [N, ${this.config.latentChannels}, h, w]`, { z });
     }
-    return tidy(() => this.decoder.forward(this.postQuantConv.forward(z)));
+    return tidy(() => this.toF32(this.decoder.forward(this.postQuantConv.forward(this.toOwnDtype(z)))));
+  }
+
+  /** x in the weights' dtype (inside a tidy: a cast is released with the other temporaries). */
+  private toOwnDtype(x: Tensor): Tensor {
+    return x.dtype === this.precision ? x : cast(x, this.precision);
+  }
+
+  private toF32(x: Tensor): Tensor {
+    return x.dtype === "f32" ? x : cast(x, "f32");
   }
 }
 

@@ -180,16 +180,22 @@ export function diffusionConfigFromFolder(
 /** transformers' CLIP checkpoints may hold the position_ids buffer; our model computes it. */
 const TEXT_ENCODER_IGNORED = (name: string) => name === "text_model.embeddings.position_ids";
 
+/** The precision option of the loaders: f16 needs the adapter's shader-f16 (PrecisionError). */
+function checkedPrecision(gpu: Gpu, options: { precision?: Precision }): Precision {
+  const precision = options.precision ?? "f32";
+  if (precision === "f16" && !gpu.features.has("shader-f16")) throw new PrecisionError(gpu);
+  return precision;
+}
+
 export function loadPretrainedTextEncoder(
   gpu: Gpu,
   folder: PretrainedFolder,
-  options: WeightFileOptions = {},
+  options: WeightFileOptions & { precision?: Precision } = {},
 ): { model: ClipTextModel; report: LoadReport } {
-  const model = new ClipTextModel(
-    gpu,
-    textEncoderConfigFromJson(folder.textEncoderConfig()),
-    new ParameterInit(0),
-  );
+  // precision f16: built with f16 parameters, filled from the file's values rounded to f16 (readHalf).
+  const precision = checkedPrecision(gpu, options);
+  const config = textEncoderConfigFromJson(folder.textEncoderConfig());
+  const model = withParameterDtype(precision, () => new ClipTextModel(gpu, config, new ParameterInit(0)));
   const weights = folder.weights("text_encoder", options);
   try {
     return { model, report: loadModuleWeights(model, weights, { ignore: TEXT_ENCODER_IGNORED }) };
@@ -207,9 +213,7 @@ export function loadPretrainedUnet(
   options: WeightFileOptions & { precision?: Precision } = {},
 ): { model: UNet2DConditionModel; report: LoadReport } {
   const config = unetConfigFromJson(folder.unetConfig(), join(folder.root, "unet", "config.json"));
-  // precision f16: built with f16 parameters, filled from the file's values rounded to f16 (readHalf).
-  const precision = options.precision ?? "f32";
-  if (precision === "f16" && !gpu.features.has("shader-f16")) throw new PrecisionError(gpu);
+  const precision = checkedPrecision(gpu, options);
   let model: UNet2DConditionModel;
   try {
     model = withParameterDtype(precision, () => new UNet2DConditionModel(gpu, config, new ParameterInit(0)));
@@ -232,10 +236,11 @@ export function loadPretrainedUnet(
 export function loadPretrainedVae(
   gpu: Gpu,
   folder: PretrainedFolder,
-  options: WeightFileOptions = {},
+  options: WeightFileOptions & { precision?: Precision } = {},
 ): { model: AutoencoderKL; config: AutoencoderKLConfig; report: LoadReport } {
+  const precision = checkedPrecision(gpu, options);
   const config = autoencoderConfigFromJson(folder.vaeConfig());
-  const model = new AutoencoderKL(gpu, config);
+  const model = withParameterDtype(precision, () => new AutoencoderKL(gpu, config));
   const weights = folder.weights("vae", options);
   try {
     return { model, config, report: loadModuleWeights(model, weights) };
@@ -257,12 +262,17 @@ export interface PretrainedComponents {
   reports: { textEncoder: LoadReport; unet: LoadReport; vae: LoadReport };
 }
 
-/** Opens a full Stable Diffusion folder and loads every component (all configs validated first). */
+/**
+ * Opens a full Stable Diffusion folder and loads every component (all configs validated first).
+ * `precision` "f16" loads the text encoder, the UNet and the VAE with f16 weights (their f16 kernels;
+ * inference only), refused before anything is read on an adapter without shader-f16.
+ */
 export function loadPretrainedComponents(
   gpu: Gpu,
   root: string,
   options: WeightFileOptions & { precision?: Precision } = {},
 ): PretrainedComponents {
+  checkedPrecision(gpu, options);
   const folder = PretrainedFolder.open(root);
   const config = diffusionConfigFromFolder(folder);
   const scheduler = schedulerFromJson(

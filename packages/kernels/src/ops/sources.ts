@@ -12,7 +12,7 @@ import { CAST_KERNELS } from "./cast/index.ts";
 import { CONV2D_HALF_WGSL } from "./conv2d/half.ts";
 import { CONV2D_KERNELS } from "./conv2d/index.ts";
 import { CROSS_ENTROPY_KERNELS } from "./crossentropy/index.ts";
-import { EMBEDDING_KERNELS } from "./embedding/index.ts";
+import { EMBEDDING_HALF_WGSL, EMBEDDING_KERNELS } from "./embedding/index.ts";
 import { GROUP_NORM_HALF_KERNELS } from "./groupnorm/half.ts";
 import { GROUP_NORM_KERNELS } from "./groupnorm/index.ts";
 import { IM2COL_KERNELS } from "./im2col/index.ts";
@@ -27,7 +27,7 @@ import { OPTIM_KERNELS } from "./optim/index.ts";
 import { POOL_KERNELS } from "./pooling/index.ts";
 import { RANDOM_KERNELS } from "./random/index.ts";
 import { REDUCE_KERNELS } from "./reduce/index.ts";
-import { SOFTMAX_KERNELS } from "./softmax/index.ts";
+import { SOFTMAX_HALF_WGSL, SOFTMAX_KERNELS } from "./softmax/index.ts";
 import { TIMESTEP_KERNELS } from "./timestep/index.ts";
 import { UNARY_HALF_KERNELS } from "./unary/half.ts";
 import { UNARY_KERNELS } from "./unary/index.ts";
@@ -38,12 +38,15 @@ export type KernelPasses = Readonly<Record<string, string>>;
 export const HALF_VARIANT = "f16";
 
 export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, KernelPasses>>>> = {
-  softmax: Object.fromEntries(
-    Object.entries(SOFTMAX_KERNELS).map(([variant, kernels]) => [
-      variant,
-      { forward: kernels.forward, backward: kernels.backward },
-    ]),
-  ),
+  softmax: {
+    ...Object.fromEntries(
+      Object.entries(SOFTMAX_KERNELS).map(([variant, kernels]) => [
+        variant,
+        { forward: kernels.forward, backward: kernels.backward },
+      ]),
+    ),
+    f16: { forward: SOFTMAX_HALF_WGSL },
+  },
   reduce: REDUCE_KERNELS,
   groupNorm: { ...GROUP_NORM_KERNELS, f16: GROUP_NORM_HALF_KERNELS },
   layerNorm: { ...LAYER_NORM_KERNELS, f16: LAYER_NORM_HALF_KERNELS },
@@ -62,7 +65,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
   im2col: IM2COL_KERNELS,
   pooling: POOL_KERNELS,
   timestep: TIMESTEP_KERNELS,
-  embedding: EMBEDDING_KERNELS,
+  embedding: { ...EMBEDDING_KERNELS, f16: { forward: EMBEDDING_HALF_WGSL } },
   unary: { ...UNARY_KERNELS, f16: UNARY_HALF_KERNELS },
   binary: { ...BINARY_KERNELS, f16: BINARY_HALF_KERNELS },
   crossentropy: CROSS_ENTROPY_KERNELS,

@@ -9,14 +9,25 @@ export interface AttentionKernelOptions {
   keyMask?: Tensor;
 }
 
-/** Checks q, k and v (f32, rank 4, matching batch, heads, head dimension and key length). */
-export function attentionShapeOf(q: Tensor, k: Tensor, v: Tensor, op = "attention"): AttentionShape {
+/**
+ * Checks q, k and v (f32, rank 4, matching batch, heads, head dimension and key length). With
+ * `halfToo`, f16 q, k and v pass as well (the composition, whose parts have f16 variants); the parts
+ * then check that all three are f16.
+ */
+export function attentionShapeOf(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  op = "attention",
+  halfToo = false,
+): AttentionShape {
   for (const [name, tensor] of [
     ["q", q],
     ["k", k],
     ["v", v],
   ] as const) {
-    if (tensor.dtype !== "f32") throw new OpError(op, `needs f32 ${name}, got ${tensor.dtype}`, { q, k, v });
+    if (tensor.dtype !== "f32" && !(halfToo && tensor.dtype === "f16"))
+      throw new OpError(op, `needs f32 ${name}, got ${tensor.dtype}`, { q, k, v });
     if (tensor.rank !== 4)
       throw new OpError(op, `${name} must be [batch, heads, length, headDim]`, { q, k, v });
   }
@@ -44,8 +55,9 @@ export function resolveAttention(
   k: Tensor,
   v: Tensor,
   options: { scale?: number; keyMask?: Tensor },
+  halfToo = false,
 ): ResolvedAttention {
-  const shape = attentionShapeOf(q, k, v, op);
+  const shape = attentionShapeOf(q, k, v, op, halfToo);
   const scale = options.scale ?? 1 / Math.sqrt(shape.headDim);
   if (!Number.isFinite(scale)) throw new OpError(op, `scale must be finite, got ${scale}`, { q });
   const keyMask = options.keyMask;

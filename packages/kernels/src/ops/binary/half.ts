@@ -3,51 +3,16 @@
  * strides as in broadcast.ts (equal shapes are the case where every stride is the natural one),
  * operands widened to f32, one rounding at the store.
  */
-import { grid, LINEAR_INDEX_WGSL, launch, wgsl } from "../../runtime/kernel.ts";
+import { grid, launch } from "../../runtime/kernel.ts";
 import { sizeOf, Tensor } from "../../runtime/tensor.ts";
 import { Params } from "../../runtime/uniforms.ts";
-import { checkHalfOperands, HALF_PRELUDE_WGSL } from "../common/half.ts";
-import { BINARY_EXPRESSIONS, type BinaryKind } from "./expressions.ts";
+import { checkHalfOperands } from "../common/half.ts";
+import { broadcastKernels } from "./broadcast.ts";
+import type { BinaryKind } from "./expressions.ts";
 import { broadcastShapes, broadcastStrides, MAX_BINARY_RANK } from "./shapes.ts";
 
-const HALF_TEMPLATE = `${HALF_PRELUDE_WGSL}
-@group(0) @binding(0) var<storage, read> left: array<f16>;
-@group(0) @binding(1) var<storage, read> right: array<f16>;
-@group(0) @binding(2) var<storage, read_write> output: array<f16>;
-struct Params {
-  size: u32, rank: u32, pad0: u32, pad1: u32,
-  shape: array<vec4<u32>, 2>,
-  leftStrides: array<vec4<u32>, 2>,
-  rightStrides: array<vec4<u32>, 2>,
-}
-@group(0) @binding(3) var<uniform> params: Params;
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.size) { return; }
-  var rest = index;
-  var leftOffset = 0u;
-  var rightOffset = 0u;
-  for (var axis = i32(params.rank) - 1; axis >= 0; axis--) {
-    let dim = params.shape[axis / 4][axis % 4];
-    let coordinate = rest % dim;
-    rest = rest / dim;
-    leftOffset += coordinate * params.leftStrides[axis / 4][axis % 4];
-    rightOffset += coordinate * params.rightStrides[axis / 4][axis % 4];
-  }
-  let a = f32(left[leftOffset]);
-  let b = f32(right[rightOffset]);
-  output[index] = toHalf({{expression}});
-}`;
-
 /** The f16 kernels by op (`cxr kernels dump binary --variant f16`). */
-export const BINARY_HALF_KERNELS: Readonly<Record<BinaryKind, string>> = {
-  add: wgsl(HALF_TEMPLATE, { expression: BINARY_EXPRESSIONS.add }),
-  sub: wgsl(HALF_TEMPLATE, { expression: BINARY_EXPRESSIONS.sub }),
-  mul: wgsl(HALF_TEMPLATE, { expression: BINARY_EXPRESSIONS.mul }),
-  div: wgsl(HALF_TEMPLATE, { expression: BINARY_EXPRESSIONS.div }),
-};
+export const BINARY_HALF_KERNELS: Readonly<Record<BinaryKind, string>> = broadcastKernels("f16");
 
 const padded = (values: number[]) => [...values, ...new Array(MAX_BINARY_RANK - values.length).fill(0)];
 

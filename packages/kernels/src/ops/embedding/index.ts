@@ -11,20 +11,23 @@ import { grid, launch } from "../../runtime/kernel.ts";
 import { OpError, Tensor } from "../../runtime/tensor.ts";
 import { Params } from "../../runtime/uniforms.ts";
 import { embeddingBackwardCost, embeddingCost } from "./cost.ts";
+import { embeddingHalf } from "./half.ts";
 import { LOOKUP } from "./lookup.ts";
 
+export { EMBEDDING_HALF_WGSL } from "./half.ts";
 export { type EmbeddingParams, embeddingOpReference, embeddingReference } from "./reference.ts";
 
 /** The kernels by variant and pass, exactly as launched (`cxr kernels dump embedding`). */
 export const EMBEDDING_KERNELS = { default: LOOKUP } as const;
 
-/** table [V, D], tokens (u32) of any shape -> [...tokens.shape, D]. */
+/** table [V, D], tokens (u32) of any shape -> [...tokens.shape, D]; an f16 table gives f16 rows (half.ts). */
 export function embedding(table: Tensor, tokens: Tensor): Tensor {
   if (table.rank !== 2) throw new OpError("embedding", "table must be [vocabulary, dim]", { table, tokens });
   if (tokens.dtype !== "u32")
     throw new OpError("embedding", `token ids must be u32, got ${tokens.dtype}`, { table, tokens });
+  if (table.dtype === "f16") return embeddingHalf(table, tokens); // half.ts: inference only
   if (table.dtype !== "f32")
-    throw new OpError("embedding", `table must be f32, got ${table.dtype}`, { table, tokens });
+    throw new OpError("embedding", `table must be f32 or f16, got ${table.dtype}`, { table, tokens });
   const [vocabulary, dim] = table.shape;
   const output = Tensor.empty(table.gpu, [...tokens.shape, dim]);
   launch(

@@ -22,15 +22,22 @@ fn rowBase(row: u32) -> u32 {
 }
 ${LINEAR_INDEX_WGSL}`;
 
-/** Forward kernels also read the mask; backward needs none (masked probabilities are already 0). */
-export const SOFTMAX_FORWARD_BINDINGS_WGSL = `
-@group(0) @binding(0) var<storage, read> input: array<f32>;
+/**
+ * Forward kernels also read the mask; backward needs none (masked probabilities are already 0). The
+ * input and output are `element` (f32, or f16 for the half-precision variant); the mask is always f32.
+ */
+export function softmaxForwardBindings(element: "f32" | "f16"): string {
+  return `
+@group(0) @binding(0) var<storage, read> input: array<${element}>;
 @group(0) @binding(1) var<storage, read> mask: array<f32>;
-@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(2) var<storage, read_write> output: array<${element}>;
 fn keeps(row: u32, j: u32) -> bool {
   if (params.useMask == 0u) { return true; }
   return mask[(row / params.rowsPerMaskRow) * params.length + j] != 0.0;
 }`;
+}
+
+export const SOFTMAX_FORWARD_BINDINGS_WGSL = softmaxForwardBindings("f32");
 
 export const SOFTMAX_BACKWARD_BINDINGS_WGSL = `
 @group(0) @binding(0) var<storage, read> probabilities: array<f32>;

@@ -17,11 +17,13 @@ import type { SoftmaxKernels } from "./common.ts";
 import { softmaxBackwardCost, softmaxCost } from "./cost.ts";
 import { CPU_ROWS } from "./cpu-rows.ts";
 import { GPU_WORKGROUP } from "./gpu-workgroup.ts";
+import { softmaxHalf } from "./half.ts";
 import { type SoftmaxLayout, softmaxLayout } from "./layout.ts";
 
 export { chooseSoftmaxVariant, SOFTMAX_VARIANTS, type SoftmaxVariant } from "./choose.ts";
 export type { SoftmaxKernels } from "./common.ts";
 export { softmaxBackwardCost, softmaxCost } from "./cost.ts";
+export { SOFTMAX_HALF_WGSL } from "./half.ts";
 export { type SoftmaxLayout, softmaxLayout } from "./layout.ts";
 export { type SoftmaxParams, softmaxOpReference, softmaxReference } from "./reference.ts";
 
@@ -91,16 +93,27 @@ function softmaxBackward(
 
 /**
  * y = softmax(scale * x) along `axis` (default: the last). With `mask`, masked entries are excluded
- * from the normalisation and come out 0; an entirely masked row is all zeros.
+ * from the normalisation and come out 0; an entirely masked row is all zeros. An f16 x runs the f16
+ * variant (half.ts; f32 arithmetic, f16 storage, inference only; the mask stays f32).
  */
 export function softmax(x: Tensor, axis = -1, options: SoftmaxOptions = {}): Tensor {
-  if (x.dtype !== "f32") throw new OpError("softmax", `needs f32 input, got ${x.dtype}`, { x });
+  const half = x.dtype === "f16";
+  if (x.dtype !== "f32" && !half)
+    throw new OpError("softmax", `needs f32 or f16 input, got ${x.dtype}`, { x });
   const resolvedAxis = normaliseAxis("softmax", x, axis);
   const scale = options.scale ?? 1;
   if (!Number.isFinite(scale)) throw new OpError("softmax", `scale must be finite, got ${scale}`, { x });
   const mask = options.mask;
   if (mask) validateMask(x, resolvedAxis, mask);
   const layout = softmaxLayout(x.shape, resolvedAxis);
+  if (half) {
+    if (options.variant !== undefined) {
+      throw new OpError("softmax", `variant "${options.variant}" is f32 only (f16 runs its own kernel)`, {
+        x,
+      });
+    }
+    return softmaxHalf(x, mask, layout, softmaxParams(layout, scale, mask)); // half.ts: inference only
+  }
   const variant = options.variant ?? chooseSoftmaxVariant(x.gpu, layout);
   const y = Tensor.empty(x.gpu, x.shape);
   launch(

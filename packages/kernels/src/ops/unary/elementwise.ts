@@ -2,42 +2,43 @@
  * The one unary variant ("default"): one invocation per element, forward y = f(x) and backward
  * dx = dy * f'(x), with the function's expression pasted into `{{expression}}` / `{{derivative}}`.
  */
-import { LINEAR_INDEX_WGSL, wgsl } from "../../runtime/kernel.ts";
+import { wgsl } from "../../runtime/kernel.ts";
+import { elementwiseKernel, type FloatElement, floatHead, store, widen } from "../common/elementwise.ts";
 import { UNARY_FUNCTIONS, UNARY_HELPERS_WGSL } from "./functions.ts";
 import type { UnaryKind } from "./reference.ts";
 
-const FORWARD_TEMPLATE = `
-@group(0) @binding(0) var<storage, read> input: array<f32>;
-@group(0) @binding(1) var<storage, read_write> output: array<f32>;
+/**
+ * y = f(x) with x and y stored as `element`: the f32 forward here, the f16 one in half.ts (the
+ * function evaluated in f32 either way, the f16 result rounded once at the store).
+ */
+export function unaryForwardTemplate(element: FloatElement): string {
+  return elementwiseKernel({
+    head: floatHead(element),
+    declarations: `@group(0) @binding(0) var<storage, read> input: array<${element}>;
+@group(0) @binding(1) var<storage, read_write> output: array<${element}>;
 struct Params { size: u32, alpha: f32 }
 @group(0) @binding(2) var<uniform> params: Params;
-${UNARY_HELPERS_WGSL}
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.size) { return; }
-  let x = input[index];
+${UNARY_HELPERS_WGSL}`,
+    body: `  let x = ${widen(element, "input[index]")};
   let alpha = params.alpha;
-  output[index] = {{expression}};
-}`;
+  output[index] = ${store(element, "{{expression}}")};`,
+  });
+}
 
-const BACKWARD_TEMPLATE = `
-@group(0) @binding(0) var<storage, read> input: array<f32>;
+const FORWARD_TEMPLATE = unaryForwardTemplate("f32");
+
+const BACKWARD_TEMPLATE = elementwiseKernel({
+  head: "",
+  declarations: `@group(0) @binding(0) var<storage, read> input: array<f32>;
 @group(0) @binding(1) var<storage, read> gradOutput: array<f32>;
 @group(0) @binding(2) var<storage, read_write> gradInput: array<f32>;
 struct Params { size: u32, alpha: f32 }
 @group(0) @binding(3) var<uniform> params: Params;
-${UNARY_HELPERS_WGSL}
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.size) { return; }
-  let x = input[index];
+${UNARY_HELPERS_WGSL}`,
+  body: `  let x = input[index];
   let alpha = params.alpha;
-  gradInput[index] = gradOutput[index] * ({{derivative}});
-}`;
+  gradInput[index] = gradOutput[index] * ({{derivative}});`,
+});
 
 /** Each function's forward and backward kernel, built once. */
 export const ELEMENTWISE: Readonly<Record<UnaryKind, { forward: string; backward: string }>> =

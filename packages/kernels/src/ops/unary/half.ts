@@ -2,29 +2,16 @@
  * The f16 variant of the pointwise activations (inference only): f16 in and out, the function itself
  * evaluated in f32 (the same expressions as the f32 kernels, functions.ts), one rounding at the store.
  */
-import { grid, LINEAR_INDEX_WGSL, launch, wgsl } from "../../runtime/kernel.ts";
+import { grid, launch, wgsl } from "../../runtime/kernel.ts";
 import { Tensor } from "../../runtime/tensor.ts";
 import { Params } from "../../runtime/uniforms.ts";
-import { checkHalfOperands, HALF_PRELUDE_WGSL } from "../common/half.ts";
+import { checkHalfOperands } from "../common/half.ts";
 import { unaryCost } from "./cost.ts";
-import { UNARY_FUNCTIONS, UNARY_HELPERS_WGSL } from "./functions.ts";
+import { unaryForwardTemplate } from "./elementwise.ts";
+import { UNARY_FUNCTIONS } from "./functions.ts";
 import type { UnaryKind } from "./reference.ts";
 
-const HALF_TEMPLATE = `${HALF_PRELUDE_WGSL}
-@group(0) @binding(0) var<storage, read> input: array<f16>;
-@group(0) @binding(1) var<storage, read_write> output: array<f16>;
-struct Params { size: u32, alpha: f32 }
-@group(0) @binding(2) var<uniform> params: Params;
-${UNARY_HELPERS_WGSL}
-${LINEAR_INDEX_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let index = linearIndex(gid, groups, 256u);
-  if (index >= params.size) { return; }
-  let x = f32(input[index]);
-  let alpha = params.alpha;
-  output[index] = toHalf({{expression}});
-}`;
+const HALF_TEMPLATE = unaryForwardTemplate("f16");
 
 /** Each function's f16 forward kernel (`cxr kernels dump unary --variant f16`). */
 export const UNARY_HALF_KERNELS: Readonly<Record<UnaryKind, string>> = Object.fromEntries(
