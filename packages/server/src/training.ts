@@ -99,6 +99,7 @@ export class TrainingRunner implements JobRunner {
         resume: findCheckpoint(out) !== null,
         gpu,
         signal: ctx.preempt,
+        beforeWrite: () => ctx.guard(),
         onProgress: (progress) => {
           step = progress.step;
           ctx.progress(progress.step, progress.totalSteps, `loss ${progress.loss.toFixed(5)}`);
@@ -134,6 +135,7 @@ export class TrainingRunner implements JobRunner {
   /** Copies a finished run's folder to `MODELS/<output>` (a temporary folder, then a rename). */
   private async publish(ctx: JobContext, from: string, output: string, filter?: (name: string) => boolean) {
     const target = join(this.options.modelsRoot, output);
+    await ctx.guard();
     if (existsSync(target)) {
       throw new JobFailure("model_exists", `output: a model named "${output}" appeared meanwhile`);
     }
@@ -187,6 +189,7 @@ export class TrainingRunner implements JobRunner {
           progress: false,
           stopAfterEpochs: null,
           signal: ctx.preempt,
+          beforeWrite: () => ctx.guard(),
           onStep: (progress) => {
             step = progress.step;
             total = progress.totalSteps;
