@@ -242,7 +242,9 @@ test.skipIf(!available)(
   async () => {
     const prefix = "train";
     const server = await api(prefix);
-    const workers = await startWorkers(prefix, "training", 2, 8000);
+    // 15 s locks: longer than a tiny training's first-step block here, short enough that a killed
+    // worker's training is retried soon.
+    const workers = await startWorkers(prefix, "training", 2, 15_000);
     try {
       const steps = 12;
       const queued = await post(server, "/v1/trainings", {
@@ -350,7 +352,8 @@ test.skipIf(!available)(
         kind: "diffusion",
         dataset: "phantom",
         config: "phantom-tiny",
-        steps: 400,
+        // 60 steps: progress every 3 (logEvery), so the cancel lands early; far from done.
+        steps: 60,
         batchSize: 3,
         checkpointEvery: 1000,
         seed: 6,
