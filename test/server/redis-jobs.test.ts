@@ -65,9 +65,9 @@ function launch(command: string, args: string[], pattern: RegExp, what: string) 
   return { child, output, ready };
 }
 
-async function startWorkers(prefix: string, kinds: string, count: number, lockMs: number) {
+async function startWorkers(prefix: string, kinds: string, count: number, lockMs: number, warm = false) {
   const workers = Array.from({ length: count }, (_, index) => {
-    const args = [WORKER, url, prefix, root, String(lockMs), kinds];
+    const args = [WORKER, url, prefix, root, String(lockMs), kinds, ...(warm ? ["warm"] : [])];
     return launch(process.execPath, isBun ? args : ["--import", "tsx", ...args], /ready/, `worker ${index}`);
   });
   await Promise.all(workers.map((worker) => worker.ready));
@@ -242,9 +242,9 @@ test.skipIf(!available)(
   async () => {
     const prefix = "train";
     const server = await api(prefix);
-    // 15 s locks: longer than a tiny training's first-step block here, short enough that a killed
-    // worker's training is retried soon.
-    const workers = await startWorkers(prefix, "training", 2, 15_000);
+    // 20 s locks on warmed-up workers (shaders compiled: a cold first step blocks the event loop for
+    // over 30 s at load 18 here), short enough that a killed worker's training is retried soon.
+    const workers = await startWorkers(prefix, "training", 2, 20_000, true);
     try {
       const steps = 12;
       const queued = await post(server, "/v1/trainings", {
@@ -334,6 +334,9 @@ test.skipIf(!available)(
       expect(lossSteps).toEqual(Array.from({ length: steps }, (_, index) => index + 1));
       expect(state()).toBe(steps);
       expect(existsSync(join(root, "models", "redis-trained", "config.json"))).toBe(true);
+    } catch (error) {
+      const logs = workers.map((worker, index) => `--- worker ${index}\n${worker.output.text.slice(-4000)}`);
+      throw new Error(`${(error as Error).message}\n${logs.join("\n")}`);
     } finally {
       await server.close();
       await Promise.all(workers.map((worker) => stop(worker.child)));
@@ -365,7 +368,7 @@ test.skipIf(!available)(
       expect(gone.status).toBe(202);
       expect(((await gone.json()) as any).state).toBe("cancelled");
 
-      const [worker] = await startWorkers(prefix, "training", 1, 60_000);
+      const [worker] = await startWorkers(prefix, "training", 1, 60_000, true);
       try {
         const running = await post(server, "/v1/trainings", { ...request, output: "never-b" });
         const id = running.body.id as string;
@@ -377,7 +380,9 @@ test.skipIf(!available)(
         const cancel = await fetch(`${server.url}/v1/jobs/${id}`, { method: "DELETE" });
         expect(cancel.status).toBe(202);
         const done = await finished(server, id, 60_000);
-        expect(done.state).toBe("cancelled");
+        expect(done.state, `${JSON.stringify(done.error)}\n${worker.output.text.slice(-3000)}`).toBe(
+          "cancelled",
+        );
         expect(done.error.code).toBe("cancelled");
         expect(done.progress.step).toBeLessThan(request.steps);
         expect(existsSync(join(root, "models", "never-b"))).toBe(false);

@@ -61,9 +61,10 @@ export const WORKER_KIND_NAMES: Record<string, RemoteKind> = {
  * How long a worker's lock on a job lasts without renewal (ms). Renewal is a timer on the worker's
  * event loop, and a training's first steps block that loop while shaders compile (measured on
  * lavapipe, cold caches, 2-core machine at load average 6-10: 16.9 s for phantom-small's first steps,
- * 11.1 s for densenet-bc-phantom's; packages/server/scripts/loop-block.ts), so trainings get 300 s,
- * about 18 times the longest block measured; the others 120 s. A worker that dies is noticed after
- * this long (plus the stalled-check interval).
+ * 11.1 s for densenet-bc-phantom's; a first image of the shipped model, loading and compiling,
+ * 18.7 s at load 13; packages/server/scripts/loop-block.ts), so trainings get 300 s, about 18 times
+ * the longest training block measured; the others 120 s. A worker that dies is noticed after this
+ * long (plus the stalled-check interval).
  */
 export const DEFAULT_LOCK_MS: Record<RemoteKind, number> = {
   generation: 120_000,
