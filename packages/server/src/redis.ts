@@ -537,23 +537,33 @@ export async function startJobWorker(options: JobWorkerOptions): Promise<Running
     log(`job ${id}: this worker's lock is gone (another worker holds the job); stopping it`);
     local.lose(id);
   };
-  // Renews every held job's lock well before it expires, and picks up cancels.
+  // Renews every held job's lock well before it expires.
   const renewEvery = Math.max(200, Math.min(...kinds.map(lockMs)) / 4);
   let renewing = false;
   const renewTimer = setInterval(async () => {
     if (renewing) return;
     renewing = true;
     try {
-      for (const [id, entry] of held) {
-        if (!(await renew(entry))) lose(id);
-        else if (await cancelRequested(id)) local.cancel(id);
-      }
+      for (const [id, entry] of held) if (!(await renew(entry))) lose(id);
     } catch (error) {
       log(`lock renewal: ${(error as Error).message}`);
     } finally {
       renewing = false;
     }
   }, renewEvery);
+  // Picks up cancels (the API's mark) every second: the job stops at its next step.
+  let polling = false;
+  const cancelTimer = setInterval(async () => {
+    if (polling) return;
+    polling = true;
+    try {
+      for (const id of held.keys()) if (await cancelRequested(id)) local.cancel(id);
+    } catch (error) {
+      log(`cancel marks: ${(error as Error).message}`);
+    } finally {
+      polling = false;
+    }
+  }, 1000);
 
   const order = [...kinds].sort((a, b) => PRIORITY_OF[b] - PRIORITY_OF[a]);
   const workerId = `${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
@@ -599,6 +609,7 @@ export async function startJobWorker(options: JobWorkerOptions): Promise<Running
         await feeding;
         await local.drain();
         clearInterval(renewTimer);
+        clearInterval(cancelTimer);
         // Jobs interrupted by the drain (or never started) go back to their queue for another worker.
         for (const [id, entry] of held) {
           held.delete(id);
