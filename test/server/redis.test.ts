@@ -88,6 +88,11 @@ test.skipIf(!available)(
         children.push(child);
         return child;
       });
+      const outputs = workers.map((child) => {
+        const output = { text: "" };
+        child.stderr?.on("data", (chunk) => (output.text += String(chunk)));
+        return output;
+      });
       await Promise.all(workers.map((child, index) => started(child, /ready/, `worker ${index}`)));
 
       const items = batchItems({
@@ -99,7 +104,7 @@ test.skipIf(!available)(
           { prompt: "55 year old BLACK male. Cardiomegaly." },
         ],
         seeds: [1, 2, 3, 4],
-        steps: 40,
+        steps: 20,
         guidance: 3,
         sampler: "ddim",
         bitDepth: 8,
@@ -111,7 +116,7 @@ test.skipIf(!available)(
           batchId: "batch1",
           dataset: "grid",
           model: "tiny",
-          steps: 40,
+          steps: 20,
           guidance: 3,
           sampler: "ddim",
           bitDepth: 8,
@@ -141,7 +146,10 @@ test.skipIf(!available)(
       victim.kill("SIGKILL");
       await new Promise((resolve) => victim.once("exit", resolve));
 
-      await producer.waitFor(ids, 180_000);
+      await producer.waitFor(ids, 300_000).catch((error: Error) => {
+        const logs = outputs.map((output, index) => `--- worker ${index}\n${output.text.slice(-3000)}`);
+        throw new Error(`${error.message}\n${logs.join("\n")}`);
+      });
       const writes = readFileSync(log, "utf8")
         .trim()
         .split("\n")
@@ -203,5 +211,5 @@ test.skipIf(!available)(
       remove();
     }
   },
-  420_000,
+  600_000,
 );

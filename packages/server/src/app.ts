@@ -27,6 +27,13 @@ import { JOB_STATES, type Job, type JobStore, TERMINAL_STATES } from "./store.ts
 import { webPage } from "./web/page.ts";
 import { apiReferencePage } from "./web/reference.ts";
 
+/** Jobs that run on Redis workers (RedisJobs): the routes submit and cancel them here. */
+export interface RemoteJobs {
+  handles(kind: string): boolean;
+  submit(kind: string, priority: number, params: Record<string, unknown>): Promise<Job>;
+  cancel(id: string): Promise<Job | null>;
+}
+
 export interface Readiness {
   adapter: string | null;
   model: string | null;
@@ -42,6 +49,8 @@ export interface AppDependencies {
   readiness: () => Readiness;
   /** Set when batch shards go to BullMQ on Redis (`--queue redis://...`) instead of this process. */
   redisBatches?: (params: BatchParams) => Promise<{ batch: Job; shards: string[] }>;
+  /** Set when generations, trainings and evaluations go to BullMQ on Redis (`--queue redis://...`). */
+  remote?: RemoteJobs;
   log: (line: string) => void;
 }
 
@@ -446,9 +455,23 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
   }
 
   /** Queues one job (refusals, 429 and 503, go to the error handler) and answers 202 with it. */
-  function accept(c: Context, kind: string, priority: number, params: Record<string, unknown>) {
-    const [job] = queue.submit([{ kind, priority, params }]);
-    return answered(c, job, 202);
+  async function accept(c: Context, kind: string, priority: number, params: Record<string, unknown>) {
+    return answered(c, await submitOne(kind, priority, params), 202);
+  }
+
+  /** One job into this server's queue, or to the Redis workers when the kind goes there. */
+  async function submitOne(kind: string, priority: number, params: Record<string, unknown>): Promise<Job> {
+    if (deps.remote?.handles(kind)) {
+      if (queue.draining) throw new Draining();
+      try {
+        return await deps.remote.submit(kind, priority, params);
+      } catch (error) {
+        if (error instanceof Draining || error instanceof QueueFull) throw error;
+        log(`redis queue: ${(error as Error).stack ?? error}`);
+        throw new Refusal(503, "queue_unavailable", "the Redis queue did not take the job");
+      }
+    }
+    return queue.submit([{ kind, priority, params }])[0];
   }
 
   function answered<S extends 200 | 202>(c: Context, job: Job, status: S) {
@@ -558,9 +581,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         bitDepth: body.bitDepth,
         precision: body.precision,
       };
-      let [job] = queue.submit([
-        { kind: "generation", priority: PRIORITY.generation, params: { ...params } },
-      ]);
+      let job = await submitOne("generation", PRIORITY.generation, { ...params });
       if (wait && params.n * params.steps <= config.limits.smallJobSteps) {
         job = await waitForJob(queue, job.id, wait);
       }
@@ -716,7 +737,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         ...queueRefusals,
       },
     }),
-    (c) => {
+    async (c) => {
       const body = c.req.valid("json");
       existing("dataset", body.dataset);
       if (body.kind === "classifier" && body.synthetic !== undefined) existing("synthetic", body.synthetic);
@@ -765,7 +786,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         ...queueRefusals,
       },
     }),
-    (c) => {
+    async (c) => {
       const body = c.req.valid("json");
       for (const field of ["predictions", "validation"] as const) {
         const name = body[field];
@@ -883,7 +904,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         ...errors,
       },
     }),
-    (c) => {
+    async (c) => {
       const id = c.req.valid("param").id;
       const before = store.get(id);
       if (!before) return c.json(errorBody("not_found", "no such job"), 404);
@@ -904,6 +925,10 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
           if (!TERMINAL_STATES.has(shard.state)) queue.cancel(shard.id);
         }
         return c.json(jobView(store, store.get(id)!), 202);
+      }
+      if (before.params.queue === "redis" && deps.remote?.handles(before.kind)) {
+        const job = (await deps.remote.cancel(id))!;
+        return c.json(jobView(store, job), 202);
       }
       const job = queue.cancel(id)!;
       return c.json(jobView(store, job), 202);

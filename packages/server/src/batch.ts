@@ -141,6 +141,7 @@ export async function makeShardItem(
   params: ShardParams,
   item: ShardItem,
   onStep: (step: number, total: number) => void,
+  beforeWrite?: () => Promise<void>,
 ): Promise<{ made: boolean; path: string; sidecarPath: string }> {
   const path = join(datasetsRoot, item.path);
   const sidecarPath = path.replace(/\.png$/, ".json");
@@ -160,6 +161,7 @@ export async function makeShardItem(
     onStep,
   );
   const sidecar = { ...image.sidecar, batch: params.batchId, cell: item.cell, seedIndex: item.seedIndex };
+  await beforeWrite?.();
   await writeFileAtomic(path, image.png);
   await writeFileAtomic(sidecarPath, `${JSON.stringify(sidecar, null, 2)}\n`);
   return { made: true, path, sidecarPath };
@@ -172,6 +174,8 @@ export class ShardRunner implements JobRunner {
   constructor(
     private readonly generator: ImageGenerator,
     private readonly datasetsRoot: string,
+    /** Called after each item is written (made) or found on disk (skipped). */
+    private readonly onItem?: (event: { shard: string; path: string; made: boolean }) => void,
   ) {}
 
   async run(ctx: JobContext): Promise<JobOutcome> {
@@ -188,10 +192,18 @@ export class ShardRunner implements JobRunner {
         made: wrote,
         path,
         sidecarPath,
-      } = await makeShardItem(this.generator, this.datasetsRoot, params, item, (step) => {
-        ctx.progress(done + step, total);
-        ctx.check();
-      });
+      } = await makeShardItem(
+        this.generator,
+        this.datasetsRoot,
+        params,
+        item,
+        (step) => {
+          ctx.progress(done + step, total);
+          ctx.check();
+        },
+        () => ctx.guard(),
+      );
+      this.onItem?.({ shard: ctx.job.id, path: item.path, made: wrote });
       if (wrote) made++;
       else skipped++;
       ctx.store.addImage({ jobId: ctx.job.id, index, seed: item.seed, path, sidecarPath });

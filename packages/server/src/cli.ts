@@ -1,11 +1,11 @@
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { readTokenFile } from "./auth.ts";
 import { benchServer, formatServerBench } from "./bench.ts";
 import { DEFAULT_LIMITS, PRECISIONS, type Precision } from "./config.ts";
 import { DiffusionGenerator } from "./diffusion-generator.ts";
 import { SAMPLERS, type SamplerName } from "./generation.ts";
-import { redisConnection, startShardWorker } from "./redis.ts";
+import { DEFAULT_LOCK_MS, redisConnection, startJobWorker, WORKER_KIND_NAMES } from "./redis.ts";
 import { startModelServer } from "./serve.ts";
 
 interface ServeFlags {
@@ -20,6 +20,7 @@ interface ServeFlags {
   maxQueue: number;
   queue?: string;
   precision: Precision;
+  queuePrefix: string;
 }
 
 function parseInteger(name: string, min: number, max: number) {
@@ -66,25 +67,89 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
 
   program
     .command("worker")
-    .description("pull generation shards from a Redis queue (BullMQ) and write them under the datasets root")
-    .requiredOption("--queue <url>", "redis://HOST:PORT")
-    .option("--models <dir>", "models root (the shards name their model)", "models")
-    .option("--datasets <dir>", "datasets root shared with the other workers", "runs/server/datasets")
-    .action(async (flags: { queue: string; models: string; datasets: string }) => {
-      redisConnection(flags.queue);
-      const generator = new DiffusionGenerator({ modelsRoot: resolve(flags.models) });
-      const running = startShardWorker({
-        queueUrl: flags.queue,
-        datasetsRoot: resolve(flags.datasets),
-        generator,
-      });
-      console.log(
-        `cxr worker: pulling shards from ${flags.queue}; models ${flags.models}, datasets ${flags.datasets}`,
-      );
-      const stop = () => running.close().then(() => process.exit(0));
-      process.on("SIGTERM", stop);
-      process.on("SIGINT", stop);
-    });
+    .description(
+      "run jobs from a Redis queue (BullMQ): generations, trainings, evaluations and generation-batch shards, writing under the shared data root",
+    )
+    .requiredOption("--queue <url>", "redis://HOST:PORT (the one `cxr serve --queue` uses)")
+    .option(
+      "--data-root <dir>",
+      "data root shared with the API server (images, trainings, evaluations)",
+      "runs/server",
+    )
+    .option("--models <dir>", "models root (default DATA_ROOT/models)")
+    .option("--datasets <dir>", "datasets root (default DATA_ROOT/datasets)")
+    .option(
+      "--kinds <list>",
+      "comma-separated: generation, training, evaluation, shard",
+      "generation,training,evaluation,shard",
+    )
+    .option("--prefix <name>", "BullMQ key prefix (the API server's)", "bull")
+    .option(
+      "--lock-seconds <s>",
+      `lock duration of trainings (default ${DEFAULT_LOCK_MS.training / 1000}; others ${DEFAULT_LOCK_MS.generation / 1000})`,
+      parseInteger("--lock-seconds", 5, 86_400),
+    )
+    .action(
+      async (flags: {
+        queue: string;
+        dataRoot: string;
+        models?: string;
+        datasets?: string;
+        kinds: string;
+        prefix: string;
+        lockSeconds?: number;
+      }) => {
+        redisConnection(flags.queue);
+        const kinds = flags.kinds
+          .split(",")
+          .map((name) => name.trim())
+          .filter(Boolean)
+          .map((name) => {
+            const kind = WORKER_KIND_NAMES[name];
+            if (!kind)
+              throw new InvalidArgumentError(
+                `--kinds: "${name}" is not one of ${Object.keys(WORKER_KIND_NAMES).join(", ")}`,
+              );
+            return kind;
+          });
+        if (kinds.length === 0) throw new InvalidArgumentError("--kinds: name at least one kind");
+        const dataRoot = resolve(flags.dataRoot);
+        const modelsRoot = resolve(flags.models ?? join(dataRoot, "models"));
+        const datasetsRoot = resolve(flags.datasets ?? join(dataRoot, "datasets"));
+        const generator = new DiffusionGenerator({ modelsRoot });
+        const running = await startJobWorker({
+          queueUrl: flags.queue,
+          prefix: flags.prefix,
+          kinds,
+          dataRoot,
+          modelsRoot,
+          datasetsRoot,
+          generator,
+          gpu: () => generator.device(),
+          lockDurationMs: flags.lockSeconds ? { training: flags.lockSeconds * 1000 } : undefined,
+        });
+        console.log(
+          `cxr worker: ${kinds.join(", ")} from ${flags.queue}; data root ${dataRoot}, models ${modelsRoot}, datasets ${datasetsRoot}`,
+        );
+        let stopping = false;
+        const stop = () => {
+          if (stopping) return;
+          stopping = true;
+          console.log(
+            "cxr worker: stopping (the running job stops at its next step and goes back to its queue)",
+          );
+          running.close().then(
+            () => process.exit(0),
+            (error) => {
+              console.error(`cxr worker: stop failed: ${(error as Error).message}`);
+              process.exit(1);
+            },
+          );
+        };
+        process.on("SIGTERM", stop);
+        process.on("SIGINT", stop);
+      },
+    );
   program
     .command("serve")
     .description(
@@ -104,7 +169,11 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       "bearer tokens, one a line; without it the API is open (keep it on loopback)",
     )
     .option("--cors <origins>", "comma-separated origins allowed by CORS (default: CORS off)")
-    .option("--queue <url>", "redis://HOST:PORT: batch shards go to BullMQ there, for cxr worker processes")
+    .option(
+      "--queue <url>",
+      "redis://HOST:PORT: generations, trainings, evaluations and batch shards go to BullMQ there, for cxr worker processes",
+    )
+    .option("--queue-prefix <name>", "BullMQ key prefix on that Redis", "bull")
     .addOption(
       new Option(
         "--precision <p>",
@@ -138,6 +207,7 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
         limits: { ...DEFAULT_LIMITS, maxQueueDepth: flags.maxQueue },
         queueUrl: flags.queue,
         defaultPrecision: flags.precision,
+        queuePrefix: flags.queuePrefix,
       });
       console.log(`cxr serve: ${server.url}  (web page ${server.url}/, API reference ${server.url}/docs)`);
       if (tokens.length === 0)

@@ -47,6 +47,7 @@ export class EvaluationRunner implements JobRunner {
       seed: params.seed,
     });
     const folder = join(this.evaluationsRoot, ctx.job.id);
+    await ctx.guard();
     const files = await writeEvaluationOutputs(document, folder);
     await ctx.step(1, 1);
     return {

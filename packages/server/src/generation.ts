@@ -3,6 +3,7 @@
  * `<images>/<job>/<index>.png` plus its JSON sidecar, then recorded. A job re-run after a crash
  * skips the indices it already recorded, so it produces the same images and never a duplicate.
  */
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Precision } from "./config.ts";
 import { writeFileAtomic } from "./paths.ts";
@@ -90,7 +91,27 @@ export class GenerationRunner implements JobRunner {
     if (!this.generator.hasModel(params.model)) {
       throw new JobFailure("unknown_model", `model "${params.model}" is not under the models root`);
     }
+    const folder = join(this.imagesRoot, ctx.job.id);
+    const files = (index: number) => ({
+      path: join(folder, `${index}.png`),
+      sidecarPath: join(folder, `${index}.json`),
+    });
     const done = new Set(ctx.store.images(ctx.job.id).map((image) => image.index));
+    // Images already on disk (PNG and sidecar, both written atomically, the sidecar last): written by
+    // an earlier run of this job, here or on another worker sharing the data root. Not made again.
+    for (let index = 0; index < params.n; index++) {
+      const { path, sidecarPath } = files(index);
+      if (!done.has(index) && existsSync(path) && existsSync(sidecarPath)) {
+        ctx.store.addImage({
+          jobId: ctx.job.id,
+          index,
+          seed: (params.seed + index) >>> 0,
+          path,
+          sidecarPath,
+        });
+        done.add(index);
+      }
+    }
     const total = params.n * params.steps;
     let completed = done.size * params.steps;
     for (let index = 0; index < params.n; index++) {
@@ -113,9 +134,7 @@ export class GenerationRunner implements JobRunner {
           ctx.check();
         },
       );
-      const folder = join(this.imagesRoot, ctx.job.id);
-      const path = join(folder, `${index}.png`);
-      const sidecarPath = join(folder, `${index}.json`);
+      const { path, sidecarPath } = files(index);
       const sidecar = {
         ...image.sidecar,
         job: ctx.job.id,
@@ -124,6 +143,7 @@ export class GenerationRunner implements JobRunner {
         width: image.width,
         height: image.height,
       };
+      await ctx.guard();
       await writeFileAtomic(path, image.png);
       await writeFileAtomic(sidecarPath, `${JSON.stringify(sidecar, null, 2)}\n`);
       ctx.store.addImage({ jobId: ctx.job.id, index, seed, path, sidecarPath });

@@ -8,10 +8,19 @@
 import { EventEmitter } from "node:events";
 import type { Job, JobError, JobProgress, JobStore } from "./store.ts";
 
-/** Thrown by `ctx.step()`: the job was cancelled, or the server is draining. */
+/**
+ * Thrown by `ctx.step()`: the job was cancelled, the server is draining, or (a Redis worker) this
+ * process lost the job to another worker and must stop without writing anything more.
+ */
 export class JobInterrupted extends Error {
-  constructor(readonly reason: "cancelled" | "draining") {
-    super(reason === "cancelled" ? "the job was cancelled" : "the server is shutting down");
+  constructor(readonly reason: "cancelled" | "draining" | "lost") {
+    super(
+      reason === "cancelled"
+        ? "the job was cancelled"
+        : reason === "draining"
+          ? "the server is shutting down"
+          : "another worker took the job over",
+    );
     this.name = "JobInterrupted";
   }
 }
@@ -49,6 +58,12 @@ export interface JobContext {
   readonly preempt: AbortSignal;
   /** True once a drain began: a training saves its checkpoint before `step` throws. */
   readonly draining: boolean;
+  /**
+   * Await before writing a result that another process could also write (an image, a checkpoint,
+   * loss rows): throws JobInterrupted("lost") when this process no longer holds the job (a Redis
+   * worker whose lock went to another worker). Resolves at once in the in-process queue.
+   */
+  guard(): Promise<void>;
 }
 
 export interface JobOutcome {
@@ -88,6 +103,11 @@ export class Draining extends Error {
 
 export interface WorkQueueOptions {
   maxQueueDepth: number;
+  /**
+   * Whether this process still holds the job (a Redis worker renews and checks its lock here); when
+   * it resolves false, `ctx.guard()` throws JobInterrupted("lost"). Default: always held.
+   */
+  holds?: (job: Job) => Promise<boolean>;
   /** Logs a line (never a token or a request body). */
   log?: (line: string) => void;
 }
@@ -101,7 +121,7 @@ export class WorkQueue {
   private drainingFlag = false;
   private readonly running = new Map<
     string,
-    { started: number; priority: number; preempt: AbortController; cancelled: boolean }
+    { started: number; priority: number; preempt: AbortController; cancelled: boolean; lost: boolean }
   >();
   /** Recent step durations, for Retry-After. */
   private jobSeconds = 1;
@@ -113,6 +133,10 @@ export class WorkQueue {
   ) {
     for (const runner of runners) for (const kind of runner.kinds) this.runners.set(kind, runner);
     this.emitter.setMaxListeners(0);
+  }
+
+  get maxQueueDepth(): number {
+    return this.options.maxQueueDepth;
   }
 
   get kinds(): string[] {
@@ -132,7 +156,13 @@ export class WorkQueue {
 
   /** Adds jobs (all or none); refuses when draining or when the queue is full. */
   submit(
-    jobs: { kind: string; priority: number; params: Record<string, unknown>; parentId?: string | null }[],
+    jobs: {
+      id?: string;
+      kind: string;
+      priority: number;
+      params: Record<string, unknown>;
+      parentId?: string | null;
+    }[],
   ): Job[] {
     if (this.drainingFlag || this.stopping) throw new Draining();
     for (const job of jobs) {
@@ -159,6 +189,30 @@ export class WorkQueue {
     }
     if (job?.state === "cancelled" && !this.running.has(id)) this.emit({ type: "cancelled", job });
     return job;
+  }
+
+  /**
+   * This process lost a running job (a Redis worker's lock went to another worker): it stops at its
+   * next step, writes nothing more (`ctx.guard()` throws) and ends as failed with code "lost".
+   */
+  lose(id: string): void {
+    const running = this.running.get(id);
+    if (running) {
+      running.lost = true;
+      running.preempt.abort();
+      return;
+    }
+    if (this.store.get(id)?.state === "queued") {
+      this.store.finish(id, "failed", {
+        error: { code: "lost", message: "another worker took the job over" },
+      });
+      this.emit({ type: "failed", job: this.store.get(id)! });
+    }
+  }
+
+  /** The priorities of the jobs running now (the outer one and any it let run between its steps). */
+  runningPriorities(): number[] {
+    return [...this.running.values()].map((entry) => entry.priority);
   }
 
   subscribe(jobId: string, listener: (event: JobEvent) => void): () => void {
@@ -217,7 +271,13 @@ export class WorkQueue {
   private async runJob(job: Job): Promise<void> {
     const runner = this.runners.get(job.kind)!;
     const started = Date.now();
-    const entry = { started, priority: job.priority, preempt: new AbortController(), cancelled: false };
+    const entry = {
+      started,
+      priority: job.priority,
+      preempt: new AbortController(),
+      cancelled: false,
+      lost: false,
+    };
     this.running.set(job.id, entry);
     this.emit({ type: "started", job });
     let firstStepAt: number | null = null;
@@ -233,7 +293,12 @@ export class WorkQueue {
         return entry.preempt.signal;
       },
       progress: (step, total, message) => record(step, total, message),
+      guard: async () => {
+        if (!entry.lost && this.options.holds && !(await this.options.holds(job))) entry.lost = true;
+        if (entry.lost) throw new JobInterrupted("lost");
+      },
       check: () => {
+        if (entry.lost) throw new JobInterrupted("lost");
         if (entry.cancelled || this.store.get(job.id)?.cancelRequested) throw new JobInterrupted("cancelled");
         if (this.drainingFlag) throw new JobInterrupted("draining");
       },
@@ -274,7 +339,14 @@ export class WorkQueue {
       this.store.finish(job.id, "succeeded", { result: outcome.result });
       this.emit({ type: "done", job: this.store.get(job.id)! });
     } catch (error) {
-      if (error instanceof JobInterrupted && error.reason === "draining") {
+      if (entry.lost || (error instanceof JobInterrupted && error.reason === "lost")) {
+        // Nothing more is written: the worker that took the job over finishes it.
+        this.options.log?.(`job ${job.id} (${job.kind}): another worker took it over; this copy stopped`);
+        this.store.finish(job.id, "failed", {
+          error: { code: "lost", message: "another worker took the job over" },
+        });
+        this.emit({ type: "failed", job: this.store.get(job.id)! });
+      } else if (error instanceof JobInterrupted && error.reason === "draining") {
         this.store.requeue(job.id);
         this.options.log?.(`job ${job.id} interrupted by the drain; it resumes on the next start`);
       } else if (error instanceof JobInterrupted) {

@@ -25,7 +25,7 @@ import { openDatabase } from "./db.ts";
 import { EvaluationRunner } from "./evaluation.ts";
 import { GenerationRunner, type ImageGenerator } from "./generation.ts";
 import { type JobRunner, WorkQueue } from "./queue.ts";
-import { RedisShardProducer, settleRedisBatches } from "./redis.ts";
+import { RedisJobs, RedisShardProducer, settleRedisBatches } from "./redis.ts";
 import { JobStore } from "./store.ts";
 import { TrainingRunner } from "./training.ts";
 
@@ -48,6 +48,8 @@ export interface StartServerOptions extends Partial<Omit<ServerConfig, "dataRoot
    * GPU machines, sharing the datasets root); the batch settles here when its shards complete.
    */
   queueUrl?: string;
+  /** BullMQ's key prefix on that Redis (default "bull"); workers must use the same. */
+  queuePrefix?: string;
   /** Log lines (default stderr). Tokens and request bodies are never logged. */
   log?: (line: string) => void;
 }
@@ -74,6 +76,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     readiness,
     gpu,
     queueUrl,
+    queuePrefix,
     ...rest
   } = options;
   const log = options.log ?? ((line: string) => process.stderr.write(`[cxr serve] ${line}\n`));
@@ -95,18 +98,30 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     gpu,
     log,
   });
+  // With Redis, generations, trainings and evaluations run on the workers: this process has no
+  // runner for them, so its queue never takes (or requeues after a restart) their records.
   const builtIn = [
-    new GenerationRunner(generator, join(config.dataRoot, "images")),
+    ...(queueUrl ? [] : [new GenerationRunner(generator, join(config.dataRoot, "images"))]),
     new ShardRunner(generator, config.datasetsRoot),
-    training,
-    new EvaluationRunner(config.datasetsRoot, join(config.dataRoot, "evaluations")),
+    ...(queueUrl
+      ? []
+      : [training, new EvaluationRunner(config.datasetsRoot, join(config.dataRoot, "evaluations"))]),
   ];
   const queue = new WorkQueue(store, [...builtIn, ...runners], {
     maxQueueDepth: config.limits.maxQueueDepth,
     log,
   });
-  const producer = queueUrl ? new RedisShardProducer(queueUrl) : null;
+  const producer = queueUrl ? new RedisShardProducer(queueUrl, { prefix: queuePrefix }) : null;
+  const remote = queueUrl
+    ? new RedisJobs(queue, {
+        queueUrl,
+        prefix: queuePrefix,
+        imagesRoot: join(config.dataRoot, "images"),
+        log,
+      })
+    : null;
   const app = createApp({
+    remote: remote ?? undefined,
     redisBatches: producer
       ? async (params) => {
           const [batch] = store.insertMany([
@@ -162,6 +177,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     settleRedis();
   }
   queue.start();
+  await remote?.start();
   await settle();
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const instance = serve({ fetch: app.fetch, port, hostname: host }, () => resolve(instance));
@@ -191,6 +207,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         if (settleTimer) clearInterval(settleTimer);
         await settling;
         await producer?.close();
+        await remote?.close();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           // Streams (SSE) keep connections open; end them after the drain.

@@ -170,6 +170,8 @@ function toImage(row: ImageRow): ImageRecord {
 }
 
 export interface NewJob {
+  /** Default: a new time-ordered id. A worker's local record takes the id the API gave the job. */
+  id?: string;
   kind: string;
   priority: number;
   params: Record<string, unknown>;
@@ -184,7 +186,7 @@ export class JobStore {
   }
 
   insert(job: NewJob, now = Date.now()): Job {
-    const id = newJobId(now);
+    const id = job.id ?? newJobId(now);
     this.db.run(
       "INSERT INTO jobs (id, kind, state, priority, params, parent_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
       id,
@@ -279,6 +281,26 @@ export class JobStore {
     ).changes;
   }
 
+  /**
+   * A job that runs elsewhere (a Redis worker) started: running, with the attempts the queue counted
+   * (a running one takes the larger count). Returns true only when it went from queued to running.
+   */
+  markRunning(id: string, attempts: number, now = Date.now()): boolean {
+    this.db.run(
+      "UPDATE jobs SET attempts = MAX(attempts, ?) WHERE id = ? AND state = 'running'",
+      attempts,
+      id,
+    );
+    return (
+      this.db.run(
+        "UPDATE jobs SET state = 'running', attempts = MAX(attempts, ?), started_at = COALESCE(started_at, ?) WHERE id = ? AND state = 'queued'",
+        attempts,
+        now,
+        id,
+      ).changes > 0
+    );
+  }
+
   /** Back to the queue without counting as finished (a drain interrupted it). */
   requeue(id: string): void {
     this.db.run("UPDATE jobs SET state = 'queued' WHERE id = ? AND state = 'running'", id);
@@ -323,6 +345,11 @@ export class JobStore {
     });
   }
 
+  /** Marks a job whose runner is elsewhere (a Redis worker) as asked to stop, whatever its state here. */
+  flagCancel(id: string): void {
+    this.db.run("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", id);
+  }
+
   addImage(image: Omit<ImageRecord, "id" | "createdAt">, now = Date.now()): ImageRecord {
     const id = imageId(image.jobId, image.index);
     this.db.run(
@@ -359,6 +386,21 @@ export class JobStore {
       JSON.stringify(rows),
       now,
     );
+  }
+
+  /** The profile rows saved for one job, or null. */
+  profile(jobId: string): unknown[] | null {
+    const row = this.db.get<{ rows: string }>("SELECT rows FROM profiles WHERE job_id = ?", jobId);
+    return row ? (JSON.parse(row.rows) as unknown[]) : null;
+  }
+
+  /** Forgets a job with its images and profile (a worker's local record, before it takes the job again). */
+  remove(id: string): void {
+    this.db.transaction(() => {
+      this.db.run("DELETE FROM images WHERE job_id = ?", id);
+      this.db.run("DELETE FROM profiles WHERE job_id = ?", id);
+      this.db.run("DELETE FROM jobs WHERE id = ?", id);
+    });
   }
 
   recentProfiles(limit: number): { jobId: string; rows: unknown[]; createdAt: number }[] {

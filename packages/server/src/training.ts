@@ -11,7 +11,7 @@
  * models root by name (copied to a temporary folder, then renamed).
  */
 import { existsSync } from "node:fs";
-import { cp, rename, rm } from "node:fs/promises";
+import { cp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { type Strategy, trainClassifierRun } from "@cxr/classifier";
 import { findCheckpoint, TRAIN_DEFAULTS, trainDiffusion } from "@cxr/diffusion";
@@ -58,7 +58,7 @@ export interface ClassifierTrainingParams {
 }
 
 /** Files of a classifier run that are not published (resume state). */
-const UNPUBLISHED = /^(checkpoint\.safetensors|best-.*\.safetensors|run\.json)$|\.tmp-/;
+const UNPUBLISHED = /^(checkpoint\.safetensors|best-.*\.safetensors|run\.json|\.publishing)$|\.tmp-/;
 
 export interface TrainingRunnerOptions {
   datasetsRoot: string;
@@ -99,6 +99,7 @@ export class TrainingRunner implements JobRunner {
         resume: findCheckpoint(out) !== null,
         gpu,
         signal: ctx.preempt,
+        beforeWrite: () => ctx.guard(),
         onProgress: (progress) => {
           step = progress.step;
           ctx.progress(progress.step, progress.totalSteps, `loss ${progress.loss.toFixed(5)}`);
@@ -131,15 +132,23 @@ export class TrainingRunner implements JobRunner {
     return path;
   }
 
-  /** Copies a finished run's folder to `MODELS/<output>` (a temporary folder, then a rename). */
+  /**
+   * Copies a finished run's folder to `MODELS/<output>` (a temporary folder, then a rename). A mark in
+   * the run folder, written before the rename, lets a retry of the same job (its worker died after
+   * publishing) see that the model there is its own.
+   */
   private async publish(ctx: JobContext, from: string, output: string, filter?: (name: string) => boolean) {
     const target = join(this.options.modelsRoot, output);
+    const mark = join(this.options.trainingsRoot, ctx.job.id, ".publishing");
+    await ctx.guard();
     if (existsSync(target)) {
+      if (existsSync(mark) && (await readFile(mark, "utf8")) === output) return;
       throw new JobFailure("model_exists", `output: a model named "${output}" appeared meanwhile`);
     }
     const staging = join(this.options.modelsRoot, `.staging-${ctx.job.id}`);
     await rm(staging, { recursive: true, force: true });
     await cp(from, staging, { recursive: true, filter: filter && ((path) => filter(basename(path))) });
+    await writeFile(mark, output);
     await rename(staging, target);
   }
 
@@ -187,6 +196,7 @@ export class TrainingRunner implements JobRunner {
           progress: false,
           stopAfterEpochs: null,
           signal: ctx.preempt,
+          beforeWrite: () => ctx.guard(),
           onStep: (progress) => {
             step = progress.step;
             total = progress.totalSteps;

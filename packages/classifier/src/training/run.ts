@@ -118,6 +118,13 @@ export interface TrainRunOptions {
    * generation, a cancel, or a shutdown). Not part of the run's settings.
    */
   signal?: AbortSignal | null;
+  /**
+   * Awaited before each write to `out` once training started (checkpoints, best weights, metrics,
+   * the final model and predictions); when it throws, the run stops with that error and writes
+   * nothing more. For services where another process may have taken the run over (a queue worker
+   * that lost its lock). Not part of the run's settings.
+   */
+  beforeWrite?: (() => Promise<void>) | null;
   /** Called after every optimizer step (not part of the run's settings). */
   onStep?: ((progress: ClassifierStepProgress) => void) | null;
   /** Where progress lines go (default stderr; not part of the run's settings). */
@@ -478,6 +485,7 @@ function runSignature(options: TrainRunOptions, spec: ModelSpec) {
     // In spec.config when true; left out here so run.json of plain runs is unchanged.
     memoryEfficient: _memoryEfficient,
     signal: _signal,
+    beforeWrite: _beforeWrite,
     onStep: _onStep,
     log: _log,
     ...rest
@@ -775,6 +783,7 @@ export async function trainClassifierRun(
           state.partialLosses = [...(state.partialLosses ?? []), ...values.map((value) => value[0])];
           state.partialImages = (state.partialImages ?? 0) + images;
           state.partialSeconds = (state.partialSeconds ?? 0) + (performance.now() - started) / 1000;
+          await options.beforeWrite?.();
           await saveCheckpoint(checkpointPath, model, optimizer, state);
           log(
             `stopped (asked) in ${phase.name} epoch ${epoch + 1} after batch ${state.batchesDone} of ${stepsPerEpoch}; continue with --resume`,
@@ -814,6 +823,7 @@ export async function trainClassifierRun(
       log(
         `${phase.name} epoch ${epoch + 1}/${phase.epochs}: loss ${trainLoss.toFixed(4)}, validation macro AUROC ${Number.isFinite(validationMacroAuroc) ? validationMacroAuroc.toFixed(4) : "n/a"}, ${metrics.imagesPerSecond.toFixed(1)} images/s, peak GPU memory ${(peakMemoryBytes / 2 ** 20).toFixed(0)} MiB`,
       );
+      await options.beforeWrite?.();
       state.history.push(metrics);
       state.epochsDone++;
       // Attribute-only runs select on the training loss (no finding AUROC to select on).
@@ -858,9 +868,11 @@ export async function trainClassifierRun(
       staleEpochs: 0,
       finished: next >= phases.length,
     };
+    await options.beforeWrite?.();
     await saveCheckpoint(checkpointPath, model, optimizer, state);
   }
   optimizer.release();
+  await options.beforeWrite?.();
   await model.save(join(out, MODEL), { config: JSON.stringify(spec) });
 
   // Predictions and evaluation.

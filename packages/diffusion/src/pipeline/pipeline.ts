@@ -253,6 +253,9 @@ export class Pipeline {
           // A step boundary for the kernels runtime: every few steps it drains the queue and collects
           // garbage (its workaround for a crash inside Dawn in long runs, Gpu.endStep).
           await this.gpu.endStep();
+          // Let the event loop turn once per step (timers, I/O): a service's lock renewals and
+          // requests would otherwise wait for the whole image (endStep mostly resolves as a microtask).
+          await new Promise<void>((resolve) => setImmediate(resolve));
           options.onStep?.({ step: index + 1, steps: total, chunk, chunks });
         }
         values = await latents.download();

@@ -106,6 +106,13 @@ export interface TrainOptions {
   gpu?: Gpu;
   /** Stop after the current step (a checkpoint is written first). */
   signal?: AbortSignal;
+  /**
+   * Awaited before the run writes to `out` after it started (loss rows, checkpoints); when it throws,
+   * the run stops with that error and writes nothing more. For services where another process may
+   * have taken the run over (a queue worker that lost its lock must not write over the new owner's
+   * checkpoint).
+   */
+  beforeWrite?: () => Promise<void>;
   onProgress?: (progress: TrainProgress) => void;
   /** Messages (data notes, checkpoints); default console.error. */
   log?: (message: string) => void;
@@ -505,6 +512,7 @@ export async function trainDiffusion(
     options: identity,
   });
   const checkpoint = async () => {
+    await options.beforeWrite?.();
     const dir = await saveCheckpoint(options.out, {
       model,
       swapEma: () => ema.swap(),
@@ -530,6 +538,7 @@ export async function trainDiffusion(
     );
     const values = await stacked.download();
     stacked.release();
+    await options.beforeWrite?.();
     const seconds = secondsBefore + (performance.now() - started) / 1000;
     const lines = pending.map(
       (entry, index) =>
