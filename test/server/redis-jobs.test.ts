@@ -7,7 +7,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { formatPredictionsCsv, synthesizePredictions } from "@cxr/classifier";
@@ -18,13 +17,9 @@ import { RedisShardProducer } from "../../packages/server/src/redis.ts";
 import { type RunningServer, startServer } from "../../packages/server/src/server.ts";
 import { saveTinyModel } from "./generator-setup.ts";
 import { readEvents, temporaryRoot } from "./helpers.ts";
+import { freePort, isBun, REDIS, redisAvailable } from "./redis-helpers.ts";
 
-const REDIS = "/usr/bin/redis-server";
-const available = existsSync(REDIS);
-if (!available && process.env.CI)
-  throw new Error(`${REDIS} is missing: CI must install Debian's redis-server`);
 const WORKER = fileURLToPath(new URL("./fixtures/job-worker.ts", import.meta.url));
-const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 
 const children: ChildProcess[] = [];
 let root = "";
@@ -33,17 +28,6 @@ let url = "";
 /** A BullMQ queue object of the test; its client sets keys directly. */
 let producer: RedisShardProducer | null = null;
 let generator: DiffusionGenerator;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-    server.once("error", reject);
-  });
-}
 
 /** A child process with its output collected; `ready` resolves when `pattern` appears on stdout. */
 function launch(command: string, args: string[], pattern: RegExp, what: string) {
@@ -131,7 +115,7 @@ const finished = (server: RunningServer, id: string, timeoutMs: number) =>
   );
 
 beforeAll(async () => {
-  if (!available) return;
+  if (!redisAvailable) return;
   ({ root, remove } = temporaryRoot("cxr-redis-jobs-"));
   const port = await freePort();
   const server = launch(
@@ -165,7 +149,7 @@ afterAll(async () => {
   remove();
 });
 
-test.skipIf(!available)(
+test.skipIf(!redisAvailable)(
   "a generation and an evaluation through a worker process: same images as in-process, SSE, ?wait",
   async () => {
     const server = await api("gen");
@@ -237,7 +221,7 @@ test.skipIf(!available)(
   240_000,
 );
 
-test.skipIf(!available)(
+test.skipIf(!redisAvailable)(
   "a training: a live worker whose lock is taken stops without writing; a worker killed after a checkpoint; another resumes; done once",
   async () => {
     const prefix = "train";
@@ -345,7 +329,7 @@ test.skipIf(!available)(
   420_000,
 );
 
-test.skipIf(!available)(
+test.skipIf(!redisAvailable)(
   "cancel: a queued Redis training at once, a running one at its next step on the worker",
   async () => {
     const prefix = "cancel";

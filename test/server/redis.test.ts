@@ -6,7 +6,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, expect, test } from "vitest";
@@ -16,29 +15,14 @@ import { RedisShardProducer } from "../../packages/server/src/redis.ts";
 import { startServer } from "../../packages/server/src/server.ts";
 import { saveTinyModel } from "./generator-setup.ts";
 import { temporaryRoot } from "./helpers.ts";
+import { freePort, isBun, REDIS, redisAvailable } from "./redis-helpers.ts";
 
-const REDIS = "/usr/bin/redis-server";
-const available = existsSync(REDIS);
-if (!available && process.env.CI)
-  throw new Error(`${REDIS} is missing: CI must install Debian's redis-server`);
 const WORKER = fileURLToPath(new URL("./fixtures/worker.ts", import.meta.url));
-const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 const children: ChildProcess[] = [];
 afterAll(() => {
   for (const child of children)
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-    server.once("error", reject);
-  });
-}
 
 function started(child: ChildProcess, pattern: RegExp, what: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -57,7 +41,7 @@ function started(child: ChildProcess, pattern: RegExp, what: string): Promise<vo
   });
 }
 
-test.skipIf(!available)(
+test.skipIf(!redisAvailable)(
   "two workers, one killed mid-shard: every image written exactly once",
   async () => {
     const { root, remove } = temporaryRoot();
