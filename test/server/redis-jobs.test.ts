@@ -381,3 +381,38 @@ test.skipIf(!redisAvailable)(
   },
   240_000,
 );
+
+test.skipIf(!redisAvailable)(
+  "cancel a Redis batch: its waiting shards leave the queue and the batch ends cancelled",
+  async () => {
+    const prefix = "batch-cancel";
+    const server = await api(prefix);
+    const shards = new RedisShardProducer(url, { prefix });
+    try {
+      // No worker: every shard waits in Redis until the cancel removes it.
+      const response = await post(server, "/v1/generation-batches", {
+        name: "cancelled-batch",
+        cells: [{ prompt: "60 year old female." }, { prompt: "30 year old male." }],
+        seeds: [5, 6],
+        steps: 5,
+        shardSize: 2,
+      });
+      expect(response.status).toBe(202);
+      const { batch, shards: ids } = response.body as { batch: { id: string }; shards: string[] };
+      expect(ids.length).toBe(2);
+      for (const id of ids) expect(await shards.queue.getJobState(id)).toBe("waiting");
+      const cancel = await fetch(`${server.url}/v1/jobs/${batch.id}`, { method: "DELETE" });
+      expect(cancel.status).toBe(202);
+      const done = await finished(server, batch.id, 30_000);
+      expect(done.state).toBe("cancelled");
+      expect(done.error.code).toBe("cancelled");
+      expect(done.error.message).toContain("0 of 2 shards had completed");
+      for (const id of ids) expect(await shards.queue.getJobState(id)).toBe("unknown");
+      expect((await fetch(`${server.url}/v1/jobs/${batch.id}`, { method: "DELETE" })).status).toBe(409);
+    } finally {
+      await shards.close();
+      await server.close();
+    }
+  },
+  120_000,
+);

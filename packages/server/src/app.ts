@@ -49,6 +49,8 @@ export interface AppDependencies {
   readiness: () => Readiness;
   /** Set when batch shards go to BullMQ on Redis (`--queue redis://...`) instead of this process. */
   redisBatches?: (params: BatchParams) => Promise<{ batch: Job; shards: string[] }>;
+  /** Cancels a batch whose shards are on Redis: waiting shards removed, running ones marked. */
+  cancelRedisBatch?: (batch: Job) => Promise<Job>;
   /** Set when generations, trainings and evaluations go to BullMQ on Redis (`--queue redis://...`). */
   remote?: RemoteJobs;
   log: (line: string) => void;
@@ -912,13 +914,13 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         return c.json(errorBody("already_finished", `the job is already ${before.state}`), 409);
       }
       if (before.kind === BATCH_KIND && (before.params as { queue?: string }).queue === "redis") {
-        return c.json(
-          errorBody(
-            "not_supported",
-            "a batch on the Redis queue cannot be cancelled here; its shards run on the workers",
-          ),
-          409,
-        );
+        if (!deps.cancelRedisBatch) {
+          return c.json(
+            errorBody("not_supported", "this server has no Redis queue for the batch's shards"),
+            409,
+          );
+        }
+        return c.json(jobView(store, await deps.cancelRedisBatch(before)), 202);
       }
       if (before.kind === BATCH_KIND) {
         for (const shard of store.list({ parentId: id, limit: 100_000 })) {

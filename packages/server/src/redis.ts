@@ -114,13 +114,31 @@ export function parseFailureReason(reason: string | undefined): { code: string; 
 export class RedisShardProducer {
   readonly queue: Queue;
   readonly events: QueueEvents;
+  readonly prefix: string;
 
   constructor(url: string, options: { prefix?: string } = {}) {
     const { Queue, QueueEvents } = bullmq();
     const connection = redisConnection(url);
-    const prefix = options.prefix ?? "bull";
-    this.queue = new Queue(SHARD_QUEUE, { connection, prefix });
-    this.events = new QueueEvents(SHARD_QUEUE, { connection, prefix });
+    this.prefix = options.prefix ?? "bull";
+    this.queue = new Queue(SHARD_QUEUE, { connection, prefix: this.prefix });
+    this.events = new QueueEvents(SHARD_QUEUE, { connection, prefix: this.prefix });
+  }
+
+  /**
+   * Cancels shards: each gets the cancel mark the workers read (a running shard stops at its next
+   * step and fails as cancelled, without retries), and every shard no worker holds is removed from
+   * the queue at once. Returns how many were removed.
+   */
+  async cancel(ids: string[]): Promise<{ removed: number; marked: number }> {
+    const client = await this.queue.client;
+    let removed = 0;
+    for (const id of ids) {
+      await client.set(cancelKey(this.prefix, id), "1", "EX", 7 * 24 * 3600);
+      const state = await this.queue.getJobState(id);
+      if (state === "active" || state === "completed" || state === "failed") continue;
+      if ((await this.queue.remove(id)) === 1) removed++;
+    }
+    return { removed, marked: ids.length };
   }
 
   async submit(shards: ShardParams[]): Promise<string[]> {
@@ -644,7 +662,8 @@ export function startShardWorker(
 
 /**
  * Settles batches whose shards went to Redis: when every shard (`<batch>-<k>`) has completed, writes
- * train.csv and manifest.json and marks the batch succeeded; a shard failed for good fails it.
+ * train.csv and manifest.json and marks the batch succeeded; a shard failed for good fails it; a
+ * cancelled batch ends cancelled once none of its shards waits or runs.
  */
 export async function settleRedisBatches(
   queue: WorkQueue,
@@ -657,6 +676,20 @@ export async function settleRedisBatches(
     if (params.queue !== "redis") continue;
     const ids = planShards(batch.id, params).map((_, index) => `${batch.id}-${index}`);
     const states = await Promise.all(ids.map((id) => producer.queue.getJobState(id)));
+    if (batch.cancelRequested) {
+      // Cancelled: settles once no shard waits or runs (removed shards read "unknown").
+      if (states.some((state) => state !== "completed" && state !== "failed" && state !== "unknown"))
+        continue;
+      const completed = states.filter((state) => state === "completed").length;
+      store.finish(batch.id, "cancelled", {
+        error: {
+          code: "cancelled",
+          message: `cancelled; ${completed} of ${ids.length} shards had completed (their images stay on disk)`,
+        },
+      });
+      queue.announce({ type: "cancelled", job: store.get(batch.id)! });
+      continue;
+    }
     if (states.some((state) => state === "failed")) {
       store.finish(batch.id, "failed", {
         error: {

@@ -14,6 +14,7 @@ import { createApp, type Readiness } from "./app.ts";
 import { TokenSet } from "./auth.ts";
 import {
   BATCH_KIND,
+  type BatchParams,
   planShards,
   reportBatchProgress,
   SHARD_KIND,
@@ -120,6 +121,15 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         log,
       })
     : null;
+  // Redis batches settle when their shards end (BullMQ events, a 2 s sweep) and after a cancel.
+  let settling = Promise.resolve();
+  const settleRedis = () => {
+    if (!producer) return settling;
+    settling = settling
+      .then(() => settleRedisBatches(queue, producer, config.datasetsRoot))
+      .catch((error) => log(`settling Redis batches failed: ${(error as Error).stack ?? error}`));
+    return settling;
+  };
   const app = createApp({
     remote: remote ?? undefined,
     redisBatches: producer
@@ -138,6 +148,15 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
           }
         }
       : undefined,
+    cancelRedisBatch: producer
+      ? async (batch) => {
+          const params = batch.params as unknown as BatchParams;
+          store.flagCancel(batch.id);
+          await producer.cancel(planShards(batch.id, params).map((_, index) => `${batch.id}-${index}`));
+          await settleRedis();
+          return store.get(batch.id)!;
+        }
+      : undefined,
     config,
     store,
     queue,
@@ -147,7 +166,6 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     log,
   });
   // Batches settle (CSV + manifest) when their last shard ends; also now, for a crash in between.
-  let settling = Promise.resolve();
   const settle = () => {
     settling = settling
       .then(() => settleBatches(queue, config.datasetsRoot))
@@ -165,11 +183,6 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   });
   let settleTimer: NodeJS.Timeout | null = null;
   if (producer) {
-    const settleRedis = () => {
-      settling = settling
-        .then(() => settleRedisBatches(queue, producer, config.datasetsRoot))
-        .catch((error) => log(`settling Redis batches failed: ${(error as Error).stack ?? error}`));
-    };
     producer.events.on("completed", settleRedis);
     producer.events.on("failed", settleRedis);
     settleTimer = setInterval(settleRedis, 2000);
