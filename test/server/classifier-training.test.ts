@@ -121,7 +121,7 @@ describe("classifier trainings", () => {
     // the epoch's end; either way the training stopped for the generation and resumed exactly.
     expect(
       s.logs.some((line) =>
-        /stopped \(asked\) (in real epoch \d after batch \d+|after real epoch \d);/.test(line),
+        /stopped \(asked\) (in real epoch \d after batch \d+ of \d+|after real epoch \d);/.test(line),
       ),
     ).toBe(true);
 
