@@ -19,15 +19,18 @@ import {
   CheckpointError,
   epochPool,
   findCheckpoint,
+  labelPromptDraws,
   loadTrainingData,
   makeNoiseSchedule,
   minSnrWeights,
   parseRepeatFindings,
+  promptFromRecord,
   readTrainingState,
   saveCheckpoint,
   stepDraws,
   type TrainOptions,
   trainDiffusion,
+  trainingPrompt,
 } from "@cxr/diffusion";
 import { readSafetensors } from "@cxr/kernels";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -343,5 +346,56 @@ describe("trainDiffusion", () => {
     await expect(
       trainDiffusion({ ...base(join(root, "straight")), resume: true, repeatFindings: { "No Finding": 4 } }),
     ).rejects.toThrow(/repeatFindings: checkpoint undefined, now \{"No Finding":4\}/);
+  }, 300_000);
+
+  it("--label-prompts writes that share of prompts from the labels, belongs to the resume identity, refuses bad input", async () => {
+    const both = {
+      report: "70 year old female. Small left pleural effusion.",
+      labels: "70 year old female. Pleural effusion.",
+    };
+    const options = { conditioningDropout: 0.1, labelPrompts: 0.5 };
+    // The guidance drop comes first; then the label draw picks the label-style impression below the share.
+    expect(trainingPrompt(both, { drop: 0.05, label: 0.1 }, options)).toBe("");
+    expect(trainingPrompt(both, { drop: 0.5, label: 0.49 }, options)).toBe(both.labels);
+    expect(trainingPrompt(both, { drop: 0.5, label: 0.5 }, options)).toBe(both.report);
+    expect(trainingPrompt(both, { drop: 0.5, label: null }, options)).toBe(both.report);
+    expect(trainingPrompt(both, { drop: 0.5, label: 0.99 }, { ...options, labelPrompts: 1 })).toBe(
+      both.labels,
+    );
+    // Their own stream: deterministic per (seed, step), different across steps, and not the stepDraws stream.
+    const draws = labelPromptDraws(5, 7, 64);
+    expect(labelPromptDraws(5, 7, 64)).toEqual(draws);
+    expect(labelPromptDraws(5, 8, 64)).not.toEqual(draws);
+    expect([...draws]).not.toEqual(stepDraws(5, 7, 64, 1000).dropDraws);
+    const below = [...draws].filter((value) => value < 0.5).length;
+    expect(below).toBeGreaterThan(16);
+    expect(below).toBeLessThan(48);
+
+    await expect(trainDiffusion({ ...base(join(root, "l0")), labelPrompts: 1.5 })).rejects.toThrow(
+      "labelPrompts must be in [0, 1], got 1.5",
+    );
+
+    const loaded = loadTrainingData(data);
+    const differ = loaded.records.filter(
+      (record, index) => promptFromRecord(record, { impression: "labels" }) !== loaded.prompts[index],
+    ).length;
+    expect(differ).toBeGreaterThan(0);
+    const out = join(root, "labels");
+    const messages: string[] = [];
+    const run = await trainDiffusion({
+      ...base(out),
+      steps: 2,
+      gpu: await gpu(),
+      labelPrompts: 1,
+      log: (message) => messages.push(message),
+    });
+    expect(run.steps).toBe(2);
+    expect(messages).toContain(
+      `label prompts: 100% of prompts written from the labels (${differ} of ${loaded.records.length} records have a report impression that differs)`,
+    );
+    expect(readTrainingState(join(out, "checkpoint")).options).toMatchObject({ labelPrompts: 1 });
+    await expect(trainDiffusion({ ...base(out), steps: 2, resume: true })).rejects.toThrow(
+      /with different settings: labelPrompts: checkpoint 1, now undefined/,
+    );
   }, 300_000);
 });

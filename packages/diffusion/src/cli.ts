@@ -91,6 +91,7 @@ interface TrainFlags {
   emaDecay: number;
   dropout: number;
   repeatFindings?: Partial<Record<ChexpertLabel, number>>;
+  labelPrompts: number;
   checkpointEvery: number;
   logEvery: number;
 }
@@ -163,6 +164,12 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       TRAIN_DEFAULTS.conditioningDropout,
     )
     .option(
+      "--label-prompts <share>",
+      'share of prompts whose impression is written from the labels ("Cardiomegaly and pleural effusion.", as --findings prompts are) instead of the report impression',
+      parseNumberIn("--label-prompts", 0, 1),
+      TRAIN_DEFAULTS.labelPrompts,
+    )
+    .option(
       "--repeat-findings <list>",
       'oversample rare findings: "Cardiomegaly=3,Pleural Effusion=2" puts each positive record that many times in every epoch (default: every record once)',
       (value: string) => {
@@ -213,6 +220,7 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
         emaDecay: flags.emaDecay,
         conditioningDropout: flags.dropout,
         repeatFindings: flags.repeatFindings,
+        labelPrompts: flags.labelPrompts,
         checkpointEvery: flags.checkpointEvery,
         logEvery: flags.logEvery,
         signal: controller.signal,

@@ -46,6 +46,7 @@ import {
   MODEL_FILES,
   readModelConfig,
 } from "../model/model.ts";
+import { promptFromRecord } from "../model/prompt.ts";
 import { WordTokenizer } from "../model/tokenizer.ts";
 import { makeNoiseSchedule } from "../schedule/betas.ts";
 import { addNoise, GpuNoiseSchedule, velocityTarget } from "../schedule/noising.ts";
@@ -99,6 +100,16 @@ export interface TrainOptions {
    * encoder and UNet see those words and their pixels more often. Unset: every record once.
    */
   repeatFindings?: Partial<Record<ChexpertLabel, number>>;
+  /**
+   * Share of training prompts (in [0, 1], default 0) whose impression is written from the record's
+   * labels ("Cardiomegaly and pleural effusion.", as `promptFromFields` writes prompts from a findings
+   * list) instead of the record's own report impression ("Moderate cardiomegaly with small left
+   * pleural effusion. ..."). Prompts built from findings lists (`cxr generate --findings`, the
+   * server's `findings`, the fidelity measurement) are then worded as in training, and each finding's
+   * word appears without the report's co-occurring phrases more often. Drawn per sample and step
+   * from the seed, so a resumed run draws the same.
+   */
+  labelPrompts: number;
   /** Write a checkpoint every this many steps (and at the end). */
   checkpointEvery: number;
   /** Read the loss back and report progress every this many steps. */
@@ -129,6 +140,7 @@ export const TRAIN_DEFAULTS: Omit<TrainOptions, "data" | "config" | "out" | "ini
   emaDecay: 0.999,
   minSnrGamma: 5,
   conditioningDropout: 0.1,
+  labelPrompts: 0,
   checkpointEvery: 200,
   logEvery: 10,
 };
@@ -185,6 +197,9 @@ function checkOptions(options: TrainOptions): void {
     problems.push(`emaDecay must be in [0, 1), got ${options.emaDecay}`);
   if (!(options.conditioningDropout >= 0 && options.conditioningDropout <= 1)) {
     problems.push(`conditioningDropout must be in [0, 1], got ${options.conditioningDropout}`);
+  }
+  if (!(options.labelPrompts >= 0 && options.labelPrompts <= 1)) {
+    problems.push(`labelPrompts must be in [0, 1], got ${options.labelPrompts}`);
   }
   if (options.minSnrGamma !== null && !(options.minSnrGamma > 0)) {
     problems.push(`minSnrGamma must be positive or null, got ${options.minSnrGamma}`);
@@ -304,6 +319,7 @@ function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmup
     conditioningDropout: options.conditioningDropout,
     // Only present when used, so checkpoints written before the option existed still resume.
     ...(options.repeatFindings === undefined ? {} : { repeatFindings: options.repeatFindings }),
+    ...(options.labelPrompts === 0 ? {} : { labelPrompts: options.labelPrompts }),
   };
 }
 
@@ -386,6 +402,24 @@ export function stepDraws(seed: number, step: number, batchSize: number, numTrai
   return { timesteps, dropDraws };
 }
 
+/**
+ * The per-sample draws of `labelPrompts` at a step: their own stream (seed + 3), so runs without the
+ * option keep exactly the draws they had before it existed.
+ */
+export function labelPromptDraws(seed: number, step: number, batchSize: number): Float64Array {
+  return randomReference.uniform(batchSize, seed + 3, step * TRAIN_LIMITS.maxBatch);
+}
+
+/** The prompt a sample trains on: "" when dropped for guidance, else the label-style or report prompt. */
+export function trainingPrompt(
+  prompts: { report: string; labels: string },
+  draws: { drop: number; label: number | null },
+  options: Pick<TrainOptions, "conditioningDropout" | "labelPrompts">,
+): string {
+  if (draws.drop < options.conditioningDropout) return "";
+  return draws.label !== null && draws.label < options.labelPrompts ? prompts.labels : prompts.report;
+}
+
 export async function trainDiffusion(
   input: Partial<TrainOptions> & Pick<TrainOptions, "data" | "out">,
 ): Promise<TrainResult> {
@@ -428,7 +462,21 @@ export async function trainDiffusion(
       `trainDiffusion: ${records.length} training images in ${options.data} are fewer than one batch of ${options.batchSize}`,
     );
   }
-  const promptOf = new Map(records.map((record, index) => [record, prompts[index]]));
+  const promptOf = new Map(
+    records.map((record, index) => [
+      record,
+      { report: prompts[index], labels: promptFromRecord(record, { impression: "labels" }) },
+    ]),
+  );
+  if (options.labelPrompts > 0) {
+    const differ = records.filter((record) => {
+      const both = promptOf.get(record)!;
+      return both.report !== both.labels;
+    }).length;
+    log(
+      `label prompts: ${(100 * options.labelPrompts).toFixed(0)}% of prompts written from the labels (${differ} of ${records.length} records have a report impression that differs)`,
+    );
+  }
   const pool = epochPool(records, options.repeatFindings);
   if (options.repeatFindings !== undefined) {
     const share = (label: ChexpertLabel, indices: readonly number[]) =>
@@ -455,7 +503,9 @@ export async function trainDiffusion(
     model = await loadModelDir(gpu, options.init);
     log(`initialised from ${options.init} (fresh optimizer, schedule and EMA)`);
   } else {
-    const tokenizer = WordTokenizer.fromPrompts(prompts, {
+    const vocabularyPrompts =
+      options.labelPrompts > 0 ? [...prompts, ...[...promptOf.values()].map((both) => both.labels)] : prompts;
+    const tokenizer = WordTokenizer.fromPrompts(vocabularyPrompts, {
       maxLength: config.textEncoder.maxPositions,
       maxVocabulary: config.textEncoder.vocabSize,
     });
@@ -591,9 +641,18 @@ export async function trainDiffusion(
         options.batchSize,
         beta.numTrainTimesteps,
       );
-      const stepPrompts = batch.records.map((record, index) =>
-        dropDraws[index] < options.conditioningDropout ? "" : (promptOf.get(record) ?? ""),
-      );
+      const labelDraws =
+        options.labelPrompts > 0 ? labelPromptDraws(options.seed, step, options.batchSize) : null;
+      const stepPrompts = batch.records.map((record, index) => {
+        const both = promptOf.get(record);
+        if (both === undefined)
+          throw new Error(`trainDiffusion: batch ${batch.index} holds an unknown record`);
+        return trainingPrompt(
+          both,
+          { drop: dropDraws[index], label: labelDraws === null ? null : labelDraws[index] },
+          options,
+        );
+      });
       const { loss, release } = diffusionLoss(model, table, schedule.alphasCumprod, {
         images,
         epsilon: noise.normal(images.shape),
