@@ -1,18 +1,24 @@
 /**
  * conv2d's packed weight cache (ops/conv2d/weight-cache.ts): the CPU variants pack a weight once per
  * version, not once per call, and never read a stale texture after the weight changes, whichever way
- * it changes (`write()`, an optimiser step, a kernel, `queue.writeBuffer`, a released buffer handed to
- * a new tensor).
+ * it changes (`write()`, an optimiser step, a kernel, `writeBytes()`, a checkpoint load, an EMA swap,
+ * a raw write through `Tensor.buffer`, a released buffer handed to a new tensor).
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   AdamW,
   backward,
+  Conv2d,
   type Conv2dVariant,
   conv2d,
   conv2dBackwardInput,
   conv2dReference,
+  Ema,
   type Gpu,
   noGrad,
+  ParameterInit,
   releaseConv2dScratch,
   type Shape,
   sizeOf,
@@ -120,7 +126,7 @@ describe("conv2d packed weight cache", () => {
     }
   });
 
-  it("follows queue.writeBuffer and a released buffer handed to a new weight", async () => {
+  it("follows writeBytes(), re-packs a raw buffer on every call, and follows a reused buffer", async () => {
     const device = await gpu();
     for (const variant of await cpuVariants()) {
       const options = { ...OPTIONS, variant };
@@ -129,20 +135,84 @@ describe("conv2d packed weight cache", () => {
       const w1 = randomValues(sizeOf(W), 22);
       const w = Tensor.upload(device, Float32Array.from(w1), W);
       conv2d(x, w, null, options).release();
-      // What pretrained loaders do: write the buffer through the queue. A queue write lands before
-      // the unsubmitted batch (which holds w's upload), so submit that first.
-      device.flush();
+      // What pretrained loaders do: queue.writeBuffer through writeBytes (it submits the batch first).
       const w2 = randomValues(sizeOf(W), 23);
-      device.device.queue.writeBuffer(w.buffer, 0, Float32Array.from(w2));
-      await expectForward(conv2d(x, w, null, options), xs, w2, `${variant} after queue.writeBuffer`);
-      // The pool hands the released buffer to the next tensor of the same size class.
-      const buffer = w.buffer;
-      w.release();
+      const afterBytes = packsDuring(device, () => {
+        w.writeBytes(Float32Array.from(w2));
+        conv2d(x, w, null, options).release();
+      });
+      expect(afterBytes, variant).toBe(1);
+      await expectForward(conv2d(x, w, null, options), xs, w2, `${variant} after writeBytes()`);
+      // Writes our runtime cannot see: the raw buffer taken once through Tensor.buffer and written
+      // later. From then on the weight has no version, so every call packs it again, none stale.
+      device.flush();
+      const raw = w.buffer;
       const w3 = randomValues(sizeOf(W), 24);
-      const next = Tensor.upload(device, Float32Array.from(w3), W);
-      expect(next.buffer).toBe(buffer);
-      await expectForward(conv2d(x, next, null, options), xs, w3, `${variant} on a reused buffer`);
+      device.device.queue.writeBuffer(raw, 0, Float32Array.from(w3));
+      const before = weightCacheStats(device);
+      await expectForward(conv2d(x, w, null, options), xs, w3, `${variant} after a raw queue.writeBuffer`);
+      const w4 = randomValues(sizeOf(W), 25);
+      device.device.queue.writeBuffer(raw, 0, Float32Array.from(w4));
+      await expectForward(conv2d(x, w, null, options), xs, w4, `${variant} after a second raw write`);
+      const after = weightCacheStats(device);
+      expect(after.unversioned - before.unversioned, variant).toBe(2);
+      expect(after.hits - before.hits, variant).toBe(0);
+      // The pool hands the released buffer to the next tensor of the same size class, versioned again.
+      const buffer = w.bufferFor("read");
+      w.release();
+      const w5 = randomValues(sizeOf(W), 26);
+      const next = Tensor.upload(device, Float32Array.from(w5), W);
+      expect(next.bufferFor("read")).toBe(buffer);
+      await expectForward(conv2d(x, next, null, options), xs, w5, `${variant} on a reused buffer`);
+      const hitsBefore = weightCacheStats(device).hits;
+      expect(
+        packsDuring(device, () => conv2d(x, next, null, options).release()),
+        variant,
+      ).toBe(0);
+      expect(weightCacheStats(device).hits - hitsBefore, variant).toBe(1);
       for (const tensor of [x, next]) tensor.release();
+    }
+  });
+
+  it("follows a checkpoint load and an EMA swap (copies into the weight), with no download in between", async () => {
+    const device = await gpu();
+    const directory = mkdtempSync(join(tmpdir(), "weight-cache-"));
+    try {
+      for (const variant of await cpuVariants()) {
+        const options = { ...OPTIONS, variant };
+        const xs = randomValues(sizeOf(X), 41);
+        const x = Tensor.upload(device, Float32Array.from(xs), X);
+        const layer = new Conv2d(device, W[1], W[0], W[2], new ParameterInit(1), { bias: false });
+        const saved = new Conv2d(device, W[1], W[0], W[2], new ParameterInit(2), { bias: false });
+        const path = join(directory, `${variant}.safetensors`);
+        await saved.save(path);
+        const savedWeights = Float64Array.from(await saved.weight.download());
+        const ownWeights = Float64Array.from(await layer.weight.download());
+        // Module.load (loadState: write() into the same buffer) between two convolutions of one batch.
+        const y1 = noGrad(() => conv2d(x, layer.weight, null, options));
+        layer.load(path);
+        const y2 = noGrad(() => conv2d(x, layer.weight, null, options));
+        await expectForward(y1, xs, ownWeights, `${variant} before the checkpoint load`);
+        await expectForward(y2, xs, savedWeights, `${variant} after the checkpoint load`);
+        // Ema keeps the loaded weights as its average; a write moves the weight, swap() copies the
+        // average back into it (copyFrom), and swap() again returns the written weights.
+        const ema = new Ema([layer.weight.trainable()]);
+        const written = randomValues(sizeOf(W), 42);
+        layer.weight.write(Float32Array.from(written));
+        const y3 = noGrad(() => conv2d(x, layer.weight, null, options));
+        ema.swap();
+        const y4 = noGrad(() => conv2d(x, layer.weight, null, options));
+        ema.swap();
+        const y5 = noGrad(() => conv2d(x, layer.weight, null, options));
+        await expectForward(y3, xs, written, `${variant} after write()`);
+        await expectForward(y4, xs, savedWeights, `${variant} after Ema.swap()`);
+        await expectForward(y5, xs, written, `${variant} after the second Ema.swap()`);
+        for (const tensor of [x, y1, y2, y3, y4, y5]) tensor.release();
+        for (const module of [layer, saved]) module.dispose();
+        ema.release();
+      }
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
     }
   });
 

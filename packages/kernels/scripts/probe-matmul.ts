@@ -118,8 +118,14 @@ const out = Tensor.upload(gpu, new Float32Array(M * N), [M, N]);
 
 function packBoth(): void {
   const encoder = gpu.commandEncoder();
-  encoder.copyBufferToTexture({ buffer: a.buffer, bytesPerRow: 4 * K }, { texture: texA }, [KT, M]);
-  encoder.copyBufferToTexture({ buffer: b.buffer, bytesPerRow: 4 * K }, { texture: texB }, [KT, N]);
+  encoder.copyBufferToTexture({ buffer: a.bufferFor("read"), bytesPerRow: 4 * K }, { texture: texA }, [
+    KT,
+    M,
+  ]);
+  encoder.copyBufferToTexture({ buffer: b.bufferFor("read"), bytesPerRow: 4 * K }, { texture: texB }, [
+    KT,
+    N,
+  ]);
 }
 
 function runCandidate(c: Candidate, code: string): void {

@@ -225,21 +225,15 @@ export function loadModuleWeights(
 }
 
 /**
- * Overwrites a GPU tensor's contents (queue.writeBuffer copies the data before returning): f32 values,
- * or f16 bits for an f16 tensor (an odd count padded to the 4-byte multiple writeBuffer needs).
+ * Overwrites a GPU tensor's contents through `Tensor.writeBytes` (queue.writeBuffer, which copies the
+ * data before returning; counted as a write for the conv2d weight cache): f32 values, or f16 bits for
+ * an f16 tensor.
  */
 function writeTensor(tensor: Tensor, values: Float32Array | Uint16Array): void {
   if (values instanceof Uint16Array !== (tensor.dtype === "f16")) {
     throw new Error(`writeTensor: ${tensor.dtype} tensor given ${values.constructor.name} data (internal)`);
   }
-  let data = values;
-  if (data.byteLength % 4 !== 0) {
-    const padded = new Uint16Array(data.length + 1);
-    padded.set(data);
-    data = padded;
-  }
-  tensor.gpu.flush();
-  tensor.gpu.device.queue.writeBuffer(tensor.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+  tensor.writeBytes(values);
 }
 
 export interface TokenizerFiles {

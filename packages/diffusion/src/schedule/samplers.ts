@@ -514,18 +514,11 @@ export class PndmSampler implements Sampler {
     let start = sample;
     if (this.counter !== 1) {
       if (this.history.length === 4) this.history.shift()?.release();
-      const copy = Tensor.empty(modelOutput.gpu, modelOutput.shape);
-      modelOutput.gpu
-        .commandEncoder()
-        .copyBufferToBuffer(modelOutput.buffer, 0, copy.buffer, 0, copy.byteLength);
-      this.history.push(copy);
+      this.history.push(Tensor.empty(modelOutput.gpu, modelOutput.shape).copyFrom(modelOutput));
       inputs = [...this.history].reverse();
       weights = PLMS_WEIGHTS[inputs.length - 1];
       if (this.counter === 0) {
-        this.firstSample = Tensor.empty(sample.gpu, sample.shape);
-        sample.gpu
-          .commandEncoder()
-          .copyBufferToBuffer(sample.buffer, 0, this.firstSample.buffer, 0, sample.byteLength);
+        this.firstSample = Tensor.empty(sample.gpu, sample.shape).copyFrom(sample);
       }
     } else {
       // The second call re-does the first step from the first x_t with the average of both outputs.

@@ -95,9 +95,7 @@ export function accumulateInto(target: Tensor, source: Tensor): void {
 }
 
 function copyOf(gpu: Gpu, tensor: Tensor): Tensor {
-  const copy = new Tensor(gpu, tensor.shape, tensor.dtype);
-  gpu.commandEncoder().copyBufferToBuffer(tensor.buffer, 0, copy.buffer, 0, tensor.byteLength);
-  return copy;
+  return new Tensor(gpu, tensor.shape, tensor.dtype).copyFrom(tensor);
 }
 
 /** Nodes reachable from `root`, producers after consumers (the order backward runs them). */

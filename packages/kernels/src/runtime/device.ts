@@ -7,7 +7,6 @@ import { BufferPool } from "./pool.ts";
 import { Profiler } from "./profiler.ts";
 import { verboseFromEnvironment, withoutDawnNoise } from "./quiet.ts";
 import { UniformArena } from "./uniforms.ts";
-import { trackEncoderWrites, trackQueueWrites } from "./versions.ts";
 import { DEFAULT_WAIT_POLICY, parseWaitMode, type WaitMode, type WaitPolicy, waitForGpu } from "./wait.ts";
 import { create } from "./webgpu.ts";
 
@@ -219,7 +218,6 @@ export class Gpu {
     this.pool = new BufferPool(device);
     this.uniforms = new UniformArena(device);
     this.profiler = new Profiler(device, profile && features.has("timestamp-query"), profile);
-    trackQueueWrites(device.queue);
     device.lost.then((info) => {
       this.lostReason = `${info.reason}: ${info.message}`;
     });
@@ -252,10 +250,14 @@ export class Gpu {
     return pipeline;
   }
 
-  /** The encoder that collects this batch of dispatches; submitted by `flush()`. */
+  /**
+   * The encoder that collects this batch of dispatches; submitted by `flush()`. A command that writes
+   * a tensor's buffer takes it with `tensor.bufferFor("write")` (runtime/versions.ts); `launch` and the
+   * Tensor write helpers do.
+   */
   commandEncoder(): GPUCommandEncoder {
     this.assertAlive();
-    if (!this.encoder) this.encoder = trackEncoderWrites(this.device.createCommandEncoder());
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     this.pendingDispatches++;
     return this.encoder;
   }

@@ -41,14 +41,20 @@ export function launch(gpu: Gpu, kernel: KernelSource, run: Launch): void {
     );
   }
   if (x === 0 || y === 0 || z === 0) return;
-  for (const index of writableBindingsOf(kernel.code)) {
-    const binding = run.bindings[index];
-    if (binding instanceof Tensor) markWritten(binding.buffer);
-  }
-  const entries: GPUBindGroupEntry[] = run.bindings.map((binding, index) => ({
-    binding: index,
-    resource: binding instanceof Tensor ? { buffer: binding.buffer } : binding,
-  }));
+  // Every buffer the kernel may write gets a new write version (runtime/versions.ts): tensors through
+  // `bufferFor("write")`, buffers passed as raw resources directly.
+  const writable = writableBindingsOf(kernel.code);
+  const entries: GPUBindGroupEntry[] = run.bindings.map((binding, index) => {
+    if (binding instanceof Tensor) {
+      return {
+        binding: index,
+        resource: { buffer: binding.bufferFor(writable.has(index) ? "write" : "read") },
+      };
+    }
+    const written = writable.has(index) ? bufferOf(binding) : null;
+    if (written) markWritten(written);
+    return { binding: index, resource: binding };
+  });
   if (run.params) entries.push({ binding: entries.length, resource: gpu.uniforms.allocate(run.params) });
   const bindGroup = gpu.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
   const encoder = gpu.commandEncoder();
@@ -59,6 +65,13 @@ export function launch(gpu: Gpu, kernel: KernelSource, run: Launch): void {
   pass.dispatchWorkgroups(x, y, z);
   pass.end();
   gpu.maybeFlush();
+}
+
+/** The buffer a raw binding resource names (a GPUBufferBinding or a GPUBuffer), else null. */
+function bufferOf(resource: GPUBindingResource): GPUBuffer | null {
+  if ("buffer" in resource) return resource.buffer;
+  if ("mapAsync" in resource) return resource;
+  return null;
 }
 
 /**

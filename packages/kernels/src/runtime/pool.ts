@@ -4,7 +4,7 @@
  * reuse likely while wasting at most 12.5%.
  */
 import "./webgpu.ts";
-import { markWritten } from "./versions.ts";
+import { markReturned } from "./versions.ts";
 export const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 export function sizeClass(bytes: number): number {
@@ -54,7 +54,7 @@ export class BufferPool {
   }
 
   release(buffer: GPUBuffer): void {
-    markWritten(buffer); // the next tensor that gets it holds other contents
+    markReturned(buffer); // the next tensor that gets it holds other contents (runtime/versions.ts)
     const size = buffer.size;
     this.stats.inUseBytes -= size;
     this.stats.idleBytes += size;

@@ -5,6 +5,7 @@
 import "./webgpu.ts";
 import type { TapeNode } from "./autograd.ts";
 import type { Gpu } from "./device.ts";
+import { markUnversioned, markWritten } from "./versions.ts";
 
 /** f32 and f16 hold values; u32 holds indices (token ids, argmax positions). */
 export type DType = "f32" | "f16" | "u32";
@@ -34,6 +35,8 @@ export class OpError extends Error {
 }
 
 let nextTensorId = 1;
+/** The buffer `share()` is wrapping in a new tensor: already ours, so not handed out raw. */
+let sharing: GPUBuffer | null = null;
 /** Scopes collect tensors made inside `tidy()` so inference loops free their temporaries. */
 const scopes: Set<Tensor>[] = [];
 
@@ -79,6 +82,8 @@ export class Tensor {
         { shape },
       );
     }
+    // A buffer from outside the runtime may be written behind our back (runtime/versions.ts).
+    if (buffer && buffer !== sharing) markUnversioned(buffer);
     this.buffer_ = buffer ?? gpu.pool.acquire(bytes);
     scopes.at(-1)?.add(this);
   }
@@ -91,7 +96,29 @@ export class Tensor {
     return this.shape.length;
   }
 
+  /**
+   * The GPU buffer, handed out raw: whoever takes it may write it in ways the runtime cannot see, so
+   * from now until the buffer returns to the pool it has no write version and caches of its contents
+   * (conv2d's packed weights) miss on every call (runtime/versions.ts). Our own code uses `bufferFor`.
+   */
   get buffer(): GPUBuffer {
+    const buffer = this.live();
+    markUnversioned(buffer);
+    return buffer;
+  }
+
+  /**
+   * The GPU buffer for one command that reads or writes it. "write" counts a write (a new write
+   * version, runtime/versions.ts): call it while recording the command that writes. Every write path
+   * of ours goes through here (`launch` for read_write bindings, the write helpers below).
+   */
+  bufferFor(access: "read" | "write"): GPUBuffer {
+    const buffer = this.live();
+    if (access === "write") markWritten(buffer);
+    return buffer;
+  }
+
+  private live(): GPUBuffer {
     if (!this.buffer_)
       throw new OpError("tensor", `tensor #${this.id} was used after release()`, { shape: this.shape });
     return this.buffer_;
@@ -129,7 +156,7 @@ export class Tensor {
 
   static zeros(gpu: Gpu, shape: Shape, dtype: DType = "f32"): Tensor {
     const tensor = new Tensor(gpu, shape, dtype);
-    gpu.commandEncoder().clearBuffer(tensor.buffer, 0, tensor.byteLength);
+    gpu.commandEncoder().clearBuffer(tensor.bufferFor("write"), 0, tensor.byteLength);
     return tensor;
   }
 
@@ -175,8 +202,57 @@ export class Tensor {
       for (let index = 0; index < this.size; index++) halves[index] = float32ToFloat16Bits(data[index]);
     }
     staging.unmap();
-    gpu.commandEncoder().copyBufferToBuffer(staging, 0, this.buffer, 0, bytes);
+    gpu.commandEncoder().copyBufferToBuffer(staging, 0, this.bufferFor("write"), 0, bytes);
     gpu.maybeFlush();
+  }
+
+  /**
+   * Replaces this tensor's contents with raw bytes in its dtype's layout (f32 values, f16 bits, u32
+   * words; `data.byteLength` may fall short of `byteLength` by the 2-byte pad of an odd f16 count)
+   * through `queue.writeBuffer`, which copies the data before returning and needs no staging buffer.
+   * The current batch is submitted first, so the write lands after every command recorded before it.
+   */
+  writeBytes(data: ArrayBufferView): void {
+    const bytes = data.byteLength;
+    if (bytes !== this.size * BYTES_PER_ELEMENT[this.dtype]) {
+      throw new OpError(
+        "writeBytes",
+        `${bytes} bytes given for ${this.size} ${this.dtype} values (${this.size * BYTES_PER_ELEMENT[this.dtype]} bytes)`,
+        { shape: this.shape },
+      );
+    }
+    let source = new Uint8Array(data.buffer, data.byteOffset, bytes);
+    if (bytes % 4 !== 0) {
+      const padded = new Uint8Array(this.byteLength);
+      padded.set(source);
+      source = padded;
+    }
+    this.gpu.flush();
+    this.gpu.device.queue.writeBuffer(
+      this.bufferFor("write"),
+      0,
+      source.buffer,
+      source.byteOffset,
+      source.byteLength,
+    );
+  }
+
+  /**
+   * Records a copy of `source`'s contents into this tensor in the current batch (same byte length;
+   * the shapes may differ). The one buffer-to-buffer copy between tensors.
+   */
+  copyFrom(source: Tensor): this {
+    if (source.byteLength !== this.byteLength) {
+      throw new OpError("copy", `byte lengths differ (${source.byteLength} vs ${this.byteLength})`, {
+        source,
+        target: this,
+      });
+    }
+    this.gpu
+      .commandEncoder()
+      .copyBufferToBuffer(source.bufferFor("read"), 0, this.bufferFor("write"), 0, this.byteLength);
+    this.gpu.maybeFlush();
+    return this;
   }
 
   static scalar(gpu: Gpu, value: number): Tensor {
@@ -191,7 +267,7 @@ export class Tensor {
       size: bytes,
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
-    gpu.commandEncoder().copyBufferToBuffer(this.buffer, 0, staging, 0, bytes);
+    gpu.commandEncoder().copyBufferToBuffer(this.bufferFor("read"), 0, staging, 0, bytes);
     gpu.flush();
     try {
       await gpu.wait(() => staging.mapAsync(GPUMapMode.READ));
@@ -222,7 +298,7 @@ export class Tensor {
         to: shape,
       });
     }
-    const moved = new Tensor(this.gpu, shape, this.dtype, this.buffer);
+    const moved = this.share(shape);
     this.buffer_ = null;
     this.node = null;
     return moved;
@@ -236,7 +312,17 @@ export class Tensor {
         to: shape,
       });
     }
-    return new Tensor(this.gpu, shape, this.dtype, this.buffer).asAliasOf(this);
+    return this.share(shape).asAliasOf(this);
+  }
+
+  /** A new tensor over this tensor's buffer (keeping its write version). */
+  private share(shape: Shape): Tensor {
+    sharing = this.live();
+    try {
+      return new Tensor(this.gpu, shape, this.dtype, sharing);
+    } finally {
+      sharing = null;
+    }
   }
 
   private aliasOf: Tensor | null = null;

@@ -33,8 +33,7 @@ export function cast(x: Tensor, dtype: "f32" | "f16"): Tensor {
   }
   const output = Tensor.empty(x.gpu, x.shape, dtype);
   if (dtype === x.dtype) {
-    x.gpu.commandEncoder().copyBufferToBuffer(x.buffer, 0, output.buffer, 0, x.byteLength);
-    return output;
+    return output.copyFrom(x);
   }
   const toHalf = dtype === "f16";
   launch(

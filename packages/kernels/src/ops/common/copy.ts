@@ -6,7 +6,5 @@ import { type Shape, Tensor } from "../../runtime/tensor.ts";
 
 /** A copy of `x` with another shape of the same size (a new buffer, so autograd may release it). */
 export function copyTensor(x: Tensor, shape: Shape = x.shape): Tensor {
-  const copy = Tensor.empty(x.gpu, shape);
-  x.gpu.commandEncoder().copyBufferToBuffer(x.buffer, 0, copy.buffer, 0, x.byteLength);
-  return copy;
+  return Tensor.empty(x.gpu, shape).copyFrom(x);
 }

@@ -3,8 +3,9 @@
  * packed once per version, not once per call: a training step's forward and input gradient (and, on
  * cpu-texture, the input gradient's own layout once), every call of a sampling loop with unchanged
  * weights. An entry is re-packed in place when the buffer's write version (runtime/versions.ts) has
- * moved since it was packed: an optimiser step, `write()`, `loadState`, a kernel or copy writing the
- * tensor, or the buffer going back to the pool. Entries beyond `WEIGHT_CACHE.bytesLimit` go back to
+ * moved since it was packed: an optimiser step, `write()`, `writeBytes()`, `loadState`, a kernel or
+ * `copyFrom` writing the tensor, or the buffer going back to the pool. A buffer handed out raw
+ * (`Tensor.buffer`) has no version and is re-packed on every call. Entries beyond `WEIGHT_CACHE.bytesLimit` go back to
  * the scratch texture pool, least recently used first; `releaseConv2dScratch` drops them all.
  */
 import type { Gpu } from "../../runtime/device.ts";
@@ -25,7 +26,8 @@ interface Entry {
   layout: string;
   scratch: ScratchTexture;
   view: GPUTextureView;
-  version: number;
+  /** The weight buffer's write version when packed; null: unversioned, never reused. */
+  version: number | null;
   lastUse: number;
 }
 
@@ -35,6 +37,8 @@ export interface WeightCacheStats {
   packs: number;
   /** Calls served by an entry whose weight had not changed. */
   hits: number;
+  /** Packs of weights whose buffer was handed out raw (`Tensor.buffer`): no version, so no reuse. */
+  unversioned: number;
   entries: number;
   bytes: number;
 }
@@ -45,16 +49,17 @@ class WeightCache {
   private clock = 0;
   packs = 0;
   hits = 0;
+  unversioned = 0;
 
   constructor(private readonly gpu: Gpu) {}
 
   view(op: string, g: Conv2dGeometry, w: Tensor, quadOverOutputs: boolean): GPUTextureView {
-    const buffer = w.buffer;
+    const buffer = w.bufferFor("read");
     const layout = `${quadOverOutputs ? "outputs" : "inputs"} ${g.outChannels}x${g.inPerGroup}x${g.kernelHeight}x${g.kernelWidth} /${g.groups}`;
     const version = bufferVersion(buffer);
     let byLayout = this.entries.get(buffer);
     let entry = byLayout?.get(layout);
-    if (entry && entry.version === version) {
+    if (entry && version !== null && entry.version === version) {
       this.hits++;
     } else {
       if (entry) packWeights(this.gpu, op, g, w, quadOverOutputs, entry.scratch, entry.view);
@@ -67,6 +72,7 @@ class WeightCache {
       }
       entry.version = version;
       this.packs++;
+      if (version === null) this.unversioned++;
     }
     entry.lastUse = ++this.clock;
     if (this.bytes > WEIGHT_CACHE.bytesLimit) this.trim(WEIGHT_CACHE.bytesLimit, entry);
@@ -91,7 +97,7 @@ class WeightCache {
   stats(): WeightCacheStats {
     let entries = 0;
     for (const byLayout of this.entries.values()) entries += byLayout.size;
-    return { packs: this.packs, hits: this.hits, entries, bytes: this.bytes };
+    return { packs: this.packs, hits: this.hits, unversioned: this.unversioned, entries, bytes: this.bytes };
   }
 }
 

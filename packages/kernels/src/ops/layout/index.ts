@@ -198,9 +198,7 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
     throw new OpError("reshape", `sizes differ (${x.size} vs ${sizeOf(shape)})`, { x, to: shape });
   }
   const copy = (source: Tensor, to: Shape) => {
-    const output = Tensor.empty(source.gpu, to, source.dtype);
-    source.gpu.commandEncoder().copyBufferToBuffer(source.buffer, 0, output.buffer, 0, source.byteLength);
-    return output;
+    return Tensor.empty(source.gpu, to, source.dtype).copyFrom(source);
   };
   const output = copy(x, shape);
   if (needsGrad(x)) record("reshape", [x], [output], ([gradOutput]) => [copy(gradOutput!, x.shape)]);

@@ -185,7 +185,12 @@ function copyRows(gpu: Gpu, operand: PackedOperand, target: PackedTexture): void
       const count = Math.min(operand.rows - sourceRow, layerHeight - y);
       const offset = 4 * (batch * operand.strides.batchStride + sourceRow * operand.depth);
       encoder.copyBufferToTexture(
-        { buffer: operand.tensor.buffer, offset, bytesPerRow: 4 * operand.depth, rowsPerImage: count },
+        {
+          buffer: operand.tensor.bufferFor("read"),
+          offset,
+          bytesPerRow: 4 * operand.depth,
+          rowsPerImage: count,
+        },
         { texture: target.scratch.texture, origin: [0, y, Math.floor(packedRow / layerHeight)] },
         [operand.depth / 4, count, 1],
       );

@@ -20,7 +20,7 @@ export interface ElementwiseOptions {
 }
 
 export function chooseElementwiseVariant(tensors: readonly Tensor[]): ElementwiseVariant {
-  return tensors.every((tensor) => tensor.buffer.size % 16 === 0) ? "vec4" : "scalar";
+  return tensors.every((tensor) => tensor.bufferFor("read").size % 16 === 0) ? "vec4" : "scalar";
 }
 
 export function resolveVariant(

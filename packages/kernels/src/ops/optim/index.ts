@@ -66,10 +66,6 @@ function checkGradient(op: string, param: Tensor, index: number): Tensor | null 
   return gradient;
 }
 
-function copyInto(target: Tensor, source: Tensor): void {
-  target.gpu.commandEncoder().copyBufferToBuffer(source.buffer, 0, target.buffer, 0, target.byteLength);
-}
-
 function zerosLike(tensor: Tensor): Tensor {
   return Tensor.zeros(tensor.gpu, tensor.shape);
 }
@@ -216,7 +212,7 @@ export class AdamW {
         throw new OpError("AdamW.loadState", `step count ${count} of parameter ${index} is not a count`);
       }
     });
-    for (const [target, source] of pairs) copyInto(target, source);
+    for (const [target, source] of pairs) target.copyFrom(source);
     counts.forEach((count, index) => {
       this.steps[index] = count;
     });
@@ -348,11 +344,7 @@ export class Ema {
     }
     this.config = config;
     this.names = checkNames("Ema", params, parameterNames);
-    this.averages = params.map((param) => {
-      const average = Tensor.empty(param.gpu, param.shape);
-      copyInto(average, param);
-      return average;
-    });
+    this.averages = params.map((param) => Tensor.empty(param.gpu, param.shape).copyFrom(param));
   }
 
   /** How many times `update()` has run. */
@@ -386,7 +378,7 @@ export class Ema {
   copyTo(params: readonly Tensor[] = this.params): void {
     this.checkTargets(params);
     params.forEach((param, index) => {
-      copyInto(param, this.averages[index]);
+      param.copyFrom(this.averages[index]);
     });
   }
 
@@ -398,9 +390,9 @@ export class Ema {
     this.checkTargets(params);
     params.forEach((param, index) => {
       const held = Tensor.empty(param.gpu, param.shape);
-      copyInto(held, param);
-      copyInto(param, this.averages[index]);
-      copyInto(this.averages[index], held);
+      held.copyFrom(param);
+      param.copyFrom(this.averages[index]);
+      this.averages[index].copyFrom(held);
       held.release();
     });
   }
@@ -419,7 +411,7 @@ export class Ema {
       stateTensor("Ema.loadState", state, name, this.params[index]),
     );
     sources.forEach((source, index) => {
-      copyInto(this.averages[index], source);
+      this.averages[index].copyFrom(source);
     });
     this.updates_ = updates;
   }
