@@ -19,6 +19,7 @@ import {
   measureFidelity,
   measureRealFilms,
   type Pipeline,
+  parseFidelityPhrases,
   runDiffusionBench,
   WordTokenizer,
 } from "@cxr/diffusion";
@@ -165,6 +166,38 @@ describe("conditioning fidelity", () => {
     );
   }, 300_000);
 
+  it("--phrase words a finding of the generated prompts as asked; the settings record it", async () => {
+    expect(parseFidelityPhrases([])).toEqual({});
+    expect(
+      parseFidelityPhrases([
+        "pleural effusion = large left pleural effusion",
+        "Cardiomegaly=moderate cardiomegaly",
+      ]),
+    ).toEqual({ "Pleural Effusion": "large left pleural effusion", Cardiomegaly: "moderate cardiomegaly" });
+    expect(() => parseFidelityPhrases(["Pleural Effusion"])).toThrow(
+      '--phrase: expected FINDING=WORDS, got "Pleural Effusion"',
+    );
+    expect(() => parseFidelityPhrases(["Cardiomegaly= "])).toThrow("expected FINDING=WORDS");
+    expect(() => parseFidelityPhrases(["Edema=mild edema"])).toThrow(
+      '--phrase: unknown finding "Edema" (one of Cardiomegaly, Pleural Effusion)',
+    );
+    expect(() => parseFidelityPhrases(["Cardiomegaly=a", "cardiomegaly=b"])).toThrow(
+      "--phrase: Cardiomegaly is worded twice",
+    );
+    const messages: string[] = [];
+    const phrases = { "Pleural Effusion": "large left pleural effusion" };
+    const report = await measureFidelity(pipeline, {
+      n: 2,
+      steps: 1,
+      measures: ["pleural-effusion"],
+      phrases,
+      onProgress: (message) => messages.push(message),
+    });
+    expect(report.settings.phrases).toEqual(phrases);
+    expect(messages).toContain('generating 2 "large left pleural effusion" images (ddim, 1 steps)');
+    expect(messages).toContain('generating 2 "Cardiomegaly" images (ddim, 1 steps)');
+  }, 120_000);
+
   it("measures real films alone, and names what a split lacks", async () => {
     const options = {
       realData: data,
@@ -231,6 +264,12 @@ describe("conditioning fidelity", () => {
     await expect(
       run(["--real-only", "--data", data, "--size", "32", "--measures", "sex,sex"]),
     ).rejects.toThrow('--measures: "sex,sex" lists a measure twice');
+    await expect(run(["--model", "m", "--phrase", "Heart=big heart"])).rejects.toThrow(
+      /option '--phrase <finding=words>' argument 'Heart=big heart' is invalid. unknown finding "Heart" \(one of Cardiomegaly, Pleural Effusion\)/,
+    );
+    await expect(
+      run(["--real-only", "--data", data, "--size", "32", "--phrase", "Cardiomegaly=moderate cardiomegaly"]),
+    ).rejects.toThrow("--phrase words generated prompts: --real-only generates none");
   }, 120_000);
 });
 

@@ -16,6 +16,7 @@ import {
   formatRealFilms,
   measureFidelity,
   measureRealFilms,
+  parseFidelityPhrases,
 } from "./fidelity.ts";
 import { DIFFUSION_CONFIGS } from "./model/config.ts";
 import { PRECISIONS, type Precision } from "./model/model.ts";
@@ -313,6 +314,7 @@ interface FidelityFlags {
   size?: number;
   measureSize: number;
   measures: FidelityMeasureName[];
+  phrase?: string[];
   data?: string;
   split: "valid" | "test" | "train";
   n: number;
@@ -355,6 +357,19 @@ function registerFidelity(program: Command): void {
       parseIntegerIn("--measure-size", 8, 4096),
       FIDELITY_DEFAULTS.measureSize,
     )
+    .option(
+      "--phrase <finding=words>",
+      'word a finding of the generated prompts as given, e.g. "Pleural Effusion=large left pleural effusion" (repeatable; default: the label\'s phrase, "Pleural effusion.")',
+      (value: string, previous: string[] = []) => {
+        const values = [...previous, value];
+        try {
+          parseFidelityPhrases(values);
+        } catch (error) {
+          throw new InvalidArgumentError((error as Error).message.replace(/^--phrase: /, ""));
+        }
+        return values;
+      },
+    )
     .option("--data <dir>", "real films to compare with (CheXpert layout, e.g. the phantom's output)")
     .addOption(
       new Option("--split <split>", "split of --data to measure")
@@ -393,6 +408,7 @@ function registerFidelity(program: Command): void {
           throw new Error("--real-only needs --data DIR and --size PX");
         }
         if (flags.model) throw new Error("--real-only measures no model: drop --model");
+        if (flags.phrase) throw new Error("--phrase words generated prompts: --real-only generates none");
         const options = {
           realData: flags.data,
           split: flags.split,
@@ -423,6 +439,7 @@ function registerFidelity(program: Command): void {
           split: flags.split,
           measures: flags.measures,
           measureSize: flags.measureSize,
+          ...(flags.phrase ? { phrases: parseFidelityPhrases(flags.phrase) } : {}),
           onProgress: (message) => console.error(message),
         });
         writeFidelityJson(flags.out, report);

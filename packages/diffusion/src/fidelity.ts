@@ -59,6 +59,31 @@ export const FIDELITY_MEASURES: Readonly<
   },
 };
 
+/** The findings whose prompt wording `FidelityOptions.phrases` may set. */
+export const FIDELITY_FINDINGS = ["Cardiomegaly", "Pleural Effusion"] as const;
+export type FidelityFinding = (typeof FIDELITY_FINDINGS)[number];
+
+/**
+ * Parses `--phrase` values ("Pleural Effusion=large left pleural effusion", finding names
+ * case-insensitive) into `FidelityOptions.phrases`; throws naming the bad value.
+ */
+export function parseFidelityPhrases(values: readonly string[]): Partial<Record<FidelityFinding, string>> {
+  const phrases: Partial<Record<FidelityFinding, string>> = {};
+  for (const value of values) {
+    const at = value.indexOf("=");
+    const name = at < 0 ? "" : value.slice(0, at).trim();
+    const phrase = at < 0 ? "" : value.slice(at + 1).trim();
+    if (at < 0 || phrase === "") throw new RangeError(`--phrase: expected FINDING=WORDS, got "${value}"`);
+    const finding = FIDELITY_FINDINGS.find((known) => known.toLowerCase() === name.toLowerCase());
+    if (finding === undefined) {
+      throw new RangeError(`--phrase: unknown finding "${name}" (one of ${FIDELITY_FINDINGS.join(", ")})`);
+    }
+    if (phrases[finding] !== undefined) throw new RangeError(`--phrase: ${finding} is worded twice`);
+    phrases[finding] = phrase;
+  }
+  return phrases;
+}
+
 /** Real films for the sex measure: "No Finding" films of adults (the generated prompts are 55-75 years). */
 export const SEX_MEASURE_MIN_AGE = 18;
 
@@ -77,6 +102,12 @@ export interface FidelityOptions {
   measureSize: number;
   /** Measures beside the CTR (each adds n generated images). */
   measures: readonly FidelityMeasureName[];
+  /**
+   * How the generated prompts word each finding; unset: the label's phrase ("Cardiomegaly.",
+   * "Pleural effusion.", as `promptFromFields` writes findings). E.g. `{ "Pleural Effusion": "large
+   * left pleural effusion" }` asks in the wording of a report. The real films are the same either way.
+   */
+  phrases?: Partial<Record<FidelityFinding, string>>;
   onProgress?: (message: string) => void;
 }
 
@@ -409,13 +440,14 @@ export async function measureFidelity(
     };
   };
   // The same seed for every prompt set: image i starts from the same noise, only the prompt differs.
-  const cardiomegaly = await generate(["Cardiomegaly"], "Cardiomegaly");
+  const wording = (finding: FidelityFinding) => options.phrases?.[finding] ?? finding;
+  const cardiomegaly = await generate([wording("Cardiomegaly")], wording("Cardiomegaly"));
   const normal = await generate([], "No Finding");
   const generated = compare(ctrClass(cardiomegaly.measures), ctrClass(normal.measures));
   const generatedMeasures = new Map<FidelityMeasureName, MeasureComparison>();
   for (const name of options.measures) {
     if (name === "pleural-effusion") {
-      const effusion = await generate(["Pleural Effusion"], "Pleural Effusion");
+      const effusion = await generate([wording("Pleural Effusion")], wording("Pleural Effusion"));
       generatedMeasures.set(name, compareMeasure(name, effusion.measures, normal.measures));
     } else {
       // Each No Finding image again with the other sex: every noise and age appears once as each sex.
