@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { convertStateDict, inspectFolder, registerPretrainedCommands } from "@cxr/diffusion/cli-pretrained";
 import { WeightSource } from "@cxr/diffusion/pretrained";
 import { Command } from "commander";
-import { afterAll, describe, expect, it, vi } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
+import { captureOutput } from "../capture.ts";
 import { temporaryFolder, writeFixtureSafetensors, writeSd21Configs } from "./pretrained-helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
@@ -77,19 +78,11 @@ describe("cxr convert", () => {
     ]);
     const program = new Command("cxr").exitOverride();
     registerPretrainedCommands(program);
-    const lines: string[] = [];
-    const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => {
-      lines.push(String(chunk));
-      return true;
-    });
-    try {
-      await program.parseAsync(["convert", input, join(scratch, "small.safetensors"), "--prefix", "model."], {
+    const { text } = await captureOutput(() =>
+      program.parseAsync(["convert", input, join(scratch, "small.safetensors"), "--prefix", "model."], {
         from: "user",
-      });
-    } finally {
-      spy.mockRestore();
-    }
-    const text = lines.join("");
+      }),
+    );
     expect(text).toContain("1 tensors (1 renamed)");
     expect(text).toContain("w -> model.w  F32 [2, 3]");
     expect(text).toContain("step  (skipped: int, not a tensor)");

@@ -16,7 +16,8 @@ import { generateLatent, loadPretrainedComponents, rgbPng } from "@cxr/diffusion
 import { readSafetensors, writeSafetensors } from "@cxr/kernels";
 import { Command } from "commander";
 import sharp from "sharp";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { captureOutput } from "../capture.ts";
 import { expectClose, gpu, randomValues } from "../kernels/helpers.ts";
 import { temporaryFolder } from "./pretrained-helpers.ts";
 
@@ -97,23 +98,15 @@ describe("latent generation from a diffusers folder", () => {
     components.vae.dispose();
 
     // The command: PNG + JSON per prompt, timing and GPU memory printed.
-    const lines: string[] = [];
-    const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => {
-      lines.push(String(chunk));
-      return true;
-    });
-    const quiet = vi.spyOn(process.stderr, "write").mockImplementation(() => true);
-    let written: string[];
-    try {
-      written = await modelGenerate(
-        folder,
-        { prompt: prompts, out: join(scratch, "out"), steps: 2, guidance: 3, seed: 4 },
-        g,
-      );
-    } finally {
-      spy.mockRestore();
-      quiet.mockRestore();
-    }
+    const { result: written, text: commandOutput } = await captureOutput(
+      () =>
+        modelGenerate(
+          folder,
+          { prompt: prompts, out: join(scratch, "out"), steps: 2, guidance: 3, seed: 4 },
+          g,
+        ),
+      { quietStderr: true },
+    );
     expect(written).toEqual([join(scratch, "out", "image-0000.png"), join(scratch, "out", "image-0001.png")]);
     expect((await sharp(readFileSync(written[1])).metadata()).width).toBe(8 * side);
     const sidecar = JSON.parse(readFileSync(written[1].replace(".png", ".json"), "utf8"));
@@ -126,7 +119,7 @@ describe("latent generation from a diffusers folder", () => {
       guidance: 3,
     });
     expect(sidecar.timesteps).toEqual([501, 1, 1]);
-    expect(lines.join("")).toMatch(
+    expect(commandOutput).toMatch(
       /2 images \(pndm, 2 steps, guidance 3\) in [\d.]+ s \(weights loaded in [\d.]+ s\); GPU pool: [\d.]+ MB in use at the start \(weights: text encoder [\d.]+ MB, UNet [\d.]+ MB, VAE [\d.]+ MB; f32\), peak [\d.]+ MB during generation \(text encoder, UNet steps, VAE decode\)/,
     );
   });
@@ -135,23 +128,10 @@ describe("latent generation from a diffusers folder", () => {
   async function cxr(args: string[]): Promise<string> {
     const program = new Command("cxr").exitOverride();
     registerCommands(program, { bench: program.command("bench") });
-    const lines: string[] = [];
-    const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => {
-      lines.push(String(chunk));
-      return true;
+    const { text } = await captureOutput(() => program.parseAsync(args, { from: "user" }), {
+      quietStderr: true,
     });
-    const log = vi.spyOn(console, "log").mockImplementation((...items: unknown[]) => {
-      lines.push(`${items.join(" ")}\n`);
-    });
-    const quiet = vi.spyOn(process.stderr, "write").mockImplementation(() => true);
-    try {
-      await program.parseAsync(args, { from: "user" });
-    } finally {
-      spy.mockRestore();
-      log.mockRestore();
-      quiet.mockRestore();
-    }
-    return lines.join("");
+    return text;
   }
 
   const sidecarOf = (path: string) => JSON.parse(readFileSync(path.replace(/\.png$/, ".json"), "utf8"));

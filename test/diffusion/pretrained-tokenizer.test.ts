@@ -18,7 +18,8 @@ import {
   writeClipVocabulary,
 } from "@cxr/diffusion/pretrained";
 import { Command } from "commander";
-import { afterAll, describe, expect, it, vi } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
+import { captureOutput } from "../capture.ts";
 import { temporaryFolder, writeJson, writeSd21Configs } from "./pretrained-helpers.ts";
 
 /** The printable bytes first, then the rest: the order of CLIP's first 256 vocabulary entries. */
@@ -345,17 +346,10 @@ describe("CLIP vocabulary from OpenAI's BPE file (cxr model clip-vocab)", () => 
     writeFileSync(file, bpeText);
     const program = new Command("cxr").exitOverride();
     registerPretrainedCommands(program);
-    const lines: string[] = [];
-    const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => {
-      lines.push(String(chunk));
-      return true;
-    });
-    try {
-      await program.parseAsync(["model", "clip-vocab", file, "--out", join(dir, "tok")], { from: "user" });
-    } finally {
-      spy.mockRestore();
-    }
-    expect(lines.join("")).toContain(`(${512 + MERGES.length + 2} tokens)`);
+    const { text } = await captureOutput(() =>
+      program.parseAsync(["model", "clip-vocab", file, "--out", join(dir, "tok")], { from: "user" }),
+    );
+    expect(text).toContain(`(${512 + MERGES.length + 2} tokens)`);
     expect(readFileSync(join(dir, "tok", "merges.txt"), "utf8").split("\n")[0]).toBe("#version: 0.2");
   });
 });
