@@ -9,10 +9,9 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { formatPredictionsCsv, synthesizePredictions } from "@cxr/classifier";
-import { generatePhantomDataset } from "@cxr/data";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { type GeneratorSetup, setupGenerator } from "./generator-setup.ts";
-import { startTestServer } from "./helpers.ts";
+import { startTestServer, writeTestPhantom } from "./helpers.ts";
 
 /** The part of playwright-core's API used here (its types resolve from packages/server only). */
 interface Locator {
@@ -84,13 +83,7 @@ test.skipIf(!available)(
       tokens: [token],
     });
     const datasets = s.server.config.datasetsRoot;
-    await generatePhantomDataset({
-      outDir: join(datasets, "real"),
-      count: 90,
-      size: 64,
-      institutions: ["highland"],
-      seed: 3,
-    });
+    await writeTestPhantom(join(datasets, "real"), { count: 90, institution: "highland" });
     // Headline gaps need a validation file (worst and best subgroups are chosen on it).
     for (const [name, seed] of [
       ["preds.csv", 4],

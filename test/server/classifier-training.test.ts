@@ -8,10 +8,9 @@
  */
 import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { generatePhantomDataset } from "@cxr/data";
 import { readSafetensors } from "@cxr/kernels";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { readEvents, StepGenerator, startTestServer } from "./helpers.ts";
+import { readEvents, StepGenerator, startTestServer, writeTestPhantom } from "./helpers.ts";
 
 type TestServer = Awaited<ReturnType<typeof startTestServer>>;
 let s: TestServer;
@@ -48,20 +47,8 @@ beforeAll(async () => {
   });
   mkdirSync(join(s.server.config.modelsRoot, "tiny"), { recursive: true });
   mkdirSync(join(s.server.config.datasetsRoot, "empty"), { recursive: true });
-  await generatePhantomDataset({
-    outDir: join(s.server.config.datasetsRoot, "real"),
-    count: 90,
-    size: 64,
-    institutions: ["highland"],
-    seed: 3,
-  });
-  await generatePhantomDataset({
-    outDir: join(s.server.config.datasetsRoot, "synthetic"),
-    count: 40,
-    size: 64,
-    institutions: ["northgate"],
-    seed: 4,
-  });
+  await writeTestPhantom(join(s.server.config.datasetsRoot, "real"), { count: 90, institution: "highland" });
+  await writeTestPhantom(join(s.server.config.datasetsRoot, "synthetic"), { count: 40, seed: 4 });
 }, 120_000);
 afterAll(async () => s?.close());
 

@@ -8,9 +8,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { generatePhantomDataset } from "@cxr/data";
 import { afterEach, describe, expect, test } from "vitest";
-import { StepGenerator, temporaryRoot } from "./helpers.ts";
+import { StepGenerator, temporaryRoot, writeTestPhantom } from "./helpers.ts";
 
 const FIXTURE = fileURLToPath(new URL("./fixtures/serve-steps.ts", import.meta.url));
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
@@ -128,13 +127,7 @@ describe("durability", () => {
     const { root, remove } = temporaryRoot();
     try {
       mkdirSync(join(root, "models", "tiny"), { recursive: true });
-      await generatePhantomDataset({
-        outDir: join(root, "datasets", "phantom"),
-        count: 24,
-        size: 64,
-        institutions: ["northgate"],
-        seed: 3,
-      });
+      await writeTestPhantom(join(root, "datasets", "phantom"));
       const first = await startChild(root, 1);
       const response = await fetch(`${first.url}/v1/trainings`, {
         method: "POST",
@@ -178,13 +171,7 @@ describe("durability", () => {
     const { root, remove } = temporaryRoot();
     try {
       mkdirSync(join(root, "models", "tiny"), { recursive: true });
-      await generatePhantomDataset({
-        outDir: join(root, "datasets", "real"),
-        count: 90,
-        size: 64,
-        institutions: ["highland"],
-        seed: 3,
-      });
+      await writeTestPhantom(join(root, "datasets", "real"), { count: 90, institution: "highland" });
       const first = await startChild(root, 1);
       const response = await fetch(`${first.url}/v1/trainings`, {
         method: "POST",

@@ -9,6 +9,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { generatePhantomDataset } from "@cxr/data";
 import sharp from "sharp";
 import type { ImageGenerator, ImageRequest, ModelInfo } from "../../packages/server/src/generation.ts";
 import {
@@ -21,6 +22,21 @@ import {
 export function temporaryRoot(prefix = "cxr-server-"): { root: string; remove: () => void } {
   const root = mkdtempSync(join(tmpdir(), prefix));
   return { root, remove: () => rmSync(root, { recursive: true, force: true }) };
+}
+
+/**
+ * A small phantom dataset at 64 px for the server's training and evaluation tests: by default the 24
+ * northgate films the generator trainings use; the classifier tests ask for more films elsewhere.
+ */
+export async function writeTestPhantom(
+  outDir: string,
+  {
+    count = 24,
+    institution = "northgate",
+    seed = 3,
+  }: { count?: number; institution?: string; seed?: number } = {},
+): Promise<void> {
+  await generatePhantomDataset({ outDir, count, size: 64, institutions: [institution], seed });
 }
 
 export class StepGenerator implements ImageGenerator {

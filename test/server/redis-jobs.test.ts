@@ -10,13 +10,12 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { formatPredictionsCsv, synthesizePredictions } from "@cxr/classifier";
-import { generatePhantomDataset } from "@cxr/data";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { DiffusionGenerator } from "../../packages/server/src/diffusion-generator.ts";
 import { RedisShardProducer } from "../../packages/server/src/redis.ts";
 import { type RunningServer, startServer } from "../../packages/server/src/server.ts";
 import { saveTinyModel } from "./generator-setup.ts";
-import { readEvents, temporaryRoot } from "./helpers.ts";
+import { readEvents, temporaryRoot, writeTestPhantom } from "./helpers.ts";
 import { freePort, isBun, REDIS, redisAvailable } from "./redis-helpers.ts";
 
 const WORKER = fileURLToPath(new URL("./fixtures/job-worker.ts", import.meta.url));
@@ -129,13 +128,7 @@ beforeAll(async () => {
   producer = new RedisShardProducer(url, { prefix: "test" });
   mkdirSync(join(root, "models"), { recursive: true });
   await saveTinyModel(join(root, "models"));
-  await generatePhantomDataset({
-    outDir: join(root, "datasets", "phantom"),
-    count: 24,
-    size: 64,
-    institutions: ["northgate"],
-    seed: 3,
-  });
+  await writeTestPhantom(join(root, "datasets", "phantom"));
   writeFileSync(
     join(root, "datasets", "preds.csv"),
     formatPredictionsCsv(synthesizePredictions({ images: 400, patients: 200, seed: 4 })),

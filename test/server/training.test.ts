@@ -6,9 +6,8 @@
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { generatePhantomDataset } from "@cxr/data";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { StepGenerator, startTestServer } from "./helpers.ts";
+import { StepGenerator, startTestServer, writeTestPhantom } from "./helpers.ts";
 
 type TestServer = Awaited<ReturnType<typeof startTestServer>>;
 let s: TestServer;
@@ -39,13 +38,7 @@ beforeAll(async () => {
     generator: new StepGenerator({ tiny: { name: "tiny", kind: "diffusion", size: 16 } }),
   });
   mkdirSync(join(s.server.config.modelsRoot, "tiny"), { recursive: true });
-  await generatePhantomDataset({
-    outDir: join(s.server.config.datasetsRoot, "phantom"),
-    count: 24,
-    size: 64,
-    institutions: ["northgate"],
-    seed: 3,
-  });
+  await writeTestPhantom(join(s.server.config.datasetsRoot, "phantom"));
 }, 120_000);
 afterAll(async () => s?.close());
 
