@@ -13,6 +13,8 @@
 import { wgsl } from "../../runtime/kernel.ts";
 import {
   FORWARD_HEADER_WGSL,
+  FORWARD_PIXEL_TAPS_WGSL,
+  FORWARD_QUAD_LOOP_WGSL,
   PHASE_WGSL,
   PLANE_ORIGIN_WGSL,
   WEIGHT_GRADIENT_HEADER_WGSL,
@@ -67,22 +69,12 @@ ${SUBGROUP_MAIN_WGSL}
   let group = image % p.groups;
   let pixel0 = (pixelGroup * ${CONV2D_SUBGROUP_BLOCK.workgroupSize}u + lane) * 8u;
   let o0 = channelBlock * ${channels}u;
-  let t0 = tapOf(pixel0); let t1 = tapOf(pixel0 + 1u); let t2 = tapOf(pixel0 + 2u); let t3 = tapOf(pixel0 + 3u);
-  let t4 = tapOf(pixel0 + 4u); let t5 = tapOf(pixel0 + 5u); let t6 = tapOf(pixel0 + 6u); let t7 = tapOf(pixel0 + 7u);
+  ${FORWARD_PIXEL_TAPS_WGSL}
   // The weight rows this lane loads for the whole subgroup.
   {{ownRows}}
   // low*: pixels 0-3, high*: pixels 4-7, one pair per output channel.
   {{declare}}
-  let quads = (p.Cg + 3u) / 4u;
-  var origin = planeOrigin(image * quads, p.planesPerRow, p.planeWidth, p.planeHeight);
-  for (var quad = 0u; quad < quads; quad++) {
-    {{tapLoops}}
-        let shift = origin + vec2<u32>(kx * p.dW, ky * p.dH);
-        let x0 = textureLoad(packedInput, t0 + shift, 0); let x1 = textureLoad(packedInput, t1 + shift, 0);
-        let x2 = textureLoad(packedInput, t2 + shift, 0); let x3 = textureLoad(packedInput, t3 + shift, 0);
-        let x4 = textureLoad(packedInput, t4 + shift, 0); let x5 = textureLoad(packedInput, t5 + shift, 0);
-        let x6 = textureLoad(packedInput, t6 + shift, 0); let x7 = textureLoad(packedInput, t7 + shift, 0);
-        let column = (quad * p.kH + ky) * p.kW + kx;
+  ${FORWARD_QUAD_LOOP_WGSL}
         {{loadOwn}}
         {{accumulate}}
       }

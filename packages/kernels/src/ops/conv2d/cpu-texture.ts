@@ -238,6 +238,27 @@ fn storeRow(n: u32, group: u32, o: u32, pixel0: u32, low: vec4<f32>, high: vec4<
  * images waste no lanes). Per (input-channel quad, ky, kx): 8 input texels + 8 weight texels, 256
  * multiply-adds in registers. `taps` are each pixel's top-left input position in the padded plane.
  */
+/** The forward kernels' first tap of each of the 8 pixels from \`pixel0\` (t0-t7). */
+export const FORWARD_PIXEL_TAPS_WGSL = `let t0 = tapOf(pixel0); let t1 = tapOf(pixel0 + 1u); let t2 = tapOf(pixel0 + 2u); let t3 = tapOf(pixel0 + 3u);
+  let t4 = tapOf(pixel0 + 4u); let t5 = tapOf(pixel0 + 5u); let t6 = tapOf(pixel0 + 6u); let t7 = tapOf(pixel0 + 7u);`;
+
+/**
+ * The head of the forward kernels' loop over input-channel quads, up to the weight loads: each
+ * quad's plane, the tap loops (the \`{{tapLoops}}\` placeholder, closed by the kernel), the 8 pixels'
+ * input texels x0-x7 at the tap and the packed-weight column.
+ */
+export const FORWARD_QUAD_LOOP_WGSL = `let quads = (p.Cg + 3u) / 4u;
+  // Plane origins advance by one plane per quad; stepping avoids a per-lane division in the loop.
+  var origin = planeOrigin(image * quads, p.planesPerRow, p.planeWidth, p.planeHeight);
+  for (var quad = 0u; quad < quads; quad++) {
+    {{tapLoops}}
+        let shift = origin + vec2<u32>(kx * p.dW, ky * p.dH);
+        let x0 = textureLoad(packedInput, t0 + shift, 0); let x1 = textureLoad(packedInput, t1 + shift, 0);
+        let x2 = textureLoad(packedInput, t2 + shift, 0); let x3 = textureLoad(packedInput, t3 + shift, 0);
+        let x4 = textureLoad(packedInput, t4 + shift, 0); let x5 = textureLoad(packedInput, t5 + shift, 0);
+        let x6 = textureLoad(packedInput, t6 + shift, 0); let x7 = textureLoad(packedInput, t7 + shift, 0);
+        let column = (quad * p.kH + ky) * p.kW + kx;`;
+
 const CONV2D_CPU_TEMPLATE = `
 ${FORWARD_HEADER_WGSL}
 ${LINEAR_INDEX_WGSL}
@@ -250,8 +271,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let group = image % p.groups;
   let pixel0 = pixelBlock * 8u;
   let o0 = channelBlock * 8u;
-  let t0 = tapOf(pixel0); let t1 = tapOf(pixel0 + 1u); let t2 = tapOf(pixel0 + 2u); let t3 = tapOf(pixel0 + 3u);
-  let t4 = tapOf(pixel0 + 4u); let t5 = tapOf(pixel0 + 5u); let t6 = tapOf(pixel0 + 6u); let t7 = tapOf(pixel0 + 7u);
+  ${FORWARD_PIXEL_TAPS_WGSL}
   let r0 = weightRow(group, o0); let r1 = weightRow(group, o0 + 1u); let r2 = weightRow(group, o0 + 2u);
   let r3 = weightRow(group, o0 + 3u); let r4 = weightRow(group, o0 + 4u); let r5 = weightRow(group, o0 + 5u);
   let r6 = weightRow(group, o0 + 6u); let r7 = weightRow(group, o0 + 7u);
@@ -260,17 +280,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   var low4 = vec4<f32>(0.0); var low5 = vec4<f32>(0.0); var low6 = vec4<f32>(0.0); var low7 = vec4<f32>(0.0);
   var high0 = vec4<f32>(0.0); var high1 = vec4<f32>(0.0); var high2 = vec4<f32>(0.0); var high3 = vec4<f32>(0.0);
   var high4 = vec4<f32>(0.0); var high5 = vec4<f32>(0.0); var high6 = vec4<f32>(0.0); var high7 = vec4<f32>(0.0);
-  let quads = (p.Cg + 3u) / 4u;
-  // Plane origins advance by one plane per quad; stepping avoids a per-lane division in the loop.
-  var origin = planeOrigin(image * quads, p.planesPerRow, p.planeWidth, p.planeHeight);
-  for (var quad = 0u; quad < quads; quad++) {
-    {{tapLoops}}
-        let shift = origin + vec2<u32>(kx * p.dW, ky * p.dH);
-        let x0 = textureLoad(packedInput, t0 + shift, 0); let x1 = textureLoad(packedInput, t1 + shift, 0);
-        let x2 = textureLoad(packedInput, t2 + shift, 0); let x3 = textureLoad(packedInput, t3 + shift, 0);
-        let x4 = textureLoad(packedInput, t4 + shift, 0); let x5 = textureLoad(packedInput, t5 + shift, 0);
-        let x6 = textureLoad(packedInput, t6 + shift, 0); let x7 = textureLoad(packedInput, t7 + shift, 0);
-        let column = (quad * p.kH + ky) * p.kW + kx;
+  ${FORWARD_QUAD_LOOP_WGSL}
         var wv = textureLoad(packedWeights, vec2<u32>(column, r0), 0);
         low0 += dots(wv, x0, x1, x2, x3); high0 += dots(wv, x4, x5, x6, x7);
         wv = textureLoad(packedWeights, vec2<u32>(column, r1), 0);
