@@ -26,9 +26,12 @@ import {
 } from "../../packages/kernels/src/ops/attention/choose.ts";
 import {
   ATTENTION_KERNELS,
+  ATTENTION_PASSES,
   ATTENTION_SHARED_KERNELS,
   type AttentionParams,
+  attentionChunkRows,
   attentionOpReference,
+  CHUNKED_GEMM_KERNELS,
 } from "../../packages/kernels/src/ops/attention/index.ts";
 import { type BadInputCase, checkOp, type OpCase } from "./check-op.ts";
 import { gpu, randomValues, upload } from "./helpers.ts";
@@ -52,6 +55,16 @@ const CONFIGURATIONS = new Map<string, Configuration>(
       `${variant}, chunked-scores backward in chunks of 5 query rows`,
       { variant, backward: "chunked-scores", backwardChunkRows: 5 },
     ],
+    // chunked-gemm's kernels do not depend on the variant: run it after the chosen subgroup one.
+    ...(variant === "cpu-subgroup"
+      ? ([
+          [`${variant}, chunked-gemm backward`, { variant, backward: "chunked-gemm" }],
+          [
+            `${variant}, chunked-gemm backward in chunks of 5 query rows`,
+            { variant, backward: "chunked-gemm", backwardChunkRows: 5 },
+          ],
+        ] as [string, Configuration][])
+      : []),
   ]),
 );
 
@@ -213,6 +226,15 @@ const badInputs: BadInputCase[] = [
     throws: "attention: backwardChunkRows must be a positive integer, got 0.5",
   },
   {
+    reason: "chunked-gemm with a variant without subgroups",
+    run: (device) => {
+      const q = Tensor.upload(device, randomValues(48, 1), [1, 2, 3, 8]);
+      return attention(q, q, q, { variant: "gpu-tiled", backward: "chunked-gemm" });
+    },
+    throws:
+      "attention: backward chunked-gemm needs a subgroup variant (cpu-subgroup, cpu-rows), got gpu-tiled",
+  },
+  {
     reason: "a head dimension over the maximum",
     run: (device) => {
       const wide = Tensor.upload(device, new Float64Array(264), [1, 1, 1, 264]);
@@ -314,9 +336,36 @@ describe("attention: the rest", () => {
     expect(chooseAttentionVariant(adapter("discrete", true, 32), shape)).toBe("gpu-tiled");
     const expected = device.kind === "cpu" && attentionCanUseSubgroups(device) ? "cpu-subgroup" : "gpu-tiled";
     expect(chooseAttentionVariant(device, shape)).toBe(expected);
-    expect(chooseAttentionBackward(adapter("cpu", true, 8), shape)).toBe("chunked-scores");
+    expect(chooseAttentionBackward(adapter("cpu", true, 8), shape)).toBe("chunked-gemm");
+    const textKeys = { ...shape, keyLength: 77 }; // cross-attention: too few keys for chunked-gemm's blocks
+    expect(chooseAttentionBackward(adapter("cpu", true, 8), textKeys)).toBe("chunked-scores");
+    expect(chooseAttentionBackward(adapter("cpu", true, 8), { ...shape, keyLength: 256 })).toBe(
+      "chunked-gemm",
+    );
+    expect(chooseAttentionBackward(adapter("cpu", true, 8), shape, "gpu-tiled")).toBe("chunked-scores");
     expect(chooseAttentionBackward(adapter("cpu", false, 8), shape)).toBe("chunked-scores");
     expect(chooseAttentionBackward(adapter("discrete", true, 32), shape)).toBe("recompute");
+  });
+
+  it("sizes backward chunks from each scratch's budget and minimum rows", () => {
+    const at = (length: number) => ({
+      batch: 1,
+      heads: 8,
+      queryLength: length,
+      keyLength: length,
+      headDim: 64,
+    });
+    // chunked-scores: 8 bytes per pair in 16 MiB; chunked-gemm: 12 bytes per pair in 24 MiB.
+    expect(attentionChunkRows(device, at(1024), undefined, "chunked-scores")).toBe(256);
+    expect(attentionChunkRows(device, at(1024), undefined, "chunked-gemm")).toBe(256);
+    expect(attentionChunkRows(device, at(2048), undefined, "chunked-scores")).toBe(128);
+    // Past the budget chunked-gemm keeps a dQ workgroup's 256 rows (the scratch grows linearly).
+    expect(attentionChunkRows(device, at(2048), undefined, "chunked-gemm")).toBe(256);
+    // Rows spread evenly: 1000 rows at 256 per chunk -> 4 chunks of 250.
+    expect(attentionChunkRows(device, { ...at(1024), queryLength: 1000 }, undefined, "chunked-gemm")).toBe(
+      250,
+    );
+    expect(attentionChunkRows(device, at(100), 7, "chunked-gemm")).toBe(7);
   });
 
   it("fused working memory grows linearly with length, the composition's quadratically", async () => {
@@ -381,10 +430,17 @@ describe("attention: the rest", () => {
         backward(output, await upload(randomValues(18, 2), shape));
         await q.grad!.download();
         const kernels = ATTENTION_KERNELS[configuration.variant];
-        const backwardKernels =
-          configuration.backward === "recompute"
-            ? [kernels.backwardQuery, kernels.backwardKeyValue]
-            : [kernels.backwardQueryChunk, kernels.backwardKeyValueChunk];
+        const backwardKernels = {
+          recompute: [kernels.backwardQuery, kernels.backwardKeyValue],
+          "chunked-scores": [kernels.backwardQueryChunk, kernels.backwardKeyValueChunk],
+          "chunked-gemm": [
+            CHUNKED_GEMM_KERNELS.gemmScores,
+            CHUNKED_GEMM_KERNELS.gemmProduct,
+            CHUNKED_GEMM_KERNELS.gemmProductPair,
+          ],
+        }[configuration.backward];
+        const passes = Object.values(ATTENTION_PASSES[configuration.variant]);
+        for (const code of backwardKernels) expect(passes).toContain(code);
         expect(new Set(compiled)).toEqual(
           new Set([
             ATTENTION_SHARED_KERNELS.resizeRows,

@@ -4,7 +4,7 @@
  * the f16 kernels (half.ts in each op folder) as variant "f16" and the f32 <-> f16 casts as "cast".
  */
 import { ATTENTION_HALF_WGSL } from "./attention/half.ts";
-import { ATTENTION_KERNELS, ATTENTION_SHARED_KERNELS } from "./attention/index.ts";
+import { ATTENTION_PASSES } from "./attention/index.ts";
 import { BATCH_NORM_KERNELS } from "./batchnorm/index.ts";
 import { BINARY_HALF_KERNELS } from "./binary/half.ts";
 import { BINARY_KERNELS } from "./binary/index.ts";
@@ -52,12 +52,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, Readonly<Record<string, Ker
   layerNorm: { ...LAYER_NORM_KERNELS, f16: LAYER_NORM_HALF_KERNELS },
   batchNorm2d: BATCH_NORM_KERNELS,
   attention: {
-    ...Object.fromEntries(
-      Object.entries(ATTENTION_KERNELS).map(([variant, kernels]) => [
-        variant,
-        { ...kernels, ...ATTENTION_SHARED_KERNELS },
-      ]),
-    ),
+    ...ATTENTION_PASSES,
     f16: { forward: ATTENTION_HALF_WGSL },
   },
   matmul: { ...MATMUL_KERNELS, f16: { forward: MATMUL_HALF_WGSL } },

@@ -212,8 +212,11 @@ function attentionCase(spec: AttentionBenchSpec): BenchCase {
         else fn(inputs.q, inputs.k, inputs.v).release();
       };
       const fusedCall = fusedWith(spec.backward);
-      const chosen = `fused variant chosen: ${chooseAttentionVariant(gpu, spec.shape)}${
-        spec.withBackward ? `, backward ${spec.backward ?? chooseAttentionBackward(gpu, spec.shape)}` : ""
+      const variant = chooseAttentionVariant(gpu, spec.shape);
+      const chosen = `fused variant chosen: ${variant}${
+        spec.withBackward
+          ? `, backward ${spec.backward ?? chooseAttentionBackward(gpu, spec.shape, variant)}`
+          : ""
       }`;
       return {
         run: call(fusedCall),
@@ -262,6 +265,13 @@ export const ATTENTION_BENCH_CASES: BenchCase[] = [
     context: "the same at 2048 tokens, forward and backward, default backward",
     withBackward: true,
     targetSpeedup: 1.5,
+    cpuTime: true,
+  }),
+  attentionCase({
+    shape: { batch: 1, heads: 8, queryLength: 1024, keyLength: 1024, headDim: 64 },
+    context: "the same with the chunked-scores backward (the CPU default before chunked-gemm)",
+    withBackward: true,
+    backward: "chunked-scores",
     cpuTime: true,
   }),
   attentionCase({

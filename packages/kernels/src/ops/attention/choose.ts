@@ -42,19 +42,39 @@ export function chooseAttentionVariant(adapter: AttentionAdapter, _shape: Attent
 /**
  * How the backward runs: "recompute" computes the scores twice (per query row for dQ, per key row for
  * dK and dV, 14 D FLOPs per pair); "chunked-scores" computes them once per chunk of query rows and
- * keeps (P, dS) for the chunk in a bounded scratch buffer (10 D per pair; chunked-scores.ts).
+ * keeps (P, dS) for the chunk in a bounded scratch buffer (10 D per pair; chunked-scores.ts);
+ * "chunked-gemm" keeps them too and does dQ, dK and dV as register-blocked products over them
+ * (10 D per pair; needs a subgroup variant; chunked-gemm.ts).
  */
-export type AttentionBackward = "recompute" | "chunked-scores";
-export const ATTENTION_BACKWARDS: readonly AttentionBackward[] = ["recompute", "chunked-scores"];
+export type AttentionBackward = "recompute" | "chunked-scores" | "chunked-gemm";
+export const ATTENTION_BACKWARDS: readonly AttentionBackward[] = [
+  "recompute",
+  "chunked-scores",
+  "chunked-gemm",
+];
 
 /**
- * The backward used when none is forced: chunked-scores on the CPU adapter, where every kernel runs
- * at the same FLOP rate so 10 D beats 14 D (measured in `cxr bench kernels --filter attention`); GPUs
- * keep "recompute" until measured there.
+ * Keys from which the CPU adapter's default backward is chunked-gemm: its score kernel gives each
+ * workgroup 256 keys (64 invocations x 4), so shorter key sequences (cross-attention to 77 text tokens)
+ * leave most of its lanes idle. Measured on llvmpipe (2 Zen 5 cores, B2 H2 Lq 1024 D64, forward +
+ * backward wall ms, chunked-scores / chunked-gemm): Lk 77 21.5 / 25.0, 128 26.3 / 27.5, 256 41.4 / 35.0,
+ * 512 73.0 / 54.5, 1024 131.0 / 95.4.
+ */
+export const CHUNKED_GEMM_MIN_KEYS = 256;
+
+/**
+ * The backward used when none is forced: on the CPU adapter chunked-gemm with a subgroup variant and
+ * at least CHUNKED_GEMM_MIN_KEYS keys, chunked-scores otherwise (10 D beats 14 D there, every kernel
+ * running at about the same FLOP rate; `cxr bench kernels --filter attention` measures them side by
+ * side); GPUs keep "recompute" until measured there. `variant` defaults to `chooseAttentionVariant`'s.
  */
 export function chooseAttentionBackward(
   adapter: AttentionAdapter,
-  _shape: AttentionShape,
+  shape: AttentionShape,
+  variant: AttentionVariant = chooseAttentionVariant(adapter, shape),
 ): AttentionBackward {
-  return adapter.kind === "cpu" ? "chunked-scores" : "recompute";
+  if (adapter.kind !== "cpu") return "recompute";
+  return SUBGROUP_VARIANTS.includes(variant) && shape.keyLength >= CHUNKED_GEMM_MIN_KEYS
+    ? "chunked-gemm"
+    : "chunked-scores";
 }

@@ -41,6 +41,7 @@ import {
   SUBGROUP_LANES,
   SUBGROUP_VARIANTS,
 } from "./choose.ts";
+import { CHUNKED_GEMM_KERNELS, GEMM_COLUMN_VECTORS, GEMM_ROWS, GEMM_SCORE_BLOCK } from "./chunked-gemm.ts";
 import {
   type AttentionKernels,
   type AttentionVariantSpec,
@@ -102,6 +103,18 @@ export const ATTENTION_SHARED_KERNELS = {
   rowStats: ATTENTION_ROW_STATS_WGSL,
   resizeRows: ATTENTION_RESIZE_ROWS_WGSL,
 } as const;
+
+/**
+ * Every kernel a variant can launch, by pass name (what `cxr kernels dump attention --variant V`
+ * prints): its fused kernels, the shared ones, and chunked-gemm's for the subgroup variants.
+ */
+export const ATTENTION_PASSES: Readonly<Record<AttentionVariant, Readonly<Record<string, string>>>> = {
+  "cpu-subgroup": { ...CPU_SUBGROUP, ...ATTENTION_SHARED_KERNELS, ...CHUNKED_GEMM_KERNELS },
+  "cpu-rows": { ...CPU_ROWS, ...ATTENTION_SHARED_KERNELS, ...CHUNKED_GEMM_KERNELS },
+  "gpu-tiled": { ...GPU_TILED, ...ATTENTION_SHARED_KERNELS },
+};
+
+export { CHUNKED_GEMM_KERNELS } from "./chunked-gemm.ts";
 
 export interface AttentionKernelOptions extends CheckedOptions {
   /** Force a variant (tests, benchmarks); default `chooseAttentionVariant`. */
@@ -257,30 +270,61 @@ function fusedBackward(
 }
 
 /**
- * Rows of the chunked-scores scratch per key: the chunk's rows rounded up to the largest backward block
- * (a multiple of every variant's: 8 and 16), so a block starts at an even row and reads stay inside.
+ * Each chunked backward's scratch: bytes per query-key pair of a chunk, those of its largest storage
+ * binding, the multiple its rows per key are rounded up to (a whole block of the kernel
+ * that stores them), the budget that sizes its chunks and the fewest rows a chunk takes.
  */
-const SCORE_ROW_ALIGNMENT = Math.max(...Object.values(ATTENTION_SPECS).map((spec) => spec.backward.block));
-const scoreRowsOf = (chunkRows: number) => Math.ceil(chunkRows / SCORE_ROW_ALIGNMENT) * SCORE_ROW_ALIGNMENT;
+const SCRATCH = {
+  // (P, dS) as vec2, key-major; the dK/dV kernel reads a key's rows two per vec4 in blocks of 16.
+  "chunked-scores": {
+    bytesPerPair: 8,
+    bindingBytesPerPair: 8,
+    alignment: Math.max(...Object.values(ATTENTION_SPECS).map((spec) => spec.backward.block)),
+    budget: 16 * 2 ** 20,
+    minimumRows: ROWS_PER_WORKGROUP,
+  },
+  // P and dS query-major in one binding, dS key-major in another (chunked-gemm.ts); blocks of 32 rows.
+  "chunked-gemm": {
+    bytesPerPair: 12,
+    bindingBytesPerPair: 8,
+    alignment: GEMM_SCORE_BLOCK,
+    budget: 24 * 2 ** 20,
+    // The dQ product gives a workgroup 256 query rows: fewer leave lanes idle (B1 H8 L2048 D64, wall
+    // ms: chunks of 128 rows 894, 256 740, 512 737).
+    minimumRows: GEMM_ROWS * ROWS_PER_WORKGROUP,
+  },
+} as const;
+type ChunkedBackward = keyof typeof SCRATCH;
+const scoreRowsOf = (chunkRows: number, backward: ChunkedBackward) =>
+  Math.ceil(chunkRows / SCRATCH[backward].alignment) * SCRATCH[backward].alignment;
 
 /** Bytes the chunked-scores backward may hold for (P, dS) of one chunk, unless a chunk size is forced. */
-export const ATTENTION_SCRATCH_BUDGET_BYTES = 16 * 2 ** 20;
+export const ATTENTION_SCRATCH_BUDGET_BYTES = SCRATCH["chunked-scores"].budget;
 
 /**
- * Query rows per chunk of the chunked-scores backward: as many as fit the scratch budget, at least one
- * workgroup's worth (so the scratch grows linearly with Lk beyond the budget), at most Lq; null when
- * even that exceeds the adapter's largest storage binding (then the recomputing backward runs).
+ * Query rows per chunk of a chunked backward: as many as fit its scratch budget, at least its minimum
+ * (a workgroup's worth; so the scratch grows linearly with Lk beyond the budget), at most Lq, and
+ * spread evenly over the chunks that takes; null when a binding would exceed the adapter's largest
+ * storage binding (then the recomputing backward runs).
  */
-export function attentionChunkRows(gpu: Gpu, shape: AttentionShape, forced?: number): number | null {
+export function attentionChunkRows(
+  gpu: Gpu,
+  shape: AttentionShape,
+  forced?: number,
+  backward: ChunkedBackward = "chunked-scores",
+): number | null {
   const { batch, heads, queryLength, keyLength } = shape;
-  const bytesPerRow = 8 * batch * heads * keyLength;
-  const fit = Math.floor(ATTENTION_SCRATCH_BUDGET_BYTES / bytesPerRow);
-  const rows = forced ?? Math.min(queryLength, Math.max(ROWS_PER_WORKGROUP, fit));
+  const scratch = SCRATCH[backward];
+  const bytesPerRow = scratch.bytesPerPair * batch * heads * keyLength;
+  const fit = Math.floor(scratch.budget / bytesPerRow);
+  const rows = forced ?? Math.min(queryLength, Math.max(scratch.minimumRows, fit));
   if (!Number.isInteger(rows) || rows < 1) {
     throw new OpError("attention", `backwardChunkRows must be a positive integer, got ${forced}`);
   }
-  const chunk = Math.min(rows, queryLength);
-  return scoreRowsOf(chunk) * bytesPerRow <= gpu.limits.maxStorageBufferBindingSize ? chunk : null;
+  const chunks = Math.ceil(queryLength / rows);
+  const chunk = forced === undefined ? Math.ceil(queryLength / chunks) : Math.min(rows, queryLength);
+  const bindingBytes = scratch.bindingBytesPerPair * batch * heads * keyLength * scoreRowsOf(chunk, backward);
+  return bindingBytes <= gpu.limits.maxStorageBufferBindingSize ? chunk : null;
 }
 
 /**
@@ -304,7 +348,7 @@ function chunkedBackward(
   const kernels = ATTENTION_KERNELS[run.variant];
   // Key-major: (P, dS) of key j for the chunk's rows at [head, j, 0 .. scoreRows), rows padded to a
   // whole backward block so the dK/dV kernel reads two rows per vec4 and never past the end.
-  const scoreRows = scoreRowsOf(chunkRows);
+  const scoreRows = scoreRowsOf(chunkRows, "chunked-scores");
   const scores = Tensor.empty(gpu, [batch * heads, keyLength, scoreRows, 2]);
   const gradQuery = Tensor.empty(gpu, q.shape);
   const gradKey = Tensor.empty(gpu, k.shape);
@@ -353,6 +397,163 @@ function chunkedBackward(
   return [gradQuery, gradKey, gradValue];
 }
 
+/** Where a chunked-gemm product (chunked-gemm.ts) reads its plane and rows and writes its output. */
+interface ProductLayout {
+  inner: number;
+  planeStride: number;
+  planeHeadRows: number;
+  rowsHeadRows: number;
+  rowsOffset: number;
+  outHeadRows: number;
+  outOffset: number;
+  outRows: number;
+  accumulate: boolean;
+  /** vec4 from the first product's plane to the second's (the pair kernel). */
+  planeJobStride: number;
+}
+
+/**
+ * Launches chunked-gemm's product for one gradient (`jobs` = [[rows, out]]) or its pair kernel for two
+ * sharing a layout (planes `planeJobStride` apart): out (+)= plane x rows.
+ */
+function gemmProduct(
+  gpu: Gpu,
+  label: string,
+  plane: Tensor,
+  jobs: [Tensor, Tensor][],
+  heads: number,
+  vectors: number,
+  layout: ProductLayout,
+): void {
+  const D = 4 * vectors;
+  const columnGroups = Math.ceil(vectors / GEMM_COLUMN_VECTORS);
+  const perJob = heads * layout.inner * layout.outRows;
+  launch(
+    gpu,
+    {
+      name: "attentionBackward",
+      variant: label,
+      code: jobs.length === 1 ? CHUNKED_GEMM_KERNELS.gemmProduct : CHUNKED_GEMM_KERNELS.gemmProductPair,
+    },
+    {
+      bindings: [plane, ...jobs.flat()],
+      params: new Params().u32(
+        vectors,
+        layout.inner,
+        layout.planeStride,
+        layout.planeHeadRows,
+        layout.rowsHeadRows,
+        layout.rowsOffset,
+        layout.outHeadRows,
+        layout.outOffset,
+        layout.outRows,
+        layout.accumulate ? 1 : 0,
+        columnGroups,
+        layout.planeJobStride,
+      ),
+      workgroups: [
+        Math.ceil(layout.outRows / (GEMM_ROWS * ROWS_PER_WORKGROUP)),
+        heads,
+        columnGroups * jobs.length,
+      ],
+      flops: jobs.length * 2 * perJob * D,
+      bytes:
+        jobs.length *
+        4 *
+        (perJob + heads * (layout.inner + (layout.accumulate ? 2 : 1) * layout.outRows) * D),
+    },
+  );
+}
+
+/**
+ * The chunked-gemm backward (chunked-gemm.ts; subgroup adapters): per chunk of query rows, P and dS
+ * into three planes, then dQ and (dV, dK) as register-blocked products over them. Same inputs and
+ * padded results as `fusedBackward`.
+ */
+function chunkedGemmBackward(
+  padded: { q: Tensor; k: Tensor; v: Tensor; gradOutput: Tensor },
+  output: Tensor,
+  gradOutput: Tensor,
+  logSumExp: Tensor,
+  run: FusedRun,
+  chunkRows: number,
+): [Tensor, Tensor, Tensor] {
+  const { q, k, v } = padded;
+  const gpu = q.gpu;
+  const { batch, heads, queryLength, keyLength, headDim } = run.shape;
+  const headCount = batch * heads;
+  const rowStats = rowStatistics(output, gradOutput, logSumExp, headCount * queryLength, headDim);
+  const mask = run.keyMask ?? q; // bound but never read when useMask = 0 (layout "auto" needs a buffer)
+  const scoreRows = scoreRowsOf(chunkRows, "chunked-gemm");
+  const keyVectors = Math.ceil(keyLength / 4);
+  const planeVectors = headCount * scoreRows * keyVectors;
+  // P and dS query-major, one after the other; dS key-major.
+  const byQuery = Tensor.empty(gpu, [2, headCount, scoreRows, 4 * keyVectors]);
+  const byKey = Tensor.empty(gpu, [headCount, keyLength, scoreRows]);
+  const gradQuery = Tensor.empty(gpu, q.shape);
+  const gradKey = Tensor.empty(gpu, k.shape);
+  const gradValue = Tensor.empty(gpu, v.shape);
+  const vectors = run.paddedDim / 4;
+  for (let chunkStart = 0; chunkStart < queryLength; chunkStart += chunkRows) {
+    const rows = Math.min(chunkRows, queryLength - chunkStart);
+    const pairs = headCount * rows * keyLength;
+    launch(
+      gpu,
+      {
+        name: "attentionBackward",
+        variant: `${run.variant}:gemm-scores`,
+        code: CHUNKED_GEMM_KERNELS.gemmScores,
+      },
+      {
+        bindings: [q, k, v, mask, padded.gradOutput, rowStats, byQuery, byKey],
+        params: fusedParams(run).u32(chunkStart, chunkRows, scoreRows, planeVectors),
+        workgroups: [Math.ceil(keyLength / (GEMM_ROWS * ROWS_PER_WORKGROUP)), headCount],
+        flops: pairs * (4 * run.paddedDim + 6),
+        bytes: 4 * headCount * (2 * rows * run.paddedDim + 2 * keyLength * run.paddedDim) + 12 * pairs,
+      },
+    );
+    gemmProduct(gpu, `${run.variant}:gemm-dQ`, byKey, [[k, gradQuery]], headCount, vectors, {
+      inner: keyLength,
+      planeStride: scoreRows / 4,
+      planeHeadRows: keyLength,
+      rowsHeadRows: keyLength,
+      rowsOffset: 0,
+      outHeadRows: queryLength,
+      outOffset: chunkStart,
+      outRows: rows,
+      accumulate: false,
+      planeJobStride: 0,
+    });
+    gemmProduct(
+      gpu,
+      `${run.variant}:gemm-dV+dK`,
+      byQuery,
+      [
+        [padded.gradOutput, gradValue],
+        [q, gradKey],
+      ],
+      headCount,
+      vectors,
+      {
+        inner: rows,
+        planeStride: keyVectors,
+        planeHeadRows: scoreRows,
+        rowsHeadRows: queryLength,
+        rowsOffset: chunkStart,
+        outHeadRows: keyLength,
+        outOffset: 0,
+        outRows: keyLength,
+        accumulate: chunkStart > 0,
+        planeJobStride: planeVectors,
+      },
+    );
+  }
+  rowStats.release();
+  byQuery.release();
+  byKey.release();
+  return [gradQuery, gradKey, gradValue];
+}
+
 /**
  * softmax(scale * q k^T, masked over keys) v, fused. q [B, H, Lq, D], k and v [B, H, Lk, D];
  * returns [B, H, Lq, D]. Records its flash-style backward when q, k or v needs a gradient.
@@ -363,17 +564,26 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKer
   const gpu = q.gpu;
   checkDispatch(gpu, resolved.shape, q, k);
   const { headDim } = resolved.shape;
+  const variant = resolveVariant(gpu, resolved, options.variant);
   const run: FusedRun = {
     ...resolved,
-    variant: resolveVariant(gpu, resolved, options.variant),
-    backward: options.backward ?? chooseAttentionBackward(gpu, resolved.shape),
+    variant,
+    backward: options.backward ?? chooseAttentionBackward(gpu, resolved.shape, variant),
     paddedDim: Math.ceil(headDim / 4) * 4,
   };
   if (!ATTENTION_BACKWARDS.includes(run.backward)) {
     throw new OpError("attention", `unknown backward "${run.backward}"`);
   }
+  if (run.backward === "chunked-gemm" && !SUBGROUP_VARIANTS.includes(run.variant)) {
+    throw new OpError(
+      "attention",
+      `backward chunked-gemm needs a subgroup variant (${SUBGROUP_VARIANTS.join(", ")}), got ${run.variant}`,
+    );
+  }
   const chunkRows =
-    run.backward === "chunked-scores" ? attentionChunkRows(gpu, run.shape, options.backwardChunkRows) : null;
+    run.backward === "recompute"
+      ? null
+      : attentionChunkRows(gpu, run.shape, options.backwardChunkRows, run.backward);
   const [qp, kp, vp] = [q, k, v].map((x) => withWidth(x, run.paddedDim));
   const forward = fusedForward(qp, kp, vp, run);
   const output = trimmed(forward.output, headDim);
@@ -394,7 +604,9 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKer
     const grads =
       chunkRows === null
         ? fusedBackward(padded, output, gradOutput!, forward.logSumExp, run)
-        : chunkedBackward(padded, output, gradOutput!, forward.logSumExp, run, chunkRows);
+        : run.backward === "chunked-gemm"
+          ? chunkedGemmBackward(padded, output, gradOutput!, forward.logSumExp, run, chunkRows)
+          : chunkedBackward(padded, output, gradOutput!, forward.logSumExp, run, chunkRows);
     releaseCopy(padded.q, q);
     releaseCopy(padded.k, k);
     releaseCopy(padded.v, v);
