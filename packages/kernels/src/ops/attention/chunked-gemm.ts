@@ -28,7 +28,14 @@
 
 import { wgsl } from "../../runtime/kernel.ts";
 import { SUBGROUP_LANES } from "./choose.ts";
-import { ATTENTION_COMMON_WGSL, ENTRY_WGSL, eachRow, lines, ROWS_PER_WORKGROUP } from "./common.ts";
+import {
+  ATTENTION_COMMON_WGSL,
+  BACKWARD_INPUTS_WGSL,
+  ENTRY_WGSL,
+  eachRow,
+  lines,
+  ROWS_PER_WORKGROUP,
+} from "./common.ts";
 
 /** Output rows per invocation in every kernel (key rows in `scores`): one vec4 of a plane. */
 export const GEMM_ROWS = 4;
@@ -48,12 +55,7 @@ const broadcast = (name: string, t: number) =>
 
 /** Step 1: P and dS of the chunk's query rows for the invocation's 4 key rows, into the planes. */
 const SCORES_WGSL = `enable subgroups;
-@group(0) @binding(0) var<storage, read> query: array<Row>;
-@group(0) @binding(1) var<storage, read> key: array<Row>;
-@group(0) @binding(2) var<storage, read> value: array<Row>;
-@group(0) @binding(3) var<storage, read> keyMask: array<f32>;
-@group(0) @binding(4) var<storage, read> gradOutput: array<Row>;
-@group(0) @binding(5) var<storage, read> rowStats: array<vec2<f32>>;
+${BACKWARD_INPUTS_WGSL}
 // P then dS (at planeSize), query-major; dS key-major.
 @group(0) @binding(6) var<storage, read_write> byQuery: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> gradScoresByKey: array<vec4<f32>>;

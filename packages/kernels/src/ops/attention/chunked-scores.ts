@@ -23,6 +23,7 @@ import {
   type AttentionKernels,
   type AttentionVariantSpec,
   attentionKernels,
+  BACKWARD_INPUTS_WGSL,
   ENTRY_WGSL,
   eachRow,
   lines,
@@ -39,12 +40,7 @@ const CHUNK_PARAMS = " chunkStart: u32, chunkRows: u32, scoreRows: u32,";
  * dot products over the block's keys, P and dS, their store, then dQ += dS k.
  */
 const QUERY_CHUNK_WGSL = `{{enable}}
-@group(0) @binding(0) var<storage, read> query: array<Row>;
-@group(0) @binding(1) var<storage, read> key: array<Row>;
-@group(0) @binding(2) var<storage, read> value: array<Row>;
-@group(0) @binding(3) var<storage, read> keyMask: array<f32>;
-@group(0) @binding(4) var<storage, read> gradOutput: array<Row>;
-@group(0) @binding(5) var<storage, read> rowStats: array<vec2<f32>>;
+${BACKWARD_INPUTS_WGSL}
 @group(0) @binding(6) var<storage, read_write> gradQuery: array<Row>;
 @group(0) @binding(7) var<storage, read_write> scores: array<vec2<f32>>;
 @group(0) @binding(8) var<uniform> params: Params;

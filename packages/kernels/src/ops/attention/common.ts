@@ -79,6 +79,14 @@ fn keyInBlock(start: u32, t: u32, batch: u32) -> bool {
 }
 {{sharedDeclarations}}`;
 
+/** Bindings 0-5 of every backward kernel that reads q, k, v, the mask, dO and the row statistics. */
+export const BACKWARD_INPUTS_WGSL = `@group(0) @binding(0) var<storage, read> query: array<Row>;
+@group(0) @binding(1) var<storage, read> key: array<Row>;
+@group(0) @binding(2) var<storage, read> value: array<Row>;
+@group(0) @binding(3) var<storage, read> keyMask: array<f32>;
+@group(0) @binding(4) var<storage, read> gradOutput: array<Row>;
+@group(0) @binding(5) var<storage, read> rowStats: array<vec2<f32>>;`;
+
 /**
  * Entry point header of every fused kernel; workgroup (x: row block, y: batch * head). The kernels
  * with several rows per invocation derive theirs from `wid.x` and `lane` (`perRow`).
@@ -147,12 +155,7 @@ ${ATTENTION_COMMON_WGSL}${ENTRY_WGSL}
  * dQ, per query row: p_t = exp(s_t - lse), dS_t = scale * p_t (dO . v_t - delta), dQ += dS_t k_t.
  */
 const ATTENTION_BACKWARD_QUERY_WGSL = `{{enable}}
-@group(0) @binding(0) var<storage, read> query: array<Row>;
-@group(0) @binding(1) var<storage, read> key: array<Row>;
-@group(0) @binding(2) var<storage, read> value: array<Row>;
-@group(0) @binding(3) var<storage, read> keyMask: array<f32>;
-@group(0) @binding(4) var<storage, read> gradOutput: array<Row>;
-@group(0) @binding(5) var<storage, read> rowStats: array<vec2<f32>>;
+${BACKWARD_INPUTS_WGSL}
 @group(0) @binding(6) var<storage, read_write> gradQuery: array<Row>;
 @group(0) @binding(7) var<uniform> params: Params;
 ${ATTENTION_COMMON_WGSL}
@@ -191,12 +194,7 @@ ${ONE_ROW_ENTRY_WGSL}
  * gets no probability from any query, hence zero dK and dV.
  */
 const ATTENTION_BACKWARD_KEY_VALUE_WGSL = `{{enable}}
-@group(0) @binding(0) var<storage, read> query: array<Row>;
-@group(0) @binding(1) var<storage, read> key: array<Row>;
-@group(0) @binding(2) var<storage, read> value: array<Row>;
-@group(0) @binding(3) var<storage, read> keyMask: array<f32>;
-@group(0) @binding(4) var<storage, read> gradOutput: array<Row>;
-@group(0) @binding(5) var<storage, read> rowStats: array<vec2<f32>>;
+${BACKWARD_INPUTS_WGSL}
 @group(0) @binding(6) var<storage, read_write> gradKey: array<Row>;
 @group(0) @binding(7) var<storage, read_write> gradValue: array<Row>;
 @group(0) @binding(8) var<uniform> params: Params;

@@ -213,24 +213,34 @@ function rowStatistics(output: Tensor, gradOutput: Tensor, logSumExp: Tensor, ro
   return rowStats;
 }
 
+/** What every backward gets: padded q, k, v and output gradient, the (unpadded) output and its gradient, the saved lse. */
+interface BackwardInputs {
+  padded: { q: Tensor; k: Tensor; v: Tensor; gradOutput: Tensor };
+  output: Tensor;
+  gradOutput: Tensor;
+  logSumExp: Tensor;
+}
+
+/** The backwards' first step, row statistics (from the unpadded tensors), and their shared bindings. */
+function backwardStart({ padded, output, gradOutput, logSumExp }: BackwardInputs, run: FusedRun) {
+  const { batch, heads, queryLength, headDim } = run.shape;
+  return {
+    ...padded,
+    gpu: padded.q.gpu,
+    rowStats: rowStatistics(output, gradOutput, logSumExp, batch * heads * queryLength, headDim),
+    mask: run.keyMask ?? padded.q, // bound but never read when useMask = 0 (layout "auto" needs a buffer)
+  };
+}
+
 /**
  * Backward kernels: row statistics from the unpadded output and gradient, then dQ and dK/dV from the
  * padded q, k, v and output gradient. Returns padded gradients.
  */
-function fusedBackward(
-  padded: { q: Tensor; k: Tensor; v: Tensor; gradOutput: Tensor },
-  output: Tensor,
-  gradOutput: Tensor,
-  logSumExp: Tensor,
-  run: FusedRun,
-): [Tensor, Tensor, Tensor] {
-  const { q, k, v } = padded;
-  const gpu = q.gpu;
+function fusedBackward(inputs: BackwardInputs, run: FusedRun): [Tensor, Tensor, Tensor] {
+  const { q, k, v, gradOutput, gpu, rowStats, mask } = backwardStart(inputs, run);
   const { batch, heads, queryLength, keyLength, headDim } = run.shape;
   const queryRows = batch * heads * queryLength;
-  const rowStats = rowStatistics(output, gradOutput, logSumExp, queryRows, headDim);
   const params = fusedParams(run);
-  const mask = run.keyMask ?? q; // bound but never read when useMask = 0 (layout "auto" needs a buffer)
   const pairs = batch * heads * queryLength * keyLength;
   const gradQuery = Tensor.empty(gpu, q.shape);
   launch(
@@ -241,7 +251,7 @@ function fusedBackward(
       code: ATTENTION_KERNELS[run.variant].backwardQuery,
     },
     {
-      bindings: [q, k, v, mask, padded.gradOutput, rowStats, gradQuery],
+      bindings: [q, k, v, mask, gradOutput, rowStats, gradQuery],
       params,
       workgroups: [Math.ceil(queryLength / ROWS_PER_WORKGROUP), batch * heads],
       flops: pairs * (6 * headDim + 6),
@@ -258,7 +268,7 @@ function fusedBackward(
       code: ATTENTION_KERNELS[run.variant].backwardKeyValue,
     },
     {
-      bindings: [q, k, v, mask, padded.gradOutput, rowStats, gradKey, gradValue],
+      bindings: [q, k, v, mask, gradOutput, rowStats, gradKey, gradValue],
       params,
       workgroups: [Math.ceil(keyLength / ROWS_PER_WORKGROUP), batch * heads],
       flops: pairs * (8 * headDim + 6),
@@ -331,20 +341,9 @@ export function attentionChunkRows(
  * The chunked-scores backward (chunked-scores.ts): per chunk of query rows, dQ plus (P, dS) into the
  * scratch, then dK and dV from it. Same inputs and padded results as `fusedBackward`.
  */
-function chunkedBackward(
-  padded: { q: Tensor; k: Tensor; v: Tensor; gradOutput: Tensor },
-  output: Tensor,
-  gradOutput: Tensor,
-  logSumExp: Tensor,
-  run: FusedRun,
-  chunkRows: number,
-): [Tensor, Tensor, Tensor] {
-  const { q, k, v } = padded;
-  const gpu = q.gpu;
+function chunkedBackward(inputs: BackwardInputs, run: FusedRun, chunkRows: number): [Tensor, Tensor, Tensor] {
+  const { q, k, v, gradOutput, gpu, rowStats, mask } = backwardStart(inputs, run);
   const { batch, heads, queryLength, keyLength, headDim } = run.shape;
-  const queryRows = batch * heads * queryLength;
-  const rowStats = rowStatistics(output, gradOutput, logSumExp, queryRows, headDim);
-  const mask = run.keyMask ?? q; // bound but never read when useMask = 0 (layout "auto" needs a buffer)
   const kernels = ATTENTION_KERNELS[run.variant];
   // Key-major: (P, dS) of key j for the chunk's rows at [head, j, 0 .. scoreRows), rows padded to a
   // whole backward block so the dK/dV kernel reads two rows per vec4 and never past the end.
@@ -361,7 +360,7 @@ function chunkedBackward(
       gpu,
       { name: "attentionBackward", variant: `${run.variant}:dQ+scores`, code: kernels.backwardQueryChunk },
       {
-        bindings: [q, k, v, mask, padded.gradOutput, rowStats, gradQuery, scores],
+        bindings: [q, k, v, mask, gradOutput, rowStats, gradQuery, scores],
         params,
         workgroups: [
           Math.ceil(rows / (ATTENTION_SPECS[run.variant].backward.rowsPerInvocation * ROWS_PER_WORKGROUP)),
@@ -379,7 +378,7 @@ function chunkedBackward(
         code: kernels.backwardKeyValueChunk,
       },
       {
-        bindings: [q, mask, padded.gradOutput, scores, gradKey, gradValue],
+        bindings: [q, mask, gradOutput, scores, gradKey, gradValue],
         params,
         workgroups: [
           Math.ceil(
@@ -471,19 +470,13 @@ function gemmProduct(
  * padded results as `fusedBackward`.
  */
 function chunkedGemmBackward(
-  padded: { q: Tensor; k: Tensor; v: Tensor; gradOutput: Tensor },
-  output: Tensor,
-  gradOutput: Tensor,
-  logSumExp: Tensor,
+  inputs: BackwardInputs,
   run: FusedRun,
   chunkRows: number,
 ): [Tensor, Tensor, Tensor] {
-  const { q, k, v } = padded;
-  const gpu = q.gpu;
-  const { batch, heads, queryLength, keyLength, headDim } = run.shape;
+  const { q, k, v, gradOutput, gpu, rowStats, mask } = backwardStart(inputs, run);
+  const { batch, heads, queryLength, keyLength } = run.shape;
   const headCount = batch * heads;
-  const rowStats = rowStatistics(output, gradOutput, logSumExp, headCount * queryLength, headDim);
-  const mask = run.keyMask ?? q; // bound but never read when useMask = 0 (layout "auto" needs a buffer)
   const scoreRows = scoreRowsOf(chunkRows, "chunked-gemm");
   const keyVectors = Math.ceil(keyLength / 4);
   const planeVectors = headCount * scoreRows * keyVectors;
@@ -505,7 +498,7 @@ function chunkedGemmBackward(
         code: CHUNKED_GEMM_KERNELS.gemmScores,
       },
       {
-        bindings: [q, k, v, mask, padded.gradOutput, rowStats, byQuery, byKey],
+        bindings: [q, k, v, mask, gradOutput, rowStats, byQuery, byKey],
         params: fusedParams(run).u32(chunkStart, chunkRows, scoreRows, planeVectors),
         workgroups: [Math.ceil(keyLength / (GEMM_ROWS * ROWS_PER_WORKGROUP)), headCount],
         flops: pairs * (4 * run.paddedDim + 6),
@@ -529,7 +522,7 @@ function chunkedGemmBackward(
       `${run.variant}:gemm-dV+dK`,
       byQuery,
       [
-        [padded.gradOutput, gradValue],
+        [gradOutput, gradValue],
         [q, gradKey],
       ],
       headCount,
@@ -601,12 +594,13 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKer
       v: withWidth(v, run.paddedDim),
       gradOutput: withWidth(gradOutput!, run.paddedDim),
     };
+    const inputs = { padded, output, gradOutput: gradOutput!, logSumExp: forward.logSumExp };
     const grads =
       chunkRows === null
-        ? fusedBackward(padded, output, gradOutput!, forward.logSumExp, run)
+        ? fusedBackward(inputs, run)
         : run.backward === "chunked-gemm"
-          ? chunkedGemmBackward(padded, output, gradOutput!, forward.logSumExp, run, chunkRows)
-          : chunkedBackward(padded, output, gradOutput!, forward.logSumExp, run, chunkRows);
+          ? chunkedGemmBackward(inputs, run, chunkRows)
+          : chunkedBackward(inputs, run, chunkRows);
     releaseCopy(padded.q, q);
     releaseCopy(padded.k, k);
     releaseCopy(padded.v, v);
