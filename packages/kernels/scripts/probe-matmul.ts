@@ -7,6 +7,7 @@
  *   nice -n 19 bun packages/kernels/scripts/probe-matmul.ts [size=1024] [rounds=3] [filter]
  */
 
+import { benchValues } from "../src/bench/values.ts";
 import { matmul } from "../src/ops/matmul/index.ts";
 import { createGpu } from "../src/runtime/device.ts";
 import { launch } from "../src/runtime/kernel.ts";
@@ -94,17 +95,7 @@ function source(c: Candidate): string {
   return lines.join("\n");
 }
 
-function values(count: number, seed: number): Float32Array {
-  let state = seed;
-  const v = new Float32Array(count);
-  for (let i = 0; i < count; i++) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    v[i] = ((state >>> 0) / 4294967296) * 2 - 1;
-  }
-  return v;
-}
+const values = benchValues;
 
 const gpu = await createGpu({});
 const aData = values(M * K, 3);

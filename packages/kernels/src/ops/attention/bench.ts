@@ -10,6 +10,7 @@
  */
 
 import type { BenchCase, BenchInstance } from "../../bench/types.ts";
+import { benchValues } from "../../bench/values.ts";
 import { backward, noGrad } from "../../runtime/autograd.ts";
 import type { Gpu } from "../../runtime/device.ts";
 import { Tensor } from "../../runtime/tensor.ts";
@@ -24,19 +25,6 @@ import {
 } from "./index.ts";
 
 const COMPOSED_LABEL = "naive = our matmul-softmax-matmul composition";
-
-/** Deterministic values in [-1, 1) (xorshift), so runs are comparable. */
-function benchValues(count: number, seed: number): Float32Array {
-  let state = seed >>> 0 || 1;
-  const values = new Float32Array(count);
-  for (let index = 0; index < count; index++) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    values[index] = ((state >>> 0) / 4294967296) * 2 - 1;
-  }
-  return values;
-}
 
 interface AttentionInputs {
   q: Tensor;

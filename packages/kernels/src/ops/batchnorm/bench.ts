@@ -3,9 +3,9 @@
  * next to the naive kernel (one invocation per channel doing the whole reduction serially).
  */
 import type { BenchCase, BenchInstance } from "../../bench/types.ts";
+import { benchValues } from "../../bench/values.ts";
 import type { Gpu } from "../../runtime/device.ts";
 import { type Shape, sizeOf, Tensor } from "../../runtime/tensor.ts";
-import { benchValues } from "../norm-core/bench-values.ts";
 import type { BatchNormVariant } from "./choose.ts";
 import { batchNormCost } from "./cost.ts";
 import { batchNorm2d } from "./index.ts";
@@ -18,9 +18,9 @@ function batchNormCase(shape: Shape, context: string, forced?: BatchNormVariant)
     ...batchNormCost(shape, true),
     async setup(gpu: Gpu): Promise<BenchInstance> {
       const channels = shape[1];
-      const x = Tensor.upload(gpu, benchValues(sizeOf(shape), 17, 0.5), shape);
-      const gamma = Tensor.upload(gpu, benchValues(channels, 19, 1), [channels]);
-      const beta = Tensor.upload(gpu, benchValues(channels, 23), [channels]);
+      const x = Tensor.upload(gpu, benchValues(sizeOf(shape), 17, 2, 0.5), shape);
+      const gamma = Tensor.upload(gpu, benchValues(channels, 19, 2, 1), [channels]);
+      const beta = Tensor.upload(gpu, benchValues(channels, 23, 2), [channels]);
       const runningMean = Tensor.zeros(gpu, [channels]);
       const runningVar = Tensor.upload(gpu, new Float32Array(channels).fill(1), [channels]);
       const call = (variant?: BatchNormVariant) => () =>

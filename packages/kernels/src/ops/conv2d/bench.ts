@@ -11,6 +11,7 @@
 
 import { timeMedian } from "../../bench/runner.ts";
 import type { BenchCase, BenchInstance } from "../../bench/types.ts";
+import { benchValues } from "../../bench/values.ts";
 import type { Gpu } from "../../runtime/device.ts";
 import { type Shape, sizeOf, Tensor } from "../../runtime/tensor.ts";
 import { matmul } from "../matmul/index.ts";
@@ -26,19 +27,6 @@ import {
   conv2dGeometry,
   conv2dOutputShape,
 } from "./index.ts";
-
-/** Deterministic values in [-1, 1) (xorshift), so runs are comparable. */
-function benchValues(count: number, seed: number): Float32Array {
-  let state = seed >>> 0 || 1;
-  const values = new Float32Array(count);
-  for (let index = 0; index < count; index++) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    values[index] = ((state >>> 0) / 4294967296) * 2 - 1;
-  }
-  return values;
-}
 
 type Pass = "forward" | "backwardInput" | "backwardWeight";
 const OP_NAMES: Record<Pass, string> = {

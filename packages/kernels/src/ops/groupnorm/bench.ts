@@ -6,9 +6,9 @@
  * measurement in the same table.
  */
 import type { BenchCase, BenchInstance } from "../../bench/types.ts";
+import { benchValues } from "../../bench/values.ts";
 import type { Gpu } from "../../runtime/device.ts";
 import { type Shape, sizeOf, Tensor } from "../../runtime/tensor.ts";
-import { benchValues } from "../norm-core/bench-values.ts";
 import { chooseGroupNormVariant, type GroupNormVariant } from "./choose.ts";
 import { groupNormCost } from "./cost.ts";
 import { groupNorm } from "./index.ts";
@@ -27,9 +27,9 @@ function groupNormCase(shape: Shape, groups: number, context: string, forced?: G
     ...groupNormCost(shape),
     async setup(gpu: Gpu): Promise<BenchInstance> {
       const channels = shape[1];
-      const x = Tensor.upload(gpu, benchValues(sizeOf(shape), 7, 0.5), shape);
-      const gamma = Tensor.upload(gpu, benchValues(channels, 11, 1), [channels]);
-      const beta = Tensor.upload(gpu, benchValues(channels, 13), [channels]);
+      const x = Tensor.upload(gpu, benchValues(sizeOf(shape), 7, 2, 0.5), shape);
+      const gamma = Tensor.upload(gpu, benchValues(channels, 11, 2, 1), [channels]);
+      const beta = Tensor.upload(gpu, benchValues(channels, 13, 2), [channels]);
       const variant = forced ?? chooseGroupNormVariant(gpu, shape, groups);
       const call = (chosen: GroupNormVariant) => () =>
         groupNorm(x, groups, gamma, beta, 1e-5, { variant: chosen }).release();

@@ -4,18 +4,11 @@
  * channels at 224x224, batch 1), so the table shows what the direct kernels save over the unfold.
  */
 import type { BenchCase, BenchInstance } from "../../bench/types.ts";
+import { benchValues } from "../../bench/values.ts";
 import type { Gpu } from "../../runtime/device.ts";
 import { sizeOf, Tensor } from "../../runtime/tensor.ts";
 import { chooseConv2dVariant, conv2d, conv2dCost, conv2dGeometry } from "../conv2d/index.ts";
 import { conv2dIm2col } from "./index.ts";
-
-/** Deterministic values in [-1, 1). */
-function benchValues(count: number, seed: number): Float32Array {
-  const values = new Float32Array(count);
-  for (let index = 0; index < count; index++)
-    values[index] = (((index + seed) * 2654435761) % 2000) / 1000 - 1;
-  return values;
-}
 
 const STEM = { x: [1, 3, 224, 224], w: [64, 3, 7, 7], options: { stride: 2, padding: 3 } } as const;
 

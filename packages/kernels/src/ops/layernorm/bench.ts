@@ -4,9 +4,9 @@
  * choice in choose.ts is justified in the same table.
  */
 import type { BenchCase, BenchInstance } from "../../bench/types.ts";
+import { benchValues } from "../../bench/values.ts";
 import type { Gpu } from "../../runtime/device.ts";
 import { sizeOf, Tensor } from "../../runtime/tensor.ts";
-import { benchValues } from "../norm-core/bench-values.ts";
 import { chooseLayerNormVariant, LAYER_NORM_VARIANTS } from "./choose.ts";
 import { layerNormCost } from "./cost.ts";
 import { layerNorm } from "./index.ts";
@@ -19,9 +19,9 @@ function layerNormCase(shape: number[], context: string): BenchCase {
     ...layerNormCost(shape),
     async setup(gpu: Gpu): Promise<BenchInstance> {
       const width = shape.at(-1)!;
-      const x = Tensor.upload(gpu, benchValues(sizeOf(shape), 29, 0.5), shape);
-      const gamma = Tensor.upload(gpu, benchValues(width, 31, 1), [width]);
-      const beta = Tensor.upload(gpu, benchValues(width, 37), [width]);
+      const x = Tensor.upload(gpu, benchValues(sizeOf(shape), 29, 2, 0.5), shape);
+      const gamma = Tensor.upload(gpu, benchValues(width, 31, 2, 1), [width]);
+      const beta = Tensor.upload(gpu, benchValues(width, 37, 2), [width]);
       const chosen = chooseLayerNormVariant(gpu, shape);
       const other = LAYER_NORM_VARIANTS.find((variant) => variant !== chosen) ?? chosen;
       return {

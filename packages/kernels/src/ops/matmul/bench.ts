@@ -7,6 +7,7 @@
  */
 
 import type { BenchCase, BenchInstance } from "../../bench/types.ts";
+import { benchValues } from "../../bench/values.ts";
 import type { Gpu } from "../../runtime/device.ts";
 import { type Shape, sizeOf, Tensor } from "../../runtime/tensor.ts";
 import type { WaitMode } from "../../runtime/wait.ts";
@@ -18,19 +19,6 @@ import {
   matmulCost,
   resolveMatmulShapes,
 } from "./index.ts";
-
-/** Deterministic values in [-1, 1) (xorshift), so runs are comparable. */
-function benchValues(count: number, seed: number): Float32Array {
-  let state = seed >>> 0 || 1;
-  const values = new Float32Array(count);
-  for (let index = 0; index < count; index++) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    values[index] = ((state >>> 0) / 4294967296) * 2 - 1;
-  }
-  return values;
-}
 
 interface MatmulBenchSpec {
   a: Shape;
