@@ -9,30 +9,23 @@ import { join } from "node:path";
 import { formatPredictionsCsv, synthesizePredictions } from "@cxr/classifier";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { readEvents, StepGenerator, StepTrainer, startTestServer, temporaryRoot } from "./helpers.ts";
+import {
+  postJson,
+  readEvents,
+  StepGenerator,
+  StepTrainer,
+  startTestServer,
+  temporaryRoot,
+  waitUntil,
+} from "./helpers.ts";
 
 type TestServer = Awaited<ReturnType<typeof startTestServer>>;
 
 const MODELS = { tiny: { name: "tiny", kind: "diffusion" as const, size: 16, defaultSteps: 4 } };
 
-async function post(url: string, body: unknown, headers: Record<string, string> = {}) {
-  const response = await fetch(url, {
-    method: "POST",
-    headers: { "Content-Type": "application/json", ...headers },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-  });
-  return { response, body: (await response.json()) as any };
-}
-
-async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error("timed out waiting");
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+const post = postJson;
+const waitFor = <T>(probe: () => Promise<T | undefined>, timeoutMs = 20_000) =>
+  waitUntil(probe, { timeoutMs, everyMs: 20 });
 
 async function job(url: string, id: string, headers: Record<string, string> = {}) {
   return (await (await fetch(`${url}/v1/jobs/${id}`, { headers })).json()) as any;

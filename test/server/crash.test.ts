@@ -9,7 +9,7 @@ import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, test } from "vitest";
-import { StepGenerator, temporaryRoot, writeTestPhantom } from "./helpers.ts";
+import { StepGenerator, temporaryRoot, waitUntil, writeTestPhantom } from "./helpers.ts";
 
 const FIXTURE = fileURLToPath(new URL("./fixtures/serve-steps.ts", import.meta.url));
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
@@ -45,15 +45,8 @@ function startChild(
   });
 }
 
-async function until<T>(probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error("timed out waiting");
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
+const until = <T>(probe: () => Promise<T | undefined>, timeoutMs = 60_000) =>
+  waitUntil(probe, { timeoutMs, everyMs: 25, ignoreErrors: true });
 
 const getJob = async (url: string, id: string) => (await (await fetch(`${url}/v1/jobs/${id}`)).json()) as any;
 

@@ -125,6 +125,44 @@ export async function startTestServer(options: Partial<StartServerOptions> & { g
   };
 }
 
+/** POSTs `body` (JSON; a string is sent as it is) to `url`: the response, its status and its JSON body. */
+export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+  return { response, status: response.status, body: (await response.json()) as any };
+}
+
+export interface WaitOptions {
+  timeoutMs?: number;
+  /** Pause between probes. */
+  everyMs?: number;
+  /** Named in the timeout's error. */
+  what?: string;
+  /** A probe that throws counts as "not yet" (a server that is restarting). */
+  ignoreErrors?: boolean;
+}
+
+/** Polls `probe` until it returns something other than undefined; throws naming `what` after the timeout. */
+export async function waitUntil<T>(
+  probe: () => Promise<T | undefined> | T | undefined,
+  { timeoutMs = 20_000, everyMs = 50, what = "the condition", ignoreErrors = false }: WaitOptions = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = ignoreErrors
+      ? await Promise.resolve()
+          .then(probe)
+          .catch(() => undefined)
+      : await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
+
 /** Reads an SSE stream until it ends or `timeoutMs` passes; returns the events in order. */
 export async function readEvents(
   url: string,

@@ -15,7 +15,7 @@ import { DiffusionGenerator } from "../../packages/server/src/diffusion-generato
 import { RedisShardProducer } from "../../packages/server/src/redis.ts";
 import { type RunningServer, startServer } from "../../packages/server/src/server.ts";
 import { saveTinyModel } from "./generator-setup.ts";
-import { readEvents, temporaryRoot, writeTestPhantom } from "./helpers.ts";
+import { postJson, readEvents, temporaryRoot, waitUntil, writeTestPhantom } from "./helpers.ts";
 import { freePort, isBun, REDIS, redisAvailable } from "./redis-helpers.ts";
 
 const WORKER = fileURLToPath(new URL("./fixtures/job-worker.ts", import.meta.url));
@@ -77,28 +77,10 @@ async function api(prefix: string): Promise<RunningServer> {
   });
 }
 
-async function until<T>(
-  probe: () => Promise<T | undefined> | T | undefined,
-  timeoutMs: number,
-  what: string,
-) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
+const until = <T>(probe: () => Promise<T | undefined> | T | undefined, timeoutMs: number, what: string) =>
+  waitUntil(probe, { timeoutMs, everyMs: 100, what });
 
-async function post(server: RunningServer, path: string, body: unknown) {
-  const response = await fetch(`${server.url}${path}`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  return { status: response.status, body: (await response.json()) as any };
-}
+const post = (server: RunningServer, path: string, body: unknown) => postJson(`${server.url}${path}`, body);
 
 const getJob = async (server: RunningServer, id: string) =>
   (await (await fetch(`${server.url}/v1/jobs/${id}`)).json()) as any;

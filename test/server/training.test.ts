@@ -7,29 +7,14 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { StepGenerator, startTestServer, writeTestPhantom } from "./helpers.ts";
+import { postJson, StepGenerator, startTestServer, waitUntil, writeTestPhantom } from "./helpers.ts";
 
 type TestServer = Awaited<ReturnType<typeof startTestServer>>;
 let s: TestServer;
 
-async function post(path: string, body: unknown) {
-  const response = await fetch(`${s.url}${path}`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  return { status: response.status, body: (await response.json()) as any };
-}
-
-async function until<T>(probe: () => Promise<T | undefined>, timeoutMs = 150_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error("timed out waiting");
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+const post = (path: string, body: unknown) => postJson(`${s.url}${path}`, body);
+const until = <T>(probe: () => Promise<T | undefined>, timeoutMs = 150_000) =>
+  waitUntil(probe, { timeoutMs });
 
 const getJob = async (id: string) => (await (await fetch(`${s.url}/v1/jobs/${id}`)).json()) as any;
 
