@@ -13,12 +13,11 @@
  *    P and dS query-major [B * H, C', Lk'] (four keys per vec4) and dS key-major [B * H, Lk, C'] (four
  *    query rows per vec4), where C' is C rounded up to 32 and Lk' is Lk rounded up to 4. Padding rows
  *    and keys hold zeros.
- * 2. `product`, run three times: out (+)= A B for 4 consecutive output rows x 32 columns per invocation
- *    (8 vec4, one loaded per subgroup lane and broadcast), accumulated in registers over the whole
- *    inner dimension and written once:
- *    dQ_i = sum_j dS_ij k_j (A = the key-major dS plane, over all Lk keys),
- *    dV_j += sum_i P_ij dO_i and dK_j += sum_i dS_ij q_i (A = the query-major planes, over the chunk;
- *    the first chunk starts the sums).
+ * 2. the products out (+)= A B for 4 consecutive output rows x 32 columns per invocation (8 vec4, one
+ *    loaded per subgroup lane and broadcast), accumulated in registers over the whole inner dimension
+ *    and written once: `gemmProduct` for dQ_i = sum_j dS_ij k_j (A = the key-major dS plane, over all
+ *    Lk keys), `gemmProductPair` for dV_j += sum_i P_ij dO_i and dK_j += sum_i dS_ij q_i in one
+ *    dispatch (A = the query-major planes, over the chunk; the first chunk starts the sums).
  *    Each plane is laid out so that the invocation's 4 output rows are one vec4 and neighbouring lanes
  *    read neighbouring vec4: one contiguous load per subgroup, no gather. This is matmul's
  *    cpu-subgroup core (4 x 32 outputs per invocation, the other operand broadcast) on buffers.
@@ -28,12 +27,14 @@
 
 import { wgsl } from "../../runtime/kernel.ts";
 import { SUBGROUP_LANES } from "./choose.ts";
+import { CHUNK_PARAMS } from "./chunked-scores.ts";
 import {
   ATTENTION_COMMON_WGSL,
   BACKWARD_INPUTS_WGSL,
   ENTRY_WGSL,
   eachRow,
   lines,
+  MAX_ATTENTION_HEAD_DIM,
   ROWS_PER_WORKGROUP,
 } from "./common.ts";
 
@@ -233,10 +234,10 @@ function productBlocks(jobs: number): Record<string, string> {
 export const CHUNKED_GEMM_KERNELS = {
   gemmScores: wgsl(SCORES_WGSL, {
     ...scoresBlocks(),
-    extraParams: " chunkStart: u32, chunkRows: u32, scoreRows: u32, planeSize: u32,",
+    extraParams: `${CHUNK_PARAMS} planeSize: u32,`,
     enable: "",
     laneBuiltin: ", @builtin(subgroup_invocation_id) subgroupLane: u32",
-    maxVectors: 64,
+    maxVectors: MAX_ATTENTION_HEAD_DIM / 4,
     rows: ROWS_PER_WORKGROUP,
     sharedDeclarations: "",
   }),

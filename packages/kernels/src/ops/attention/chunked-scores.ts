@@ -33,7 +33,7 @@ import {
 } from "./common.ts";
 
 /** The chunk's first query row and its row count, after the common parameters. */
-const CHUNK_PARAMS = " chunkStart: u32, chunkRows: u32, scoreRows: u32,";
+export const CHUNK_PARAMS = " chunkStart: u32, chunkRows: u32, scoreRows: u32,";
 
 /**
  * Step 1, per query row of the chunk (rows `row{r}`, r < the variant's rowsPerInvocation): scores and dP as scalar
