@@ -11,6 +11,7 @@ import { generatePhantomDataset } from "@cxr/data";
 import {
   auroc,
   aurocBootstrapInterval,
+  aurocDifference,
   createDiffusionModel,
   createPipeline,
   DIFFUSION_CONFIGS,
@@ -77,6 +78,43 @@ describe("conditioning fidelity", () => {
     expect(aurocBootstrapInterval([], [1])).toBeNull();
   });
 
+  it("the generated-minus-real AUROC difference has an interval that decides only when it should", () => {
+    const make = (n: number, shift: number, phase = 0) =>
+      Array.from({ length: n }, (_, i) => shift + Math.sin(i * 2.399963 + phase) * Math.cos(i * 0.7));
+    // Worked by hand: AUROC([3, 4], [1, 2]) = 1 and AUROC([2], [1, 2, 3]) = 0.5.
+    const exact = aurocDifference(
+      { positives: [3, 4], negatives: [1, 2] },
+      { positives: [2], negatives: [1, 2, 3] },
+    );
+    expect(exact!.difference).toBeCloseTo(0.5, 12);
+    // A well separated pair against a barely separated one, 200 images a class: decided.
+    const strong = { positives: make(200, 1), negatives: make(200, 0, 1) };
+    const weak = { positives: make(200, 0.1, 2), negatives: make(200, 0, 3) };
+    const decided = aurocDifference(strong, weak)!;
+    expect(decided.difference).toBeCloseTo(
+      auroc(strong.positives, strong.negatives)! - auroc(weak.positives, weak.negatives)!,
+      12,
+    );
+    expect(decided.interval[0]).toBeGreaterThan(0);
+    expect(decided.interval[0]).toBeLessThanOrEqual(decided.difference);
+    expect(decided.interval[1]).toBeGreaterThanOrEqual(decided.difference);
+    expect(aurocDifference(weak, strong)!.interval[1]).toBeLessThan(0);
+    // The same separation drawn twice (different points, same shift), 24 images a class: not decided.
+    const again = aurocDifference(
+      { positives: make(24, 0.4), negatives: make(24, 0, 1) },
+      { positives: make(24, 0.4, 2), negatives: make(24, 0, 3) },
+    )!;
+    expect(again.interval[0]).toBeLessThan(0);
+    expect(again.interval[1]).toBeGreaterThan(0);
+    // Seeded, and wider with fewer images.
+    expect(aurocDifference(strong, weak)).toEqual(decided);
+    expect(aurocDifference(strong, weak, 2000, 2)!.interval).not.toEqual(decided.interval);
+    expect(again.interval[1] - again.interval[0]).toBeGreaterThan(
+      2 * (decided.interval[1] - decided.interval[0]),
+    );
+    expect(aurocDifference({ positives: [], negatives: [1] }, weak)).toBeNull();
+  });
+
   it("measures generated and real films the same way and reports both", async () => {
     const report = await measureFidelity(pipeline, { n: 4, steps: 2, realData: data, split: "train" });
     expect(report.resolution).toBe(16);
@@ -92,6 +130,13 @@ describe("conditioning fidelity", () => {
       expect(ratio).toBeLessThan(1);
     }
     expect(formatFidelity(report)).toMatch(/AUROC of the CTR \(cardiomegaly vs normal\)/);
+    // The gap to the real films, generated minus real, on the same values the two AUROCs read.
+    if (report.generated.auroc !== null && real.auroc !== null) {
+      expect(report.versusReal!.difference).toBeCloseTo(report.generated.auroc - real.auroc, 12);
+      expect(formatFidelity(report)).toMatch(
+        /AUROC generated minus real films: [+-][\d.]+ \(95% bootstrap interval [+-][\d.]+ to [+-][\d.]+, 2000 rounds\): (no difference|the generated images separate (less|more))/,
+      );
+    }
     if (real.auroc !== null) {
       expect(real.aurocInterval![0]).toBeLessThanOrEqual(real.auroc);
       expect(real.aurocInterval![1]).toBeGreaterThanOrEqual(real.auroc);
@@ -139,6 +184,9 @@ describe("conditioning fidelity", () => {
       if (real.auroc !== null) {
         expect(real.aurocInterval![0]).toBeLessThanOrEqual(real.auroc);
         expect(real.aurocInterval![1]).toBeGreaterThanOrEqual(real.auroc);
+      }
+      if (real.auroc !== null && measure.generated.auroc !== null) {
+        expect(measure.versusReal!.difference).toBeCloseTo(measure.generated.auroc - real.auroc, 12);
       }
     }
     // Real effusion films are compared with the CTR's No Finding films, measured once.

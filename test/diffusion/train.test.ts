@@ -17,6 +17,8 @@ import { join } from "node:path";
 import { generatePhantomDataset, loadChexpert } from "@cxr/data";
 import {
   CheckpointError,
+  createPipeline,
+  DiffusionModel,
   epochPool,
   findCheckpoint,
   labelPromptDraws,
@@ -31,9 +33,12 @@ import {
   type TrainOptions,
   trainDiffusion,
   trainingPrompt,
+  withAttentionAt,
 } from "@cxr/diffusion";
-import { readSafetensors } from "@cxr/kernels";
+import { readSafetensors, writeSafetensors } from "@cxr/kernels";
+import { Command } from "commander";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { registerCommands } from "../../packages/diffusion/src/cli.ts";
 import { gpu } from "../kernels/helpers.ts";
 
 let root: string;
@@ -196,6 +201,154 @@ describe("trainDiffusion", () => {
     await expect(trainDiffusion({ ...rest, out: join(root, "init-none"), gpu: device })).rejects.toThrow(
       "give a config or an init model",
     );
+  }, 600_000);
+
+  it("--grow-attention adds transformer blocks that start as the identity, trains and resumes them", async () => {
+    const device = await gpu();
+    const initDir = join(root, "straight", "checkpoint", "model");
+    const { model: grown, added } = DiffusionModel.grow(device, initDir, [0], 7);
+    const original = DiffusionModel.load(device, initDir);
+    try {
+      // phantom-tiny attends at level 1 only; level 0 gets one block in down_blocks.0 (one resnet) and
+      // two in up_blocks.1 (two resnets), every other tensor keeps the init model's name and value.
+      expect(grown.config.unet.downBlockTypes).toEqual(["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]);
+      expect(grown.config.unet.upBlockTypes).toEqual(["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]);
+      expect(grown.config.name).toBe("phantom-tiny+attention0");
+      expect(added.length).toBeGreaterThan(0);
+      expect(added.every((name) => /^(down_blocks\.0|up_blocks\.1)\.attentions\.[0-2]\./.test(name))).toBe(
+        true,
+      );
+      expect(new Set(added.map((name) => name.split(".").slice(0, 4).join(".")))).toEqual(
+        new Set(["down_blocks.0.attentions.0", "up_blocks.1.attentions.0", "up_blocks.1.attentions.1"]),
+      );
+      const before = await original.unet.state();
+      const after = await grown.unet.state();
+      for (const [name, tensor] of before) expect(after.get(name)!.data, name).toEqual(tensor.data);
+      // proj_out starts at zero (the block adds nothing); the other weights keep their seeded
+      // initialisation (biases and norm shifts start at zero anyway).
+      const zero = (name: string) => after.get(name)!.data.every((value) => value === 0);
+      const projOut = added.filter((name) => /\.proj_out\./.test(name));
+      expect(projOut.length).toBe(6);
+      for (const name of projOut) expect(zero(name), name).toBe(true);
+      for (const name of added.filter((name) => /(to_q|to_k|proj_in|ff\.net\.2)\.weight$/.test(name))) {
+        expect(zero(name), name).toBe(false);
+      }
+      // The same prompts and noise give the same images, bit for bit: each new block adds 0 to its input.
+      const request = {
+        prompt: ["70 year old WHITE female. Cardiomegaly.", ""],
+        n: 1,
+        steps: 2,
+        guidance: 3,
+        seed: 4,
+      };
+      const [a, b] = [
+        await (await createPipeline(original)).generate(request),
+        await (await createPipeline(grown)).generate(request),
+      ];
+      a.images.forEach((image, index) => {
+        expect(b.images[index].pixels).toEqual(image.pixels);
+      });
+    } finally {
+      grown.dispose();
+      original.dispose();
+    }
+
+    // Training grows the init model, writes the grown configuration and resumes like any run.
+    const out = join(root, "grown");
+    const options = { ...base(out), config: undefined, init: initDir, growAttention: [0], gpu: device };
+    const controller = new AbortController();
+    const stopped = await trainDiffusion({
+      ...options,
+      signal: controller.signal,
+      onProgress: (progress) => {
+        if (progress.step === 2) controller.abort();
+      },
+    });
+    expect(stopped.steps).toBe(2);
+    const config = JSON.parse(readFileSync(join(out, "checkpoint", "model", "config.json"), "utf8"));
+    expect(config.name).toBe("phantom-tiny+attention0");
+    expect(config.unet.downBlockTypes[0]).toBe("CrossAttnDownBlock2D");
+    const trained = tensorsOf(join(out, "checkpoint", "model"), "unet/diffusion_pytorch_model.safetensors");
+    const projOut = trained.get("down_blocks.0.attentions.0.proj_out.weight")!.data;
+    expect(projOut.some((value) => value !== 0)).toBe(true);
+    const resumed = await trainDiffusion({ ...options, resume: true });
+    expect(resumed.steps).toBe(4);
+    await expect(trainDiffusion({ ...options, growAttention: undefined, resume: true })).rejects.toThrow(
+      /cannot resume .*growAttention/,
+    );
+
+    // Bad requests name what is wrong.
+    expect(() => withAttentionAt(config, [1])).toThrow(
+      'adding attention to "phantom-tiny+attention0": level 1 (down_blocks.1) already has attention',
+    );
+    const tiny = readFileSync(join(initDir, "config.json"), "utf8");
+    const tinyConfig = JSON.parse(tiny);
+    expect(() => withAttentionAt(tinyConfig, [0, 0, 2, -1])).toThrow(
+      /level 0 is listed twice; level 2 is not an integer in \[0, 1\]; level -1 is not an integer in \[0, 1\]/,
+    );
+    expect(() => withAttentionAt(tinyConfig, [])).toThrow("no level given");
+    await expect(
+      trainDiffusion({ ...options, out: join(root, "grow-bad"), growAttention: [1] }),
+    ).rejects.toThrow("level 1 (down_blocks.1) already has attention");
+    await expect(
+      trainDiffusion({ ...options, out: join(root, "grow-config"), config: "phantom-tiny" }),
+    ).rejects.toThrow("give either a config or attention levels to grow the init model, not both");
+    await expect(
+      trainDiffusion({ ...base(join(root, "grow-no-init")), growAttention: [0], gpu: device }),
+    ).rejects.toThrow("growing attention needs an init model to grow");
+    // The CLI flag: a list of levels, anything else refused before training starts.
+    const cli = async (value: string) => {
+      const program = new Command("cxr").exitOverride();
+      program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
+      registerCommands(program, { bench: program.command("bench") });
+      await program.parseAsync([
+        "node",
+        "cxr",
+        "train",
+        "diffusion",
+        "--data",
+        data,
+        "--out",
+        join(root, "grow-cli"),
+        "--init",
+        initDir,
+        "--grow-attention",
+        value,
+      ]);
+    };
+    await expect(cli("0,x")).rejects.toThrow('"x" is not a level (an integer from 0)');
+    await expect(cli("-1")).rejects.toThrow('"-1" is not a level (an integer from 0)');
+    await expect(cli("1")).rejects.toThrow("level 1 (down_blocks.1) already has attention");
+    // A folder whose weights do not fit (here: already grown) is refused, naming the file and tensor.
+    expect(() => DiffusionModel.grow(device, join(out, "checkpoint", "model"), [0])).toThrow(
+      /level 0 \(down_blocks\.0\) already has attention/,
+    );
+    const broken = join(root, "grow-broken");
+    mkdirSync(join(broken, "unet"), { recursive: true });
+    mkdirSync(join(broken, "text_encoder"), { recursive: true });
+    for (const file of ["config.json", "tokenizer.json", "text_encoder/model.safetensors"]) {
+      copyFileSync(join(initDir, file), join(broken, file));
+    }
+    // The init UNet without conv_in.weight and with a stray tensor: both named, nothing loaded.
+    const unet = new Map(
+      [...tensorsOf(initDir, "unet/diffusion_pytorch_model.safetensors")]
+        .filter(([name]) => name !== "conv_in.weight")
+        .map(([name, tensor]) => [name, { shape: tensor.shape, data: tensor.data }]),
+    );
+    unet.set("extra.weight", { shape: [2], data: new Float32Array(2) });
+    writeSafetensors(join(broken, "unet", "diffusion_pytorch_model.safetensors"), unet);
+    const refusal = (() => {
+      try {
+        DiffusionModel.grow(device, broken, [0]);
+      } catch (error) {
+        return (error as Error).message;
+      }
+      return "";
+    })();
+    expect(refusal).toMatch(/cannot grow into "phantom-tiny\+attention0":/);
+    expect(refusal).toMatch(/unet\/diffusion_pytorch_model\.safetensors \(2 mismatches\)/);
+    expect(refusal).toMatch(/missing "conv_in\.weight"/);
+    expect(refusal).toMatch(/unexpected "extra\.weight"/);
   }, 600_000);
 
   it("a failed save leaves the previous checkpoint untouched and no temporary folder behind", async () => {

@@ -81,6 +81,7 @@ interface TrainFlags {
   data?: string;
   config?: string;
   init?: string;
+  growAttention?: number[];
   steps: number;
   batch: number;
   out?: string;
@@ -116,6 +117,18 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
     .option(
       "--init <dir>",
       "start from this model folder's weights, tokenizer and config (e.g. models/phantom-diffusion) with a fresh optimizer, schedule and EMA",
+    )
+    .option(
+      "--grow-attention <levels>",
+      "with --init: add transformer blocks (self- and cross-attention) at these UNet levels, comma-separated (0 = full resolution), starting as the identity; the other weights are the init model's",
+      (value: string) =>
+        value.split(",").map((part) => {
+          const level = Number(part.trim());
+          if (part.trim() === "" || !Number.isSafeInteger(level) || level < 0) {
+            throw new InvalidArgumentError(`"${part}" is not a level (an integer from 0)`);
+          }
+          return level;
+        }),
     )
     .option(
       "--steps <n>",
@@ -206,32 +219,38 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       process.on("SIGINT", onSignal);
       process.on("SIGTERM", onSignal);
       const interactive = process.stderr.isTTY === true;
-      const result = await trainDiffusion({
-        data: flags.data as string,
-        config: flags.config ?? (flags.init === undefined ? "phantom-small" : undefined),
-        init: flags.init,
-        steps: flags.steps,
-        batchSize: flags.batch,
-        out: flags.out as string,
-        resume: flags.resume === true,
-        seed: flags.seed,
-        learningRate: flags.lr,
-        warmupSteps: flags.warmup,
-        minSnrGamma,
-        emaDecay: flags.emaDecay,
-        conditioningDropout: flags.dropout,
-        repeatFindings: flags.repeatFindings,
-        labelPrompts: flags.labelPrompts,
-        checkpointEvery: flags.checkpointEvery,
-        logEvery: flags.logEvery,
-        signal: controller.signal,
-        onProgress: (progress) => {
-          const line = progressLine(progress);
-          process.stderr.write(interactive ? `\r${line}` : `${line}\n`);
-        },
-      });
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
+      let result: Awaited<ReturnType<typeof trainDiffusion>>;
+      try {
+        result = await trainDiffusion({
+          data: flags.data as string,
+          config: flags.config ?? (flags.init === undefined ? "phantom-small" : undefined),
+          init: flags.init,
+          growAttention: flags.growAttention,
+          steps: flags.steps,
+          batchSize: flags.batch,
+          out: flags.out as string,
+          resume: flags.resume === true,
+          seed: flags.seed,
+          learningRate: flags.lr,
+          warmupSteps: flags.warmup,
+          minSnrGamma,
+          emaDecay: flags.emaDecay,
+          conditioningDropout: flags.dropout,
+          repeatFindings: flags.repeatFindings,
+          labelPrompts: flags.labelPrompts,
+          checkpointEvery: flags.checkpointEvery,
+          logEvery: flags.logEvery,
+          signal: controller.signal,
+          onProgress: (progress) => {
+            const line = progressLine(progress);
+            process.stderr.write(interactive ? `\r${line}` : `${line}\n`);
+          },
+        });
+      } finally {
+        // Also when training fails: a later Ctrl-C must not reach a handler of a run that ended.
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+      }
       if (interactive) process.stderr.write("\n");
       console.log(
         `${result.stopped ? "stopped" : "trained"} ${result.steps} steps (${result.imagesSeen} images seen) in ${formatDuration(result.seconds)}`,

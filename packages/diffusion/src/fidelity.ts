@@ -173,6 +173,8 @@ export interface FidelityMeasure {
   higherMeansPositive: boolean;
   generated: MeasureComparison;
   real: MeasureComparison | null;
+  /** Generated AUROC minus the real films' AUROC, with its interval; null without real films. */
+  versusReal: AurocDifference | null;
 }
 
 export interface FidelityReport {
@@ -182,6 +184,8 @@ export interface FidelityReport {
   /** The CTR, cardiomegaly vs normal. */
   generated: FidelityComparison;
   real: FidelityComparison | null;
+  /** The CTR's generated AUROC minus the real films' AUROC, with its interval; null without real films. */
+  versusReal: AurocDifference | null;
   /** The other measures, in `settings.measures` order. */
   measures: FidelityMeasure[];
   seconds: number;
@@ -212,8 +216,46 @@ export function aurocBootstrapInterval(
   for (let round = 0; round < rounds; round++) {
     values[round] = auroc(draw(positives), draw(negatives)) as number;
   }
+  return percentileInterval(values);
+}
+
+/** Generated-minus-real AUROC of one measure, and the 95% bootstrap interval of that difference. */
+export interface AurocDifference {
+  difference: number;
+  interval: [number, number];
+}
+
+/**
+ * AUROC(a) - AUROC(b) for two independent comparisons (generated and real films), with the 95%
+ * percentile bootstrap interval of the difference: every round resamples all four classes on their
+ * own and takes the difference of the two AUROCs. An interval that excludes 0 decides that the two
+ * separate differently; one that includes it does not. Null when a class is empty.
+ */
+export function aurocDifference(
+  a: { positives: readonly number[]; negatives: readonly number[] },
+  b: { positives: readonly number[]; negatives: readonly number[] },
+  rounds = AUROC_BOOTSTRAP_ROUNDS,
+  seed = 1,
+): AurocDifference | null {
+  const aurocA = auroc(a.positives, a.negatives);
+  const aurocB = auroc(b.positives, b.negatives);
+  if (aurocA === null || aurocB === null) return null;
+  const rng = new Rng(seed);
+  const values = new Float64Array(rounds);
+  const draw = (from: readonly number[]) => Array.from(from, () => from[rng.index(from.length)]);
+  for (let round = 0; round < rounds; round++) {
+    values[round] =
+      (auroc(draw(a.positives), draw(a.negatives)) as number) -
+      (auroc(draw(b.positives), draw(b.negatives)) as number);
+  }
+  return { difference: aurocA - aurocB, interval: percentileInterval(values) };
+}
+
+/** The 2.5th and 97.5th percentiles of bootstrap values (sorted in place). */
+function percentileInterval(values: Float64Array): [number, number] {
   values.sort();
-  const at = (q: number) => values[Math.min(rounds - 1, Math.max(0, Math.round(q * (rounds - 1))))];
+  const last = values.length - 1;
+  const at = (q: number) => values[Math.min(last, Math.max(0, Math.round(q * last)))];
   return [at(0.025), at(0.975)];
 }
 
@@ -264,29 +306,46 @@ function measureClass(
   return { label, images: measures.length, measured: values.length, mean: mean(values), values };
 }
 
+/** A measure's two classes as AUROC inputs, oriented so that higher means the positive class. */
+function measureSides(
+  name: FidelityMeasureName,
+  comparison: { positive: MeasureClass; negative: MeasureClass },
+) {
+  const orient = (values: readonly number[]) =>
+    FIDELITY_MEASURES[name].higherMeansPositive ? values : values.map((v) => -v);
+  return { positives: orient(comparison.positive.values), negatives: orient(comparison.negative.values) };
+}
+
+const ctrSides = (comparison: { cardiomegaly: ClassMeasurement; normal: ClassMeasurement }) => ({
+  positives: comparison.cardiomegaly.ratios,
+  negatives: comparison.normal.ratios,
+});
+
 function compareMeasure(
   name: FidelityMeasureName,
   positives: readonly ImageMeasures[],
   negatives: readonly ImageMeasures[],
 ): MeasureComparison {
   const spec = FIDELITY_MEASURES[name];
-  const positive = measureClass(spec.positive, name, positives);
-  const negative = measureClass(spec.negative, name, negatives);
-  const orient = (values: readonly number[]) => (spec.higherMeansPositive ? values : values.map((v) => -v));
+  const classes = {
+    positive: measureClass(spec.positive, name, positives),
+    negative: measureClass(spec.negative, name, negatives),
+  };
+  const { positives: oriented, negatives: against } = measureSides(name, classes);
   return {
-    positive,
-    negative,
-    auroc: auroc(orient(positive.values), orient(negative.values)),
-    aurocInterval: aurocBootstrapInterval(orient(positive.values), orient(negative.values)),
+    ...classes,
+    auroc: auroc(oriented, against),
+    aurocInterval: aurocBootstrapInterval(oriented, against),
   };
 }
 
 function compare(cardiomegaly: ClassMeasurement, normal: ClassMeasurement): FidelityComparison {
+  const { positives, negatives } = ctrSides({ cardiomegaly, normal });
   return {
     cardiomegaly,
     normal,
-    auroc: auroc(cardiomegaly.ratios, normal.ratios),
-    aurocInterval: aurocBootstrapInterval(cardiomegaly.ratios, normal.ratios),
+    auroc: auroc(positives, negatives),
+    aurocInterval: aurocBootstrapInterval(positives, negatives),
   };
 }
 
@@ -477,13 +536,20 @@ export async function measureFidelity(
     settings,
     generated,
     real: real?.cardiomegaly ?? null,
-    measures: options.measures.map((name) => ({
-      name,
-      measurement: FIDELITY_MEASURES[name].measurement,
-      higherMeansPositive: FIDELITY_MEASURES[name].higherMeansPositive,
-      generated: generatedMeasures.get(name) as MeasureComparison,
-      real: real?.measures[name] ?? null,
-    })),
+    versusReal: real ? aurocDifference(ctrSides(generated), ctrSides(real.cardiomegaly)) : null,
+    measures: options.measures.map((name) => {
+      const generatedMeasure = generatedMeasures.get(name) as MeasureComparison;
+      const realMeasure = real?.measures[name] ?? null;
+      const sides = (comparison: MeasureComparison) => measureSides(name, comparison);
+      return {
+        name,
+        measurement: FIDELITY_MEASURES[name].measurement,
+        higherMeansPositive: FIDELITY_MEASURES[name].higherMeansPositive,
+        generated: generatedMeasure,
+        real: realMeasure,
+        versusReal: realMeasure ? aurocDifference(sides(generatedMeasure), sides(realMeasure)) : null,
+      };
+    }),
     seconds: (performance.now() - started) / 1000,
   };
 }
@@ -502,6 +568,22 @@ function describeAuroc(auroc: number | null, interval: [number, number] | null):
   return auroc === null || interval === null
     ? "undefined (a class has no measurable image)"
     : `${auroc.toFixed(3)} (95% bootstrap interval ${interval[0].toFixed(3)} to ${interval[1].toFixed(3)}, ${AUROC_BOOTSTRAP_ROUNDS} rounds)`;
+}
+
+/** "generated minus real films: -0.151 (95% bootstrap interval ...): decided lower" */
+function describeVersusReal(versus: AurocDifference | null, indent: string): string[] {
+  if (versus === null) return [];
+  const [low, high] = versus.interval;
+  const verdict =
+    high < 0
+      ? "the generated images separate less than the real films (decided)"
+      : low > 0
+        ? "the generated images separate more than the real films (decided)"
+        : "no difference from the real films decided";
+  const signed = (value: number) => `${value >= 0 ? "+" : ""}${value.toFixed(3)}`;
+  return [
+    `${indent}AUROC generated minus real films: ${signed(versus.difference)} (95% bootstrap interval ${signed(low)} to ${signed(high)}, ${AUROC_BOOTSTRAP_ROUNDS} rounds): ${verdict}`,
+  ];
 }
 
 function ctrBlock(lines: string[], title: string, comparison: FidelityComparison): void {
@@ -535,11 +617,13 @@ export function formatFidelity(report: FidelityReport): string {
   const realTitle = `real films (${report.settings.split} split, resized to ${report.resolution} px)`;
   ctrBlock(lines, "generated", report.generated);
   if (report.real) ctrBlock(lines, realTitle, report.real);
+  lines.push(...describeVersusReal(report.versusReal, ""));
   for (const measure of report.measures) {
     const spec = FIDELITY_MEASURES[measure.name];
     lines.push(`${measure.name}: ${spec.measurement}, ${spec.positive} vs ${spec.negative}`);
     measureBlock(lines, "generated", measure.name, measure.generated);
     if (measure.real) measureBlock(lines, realTitle, measure.name, measure.real);
+    lines.push(...describeVersusReal(measure.versusReal, "  "));
   }
   lines.push(`${report.seconds.toFixed(1)} s`);
   return lines.join("\n");

@@ -228,6 +228,41 @@ export function diffusionConfig(name: string): DiffusionModelConfig {
   return structuredClone(config);
 }
 
+/**
+ * `config` with transformer blocks (self-attention, cross-attention to the text, GEGLU) added at the
+ * given UNet levels (0 = full resolution): the level's down block becomes CrossAttnDownBlock2D and its
+ * up block (up_blocks.(levels - 1 - level)) CrossAttnUpBlock2D. Every other tensor keeps its name and
+ * shape, so a trained model of `config` can be loaded into it (`DiffusionModel.grow`). Named
+ * "<name>+attention<levels>". ConfigError for a level out of range, listed twice or already attending.
+ */
+export function withAttentionAt(
+  config: DiffusionModelConfig,
+  levels: readonly number[],
+): DiffusionModelConfig {
+  const count = config.unet.blockOutChannels.length;
+  const problems: string[] = [];
+  if (levels.length === 0) problems.push("no level given");
+  levels.forEach((level, index) => {
+    if (!Number.isSafeInteger(level) || level < 0 || level >= count) {
+      problems.push(`level ${level} is not an integer in [0, ${count - 1}]`);
+    } else if (levels.indexOf(level) !== index) {
+      problems.push(`level ${level} is listed twice`);
+    } else if (config.unet.downBlockTypes[level] !== "DownBlock2D") {
+      problems.push(`level ${level} (down_blocks.${level}) already has attention`);
+    }
+  });
+  if (problems.length > 0) {
+    throw new ConfigError(`adding attention to "${config.name}": ${problems.join("; ")}`);
+  }
+  const grown = structuredClone(config);
+  for (const level of levels) {
+    grown.unet.downBlockTypes[level] = "CrossAttnDownBlock2D";
+    grown.unet.upBlockTypes[count - 1 - level] = "CrossAttnUpBlock2D";
+  }
+  grown.name = `${config.name}+attention${[...levels].sort((a, b) => a - b).join(",")}`;
+  return grown;
+}
+
 /** Heads per level (diffusers' attention_head_dim, expanded). */
 export function headsPerLevel(unet: UNetConfig): number[] {
   const levels = unet.blockOutChannels.length;

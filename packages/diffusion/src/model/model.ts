@@ -33,7 +33,7 @@ import {
   withParameterDtype,
   writeSafetensors,
 } from "@cxr/kernels";
-import { checkConfig, type DiffusionModelConfig } from "./config.ts";
+import { checkConfig, type DiffusionModelConfig, withAttentionAt } from "./config.ts";
 import { ClipTextModel } from "./text-encoder.ts";
 import { type Encoded, type EncodeOptions, WordTokenizer } from "./tokenizer.ts";
 import { UNet2DConditionModel } from "./unet.ts";
@@ -236,15 +236,7 @@ export class DiffusionModel {
 
   /** Reads config.json and tokenizer.json of `dir`, builds the model and loads its weights. */
   static load(gpu: Gpu, dir: string, precision: Precision = "f32"): DiffusionModel {
-    const config = readModelConfig(dir);
-    const tokenizerPath = join(dir, MODEL_FILES.tokenizer);
-    let tokenizer: WordTokenizer;
-    try {
-      tokenizer = WordTokenizer.fromJSON(readJson(tokenizerPath, "tokenizer"), tokenizerPath);
-    } catch (error) {
-      throw new CheckpointError((error as Error).message);
-    }
-    const model = createDiffusionModel(gpu, config, tokenizer, 0, precision);
+    const model = createDiffusionModel(gpu, readModelConfig(dir), readTokenizer(dir), 0, precision);
     try {
       model.loadWeights(dir);
     } catch (error) {
@@ -254,9 +246,92 @@ export class DiffusionModel {
     return model;
   }
 
+  /**
+   * The model of `dir` with transformer blocks added at UNet `levels` (`withAttentionAt`): every
+   * tensor of `dir` is loaded into the tensor of the same name, the new blocks keep `seed`'s
+   * initialisation except their proj_out, which starts at zero. A transformer block adds proj_out's
+   * output to its input, so each new block starts as the identity and the grown model computes what
+   * the model of `dir` computed until training moves the new weights. Returns the new tensors' names.
+   * CheckpointError when a file of `dir` does not fit: a tensor the grown model lacks or shapes
+   * differently, or a missing tensor outside the new blocks.
+   */
+  static grow(
+    gpu: Gpu,
+    dir: string,
+    levels: readonly number[],
+    seed = 0,
+  ): { model: DiffusionModel; added: string[] } {
+    const initial = readModelConfig(dir);
+    let config: DiffusionModelConfig;
+    try {
+      config = withAttentionAt(initial, levels);
+    } catch (error) {
+      throw new CheckpointError(`${join(dir, MODEL_FILES.config)}: ${(error as Error).message}`);
+    }
+    const count = config.unet.blockOutChannels.length;
+    const newBlocks = levels.flatMap((level) => [
+      `down_blocks.${level}.attentions.`,
+      `up_blocks.${count - 1 - level}.attentions.`,
+    ]);
+    const model = createDiffusionModel(gpu, config, readTokenizer(dir), seed);
+    try {
+      const added: string[] = [];
+      const problems: string[] = [];
+      for (const { module, file, isNew } of [
+        { module: model.textEncoder, file: join(dir, MODEL_FILES.textEncoder), isNew: (_: string) => false },
+        {
+          module: model.unet,
+          file: join(dir, MODEL_FILES.unet),
+          isNew: (name: string) => newBlocks.some((prefix) => name.startsWith(prefix)),
+        },
+      ]) {
+        let stored: ReturnType<typeof readSafetensors>;
+        try {
+          stored = readSafetensors(file);
+        } catch (error) {
+          throw new CheckpointError(`cannot load ${file}: ${(error as Error).message}`);
+        }
+        const own = module.stateTensors();
+        const fileProblems = stateMismatches(own, stored.tensors).filter((problem) => {
+          const missing = /^missing "([^"]+)"/.exec(problem);
+          return missing === null || !isNew(missing[1]);
+        });
+        if (fileProblems.length > 0) {
+          problems.push(`${file} (${fileProblems.length} mismatches):\n    ${fileProblems.join("\n    ")}`);
+          continue;
+        }
+        module.loadState(stored.tensors, false, file);
+        for (const [name, tensor] of own) {
+          if (stored.tensors.has(name)) continue;
+          added.push(name);
+          if (/\.proj_out\.(weight|bias)$/.test(name)) tensor.write(new Float32Array(tensor.size));
+        }
+      }
+      if (problems.length > 0) {
+        throw new CheckpointError(
+          `checkpoint ${dir} cannot grow into "${config.name}":\n  ${problems.join("\n  ")}`,
+        );
+      }
+      return { model, added };
+    } catch (error) {
+      model.dispose();
+      throw error;
+    }
+  }
+
   dispose(): void {
     this.textEncoder.dispose();
     this.unet.dispose();
+  }
+}
+
+/** The tokenizer.json of a model folder (CheckpointError naming the file). */
+function readTokenizer(dir: string): WordTokenizer {
+  const tokenizerPath = join(dir, MODEL_FILES.tokenizer);
+  try {
+    return WordTokenizer.fromJSON(readJson(tokenizerPath, "tokenizer"), tokenizerPath);
+  } catch (error) {
+    throw new CheckpointError((error as Error).message);
   }
 }
 

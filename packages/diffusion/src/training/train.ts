@@ -38,7 +38,7 @@ import {
   randomReference,
   Tensor,
 } from "@cxr/kernels";
-import { checkConfig, type DiffusionModelConfig, diffusionConfig } from "../model/config.ts";
+import { checkConfig, type DiffusionModelConfig, diffusionConfig, withAttentionAt } from "../model/config.ts";
 import {
   CheckpointError,
   createDiffusionModel,
@@ -78,6 +78,12 @@ export interface TrainOptions {
    * same run where it stopped is `resume`, not this.
    */
   init?: string;
+  /**
+   * Grow the `init` model before training: transformer blocks (self-attention, cross-attention to the
+   * text, GEGLU) added at these UNet levels (0 = full resolution), starting as the identity
+   * (`DiffusionModel.grow`); every other weight is the init model's. Needs `init`, excludes `config`.
+   */
+  growAttention?: number[];
   /** Total optimizer steps of the run (a resumed run continues up to this). */
   steps: number;
   batchSize: number;
@@ -270,10 +276,25 @@ function runConfig(options: TrainOptions): DiffusionModelConfig {
         : structuredClone(options.config);
   if (options.init === undefined) {
     if (given === undefined) throw new TrainOptionsError("trainDiffusion: give a config or an init model");
+    if (options.growAttention !== undefined) {
+      throw new TrainOptionsError("trainDiffusion: growing attention needs an init model to grow");
+    }
     checkConfig(given);
     return given;
   }
   const initial = readModelConfig(options.init);
+  if (options.growAttention !== undefined) {
+    if (given !== undefined) {
+      throw new TrainOptionsError(
+        "trainDiffusion: give either a config or attention levels to grow the init model, not both",
+      );
+    }
+    try {
+      return withAttentionAt(initial, options.growAttention);
+    } catch (error) {
+      throw new TrainOptionsError(`trainDiffusion: ${(error as Error).message}`);
+    }
+  }
   if (given !== undefined) {
     const differences = configDifferences(initial, given);
     if (differences.length > 0) {
@@ -320,6 +341,7 @@ function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmup
     // Only present when used, so checkpoints written before the option existed still resume.
     ...(options.repeatFindings === undefined ? {} : { repeatFindings: options.repeatFindings }),
     ...(options.labelPrompts === 0 ? {} : { labelPrompts: options.labelPrompts }),
+    ...(options.growAttention === undefined ? {} : { growAttention: options.growAttention }),
   };
 }
 
@@ -499,6 +521,16 @@ export async function trainDiffusion(
   let model: DiffusionModel;
   if (checkpointDir) {
     model = await loadModelDir(gpu, join(checkpointDir, "model"));
+  } else if (options.init !== undefined && options.growAttention !== undefined) {
+    const grown = await growModelDir(gpu, options.init, options.growAttention, options.seed);
+    model = grown.model;
+    const added = grown.added.reduce(
+      (sum, name) => sum + (model.unet.stateTensors().get(name)?.size ?? 0),
+      0,
+    );
+    log(
+      `initialised from ${options.init}, grown to "${config.name}": ${grown.added.length} new tensors (${added} parameters) in the transformer blocks at level ${options.growAttention.join(", ")}, starting as the identity (proj_out zero); fresh optimizer, schedule and EMA`,
+    );
   } else if (options.init !== undefined) {
     model = await loadModelDir(gpu, options.init);
     log(`initialised from ${options.init} (fresh optimizer, schedule and EMA)`);
@@ -727,6 +759,11 @@ function truncateLossCsv(path: string, step: number): void {
 async function loadModelDir(gpu: Gpu, dir: string): Promise<DiffusionModel> {
   const { DiffusionModel } = await import("../model/model.ts");
   return DiffusionModel.load(gpu, dir);
+}
+
+async function growModelDir(gpu: Gpu, dir: string, levels: readonly number[], seed: number) {
+  const { DiffusionModel } = await import("../model/model.ts");
+  return DiffusionModel.grow(gpu, dir, levels, seed);
 }
 
 /** Loads the EMA averages from an EMA model directory (names prefixed as namedParameters). */
