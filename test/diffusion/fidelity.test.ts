@@ -4,7 +4,7 @@
  * checks the measurement plumbing and the AUROC arithmetic. (What the lung-zone measures read on films
  * with and without a finding is tested in test/data/phantom-lung-zones.test.ts.)
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generatePhantomDataset } from "@cxr/data";
@@ -12,14 +12,17 @@ import {
   auroc,
   aurocBootstrapInterval,
   aurocDifference,
+  compareFidelityReports,
   createDiffusionModel,
   createPipeline,
   DIFFUSION_CONFIGS,
   formatDiffusionBench,
   formatFidelity,
+  formatFidelityComparison,
   measureFidelity,
   measureRealFilms,
   type Pipeline,
+  pairedAurocDifference,
   parseFidelityPhrases,
   runDiffusionBench,
   WordTokenizer,
@@ -114,6 +117,100 @@ describe("conditioning fidelity", () => {
     );
     expect(aurocDifference({ positives: [], negatives: [1] }, weak)).toBeNull();
   });
+
+  it("two models' images pair up: the paired interval decides what unpaired intervals cannot", () => {
+    // Worked by hand, nulls left out per model: A [3, 4] vs [1, 2] -> 1; B [0, 4] vs [1, 2] -> 0.5.
+    const exact = pairedAurocDifference(
+      { positives: [3, null, 4], negatives: [1, 2] },
+      { positives: [0, 5, null], negatives: [1, 2] },
+    )!;
+    expect(exact.aurocA).toBe(1);
+    // B: positives [0, 5] against [1, 2]: (0 + 0) + (1 + 1) wins of 4 pairs.
+    expect(exact.aurocB).toBe(0.5);
+    expect(exact.difference).toBe(0.5);
+    // Two models drawing the same images (same noise), B's findings a little stronger in every pair:
+    // the image-to-image spread is shared, so pairing removes it.
+    const spread = (n: number, phase: number) =>
+      Array.from({ length: n }, (_, i) => Math.sin(i * 2.399963 + phase) * Math.cos(i * 0.7));
+    const base = { positives: spread(96, 0).map((v) => v + 0.3), negatives: spread(96, 1) };
+    const stronger = {
+      positives: base.positives.map((v) => v + 0.05),
+      negatives: base.negatives.map((v) => v - 0.05),
+    };
+    const paired = pairedAurocDifference(stronger, base)!;
+    expect(paired.difference).toBeGreaterThan(0);
+    expect(paired.interval[0]).toBeGreaterThan(0);
+    const unpaired = aurocDifference(stronger, base)!;
+    expect(unpaired.difference).toBeCloseTo(paired.difference, 12);
+    expect(unpaired.interval[0]).toBeLessThan(0);
+    // The same model against itself: exactly zero in every round.
+    expect(pairedAurocDifference(base, base)!.interval).toEqual([0, 0]);
+    expect(() => pairedAurocDifference(base, { positives: [1], negatives: [0] })).toThrow(
+      "paired AUROC: the classes hold 96 and 96 images in one report, 1 and 1 in the other; pairs need the same counts",
+    );
+    expect(
+      pairedAurocDifference({ positives: [null], negatives: [1] }, { positives: [2], negatives: [1] }),
+    ).toBeNull();
+  });
+
+  it("cxr diffusion fidelity-compare pairs two reports of the same settings and refuses others", async () => {
+    const report = await measureFidelity(pipeline, { n: 4, steps: 2, measures: ["pleural-effusion"] });
+    expect(report.generated.normal.byImage).toHaveLength(4);
+    expect(report.generated.normal.byImage.filter((value) => value !== null)).toEqual(
+      report.generated.normal.ratios,
+    );
+    expect(report.measures[0].generated.positive.byImage).toHaveLength(4);
+    const self = compareFidelityReports(report, report);
+    expect(self.rows.map((row) => row.name)).toEqual(["cardiomegaly", "pleural-effusion"]);
+    for (const row of self.rows) if (row.comparison) expect(row.comparison.interval).toEqual([0, 0]);
+    expect(formatFidelityComparison(self)).toMatch(
+      /A - B \+0\.000 \(95% paired bootstrap interval \+0\.000 to \+0\.000, 2000 rounds\): no difference decided|undefined/,
+    );
+    const other = { ...report, settings: { ...report.settings, seed: 2, guidance: 7 } };
+    expect(() => compareFidelityReports(report, other, ["A.json", "B.json"])).toThrow(
+      "A.json and B.json were not measured on paired images: guidance 3 vs 7; seed 1 vs 2",
+    );
+    const old = JSON.parse(JSON.stringify(report));
+    delete old.generated.normal.byImage;
+    expect(() => compareFidelityReports(report, old, ["A.json", "old.json"])).toThrow(
+      "old.json: generated.normal: no per-image values (byImage); the report was written before they were recorded, measure it again",
+    );
+
+    const run = async (args: string[]) => {
+      const program = new Command("cxr").exitOverride();
+      program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
+      registerCommands(program, { bench: program.command("bench") });
+      let printed = "";
+      const log = vi.spyOn(console, "log").mockImplementation((...parts: unknown[]) => {
+        printed += `${parts.join(" ")}\n`;
+      });
+      try {
+        await program.parseAsync(["node", "cxr", "diffusion", "fidelity-compare", ...args]);
+      } finally {
+        log.mockRestore();
+      }
+      return printed;
+    };
+    const folder = join(root, "compare-a");
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(join(folder, "fidelity.json"), JSON.stringify(report));
+    const file = join(root, "compare-b.json");
+    writeFileSync(file, JSON.stringify(report));
+    expect(await run([folder, file])).toMatch(
+      /paired comparison of generated images .*A = .*compare-a, B = .*compare-b\.json/,
+    );
+    expect(JSON.parse(await run([folder, file, "--json"])).rows).toHaveLength(2);
+    const broken = join(root, "compare-broken.json");
+    writeFileSync(broken, "{ not json");
+    await expect(run([folder, broken])).rejects.toThrow(/compare-broken\.json is not valid JSON/);
+    writeFileSync(broken, JSON.stringify({ size: 32, measures: {} }));
+    await expect(run([folder, broken])).rejects.toThrow(
+      /compare-broken\.json is not a fidelity report of a model/,
+    );
+    await expect(run([folder, join(root, "missing.json")])).rejects.toThrow(
+      /cannot read the fidelity report .*missing\.json/,
+    );
+  }, 300_000);
 
   it("measures generated and real films the same way and reports both", async () => {
     const report = await measureFidelity(pipeline, { n: 4, steps: 2, realData: data, split: "train" });

@@ -3,7 +3,7 @@
  * the library function of the same name, the code path the server and the study use.
  */
 
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type ChexpertLabel, RACES, type Race } from "@cxr/data";
 import { type Command, InvalidArgumentError, Option } from "commander";
@@ -12,12 +12,14 @@ import {
   FIDELITY_DEFAULTS,
   FIDELITY_MEASURE_NAMES,
   type FidelityMeasureName,
+  type FidelityReport,
   formatFidelity,
   formatRealFilms,
   measureFidelity,
   measureRealFilms,
   parseFidelityPhrases,
 } from "./fidelity.ts";
+import { compareFidelityReports, formatFidelityComparison } from "./fidelity-compare.ts";
 import { DIFFUSION_CONFIGS } from "./model/config.ts";
 import { PRECISIONS, type Precision } from "./model/model.ts";
 import { type PromptFields, promptFromFields } from "./model/prompt.ts";
@@ -467,6 +469,39 @@ function registerFidelity(program: Command): void {
         pipeline.dispose();
       }
     });
+  group
+    .command("fidelity-compare")
+    .description(
+      "compare two models' fidelity reports (fidelity.json, or folders holding one, measured with the same settings) image by image: paired bootstrap interval of each AUROC difference",
+    )
+    .argument("<a>", "report A: fidelity.json or its folder")
+    .argument("<b>", "report B: fidelity.json or its folder")
+    .option("--json", "print the comparison as JSON")
+    .action((a: string, b: string, flags: { json?: boolean }) => {
+      const comparison = compareFidelityReports(readFidelityReport(a), readFidelityReport(b), [a, b]);
+      console.log(flags.json ? JSON.stringify(comparison, null, 2) : formatFidelityComparison(comparison));
+    });
+}
+
+/** A fidelity.json (or the one in a folder), with errors naming the file. */
+function readFidelityReport(path: string): FidelityReport {
+  const file = existsSync(path) && statSync(path).isDirectory() ? join(path, "fidelity.json") : path;
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    throw new Error(`cannot read the fidelity report ${file}: ${(error as Error).message}`);
+  }
+  let report: unknown;
+  try {
+    report = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`${file} is not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof report !== "object" || report === null || !("generated" in report) || !("settings" in report)) {
+    throw new Error(`${file} is not a fidelity report of a model (no "generated" and "settings")`);
+  }
+  return report as FidelityReport;
 }
 
 function parseMeasures(value: string): FidelityMeasureName[] {

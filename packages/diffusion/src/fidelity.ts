@@ -129,6 +129,12 @@ export interface ClassMeasurement {
   measured: number;
   meanRatio: number | null;
   ratios: number[];
+  /**
+   * The ratio of image i in generation (or film) order, null where it could not be measured: image i
+   * of two reports with the same settings came from the same noise and prompt, so two models can be
+   * compared pair by pair (`compareFidelityReports`).
+   */
+  byImage: (number | null)[];
 }
 
 export interface FidelityComparison {
@@ -152,6 +158,8 @@ export interface MeasureClass {
   measured: number;
   mean: number | null;
   values: number[];
+  /** The value of image i in generation order, null where not measured (as `ClassMeasurement.byImage`). */
+  byImage: (number | null)[];
 }
 
 export interface MeasureComparison {
@@ -252,7 +260,7 @@ export function aurocDifference(
 }
 
 /** The 2.5th and 97.5th percentiles of bootstrap values (sorted in place). */
-function percentileInterval(values: Float64Array): [number, number] {
+export function percentileInterval(values: Float64Array): [number, number] {
   values.sort();
   const last = values.length - 1;
   const at = (q: number) => values[Math.min(last, Math.max(0, Math.round(q * last)))];
@@ -287,8 +295,9 @@ const mean = (values: readonly number[]) =>
   values.length > 0 ? values.reduce((a, b) => a + b, 0) / values.length : null;
 
 function ctrClass(measures: readonly ImageMeasures[]): ClassMeasurement {
-  const ratios = measures.flatMap((measure) => (measure.ratio === null ? [] : [measure.ratio]));
-  return { images: measures.length, measured: ratios.length, meanRatio: mean(ratios), ratios };
+  const byImage = measures.map((measure) => measure.ratio);
+  const ratios = byImage.filter((ratio): ratio is number => ratio !== null);
+  return { images: measures.length, measured: ratios.length, meanRatio: mean(ratios), ratios, byImage };
 }
 
 const MEASURE_FIELD: Readonly<Record<FidelityMeasureName, "lateralDepth" | "lowerZoneRatio">> = {
@@ -302,8 +311,9 @@ function measureClass(
   measures: readonly ImageMeasures[],
 ): MeasureClass {
   const field = MEASURE_FIELD[name];
-  const values = measures.flatMap((measure) => (measure[field] === null ? [] : [measure[field] as number]));
-  return { label, images: measures.length, measured: values.length, mean: mean(values), values };
+  const byImage = measures.map((measure) => measure[field]);
+  const values = byImage.filter((value): value is number => value !== null);
+  return { label, images: measures.length, measured: values.length, mean: mean(values), values, byImage };
 }
 
 /** A measure's two classes as AUROC inputs, oriented so that higher means the positive class. */

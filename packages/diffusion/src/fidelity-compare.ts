@@ -1,0 +1,201 @@
+/**
+ * Two sets of weights compared on the same images: fidelity reports measured with the same settings
+ * (prompts, seed, sampler, steps, guidance, n) generate image i of each class from the same noise and
+ * prompt, so the images pair up, and a paired bootstrap (the same image indices drawn for both models in
+ * every round) decides a difference in AUROC that two unpaired intervals, each as wide as the
+ * image-to-image spread, cannot.
+ */
+
+import { Rng } from "@cxr/data";
+import {
+  AUROC_BOOTSTRAP_ROUNDS,
+  auroc,
+  FIDELITY_MEASURES,
+  type FidelityMeasureName,
+  type FidelityReport,
+  percentileInterval,
+} from "./fidelity.ts";
+
+/** One class's per-image values in generation order (null: not measured) for each of the two models. */
+export interface PairedClasses {
+  positives: readonly (number | null)[];
+  negatives: readonly (number | null)[];
+}
+
+export interface PairedAurocDifference {
+  aurocA: number;
+  aurocB: number;
+  /** aurocA - aurocB. */
+  difference: number;
+  /** 95% percentile interval of the difference over paired bootstrap rounds. */
+  interval: [number, number];
+}
+
+const measured = (values: readonly (number | null)[], indices: ArrayLike<number>): number[] => {
+  const out: number[] = [];
+  for (let k = 0; k < indices.length; k++) {
+    const value = values[indices[k]];
+    if (value !== null) out.push(value);
+  }
+  return out;
+};
+
+/**
+ * AUROC(a) - AUROC(b) where image i of a class in `a` and in `b` are a pair (same noise, same prompt),
+ * with a paired percentile bootstrap: every round draws n indices with replacement per class and
+ * takes both models' AUROCs on those same images (each model's unmeasured images left out). Null when
+ * a class has no measured image in either model; RangeError when the classes' lengths differ.
+ */
+export function pairedAurocDifference(
+  a: PairedClasses,
+  b: PairedClasses,
+  rounds = AUROC_BOOTSTRAP_ROUNDS,
+  seed = 1,
+): PairedAurocDifference | null {
+  if (a.positives.length !== b.positives.length || a.negatives.length !== b.negatives.length) {
+    throw new RangeError(
+      `paired AUROC: the classes hold ${a.positives.length} and ${a.negatives.length} images in one report, ${b.positives.length} and ${b.negatives.length} in the other; pairs need the same counts`,
+    );
+  }
+  const all = (n: number) => Array.from({ length: n }, (_, index) => index);
+  const whole = (side: PairedClasses) =>
+    auroc(
+      measured(side.positives, all(side.positives.length)),
+      measured(side.negatives, all(side.negatives.length)),
+    );
+  const aurocA = whole(a);
+  const aurocB = whole(b);
+  if (aurocA === null || aurocB === null) return null;
+  const rng = new Rng(seed);
+  const values = new Float64Array(rounds);
+  const draw = (n: number) => Uint32Array.from({ length: n }, () => rng.index(n));
+  let kept = 0;
+  for (let round = 0; round < rounds; round++) {
+    const positives = draw(a.positives.length);
+    const negatives = draw(a.negatives.length);
+    const roundA = auroc(measured(a.positives, positives), measured(a.negatives, negatives));
+    const roundB = auroc(measured(b.positives, positives), measured(b.negatives, negatives));
+    // A round whose draw holds no measured image of a class in one model has no AUROC; it is skipped.
+    if (roundA !== null && roundB !== null) values[kept++] = roundA - roundB;
+  }
+  return {
+    aurocA,
+    aurocB,
+    difference: aurocA - aurocB,
+    interval: percentileInterval(values.subarray(0, kept)),
+  };
+}
+
+/** The settings two reports must share for their images to pair up. */
+const PAIRED_SETTINGS = [
+  "n",
+  "steps",
+  "sampler",
+  "guidance",
+  "seed",
+  "maxBatch",
+  "measureSize",
+  "phrases",
+] as const;
+
+export interface FidelityReportComparison {
+  a: string;
+  b: string;
+  /** The CTR (Cardiomegaly vs No Finding), then each measure both reports hold. */
+  rows: { name: "cardiomegaly" | FidelityMeasureName; comparison: PairedAurocDifference | null }[];
+}
+
+/** The per-image values a report needs for pairing, or an error naming what is missing. */
+function byImage(values: unknown, where: string): (number | null)[] {
+  if (!Array.isArray(values) || values.some((value) => value !== null && typeof value !== "number")) {
+    throw new Error(
+      `${where}: no per-image values (byImage); the report was written before they were recorded, measure it again`,
+    );
+  }
+  return values as (number | null)[];
+}
+
+/**
+ * Compares two fidelity reports image by image (`pairedAurocDifference` for the CTR and every measure
+ * both hold). The reports must share the resolution and the settings that fix the images
+ * (`PAIRED_SETTINGS`); an Error names each that differs. `names` label the reports in messages.
+ */
+export function compareFidelityReports(
+  a: FidelityReport,
+  b: FidelityReport,
+  names: [string, string] = ["a", "b"],
+): FidelityReportComparison {
+  const differences: string[] = [];
+  if (a.resolution !== b.resolution) differences.push(`resolution ${a.resolution} vs ${b.resolution}`);
+  for (const key of PAIRED_SETTINGS) {
+    const [left, right] = [JSON.stringify(a.settings?.[key]), JSON.stringify(b.settings?.[key])];
+    if (left !== right) differences.push(`${key} ${left ?? "unset"} vs ${right ?? "unset"}`);
+  }
+  if (differences.length > 0) {
+    throw new Error(
+      `${names[0]} and ${names[1]} were not measured on paired images: ${differences.join("; ")}`,
+    );
+  }
+  const rows: FidelityReportComparison["rows"] = [
+    {
+      name: "cardiomegaly",
+      comparison: pairedAurocDifference(
+        {
+          positives: byImage(a.generated?.cardiomegaly?.byImage, `${names[0]}: generated.cardiomegaly`),
+          negatives: byImage(a.generated?.normal?.byImage, `${names[0]}: generated.normal`),
+        },
+        {
+          positives: byImage(b.generated?.cardiomegaly?.byImage, `${names[1]}: generated.cardiomegaly`),
+          negatives: byImage(b.generated?.normal?.byImage, `${names[1]}: generated.normal`),
+        },
+      ),
+    },
+  ];
+  for (const measure of a.measures ?? []) {
+    const other = (b.measures ?? []).find((candidate) => candidate.name === measure.name);
+    if (!other) continue;
+    const sides = (report: typeof measure, name: string) => {
+      const orient = (values: (number | null)[]) =>
+        FIDELITY_MEASURES[measure.name].higherMeansPositive
+          ? values
+          : values.map((value) => (value === null ? null : -value));
+      return {
+        positives: orient(byImage(report.generated?.positive?.byImage, `${name}: ${measure.name} positive`)),
+        negatives: orient(byImage(report.generated?.negative?.byImage, `${name}: ${measure.name} negative`)),
+      };
+    };
+    rows.push({
+      name: measure.name,
+      comparison: pairedAurocDifference(sides(measure, names[0]), sides(other, names[1])),
+    });
+  }
+  return { a: names[0], b: names[1], rows };
+}
+
+export function formatFidelityComparison(comparison: FidelityReportComparison): string {
+  const signed = (value: number) => `${value >= 0 ? "+" : ""}${value.toFixed(3)}`;
+  const lines = [
+    `paired comparison of generated images (same noise and prompt for image i): A = ${comparison.a}, B = ${comparison.b}`,
+  ];
+  for (const { name, comparison: row } of comparison.rows) {
+    const label =
+      name === "cardiomegaly"
+        ? "CTR, Cardiomegaly vs No Finding"
+        : `${name}, ${FIDELITY_MEASURES[name].positive} vs ${FIDELITY_MEASURES[name].negative}`;
+    if (row === null) {
+      lines.push(`  ${label}: undefined (a class has no measurable image)`);
+      continue;
+    }
+    const [low, high] = row.interval;
+    const verdict =
+      high < 0
+        ? "B separates better (decided)"
+        : low > 0
+          ? "A separates better (decided)"
+          : "no difference decided";
+    lines.push(
+      `  ${label}: AUROC A ${row.aurocA.toFixed(3)}, B ${row.aurocB.toFixed(3)}, A - B ${signed(row.difference)} (95% paired bootstrap interval ${signed(low)} to ${signed(high)}, ${AUROC_BOOTSTRAP_ROUNDS} rounds): ${verdict}`,
+    );
+  }
+  return lines.join("\n");
+}
