@@ -47,6 +47,23 @@ beforeAll(async () => {
   pipeline = await createPipeline(createDiffusionModel(await gpu(), config, tokenizer, 2));
 }, 180_000);
 
+/** Runs `cxr diffusion ARGS` in-process and returns what it printed (errors reject). */
+async function runDiffusionCommand(args: string[]): Promise<string> {
+  const program = new Command("cxr").exitOverride();
+  program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
+  registerCommands(program, { bench: program.command("bench") });
+  let printed = "";
+  const log = vi.spyOn(console, "log").mockImplementation((...parts: unknown[]) => {
+    printed += `${parts.join(" ")}\n`;
+  });
+  try {
+    await program.parseAsync(["node", "cxr", "diffusion", ...args]);
+  } finally {
+    log.mockRestore();
+  }
+  return printed;
+}
+
 afterAll(() => {
   pipeline?.model.dispose();
   rmSync(root, { recursive: true, force: true });
@@ -176,21 +193,7 @@ describe("conditioning fidelity", () => {
       "old.json: generated.normal: no per-image values (byImage); the report was written before they were recorded, measure it again",
     );
 
-    const run = async (args: string[]) => {
-      const program = new Command("cxr").exitOverride();
-      program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
-      registerCommands(program, { bench: program.command("bench") });
-      let printed = "";
-      const log = vi.spyOn(console, "log").mockImplementation((...parts: unknown[]) => {
-        printed += `${parts.join(" ")}\n`;
-      });
-      try {
-        await program.parseAsync(["node", "cxr", "diffusion", "fidelity-compare", ...args]);
-      } finally {
-        log.mockRestore();
-      }
-      return printed;
-    };
+    const run = (args: string[]) => runDiffusionCommand(["fidelity-compare", ...args]);
     const folder = join(root, "compare-a");
     mkdirSync(folder, { recursive: true });
     writeFileSync(join(folder, "fidelity.json"), JSON.stringify(report));
@@ -370,21 +373,7 @@ describe("conditioning fidelity", () => {
   }, 120_000);
 
   it("cxr diffusion fidelity --real-only prints, writes fidelity.json and refuses bad flags", async () => {
-    const run = async (args: string[]) => {
-      const program = new Command("cxr").exitOverride();
-      program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
-      registerCommands(program, { bench: program.command("bench") });
-      let printed = "";
-      const log = vi.spyOn(console, "log").mockImplementation((...parts: unknown[]) => {
-        printed += `${parts.join(" ")}\n`;
-      });
-      try {
-        await program.parseAsync(["node", "cxr", "diffusion", "fidelity", ...args]);
-      } finally {
-        log.mockRestore();
-      }
-      return printed;
-    };
+    const run = (args: string[]) => runDiffusionCommand(["fidelity", ...args]);
     const out = join(root, "fidelity-real");
     const text = await run(["--real-only", "--data", data, "--split", "train", "--size", "32", "--out", out]);
     expect(text).toMatch(

@@ -13,7 +13,9 @@ import {
   FIDELITY_MEASURES,
   type FidelityMeasureName,
   type FidelityReport,
+  intervalVerdict,
   percentileInterval,
+  signedFixed,
 } from "./fidelity.ts";
 
 /** One class's per-image values in generation order (null: not measured) for each of the two models. */
@@ -173,7 +175,6 @@ export function compareFidelityReports(
 }
 
 export function formatFidelityComparison(comparison: FidelityReportComparison): string {
-  const signed = (value: number) => `${value >= 0 ? "+" : ""}${value.toFixed(3)}`;
   const lines = [
     `paired comparison of generated images (same noise and prompt for image i): A = ${comparison.a}, B = ${comparison.b}`,
   ];
@@ -186,15 +187,14 @@ export function formatFidelityComparison(comparison: FidelityReportComparison): 
       lines.push(`  ${label}: undefined (a class has no measurable image)`);
       continue;
     }
-    const [low, high] = row.interval;
-    const verdict =
-      high < 0
-        ? "B separates better (decided)"
-        : low > 0
-          ? "A separates better (decided)"
-          : "no difference decided";
+    const verdict = intervalVerdict(row.interval, {
+      below: "B separates better (decided)",
+      above: "A separates better (decided)",
+      neither: "no difference decided",
+    });
+    const [low, high] = row.interval.map(signedFixed);
     lines.push(
-      `  ${label}: AUROC A ${row.aurocA.toFixed(3)}, B ${row.aurocB.toFixed(3)}, A - B ${signed(row.difference)} (95% paired bootstrap interval ${signed(low)} to ${signed(high)}, ${AUROC_BOOTSTRAP_ROUNDS} rounds): ${verdict}`,
+      `  ${label}: AUROC A ${row.aurocA.toFixed(3)}, B ${row.aurocB.toFixed(3)}, A - B ${signedFixed(row.difference)} (95% paired bootstrap interval ${low} to ${high}, ${AUROC_BOOTSTRAP_ROUNDS} rounds): ${verdict}`,
     );
   }
   return lines.join("\n");

@@ -580,19 +580,28 @@ function describeAuroc(auroc: number | null, interval: [number, number] | null):
     : `${auroc.toFixed(3)} (95% bootstrap interval ${interval[0].toFixed(3)} to ${interval[1].toFixed(3)}, ${AUROC_BOOTSTRAP_ROUNDS} rounds)`;
 }
 
-/** "generated minus real films: -0.151 (95% bootstrap interval ...): decided lower" */
+/** A difference with its sign: "+0.012", "-0.151". */
+export const signedFixed = (value: number) => `${value >= 0 ? "+" : ""}${value.toFixed(3)}`;
+
+/** What a difference's 95% interval decides: `below` when it lies under 0, `above` over 0, else `neither`. */
+export function intervalVerdict(
+  interval: readonly [number, number],
+  words: { below: string; above: string; neither: string },
+): string {
+  return interval[1] < 0 ? words.below : interval[0] > 0 ? words.above : words.neither;
+}
+
+/** "AUROC generated minus real films: -0.151 (95% bootstrap interval ...): ... (decided)" */
 function describeVersusReal(versus: AurocDifference | null, indent: string): string[] {
   if (versus === null) return [];
-  const [low, high] = versus.interval;
-  const verdict =
-    high < 0
-      ? "the generated images separate less than the real films (decided)"
-      : low > 0
-        ? "the generated images separate more than the real films (decided)"
-        : "no difference from the real films decided";
-  const signed = (value: number) => `${value >= 0 ? "+" : ""}${value.toFixed(3)}`;
+  const verdict = intervalVerdict(versus.interval, {
+    below: "the generated images separate less than the real films (decided)",
+    above: "the generated images separate more than the real films (decided)",
+    neither: "no difference from the real films decided",
+  });
+  const [low, high] = versus.interval.map(signedFixed);
   return [
-    `${indent}AUROC generated minus real films: ${signed(versus.difference)} (95% bootstrap interval ${signed(low)} to ${signed(high)}, ${AUROC_BOOTSTRAP_ROUNDS} rounds): ${verdict}`,
+    `${indent}AUROC generated minus real films: ${signedFixed(versus.difference)} (95% bootstrap interval ${low} to ${high}, ${AUROC_BOOTSTRAP_ROUNDS} rounds): ${verdict}`,
   ];
 }
 
