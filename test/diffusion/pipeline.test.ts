@@ -18,9 +18,10 @@ import {
   writeContactSheet,
   writeGeneratedImages,
 } from "@cxr/diffusion";
-import { promptFromFlags, readPromptsFile } from "@cxr/diffusion/cli";
+import { promptFromFlags, readPromptsFile, registerCommands } from "@cxr/diffusion/cli";
+import { Command } from "commander";
 import sharp from "sharp";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { gpu } from "../kernels/helpers.ts";
 
 let root: string;
@@ -150,6 +151,72 @@ describe("createPipeline().generate", () => {
       maxBatch: metadata.maxBatch,
     });
     expect(Buffer.compare(again.images[1].png, readFileSync(files[1]))).toBe(0);
+  }, 300_000);
+
+  it("warns once per prompt that was truncated or had unknown words, and records its tokens in the sidecar", async () => {
+    const context = DIFFUSION_CONFIGS["phantom-tiny"].textEncoder.maxPositions;
+    const long = `${prompt} ${new Array(context).fill("cardiomegaly").join(" ")}`;
+    const odd = "70 year old zebra female. Cardiomegaly.";
+    const heard: string[] = [];
+    const result = await pipeline.generate({
+      prompt: [long, odd, prompt],
+      n: 2,
+      steps: 1,
+      sampler: "ddim",
+      maxBatch: 3,
+      onWarning: (message) => heard.push(message),
+    });
+    expect(result.warnings).toEqual(heard);
+    expect(heard).toHaveLength(2);
+    // The prompt splits into 7 words ("70 year old female . cardiomegaly ."); start and end take two places.
+    const dropped = 7 + context - (context - 2);
+    expect(heard[0]).toContain(`context of ${context} tokens: truncated, ${dropped} words dropped`);
+    expect(heard[1]).toContain('1 words not in the model\'s vocabulary, read as [unk]: "zebra"');
+    const tokens = result.images.map((image) => image.metadata.tokens);
+    expect(tokens[0]).toEqual({
+      length: context,
+      context,
+      dropped: new Array(dropped).fill("cardiomegaly"),
+      unknown: [],
+    });
+    expect(tokens[1]).toEqual(tokens[0]);
+    expect(tokens[2]).toEqual({ length: 10, context, dropped: [], unknown: ["zebra"] });
+    expect(tokens[4]).toEqual({ length: 9, context, dropped: [], unknown: [] });
+  }, 300_000);
+
+  it("cxr generate prints the tokenizer's warnings on stderr", async () => {
+    const program = new Command("cxr").exitOverride();
+    registerCommands(program, { bench: program.command("bench") });
+    const errors: string[] = [];
+    const stderr = vi.spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
+      errors.push(String(chunk));
+      return true;
+    });
+    const log = vi.spyOn(console, "log").mockImplementation(() => undefined);
+    const out = join(root, "warned");
+    try {
+      await program.parseAsync(
+        ["generate", "--model", modelDir, "--prompt", "70 year old zebra female. Cardiomegaly."].concat([
+          "--n",
+          "1",
+          "--steps",
+          "1",
+          "--sampler",
+          "ddim",
+          "--out",
+          out,
+        ]),
+        { from: "user" },
+      );
+    } finally {
+      stderr.mockRestore();
+      log.mockRestore();
+    }
+    expect(errors.join("")).toContain(
+      'warning: prompt "70 year old zebra female. Cardiomegaly.": 1 words not in',
+    );
+    const sidecar = JSON.parse(readFileSync(join(out, "image-0000.json"), "utf8")) as GenerationMetadata;
+    expect(sidecar.tokens.unknown).toEqual(["zebra"]);
   }, 300_000);
 
   it("writes a labelled contact sheet in one call from a model folder: one row per prompt", async () => {

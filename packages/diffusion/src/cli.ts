@@ -730,6 +730,7 @@ function registerGenerate(program: Command): void {
         bits: Number(flags.bits) as 8 | 16,
         maxBatch: flags.batch ?? GENERATE_DEFAULTS.maxBatch,
         onStep,
+        onWarning: (message: string) => process.stderr.write(`\nwarning: ${message}\n`),
       };
       try {
         if (sheet) {

@@ -46,6 +46,10 @@ export interface Encoded {
   truncated: boolean[];
   /** How many words of each prompt were unknown. */
   unknown: number[];
+  /** Each prompt's words that mapped to [unk], in order (repeats kept). */
+  unknownWords: string[][];
+  /** Each prompt's words cut off by truncation (empty when it fit). */
+  dropped: string[][];
 }
 
 export interface EncodeOptions {
@@ -125,6 +129,8 @@ export class WordTokenizer {
     const lengths: number[] = [];
     const truncated: boolean[] = [];
     const unknown: number[] = [];
+    const unknownWords: string[][] = [];
+    const dropped: string[][] = [];
     prompts.forEach((prompt, row) => {
       if (typeof prompt !== "string") {
         throw new TokenizerError(`prompt ${row} is not a string (got ${typeof prompt})`);
@@ -134,17 +140,19 @@ export class WordTokenizer {
       const kept = words.slice(0, room);
       const base = row * length;
       ids[base] = START_ID;
-      let missing = 0;
+      const missing: string[] = [];
       kept.forEach((word, index) => {
         const id = this.idOf(word);
-        if (id === UNKNOWN_ID) missing++;
+        if (id === UNKNOWN_ID) missing.push(word);
         ids[base + 1 + index] = id;
       });
       ids[base + 1 + kept.length] = END_ID;
       lengths.push(kept.length + 2);
-      unknown.push(missing);
+      unknown.push(missing.length);
+      unknownWords.push(missing);
       const cut = words.length > room;
       truncated.push(cut);
+      dropped.push(words.slice(room));
       if (cut) {
         const message =
           `The following part of prompt ${row} was truncated because the text encoder can only handle ` +
@@ -152,7 +160,7 @@ export class WordTokenizer {
         (options.warn ?? console.warn)(message);
       }
     });
-    return { ids, lengths, truncated, unknown };
+    return { ids, lengths, truncated, unknown, unknownWords, dropped };
   }
 
   /** Words back from ids (special tokens shown, padding dropped). */

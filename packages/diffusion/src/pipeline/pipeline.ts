@@ -41,6 +41,12 @@ export interface GenerateOptions {
   eta: number;
   /** Images per UNet batch (the doubled guidance batch is twice this). */
   maxBatch: number;
+  /**
+   * Called once per distinct prompt that the tokenizer had to change: longer than the text
+   * encoder's context (truncated, as CLIP's tokenizer does) or holding words outside the vocabulary
+   * (read as [unk]). The same messages are in the result's `warnings`.
+   */
+  onWarning?: (message: string) => void;
   /** Called after each denoising step of each chunk. */
   onStep?: (progress: { step: number; steps: number; chunk: number; chunks: number }) => void;
 }
@@ -85,6 +91,19 @@ export interface GenerationMetadata {
   precision: Precision;
   noise: string;
   scheduler: ReturnType<typeof schedulerConfigOf>;
+  /** How the prompt was tokenized: what the text encoder saw of it. */
+  tokens: PromptTokens;
+}
+
+export interface PromptTokens {
+  /** Tokens including start and end, before padding. */
+  length: number;
+  /** The text encoder's context (maximum length). */
+  context: number;
+  /** Words cut off because the prompt was longer than the context (empty when it fit). */
+  dropped: string[];
+  /** Words outside the vocabulary, read as [unk]. */
+  unknown: string[];
 }
 
 export interface GenerationResult {
@@ -97,6 +116,29 @@ export interface GenerationResult {
    * every UNet step of every chunk), and each component's weight bytes.
    */
   memory: GenerationMemory;
+  /** One message per distinct prompt that was truncated or had unknown words (see onWarning). */
+  warnings: string[];
+}
+
+/** The warnings for one prompt's tokenization (none when it fit and every word was known). */
+export function promptTokenWarnings(prompt: string, tokens: PromptTokens): string[] {
+  const warnings: string[] = [];
+  const shorten = (text: string) => (text.length > 80 ? `${text.slice(0, 77)}...` : text);
+  const shown = shorten(prompt);
+  if (tokens.dropped.length > 0) {
+    warnings.push(
+      `prompt "${shown}" is longer than the text encoder's context of ${tokens.context} tokens: truncated, ` +
+        `${tokens.dropped.length} words dropped ("${shorten(tokens.dropped.join(" "))}")`,
+    );
+  }
+  if (tokens.unknown.length > 0) {
+    const distinct = [...new Set(tokens.unknown)];
+    warnings.push(
+      `prompt "${shown}": ${distinct.length} words not in the model's vocabulary, read as [unk]: ` +
+        distinct.map((word) => `"${word}"`).join(", "),
+    );
+  }
+  return warnings;
 }
 
 export class GenerateOptionsError extends Error {
@@ -208,6 +250,8 @@ export class Pipeline {
     this.gpu.pool.resetPeak();
     const startBytes = this.gpu.pool.snapshot().inUseBytes;
     const images: GeneratedImage[] = [];
+    const warnings: string[] = [];
+    const warned = new Set<string>();
     const chunks = Math.ceil(prompts.length / options.maxBatch);
     const guided = options.guidance !== 1;
     for (let chunk = 0; chunk < chunks; chunk++) {
@@ -235,6 +279,22 @@ export class Pipeline {
         ),
       );
       encoded.ids.release();
+      // The conditional rows follow the unconditional ones when guided.
+      const offset = guided ? batch : 0;
+      const tokensOf = (row: number): PromptTokens => ({
+        length: encoded.tokens.lengths[offset + row],
+        context: this.model.tokenizer.maxLength,
+        dropped: encoded.tokens.dropped[offset + row],
+        unknown: encoded.tokens.unknownWords[offset + row],
+      });
+      for (const [row, prompt] of chunkPrompts.entries()) {
+        if (warned.has(prompt)) continue;
+        warned.add(prompt);
+        for (const message of promptTokenWarnings(prompt, tokensOf(row))) {
+          warnings.push(message);
+          options.onWarning?.(message);
+        }
+      }
       let latents = randomNormal(this.gpu, [batch, channels, size, size], options.seed, first * perImage);
       const total = sampler.timesteps.length;
       let values: Float32Array;
@@ -293,6 +353,7 @@ export class Pipeline {
             precision: this.precision,
             noise: `Philox4x32-10 normal, seed ${options.seed}, offset ${index * perImage}, ${perImage} values (image ${index})`,
             scheduler,
+            tokens: tokensOf(row),
           },
         });
       }
@@ -303,7 +364,7 @@ export class Pipeline {
       peakBytes: this.gpu.pool.snapshot().peakInUseBytes,
       weights: { textEncoder: weightBytes(this.model.textEncoder), unet: weightBytes(this.model.unet) },
     };
-    return { images, seconds, imagesPerSecond: images.length / seconds, memory };
+    return { images, seconds, imagesPerSecond: images.length / seconds, memory, warnings };
   }
 
   dispose(): void {
