@@ -183,10 +183,28 @@ describe("conditioning fidelity", () => {
     expect(formatFidelityComparison(self)).toMatch(
       /A - B \+0\.000 \(95% paired bootstrap interval \+0\.000 to \+0\.000, 2000 rounds\): no difference decided|undefined/,
     );
-    const other = { ...report, settings: { ...report.settings, seed: 2, guidance: 7 } };
+    expect(self.samplerDifferences).toEqual([]);
+    expect(formatFidelityComparison(self)).toContain("sampled alike");
+    const other = { ...report, settings: { ...report.settings, seed: 2, n: 5 } };
     expect(() => compareFidelityReports(report, other, ["A.json", "B.json"])).toThrow(
-      "A.json and B.json were not measured on paired images: guidance 3 vs 7; seed 1 vs 2",
+      "A.json and B.json were not measured on paired images: n 4 vs 5; seed 1 vs 2",
     );
+    // One model sampled two ways pairs up (same starting noise and prompt); the differences are named.
+    // A report written before spacing was recorded sampled with "leading".
+    const { spacing: _spacing, ...oldSettings } = report.settings;
+    const resampled = {
+      ...report,
+      settings: { ...report.settings, guidance: 7, spacing: "trailing" as const },
+    };
+    const ways = compareFidelityReports(
+      { ...report, settings: oldSettings as typeof report.settings },
+      resampled,
+    );
+    expect(ways.samplerDifferences).toEqual(['spacing "leading" vs "trailing"', "guidance 3 vs 7"]);
+    expect(formatFidelityComparison(ways)).toContain(
+      'sampled differently: spacing "leading" vs "trailing"; guidance 3 vs 7 (the difference measured is of model and sampling together)',
+    );
+    expect(report.settings.spacing).toBe("leading");
     const old = JSON.parse(JSON.stringify(report));
     delete old.generated.normal.byImage;
     expect(() => compareFidelityReports(report, old, ["A.json", "old.json"])).toThrow(

@@ -129,8 +129,25 @@ describe("createPipeline().generate", () => {
     expect(three.images[0].pixels).not.toEqual(one.images[0].pixels);
   }, 300_000);
 
+  it("timestep spacing: trailing starts at the last training timestep and draws other images than leading", async () => {
+    const options = { prompt, n: 1, steps: 2, sampler: "ddim" as const, seed: 5 };
+    const leading = await pipeline.generate(options);
+    const trailing = await pipeline.generate({ ...options, spacing: "trailing" });
+    expect(leading.images[0].metadata.spacing).toBe("leading");
+    expect(trailing.images[0].metadata.spacing).toBe("trailing");
+    expect(trailing.images[0].pixels).not.toEqual(leading.images[0].pixels);
+  }, 300_000);
+
   it("writes PNG + JSON sidecars that reproduce the image, 8- and 16-bit", async () => {
-    const result = await pipeline.generate({ prompt, n: 2, steps: 2, sampler: "ddim", seed: 9, bits: 16 });
+    const result = await pipeline.generate({
+      prompt,
+      n: 2,
+      steps: 2,
+      sampler: "ddim",
+      spacing: "trailing",
+      seed: 9,
+      bits: 16,
+    });
     const out = join(root, "out");
     const files = writeGeneratedImages(out, result);
     expect(files.map((file) => file.slice(out.length + 1))).toEqual(["image-0000.png", "image-0001.png"]);
@@ -145,6 +162,7 @@ describe("createPipeline().generate", () => {
       n: metadata.n,
       steps: metadata.steps,
       sampler: metadata.sampler,
+      spacing: metadata.spacing,
       seed: metadata.seed,
       guidance: metadata.guidance,
       bits: metadata.bits,
@@ -184,7 +202,7 @@ describe("createPipeline().generate", () => {
     expect(tokens[4]).toEqual({ length: 9, context, dropped: [], unknown: [] });
   }, 300_000);
 
-  it("cxr generate prints the tokenizer's warnings on stderr", async () => {
+  it("cxr generate prints the tokenizer's warnings on stderr and passes --spacing", async () => {
     const program = new Command("cxr").exitOverride();
     registerCommands(program, { bench: program.command("bench") });
     const errors: string[] = [];
@@ -203,6 +221,8 @@ describe("createPipeline().generate", () => {
           "1",
           "--sampler",
           "ddim",
+          "--spacing",
+          "trailing",
           "--out",
           out,
         ]),
@@ -217,6 +237,7 @@ describe("createPipeline().generate", () => {
     );
     const sidecar = JSON.parse(readFileSync(join(out, "image-0000.json"), "utf8")) as GenerationMetadata;
     expect(sidecar.tokens.unknown).toEqual(["zebra"]);
+    expect(sidecar.spacing).toBe("trailing");
   }, 300_000);
 
   it("writes a labelled contact sheet in one call from a model folder: one row per prompt", async () => {
@@ -250,9 +271,10 @@ describe("createPipeline().generate", () => {
         n: -1,
         guidance: 100,
         bits: 12 as never,
+        spacing: "uniform" as never,
       }),
     ).rejects.toThrow(
-      'generate: n must be an integer in [1, 10000], got -1; steps must be an integer in [1, 1000], got 0; unknown sampler "euler" (ddpm, ddim, pndm, dpmpp-2m); guidance must be a number in [0, 30], got 100; bits must be 8 or 16, got 12',
+      'generate: n must be an integer in [1, 10000], got -1; steps must be an integer in [1, 1000], got 0; unknown sampler "euler" (ddpm, ddim, pndm, dpmpp-2m); guidance must be a number in [0, 30], got 100; unknown timestep spacing "uniform" (leading, trailing, linspace); bits must be 8 or 16, got 12',
     );
     await expect(pipeline.generate({ prompt: [] })).rejects.toThrow("generate: the prompt list is empty");
     await expect(pipeline.generate({ prompt: { sex: "x" as never, age: 5, findings: [] } })).rejects.toThrow(

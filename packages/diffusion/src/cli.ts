@@ -33,7 +33,13 @@ import {
   isDiffusersFolder,
 } from "./pretrained/cli.ts";
 import { GUIDANCE_DEFAULTS } from "./schedule/guidance.ts";
-import { SAMPLER_KINDS, SAMPLING_DEFAULTS, type SamplerKind } from "./schedule/samplers.ts";
+import {
+  SAMPLER_KINDS,
+  SAMPLING_DEFAULTS,
+  type SamplerKind,
+  TIMESTEP_SPACINGS,
+  type TimestepSpacing,
+} from "./schedule/samplers.ts";
 import {
   parseRepeatFindings,
   TRAIN_DEFAULTS,
@@ -341,10 +347,19 @@ interface FidelityFlags {
   n: number;
   steps: number;
   sampler: SamplerKind;
+  spacing: TimestepSpacing;
   guidance: number;
   seed: number;
   json?: boolean;
   out?: string;
+}
+
+/** --spacing: how the inference timesteps are spread over the training ones. */
+function spacingOption(note = ""): Option {
+  return new Option(
+    "--spacing <kind>",
+    `timestep spacing (diffusers' timestep_spacing): leading starts 10 steps at t = 901 (SD 2.1's), trailing at 999${note}`,
+  ).choices([...TIMESTEP_SPACINGS]);
 }
 
 function registerFidelity(program: Command): void {
@@ -409,6 +424,7 @@ function registerFidelity(program: Command): void {
         .choices([...SAMPLER_KINDS])
         .default(FIDELITY_DEFAULTS.sampler),
     )
+    .addOption(spacingOption().default(FIDELITY_DEFAULTS.spacing))
     .option(
       "--guidance <scale>",
       "guidance scale",
@@ -454,6 +470,7 @@ function registerFidelity(program: Command): void {
           n: flags.n,
           steps: flags.steps,
           sampler: flags.sampler,
+          spacing: flags.spacing,
           guidance: flags.guidance,
           seed: flags.seed,
           realData: flags.data,
@@ -472,7 +489,7 @@ function registerFidelity(program: Command): void {
   group
     .command("fidelity-compare")
     .description(
-      "compare two models' fidelity reports (fidelity.json, or folders holding one, measured with the same settings) image by image: paired bootstrap interval of each AUROC difference",
+      "compare two fidelity reports (fidelity.json, or folders holding one) image by image: two models, or one model sampled two ways (sampler, steps, spacing, guidance may differ; n, seed, batch and prompts must match): paired bootstrap interval of each AUROC difference",
     )
     .argument("<a>", "report A: fidelity.json or its folder")
     .argument("<b>", "report B: fidelity.json or its folder")
@@ -541,6 +558,7 @@ interface GenerateFlags {
   steps?: number;
   guidance?: number;
   sampler?: SamplerKind;
+  spacing?: TimestepSpacing;
   seed: number;
   bits: string;
   batch?: number;
@@ -655,6 +673,7 @@ function registerGenerate(program: Command): void {
         `sampler (default ${GENERATE_DEFAULTS.sampler}; for a diffusers folder its scheduler's class)`,
       ).choices([...SAMPLER_KINDS]),
     )
+    .addOption(spacingOption(`; default ${GENERATE_DEFAULTS.spacing}; our models only`))
     .option(
       "--seed <n>",
       "noise seed (same seed, same images)",
@@ -694,6 +713,11 @@ function registerGenerate(program: Command): void {
             `${flags.model} is a diffusers folder: --grid and --prompts (contact sheets) are only for our own models; give --prompt or --sex/--age`,
           );
         }
+        if (flags.spacing !== undefined) {
+          throw new InvalidArgumentError(
+            `${flags.model} is a diffusers folder: it samples with its scheduler_config.json's timestep_spacing; --spacing is for our own models`,
+          );
+        }
         const prompt = promptFromFlags(flags);
         const result = await generateFromFolder(flags.model, {
           prompts: [typeof prompt === "string" ? prompt : promptFromFields(prompt)],
@@ -726,6 +750,7 @@ function registerGenerate(program: Command): void {
         steps: flags.steps ?? GENERATE_DEFAULTS.steps,
         guidance: flags.guidance ?? GENERATE_DEFAULTS.guidance,
         sampler: flags.sampler ?? GENERATE_DEFAULTS.sampler,
+        spacing: flags.spacing ?? GENERATE_DEFAULTS.spacing,
         seed: flags.seed,
         bits: Number(flags.bits) as 8 | 16,
         maxBatch: flags.batch ?? GENERATE_DEFAULTS.maxBatch,

@@ -1,9 +1,10 @@
 /**
- * Two sets of weights compared on the same images: fidelity reports measured with the same settings
- * (prompts, seed, sampler, steps, guidance, n) generate image i of each class from the same noise and
- * prompt, so the images pair up, and a paired bootstrap (the same image indices drawn for both models in
- * every round) decides a difference in AUROC that two unpaired intervals, each as wide as the
- * image-to-image spread, cannot.
+ * Two sets of weights, or two ways of sampling, compared on the same images: fidelity reports measured
+ * with the same noise and prompt settings (prompts, seed, n, batch) start image i of each class from the
+ * same noise and prompt, so the images pair up, and a paired bootstrap (the same image indices drawn for
+ * both in every round) decides a difference in AUROC that two unpaired intervals, each as wide as the
+ * image-to-image spread, cannot. The sampler settings (sampler, steps, spacing, guidance) may differ:
+ * the comparison then measures them, and says which differ.
  */
 
 import { Rng } from "@cxr/data";
@@ -88,21 +89,23 @@ export function pairedAurocDifference(
   };
 }
 
-/** The settings two reports must share for their images to pair up. */
-const PAIRED_SETTINGS = [
-  "n",
-  "steps",
-  "sampler",
-  "guidance",
-  "seed",
-  "maxBatch",
-  "measureSize",
-  "phrases",
-] as const;
+/** The settings two reports must share for their images to pair up (same starting noise and prompt). */
+const PAIRED_SETTINGS = ["n", "seed", "maxBatch", "measureSize", "phrases"] as const;
+
+/** Settings that change how image i is drawn from its noise; two reports may differ in them. */
+const SAMPLER_SETTINGS = ["sampler", "steps", "spacing", "guidance"] as const;
+
+/** A setting's value in a report; reports written before `spacing` was recorded sampled with "leading". */
+function settingOf(report: FidelityReport, key: (typeof SAMPLER_SETTINGS)[number]): unknown {
+  const value = report.settings?.[key];
+  return key === "spacing" && value === undefined ? "leading" : value;
+}
 
 export interface FidelityReportComparison {
   a: string;
   b: string;
+  /** Sampler settings in which the reports differ ("steps 10 vs 25"); empty when they share them all. */
+  samplerDifferences: string[];
   /** The CTR (Cardiomegaly vs No Finding), then each measure both reports hold. */
   rows: { name: "cardiomegaly" | FidelityMeasureName; comparison: PairedAurocDifference | null }[];
 }
@@ -119,8 +122,9 @@ function byImage(values: unknown, where: string): (number | null)[] {
 
 /**
  * Compares two fidelity reports image by image (`pairedAurocDifference` for the CTR and every measure
- * both hold). The reports must share the resolution and the settings that fix the images
- * (`PAIRED_SETTINGS`); an Error names each that differs. `names` label the reports in messages.
+ * both hold). The reports must share the resolution and the settings that fix each image's starting
+ * noise and prompt (`PAIRED_SETTINGS`); an Error names each that differs. Sampler settings may differ
+ * and are listed in `samplerDifferences`. `names` label the reports in messages.
  */
 export function compareFidelityReports(
   a: FidelityReport,
@@ -138,6 +142,10 @@ export function compareFidelityReports(
       `${names[0]} and ${names[1]} were not measured on paired images: ${differences.join("; ")}`,
     );
   }
+  const samplerDifferences = SAMPLER_SETTINGS.flatMap((key) => {
+    const [left, right] = [JSON.stringify(settingOf(a, key)), JSON.stringify(settingOf(b, key))];
+    return left === right ? [] : [`${key} ${left ?? "unset"} vs ${right ?? "unset"}`];
+  });
   const rows: FidelityReportComparison["rows"] = [
     {
       name: "cardiomegaly",
@@ -171,12 +179,15 @@ export function compareFidelityReports(
       comparison: pairedAurocDifference(sides(measure, names[0]), sides(other, names[1])),
     });
   }
-  return { a: names[0], b: names[1], rows };
+  return { a: names[0], b: names[1], samplerDifferences, rows };
 }
 
 export function formatFidelityComparison(comparison: FidelityReportComparison): string {
   const lines = [
     `paired comparison of generated images (same noise and prompt for image i): A = ${comparison.a}, B = ${comparison.b}`,
+    comparison.samplerDifferences.length > 0
+      ? `  sampled differently: ${comparison.samplerDifferences.join("; ")} (the difference measured is of model and sampling together)`
+      : "  sampled alike (sampler, steps, spacing, guidance): the difference measured is of the weights",
   ];
   for (const { name, comparison: row } of comparison.rows) {
     const label =

@@ -31,7 +31,7 @@ import {
 } from "@cxr/data";
 import type { PromptFields } from "./model/prompt.ts";
 import type { Pipeline } from "./pipeline/pipeline.ts";
-import type { SamplerKind } from "./schedule/samplers.ts";
+import type { SamplerKind, TimestepSpacing } from "./schedule/samplers.ts";
 
 /** The measures beside the CTR; each costs `n` more generated images. */
 export const FIDELITY_MEASURE_NAMES = ["pleural-effusion", "sex"] as const;
@@ -92,6 +92,8 @@ export interface FidelityOptions {
   n: number;
   steps: number;
   sampler: SamplerKind;
+  /** Timestep spacing of the sampler (GenerateOptions' `spacing`; reports written before it: "leading"). */
+  spacing: TimestepSpacing;
   guidance: number;
   seed: number;
   /** A CheXpert-layout folder with real films (the phantom's output); its `split` films are measured. */
@@ -115,6 +117,7 @@ export const FIDELITY_DEFAULTS: Omit<FidelityOptions, "realData"> = {
   n: 32,
   steps: 25,
   sampler: "ddim",
+  spacing: "leading",
   guidance: 3,
   seed: 1,
   split: "test",
@@ -495,6 +498,7 @@ export async function measureFidelity(
       n: 1,
       steps: options.steps,
       sampler: options.sampler,
+      spacing: options.spacing,
       guidance: options.guidance,
       seed: options.seed,
       maxBatch: options.maxBatch,
@@ -591,6 +595,11 @@ export function intervalVerdict(
   return interval[1] < 0 ? words.below : interval[0] > 0 ? words.above : words.neither;
 }
 
+/** ", trailing spacing" for a non-default spacing (reports written before it had "leading"). */
+function spacingNote(spacing: TimestepSpacing | undefined): string {
+  return spacing && spacing !== "leading" ? `, ${spacing} spacing` : "";
+}
+
 /** "AUROC generated minus real films: -0.151 (95% bootstrap interval ...): ... (decided)" */
 function describeVersusReal(versus: AurocDifference | null, indent: string): string[] {
   if (versus === null) return [];
@@ -631,7 +640,7 @@ function measureBlock(
 
 export function formatFidelity(report: FidelityReport): string {
   const lines = [
-    `conditioning fidelity of ${report.model} (${report.resolution} px, measured at ${Math.max(report.resolution, report.settings.measureSize)} px; ${report.settings.sampler}, ${report.settings.steps} steps, guidance ${report.settings.guidance}, seed ${report.settings.seed})`,
+    `conditioning fidelity of ${report.model} (${report.resolution} px, measured at ${Math.max(report.resolution, report.settings.measureSize)} px; ${report.settings.sampler}, ${report.settings.steps} steps${spacingNote(report.settings.spacing)}, guidance ${report.settings.guidance}, seed ${report.settings.seed})`,
   ];
   const realTitle = `real films (${report.settings.split} split, resized to ${report.resolution} px)`;
   ctrBlock(lines, "generated", report.generated);

@@ -20,7 +20,13 @@ import { defaultGpu, Generator, type Gpu, noGrad, randomNormal, tidy } from "@cx
 import { CheckpointError, DiffusionModel, MODEL_FILES, PRECISIONS, type Precision } from "../model/model.ts";
 import { type PromptFields, promptFromFields } from "../model/prompt.ts";
 import { schedulerConfigOf } from "../schedule/of-config.ts";
-import { createSampler, SAMPLER_KINDS, type SamplerKind } from "../schedule/samplers.ts";
+import {
+  createSampler,
+  SAMPLER_KINDS,
+  type SamplerKind,
+  TIMESTEP_SPACINGS,
+  type TimestepSpacing,
+} from "../schedule/samplers.ts";
 import { denoisingStep } from "./denoise.ts";
 import { type GenerationMemory, weightBytes } from "./memory.ts";
 
@@ -35,6 +41,12 @@ export interface GenerateOptions {
   /** Classifier-free guidance scale (1: conditional only; 0: unconditional). */
   guidance: number;
   sampler: SamplerKind;
+  /**
+   * How the inference timesteps are spread over the training ones (diffusers' `timestep_spacing`):
+   * "leading" (default, SD 2.1's: 10 steps start at t = 901), "trailing" (start at the last training
+   * timestep, 999, the closest to the pure noise sampling starts from), or "linspace".
+   */
+  spacing: TimestepSpacing;
   seed: number;
   bits: 8 | 16;
   /** DDIM's eta (default 0). */
@@ -56,6 +68,7 @@ export const GENERATE_DEFAULTS: Omit<GenerateOptions, "prompt"> = {
   steps: 50,
   guidance: 3,
   sampler: "pndm",
+  spacing: "leading",
   seed: 1,
   bits: 8,
   eta: 0,
@@ -79,6 +92,7 @@ export interface GenerationMetadata {
   index: number;
   seed: number;
   sampler: SamplerKind;
+  spacing: TimestepSpacing;
   steps: number;
   guidance: number;
   eta: number;
@@ -170,6 +184,11 @@ function checkGenerateOptions(options: GenerateOptions): string[] {
       `guidance must be a number in [0, ${GENERATE_LIMITS.maxGuidance}], got ${JSON.stringify(options.guidance)}`,
     );
   }
+  if (!(TIMESTEP_SPACINGS as readonly string[]).includes(options.spacing)) {
+    problems.push(
+      `unknown timestep spacing ${JSON.stringify(options.spacing)} (${TIMESTEP_SPACINGS.join(", ")})`,
+    );
+  }
   if (options.bits !== 8 && options.bits !== 16)
     problems.push(`bits must be 8 or 16, got ${JSON.stringify(options.bits)}`);
   if (!(options.eta >= 0 && options.eta <= 1)) problems.push(`eta must be in [0, 1], got ${options.eta}`);
@@ -245,7 +264,7 @@ export class Pipeline {
     const size = config.resolution;
     const channels = config.unet.inChannels;
     const perImage = channels * size * size;
-    const scheduler = schedulerConfigOf(config);
+    const scheduler = { ...schedulerConfigOf(config), timestepSpacing: options.spacing };
     const started = performance.now();
     this.gpu.pool.resetPeak();
     const startBytes = this.gpu.pool.snapshot().inUseBytes;
@@ -342,6 +361,7 @@ export class Pipeline {
             index,
             seed: options.seed,
             sampler: options.sampler,
+            spacing: options.spacing,
             steps: options.steps,
             guidance: options.guidance,
             eta: options.eta,
