@@ -123,6 +123,7 @@ test.skipIf(!available)(
       await page.fill("#n", "2");
       await page.fill("#steps", String(setup.steps));
       await page.fill("#seed", "42");
+      await page.selectOption("#spacing", "trailing");
       await page.click("#go");
       await page.waitForFunction(
         () => {
@@ -137,6 +138,7 @@ test.skipIf(!available)(
       expect(captions.join(" ")).toContain("BLACK male: Cardiomegaly, Pleural Effusion");
       expect(captions.join(" ")).toMatch(/seed 42/);
       expect(captions.join(" ")).toMatch(/seed 43/);
+      expect(captions.join(" ")).toContain("(trailing)");
       const width = await page.$eval("#gallery img", (image) => image.naturalWidth as number);
       expect(width).toBe(setup.size);
       await expect.poll(() => page.locator("#jobs").textContent()).toContain("succeeded");

@@ -6,11 +6,12 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadDataset } from "@cxr/data";
-import { createPipeline, promptFromFields } from "@cxr/diffusion";
+import { createPipeline, promptFromFields, SAMPLER_KINDS, TIMESTEP_SPACINGS } from "@cxr/diffusion";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { SHARD_KIND } from "../../packages/server/src/batch.ts";
 import { serverGpu } from "../../packages/server/src/diffusion-generator.ts";
+import { SAMPLERS, SPACINGS } from "../../packages/server/src/generation.ts";
 import { type GeneratorSetup, setupGenerator } from "./generator-setup.ts";
 import { startTestServer } from "./helpers.ts";
 
@@ -100,6 +101,7 @@ describe("generation on the real generator", () => {
       steps: 3,
       seed: 9,
       sampler: "ddim",
+      spacing: "trailing",
       guidance: 2,
     });
     expect(status).toBe(200);
@@ -117,6 +119,7 @@ describe("generation on the real generator", () => {
           steps: 3,
           seed: image.seed,
           sampler: "ddim",
+          spacing: "trailing",
           guidance: 2,
         });
         expect(served.equals(expected.images[0].png)).toBe(true);
@@ -125,6 +128,7 @@ describe("generation on the real generator", () => {
           prompt: promptFromFields(structured),
           seed: image.seed,
           sampler: "ddim",
+          spacing: "trailing",
           steps: 3,
           guidance: 2,
           bits: 8,
@@ -150,6 +154,18 @@ describe("generation on the real generator", () => {
     expect(job.state).toBe("succeeded");
     const meta = await sharp(await bytes(job.images[0].url)).metadata();
     expect(meta.depth).toBe("ushort");
+  });
+
+  test("the server's sampler and spacing names are the diffusion package's; an unknown spacing is refused", async () => {
+    expect(SAMPLERS).toEqual(SAMPLER_KINDS);
+    expect(SPACINGS).toEqual(TIMESTEP_SPACINGS);
+    const refused = await fetch(`${s.url}/v1/generations`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ prompt: "x", spacing: "uniform" }),
+    });
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as any).error.field).toBe("spacing");
   });
 
   test("a size the model does not make is refused naming size; readiness and the profile table", async () => {
@@ -185,6 +201,7 @@ describe("generation batches on the real generator", () => {
       seeds: [1, 2],
       steps: 2,
       sampler: "ddim",
+      spacing: "linspace",
       shardSize: 4,
     };
     const response = await fetch(`${s.url}/v1/generation-batches`, {
@@ -218,6 +235,7 @@ describe("generation batches on the real generator", () => {
       images: 6,
       seeds: [1, 2],
       model: "tiny",
+      spacing: "linspace",
     });
     expect(manifest.shards.map((shard: any) => shard.id)).toEqual(shards);
     // Each image is the library's image for its cell's prompt and seed.
@@ -227,6 +245,7 @@ describe("generation batches on the real generator", () => {
     expect(sidecar).toMatchObject({
       prompt: "55 year old BLACK male. Cardiomegaly.",
       seed: 2,
+      spacing: "linspace",
       batch: batch.id,
     });
     const datasets = (await (await fetch(`${s.url}/v1/datasets`)).json()) as any;

@@ -19,7 +19,7 @@ import { streamSSE } from "hono/streaming";
 import type { TokenSet } from "./auth.ts";
 import { BATCH_KIND, type BatchParams, submitBatch } from "./batch.ts";
 import { PRECISIONS, type Precision, type ServerConfig } from "./config.ts";
-import { type GenerationParams, type ImageGenerator, SAMPLERS } from "./generation.ts";
+import { type GenerationParams, type ImageGenerator, SAMPLERS, SPACINGS } from "./generation.ts";
 import { renderMetrics, sumProfiles } from "./metrics.ts";
 import { checkName, PathRefused, resolveUnderRoot } from "./paths.ts";
 import { Draining, type JobEvent, QueueFull, type WorkQueue } from "./queue.ts";
@@ -181,6 +181,10 @@ function schemas(config: ServerConfig) {
       steps: z.number().int().min(1).max(limits.maxSteps).default(50),
       guidance: z.number().min(0).max(30).default(3),
       sampler: z.enum(SAMPLERS).default("pndm"),
+      spacing: z.enum(SPACINGS).default("leading").openapi({
+        description:
+          'timestep spacing of the sampler (diffusers\' timestep_spacing): "leading" (SD 2.1\'s; 10 steps start at t = 901), "trailing" (start at 999), "linspace" (999 to 0)',
+      }),
       seed: z
         .number()
         .int()
@@ -249,6 +253,10 @@ function schemas(config: ServerConfig) {
       steps: z.number().int().min(1).max(limits.maxSteps).default(50),
       guidance: z.number().min(0).max(30).default(3),
       sampler: z.enum(SAMPLERS).default("pndm"),
+      spacing: z.enum(SPACINGS).default("leading").openapi({
+        description:
+          'timestep spacing of the sampler (diffusers\' timestep_spacing): "leading" (SD 2.1\'s; 10 steps start at t = 901), "trailing" (start at 999), "linspace" (999 to 0)',
+      }),
       bitDepth: z.union([z.literal(8), z.literal(16)]).default(8),
       precision: z
         .enum(PRECISIONS)
@@ -579,6 +587,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         steps: body.steps,
         guidance: body.guidance,
         sampler: body.sampler,
+        spacing: body.spacing,
         seed: body.seed ?? Math.floor(Math.random() * 2 ** 32),
         bitDepth: body.bitDepth,
         precision: body.precision,

@@ -17,7 +17,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CHEXPERT_LABELS, CSV_COLUMNS, parsePrompt } from "@cxr/data";
 import type { Precision } from "./config.ts";
-import type { ImageGenerator, SamplerName, StructuredPrompt } from "./generation.ts";
+import type { ImageGenerator, SamplerName, SpacingName, StructuredPrompt } from "./generation.ts";
 import { writeFileAtomic } from "./paths.ts";
 import { type JobContext, JobFailure, type JobOutcome, type JobRunner, type WorkQueue } from "./queue.ts";
 import type { Job, JobProgress, JobStore } from "./store.ts";
@@ -41,6 +41,8 @@ export interface ShardParams {
   steps: number;
   guidance: number;
   sampler: SamplerName;
+  /** Absent in shards queued before the field existed: "leading". */
+  spacing?: SpacingName;
   bitDepth: 8 | 16;
   /** Absent in shards queued before the field existed: f32. */
   precision?: Precision;
@@ -55,6 +57,7 @@ export interface BatchParams {
   steps: number;
   guidance: number;
   sampler: SamplerName;
+  spacing?: SpacingName;
   bitDepth: 8 | 16;
   precision?: Precision;
   shardSize: number;
@@ -94,6 +97,7 @@ export function planShards(batchId: string, params: BatchParams, items = batchIt
       steps: params.steps,
       guidance: params.guidance,
       sampler: params.sampler,
+      spacing: params.spacing ?? "leading",
       bitDepth: params.bitDepth,
       precision: params.precision ?? "f32",
       items: items.slice(start, start + params.shardSize),
@@ -154,6 +158,7 @@ export async function makeShardItem(
       steps: params.steps,
       guidance: params.guidance,
       sampler: params.sampler,
+      spacing: params.spacing ?? "leading",
       seed: item.seed,
       bitDepth: params.bitDepth,
       precision: params.precision ?? "f32",
@@ -346,6 +351,7 @@ export async function writeBatchOutputs(
     steps: params.steps,
     guidance: params.guidance,
     sampler: params.sampler,
+    spacing: params.spacing ?? "leading",
     bitDepth: params.bitDepth,
     precision: params.precision ?? "f32",
     images: rows.length,

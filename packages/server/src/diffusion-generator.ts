@@ -144,6 +144,7 @@ export class DiffusionGenerator implements ImageGenerator {
       steps: request.steps,
       guidance: request.guidance,
       sampler: request.sampler,
+      spacing: request.spacing ?? "leading",
       seed: request.seed,
       bits: request.bitDepth,
       onStep: ({ step, steps }) => onStep(step, steps),

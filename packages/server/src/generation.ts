@@ -11,6 +11,9 @@ import { type JobContext, JobFailure, type JobOutcome, type JobRunner } from "./
 
 export const SAMPLERS = ["ddpm", "ddim", "pndm", "dpmpp-2m"] as const;
 export type SamplerName = (typeof SAMPLERS)[number];
+/** Timestep spacings (the diffusion package's `TIMESTEP_SPACINGS`; a test keeps the two equal). */
+export const SPACINGS = ["leading", "trailing", "linspace"] as const;
+export type SpacingName = (typeof SPACINGS)[number];
 
 export interface StructuredPrompt {
   sex: "female" | "male";
@@ -27,6 +30,8 @@ export interface ImageRequest {
   steps: number;
   guidance: number;
   sampler: SamplerName;
+  /** Timestep spacing (absent: "leading"). */
+  spacing?: SpacingName;
   seed: number;
   bitDepth: 8 | 16;
   /** "f16": the model's f16 kernels (absent in jobs queued before the field existed: f32). */
@@ -72,6 +77,8 @@ export interface GenerationParams {
   steps: number;
   guidance: number;
   sampler: SamplerName;
+  /** Absent in jobs queued before the field existed: "leading". */
+  spacing?: SpacingName;
   seed: number;
   bitDepth: 8 | 16;
   precision?: Precision;
@@ -125,6 +132,7 @@ export class GenerationRunner implements JobRunner {
           steps: params.steps,
           guidance: params.guidance,
           sampler: params.sampler,
+          spacing: params.spacing ?? "leading",
           seed,
           bitDepth: params.bitDepth,
           precision: params.precision ?? "f32",

@@ -89,6 +89,7 @@ details{margin-top:1.2em} summary{cursor:pointer;font-weight:600}
 <div class="row">
 <label>Guidance <input type="number" id="guidance" min="0" step="0.5" value="3"></label>
 <label>Sampler <select id="sampler"><option>pndm</option><option>ddim</option><option>ddpm</option><option>dpmpp-2m</option></select></label>
+<label>Spacing <select id="spacing"><option>leading</option><option>trailing</option><option>linspace</option></select></label>
 </div>
 <div class="row">
 <label>Seed <input type="number" id="seed" min="0" placeholder="random"></label>
@@ -184,7 +185,7 @@ async function showImages(job) {
     figure.dataset.image = image.id;
     const p = job.params;
     const what = p.prompt ? p.prompt : p.structured.age + " y " + (p.structured.race || "") + " " + p.structured.sex + (p.structured.findings.length ? ": " + p.structured.findings.join(", ") : ": no finding");
-    figure.innerHTML = '<img alt="generated image"><figcaption>' + esc(what) + "<br>seed " + image.seed + ", " + p.steps + " " + esc(p.sampler) + " steps, guidance " + p.guidance + ", " + p.bitDepth + "-bit, " + esc(p.model) + "</figcaption>";
+    figure.innerHTML = '<img alt="generated image"><figcaption>' + esc(what) + "<br>seed " + image.seed + ", " + p.steps + " " + esc(p.sampler) + " steps" + (p.spacing && p.spacing !== "leading" ? " (" + esc(p.spacing) + ")" : "") + ", guidance " + p.guidance + ", " + p.bitDepth + "-bit, " + esc(p.model) + "</figcaption>";
     figure.querySelector("img").src = await imageUrl(image.url);
     $("gallery").prepend(figure);
   }
@@ -346,7 +347,7 @@ $("generate").addEventListener("submit", async (event) => {
   const body = {
     model: $("model").value || undefined,
     n: Number($("n").value), steps: Number($("steps").value), guidance: Number($("guidance").value),
-    sampler: $("sampler").value, bitDepth: Number($("bitDepth").value),
+    sampler: $("sampler").value, spacing: $("spacing").value, bitDepth: Number($("bitDepth").value),
   };
   if ($("seed").value !== "") body.seed = Number($("seed").value);
   if (mode === "prompt") body.prompt = $("prompt").value;
