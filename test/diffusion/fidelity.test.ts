@@ -191,20 +191,25 @@ describe("conditioning fidelity", () => {
     );
     // One model sampled two ways pairs up (same starting noise and prompt); the differences are named.
     // A report written before spacing was recorded sampled with "leading".
-    const { spacing: _spacing, ...oldSettings } = report.settings;
+    const { spacing: _spacing, guidanceRescale: _rescale, ...oldSettings } = report.settings;
     const resampled = {
       ...report,
-      settings: { ...report.settings, guidance: 7, spacing: "trailing" as const },
+      settings: { ...report.settings, guidance: 7, spacing: "trailing" as const, guidanceRescale: 0.7 },
     };
     const ways = compareFidelityReports(
       { ...report, settings: oldSettings as typeof report.settings },
       resampled,
     );
-    expect(ways.samplerDifferences).toEqual(['spacing "leading" vs "trailing"', "guidance 3 vs 7"]);
+    expect(ways.samplerDifferences).toEqual([
+      'spacing "leading" vs "trailing"',
+      "guidance 3 vs 7",
+      "guidanceRescale 0 vs 0.7",
+    ]);
     expect(formatFidelityComparison(ways)).toContain(
-      'sampled differently: spacing "leading" vs "trailing"; guidance 3 vs 7 (the difference measured is of model and sampling together)',
+      'sampled differently: spacing "leading" vs "trailing"; guidance 3 vs 7; guidanceRescale 0 vs 0.7 (the difference measured is of model and sampling together)',
     );
     expect(report.settings.spacing).toBe("leading");
+    expect(report.settings.guidanceRescale).toBe(0);
     const old = JSON.parse(JSON.stringify(report));
     delete old.generated.normal.byImage;
     expect(() => compareFidelityReports(report, old, ["A.json", "old.json"])).toThrow(

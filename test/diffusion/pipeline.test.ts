@@ -122,11 +122,16 @@ describe("createPipeline().generate", () => {
     300_000,
   );
 
-  it("guidance changes the image (the unconditional half is used), 1 runs the conditional model alone", async () => {
+  it("guidance changes the image (the unconditional half is used), 1 runs the conditional model alone; rescale", async () => {
     const options = { prompt, n: 1, steps: 2, sampler: "ddim" as const, seed: 5 };
     const one = await pipeline.generate({ ...options, guidance: 1 });
     const three = await pipeline.generate({ ...options, guidance: 3 });
     expect(three.images[0].pixels).not.toEqual(one.images[0].pixels);
+    // Guidance rescale changes the guided image and is recorded; 0 is plain guidance.
+    const rescaled = await pipeline.generate({ ...options, guidance: 3, guidanceRescale: 0.7 });
+    expect(rescaled.images[0].pixels).not.toEqual(three.images[0].pixels);
+    expect(rescaled.images[0].metadata.guidanceRescale).toBe(0.7);
+    expect(three.images[0].metadata.guidanceRescale).toBe(0);
   }, 300_000);
 
   it("timestep spacing: trailing starts at the last training timestep and draws other images than leading", async () => {
@@ -223,6 +228,8 @@ describe("createPipeline().generate", () => {
           "ddim",
           "--spacing",
           "trailing",
+          "--guidance-rescale",
+          "0.5",
           "--out",
           out,
         ]),
@@ -238,6 +245,7 @@ describe("createPipeline().generate", () => {
     const sidecar = JSON.parse(readFileSync(join(out, "image-0000.json"), "utf8")) as GenerationMetadata;
     expect(sidecar.tokens.unknown).toEqual(["zebra"]);
     expect(sidecar.spacing).toBe("trailing");
+    expect(sidecar.guidanceRescale).toBe(0.5);
   }, 300_000);
 
   it("writes a labelled contact sheet in one call from a model folder: one row per prompt", async () => {
@@ -272,9 +280,10 @@ describe("createPipeline().generate", () => {
         guidance: 100,
         bits: 12 as never,
         spacing: "uniform" as never,
+        guidanceRescale: -1,
       }),
     ).rejects.toThrow(
-      'generate: n must be an integer in [1, 10000], got -1; steps must be an integer in [1, 1000], got 0; unknown sampler "euler" (ddpm, ddim, pndm, dpmpp-2m); guidance must be a number in [0, 30], got 100; unknown timestep spacing "uniform" (leading, trailing, linspace); bits must be 8 or 16, got 12',
+      'generate: n must be an integer in [1, 10000], got -1; steps must be an integer in [1, 1000], got 0; unknown sampler "euler" (ddpm, ddim, pndm, dpmpp-2m); guidance must be a number in [0, 30], got 100; guidance rescale must be a number in [0, 1], got -1; unknown timestep spacing "uniform" (leading, trailing, linspace); bits must be 8 or 16, got 12',
     );
     await expect(pipeline.generate({ prompt: [] })).rejects.toThrow("generate: the prompt list is empty");
     await expect(pipeline.generate({ prompt: { sex: "x" as never, age: 5, findings: [] } })).rejects.toThrow(

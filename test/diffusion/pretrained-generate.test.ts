@@ -87,6 +87,32 @@ describe("latent generation from a diffusers folder", () => {
     for (let i = 0; i < torchLatents.length; i++)
       guidanceEffect = Math.max(guidanceEffect, Math.abs(unguided.latents[i] - torchLatents[i]));
     expect(guidanceEffect).toBeGreaterThan(1e-2);
+    // Guidance rescale (diffusers' rescale_noise_cfg) against the same loop in torch with it.
+    const rescaled = await generateLatent(components, {
+      prompts,
+      steps: 3,
+      guidance: 3,
+      guidanceRescale: 0.7,
+      initialLatents: initial,
+    });
+    const outRescaled = join(scratch, "torch-rescaled.safetensors");
+    execFileSync(
+      PYTHON,
+      [SCRIPT, "sd-generate", folder, inputs, outRescaled, "--steps", "3", "--guidance", "3"].concat([
+        "--guidance-rescale",
+        "0.7",
+      ]),
+      { encoding: "utf8" },
+    );
+    const torchRescaled = readSafetensors(outRescaled).tensors.get("latents")?.data ?? new Float32Array();
+    expectClose(rescaled.latents, torchRescaled, { atol: 1e-4, rtol: 1e-4 }, "latents, guidance rescale 0.7");
+    let rescaleEffect = 0;
+    for (let i = 0; i < torchRescaled.length; i++)
+      rescaleEffect = Math.max(rescaleEffect, Math.abs(torchRescaled[i] - torchLatents[i]));
+    expect(rescaleEffect).toBeGreaterThan(1e-3);
+    await expect(generateLatent(components, { prompts, guidanceRescale: 2 })).rejects.toThrow(
+      "generateLatent: guidance rescale must be a number in [0, 1], got 2",
+    );
     const png = await rgbPng(ours.images, ours.imageShape, 1);
     const meta = await sharp(png).metadata();
     expect([meta.width, meta.height, meta.channels, meta.format]).toEqual([8 * side, 8 * side, 3, "png"]);

@@ -15,6 +15,7 @@ import {
   GpuNoiseSchedule,
   GUIDANCE_DEFAULTS,
   guidanceReference,
+  guidanceRescale,
   makeNoiseSchedule,
   noisingReference,
   PndmReference,
@@ -352,6 +353,66 @@ describe("classifier-free guidance", () => {
       guidanceReference.combine(unconditional, conditional, 7.5),
       { atol: 1e-6, rtol: 1e-6 },
       "scale 7.5",
+    );
+  });
+
+  it("guidance rescale matches diffusers' rescale_noise_cfg in float64 over awkward shapes", async () => {
+    // [samples, ...per sample]: one element, odd sizes below one workgroup's 256, several strides, large.
+    for (const [index, shape] of [
+      [1, 1],
+      [3, 2, 5, 7],
+      [2, 4, 17, 19],
+      [1, 4, 96, 96],
+    ].entries()) {
+      const size = shape.reduce((a, b) => a * b, 1);
+      const unconditional = asFloat32(randomValues(size, 20 + index));
+      const conditional = asFloat32(randomValues(size, 40 + index).map((value) => 0.3 + 1.7 * value));
+      const doubled = await upload(Float64Array.from([...unconditional, ...conditional]), [
+        2 * shape[0],
+        ...shape.slice(1),
+      ]);
+      const guided = asFloat32(guidanceReference.combine(unconditional, conditional, 5));
+      for (const phi of [0.7, 1]) {
+        const expected = guidanceReference.rescale(conditional, guided, shape[0], phi);
+        const batched = classifierFreeGuidanceBatched(doubled, 5, phi);
+        expect(batched.shape).toEqual(shape);
+        expectClose(await download(batched), expected, { atol: 1e-5, rtol: 1e-4 }, `${shape} phi ${phi}`);
+        const alone = guidanceRescale(await upload(conditional, shape), await upload(guided, shape), phi);
+        expectClose(await download(alone), expected, { atol: 1e-5, rtol: 1e-4 }, `alone ${shape} phi ${phi}`);
+      }
+      // phi 0 is plain guidance; at phi 1 each sample's deviation is the conditional one's.
+      const off = await download(classifierFreeGuidanceBatched(doubled, 5, 0));
+      expectClose(off, guided, { atol: 1e-6, rtol: 1e-6 }, `${shape} phi 0`);
+      if (size / shape[0] > 1) {
+        const full = await download(classifierFreeGuidanceBatched(doubled, 5, 1));
+        const n = size / shape[0];
+        const deviation = (values: Float64Array) => {
+          const mean = values.reduce((a, b) => a + b, 0) / n;
+          return Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1));
+        };
+        for (let sample = 0; sample < shape[0]; sample++) {
+          const range = [sample * n, (sample + 1) * n] as const;
+          expect(deviation(full.subarray(...range))).toBeCloseTo(
+            deviation(conditional.subarray(...range)),
+            4,
+          );
+        }
+      }
+    }
+    // A constant guided prediction has no deviation to match: left as it is (not 0/0).
+    const flat = guidanceRescale(
+      await upload(Float64Array.from([1, 2, 3, 4]), [1, 4]),
+      await upload(Float64Array.from([0.5, 0.5, 0.5, 0.5]), [1, 4]),
+      0.7,
+    );
+    expect(Array.from(await download(flat))).toEqual([0.5, 0.5, 0.5, 0.5]);
+    const a = await upload(new Float64Array(4), [2, 2]);
+    expect(() => classifierFreeGuidanceBatched(a, 3, 1.5)).toThrow(
+      "classifierFreeGuidance: guidance rescale must be in [0, 1], got 1.5",
+    );
+    const other = await upload(new Float64Array(6), [2, 3]);
+    expect(() => guidanceRescale(a, other, 0.5)).toThrow(
+      "guidanceRescale: the conditional and guided predictions differ in shape",
     );
   });
 

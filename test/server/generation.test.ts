@@ -103,6 +103,7 @@ describe("generation on the real generator", () => {
       sampler: "ddim",
       spacing: "trailing",
       guidance: 2,
+      guidanceRescale: 0.5,
     });
     expect(status).toBe(200);
     expect(job.state).toBe("succeeded");
@@ -121,6 +122,7 @@ describe("generation on the real generator", () => {
           sampler: "ddim",
           spacing: "trailing",
           guidance: 2,
+          guidanceRescale: 0.5,
         });
         expect(served.equals(expected.images[0].png)).toBe(true);
         const sidecar = (await (await fetch(`${s.url}${image.sidecarUrl}`)).json()) as any;
@@ -131,6 +133,7 @@ describe("generation on the real generator", () => {
           spacing: "trailing",
           steps: 3,
           guidance: 2,
+          guidanceRescale: 0.5,
           bits: 8,
           job: job.id,
           index: image.index,
@@ -156,7 +159,7 @@ describe("generation on the real generator", () => {
     expect(meta.depth).toBe("ushort");
   });
 
-  test("the server's sampler and spacing names are the diffusion package's; an unknown spacing is refused", async () => {
+  test("the server's sampler and spacing names are the diffusion package's; an unknown spacing or a rescale outside [0, 1] is refused", async () => {
     expect(SAMPLERS).toEqual(SAMPLER_KINDS);
     expect(SPACINGS).toEqual(TIMESTEP_SPACINGS);
     const refused = await fetch(`${s.url}/v1/generations`, {
@@ -166,6 +169,13 @@ describe("generation on the real generator", () => {
     });
     expect(refused.status).toBe(400);
     expect(((await refused.json()) as any).error.field).toBe("spacing");
+    const tooStrong = await fetch(`${s.url}/v1/generations`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ prompt: "x", guidanceRescale: 1.5 }),
+    });
+    expect(tooStrong.status).toBe(400);
+    expect(((await tooStrong.json()) as any).error.field).toBe("guidanceRescale");
   });
 
   test("a size the model does not make is refused naming size; readiness and the profile table", async () => {

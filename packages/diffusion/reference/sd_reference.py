@@ -17,10 +17,11 @@ Commands:
       PyTorch twin, beside this file) after translating the diffusers configs here; and
       OUT-parity.safetensors with torch's text encoder output for prompt ids from the tokenizer
       transliteration and torch's UNet output for random latents and timesteps.
-  sd-generate FOLDER INPUTS OUT [--steps N] [--guidance G]
+  sd-generate FOLDER INPUTS OUT [--steps N] [--guidance G] [--guidance-rescale PHI]
       diffusers' StableDiffusionPipeline loop over an sd-folder, in plain torch: prompts and "" through
       the tokenizer transliteration and the text encoder, INPUTS' "latents" as the initial noise,
-      per PNDM (PLMS, skip_prk_steps) timestep the UNet on the doubled batch, guidance, PNDM step
+      per PNDM (PLMS, skip_prk_steps) timestep the UNet on the doubled batch, guidance (then, with
+      --guidance-rescale, diffusers' rescale_noise_cfg transliterated), PNDM step
       (transliterated from diffusers' PNDMScheduler.step_plms / _get_prev_sample), then latents /
       scaling_factor through the VAE decoder. Prompts: INPUTS' metadata "prompts" (JSON). Writes
       OUT with "latents" (final) and "images" (decoded / 2 + 0.5, clamped to [0, 1]).
@@ -635,6 +636,12 @@ def sd_generate(args):
             if guided:
                 uncond, cond = prediction.chunk(2)
                 prediction = uncond + args.guidance * (cond - uncond)
+                if args.guidance_rescale > 0:
+                    # diffusers' rescale_noise_cfg: per sample, torch.std over every other dim.
+                    dims = list(range(1, cond.ndim))
+                    ratio = cond.std(dim=dims, keepdim=True) / prediction.std(dim=dims, keepdim=True)
+                    phi = args.guidance_rescale
+                    prediction = phi * (prediction * ratio) + (1 - phi) * prediction
             latents = scheduler.step(prediction, t, latents)
         images = (vae.decode(latents / vae_cfg.get("scaling_factor", 0.18215)) / 2 + 0.5).clamp(0, 1)
     cxr_safetensors.write(args.out, {"latents": latents, "images": images})
@@ -715,6 +722,7 @@ def main():
     gen.add_argument("out")
     gen.add_argument("--steps", type=int, default=3)
     gen.add_argument("--guidance", type=float, default=3.0)
+    gen.add_argument("--guidance-rescale", type=float, default=0.0)
     gen.set_defaults(run=sd_generate)
     tok = commands.add_parser("tokenize")
     tok.add_argument("dir")

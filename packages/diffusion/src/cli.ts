@@ -349,6 +349,7 @@ interface FidelityFlags {
   sampler: SamplerKind;
   spacing: TimestepSpacing;
   guidance: number;
+  guidanceRescale: number;
   seed: number;
   json?: boolean;
   out?: string;
@@ -432,6 +433,12 @@ function registerFidelity(program: Command): void {
       FIDELITY_DEFAULTS.guidance,
     )
     .option(
+      "--guidance-rescale <phi>",
+      "guidance rescale in [0, 1] (diffusers' guidance_rescale; 0: off)",
+      parseNumberIn("--guidance-rescale", 0, 1),
+      FIDELITY_DEFAULTS.guidanceRescale,
+    )
+    .option(
       "--seed <n>",
       "noise seed",
       parseIntegerIn("--seed", 0, Number.MAX_SAFE_INTEGER),
@@ -472,6 +479,7 @@ function registerFidelity(program: Command): void {
           sampler: flags.sampler,
           spacing: flags.spacing,
           guidance: flags.guidance,
+          guidanceRescale: flags.guidanceRescale,
           seed: flags.seed,
           realData: flags.data,
           split: flags.split,
@@ -489,7 +497,7 @@ function registerFidelity(program: Command): void {
   group
     .command("fidelity-compare")
     .description(
-      "compare two fidelity reports (fidelity.json, or folders holding one) image by image: two models, or one model sampled two ways (sampler, steps, spacing, guidance may differ; n, seed, batch and prompts must match): paired bootstrap interval of each AUROC difference",
+      "compare two fidelity reports (fidelity.json, or folders holding one) image by image: two models, or one model sampled two ways (sampler, steps, spacing, guidance and its rescale may differ; n, seed, batch and prompts must match): paired bootstrap interval of each AUROC difference",
     )
     .argument("<a>", "report A: fidelity.json or its folder")
     .argument("<b>", "report B: fidelity.json or its folder")
@@ -557,6 +565,7 @@ interface GenerateFlags {
   n: number;
   steps?: number;
   guidance?: number;
+  guidanceRescale?: number;
   sampler?: SamplerKind;
   spacing?: TimestepSpacing;
   seed: number;
@@ -667,6 +676,11 @@ function registerGenerate(program: Command): void {
       `classifier-free guidance scale (default ${GENERATE_DEFAULTS.guidance}; RoentGen-v2's is ${GUIDANCE_DEFAULTS.scale}; 1 = conditional only)`,
       parseNumberIn("--guidance", 0, GENERATE_LIMITS.maxGuidance),
     )
+    .option(
+      "--guidance-rescale <phi>",
+      `guidance rescale in [0, 1] (diffusers' guidance_rescale: each guided prediction pulled toward the conditional one's standard deviation; default ${GENERATE_DEFAULTS.guidanceRescale}: off)`,
+      parseNumberIn("--guidance-rescale", 0, 1),
+    )
     .addOption(
       new Option(
         "--sampler <name>",
@@ -725,6 +739,7 @@ function registerGenerate(program: Command): void {
           n: flags.n,
           steps: flags.steps,
           guidance: flags.guidance,
+          guidanceRescale: flags.guidanceRescale,
           sampler: flags.sampler,
           seed: flags.seed,
           bits: Number(flags.bits) as 8 | 16,
@@ -749,6 +764,7 @@ function registerGenerate(program: Command): void {
       const common = {
         steps: flags.steps ?? GENERATE_DEFAULTS.steps,
         guidance: flags.guidance ?? GENERATE_DEFAULTS.guidance,
+        guidanceRescale: flags.guidanceRescale ?? GENERATE_DEFAULTS.guidanceRescale,
         sampler: flags.sampler ?? GENERATE_DEFAULTS.sampler,
         spacing: flags.spacing ?? GENERATE_DEFAULTS.spacing,
         seed: flags.seed,

@@ -3,7 +3,7 @@
  * with the same noise and prompt settings (prompts, seed, n, batch) start image i of each class from the
  * same noise and prompt, so the images pair up, and a paired bootstrap (the same image indices drawn for
  * both in every round) decides a difference in AUROC that two unpaired intervals, each as wide as the
- * image-to-image spread, cannot. The sampler settings (sampler, steps, spacing, guidance) may differ:
+ * image-to-image spread, cannot. The sampler settings (sampler, steps, spacing, guidance and its rescale) may differ:
  * the comparison then measures them, and says which differ.
  */
 
@@ -93,12 +93,16 @@ export function pairedAurocDifference(
 const PAIRED_SETTINGS = ["n", "seed", "maxBatch", "measureSize", "phrases"] as const;
 
 /** Settings that change how image i is drawn from its noise; two reports may differ in them. */
-const SAMPLER_SETTINGS = ["sampler", "steps", "spacing", "guidance"] as const;
+const SAMPLER_SETTINGS = ["sampler", "steps", "spacing", "guidance", "guidanceRescale"] as const;
 
-/** A setting's value in a report; reports written before `spacing` was recorded sampled with "leading". */
+/** What reports written before a setting was recorded sampled with. */
+const SETTING_BEFORE_RECORDED: Partial<Record<(typeof SAMPLER_SETTINGS)[number], unknown>> = {
+  spacing: "leading",
+  guidanceRescale: 0,
+};
+
 function settingOf(report: FidelityReport, key: (typeof SAMPLER_SETTINGS)[number]): unknown {
-  const value = report.settings?.[key];
-  return key === "spacing" && value === undefined ? "leading" : value;
+  return report.settings?.[key] ?? SETTING_BEFORE_RECORDED[key];
 }
 
 export interface FidelityReportComparison {
@@ -187,7 +191,7 @@ export function formatFidelityComparison(comparison: FidelityReportComparison): 
     `paired comparison of generated images (same noise and prompt for image i): A = ${comparison.a}, B = ${comparison.b}`,
     comparison.samplerDifferences.length > 0
       ? `  sampled differently: ${comparison.samplerDifferences.join("; ")} (the difference measured is of model and sampling together)`
-      : "  sampled alike (sampler, steps, spacing, guidance): the difference measured is of the weights",
+      : "  sampled alike (sampler, steps, spacing, guidance and its rescale): the difference measured is of the weights",
   ];
   for (const { name, comparison: row } of comparison.rows) {
     const label =

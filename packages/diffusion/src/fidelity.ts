@@ -95,6 +95,8 @@ export interface FidelityOptions {
   /** Timestep spacing of the sampler (GenerateOptions' `spacing`; reports written before it: "leading"). */
   spacing: TimestepSpacing;
   guidance: number;
+  /** Guidance rescale phi (GenerateOptions' `guidanceRescale`; reports written before it: 0). */
+  guidanceRescale: number;
   seed: number;
   /** A CheXpert-layout folder with real films (the phantom's output); its `split` films are measured. */
   realData?: string;
@@ -119,6 +121,7 @@ export const FIDELITY_DEFAULTS: Omit<FidelityOptions, "realData"> = {
   sampler: "ddim",
   spacing: "leading",
   guidance: 3,
+  guidanceRescale: 0,
   seed: 1,
   split: "test",
   maxBatch: 16,
@@ -500,6 +503,7 @@ export async function measureFidelity(
       sampler: options.sampler,
       spacing: options.spacing,
       guidance: options.guidance,
+      guidanceRescale: options.guidanceRescale,
       seed: options.seed,
       maxBatch: options.maxBatch,
     });
@@ -640,7 +644,7 @@ function measureBlock(
 
 export function formatFidelity(report: FidelityReport): string {
   const lines = [
-    `conditioning fidelity of ${report.model} (${report.resolution} px, measured at ${Math.max(report.resolution, report.settings.measureSize)} px; ${report.settings.sampler}, ${report.settings.steps} steps${spacingNote(report.settings.spacing)}, guidance ${report.settings.guidance}, seed ${report.settings.seed})`,
+    `conditioning fidelity of ${report.model} (${report.resolution} px, measured at ${Math.max(report.resolution, report.settings.measureSize)} px; ${report.settings.sampler}, ${report.settings.steps} steps${spacingNote(report.settings.spacing)}, guidance ${report.settings.guidance}${report.settings.guidanceRescale ? ` rescaled by ${report.settings.guidanceRescale}` : ""}, seed ${report.settings.seed})`,
   ];
   const realTitle = `real films (${report.settings.split} split, resized to ${report.resolution} px)`;
   ctrBlock(lines, "generated", report.generated);

@@ -180,6 +180,10 @@ function schemas(config: ServerConfig) {
       n: z.number().int().min(1).max(limits.maxImagesPerRequest).default(1),
       steps: z.number().int().min(1).max(limits.maxSteps).default(50),
       guidance: z.number().min(0).max(30).default(3),
+      guidanceRescale: z.number().min(0).max(1).default(0).openapi({
+        description:
+          "guidance rescale phi (diffusers' guidance_rescale): each guided prediction pulled toward the conditional one's standard deviation; 0: off",
+      }),
       sampler: z.enum(SAMPLERS).default("pndm"),
       spacing: z.enum(SPACINGS).default("leading").openapi({
         description:
@@ -252,6 +256,10 @@ function schemas(config: ServerConfig) {
         .max(10_000),
       steps: z.number().int().min(1).max(limits.maxSteps).default(50),
       guidance: z.number().min(0).max(30).default(3),
+      guidanceRescale: z.number().min(0).max(1).default(0).openapi({
+        description:
+          "guidance rescale phi (diffusers' guidance_rescale): each guided prediction pulled toward the conditional one's standard deviation; 0: off",
+      }),
       sampler: z.enum(SAMPLERS).default("pndm"),
       spacing: z.enum(SPACINGS).default("leading").openapi({
         description:
@@ -588,6 +596,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         guidance: body.guidance,
         sampler: body.sampler,
         spacing: body.spacing,
+        guidanceRescale: body.guidanceRescale,
         seed: body.seed ?? Math.floor(Math.random() * 2 ** 32),
         bitDepth: body.bitDepth,
         precision: body.precision,

@@ -43,6 +43,8 @@ export interface ShardParams {
   sampler: SamplerName;
   /** Absent in shards queued before the field existed: "leading". */
   spacing?: SpacingName;
+  /** Absent in shards queued before the field existed: 0. */
+  guidanceRescale?: number;
   bitDepth: 8 | 16;
   /** Absent in shards queued before the field existed: f32. */
   precision?: Precision;
@@ -58,6 +60,7 @@ export interface BatchParams {
   guidance: number;
   sampler: SamplerName;
   spacing?: SpacingName;
+  guidanceRescale?: number;
   bitDepth: 8 | 16;
   precision?: Precision;
   shardSize: number;
@@ -98,6 +101,7 @@ export function planShards(batchId: string, params: BatchParams, items = batchIt
       guidance: params.guidance,
       sampler: params.sampler,
       spacing: params.spacing ?? "leading",
+      guidanceRescale: params.guidanceRescale ?? 0,
       bitDepth: params.bitDepth,
       precision: params.precision ?? "f32",
       items: items.slice(start, start + params.shardSize),
@@ -159,6 +163,7 @@ export async function makeShardItem(
       guidance: params.guidance,
       sampler: params.sampler,
       spacing: params.spacing ?? "leading",
+      guidanceRescale: params.guidanceRescale ?? 0,
       seed: item.seed,
       bitDepth: params.bitDepth,
       precision: params.precision ?? "f32",
@@ -352,6 +357,7 @@ export async function writeBatchOutputs(
     guidance: params.guidance,
     sampler: params.sampler,
     spacing: params.spacing ?? "leading",
+    guidanceRescale: params.guidanceRescale ?? 0,
     bitDepth: params.bitDepth,
     precision: params.precision ?? "f32",
     images: rows.length,

@@ -145,6 +145,7 @@ export class DiffusionGenerator implements ImageGenerator {
       guidance: request.guidance,
       sampler: request.sampler,
       spacing: request.spacing ?? "leading",
+      guidanceRescale: request.guidanceRescale ?? 0,
       seed: request.seed,
       bits: request.bitDepth,
       onStep: ({ step, steps }) => onStep(step, steps),

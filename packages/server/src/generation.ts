@@ -32,6 +32,8 @@ export interface ImageRequest {
   sampler: SamplerName;
   /** Timestep spacing (absent: "leading"). */
   spacing?: SpacingName;
+  /** Guidance rescale phi (absent: 0). */
+  guidanceRescale?: number;
   seed: number;
   bitDepth: 8 | 16;
   /** "f16": the model's f16 kernels (absent in jobs queued before the field existed: f32). */
@@ -79,6 +81,8 @@ export interface GenerationParams {
   sampler: SamplerName;
   /** Absent in jobs queued before the field existed: "leading". */
   spacing?: SpacingName;
+  /** Guidance rescale phi in [0, 1] (absent in jobs queued before the field existed: 0). */
+  guidanceRescale?: number;
   seed: number;
   bitDepth: 8 | 16;
   precision?: Precision;
@@ -133,6 +137,7 @@ export class GenerationRunner implements JobRunner {
           guidance: params.guidance,
           sampler: params.sampler,
           spacing: params.spacing ?? "leading",
+          guidanceRescale: params.guidanceRescale ?? 0,
           seed,
           bitDepth: params.bitDepth,
           precision: params.precision ?? "f32",

@@ -2,7 +2,7 @@
  * One denoising step of classifier-free guided sampling, shared by the pixel-space pipeline
  * (pipeline.ts) and the latent pipeline of diffusers folders (pretrained/latent-pipeline.ts): the
  * UNet on the doubled batch [unconditional; conditional] (or the batch alone when guidance is 1),
- * guidance, the sampler's step.
+ * guidance (optionally rescaled, `guidanceRescale`), the sampler's step.
  */
 import { concat, noGrad, Tensor, tidy } from "@cxr/kernels";
 import type { UNet2DConditionModel } from "../model/unet.ts";
@@ -22,6 +22,7 @@ export function denoisingStep(
   t: number,
   context: Tensor,
   guidance: number,
+  rescale = 0,
 ): Tensor {
   const guided = guidance !== 1;
   const rows = guided ? 2 * latents.shape[0] : latents.shape[0];
@@ -31,7 +32,7 @@ export function denoisingStep(
       const timesteps = Tensor.upload(latents.gpu, new Float32Array(rows).fill(t), [rows]);
       const input = guided ? concat([latents, latents], 0) : latents;
       const prediction = unet.forward(input, timesteps, context);
-      return guided ? classifierFreeGuidanceBatched(prediction, guidance) : prediction;
+      return guided ? classifierFreeGuidanceBatched(prediction, guidance, rescale) : prediction;
     }),
   );
   let next: Tensor;

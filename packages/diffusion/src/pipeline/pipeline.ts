@@ -40,6 +40,11 @@ export interface GenerateOptions {
   steps: number;
   /** Classifier-free guidance scale (1: conditional only; 0: unconditional). */
   guidance: number;
+  /**
+   * Guidance rescale phi in [0, 1] (diffusers' `guidance_rescale`; default 0: off): each guided
+   * prediction scaled toward the conditional one's standard deviation (`guidanceRescale`).
+   */
+  guidanceRescale: number;
   sampler: SamplerKind;
   /**
    * How the inference timesteps are spread over the training ones (diffusers' `timestep_spacing`):
@@ -67,6 +72,7 @@ export const GENERATE_DEFAULTS: Omit<GenerateOptions, "prompt"> = {
   n: 1,
   steps: 50,
   guidance: 3,
+  guidanceRescale: 0,
   sampler: "pndm",
   spacing: "leading",
   seed: 1,
@@ -95,6 +101,7 @@ export interface GenerationMetadata {
   spacing: TimestepSpacing;
   steps: number;
   guidance: number;
+  guidanceRescale: number;
   eta: number;
   bits: 8 | 16;
   n: number;
@@ -182,6 +189,17 @@ function checkGenerateOptions(options: GenerateOptions): string[] {
   ) {
     problems.push(
       `guidance must be a number in [0, ${GENERATE_LIMITS.maxGuidance}], got ${JSON.stringify(options.guidance)}`,
+    );
+  }
+  if (
+    !(
+      typeof options.guidanceRescale === "number" &&
+      options.guidanceRescale >= 0 &&
+      options.guidanceRescale <= 1
+    )
+  ) {
+    problems.push(
+      `guidance rescale must be a number in [0, 1], got ${JSON.stringify(options.guidanceRescale)}`,
     );
   }
   if (!(TIMESTEP_SPACINGS as readonly string[]).includes(options.spacing)) {
@@ -328,6 +346,7 @@ export class Pipeline {
             t,
             encoded.hiddenStates,
             options.guidance,
+            options.guidanceRescale,
           );
           // A step boundary for the kernels runtime: every few steps it drains the queue and collects
           // garbage (its workaround for a crash inside Dawn in long runs, Gpu.endStep).
@@ -364,6 +383,7 @@ export class Pipeline {
             spacing: options.spacing,
             steps: options.steps,
             guidance: options.guidance,
+            guidanceRescale: options.guidanceRescale,
             eta: options.eta,
             bits: options.bits,
             n: options.n,

@@ -233,6 +233,8 @@ export interface FolderGenerateOptions {
   steps?: number;
   /** Guidance scale (default 3, RoentGen-v2's). */
   guidance?: number;
+  /** Guidance rescale phi in [0, 1] (default 0: off). */
+  guidanceRescale?: number;
   /** Default: the folder's scheduler class. */
   sampler?: SamplerKind;
   seed?: number;
@@ -285,6 +287,7 @@ export async function generateFromFolder(
   const n = options.n ?? 1;
   const steps = options.steps ?? SAMPLING_DEFAULTS.inferenceSteps;
   const guidance = options.guidance ?? GUIDANCE_DEFAULTS.scale;
+  const guidanceRescale = options.guidanceRescale ?? 0;
   const seed = options.seed ?? 0;
   const bits = options.bits ?? 8;
   const batch = options.batch ?? FOLDER_BATCH_DEFAULT;
@@ -298,6 +301,8 @@ export async function generateFromFolder(
   integer(seed, "seed", 0, Number.MAX_SAFE_INTEGER);
   integer(batch, "batch", 1, 1024);
   if (!(guidance >= 0 && guidance <= 30)) problems.push(`guidance must be in [0, 30], got ${guidance}`);
+  if (!(guidanceRescale >= 0 && guidanceRescale <= 1))
+    problems.push(`guidance rescale must be in [0, 1], got ${guidanceRescale}`);
   if (bits !== 8 && bits !== 16) problems.push(`bits must be 8 or 16, got ${bits}`);
   if (options.sampler !== undefined && !(SAMPLER_KINDS as readonly string[]).includes(options.sampler))
     problems.push(`sampler must be one of ${SAMPLER_KINDS.join(", ")}, got "${options.sampler}"`);
@@ -334,6 +339,7 @@ export async function generateFromFolder(
         prompts,
         steps,
         guidance,
+        guidanceRescale,
         sampler,
         seed,
         firstIndex: first,
@@ -356,6 +362,7 @@ export async function generateFromFolder(
           steps,
           timesteps: result.timesteps,
           guidance,
+          guidanceRescale,
           bits,
           n,
           batch,
@@ -402,6 +409,7 @@ export interface ModelGenerateFlags {
   n?: number;
   steps?: number;
   guidance?: number;
+  guidanceRescale?: number;
   sampler?: string;
   seed: number;
   bits?: string;
@@ -426,6 +434,7 @@ export async function modelGenerate(
       n: flags.n,
       steps: flags.steps,
       guidance: flags.guidance,
+      guidanceRescale: flags.guidanceRescale,
       sampler: flags.sampler as SamplerKind | undefined,
       seed: flags.seed,
       bits: flags.bits === undefined ? undefined : (Number(flags.bits) as 8 | 16),
@@ -543,6 +552,7 @@ export function registerPretrainedCommands(program: Command): void {
     .option("--n <count>", "images per prompt", number(1, true))
     .option("--steps <n>", "inference steps (default 75, RoentGen-v2's)", number(1, true))
     .option("--guidance <scale>", "classifier-free guidance (default 3; 1 = off)", number(0, false))
+    .option("--guidance-rescale <phi>", "guidance rescale in [0, 1] (default 0: off)", number(0, false))
     .option("--bits <depth>", "PNG bit depth, 8 or 16")
     .option("--batch <count>", `images per UNet batch (default ${FOLDER_BATCH_DEFAULT})`, number(1, true))
     .option("--sampler <kind>", `${SAMPLER_KINDS.join(" | ")} (default: the folder's scheduler)`)

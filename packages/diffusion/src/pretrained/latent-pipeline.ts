@@ -23,6 +23,8 @@ export interface LatentGenerateOptions {
    * off for any s <= 1; here s < 1 is applied as the formula, like the pixel-space pipeline.)
    */
   guidance?: number;
+  /** Guidance rescale phi in [0, 1] (diffusers' `guidance_rescale`; default 0: off). */
+  guidanceRescale?: number;
   /** The sampler; default: the folder's scheduler class. */
   sampler?: SamplerKind;
   /** Seed of the initial latents (Philox normal) and of DDPM's noise. */
@@ -67,6 +69,11 @@ export async function generateLatent(
   const guidance = options.guidance ?? GUIDANCE_DEFAULTS.scale;
   if (!(guidance >= 0 && guidance <= 30))
     throw new RangeError(`generateLatent: guidance must be a number in [0, 30], got ${guidance}`);
+  const guidanceRescale = options.guidanceRescale ?? 0;
+  if (!(guidanceRescale >= 0 && guidanceRescale <= 1))
+    throw new RangeError(
+      `generateLatent: guidance rescale must be a number in [0, 1], got ${guidanceRescale}`,
+    );
   const steps = options.steps ?? SAMPLING_DEFAULTS.inferenceSteps;
   const seed = options.seed ?? 0;
   const firstIndex = options.firstIndex ?? 0;
@@ -114,7 +121,7 @@ export async function generateLatent(
       : randomNormal(gpu, latentShape, seed, firstIndex * channels * side * side);
     latents = current;
     for (const [index, t] of timesteps.entries()) {
-      current = denoisingStep(unet, sampler, current, t, encoded, guidance);
+      current = denoisingStep(unet, sampler, current, t, encoded, guidance, guidanceRescale);
       latents = current;
       // A step boundary for the kernels runtime (Gpu.endStep: every few steps it drains the queue and
       // collects garbage, its workaround for a crash inside Dawn in long runs), as the pixel pipeline.
