@@ -45,6 +45,17 @@ async function generate(body: Record<string, unknown>) {
   return { status: response.status, job: (await response.json()) as any };
 }
 
+/** POSTs a generation that must be refused with 400; returns the field the error names. */
+async function refusedField(body: Record<string, unknown>): Promise<string> {
+  const response = await fetch(`${s.url}/v1/generations`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  expect(response.status).toBe(400);
+  return ((await response.json()) as any).error.field;
+}
+
 const bytes = async (url: string) => Buffer.from(await (await fetch(`${s.url}${url}`)).arrayBuffer());
 
 describe("generation on the real generator", () => {
@@ -162,30 +173,12 @@ describe("generation on the real generator", () => {
   test("the server's sampler and spacing names are the diffusion package's; an unknown spacing or a rescale outside [0, 1] is refused", async () => {
     expect(SAMPLERS).toEqual(SAMPLER_KINDS);
     expect(SPACINGS).toEqual(TIMESTEP_SPACINGS);
-    const refused = await fetch(`${s.url}/v1/generations`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ prompt: "x", spacing: "uniform" }),
-    });
-    expect(refused.status).toBe(400);
-    expect(((await refused.json()) as any).error.field).toBe("spacing");
-    const tooStrong = await fetch(`${s.url}/v1/generations`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ prompt: "x", guidanceRescale: 1.5 }),
-    });
-    expect(tooStrong.status).toBe(400);
-    expect(((await tooStrong.json()) as any).error.field).toBe("guidanceRescale");
+    expect(await refusedField({ prompt: "x", spacing: "uniform" })).toBe("spacing");
+    expect(await refusedField({ prompt: "x", guidanceRescale: 1.5 })).toBe("guidanceRescale");
   });
 
   test("a size the model does not make is refused naming size; readiness and the profile table", async () => {
-    const refused = await fetch(`${s.url}/v1/generations`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ prompt: "x", size: 32 }),
-    });
-    expect(refused.status).toBe(400);
-    expect(((await refused.json()) as any).error.field).toBe("size");
+    expect(await refusedField({ prompt: "x", size: 32 })).toBe("size");
     const ready = (await (await fetch(`${s.url}/readyz`)).json()) as any;
     expect(ready).toMatchObject({ ready: true, model: "tiny" });
     expect(ready.adapter).toBeTruthy();
