@@ -203,6 +203,40 @@ describe("trainDiffusion", () => {
     );
   }, 600_000);
 
+  it("--prediction makes an init model's weights learn the other parameterisation, saved in its config", async () => {
+    const device = await gpu();
+    const initDir = join(root, "straight", "checkpoint", "model");
+    const run = join(root, "init-v");
+    const { config: _config, ...rest } = base(run);
+    await trainDiffusion({
+      ...rest,
+      init: initDir,
+      prediction: "v_prediction",
+      steps: 1,
+      learningRate: 1e-9,
+      gpu: device,
+    });
+    const configOf = (dir: string) => JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+    expect(configOf(initDir).prediction).toBe("epsilon");
+    const saved = configOf(join(run, "checkpoint", "model"));
+    expect(saved.prediction).toBe("v_prediction");
+    // Everything else in the configuration is the init model's, and so are the weights.
+    expect({ ...saved, prediction: "epsilon" }).toEqual(configOf(initDir));
+    const file = "unet/diffusion_pytorch_model.safetensors";
+    const before = tensorsOf(initDir, file).get("conv_out.weight")!.data;
+    const after = tensorsOf(join(run, "checkpoint", "model"), file).get("conv_out.weight")!.data;
+    expect(Math.max(...before.map((value, i) => Math.abs(value - after[i])))).toBeLessThan(1e-6);
+    await expect(
+      trainDiffusion({
+        ...rest,
+        out: join(root, "init-bad-prediction"),
+        init: initDir,
+        prediction: "x0" as never,
+        gpu: device,
+      }),
+    ).rejects.toThrow('prediction must be "epsilon" or "v_prediction", got "x0"');
+  }, 600_000);
+
   it("--grow-attention adds transformer blocks that start as the identity, trains and resumes them", async () => {
     const device = await gpu();
     const initDir = join(root, "straight", "checkpoint", "model");

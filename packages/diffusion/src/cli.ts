@@ -90,6 +90,7 @@ interface TrainFlags {
   config?: string;
   init?: string;
   growAttention?: number[];
+  prediction?: "epsilon" | "v_prediction";
   steps: number;
   batch: number;
   out?: string;
@@ -125,6 +126,12 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
     .option(
       "--init <dir>",
       "start from this model folder's weights, tokenizer and config (e.g. models/phantom-diffusion) with a fresh optimizer, schedule and EMA",
+    )
+    .addOption(
+      new Option(
+        "--prediction <type>",
+        "what the UNet learns to predict, replacing the config's or the --init model's (with --init the same weights learn it)",
+      ).choices(["epsilon", "v_prediction"]),
     )
     .option(
       "--grow-attention <levels>",
@@ -234,6 +241,7 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
           config: flags.config ?? (flags.init === undefined ? "phantom-small" : undefined),
           init: flags.init,
           growAttention: flags.growAttention,
+          prediction: flags.prediction,
           steps: flags.steps,
           batchSize: flags.batch,
           out: flags.out as string,

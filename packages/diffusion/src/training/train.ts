@@ -42,7 +42,7 @@ import { checkConfig, type DiffusionModelConfig, diffusionConfig, withAttentionA
 import {
   CheckpointError,
   createDiffusionModel,
-  type DiffusionModel,
+  DiffusionModel,
   MODEL_FILES,
   readModelConfig,
 } from "../model/model.ts";
@@ -84,6 +84,12 @@ export interface TrainOptions {
    * (`DiffusionModel.grow`); every other weight is the init model's. Needs `init`, excludes `config`.
    */
   growAttention?: number[];
+  /**
+   * What the UNet learns to predict, replacing the configuration's (or the init model's) `prediction`:
+   * with `init`, the same weights learn the other parameterisation (v = sqrt(abar) eps - sqrt(1 - abar)
+   * x0 equals eps at the noisiest timesteps). Saved in the run's config.json.
+   */
+  prediction?: "epsilon" | "v_prediction";
   /** Total optimizer steps of the run (a resumed run continues up to this). */
   steps: number;
   batchSize: number;
@@ -207,6 +213,11 @@ function checkOptions(options: TrainOptions): void {
   if (!(options.labelPrompts >= 0 && options.labelPrompts <= 1)) {
     problems.push(`labelPrompts must be in [0, 1], got ${options.labelPrompts}`);
   }
+  if (options.prediction !== undefined && !["epsilon", "v_prediction"].includes(options.prediction)) {
+    problems.push(
+      `prediction must be "epsilon" or "v_prediction", got ${JSON.stringify(options.prediction)}`,
+    );
+  }
   if (options.minSnrGamma !== null && !(options.minSnrGamma > 0)) {
     problems.push(`minSnrGamma must be positive or null, got ${options.minSnrGamma}`);
   }
@@ -266,8 +277,16 @@ export function parseRepeatFindings(text: string): Partial<Record<ChexpertLabel,
   return result;
 }
 
-/** The run's model configuration: the named or given one, or the `init` model's (which must agree). */
+/**
+ * The run's model configuration: the named or given one, or the `init` model's (which must agree),
+ * with `prediction` replaced when the options give one.
+ */
 function runConfig(options: TrainOptions): DiffusionModelConfig {
+  const config = baseRunConfig(options);
+  return options.prediction === undefined ? config : { ...config, prediction: options.prediction };
+}
+
+function baseRunConfig(options: TrainOptions): DiffusionModelConfig {
   const given =
     options.config === undefined
       ? undefined
@@ -342,6 +361,7 @@ function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmup
     ...(options.repeatFindings === undefined ? {} : { repeatFindings: options.repeatFindings }),
     ...(options.labelPrompts === 0 ? {} : { labelPrompts: options.labelPrompts }),
     ...(options.growAttention === undefined ? {} : { growAttention: options.growAttention }),
+    ...(options.prediction === undefined ? {} : { prediction: options.prediction }),
   };
 }
 
@@ -534,6 +554,18 @@ export async function trainDiffusion(
   } else if (options.init !== undefined) {
     model = await loadModelDir(gpu, options.init);
     log(`initialised from ${options.init} (fresh optimizer, schedule and EMA)`);
+    if (model.config.prediction !== config.prediction) {
+      // Same weights, tokenizer and modules; only what the UNet's output is trained to mean changes.
+      model = new DiffusionModel(
+        { ...model.config, prediction: config.prediction },
+        model.tokenizer,
+        model.textEncoder,
+        model.unet,
+      );
+      log(
+        `prediction: ${config.prediction} (the init model predicted ${readModelConfig(options.init).prediction})`,
+      );
+    }
   } else {
     const vocabularyPrompts =
       options.labelPrompts > 0 ? [...prompts, ...[...promptOf.values()].map((both) => both.labels)] : prompts;
