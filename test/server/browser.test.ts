@@ -124,6 +124,7 @@ test.skipIf(!available)(
       await page.fill("#steps", String(setup.steps));
       await page.fill("#seed", "42");
       await page.selectOption("#spacing", "trailing");
+      await page.fill("#guidanceRescale", "0.7");
       await page.click("#go");
       await page.waitForFunction(
         () => {
@@ -139,6 +140,7 @@ test.skipIf(!available)(
       expect(captions.join(" ")).toMatch(/seed 42/);
       expect(captions.join(" ")).toMatch(/seed 43/);
       expect(captions.join(" ")).toContain("(trailing)");
+      expect(captions.join(" ")).toContain("guidance 3 rescaled by 0.7");
       const width = await page.$eval("#gallery img", (image) => image.naturalWidth as number);
       expect(width).toBe(setup.size);
       await expect.poll(() => page.locator("#jobs").textContent()).toContain("succeeded");

@@ -88,6 +88,7 @@ details{margin-top:1.2em} summary{cursor:pointer;font-weight:600}
 </div>
 <div class="row">
 <label>Guidance <input type="number" id="guidance" min="0" step="0.5" value="3"></label>
+<label title="guidance rescale phi (diffusers' guidance_rescale), 0 to 1; 0: off">Rescale <input type="number" id="guidanceRescale" min="0" max="1" step="0.1" value="0"></label>
 <label>Sampler <select id="sampler"><option>pndm</option><option>ddim</option><option>ddpm</option><option>dpmpp-2m</option></select></label>
 <label>Spacing <select id="spacing"><option>leading</option><option>trailing</option><option>linspace</option></select></label>
 </div>
@@ -185,7 +186,7 @@ async function showImages(job) {
     figure.dataset.image = image.id;
     const p = job.params;
     const what = p.prompt ? p.prompt : p.structured.age + " y " + (p.structured.race || "") + " " + p.structured.sex + (p.structured.findings.length ? ": " + p.structured.findings.join(", ") : ": no finding");
-    figure.innerHTML = '<img alt="generated image"><figcaption>' + esc(what) + "<br>seed " + image.seed + ", " + p.steps + " " + esc(p.sampler) + " steps" + (p.spacing && p.spacing !== "leading" ? " (" + esc(p.spacing) + ")" : "") + ", guidance " + p.guidance + ", " + p.bitDepth + "-bit, " + esc(p.model) + "</figcaption>";
+    figure.innerHTML = '<img alt="generated image"><figcaption>' + esc(what) + "<br>seed " + image.seed + ", " + p.steps + " " + esc(p.sampler) + " steps" + (p.spacing && p.spacing !== "leading" ? " (" + esc(p.spacing) + ")" : "") + ", guidance " + p.guidance + (p.guidanceRescale ? " rescaled by " + p.guidanceRescale : "") + ", " + p.bitDepth + "-bit, " + esc(p.model) + "</figcaption>";
     figure.querySelector("img").src = await imageUrl(image.url);
     $("gallery").prepend(figure);
   }
@@ -347,6 +348,7 @@ $("generate").addEventListener("submit", async (event) => {
   const body = {
     model: $("model").value || undefined,
     n: Number($("n").value), steps: Number($("steps").value), guidance: Number($("guidance").value),
+    guidanceRescale: Number($("guidanceRescale").value),
     sampler: $("sampler").value, spacing: $("spacing").value, bitDepth: Number($("bitDepth").value),
   };
   if ($("seed").value !== "") body.seed = Number($("seed").value);
