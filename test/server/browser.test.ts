@@ -125,6 +125,11 @@ test.skipIf(!available)(
       await page.fill("#seed", "42");
       await page.selectOption("#spacing", "trailing");
       await page.fill("#guidanceRescale", "0.7");
+      await page.selectOption("#precision", "f32");
+      const posted: any[] = [];
+      page.on("request", (request) => {
+        if (request.method() === "POST" && request.url().endsWith("/v1/generations")) posted.push(request.postDataJSON());
+      });
       await page.click("#go");
       await page.waitForFunction(
         () => {
@@ -141,6 +146,9 @@ test.skipIf(!available)(
       expect(captions.join(" ")).toMatch(/seed 43/);
       expect(captions.join(" ")).toContain("(trailing)");
       expect(captions.join(" ")).toContain("guidance 3 rescaled by 0.7");
+      expect(captions.join(" ")).toContain("8-bit f32");
+      expect(posted).toHaveLength(1);
+      expect(posted[0]).toMatchObject({ spacing: "trailing", guidanceRescale: 0.7, precision: "f32", seed: 42, n: 2 });
       const width = await page.$eval("#gallery img", (image) => image.naturalWidth as number);
       expect(width).toBe(setup.size);
       await expect.poll(() => page.locator("#jobs").textContent()).toContain("succeeded");

@@ -95,6 +95,7 @@ details{margin-top:1.2em} summary{cursor:pointer;font-weight:600}
 <div class="row">
 <label>Seed <input type="number" id="seed" min="0" placeholder="random"></label>
 <label>Bits <select id="bitDepth"><option>8</option><option>16</option></select></label>
+<label title="f16 needs the adapter feature shader-f16">Precision <select id="precision"><option value="">server default</option><option>f32</option><option>f16</option></select></label>
 </div>
 <button type="submit" id="go">Generate</button>
 </form>
@@ -186,7 +187,7 @@ async function showImages(job) {
     figure.dataset.image = image.id;
     const p = job.params;
     const what = p.prompt ? p.prompt : p.structured.age + " y " + (p.structured.race || "") + " " + p.structured.sex + (p.structured.findings.length ? ": " + p.structured.findings.join(", ") : ": no finding");
-    figure.innerHTML = '<img alt="generated image"><figcaption>' + esc(what) + "<br>seed " + image.seed + ", " + p.steps + " " + esc(p.sampler) + " steps" + (p.spacing && p.spacing !== "leading" ? " (" + esc(p.spacing) + ")" : "") + ", guidance " + p.guidance + (p.guidanceRescale ? " rescaled by " + p.guidanceRescale : "") + ", " + p.bitDepth + "-bit, " + esc(p.model) + "</figcaption>";
+    figure.innerHTML = '<img alt="generated image"><figcaption>' + esc(what) + "<br>seed " + image.seed + ", " + p.steps + " " + esc(p.sampler) + " steps" + (p.spacing && p.spacing !== "leading" ? " (" + esc(p.spacing) + ")" : "") + ", guidance " + p.guidance + (p.guidanceRescale ? " rescaled by " + p.guidanceRescale : "") + ", " + p.bitDepth + "-bit" + (p.precision ? " " + esc(p.precision) : "") + ", " + esc(p.model) + "</figcaption>";
     figure.querySelector("img").src = await imageUrl(image.url);
     $("gallery").prepend(figure);
   }
@@ -352,6 +353,7 @@ $("generate").addEventListener("submit", async (event) => {
     sampler: $("sampler").value, spacing: $("spacing").value, bitDepth: Number($("bitDepth").value),
   };
   if ($("seed").value !== "") body.seed = Number($("seed").value);
+  if ($("precision").value !== "") body.precision = $("precision").value;
   if (mode === "prompt") body.prompt = $("prompt").value;
   else body.structured = {
     sex: $("sex").value, age: Number($("age").value), race: $("race").value || null,
