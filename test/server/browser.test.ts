@@ -19,8 +19,14 @@ interface Locator {
   allTextContents(): Promise<string[]>;
   textContent(): Promise<string | null>;
 }
+interface Request {
+  method(): string;
+  url(): string;
+  postDataJSON(): any;
+}
 interface Page {
   on(event: "pageerror", listener: (error: Error) => void): void;
+  on(event: "request", listener: (request: Request) => void): void;
   goto(url: string): Promise<unknown>;
   fill(selector: string, value: string): Promise<void>;
   check(selector: string): Promise<void>;
@@ -128,7 +134,8 @@ test.skipIf(!available)(
       await page.selectOption("#precision", "f32");
       const posted: any[] = [];
       page.on("request", (request) => {
-        if (request.method() === "POST" && request.url().endsWith("/v1/generations")) posted.push(request.postDataJSON());
+        if (request.method() === "POST" && request.url().endsWith("/v1/generations"))
+          posted.push(request.postDataJSON());
       });
       await page.click("#go");
       await page.waitForFunction(
@@ -148,7 +155,13 @@ test.skipIf(!available)(
       expect(captions.join(" ")).toContain("guidance 3 rescaled by 0.7");
       expect(captions.join(" ")).toContain("8-bit f32");
       expect(posted).toHaveLength(1);
-      expect(posted[0]).toMatchObject({ spacing: "trailing", guidanceRescale: 0.7, precision: "f32", seed: 42, n: 2 });
+      expect(posted[0]).toMatchObject({
+        spacing: "trailing",
+        guidanceRescale: 0.7,
+        precision: "f32",
+        seed: 42,
+        n: 2,
+      });
       const width = await page.$eval("#gallery img", (image) => image.naturalWidth as number);
       expect(width).toBe(setup.size);
       await expect.poll(() => page.locator("#jobs").textContent()).toContain("succeeded");
