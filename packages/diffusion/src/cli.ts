@@ -20,7 +20,7 @@ import {
   parseFidelityPhrases,
 } from "./fidelity.ts";
 import { compareFidelityReports, formatFidelityComparison } from "./fidelity-compare.ts";
-import { DIFFUSION_CONFIGS } from "./model/config.ts";
+import { DIFFUSION_CONFIGS, TRAINED_PREDICTIONS, type TrainedPrediction } from "./model/config.ts";
 import { PRECISIONS, type Precision } from "./model/model.ts";
 import { type PromptFields, promptFromFields } from "./model/prompt.ts";
 import { formatGenerationMemory } from "./pipeline/memory.ts";
@@ -90,7 +90,7 @@ interface TrainFlags {
   config?: string;
   init?: string;
   growAttention?: number[];
-  prediction?: "epsilon" | "v_prediction";
+  prediction?: TrainedPrediction;
   steps: number;
   batch: number;
   out?: string;
@@ -131,7 +131,7 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       new Option(
         "--prediction <type>",
         "what the UNet learns to predict, replacing the config's or the --init model's (with --init the same weights learn it)",
-      ).choices(["epsilon", "v_prediction"]),
+      ).choices([...TRAINED_PREDICTIONS]),
     )
     .option(
       "--grow-attention <levels>",

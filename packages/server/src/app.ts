@@ -164,6 +164,18 @@ const jsonBody = <T extends z.ZodType>(schema: T) => ({
 
 function schemas(config: ServerConfig) {
   const { limits } = config;
+  /** How each image is sampled, shared by single generations and batches. */
+  const samplingFields = {
+    guidanceRescale: z.number().min(0).max(1).default(0).openapi({
+      description:
+        "guidance rescale phi (diffusers' guidance_rescale): each guided prediction pulled toward the conditional one's standard deviation; 0: off",
+    }),
+    sampler: z.enum(SAMPLERS).default("pndm"),
+    spacing: z.enum(SPACINGS).default("leading").openapi({
+      description:
+        'timestep spacing of the sampler (diffusers\' timestep_spacing): "leading" (SD 2.1\'s; 10 steps start at t = 901), "trailing" (start at 999), "linspace" (999 to 0)',
+    }),
+  };
   const Structured = z
     .object({
       sex: z.enum(SEXES),
@@ -180,15 +192,7 @@ function schemas(config: ServerConfig) {
       n: z.number().int().min(1).max(limits.maxImagesPerRequest).default(1),
       steps: z.number().int().min(1).max(limits.maxSteps).default(50),
       guidance: z.number().min(0).max(30).default(3),
-      guidanceRescale: z.number().min(0).max(1).default(0).openapi({
-        description:
-          "guidance rescale phi (diffusers' guidance_rescale): each guided prediction pulled toward the conditional one's standard deviation; 0: off",
-      }),
-      sampler: z.enum(SAMPLERS).default("pndm"),
-      spacing: z.enum(SPACINGS).default("leading").openapi({
-        description:
-          'timestep spacing of the sampler (diffusers\' timestep_spacing): "leading" (SD 2.1\'s; 10 steps start at t = 901), "trailing" (start at 999), "linspace" (999 to 0)',
-      }),
+      ...samplingFields,
       seed: z
         .number()
         .int()
@@ -256,15 +260,7 @@ function schemas(config: ServerConfig) {
         .max(10_000),
       steps: z.number().int().min(1).max(limits.maxSteps).default(50),
       guidance: z.number().min(0).max(30).default(3),
-      guidanceRescale: z.number().min(0).max(1).default(0).openapi({
-        description:
-          "guidance rescale phi (diffusers' guidance_rescale): each guided prediction pulled toward the conditional one's standard deviation; 0: off",
-      }),
-      sampler: z.enum(SAMPLERS).default("pndm"),
-      spacing: z.enum(SPACINGS).default("leading").openapi({
-        description:
-          'timestep spacing of the sampler (diffusers\' timestep_spacing): "leading" (SD 2.1\'s; 10 steps start at t = 901), "trailing" (start at 999), "linspace" (999 to 0)',
-      }),
+      ...samplingFields,
       bitDepth: z.union([z.literal(8), z.literal(16)]).default(8),
       precision: z
         .enum(PRECISIONS)

@@ -57,6 +57,13 @@ export interface ScheduleConfig {
   numTrainTimesteps: number;
 }
 
+/**
+ * What a model's UNet is trained to predict: the noise, or v = sqrt(abar) eps - sqrt(1 - abar) x0
+ * (noising.ts' `PredictionType` adds "sample" for conversions).
+ */
+export const TRAINED_PREDICTIONS = ["epsilon", "v_prediction"] as const;
+export type TrainedPrediction = (typeof TRAINED_PREDICTIONS)[number];
+
 export interface DiffusionModelConfig {
   name: string;
   /** Image side in pixels (pixel space for the phantom configurations). */
@@ -70,7 +77,7 @@ export interface DiffusionModelConfig {
   space: "pixel" | "latent";
   textEncoder: TextEncoderConfig;
   unet: UNetConfig;
-  prediction: "epsilon" | "v_prediction";
+  prediction: TrainedPrediction;
   schedule: ScheduleConfig;
 }
 
@@ -287,8 +294,8 @@ export function configProblems(config: DiffusionModelConfig): string[] {
   need(positiveInteger(config.resolution), "resolution must be a positive integer");
   need(positiveInteger(config.channels), "channels must be a positive integer");
   need(
-    config.prediction === "epsilon" || config.prediction === "v_prediction",
-    `prediction must be "epsilon" or "v_prediction", got ${JSON.stringify(config.prediction)}`,
+    (TRAINED_PREDICTIONS as readonly unknown[]).includes(config.prediction),
+    `prediction must be ${TRAINED_PREDICTIONS.map((type) => JSON.stringify(type)).join(" or ")}, got ${JSON.stringify(config.prediction)}`,
   );
   const text = config.textEncoder;
   if (typeof text !== "object" || text === null) {

@@ -22,11 +22,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   guided[index] = u + params.scale * (conditional[params.conditionalOffset + index] - u);
 }`;
 
-function checkScale(op: string, scale: number, operands: Record<string, Tensor>): void {
-  if (!Number.isFinite(scale)) throw new OpError(op, `guidance scale must be finite, got ${scale}`, operands);
+function checkF32(op: string, operands: Record<string, Tensor>): void {
   for (const [name, tensor] of Object.entries(operands)) {
     if (tensor.dtype !== "f32") throw new OpError(op, `${name} must be f32, got ${tensor.dtype}`, operands);
   }
+}
+
+function checkScale(op: string, scale: number, operands: Record<string, Tensor>): void {
+  if (!Number.isFinite(scale)) throw new OpError(op, `guidance scale must be finite, got ${scale}`, operands);
+  checkF32(op, operands);
 }
 
 function launchGuidance(
@@ -194,7 +198,7 @@ function launchRescale(conditional: Tensor, conditionalOffset: number, guided: T
  */
 export function guidanceRescale(conditional: Tensor, guided: Tensor, phi: number): Tensor {
   const op = "guidanceRescale";
-  checkScale(op, 0, { conditional, guided });
+  checkF32(op, { conditional, guided });
   checkRescale(op, phi, { conditional, guided });
   const sameShape =
     conditional.rank === guided.rank && conditional.shape.every((dim, axis) => dim === guided.shape[axis]);

@@ -38,7 +38,14 @@ import {
   randomReference,
   Tensor,
 } from "@cxr/kernels";
-import { checkConfig, type DiffusionModelConfig, diffusionConfig, withAttentionAt } from "../model/config.ts";
+import {
+  checkConfig,
+  type DiffusionModelConfig,
+  diffusionConfig,
+  TRAINED_PREDICTIONS,
+  type TrainedPrediction,
+  withAttentionAt,
+} from "../model/config.ts";
 import {
   CheckpointError,
   createDiffusionModel,
@@ -89,7 +96,7 @@ export interface TrainOptions {
    * with `init`, the same weights learn the other parameterisation (v = sqrt(abar) eps - sqrt(1 - abar)
    * x0 equals eps at the noisiest timesteps). Saved in the run's config.json.
    */
-  prediction?: "epsilon" | "v_prediction";
+  prediction?: TrainedPrediction;
   /** Total optimizer steps of the run (a resumed run continues up to this). */
   steps: number;
   batchSize: number;
@@ -213,9 +220,9 @@ function checkOptions(options: TrainOptions): void {
   if (!(options.labelPrompts >= 0 && options.labelPrompts <= 1)) {
     problems.push(`labelPrompts must be in [0, 1], got ${options.labelPrompts}`);
   }
-  if (options.prediction !== undefined && !["epsilon", "v_prediction"].includes(options.prediction)) {
+  if (options.prediction !== undefined && !TRAINED_PREDICTIONS.includes(options.prediction)) {
     problems.push(
-      `prediction must be "epsilon" or "v_prediction", got ${JSON.stringify(options.prediction)}`,
+      `prediction must be ${TRAINED_PREDICTIONS.map((type) => JSON.stringify(type)).join(" or ")}, got ${JSON.stringify(options.prediction)}`,
     );
   }
   if (options.minSnrGamma !== null && !(options.minSnrGamma > 0)) {
@@ -372,7 +379,7 @@ export function minSnrWeights(
   alphasCumprod: Float64Array,
   timesteps: ArrayLike<number>,
   gamma: number,
-  prediction: "epsilon" | "v_prediction",
+  prediction: TrainedPrediction,
 ): Float32Array {
   return Float32Array.from(timesteps, (t) => {
     const abar = alphasCumprod[t];
@@ -554,7 +561,8 @@ export async function trainDiffusion(
   } else if (options.init !== undefined) {
     model = await loadModelDir(gpu, options.init);
     log(`initialised from ${options.init} (fresh optimizer, schedule and EMA)`);
-    if (model.config.prediction !== config.prediction) {
+    const initPrediction = model.config.prediction;
+    if (initPrediction !== config.prediction) {
       // Same weights, tokenizer and modules; only what the UNet's output is trained to mean changes.
       model = new DiffusionModel(
         { ...model.config, prediction: config.prediction },
@@ -562,9 +570,7 @@ export async function trainDiffusion(
         model.textEncoder,
         model.unet,
       );
-      log(
-        `prediction: ${config.prediction} (the init model predicted ${readModelConfig(options.init).prediction})`,
-      );
+      log(`prediction: ${config.prediction} (the init model predicted ${initPrediction})`);
     }
   } else {
     const vocabularyPrompts =
