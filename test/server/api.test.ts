@@ -4,11 +4,12 @@
  * Jobs here run on StepGenerator/StepTrainer (see helpers.ts: timing-controlled stand-ins calling
  * the same per-step hooks); generation.test.ts runs the same endpoints on the real generator.
  */
-import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { formatPredictionsCsv, synthesizePredictions } from "@cxr/classifier";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { BATCH_KIND, type BatchParams, planShards, SHARD_KIND } from "../../packages/server/src/batch.ts";
 import {
   postJson,
   readEvents,
@@ -251,6 +252,51 @@ describe("server without tokens", () => {
     const states = await Promise.all(body.shards.map(async (id: string) => (await job(s.url, id)).state));
     expect(states.at(-1)).toBe("cancelled");
     expect(states.every((state: string) => state === "cancelled" || state === "succeeded")).toBe(true);
+  });
+
+  test("jobs stored before spacing, guidanceRescale and precision existed run as they were queued", async () => {
+    // Params as the server stored them before those fields (an upgrade finds such jobs in the
+    // database): they run with leading spacing, no rescale and f32, and the manifest says so.
+    const before = { model: "tiny", steps: 2, guidance: 3, sampler: "ddim" as const, bitDepth: 8 as const };
+    const [generation] = s.server.queue.submit([
+      { kind: "generation", priority: 10, params: { ...before, prompt: "stored before", n: 1, seed: 4242 } },
+    ]);
+    const batch: BatchParams = {
+      ...before,
+      name: "stored-before",
+      cells: [{ prompt: "stored batch" }],
+      seeds: [4343],
+      shardSize: 1,
+    };
+    const [shard] = planShards("any", batch);
+    expect(shard).toMatchObject({ spacing: "leading", guidanceRescale: 0, precision: "f32" });
+    // The batch record and its shard as stored then, the shard without the fields too.
+    const [record] = s.server.store.insertMany([
+      { kind: BATCH_KIND, priority: 5, params: { ...batch }, state: "running" },
+    ]);
+    const { spacing, guidanceRescale, precision, ...storedShard } = shard;
+    s.server.queue.submit([
+      { kind: SHARD_KIND, priority: 5, params: { ...storedShard, batchId: record.id }, parentId: record.id },
+    ]);
+    for (const id of [generation.id, record.id]) {
+      expect(
+        await waitFor(async () => ((await job(s.url, id)).state === "succeeded" ? true : undefined)),
+      ).toBe(true);
+    }
+    const calls = generator.calls.filter((call) => call.seed === 4242 || call.seed === 4343);
+    expect(calls).toHaveLength(2);
+    for (const call of calls) {
+      expect(call).toMatchObject({
+        spacing: "leading",
+        guidanceRescale: 0,
+        precision: "f32",
+        sampler: "ddim",
+      });
+    }
+    const manifest = JSON.parse(
+      readFileSync(join(s.server.config.datasetsRoot, "stored-before", "manifest.json"), "utf8"),
+    );
+    expect(manifest).toMatchObject({ spacing: "leading", guidanceRescale: 0, precision: "f32", images: 1 });
   });
 
   test("a long training yields to a generation between two steps", async () => {

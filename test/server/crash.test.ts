@@ -9,6 +9,7 @@ import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, test } from "vitest";
+import { SAMPLING_FIELD_DEFAULTS } from "../../packages/server/src/generation.ts";
 import { StepGenerator, temporaryRoot, waitUntil, writeTestPhantom } from "./helpers.ts";
 
 const FIXTURE = fileURLToPath(new URL("./fixtures/serve-steps.ts", import.meta.url));
@@ -90,7 +91,16 @@ describe("durability", () => {
         for (const image of job.images) {
           const served = new Uint8Array(await (await fetch(`${second.url}${image.url}`)).arrayBuffer());
           const expected = await reference.generate(
-            { model: "tiny", prompt, steps: 10, guidance: 3, sampler: "pndm", seed: image.seed, bitDepth: 8 },
+            {
+              model: "tiny",
+              prompt,
+              steps: 10,
+              guidance: 3,
+              sampler: "pndm",
+              seed: image.seed,
+              bitDepth: 8,
+              ...SAMPLING_FIELD_DEFAULTS,
+            },
             () => undefined,
           );
           expect(Buffer.compare(Buffer.from(served), Buffer.from(expected.png))).toBe(0);

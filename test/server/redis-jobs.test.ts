@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { formatPredictionsCsv, synthesizePredictions } from "@cxr/classifier";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { DiffusionGenerator } from "../../packages/server/src/diffusion-generator.ts";
+import { SAMPLING_FIELD_DEFAULTS } from "../../packages/server/src/generation.ts";
 import { RedisShardProducer } from "../../packages/server/src/redis.ts";
 import { type RunningServer, startServer } from "../../packages/server/src/server.ts";
 import { saveTinyModel } from "./generator-setup.ts";
@@ -163,6 +164,7 @@ test.skipIf(!redisAvailable)(
             sampler: "ddim",
             seed: image.seed,
             bitDepth: 8,
+            ...SAMPLING_FIELD_DEFAULTS,
           },
           () => undefined,
         );

@@ -17,7 +17,14 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CHEXPERT_LABELS, CSV_COLUMNS, parsePrompt } from "@cxr/data";
 import type { Precision } from "./config.ts";
-import type { ImageGenerator, SamplerName, SpacingName, StructuredPrompt } from "./generation.ts";
+import {
+  type ImageGenerator,
+  type SamplerName,
+  type SamplingFields,
+  type SpacingName,
+  type StructuredPrompt,
+  withSamplingDefaults,
+} from "./generation.ts";
 import { writeFileAtomic } from "./paths.ts";
 import { type JobContext, JobFailure, type JobOutcome, type JobRunner, type WorkQueue } from "./queue.ts";
 import type { Job, JobProgress, JobStore } from "./store.ts";
@@ -90,7 +97,8 @@ export function batchItems(params: BatchParams): ShardItem[] {
 }
 
 /** The shards of a batch: consecutive runs of `shardSize` items in grid order. */
-export function planShards(batchId: string, params: BatchParams, items = batchItems(params)): ShardParams[] {
+export function planShards(batchId: string, stored: BatchParams, items = batchItems(stored)): ShardParams[] {
+  const params = withSamplingDefaults(stored);
   const shards: ShardParams[] = [];
   for (let start = 0; start < items.length; start += params.shardSize) {
     shards.push({
@@ -100,10 +108,10 @@ export function planShards(batchId: string, params: BatchParams, items = batchIt
       steps: params.steps,
       guidance: params.guidance,
       sampler: params.sampler,
-      spacing: params.spacing ?? "leading",
-      guidanceRescale: params.guidanceRescale ?? 0,
+      spacing: params.spacing,
+      guidanceRescale: params.guidanceRescale,
       bitDepth: params.bitDepth,
-      precision: params.precision ?? "f32",
+      precision: params.precision,
       items: items.slice(start, start + params.shardSize),
     });
   }
@@ -146,7 +154,7 @@ export function submitBatch(
 export async function makeShardItem(
   generator: ImageGenerator,
   datasetsRoot: string,
-  params: ShardParams,
+  params: ShardParams & SamplingFields,
   item: ShardItem,
   onStep: (step: number, total: number) => void,
   beforeWrite?: () => Promise<void>,
@@ -162,11 +170,11 @@ export async function makeShardItem(
       steps: params.steps,
       guidance: params.guidance,
       sampler: params.sampler,
-      spacing: params.spacing ?? "leading",
-      guidanceRescale: params.guidanceRescale ?? 0,
+      spacing: params.spacing,
+      guidanceRescale: params.guidanceRescale,
       seed: item.seed,
       bitDepth: params.bitDepth,
-      precision: params.precision ?? "f32",
+      precision: params.precision,
     },
     onStep,
   );
@@ -189,7 +197,7 @@ export class ShardRunner implements JobRunner {
   ) {}
 
   async run(ctx: JobContext): Promise<JobOutcome> {
-    const params = ctx.job.params as unknown as ShardParams;
+    const params = withSamplingDefaults(ctx.job.params as unknown as ShardParams);
     if (!this.generator.hasModel(params.model)) {
       throw new JobFailure("unknown_model", `model "${params.model}" is not under the models root`);
     }
@@ -331,7 +339,7 @@ export async function writeBatchOutputs(
   shards: { id: string; items: number; attempts: number }[],
   datasetsRoot: string,
 ): Promise<void> {
-  const params = batch.params as unknown as BatchParams;
+  const params = withSamplingDefaults(batch.params as unknown as BatchParams);
   const rows: string[][] = [];
   for (const item of batchItems(params)) {
     const row = csvRowOf(item);
@@ -356,10 +364,10 @@ export async function writeBatchOutputs(
     steps: params.steps,
     guidance: params.guidance,
     sampler: params.sampler,
-    spacing: params.spacing ?? "leading",
-    guidanceRescale: params.guidanceRescale ?? 0,
+    spacing: params.spacing,
+    guidanceRescale: params.guidanceRescale,
     bitDepth: params.bitDepth,
-    precision: params.precision ?? "f32",
+    precision: params.precision,
     images: rows.length,
     shards,
     createdAt: new Date(batch.createdAt).toISOString(),

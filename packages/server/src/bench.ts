@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { createDiffusionModel, DIFFUSION_CONFIGS, promptFromFields, WordTokenizer } from "@cxr/diffusion";
 import { DiffusionGenerator, serverGpu } from "./diffusion-generator.ts";
-import type { SamplerName } from "./generation.ts";
+import { SAMPLING_FIELD_DEFAULTS, type SamplerName } from "./generation.ts";
 import { startServer } from "./server.ts";
 
 export interface ServerBenchOptions {
@@ -86,6 +86,7 @@ export async function benchServer(options: ServerBenchOptions): Promise<ServerBe
       sampler: options.sampler,
       seed: 1000 + index,
       bitDepth: 8 as const,
+      ...SAMPLING_FIELD_DEFAULTS,
     });
     // Warm-up: load the model and compile the shaders.
     await generator.generate({ ...request(0), steps: 2 }, () => undefined);

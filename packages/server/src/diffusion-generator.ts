@@ -128,7 +128,7 @@ export class DiffusionGenerator implements ImageGenerator {
     request: ImageRequest,
     onStep: (step: number, total: number) => void,
   ): Promise<GeneratedImage> {
-    const pipeline = await this.load(request.model, request.precision ?? "f32");
+    const pipeline = await this.load(request.model, request.precision);
     const prompt =
       request.prompt ??
       (request.structured && {
@@ -144,8 +144,8 @@ export class DiffusionGenerator implements ImageGenerator {
       steps: request.steps,
       guidance: request.guidance,
       sampler: request.sampler,
-      spacing: request.spacing ?? "leading",
-      guidanceRescale: request.guidanceRescale ?? 0,
+      spacing: request.spacing,
+      guidanceRescale: request.guidanceRescale,
       seed: request.seed,
       bits: request.bitDepth,
       onStep: ({ step, steps }) => onStep(step, steps),

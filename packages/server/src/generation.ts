@@ -30,14 +30,41 @@ export interface ImageRequest {
   steps: number;
   guidance: number;
   sampler: SamplerName;
-  /** Timestep spacing (absent: "leading"). */
-  spacing?: SpacingName;
-  /** Guidance rescale phi (absent: 0). */
-  guidanceRescale?: number;
+  spacing: SpacingName;
+  /** Guidance rescale phi in [0, 1]. */
+  guidanceRescale: number;
   seed: number;
   bitDepth: 8 | 16;
-  /** "f16": the model's f16 kernels (absent in jobs queued before the field existed: f32). */
-  precision?: Precision;
+  /** "f16": the model's f16 kernels. */
+  precision: Precision;
+}
+
+/** The sampling fields that jobs queued before they existed lack. */
+export interface SamplingFields {
+  spacing: SpacingName;
+  guidanceRescale: number;
+  precision: Precision;
+}
+
+/** Their values for a job queued without them: what the server did before they existed. */
+export const SAMPLING_FIELD_DEFAULTS: Readonly<SamplingFields> = {
+  spacing: "leading",
+  guidanceRescale: 0,
+  precision: "f32",
+};
+
+/**
+ * A job's params as stored (generation, batch or shard), with the sampling fields that a job queued
+ * before they existed lacks filled in with the behaviour it was queued under: "leading" spacing, no
+ * guidance rescale, f32. Called once where a runner or the batch bookkeeping reads stored params.
+ */
+export function withSamplingDefaults<T extends Partial<SamplingFields>>(params: T): T & SamplingFields {
+  return {
+    ...params,
+    spacing: params.spacing ?? SAMPLING_FIELD_DEFAULTS.spacing,
+    guidanceRescale: params.guidanceRescale ?? SAMPLING_FIELD_DEFAULTS.guidanceRescale,
+    precision: params.precision ?? SAMPLING_FIELD_DEFAULTS.precision,
+  };
 }
 
 export interface GeneratedImage {
@@ -98,7 +125,7 @@ export class GenerationRunner implements JobRunner {
   ) {}
 
   async run(ctx: JobContext): Promise<JobOutcome> {
-    const params = ctx.job.params as unknown as GenerationParams;
+    const params = withSamplingDefaults(ctx.job.params as unknown as GenerationParams);
     if (!this.generator.hasModel(params.model)) {
       throw new JobFailure("unknown_model", `model "${params.model}" is not under the models root`);
     }
@@ -136,11 +163,11 @@ export class GenerationRunner implements JobRunner {
           steps: params.steps,
           guidance: params.guidance,
           sampler: params.sampler,
-          spacing: params.spacing ?? "leading",
-          guidanceRescale: params.guidanceRescale ?? 0,
+          spacing: params.spacing,
+          guidanceRescale: params.guidanceRescale,
           seed,
           bitDepth: params.bitDepth,
-          precision: params.precision ?? "f32",
+          precision: params.precision,
         },
         (step) => {
           ctx.progress(completed + step, total);
