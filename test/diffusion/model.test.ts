@@ -73,6 +73,20 @@ describe("diffusion model configs", () => {
     expect(problems.join("\n")).toMatch(/upBlockTypes must have one entry per level \(2\)/);
     expect(problems.join("\n")).toMatch(/hiddenSize 32 is not divisible by numHeads 3/);
   });
+
+  it("a model's own sampling defaults: a known sampler and 1 to the training timesteps", () => {
+    const config = diffusionConfig("phantom-tiny");
+    expect(configProblems({ ...config, sampling: { sampler: "ddpm", steps: 20 } })).toEqual([]);
+    const bad = (sampling: unknown) =>
+      configProblems({ ...config, sampling: sampling as DiffusionModelConfig["sampling"] }).join("\n");
+    expect(bad({ sampler: "euler", steps: 20 })).toMatch(
+      /sampling.sampler must be one of ddpm, ddim, pndm, dpmpp-2m, got "euler"/,
+    );
+    expect(bad({ sampler: "ddpm", steps: 0 })).toMatch(/sampling.steps must be an integer from 1/);
+    expect(bad({ sampler: "ddpm", steps: 1001 })).toMatch(/sampling.steps .* got 1001/);
+    expect(bad({ sampler: "ddpm", steps: 2.5 })).toMatch(/sampling.steps .* got 2.5/);
+    expect(bad("ddpm")).toMatch(/sampling must be an object/);
+  });
 });
 
 describe("phantom-tiny on our kernels", () => {

@@ -3,7 +3,7 @@
  * image i independent of n and of the batch size for deterministic samplers), every sampler runs,
  * PNG + JSON sidecar that reproduce the image, contact sheets, and errors that name what is wrong.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decodeImage } from "@cxr/data";
@@ -11,6 +11,7 @@ import {
   createDiffusionModel,
   createPipeline,
   DIFFUSION_CONFIGS,
+  GENERATE_DEFAULTS,
   type GenerationMetadata,
   type Pipeline,
   promptFromFields,
@@ -246,6 +247,40 @@ describe("createPipeline().generate", () => {
     expect(sidecar.tokens.unknown).toEqual(["zebra"]);
     expect(sidecar.spacing).toBe("trailing");
     expect(sidecar.guidanceRescale).toBe(0.5);
+  }, 300_000);
+
+  it("cxr generate without --sampler and --steps samples with the model's own (config.json sampling)", async () => {
+    const own = join(root, "own-sampling");
+    cpSync(modelDir, own, { recursive: true });
+    const configPath = join(own, "config.json");
+    const config = JSON.parse(readFileSync(configPath, "utf8"));
+    writeFileSync(configPath, JSON.stringify({ ...config, sampling: { sampler: "ddim", steps: 2 } }));
+    const program = new Command("cxr").exitOverride();
+    registerCommands(program, { bench: program.command("bench") });
+    const log = vi.spyOn(console, "log").mockImplementation(() => undefined);
+    const out = join(root, "own-sampling-out");
+    try {
+      await program.parseAsync(
+        ["generate", "--model", own, "--prompt", "70 year old female.", "--out", out],
+        {
+          from: "user",
+        },
+      );
+    } finally {
+      log.mockRestore();
+    }
+    const sidecar = JSON.parse(readFileSync(join(out, "image-0000.json"), "utf8")) as GenerationMetadata;
+    expect([sidecar.sampler, sidecar.steps]).toEqual(["ddim", 2]);
+    // The folder without it keeps GENERATE_DEFAULTS.
+    const plain = await createPipeline(modelDir, { gpu: await gpu() });
+    try {
+      expect([plain.defaults.sampler, plain.defaults.steps]).toEqual([
+        GENERATE_DEFAULTS.sampler,
+        GENERATE_DEFAULTS.steps,
+      ]);
+    } finally {
+      plain.dispose();
+    }
   }, 300_000);
 
   it("writes a labelled contact sheet in one call from a model folder: one row per prompt", async () => {

@@ -5,6 +5,7 @@
  */
 import {
   copyFileSync,
+  cpSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -198,6 +199,16 @@ describe("trainDiffusion", () => {
         gpu: device,
       }),
     ).rejects.toThrow(/--config phantom-small differs from the init model .*config\.json/);
+    // Its `sampling` (how it is sampled, not what is trained) may differ from the named config's.
+    const sampled = join(root, "init-sampling");
+    cpSync(initDir, sampled, { recursive: true });
+    const sampledConfig = JSON.parse(readFileSync(join(sampled, "config.json"), "utf8"));
+    const sampling = { sampler: "ddpm", steps: 20 };
+    writeFileSync(join(sampled, "config.json"), JSON.stringify({ ...sampledConfig, sampling }));
+    const sampledRun = join(root, "init-sampling-run");
+    await trainDiffusion({ ...base(sampledRun), init: sampled, steps: 1, learningRate: 1e-9, gpu: device });
+    const saved = JSON.parse(readFileSync(join(sampledRun, "checkpoint", "model", "config.json"), "utf8"));
+    expect(saved.sampling).toEqual(sampling);
     await expect(trainDiffusion({ ...rest, out: join(root, "init-none"), gpu: device })).rejects.toThrow(
       "give a config or an init model",
     );

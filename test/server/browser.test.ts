@@ -162,6 +162,9 @@ test.skipIf(!available)(
         seed: 42,
         n: 2,
       });
+      // Sampler "model's": none posted, the server takes the model's (this one names none: PNDM).
+      expect(posted[0]).not.toHaveProperty("sampler");
+      expect(captions.join(" ")).toContain(`${setup.steps} pndm steps`);
       const width = await page.$eval("#gallery img", (image) => image.naturalWidth as number);
       expect(width).toBe(setup.size);
       await expect.poll(() => page.locator("#jobs").textContent()).toContain("succeeded");
@@ -229,6 +232,7 @@ test.skipIf(!available)(
         structured: { sex: "male", age: 55, race: "BLACK", findings: ["Cardiomegaly", "Pleural Effusion"] },
         n: 2,
         seed: 42,
+        sampler: "pndm",
       });
     } finally {
       await context.close();

@@ -3,16 +3,22 @@
  * saved by the setup): structured and text prompts, every sampler, 8 and 16 bits, images identical
  * to the library's own output for the recorded seed, sidecars, the profile table and readiness.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadDataset } from "@cxr/data";
-import { createPipeline, promptFromFields, SAMPLER_KINDS, TIMESTEP_SPACINGS } from "@cxr/diffusion";
+import {
+  createPipeline,
+  GENERATE_DEFAULTS,
+  promptFromFields,
+  SAMPLER_KINDS,
+  TIMESTEP_SPACINGS,
+} from "@cxr/diffusion";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { SHARD_KIND } from "../../packages/server/src/batch.ts";
 import { serverGpu } from "../../packages/server/src/diffusion-generator.ts";
-import { SAMPLERS, SPACINGS } from "../../packages/server/src/generation.ts";
-import { type GeneratorSetup, setupGenerator } from "./generator-setup.ts";
+import { FALLBACK_SAMPLING, SAMPLERS, SPACINGS } from "../../packages/server/src/generation.ts";
+import { type GeneratorSetup, saveTinyModel, setupGenerator } from "./generator-setup.ts";
 import { startTestServer } from "./helpers.ts";
 
 let setup: GeneratorSetup;
@@ -175,6 +181,42 @@ describe("generation on the real generator", () => {
     expect(SPACINGS).toEqual(TIMESTEP_SPACINGS);
     expect(await refusedField({ prompt: "x", spacing: "uniform" })).toBe("spacing");
     expect(await refusedField({ prompt: "x", guidanceRescale: 1.5 })).toBe("guidanceRescale");
+  });
+
+  test("a request without sampler or steps takes the model's own (config.json sampling), else PNDM 50", async () => {
+    const dir = await saveTinyModel(s.server.config.modelsRoot, "tiny-ddim");
+    const configPath = join(dir, "config.json");
+    const config = JSON.parse(readFileSync(configPath, "utf8"));
+    writeFileSync(configPath, JSON.stringify({ ...config, sampling: { sampler: "ddim", steps: 3 } }));
+    const prompt = "55 year old male.";
+    const { job } = await generate({ model: "tiny-ddim", prompt, seed: 5 });
+    expect(job.state).toBe("succeeded");
+    expect(job.params).toMatchObject({ sampler: "ddim", steps: 3 });
+    const pipeline = await createPipeline(dir, { gpu: await serverGpu() });
+    try {
+      expect(pipeline.defaults).toMatchObject({ sampler: "ddim", steps: 3 });
+      const expected = await pipeline.generate({ prompt, seed: 5 });
+      expect(expected.images[0].metadata).toMatchObject({ sampler: "ddim", steps: 3 });
+      expect((await bytes(job.images[0].url)).equals(expected.images[0].png)).toBe(true);
+    } finally {
+      pipeline.dispose();
+    }
+    // Named in the request, they win; a batch takes the model's too.
+    const named = await generate({ model: "tiny-ddim", prompt, seed: 5, sampler: "ddpm", steps: 2 });
+    expect(named.job.params).toMatchObject({ sampler: "ddpm", steps: 2 });
+    const response = await fetch(`${s.url}/v1/generation-batches`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name: "own-sampling", model: "tiny-ddim", cells: [{ prompt }], seeds: [5] }),
+    });
+    expect(response.status).toBe(202);
+    const batch = (await response.json()) as any;
+    const shard = s.server.store.get(batch.shards[0])!;
+    expect(shard.params).toMatchObject({ sampler: "ddim", steps: 3 });
+    // The setup's model names none: the fallback, the diffusion package's GENERATE_DEFAULTS.
+    expect(FALLBACK_SAMPLING).toEqual({ sampler: GENERATE_DEFAULTS.sampler, steps: GENERATE_DEFAULTS.steps });
+    const fallback = await generate({ prompt, seed: 5 });
+    expect(fallback.job.params).toMatchObject(FALLBACK_SAMPLING);
   });
 
   test("a size the model does not make is refused naming size; readiness and the profile table", async () => {

@@ -16,14 +16,14 @@ export interface DemoOptions {
   out: string;
   /** The models root served (the shipped model's folder is one model under it). */
   models: string;
-  steps: number;
+  /** Steps per image (absent: the model's own, from its config.json "sampling"; the sampler is always its own). */
+  steps?: number;
   seed: number;
 }
 
 const DEFAULTS: DemoOptions = {
   out: "runs/demo",
   models: dirname(SHIPPED_GENERATOR),
-  steps: 25,
   seed: 11,
 };
 
@@ -37,6 +37,7 @@ interface JobView {
   state: string;
   error: { message: string } | null;
   images: { id: string; url: string }[];
+  params: { sampler: string; steps: number };
 }
 
 export interface DemoResult {
@@ -71,7 +72,10 @@ export async function demo(
   log: (message: string) => void = console.log,
 ): Promise<DemoResult> {
   const options = { ...DEFAULTS, ...overrides };
-  if (!Number.isInteger(options.steps) || options.steps < 1 || options.steps > 1000)
+  if (
+    options.steps !== undefined &&
+    !(Number.isInteger(options.steps) && options.steps >= 1 && options.steps <= 1000)
+  )
     throw new Error(`demo: --steps must be an integer from 1 to 1000, got ${options.steps}`);
   const started = performance.now();
   const out = resolve(options.out);
@@ -98,8 +102,7 @@ export async function demo(
               body: JSON.stringify({
                 structured: { sex, age, race, findings },
                 n: 1,
-                steps: options.steps,
-                sampler: "ddim",
+                ...(options.steps !== undefined ? { steps: options.steps } : {}),
                 guidance: 3,
                 seed: options.seed,
               }),
@@ -109,7 +112,10 @@ export async function demo(
           rows.push({ label: `${age} year old ${race} ${sex}: none | cardiomegaly | effusion`, jobs });
         }
     const total = rows.length * FINDINGS.length;
-    log(`submitted ${total} generation jobs (POST /v1/generations), ${options.steps} DDIM steps each`);
+    const { sampler, steps } = (await call<JobView>(`${server.url}/v1/jobs/${rows[0].jobs[0]}`)).params;
+    log(
+      `submitted ${total} generation jobs (POST /v1/generations), ${steps} ${sampler} steps each (the model's sampler)`,
+    );
     const sheetRows: ContactSheetRow[] = [];
     let done = 0;
     for (const row of rows) {
@@ -149,7 +155,11 @@ export function registerDemo(program: Command): void {
     )
     .option("--out <dir>", "output folder", DEFAULTS.out)
     .option("--models <dir>", "models root to serve", DEFAULTS.models)
-    .option("--steps <n>", "DDIM steps per image", (value: string) => Number(value), DEFAULTS.steps)
+    .option(
+      "--steps <n>",
+      "steps per image (default: the model's own; its sampler is always used)",
+      (value: string) => Number(value),
+    )
     .option("--seed <n>", "seed of every image", (value: string) => Number(value), DEFAULTS.seed)
     .action(async (options: DemoOptions) => {
       await demo(options);

@@ -676,7 +676,7 @@ function registerGenerate(program: Command): void {
     )
     .option(
       "--steps <count>",
-      `denoising steps (default ${GENERATE_DEFAULTS.steps} for our models, ${SAMPLING_DEFAULTS.inferenceSteps} for a diffusers folder: RoentGen-v2's)`,
+      `denoising steps (default: the model's config.json "sampling" steps, else ${GENERATE_DEFAULTS.steps}; ${SAMPLING_DEFAULTS.inferenceSteps} for a diffusers folder: RoentGen-v2's)`,
       parseIntegerIn("--steps", 1, GENERATE_LIMITS.maxSteps),
     )
     .option(
@@ -692,7 +692,7 @@ function registerGenerate(program: Command): void {
     .addOption(
       new Option(
         "--sampler <name>",
-        `sampler (default ${GENERATE_DEFAULTS.sampler}; for a diffusers folder its scheduler's class)`,
+        `sampler (default: the model's config.json "sampling" sampler, else ${GENERATE_DEFAULTS.sampler}, e.g. ddpm for models/phantom-diffusion; for a diffusers folder its scheduler's class)`,
       ).choices([...SAMPLER_KINDS]),
     )
     .addOption(spacingOption(`; default ${GENERATE_DEFAULTS.spacing}; our models only`))
@@ -769,15 +769,17 @@ function registerGenerate(program: Command): void {
       }
       const prompt = sheet ? null : promptFromFlags(flags);
       const pipeline = await createPipeline(flags.model, { precision: flags.precision });
+      // The model's config.json may name its own sampler and steps (`sampling`).
+      const defaults = pipeline.defaults;
       const common = {
-        steps: flags.steps ?? GENERATE_DEFAULTS.steps,
-        guidance: flags.guidance ?? GENERATE_DEFAULTS.guidance,
-        guidanceRescale: flags.guidanceRescale ?? GENERATE_DEFAULTS.guidanceRescale,
-        sampler: flags.sampler ?? GENERATE_DEFAULTS.sampler,
-        spacing: flags.spacing ?? GENERATE_DEFAULTS.spacing,
+        steps: flags.steps ?? defaults.steps,
+        guidance: flags.guidance ?? defaults.guidance,
+        guidanceRescale: flags.guidanceRescale ?? defaults.guidanceRescale,
+        sampler: flags.sampler ?? defaults.sampler,
+        spacing: flags.spacing ?? defaults.spacing,
         seed: flags.seed,
         bits: Number(flags.bits) as 8 | 16,
-        maxBatch: flags.batch ?? GENERATE_DEFAULTS.maxBatch,
+        maxBatch: flags.batch ?? defaults.maxBatch,
         onStep,
         onWarning: (message: string) => process.stderr.write(`\nwarning: ${message}\n`),
       };

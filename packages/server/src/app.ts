@@ -19,7 +19,13 @@ import { streamSSE } from "hono/streaming";
 import type { TokenSet } from "./auth.ts";
 import { BATCH_KIND, type BatchParams, submitBatch } from "./batch.ts";
 import { PRECISIONS, type Precision, type ServerConfig } from "./config.ts";
-import { type GenerationParams, type ImageGenerator, SAMPLERS, SPACINGS } from "./generation.ts";
+import {
+  FALLBACK_SAMPLING,
+  type GenerationParams,
+  type ImageGenerator,
+  SAMPLERS,
+  SPACINGS,
+} from "./generation.ts";
 import { renderMetrics, sumProfiles } from "./metrics.ts";
 import { checkName, PathRefused, resolveUnderRoot } from "./paths.ts";
 import { Draining, type JobEvent, QueueFull, type WorkQueue } from "./queue.ts";
@@ -164,13 +170,27 @@ const jsonBody = <T extends z.ZodType>(schema: T) => ({
 
 function schemas(config: ServerConfig) {
   const { limits } = config;
+  const stepsField = z
+    .number()
+    .int()
+    .min(1)
+    .max(limits.maxSteps)
+    .optional()
+    .openapi({
+      description: `denoising steps; default: the model's own (its config.json "sampling", e.g. 20 for the shipped phantom model), else ${FALLBACK_SAMPLING.steps}`,
+    });
   /** How each image is sampled, shared by single generations and batches. */
   const samplingFields = {
     guidanceRescale: z.number().min(0).max(1).default(0).openapi({
       description:
         "guidance rescale phi (diffusers' guidance_rescale): each guided prediction pulled toward the conditional one's standard deviation; 0: off",
     }),
-    sampler: z.enum(SAMPLERS).default("pndm"),
+    sampler: z
+      .enum(SAMPLERS)
+      .optional()
+      .openapi({
+        description: `sampler; default: the model's own (its config.json "sampling", e.g. ddpm for the shipped phantom model), else "${FALLBACK_SAMPLING.sampler}"`,
+      }),
     spacing: z.enum(SPACINGS).default("leading").openapi({
       description:
         'timestep spacing of the sampler (diffusers\' timestep_spacing): "leading" (SD 2.1\'s; 10 steps start at t = 901), "trailing" (start at 999), "linspace" (999 to 0)',
@@ -190,7 +210,7 @@ function schemas(config: ServerConfig) {
       prompt: z.string().min(1).max(limits.maxPromptLength).optional(),
       structured: Structured.optional(),
       n: z.number().int().min(1).max(limits.maxImagesPerRequest).default(1),
-      steps: z.number().int().min(1).max(limits.maxSteps).default(50),
+      steps: stepsField,
       guidance: z.number().min(0).max(30).default(3),
       ...samplingFields,
       seed: z
@@ -258,7 +278,7 @@ function schemas(config: ServerConfig) {
         )
         .min(1)
         .max(10_000),
-      steps: z.number().int().min(1).max(limits.maxSteps).default(50),
+      steps: stepsField,
       guidance: z.number().min(0).max(30).default(3),
       ...samplingFields,
       bitDepth: z.union([z.literal(8), z.literal(16)]).default(8),
@@ -588,9 +608,9 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
           ? { structured: { ...body.structured, race: body.structured.race ?? null } }
           : {}),
         n: body.n,
-        steps: body.steps,
+        steps: body.steps ?? info?.defaultSteps ?? FALLBACK_SAMPLING.steps,
         guidance: body.guidance,
-        sampler: body.sampler,
+        sampler: body.sampler ?? info?.defaultSampler ?? FALLBACK_SAMPLING.sampler,
         spacing: body.spacing,
         guidanceRescale: body.guidanceRescale,
         seed: body.seed ?? Math.floor(Math.random() * 2 ** 32),
@@ -630,6 +650,11 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       const model = modelFor(body.model);
       await checkPrecision(body.precision);
       unused("name", config.datasetsRoot, body.name, "dataset", "dataset_exists");
+      const info = deps.generator.modelInfo?.(model);
+      const sampling = {
+        steps: body.steps ?? info?.defaultSteps ?? FALLBACK_SAMPLING.steps,
+        sampler: body.sampler ?? info?.defaultSampler ?? FALLBACK_SAMPLING.sampler,
+      };
       const cells = body.cells.map((cell) =>
         "prompt" in cell
           ? { prompt: cell.prompt }
@@ -638,7 +663,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       if (deps.redisBatches) {
         if (queue.draining) throw new Draining();
         try {
-          const { batch, shards } = await deps.redisBatches({ ...body, model, cells });
+          const { batch, shards } = await deps.redisBatches({ ...body, ...sampling, model, cells });
           c.header("Location", `/v1/jobs/${batch.id}`);
           return c.json({ batch: jobView(store, batch), shards }, 202);
         } catch (error) {
@@ -646,7 +671,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
           return c.json(errorBody("queue_unavailable", "the Redis queue did not take the shards"), 503);
         }
       }
-      const { batch, shards } = submitBatch(queue, { ...body, model, cells }, PRIORITY.shard);
+      const { batch, shards } = submitBatch(queue, { ...body, ...sampling, model, cells }, PRIORITY.shard);
       c.header("Location", `/v1/jobs/${batch.id}`);
       return c.json({ batch: jobView(store, batch), shards: shards.map((shard) => shard.id) }, 202);
     },

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { createPipeline, MODEL_FILES, type Pipeline, PrecisionError } from "@cxr/diffusion";
 import { createGpu, type Gpu } from "@cxr/kernels";
 import type { Precision } from "./config.ts";
-import type { GeneratedImage, ImageGenerator, ImageRequest, ModelInfo } from "./generation.ts";
+import type { GeneratedImage, ImageGenerator, ImageRequest, ModelInfo, SamplerName } from "./generation.ts";
 import { PathRefused, resolveUnderRoot } from "./paths.ts";
 
 export interface DiffusionGeneratorOptions {
@@ -59,8 +59,17 @@ export class DiffusionGenerator implements ImageGenerator {
       const config = JSON.parse(readFileSync(join(dir, MODEL_FILES.config), "utf8")) as {
         name?: string;
         resolution?: number;
+        sampling?: { sampler?: SamplerName; steps?: number };
       };
-      return { name, kind: "diffusion", size: config.resolution, details: { config: config.name } };
+      // The pipeline checks `sampling` when it loads the model; a bad one fails the job there.
+      return {
+        name,
+        kind: "diffusion",
+        size: config.resolution,
+        ...(config.sampling?.sampler !== undefined ? { defaultSampler: config.sampling.sampler } : {}),
+        ...(config.sampling?.steps !== undefined ? { defaultSteps: config.sampling.steps } : {}),
+        details: { config: config.name },
+      };
     } catch {
       return null;
     }

@@ -11,6 +11,15 @@ import { type JobContext, JobFailure, type JobOutcome, type JobRunner } from "./
 
 export const SAMPLERS = ["ddpm", "ddim", "pndm", "dpmpp-2m"] as const;
 export type SamplerName = (typeof SAMPLERS)[number];
+/**
+ * A request's sampler and steps when it names none and the model names none either (a model's
+ * config.json may: `ModelInfo.defaultSampler`, `defaultSteps`): the diffusion package's
+ * GENERATE_DEFAULTS, PNDM for 50 steps.
+ */
+export const FALLBACK_SAMPLING: Readonly<{ sampler: SamplerName; steps: number }> = {
+  sampler: "pndm",
+  steps: 50,
+};
 /** Timestep spacings (the diffusion package's `TIMESTEP_SPACINGS`; a test keeps the two equal). */
 export const SPACINGS = ["leading", "trailing", "linspace"] as const;
 export type SpacingName = (typeof SPACINGS)[number];
@@ -81,6 +90,8 @@ export interface ModelInfo {
   /** Native image size in pixels (square). */
   size?: number;
   defaultSteps?: number;
+  /** The sampler the model is sampled with when a request names none. */
+  defaultSampler?: SamplerName;
   details?: Record<string, unknown>;
 }
 

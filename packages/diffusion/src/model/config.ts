@@ -5,6 +5,8 @@
  * same architecture at a size a CPU can train.
  */
 
+import { SAMPLER_KINDS, type SamplerKind } from "../schedule/samplers.ts";
+
 export type HiddenAct = "quick_gelu" | "gelu";
 
 export interface TextEncoderConfig {
@@ -79,6 +81,17 @@ export interface DiffusionModelConfig {
   unet: UNetConfig;
   prediction: TrainedPrediction;
   schedule: ScheduleConfig;
+  /**
+   * How this model is sampled when a caller names no sampler or steps (`cxr generate`, the library's
+   * `generate`, the server); absent: pipeline.ts' GENERATE_DEFAULTS (PNDM, 50 steps, RoentGen-v2's
+   * sampler). Chosen from measurement for a trained model, so the named configurations leave it out.
+   */
+  sampling?: SamplingDefaults;
+}
+
+export interface SamplingDefaults {
+  sampler: SamplerKind;
+  steps: number;
 }
 
 const SD_SCHEDULE: ScheduleConfig = {
@@ -297,6 +310,20 @@ export function configProblems(config: DiffusionModelConfig): string[] {
     (TRAINED_PREDICTIONS as readonly unknown[]).includes(config.prediction),
     `prediction must be ${TRAINED_PREDICTIONS.map((type) => JSON.stringify(type)).join(" or ")}, got ${JSON.stringify(config.prediction)}`,
   );
+  if (config.sampling !== undefined) {
+    const { sampling } = config;
+    if (typeof sampling !== "object" || sampling === null) problems.push("sampling must be an object");
+    else {
+      need(
+        (SAMPLER_KINDS as readonly unknown[]).includes(sampling.sampler),
+        `sampling.sampler must be one of ${SAMPLER_KINDS.join(", ")}, got ${JSON.stringify(sampling.sampler)}`,
+      );
+      need(
+        positiveInteger(sampling.steps) && sampling.steps <= (config.schedule?.numTrainTimesteps ?? 1000),
+        `sampling.steps must be an integer from 1 to the training timesteps, got ${JSON.stringify(sampling.steps)}`,
+      );
+    }
+  }
   const text = config.textEncoder;
   if (typeof text !== "object" || text === null) {
     problems.push("textEncoder is missing");

@@ -266,10 +266,21 @@ export class Pipeline {
     return this.model.unet.precision;
   }
 
+  /**
+   * The options `generate` fills in: GENERATE_DEFAULTS, with the model's own sampler and steps when
+   * its config.json names them (`sampling`).
+   */
+  get defaults(): Omit<GenerateOptions, "prompt"> {
+    const { sampling } = this.model.config;
+    return sampling
+      ? { ...GENERATE_DEFAULTS, sampler: sampling.sampler, steps: sampling.steps }
+      : { ...GENERATE_DEFAULTS };
+  }
+
   async generate(
     input: Partial<GenerateOptions> & Pick<GenerateOptions, "prompt">,
   ): Promise<GenerationResult> {
-    const options: GenerateOptions = { ...GENERATE_DEFAULTS, ...input };
+    const options: GenerateOptions = { ...this.defaults, ...input };
     const problems = checkGenerateOptions(options);
     if (problems.length > 0) throw new GenerateOptionsError(`generate: ${problems.join("; ")}`);
     const prompts = expandPrompts(options.prompt, options.n);

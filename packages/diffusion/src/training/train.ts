@@ -322,7 +322,11 @@ function baseRunConfig(options: TrainOptions): DiffusionModelConfig {
     }
   }
   if (given !== undefined) {
-    const differences = configDifferences(initial, given);
+    // `sampling` is how the model is sampled, not what is trained: it may differ.
+    const differences = configDifferences(
+      { ...initial, sampling: undefined },
+      { ...given, sampling: undefined },
+    );
     if (differences.length > 0) {
       throw new TrainOptionsError(
         `trainDiffusion: --config ${given.name} differs from the init model ${join(options.init, MODEL_FILES.config)} (${differences.slice(0, 6).join("; ")}${differences.length > 6 ? `; ${differences.length - 6} more` : ""}); leave --config out to train the init model's configuration`,

@@ -89,7 +89,7 @@ details{margin-top:1.2em} summary{cursor:pointer;font-weight:600}
 <div class="row">
 <label>Guidance <input type="number" id="guidance" min="0" step="0.5" value="3"></label>
 <label title="guidance rescale phi (diffusers' guidance_rescale), 0 to 1; 0: off">Rescale <input type="number" id="guidanceRescale" min="0" max="1" step="0.1" value="0"></label>
-<label>Sampler <select id="sampler"><option>pndm</option><option>ddim</option><option>ddpm</option><option>dpmpp-2m</option></select></label>
+<label>Sampler <select id="sampler"><option value="">model's</option><option>pndm</option><option>ddim</option><option>ddpm</option><option>dpmpp-2m</option></select></label>
 <label>Spacing <select id="spacing"><option>leading</option><option>trailing</option><option>linspace</option></select></label>
 </div>
 <div class="row">
@@ -350,8 +350,9 @@ $("generate").addEventListener("submit", async (event) => {
     model: $("model").value || undefined,
     n: Number($("n").value), steps: Number($("steps").value), guidance: Number($("guidance").value),
     guidanceRescale: Number($("guidanceRescale").value),
-    sampler: $("sampler").value, spacing: $("spacing").value, bitDepth: Number($("bitDepth").value),
+    spacing: $("spacing").value, bitDepth: Number($("bitDepth").value),
   };
+  if ($("sampler").value !== "") body.sampler = $("sampler").value;
   if ($("seed").value !== "") body.seed = Number($("seed").value);
   if ($("precision").value !== "") body.precision = $("precision").value;
   if (mode === "prompt") body.prompt = $("prompt").value;
