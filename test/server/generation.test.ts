@@ -213,6 +213,11 @@ describe("generation on the real generator", () => {
     const batch = (await response.json()) as any;
     const shard = s.server.store.get(batch.shards[0])!;
     expect(shard.params).toMatchObject({ sampler: "ddim", steps: 3 });
+    // Its steps obey the server's limit like a request's.
+    const limit = s.server.config.limits.maxSteps;
+    writeFileSync(configPath, JSON.stringify({ ...config, sampling: { sampler: "ddim", steps: limit + 1 } }));
+    expect(await refusedField({ model: "tiny-ddim", prompt })).toBe("steps");
+    writeFileSync(configPath, JSON.stringify({ ...config, sampling: { sampler: "ddim", steps: 3 } }));
     // The setup's model names none: the fallback, the diffusion package's GENERATE_DEFAULTS.
     expect(FALLBACK_SAMPLING).toEqual({ sampler: GENERATE_DEFAULTS.sampler, steps: GENERATE_DEFAULTS.steps });
     const fallback = await generate({ prompt, seed: 5 });

@@ -24,6 +24,7 @@ import {
   type GenerationParams,
   type ImageGenerator,
   SAMPLERS,
+  type SamplerName,
   SPACINGS,
 } from "./generation.ts";
 import { renderMetrics, sumProfiles } from "./metrics.ts";
@@ -457,6 +458,27 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
   // ---- what the submitting routes share ---------------------------------------------------------
 
   /** The model a request names (or the default), checked to be a model under the models root. */
+  /**
+   * A request's sampler and steps: its own, else the model's (config.json "sampling"), else
+   * FALLBACK_SAMPLING. The model's steps obey the request limit too (400 naming steps).
+   */
+  function samplingFor(
+    model: string,
+    body: { sampler?: SamplerName; steps?: number },
+  ): { sampler: SamplerName; steps: number } {
+    const info = deps.generator.modelInfo?.(model);
+    const steps = body.steps ?? info?.defaultSteps ?? FALLBACK_SAMPLING.steps;
+    if (steps > config.limits.maxSteps) {
+      throw new Refusal(
+        400,
+        "invalid_request",
+        `steps: model "${model}" samples with ${steps} steps by default, over this server's limit of ${config.limits.maxSteps}; give steps`,
+        "steps",
+      );
+    }
+    return { sampler: body.sampler ?? info?.defaultSampler ?? FALLBACK_SAMPLING.sampler, steps };
+  }
+
   function modelFor(name: string | undefined): string {
     const model = name ?? config.defaultModel;
     if (!model) throw new Refusal(400, "invalid_request", "model: no model given and no default", "model");
@@ -608,9 +630,8 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
           ? { structured: { ...body.structured, race: body.structured.race ?? null } }
           : {}),
         n: body.n,
-        steps: body.steps ?? info?.defaultSteps ?? FALLBACK_SAMPLING.steps,
+        ...samplingFor(model, body),
         guidance: body.guidance,
-        sampler: body.sampler ?? info?.defaultSampler ?? FALLBACK_SAMPLING.sampler,
         spacing: body.spacing,
         guidanceRescale: body.guidanceRescale,
         seed: body.seed ?? Math.floor(Math.random() * 2 ** 32),
@@ -650,11 +671,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       const model = modelFor(body.model);
       await checkPrecision(body.precision);
       unused("name", config.datasetsRoot, body.name, "dataset", "dataset_exists");
-      const info = deps.generator.modelInfo?.(model);
-      const sampling = {
-        steps: body.steps ?? info?.defaultSteps ?? FALLBACK_SAMPLING.steps,
-        sampler: body.sampler ?? info?.defaultSampler ?? FALLBACK_SAMPLING.sampler,
-      };
+      const sampling = samplingFor(model, body);
       const cells = body.cells.map((cell) =>
         "prompt" in cell
           ? { prompt: cell.prompt }
