@@ -23,7 +23,9 @@ import {
   FALLBACK_SAMPLING,
   type GenerationParams,
   type ImageGenerator,
+  type ModelInfo,
   SAMPLERS,
+  SAMPLING_FIELD_DEFAULTS,
   type SamplerName,
   SPACINGS,
 } from "./generation.ts";
@@ -182,7 +184,7 @@ function schemas(config: ServerConfig) {
     });
   /** How each image is sampled, shared by single generations and batches. */
   const samplingFields = {
-    guidanceRescale: z.number().min(0).max(1).default(0).openapi({
+    guidanceRescale: z.number().min(0).max(1).default(SAMPLING_FIELD_DEFAULTS.guidanceRescale).openapi({
       description:
         "guidance rescale phi (diffusers' guidance_rescale): each guided prediction pulled toward the conditional one's standard deviation; 0: off",
     }),
@@ -192,7 +194,7 @@ function schemas(config: ServerConfig) {
       .openapi({
         description: `sampler; default: the model's own (its config.json "sampling", e.g. ddpm for the shipped phantom model), else "${FALLBACK_SAMPLING.sampler}"`,
       }),
-    spacing: z.enum(SPACINGS).default("leading").openapi({
+    spacing: z.enum(SPACINGS).default(SAMPLING_FIELD_DEFAULTS.spacing).openapi({
       description:
         'timestep spacing of the sampler (diffusers\' timestep_spacing): "leading" (SD 2.1\'s; 10 steps start at t = 901), "trailing" (start at 999), "linspace" (999 to 0)',
     }),
@@ -458,15 +460,25 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
   // ---- what the submitting routes share ---------------------------------------------------------
 
   /** The model a request names (or the default), checked to be a model under the models root. */
+  function modelFor(name: string | undefined): string {
+    const model = name ?? config.defaultModel;
+    if (!model) throw new Refusal(400, "invalid_request", "model: no model given and no default", "model");
+    checkName("model", model);
+    if (!deps.generator.hasModel(model)) {
+      throw new Refusal(400, "unknown_model", `model: "${model}" is not under the models root`, "model");
+    }
+    return model;
+  }
+
   /**
    * A request's sampler and steps: its own, else the model's (config.json "sampling"), else
    * FALLBACK_SAMPLING. The model's steps obey the request limit too (400 naming steps).
    */
   function samplingFor(
     model: string,
+    info: ModelInfo | null | undefined,
     body: { sampler?: SamplerName; steps?: number },
   ): { sampler: SamplerName; steps: number } {
-    const info = deps.generator.modelInfo?.(model);
     const steps = body.steps ?? info?.defaultSteps ?? FALLBACK_SAMPLING.steps;
     if (steps > config.limits.maxSteps) {
       throw new Refusal(
@@ -477,16 +489,6 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       );
     }
     return { sampler: body.sampler ?? info?.defaultSampler ?? FALLBACK_SAMPLING.sampler, steps };
-  }
-
-  function modelFor(name: string | undefined): string {
-    const model = name ?? config.defaultModel;
-    if (!model) throw new Refusal(400, "invalid_request", "model: no model given and no default", "model");
-    checkName("model", model);
-    if (!deps.generator.hasModel(model)) {
-      throw new Refusal(400, "unknown_model", `model: "${model}" is not under the models root`, "model");
-    }
-    return model;
   }
 
   /** A precision the generator can run here (f16 needs the adapter's shader-f16): 400 naming the field. */
@@ -630,7 +632,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
           ? { structured: { ...body.structured, race: body.structured.race ?? null } }
           : {}),
         n: body.n,
-        ...samplingFor(model, body),
+        ...samplingFor(model, info, body),
         guidance: body.guidance,
         spacing: body.spacing,
         guidanceRescale: body.guidanceRescale,
@@ -671,7 +673,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       const model = modelFor(body.model);
       await checkPrecision(body.precision);
       unused("name", config.datasetsRoot, body.name, "dataset", "dataset_exists");
-      const sampling = samplingFor(model, body);
+      const sampling = samplingFor(model, deps.generator.modelInfo?.(model), body);
       const cells = body.cells.map((cell) =>
         "prompt" in cell
           ? { prompt: cell.prompt }

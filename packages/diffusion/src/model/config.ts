@@ -66,6 +66,12 @@ export interface ScheduleConfig {
 export const TRAINED_PREDICTIONS = ["epsilon", "v_prediction"] as const;
 export type TrainedPrediction = (typeof TRAINED_PREDICTIONS)[number];
 
+/** Why `value` is not a trained prediction type, or null when it is (config.json and TrainOptions). */
+export function predictionProblem(value: unknown): string | null {
+  if ((TRAINED_PREDICTIONS as readonly unknown[]).includes(value)) return null;
+  return `prediction must be ${TRAINED_PREDICTIONS.map((type) => JSON.stringify(type)).join(" or ")}, got ${JSON.stringify(value)}`;
+}
+
 export interface DiffusionModelConfig {
   name: string;
   /** Image side in pixels (pixel space for the phantom configurations). */
@@ -306,10 +312,8 @@ export function configProblems(config: DiffusionModelConfig): string[] {
   need(typeof config.name === "string", "name must be a string");
   need(positiveInteger(config.resolution), "resolution must be a positive integer");
   need(positiveInteger(config.channels), "channels must be a positive integer");
-  need(
-    (TRAINED_PREDICTIONS as readonly unknown[]).includes(config.prediction),
-    `prediction must be ${TRAINED_PREDICTIONS.map((type) => JSON.stringify(type)).join(" or ")}, got ${JSON.stringify(config.prediction)}`,
-  );
+  const prediction = predictionProblem(config.prediction);
+  if (prediction) problems.push(prediction);
   if (config.sampling !== undefined) {
     const { sampling } = config;
     if (typeof sampling !== "object" || sampling === null) problems.push("sampling must be an object");

@@ -42,7 +42,7 @@ import {
   checkConfig,
   type DiffusionModelConfig,
   diffusionConfig,
-  TRAINED_PREDICTIONS,
+  predictionProblem,
   type TrainedPrediction,
   withAttentionAt,
 } from "../model/config.ts";
@@ -220,11 +220,8 @@ function checkOptions(options: TrainOptions): void {
   if (!(options.labelPrompts >= 0 && options.labelPrompts <= 1)) {
     problems.push(`labelPrompts must be in [0, 1], got ${options.labelPrompts}`);
   }
-  if (options.prediction !== undefined && !TRAINED_PREDICTIONS.includes(options.prediction)) {
-    problems.push(
-      `prediction must be ${TRAINED_PREDICTIONS.map((type) => JSON.stringify(type)).join(" or ")}, got ${JSON.stringify(options.prediction)}`,
-    );
-  }
+  const prediction = options.prediction === undefined ? null : predictionProblem(options.prediction);
+  if (prediction) problems.push(prediction);
   if (options.minSnrGamma !== null && !(options.minSnrGamma > 0)) {
     problems.push(`minSnrGamma must be positive or null, got ${options.minSnrGamma}`);
   }
