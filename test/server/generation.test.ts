@@ -17,7 +17,12 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { SHARD_KIND } from "../../packages/server/src/batch.ts";
 import { serverGpu } from "../../packages/server/src/diffusion-generator.ts";
-import { FALLBACK_SAMPLING, SAMPLERS, SPACINGS } from "../../packages/server/src/generation.ts";
+import {
+  FALLBACK_SAMPLING,
+  SAMPLERS,
+  SAMPLING_FIELD_DEFAULTS,
+  SPACINGS,
+} from "../../packages/server/src/generation.ts";
 import { type GeneratorSetup, saveTinyModel, setupGenerator } from "./generator-setup.ts";
 import { startTestServer } from "./helpers.ts";
 
@@ -217,9 +222,37 @@ describe("generation on the real generator", () => {
     const limit = s.server.config.limits.maxSteps;
     writeFileSync(configPath, JSON.stringify({ ...config, sampling: { sampler: "ddim", steps: limit + 1 } }));
     expect(await refusedField({ model: "tiny-ddim", prompt })).toBe("steps");
+    // A config.json the model cannot load with is refused at submission, naming the key, not queued to fail.
+    writeFileSync(configPath, JSON.stringify({ ...config, sampling: { sampler: "euler", steps: 3 } }));
+    for (const [path, body] of [
+      ["/v1/generations", { model: "tiny-ddim", prompt, sampler: "ddim" }],
+      [
+        "/v1/generation-batches",
+        { name: "bad-sampling", model: "tiny-ddim", cells: [{ prompt }], seeds: [5] },
+      ],
+    ] as const) {
+      const refused = await fetch(`${s.url}${path}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      expect(refused.status).toBe(400);
+      const { error } = (await refused.json()) as any;
+      expect(error).toMatchObject({ code: "invalid_model", field: "model" });
+      expect(error.message).toContain("sampling.sampler must be one of");
+      expect(error.message).toContain('"euler"');
+    }
+    writeFileSync(configPath, "{ not json");
+    expect(await refusedField({ model: "tiny-ddim", prompt })).toBe("model");
     writeFileSync(configPath, JSON.stringify({ ...config, sampling: { sampler: "ddim", steps: 3 } }));
     // The setup's model names none: the fallback, the diffusion package's GENERATE_DEFAULTS.
     expect(FALLBACK_SAMPLING).toEqual({ sampler: GENERATE_DEFAULTS.sampler, steps: GENERATE_DEFAULTS.steps });
+    // What a stored job lacking the later fields is run with: the library's own defaults, and f32.
+    expect(SAMPLING_FIELD_DEFAULTS).toEqual({
+      spacing: GENERATE_DEFAULTS.spacing,
+      guidanceRescale: GENERATE_DEFAULTS.guidanceRescale,
+      precision: "f32",
+    });
     const fallback = await generate({ prompt, seed: 5 });
     expect(fallback.job.params).toMatchObject(FALLBACK_SAMPLING);
   });

@@ -470,6 +470,15 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
     return model;
   }
 
+  /** What the generator knows of a model; a model that cannot load (bad config.json) is a 400 naming model. */
+  function infoFor(model: string): ModelInfo | null | undefined {
+    const info = deps.generator.modelInfo?.(model);
+    if (info?.problem) {
+      throw new Refusal(400, "invalid_model", `model: "${model}" cannot be loaded: ${info.problem}`, "model");
+    }
+    return info;
+  }
+
   /**
    * A request's sampler and steps: its own, else the model's (config.json "sampling"), else
    * FALLBACK_SAMPLING. The model's steps obey the request limit too (400 naming steps).
@@ -616,7 +625,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       const { wait } = c.req.valid("query");
       const model = modelFor(body.model);
       await checkPrecision(body.precision);
-      const info = deps.generator.modelInfo?.(model);
+      const info = infoFor(model);
       if (body.size !== undefined && info?.size !== undefined && body.size !== info.size) {
         throw new Refusal(
           400,
@@ -673,7 +682,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
       const model = modelFor(body.model);
       await checkPrecision(body.precision);
       unused("name", config.datasetsRoot, body.name, "dataset", "dataset_exists");
-      const sampling = samplingFor(model, deps.generator.modelInfo?.(model), body);
+      const sampling = samplingFor(model, infoFor(model), body);
       const cells = body.cells.map((cell) =>
         "prompt" in cell
           ? { prompt: cell.prompt }

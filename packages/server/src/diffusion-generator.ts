@@ -6,10 +6,17 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { createPipeline, MODEL_FILES, type Pipeline, PrecisionError } from "@cxr/diffusion";
+import {
+  configProblems,
+  createPipeline,
+  type DiffusionModelConfig,
+  MODEL_FILES,
+  type Pipeline,
+  PrecisionError,
+} from "@cxr/diffusion";
 import { createGpu, type Gpu } from "@cxr/kernels";
 import type { Precision } from "./config.ts";
-import type { GeneratedImage, ImageGenerator, ImageRequest, ModelInfo, SamplerName } from "./generation.ts";
+import type { GeneratedImage, ImageGenerator, ImageRequest, ModelInfo } from "./generation.ts";
 import { PathRefused, resolveUnderRoot } from "./paths.ts";
 
 export interface DiffusionGeneratorOptions {
@@ -52,27 +59,38 @@ export class DiffusionGenerator implements ImageGenerator {
     return this.modelDir(name) !== null;
   }
 
+  /**
+   * What config.json says of a model: size and sampling, or the problem that stops it loading (not
+   * JSON, or what `configProblems` finds, e.g. an unknown sampling.sampler). Read on every call: a
+   * 2 KB file, so an edited config.json counts at once.
+   */
   modelInfo(name: string): ModelInfo | null {
     const dir = this.modelDir(name);
     if (!dir) return null;
+    const path = join(dir, MODEL_FILES.config);
+    let config: DiffusionModelConfig;
     try {
-      const config = JSON.parse(readFileSync(join(dir, MODEL_FILES.config), "utf8")) as {
-        name?: string;
-        resolution?: number;
-        sampling?: { sampler?: SamplerName; steps?: number };
-      };
-      // The pipeline checks `sampling` when it loads the model; a bad one fails the job there.
+      config = JSON.parse(readFileSync(path, "utf8")) as DiffusionModelConfig;
+    } catch (error) {
       return {
         name,
         kind: "diffusion",
-        size: config.resolution,
-        ...(config.sampling?.sampler !== undefined ? { defaultSampler: config.sampling.sampler } : {}),
-        ...(config.sampling?.steps !== undefined ? { defaultSteps: config.sampling.steps } : {}),
-        details: { config: config.name },
+        problem: `${MODEL_FILES.config} is unreadable: ${(error as Error).message}`,
       };
-    } catch {
-      return null;
     }
+    const problems = configProblems(config);
+    if (problems.length > 0) {
+      return { name, kind: "diffusion", problem: `${MODEL_FILES.config} is invalid: ${problems.join("; ")}` };
+    }
+    return {
+      name,
+      kind: "diffusion",
+      size: config.resolution,
+      ...(config.sampling
+        ? { defaultSampler: config.sampling.sampler, defaultSteps: config.sampling.steps }
+        : {}),
+      details: { config: config.name },
+    };
   }
 
   /** The device, once a model was loaded (for /readyz). */

@@ -92,6 +92,11 @@ export interface ModelInfo {
   defaultSteps?: number;
   /** The sampler the model is sampled with when a request names none. */
   defaultSampler?: SamplerName;
+  /**
+   * Why the model cannot be loaded as it stands (its config.json is not JSON or fails the model's
+   * checks); the server refuses requests for it at submission instead of failing their jobs.
+   */
+  problem?: string;
   details?: Record<string, unknown>;
 }
 
