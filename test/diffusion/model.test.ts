@@ -63,7 +63,9 @@ describe("diffusion model configs", () => {
   });
 
   it("an unknown name lists the known ones; a broken config names each bad key", () => {
-    expect(() => diffusionConfig("phantom-huge")).toThrow(/phantom-tiny, phantom-small, sd2-base/);
+    expect(() => diffusionConfig("phantom-huge")).toThrow(
+      /phantom-tiny, phantom-small, phantom-base, sd2-base/,
+    );
     const broken = diffusionConfig("phantom-tiny");
     broken.unet.blockOutChannels = [16, 30];
     broken.unet.upBlockTypes = ["UpBlock2D"];

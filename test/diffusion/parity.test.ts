@@ -245,19 +245,21 @@ describe("layout against the independent derivation", () => {
       tensors: number;
     };
 
-  it("phantom-small: our modules' names, shapes and counts are the ones torch_reference.py derives", async () => {
-    const gpu = await defaultGpu();
-    const config = diffusionConfig("phantom-small");
-    const tokenizer = WordTokenizer.fromPrompts(PROMPTS, { maxLength: config.textEncoder.maxPositions });
-    const model = createDiffusionModel(gpu, config, tokenizer, 1);
-    const dir = join(folder, "small");
-    await model.save(dir);
-    const derived = count(["--config", dir, "--model", dir]);
-    const ours = model.parameterCounts();
-    expect(derived).toMatchObject({ text_encoder: ours.textEncoder, unet: ours.unet, total: ours.total });
-    expect(derived.tensors).toBe(model.parameters().length);
-    model.dispose();
-  });
+  for (const name of ["phantom-small", "phantom-base"] as const) {
+    it(`${name}: our modules' names, shapes and counts are the ones torch_reference.py derives`, async () => {
+      const gpu = await defaultGpu();
+      const config = diffusionConfig(name);
+      const tokenizer = WordTokenizer.fromPrompts(PROMPTS, { maxLength: config.textEncoder.maxPositions });
+      const model = createDiffusionModel(gpu, config, tokenizer, 1);
+      const dir = join(folder, name);
+      await model.save(dir);
+      const derived = count(["--config", dir, "--model", dir]);
+      const ours = model.parameterCounts();
+      expect(derived).toMatchObject({ text_encoder: ours.textEncoder, unet: ours.unet, total: ours.total });
+      expect(derived.tensors).toBe(model.parameters().length);
+      model.dispose();
+    });
+  }
 
   it("sd2-base: the derived layout has Stable Diffusion 2.x's published sizes", () => {
     const file = join(folder, "sd2-base.json");

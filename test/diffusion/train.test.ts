@@ -429,7 +429,7 @@ describe("trainDiffusion", () => {
       /training data folder .*missing does not exist/,
     );
     await expect(trainDiffusion({ ...base(join(root, "o3")), config: "phantom-huge" })).rejects.toThrow(
-      'unknown diffusion config "phantom-huge"; known: phantom-tiny, phantom-small, sd2-base',
+      'unknown diffusion config "phantom-huge"; known: phantom-tiny, phantom-small, phantom-base, sd2-base',
     );
     await expect(trainDiffusion({ ...base(join(root, "o4")), steps: 0, batchSize: 1e9 })).rejects.toThrow(
       "trainDiffusion: steps must be an integer in [1, 10000000], got 0; batch size must be an integer in [1, 4096], got 1000000000",

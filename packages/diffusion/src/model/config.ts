@@ -196,6 +196,45 @@ export const DIFFUSION_CONFIGS = {
     schedule: PIXEL_SCHEDULE,
   },
   /**
+   * The issue's planning network, wider and deeper than phantom-small: 32 px, three levels (32, 64,
+   * 128 channels), two resnets per level, cross-attention at the lowest level (8x8) and in the middle
+   * block, four 32-channel heads there; phantom-small's text encoder. The next lever on the effusion
+   * measure that phantom-small's phases could not move (models/phantom-diffusion/README.md); 5.6 M
+   * UNet parameters, four times phantom-small's.
+   */
+  "phantom-base": {
+    name: "phantom-base",
+    resolution: 32,
+    channels: 1,
+    space: "pixel",
+    textEncoder: {
+      vocabSize: 512,
+      hiddenSize: 64,
+      intermediateSize: 128,
+      numLayers: 2,
+      numHeads: 4,
+      maxPositions: 64,
+      hiddenAct: "quick_gelu",
+      layerNormEps: 1e-5,
+    },
+    unet: {
+      ...UNET_DEFAULTS,
+      sampleSize: 32,
+      inChannels: 1,
+      outChannels: 1,
+      blockOutChannels: [32, 64, 128],
+      layersPerBlock: 2,
+      downBlockTypes: ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
+      upBlockTypes: ["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+      attentionHeadDim: [1, 2, 4],
+      crossAttentionDim: 64,
+      normNumGroups: 16,
+      useLinearProjection: true,
+    },
+    prediction: "epsilon",
+    schedule: PIXEL_SCHEDULE,
+  },
+  /**
    * Stable Diffusion 2.x base shapes (stabilityai/stable-diffusion-2-1-base: UNet on 4-channel 64x64
    * latents, OpenCLIP ViT-H text encoder used up to its penultimate layer, i.e. 23 layers). Config
    * only: far beyond a CPU adapter; needs the VAE for pixels.
