@@ -123,6 +123,45 @@ const UNET_DEFAULTS = {
   downsamplePadding: 1,
 } as const;
 
+/**
+ * The shipped-model candidate: 32 px, three levels (32, 64, 64 channels), cross-attention at the
+ * lowest level (8x8) and in the middle block. Sized from measured steps (README): attention at the
+ * 16x16 level too cost 1.5x the step time (the 256-token attention backward and its feed-forward).
+ * 64 tokens hold 99.9% of phantom prompts untruncated (48: 98.7%).
+ */
+const PHANTOM_SMALL = {
+  name: "phantom-small",
+  resolution: 32,
+  channels: 1,
+  space: "pixel",
+  textEncoder: {
+    vocabSize: 512,
+    hiddenSize: 64,
+    intermediateSize: 128,
+    numLayers: 2,
+    numHeads: 4,
+    maxPositions: 64,
+    hiddenAct: "quick_gelu",
+    layerNormEps: 1e-5,
+  },
+  unet: {
+    ...UNET_DEFAULTS,
+    sampleSize: 32,
+    inChannels: 1,
+    outChannels: 1,
+    blockOutChannels: [32, 64, 64],
+    layersPerBlock: 1,
+    downBlockTypes: ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
+    upBlockTypes: ["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+    attentionHeadDim: [2, 2, 2],
+    crossAttentionDim: 64,
+    normNumGroups: 16,
+    useLinearProjection: true,
+  },
+  prediction: "epsilon",
+  schedule: PIXEL_SCHEDULE,
+} satisfies DiffusionModelConfig;
+
 export const DIFFUSION_CONFIGS = {
   /** For tests: two levels at 16 px, seconds per step on lavapipe. */
   "phantom-tiny": {
@@ -157,44 +196,7 @@ export const DIFFUSION_CONFIGS = {
     prediction: "epsilon",
     schedule: PIXEL_SCHEDULE,
   },
-  /**
-   * The shipped-model candidate: 32 px, three levels (32, 64, 64 channels), cross-attention at the
-   * lowest level (8x8) and in the middle block. Sized from measured steps (README): attention at the
-   * 16x16 level too cost 1.5x the step time (the 256-token attention backward and its feed-forward).
-   * 64 tokens hold 99.9% of phantom prompts untruncated (48: 98.7%).
-   */
-  "phantom-small": {
-    name: "phantom-small",
-    resolution: 32,
-    channels: 1,
-    space: "pixel",
-    textEncoder: {
-      vocabSize: 512,
-      hiddenSize: 64,
-      intermediateSize: 128,
-      numLayers: 2,
-      numHeads: 4,
-      maxPositions: 64,
-      hiddenAct: "quick_gelu",
-      layerNormEps: 1e-5,
-    },
-    unet: {
-      ...UNET_DEFAULTS,
-      sampleSize: 32,
-      inChannels: 1,
-      outChannels: 1,
-      blockOutChannels: [32, 64, 64],
-      layersPerBlock: 1,
-      downBlockTypes: ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
-      upBlockTypes: ["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
-      attentionHeadDim: [2, 2, 2],
-      crossAttentionDim: 64,
-      normNumGroups: 16,
-      useLinearProjection: true,
-    },
-    prediction: "epsilon",
-    schedule: PIXEL_SCHEDULE,
-  },
+  "phantom-small": PHANTOM_SMALL,
   /**
    * The issue's planning network, wider and deeper than phantom-small: 32 px, three levels (32, 64,
    * 128 channels), two resnets per level, cross-attention at the lowest level (8x8) and in the middle
@@ -203,36 +205,14 @@ export const DIFFUSION_CONFIGS = {
    * UNet parameters, four times phantom-small's.
    */
   "phantom-base": {
+    ...PHANTOM_SMALL,
     name: "phantom-base",
-    resolution: 32,
-    channels: 1,
-    space: "pixel",
-    textEncoder: {
-      vocabSize: 512,
-      hiddenSize: 64,
-      intermediateSize: 128,
-      numLayers: 2,
-      numHeads: 4,
-      maxPositions: 64,
-      hiddenAct: "quick_gelu",
-      layerNormEps: 1e-5,
-    },
     unet: {
-      ...UNET_DEFAULTS,
-      sampleSize: 32,
-      inChannels: 1,
-      outChannels: 1,
+      ...PHANTOM_SMALL.unet,
       blockOutChannels: [32, 64, 128],
       layersPerBlock: 2,
-      downBlockTypes: ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
-      upBlockTypes: ["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
       attentionHeadDim: [1, 2, 4],
-      crossAttentionDim: 64,
-      normNumGroups: 16,
-      useLinearProjection: true,
     },
-    prediction: "epsilon",
-    schedule: PIXEL_SCHEDULE,
   },
   /**
    * Stable Diffusion 2.x base shapes (stabilityai/stable-diffusion-2-1-base: UNet on 4-channel 64x64
