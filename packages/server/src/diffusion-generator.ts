@@ -7,12 +7,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  configProblems,
   createPipeline,
   type DiffusionModelConfig,
   MODEL_FILES,
   type Pipeline,
   PrecisionError,
+  readModelConfig,
 } from "@cxr/diffusion";
 import { createGpu, type Gpu } from "@cxr/kernels";
 import type { Precision } from "./config.ts";
@@ -60,27 +60,19 @@ export class DiffusionGenerator implements ImageGenerator {
   }
 
   /**
-   * What config.json says of a model: size and sampling, or the problem that stops it loading (not
-   * JSON, or what `configProblems` finds, e.g. an unknown sampling.sampler). Read on every call: a
-   * 2 KB file, so an edited config.json counts at once.
+   * What config.json says of a model: size and sampling, or the problem that stops it loading (what
+   * the library's `readModelConfig` refuses: not JSON, another format, or a `configProblems` finding
+   * such as an unknown sampling.sampler), with the server's folder shown as the model's name. Read on
+   * every call: a 2 KB file, so an edited config.json counts at once.
    */
   modelInfo(name: string): ModelInfo | null {
     const dir = this.modelDir(name);
     if (!dir) return null;
-    const path = join(dir, MODEL_FILES.config);
     let config: DiffusionModelConfig;
     try {
-      config = JSON.parse(readFileSync(path, "utf8")) as DiffusionModelConfig;
+      config = readModelConfig(dir);
     } catch (error) {
-      return {
-        name,
-        kind: "diffusion",
-        problem: `${MODEL_FILES.config} is unreadable: ${(error as Error).message}`,
-      };
-    }
-    const problems = configProblems(config);
-    if (problems.length > 0) {
-      return { name, kind: "diffusion", problem: `${MODEL_FILES.config} is invalid: ${problems.join("; ")}` };
+      return { name, kind: "diffusion", problem: (error as Error).message.replaceAll(dir, name) };
     }
     return {
       name,
