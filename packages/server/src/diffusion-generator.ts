@@ -4,7 +4,7 @@
  * precision): the last `cacheSize` used (an f16 pipeline holds half the weight memory of an f32 one). Image i of a job is `generate({ n: 1, seed: seed + i })`, so every image has
  * its own seed and can be made again alone, which is what lets a re-run job skip finished images.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import {
   createPipeline,
