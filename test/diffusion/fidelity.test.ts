@@ -7,7 +7,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { generatePhantomDataset } from "@cxr/data";
+import { generatePhantomDataset, loadChexpert } from "@cxr/data";
 import {
   auroc,
   aurocBootstrapInterval,
@@ -16,6 +16,7 @@ import {
   createDiffusionModel,
   createPipeline,
   DIFFUSION_CONFIGS,
+  type FidelityReport,
   formatDiffusionBench,
   formatFidelity,
   formatFidelityComparison,
@@ -24,6 +25,7 @@ import {
   type Pipeline,
   pairedAurocDifference,
   parseFidelityPhrases,
+  poolFidelityReports,
   runDiffusionBench,
   WordTokenizer,
 } from "@cxr/diffusion";
@@ -236,6 +238,94 @@ describe("conditioning fidelity", () => {
     await expect(run([folder, join(root, "missing.json")])).rejects.toThrow(
       /cannot read the fidelity report .*missing\.json/,
     );
+  }, 300_000);
+
+  it("cxr diffusion fidelity-pool pools reports that differ only in seed against every real film", async () => {
+    const options = { n: 4, steps: 2, realData: data, split: "train" as const };
+    const one = await measureFidelity(pipeline, { ...options, seed: 1 });
+    const two = await measureFidelity(pipeline, { ...options, seed: 2 });
+    const real = await measureRealFilms({
+      realData: data,
+      split: "train",
+      n: 10_000,
+      seed: 1,
+      size: one.resolution,
+      measureSize: one.settings.measureSize,
+      measures: one.settings.measures,
+    });
+    const pooled = poolFidelityReports([one, two], { real, realData: data, names: ["one", "two"] });
+    // The generated images of both seeds, in order; AUROCs and gaps computed as for one report.
+    const joined = (pick: (report: FidelityReport) => (number | null)[]) => [...pick(one), ...pick(two)];
+    expect(pooled.generated.cardiomegaly.byImage).toEqual(joined((r) => r.generated.cardiomegaly.byImage));
+    expect(pooled.generated.normal.images).toBe(8);
+    const ratios = (values: (number | null)[]) => values.filter((value): value is number => value !== null);
+    expect(pooled.generated.auroc).toBe(
+      auroc(ratios(pooled.generated.cardiomegaly.byImage), ratios(pooled.generated.normal.byImage)),
+    );
+    for (const [index, measure] of pooled.measures.entries()) {
+      expect(measure.name).toBe(one.measures[index].name);
+      expect(measure.generated.positive.byImage).toEqual(
+        joined((r) => r.measures[index].generated.positive.byImage),
+      );
+      expect(measure.real).toBe(real.measures[measure.name]);
+    }
+    // Every film of the split, not a draw of n: as many as the split holds.
+    const films = loadChexpert(data, { onError: "skip" }).records.filter(
+      (record) => record.split === "train" && record.frontal && record.labels.Cardiomegaly === 1,
+    );
+    expect(pooled.real!.cardiomegaly.images).toBe(films.length);
+    expect(films.length).toBeGreaterThan(one.real!.cardiomegaly.images);
+    if (pooled.generated.auroc !== null && pooled.real!.auroc !== null) {
+      expect(pooled.versusReal!.difference).toBeCloseTo(pooled.generated.auroc - pooled.real!.auroc, 12);
+    }
+    expect(pooled.pooled).toEqual({ reports: ["one", "two"], seeds: [1, 2] });
+    expect(pooled.settings.realData).toBe(data);
+    expect(formatFidelity(pooled)).toContain("seeds 1, 2 pooled, 4 images a prompt each");
+    expect(formatFidelity(pooled)).toContain("real films (every film of the train split");
+    // Without real films: the generated side alone.
+    const alone = poolFidelityReports([one, two]);
+    expect(alone.real).toBeNull();
+    expect(alone.versusReal).toBeNull();
+    expect(alone.settings.realData).toBeUndefined();
+
+    // What cannot be pooled is refused with each difference named.
+    expect(() => poolFidelityReports([one])).toThrow("fidelity pool: needs at least two reports, got 1");
+    expect(() => poolFidelityReports([one, one], { names: ["a.json", "b.json"] })).toThrow(
+      "b.json has seed 1 like a.json: the same images would count twice",
+    );
+    const other = { ...two, model: "elsewhere", settings: { ...two.settings, steps: 5, n: 6 } };
+    expect(() => poolFidelityReports([one, other], { names: ["a.json", "b.json"] })).toThrow(
+      "fidelity pool: b.json differs from a.json: model elsewhere vs " +
+        one.model +
+        "; n 6 vs 4; steps 5 vs 2",
+    );
+    const old = JSON.parse(JSON.stringify(two));
+    delete old.measures[0].generated.negative.byImage;
+    expect(() => poolFidelityReports([one, old], { names: ["a.json", "old.json"] })).toThrow(
+      `old.json: ${one.measures[0].name} negative: no per-image values (byImage)`,
+    );
+
+    // The command: files or folders, real films measured anew, --out writes the pooled report.
+    const run = (args: string[]) => runDiffusionCommand(["fidelity-pool", ...args]);
+    const fileOne = join(root, "pool-one.json");
+    const folderTwo = join(root, "pool-two");
+    writeFileSync(fileOne, JSON.stringify(one));
+    mkdirSync(folderTwo, { recursive: true });
+    writeFileSync(join(folderTwo, "fidelity.json"), JSON.stringify(two));
+    const out = join(root, "pooled");
+    expect(await run([fileOne, folderTwo, "--out", out])).toContain("seeds 1, 2 pooled");
+    const written = JSON.parse(readFileSync(join(out, "fidelity.json"), "utf8")) as FidelityReport;
+    expect(written.pooled?.reports).toEqual([fileOne, folderTwo]);
+    expect(written.real!.cardiomegaly.images).toBe(films.length);
+    expect(written.versusReal).toEqual(pooled.versusReal);
+    writeFileSync(fileOne, JSON.stringify({ ...one, settings: { ...one.settings, realData: "/elsewhere" } }));
+    await expect(run([fileOne, folderTwo])).rejects.toThrow(
+      /the reports measured different real films .*choose one with --data DIR/,
+    );
+    expect(JSON.parse(await run([fileOne, folderTwo, "--data", data, "--json"])).settings.realData).toBe(
+      data,
+    );
+    await expect(run([fileOne, fileOne])).rejects.toThrow(/has seed 1 like/);
   }, 300_000);
 
   it("measures generated and real films the same way and reports both", async () => {

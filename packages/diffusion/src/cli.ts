@@ -20,6 +20,7 @@ import {
   parseFidelityPhrases,
 } from "./fidelity.ts";
 import { compareFidelityReports, formatFidelityComparison } from "./fidelity-compare.ts";
+import { checkPoolable, poolFidelityReports } from "./fidelity-pool.ts";
 import { DIFFUSION_CONFIGS, TRAINED_PREDICTIONS, type TrainedPrediction } from "./model/config.ts";
 import { PRECISIONS, type Precision } from "./model/model.ts";
 import { type PromptFields, promptFromFields } from "./model/prompt.ts";
@@ -514,6 +515,51 @@ function registerFidelity(program: Command): void {
       const comparison = compareFidelityReports(readFidelityReport(a), readFidelityReport(b), [a, b]);
       console.log(flags.json ? JSON.stringify(comparison, null, 2) : formatFidelityComparison(comparison));
     });
+  group
+    .command("fidelity-pool")
+    .description(
+      "pool fidelity reports of one model sampled alike that differ only in seed: their generated images together, against every film of the split (measured anew; the reports' own real films are overlapping draws), with each gap's interval",
+    )
+    .argument("<reports...>", "two or more reports: fidelity.json files or folders holding one")
+    .option("--data <dir>", "the real films (CheXpert layout); default: the folder the reports measured")
+    .option("--json", "print the pooled report as JSON")
+    .option("--out <dir>", "also write the pooled report as fidelity.json here")
+    .action(async (paths: string[], flags: { data?: string; json?: boolean; out?: string }) => {
+      const reports = paths.map(readFidelityReport);
+      checkPoolable(reports, paths);
+      const realData = flags.data ?? sharedRealData(reports, paths);
+      const { split, seed, measureSize, measures } = reports[0].settings;
+      let real: Awaited<ReturnType<typeof measureRealFilms>> | undefined;
+      if (realData !== undefined) {
+        console.error(`measuring every film of ${realData} (${split} split)`);
+        real = await measureRealFilms({
+          realData,
+          split,
+          n: 10_000,
+          seed,
+          size: reports[0].resolution,
+          measureSize,
+          measures,
+        });
+      } else {
+        console.error("no real films: the reports measured none and no --data was given");
+      }
+      const pooled = poolFidelityReports(reports, { real, realData, names: paths });
+      writeFidelityJson(flags.out, pooled);
+      console.log(flags.json ? JSON.stringify(pooled, null, 2) : formatFidelity(pooled));
+    });
+}
+
+/** The real-film folder every report measured; undefined when none did; an Error when they differ. */
+function sharedRealData(reports: readonly FidelityReport[], paths: readonly string[]): string | undefined {
+  const folders = new Set(reports.map((report) => report.settings.realData));
+  if (folders.size > 1) {
+    const listed = reports.map((report, index) => `${paths[index]}: ${report.settings.realData ?? "none"}`);
+    throw new Error(
+      `the reports measured different real films (${listed.join("; ")}); choose one with --data DIR`,
+    );
+  }
+  return reports[0].settings.realData;
 }
 
 /** A fidelity.json (or the one in a folder), with errors naming the file. */

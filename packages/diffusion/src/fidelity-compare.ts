@@ -93,7 +93,7 @@ export function pairedAurocDifference(
 const PAIRED_SETTINGS = ["n", "seed", "maxBatch", "measureSize", "phrases"] as const;
 
 /** Settings that change how image i is drawn from its noise; two reports may differ in them. */
-const SAMPLER_SETTINGS = ["sampler", "steps", "spacing", "guidance", "guidanceRescale"] as const;
+export const SAMPLER_SETTINGS = ["sampler", "steps", "spacing", "guidance", "guidanceRescale"] as const;
 
 /** What reports written before a setting was recorded sampled with. */
 const SETTING_BEFORE_RECORDED: Partial<Record<(typeof SAMPLER_SETTINGS)[number], unknown>> = {
@@ -101,7 +101,8 @@ const SETTING_BEFORE_RECORDED: Partial<Record<(typeof SAMPLER_SETTINGS)[number],
   guidanceRescale: 0,
 };
 
-function settingOf(report: FidelityReport, key: (typeof SAMPLER_SETTINGS)[number]): unknown {
+/** A sampler setting of a report, with what reports written before it was recorded used. */
+export function settingOf(report: FidelityReport, key: (typeof SAMPLER_SETTINGS)[number]): unknown {
   return report.settings?.[key] ?? SETTING_BEFORE_RECORDED[key];
 }
 
@@ -114,8 +115,8 @@ export interface FidelityReportComparison {
   rows: { name: "cardiomegaly" | FidelityMeasureName; comparison: PairedAurocDifference | null }[];
 }
 
-/** The per-image values a report needs for pairing, or an error naming what is missing. */
-function byImage(values: unknown, where: string): (number | null)[] {
+/** The per-image values a report needs for pairing or pooling, or an error naming what is missing. */
+export function byImage(values: unknown, where: string): (number | null)[] {
   if (!Array.isArray(values) || values.some((value) => value !== null && typeof value !== "number")) {
     throw new Error(
       `${where}: no per-image values (byImage); the report was written before they were recorded, measure it again`,

@@ -203,6 +203,11 @@ export interface FidelityReport {
   /** The other measures, in `settings.measures` order. */
   measures: FidelityMeasure[];
   seconds: number;
+  /**
+   * Set on a report that pools the images of reports differing only in seed (`poolFidelityReports`):
+   * the reports and their seeds. Its real films are then every film of the split (up to 10,000 a class).
+   */
+  pooled?: { reports: string[]; seeds: number[] };
 }
 
 /** Mann-Whitney AUROC: P(score of a positive > score of a negative), ties counted half. */
@@ -300,27 +305,40 @@ function measureImages(images: readonly Float32Array[], size: number, measureSiz
 const mean = (values: readonly number[]) =>
   values.length > 0 ? values.reduce((a, b) => a + b, 0) / values.length : null;
 
-function ctrClass(measures: readonly ImageMeasures[]): ClassMeasurement {
-  const byImage = measures.map((measure) => measure.ratio);
+/** A class's CTRs from the ratio of each image in order (null: not measured). */
+function ctrClass(byImage: readonly (number | null)[]): ClassMeasurement {
   const ratios = byImage.filter((ratio): ratio is number => ratio !== null);
-  return { images: measures.length, measured: ratios.length, meanRatio: mean(ratios), ratios, byImage };
+  return {
+    images: byImage.length,
+    measured: ratios.length,
+    meanRatio: mean(ratios),
+    ratios,
+    byImage: [...byImage],
+  };
 }
+
+const ratiosOf = (measures: readonly ImageMeasures[]) => measures.map((measure) => measure.ratio);
 
 const MEASURE_FIELD: Readonly<Record<FidelityMeasureName, "lateralDepth" | "lowerZoneRatio">> = {
   "pleural-effusion": "lateralDepth",
   sex: "lowerZoneRatio",
 };
 
-function measureClass(
-  label: string,
-  name: FidelityMeasureName,
-  measures: readonly ImageMeasures[],
-): MeasureClass {
-  const field = MEASURE_FIELD[name];
-  const byImage = measures.map((measure) => measure[field]);
+/** A class's values of a measure from the value of each image in order (null: not measured). */
+function measureClass(label: string, byImage: readonly (number | null)[]): MeasureClass {
   const values = byImage.filter((value): value is number => value !== null);
-  return { label, images: measures.length, measured: values.length, mean: mean(values), values, byImage };
+  return {
+    label,
+    images: byImage.length,
+    measured: values.length,
+    mean: mean(values),
+    values,
+    byImage: [...byImage],
+  };
 }
+
+const valuesOf = (name: FidelityMeasureName, measures: readonly ImageMeasures[]) =>
+  measures.map((measure) => measure[MEASURE_FIELD[name]]);
 
 /** A measure's two classes as AUROC inputs, oriented so that higher means the positive class. */
 function measureSides(
@@ -337,15 +355,19 @@ const ctrSides = (comparison: { cardiomegaly: ClassMeasurement; normal: ClassMea
   negatives: comparison.normal.ratios,
 });
 
-function compareMeasure(
+/**
+ * One measure's comparison of two classes from each image's value in order (null: not measured): the
+ * classes, the AUROC oriented by the measure and its bootstrap interval, as `measureFidelity` reports.
+ */
+export function measureComparison(
   name: FidelityMeasureName,
-  positives: readonly ImageMeasures[],
-  negatives: readonly ImageMeasures[],
+  positives: readonly (number | null)[],
+  negatives: readonly (number | null)[],
 ): MeasureComparison {
   const spec = FIDELITY_MEASURES[name];
   const classes = {
-    positive: measureClass(spec.positive, name, positives),
-    negative: measureClass(spec.negative, name, negatives),
+    positive: measureClass(spec.positive, positives),
+    negative: measureClass(spec.negative, negatives),
   };
   const { positives: oriented, negatives: against } = measureSides(name, classes);
   return {
@@ -355,7 +377,24 @@ function compareMeasure(
   };
 }
 
-function compare(cardiomegaly: ClassMeasurement, normal: ClassMeasurement): FidelityComparison {
+function compareMeasure(
+  name: FidelityMeasureName,
+  positives: readonly ImageMeasures[],
+  negatives: readonly ImageMeasures[],
+): MeasureComparison {
+  return measureComparison(name, valuesOf(name, positives), valuesOf(name, negatives));
+}
+
+/**
+ * The CTR comparison from each image's ratio in order (null: not measured): both classes, the AUROC
+ * of cardiomegaly against normal and its bootstrap interval, as `measureFidelity` reports.
+ */
+export function ctrComparison(
+  cardiomegalyRatios: readonly (number | null)[],
+  normalRatios: readonly (number | null)[],
+): FidelityComparison {
+  const cardiomegaly = ctrClass(cardiomegalyRatios);
+  const normal = ctrClass(normalRatios);
   const { positives, negatives } = ctrSides({ cardiomegaly, normal });
   return {
     cardiomegaly,
@@ -454,7 +493,7 @@ export async function measureRealFilms(input: RealFilmsOptions): Promise<RealFil
   need("Cardiomegaly", cardiomegaly.length, "No Finding", normal.length);
   const normalMeasures = await measureFilms(normal, 1);
   const result: RealFilmsFidelity = {
-    cardiomegaly: compare(ctrClass(await measureFilms(cardiomegaly, 0)), ctrClass(normalMeasures)),
+    cardiomegaly: ctrComparison(ratiosOf(await measureFilms(cardiomegaly, 0)), ratiosOf(normalMeasures)),
     measures: {},
   };
   for (const name of measures) {
@@ -520,7 +559,7 @@ export async function measureFidelity(
   const wording = (finding: FidelityFinding) => options.phrases?.[finding] ?? finding;
   const cardiomegaly = await generate([wording("Cardiomegaly")], wording("Cardiomegaly"));
   const normal = await generate([], "No Finding");
-  const generated = compare(ctrClass(cardiomegaly.measures), ctrClass(normal.measures));
+  const generated = ctrComparison(ratiosOf(cardiomegaly.measures), ratiosOf(normal.measures));
   const generatedMeasures = new Map<FidelityMeasureName, MeasureComparison>();
   for (const name of options.measures) {
     if (name === "pleural-effusion") {
@@ -552,11 +591,29 @@ export async function measureFidelity(
     model: pipeline.dir ?? pipeline.model.config.name,
     resolution: size,
     settings,
+    ...againstRealFilms(generated, generatedMeasures, options.measures, real),
+    seconds: (performance.now() - started) / 1000,
+  };
+}
+
+/**
+ * The generated images' comparisons beside the real films' (when measured) and the gap of each,
+ * generated minus real (`aurocDifference`): the part of a report that `measureFidelity` and
+ * `poolFidelityReports` both build. `measures` orders the other measures; each needs its comparison.
+ */
+export function againstRealFilms(
+  generated: FidelityComparison,
+  generatedMeasures: ReadonlyMap<FidelityMeasureName, MeasureComparison>,
+  measures: readonly FidelityMeasureName[],
+  real: RealFilmsFidelity | null,
+): Pick<FidelityReport, "generated" | "real" | "versusReal" | "measures"> {
+  return {
     generated,
     real: real?.cardiomegaly ?? null,
     versusReal: real ? aurocDifference(ctrSides(generated), ctrSides(real.cardiomegaly)) : null,
-    measures: options.measures.map((name) => {
-      const generatedMeasure = generatedMeasures.get(name) as MeasureComparison;
+    measures: measures.map((name) => {
+      const generatedMeasure = generatedMeasures.get(name);
+      if (!generatedMeasure) throw new Error(`fidelity: no generated images measured for ${name}`);
       const realMeasure = real?.measures[name] ?? null;
       const sides = (comparison: MeasureComparison) => measureSides(name, comparison);
       return {
@@ -568,7 +625,6 @@ export async function measureFidelity(
         versusReal: realMeasure ? aurocDifference(sides(generatedMeasure), sides(realMeasure)) : null,
       };
     }),
-    seconds: (performance.now() - started) / 1000,
   };
 }
 
@@ -643,10 +699,13 @@ function measureBlock(
 }
 
 export function formatFidelity(report: FidelityReport): string {
+  const seeds = report.pooled
+    ? `seeds ${report.pooled.seeds.join(", ")} pooled, ${report.settings.n} images a prompt each`
+    : `seed ${report.settings.seed}`;
   const lines = [
-    `conditioning fidelity of ${report.model} (${report.resolution} px, measured at ${Math.max(report.resolution, report.settings.measureSize)} px; ${report.settings.sampler}, ${report.settings.steps} steps${spacingNote(report.settings.spacing)}, guidance ${report.settings.guidance}${report.settings.guidanceRescale ? ` rescaled by ${report.settings.guidanceRescale}` : ""}, seed ${report.settings.seed})`,
+    `conditioning fidelity of ${report.model} (${report.resolution} px, measured at ${Math.max(report.resolution, report.settings.measureSize)} px; ${report.settings.sampler}, ${report.settings.steps} steps${spacingNote(report.settings.spacing)}, guidance ${report.settings.guidance}${report.settings.guidanceRescale ? ` rescaled by ${report.settings.guidanceRescale}` : ""}, ${seeds})`,
   ];
-  const realTitle = `real films (${report.settings.split} split, resized to ${report.resolution} px)`;
+  const realTitle = `real films (${report.pooled ? "every film of the " : ""}${report.settings.split} split, resized to ${report.resolution} px)`;
   ctrBlock(lines, "generated", report.generated);
   if (report.real) ctrBlock(lines, realTitle, report.real);
   lines.push(...describeVersusReal(report.versusReal, ""));
@@ -657,7 +716,7 @@ export function formatFidelity(report: FidelityReport): string {
     if (measure.real) measureBlock(lines, realTitle, measure.name, measure.real);
     lines.push(...describeVersusReal(measure.versusReal, "  "));
   }
-  lines.push(`${report.seconds.toFixed(1)} s`);
+  lines.push(`${report.seconds.toFixed(1)} s${report.pooled ? " (the pooled reports' times added up)" : ""}`);
   return lines.join("\n");
 }
 

@@ -1,6 +1,7 @@
 export * from "./bench.ts";
 export * from "./fidelity.ts";
 export * from "./fidelity-compare.ts";
+export * from "./fidelity-pool.ts";
 export * from "./model/bench.ts";
 export * from "./model/block-bench.ts";
 export * from "./model/config.ts";
