@@ -326,6 +326,17 @@ describe("conditioning fidelity", () => {
       data,
     );
     await expect(run([fileOne, fileOne])).rejects.toThrow(/has seed 1 like/);
+    // Two pooled reports of the same seeds pair up image by image (192 pairs at n 96, seeds 1 and 2);
+    // a pooled report against a single one, or pools of other seeds, do not.
+    const self = compareFidelityReports(pooled, alone);
+    expect(self.rows[0].comparison?.interval).toEqual([0, 0]);
+    expect(() => compareFidelityReports(pooled, one, ["pooled", "one"])).toThrow(
+      "pooled and one were not measured on paired images: pooled seeds [1,2] vs none",
+    );
+    const three = { ...two, settings: { ...two.settings, seed: 3 } };
+    expect(() => compareFidelityReports(pooled, poolFidelityReports([one, three]), ["A", "B"])).toThrow(
+      "A and B were not measured on paired images: pooled seeds [1,2] vs [1,3]",
+    );
   }, 300_000);
 
   it("measures generated and real films the same way and reports both", async () => {

@@ -128,7 +128,8 @@ export function byImage(values: unknown, where: string): (number | null)[] {
 /**
  * Compares two fidelity reports image by image (`pairedAurocDifference` for the CTR and every measure
  * both hold). The reports must share the resolution and the settings that fix each image's starting
- * noise and prompt (`PAIRED_SETTINGS`); an Error names each that differs. Sampler settings may differ
+ * noise and prompt (`PAIRED_SETTINGS`, and for pooled reports the seeds pooled, in order); an Error
+ * names each that differs. Sampler settings may differ
  * and are listed in `samplerDifferences`. `names` label the reports in messages.
  */
 export function compareFidelityReports(
@@ -142,6 +143,9 @@ export function compareFidelityReports(
     const [left, right] = [JSON.stringify(a.settings?.[key]), JSON.stringify(b.settings?.[key])];
     if (left !== right) differences.push(`${key} ${left ?? "unset"} vs ${right ?? "unset"}`);
   }
+  // Pooled reports (`poolFidelityReports`) pair up image by image when they pool the same seeds in order.
+  const [poolA, poolB] = [JSON.stringify(a.pooled?.seeds), JSON.stringify(b.pooled?.seeds)];
+  if (poolA !== poolB) differences.push(`pooled seeds ${poolA ?? "none"} vs ${poolB ?? "none"}`);
   if (differences.length > 0) {
     throw new Error(
       `${names[0]} and ${names[1]} were not measured on paired images: ${differences.join("; ")}`,
