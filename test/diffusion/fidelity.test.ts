@@ -305,6 +305,12 @@ describe("conditioning fidelity", () => {
       `old.json: ${one.measures[0].name} negative: no per-image values (byImage)`,
     );
 
+    expect(() =>
+      poolFidelityReports([one, { ...two, measures: [] }], { names: ["a.json", "b.json"] }),
+    ).toThrow(
+      `b.json: lists ${one.measures[0].name} in its settings but holds no ${one.measures[0].name} measure`,
+    );
+
     // The command: files or folders, real films measured anew, --out writes the pooled report.
     const run = (args: string[]) => runDiffusionCommand(["fidelity-pool", ...args]);
     const fileOne = join(root, "pool-one.json");

@@ -95,9 +95,9 @@ export function poolFidelityReports(
   const measures = first.settings.measures;
   const generatedMeasures = new Map<FidelityMeasureName, MeasureComparison>();
   for (const name of measures) {
-    const side = (report: FidelityReport, name_: string) => {
+    const side = (report: FidelityReport, label: string) => {
       const measure = (report.measures ?? []).find((candidate) => candidate.name === name);
-      if (!measure) throw new Error(`${name_}: lists ${name} in its settings but holds no ${name} measure`);
+      if (!measure) throw new Error(`${label}: lists ${name} in its settings but holds no ${name} measure`);
       return measure.generated;
     };
     generatedMeasures.set(
