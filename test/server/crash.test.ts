@@ -174,7 +174,10 @@ describe("durability", () => {
     const { root, remove } = temporaryRoot();
     try {
       mkdirSync(join(root, "models", "tiny"), { recursive: true });
-      await writeTestPhantom(join(root, "datasets", "real"), { count: 90, institution: "highland" });
+      // 240 films: an epoch of about 20 batches, long enough that a SIGTERM sent at batch 2 lands
+      // inside it on a loaded machine too (with 90 films, 8 batches, a CI run beside a training run
+      // finished the epoch before the drain reached the loop).
+      await writeTestPhantom(join(root, "datasets", "real"), { count: 240, institution: "highland" });
       const first = await startChild(root, 1);
       const response = await fetch(`${first.url}/v1/trainings`, {
         method: "POST",
