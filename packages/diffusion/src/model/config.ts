@@ -200,9 +200,10 @@ export const DIFFUSION_CONFIGS = {
   /**
    * The issue's planning network, wider and deeper than phantom-small: 32 px, three levels (32, 64,
    * 128 channels), two resnets per level, cross-attention at the lowest level (8x8) and in the middle
-   * block, four 32-channel heads there; phantom-small's text encoder. The next lever on the effusion
-   * measure that phantom-small's phases could not move (models/phantom-diffusion/README.md); 5.6 M
-   * UNet parameters, four times phantom-small's.
+   * block, four 32-channel heads there; phantom-small's text encoder. Tried on the effusion measure
+   * that phantom-small's phases could not move: from scratch to 44,320 images it separates effusion
+   * as the shipped phase 9 does, no better (models/phantom-diffusion/README.md); 5.6 M UNet
+   * parameters, four times phantom-small's.
    */
   "phantom-base": {
     ...PHANTOM_SMALL,
