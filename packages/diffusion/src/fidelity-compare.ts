@@ -101,6 +101,19 @@ const SETTING_BEFORE_RECORDED: Partial<Record<(typeof SAMPLER_SETTINGS)[number],
   guidanceRescale: 0,
 };
 
+/** "key left vs right" for each key whose value (as `read` gives it) differs between two reports. */
+export function settingDifferences<K extends string>(
+  keys: readonly K[],
+  a: FidelityReport,
+  b: FidelityReport,
+  read: (report: FidelityReport, key: K) => unknown,
+): string[] {
+  return keys.flatMap((key) => {
+    const [left, right] = [JSON.stringify(read(a, key)), JSON.stringify(read(b, key))];
+    return left === right ? [] : [`${key} ${left ?? "unset"} vs ${right ?? "unset"}`];
+  });
+}
+
 /** A sampler setting of a report, with what reports written before it was recorded used. */
 export function settingOf(report: FidelityReport, key: (typeof SAMPLER_SETTINGS)[number]): unknown {
   return report.settings?.[key] ?? SETTING_BEFORE_RECORDED[key];
@@ -139,10 +152,7 @@ export function compareFidelityReports(
 ): FidelityReportComparison {
   const differences: string[] = [];
   if (a.resolution !== b.resolution) differences.push(`resolution ${a.resolution} vs ${b.resolution}`);
-  for (const key of PAIRED_SETTINGS) {
-    const [left, right] = [JSON.stringify(a.settings?.[key]), JSON.stringify(b.settings?.[key])];
-    if (left !== right) differences.push(`${key} ${left ?? "unset"} vs ${right ?? "unset"}`);
-  }
+  differences.push(...settingDifferences(PAIRED_SETTINGS, a, b, (report, key) => report.settings?.[key]));
   // Pooled reports (`poolFidelityReports`) pair up image by image when they pool the same seeds in order.
   const [poolA, poolB] = [JSON.stringify(a.pooled?.seeds), JSON.stringify(b.pooled?.seeds)];
   if (poolA !== poolB) differences.push(`pooled seeds ${poolA ?? "none"} vs ${poolB ?? "none"}`);
@@ -151,10 +161,7 @@ export function compareFidelityReports(
       `${names[0]} and ${names[1]} were not measured on paired images: ${differences.join("; ")}`,
     );
   }
-  const samplerDifferences = SAMPLER_SETTINGS.flatMap((key) => {
-    const [left, right] = [JSON.stringify(settingOf(a, key)), JSON.stringify(settingOf(b, key))];
-    return left === right ? [] : [`${key} ${left ?? "unset"} vs ${right ?? "unset"}`];
-  });
+  const samplerDifferences = settingDifferences(SAMPLER_SETTINGS, a, b, settingOf);
   const rows: FidelityReportComparison["rows"] = [
     {
       name: "cardiomegaly",

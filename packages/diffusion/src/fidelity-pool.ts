@@ -15,7 +15,7 @@ import {
   measureComparison,
   type RealFilmsFidelity,
 } from "./fidelity.ts";
-import { byImage, SAMPLER_SETTINGS, settingOf } from "./fidelity-compare.ts";
+import { byImage, SAMPLER_SETTINGS, settingDifferences, settingOf } from "./fidelity-compare.ts";
 
 /** Settings pooled reports must share (the seed must differ; the real films are measured anew). */
 const SHARED_SETTINGS = ["n", "maxBatch", "measureSize", "phrases", "split", "measures"] as const;
@@ -38,14 +38,10 @@ export function checkPoolable(reports: readonly FidelityReport[], names: readonl
     if (report.resolution !== first.resolution) {
       differences.push(`resolution ${report.resolution} vs ${first.resolution}`);
     }
-    for (const key of SHARED_SETTINGS) {
-      const [mine, theirs] = [JSON.stringify(report.settings?.[key]), JSON.stringify(first.settings?.[key])];
-      if (mine !== theirs) differences.push(`${key} ${mine ?? "unset"} vs ${theirs ?? "unset"}`);
-    }
-    for (const key of SAMPLER_SETTINGS) {
-      const [mine, theirs] = [JSON.stringify(settingOf(report, key)), JSON.stringify(settingOf(first, key))];
-      if (mine !== theirs) differences.push(`${key} ${mine ?? "unset"} vs ${theirs ?? "unset"}`);
-    }
+    differences.push(
+      ...settingDifferences(SHARED_SETTINGS, report, first, (each, key) => each.settings?.[key]),
+      ...settingDifferences(SAMPLER_SETTINGS, report, first, settingOf),
+    );
     if (differences.length > 0) problems.push(`${name} differs from ${names[0]}: ${differences.join("; ")}`);
   });
   const seen = new Map<unknown, string>();
