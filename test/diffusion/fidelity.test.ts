@@ -17,6 +17,7 @@ import {
   createPipeline,
   DIFFUSION_CONFIGS,
   type FidelityReport,
+  fidelityPhraseAt,
   formatDiffusionBench,
   formatFidelity,
   formatFidelityComparison,
@@ -453,9 +454,25 @@ describe("conditioning fidelity", () => {
       ]),
     ).toEqual({ "Pleural Effusion": "large left pleural effusion", Cardiomegaly: "moderate cardiomegaly" });
     expect(() => parseFidelityPhrases(["Pleural Effusion"])).toThrow(
-      '--phrase: expected FINDING=WORDS, got "Pleural Effusion"',
+      '--phrase: expected FINDING=WORDS or FINDING=WORDS|WORDS..., got "Pleural Effusion"',
     );
     expect(() => parseFidelityPhrases(["Cardiomegaly= "])).toThrow("expected FINDING=WORDS");
+    // "|" separates wordings the images take in turn, four images (one demographic cycle) each.
+    const sides = parseFidelityPhrases(["Pleural Effusion=right pleural effusion | left pleural effusion"]);
+    expect(sides).toEqual({ "Pleural Effusion": ["right pleural effusion", "left pleural effusion"] });
+    expect(
+      Array.from({ length: 10 }, (_, index) => fidelityPhraseAt(sides, "Pleural Effusion", index)),
+    ).toEqual([
+      ...Array(4).fill("right pleural effusion"),
+      ...Array(4).fill("left pleural effusion"),
+      "right pleural effusion",
+      "right pleural effusion",
+    ]);
+    expect(fidelityPhraseAt(sides, "Cardiomegaly", 5)).toBe("Cardiomegaly");
+    expect(fidelityPhraseAt(undefined, "Pleural Effusion", 0)).toBe("Pleural Effusion");
+    expect(() => parseFidelityPhrases(["Pleural Effusion=left pleural effusion|"])).toThrow(
+      '--phrase: expected FINDING=WORDS or FINDING=WORDS|WORDS..., got "Pleural Effusion=left pleural effusion|"',
+    );
     expect(() => parseFidelityPhrases(["Edema=mild edema"])).toThrow(
       '--phrase: unknown finding "Edema" (one of Cardiomegaly, Pleural Effusion)',
     );
@@ -474,6 +491,21 @@ describe("conditioning fidelity", () => {
     expect(report.settings.phrases).toEqual(phrases);
     expect(messages).toContain('generating 2 "large left pleural effusion" images (ddim, 1 steps)');
     expect(messages).toContain('generating 2 "Cardiomegaly" images (ddim, 1 steps)');
+    expect(formatFidelity(report)).toContain('Pleural Effusion prompts worded "large left pleural effusion"');
+    const turns = await measureFidelity(pipeline, {
+      n: 6,
+      steps: 1,
+      measures: ["pleural-effusion"],
+      phrases: sides,
+      onProgress: (message) => messages.push(message),
+    });
+    expect(turns.settings.phrases).toEqual(sides);
+    expect(messages).toContain(
+      'generating 6 "right pleural effusion | left pleural effusion" images (ddim, 1 steps)',
+    );
+    expect(formatFidelity(turns)).toContain(
+      'Pleural Effusion prompts worded "right pleural effusion", in turn, "left pleural effusion"',
+    );
   }, 120_000);
 
   it("measures real films alone, and names what a split lacks", async () => {

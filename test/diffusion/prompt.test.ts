@@ -8,6 +8,7 @@ import {
   PromptError,
   promptFromFields,
   promptFromRecord,
+  reportedSide,
   START_ID,
   splitWords,
   TokenizerError,
@@ -89,6 +90,69 @@ describe("prompts", () => {
         { impression: "labels" },
       ),
     ).toBe(normal.prompt);
+  });
+
+  it("reportedSide reads the side a report impression gives a lateralised finding", () => {
+    expect(
+      reportedSide("Moderate pulmonary edema with moderate right pleural effusion.", "Pleural Effusion"),
+    ).toBe("right");
+    expect(reportedSide("Small bilateral pleural effusions.", "Pleural Effusion")).toBe("bilateral");
+    // Two clauses, one side each: both sides.
+    expect(
+      reportedSide("Moderate right pleural effusion and small left pleural effusion.", "Pleural Effusion"),
+    ).toBe("bilateral");
+    // The side belongs to the clause that names the finding, not to its neighbours.
+    expect(
+      reportedSide("Right lower lobe consolidation and small left pleural effusion.", "Pleural Effusion"),
+    ).toBe("left");
+    expect(
+      reportedSide("Right lower lobe consolidation and small left pleural effusion.", "Consolidation"),
+    ).toBe("right");
+    expect(reportedSide("Left basilar atelectasis.", "Atelectasis")).toBe("left");
+    expect(reportedSide("Small apical pneumothorax on the LEFT.", "Pneumothorax")).toBe("left");
+    // No side named, a finding the impression does not name, a label that has no side.
+    expect(reportedSide("Pleural effusion.", "Pleural Effusion")).toBeNull();
+    expect(reportedSide("Left lower lobe consolidation.", "Pleural Effusion")).toBeNull();
+    expect(reportedSide("Cardiomegaly with left pleural effusion.", "Cardiomegaly")).toBeNull();
+  });
+
+  it("label prompts with sides name the side the phantom drew, for every effusion and pneumothorax it reports", () => {
+    const studies = planPhantomCohort({ count: 600, institutions: institutionIds(), seed: 5 });
+    const kinds = { pleuralEffusion: "Pleural Effusion", pneumothorax: "Pneumothorax" } as const;
+    let checked = 0;
+    for (const study of studies) {
+      for (const [kind, label] of Object.entries(kinds)) {
+        if (study.labels[label] !== 1) continue;
+        const drawn = new Set(
+          study.parameters.findings
+            .filter((finding) => finding.kind === kind)
+            .map((finding) => (finding as { side: string }).side),
+        );
+        const expected = drawn.size === 2 ? "bilateral" : [...drawn][0];
+        expect(reportedSide(study.impression, label), study.impression).toBe(expected);
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(50);
+    const { demographics } = studies[0].parameters;
+    const sided = record({
+      sex: demographics.sex,
+      age: demographics.age,
+      race: null,
+      labels: { ...blankLabels(), Cardiomegaly: 1, "Pleural Effusion": 1, Atelectasis: -1 },
+      prompt:
+        "72 year old female. Cardiomegaly with small left pleural effusion and possible right basilar atelectasis.",
+    });
+    expect(promptFromRecord(sided, { impression: "labels", sides: true })).toBe(
+      `${demographics.age} year old female. Cardiomegaly, possible right atelectasis and left pleural effusion.`,
+    );
+    expect(promptFromRecord(sided, { impression: "labels" })).toBe(
+      `${demographics.age} year old female. Cardiomegaly, possible atelectasis and pleural effusion.`,
+    );
+    // Without a report impression there is no side to give.
+    expect(promptFromRecord({ ...sided, prompt: null }, { impression: "labels", sides: true })).toBe(
+      `${demographics.age} year old female. Cardiomegaly, possible atelectasis and pleural effusion.`,
+    );
   });
 
   it("promptFromFields takes label names and free phrases; the result parses back", () => {

@@ -15,7 +15,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { generatePhantomDataset, loadChexpert } from "@cxr/data";
+import { type CxrRecord, generatePhantomDataset, loadChexpert } from "@cxr/data";
 import {
   CheckpointError,
   createPipeline,
@@ -573,11 +573,21 @@ describe("trainDiffusion", () => {
       "labelPrompts must be in [0, 1], got 1.5",
     );
 
+    await expect(trainDiffusion({ ...base(join(root, "s0")), labelSides: true })).rejects.toThrow(
+      "labelSides words the label prompts, so it needs labelPrompts above 0",
+    );
+
     const loaded = loadTrainingData(data);
+    const labelPrompt = (record: CxrRecord) =>
+      promptFromRecord(record, { impression: "labels", sides: true });
     const differ = loaded.records.filter(
-      (record, index) => promptFromRecord(record, { impression: "labels" }) !== loaded.prompts[index],
+      (record, index) => labelPrompt(record) !== loaded.prompts[index],
+    ).length;
+    const sided = loaded.records.filter(
+      (record) => labelPrompt(record) !== promptFromRecord(record, { impression: "labels" }),
     ).length;
     expect(differ).toBeGreaterThan(0);
+    expect(sided).toBeGreaterThan(0);
     const out = join(root, "labels");
     const messages: string[] = [];
     const run = await trainDiffusion({
@@ -585,13 +595,23 @@ describe("trainDiffusion", () => {
       steps: 2,
       gpu: await gpu(),
       labelPrompts: 1,
+      labelSides: true,
       log: (message) => messages.push(message),
     });
     expect(run.steps).toBe(2);
     expect(messages).toContain(
       `label prompts: 100% of prompts written from the labels (${differ} of ${loaded.records.length} records have a report impression that differs)`,
     );
-    expect(readTrainingState(join(out, "checkpoint")).options).toMatchObject({ labelPrompts: 1 });
+    expect(messages).toContain(
+      `label sides: ${sided} of ${loaded.records.length} label prompts name the side their report gives`,
+    );
+    expect(readTrainingState(join(out, "checkpoint")).options).toMatchObject({
+      labelPrompts: 1,
+      labelSides: true,
+    });
+    await expect(trainDiffusion({ ...base(out), steps: 2, resume: true, labelPrompts: 1 })).rejects.toThrow(
+      /with different settings: labelSides: checkpoint true, now undefined/,
+    );
     await expect(trainDiffusion({ ...base(out), steps: 2, resume: true })).rejects.toThrow(
       /with different settings: labelPrompts: checkpoint 1, now undefined/,
     );

@@ -104,6 +104,7 @@ interface TrainFlags {
   dropout: number;
   repeatFindings?: Partial<Record<ChexpertLabel, number>>;
   labelPrompts: number;
+  labelSides?: boolean;
   checkpointEvery: number;
   logEvery: number;
 }
@@ -200,6 +201,10 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       TRAIN_DEFAULTS.labelPrompts,
     )
     .option(
+      "--label-sides",
+      'label-worded prompts name the side the report gives a lateralised finding ("Left pleural effusion."); needs --label-prompts',
+    )
+    .option(
       "--repeat-findings <list>",
       'oversample rare findings: "Cardiomegaly=3,Pleural Effusion=2" puts each positive record that many times in every epoch (default: every record once)',
       (value: string) => {
@@ -255,6 +260,7 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
           conditioningDropout: flags.dropout,
           repeatFindings: flags.repeatFindings,
           labelPrompts: flags.labelPrompts,
+          labelSides: flags.labelSides === true,
           checkpointEvery: flags.checkpointEvery,
           logEvery: flags.logEvery,
           signal: controller.signal,
@@ -405,7 +411,7 @@ function registerFidelity(program: Command): void {
     )
     .option(
       "--phrase <finding=words>",
-      'word a finding of the generated prompts as given, e.g. "Pleural Effusion=large left pleural effusion" (repeatable; default: the label\'s phrase, "Pleural effusion.")',
+      'word a finding of the generated prompts as given, e.g. "Pleural Effusion=large left pleural effusion"; "|" separates wordings the images take in turn, e.g. "Pleural Effusion=right pleural effusion|left pleural effusion" (repeatable; default: the label\'s phrase, "Pleural effusion.")',
       (value: string, previous: string[] = []) => {
         const values = [...previous, value];
         try {

@@ -65,23 +65,51 @@ export type FidelityFinding = (typeof FIDELITY_FINDINGS)[number];
 
 /**
  * Parses `--phrase` values ("Pleural Effusion=large left pleural effusion", finding names
- * case-insensitive) into `FidelityOptions.phrases`; throws naming the bad value.
+ * case-insensitive) into `FidelityOptions.phrases`; "|" separates alternatives that the generated
+ * images take in turn ("Pleural Effusion=right pleural effusion|left pleural effusion"). Throws
+ * naming the bad value.
  */
-export function parseFidelityPhrases(values: readonly string[]): Partial<Record<FidelityFinding, string>> {
-  const phrases: Partial<Record<FidelityFinding, string>> = {};
+export function parseFidelityPhrases(values: readonly string[]): FidelityPhrases {
+  const phrases: FidelityPhrases = {};
   for (const value of values) {
     const at = value.indexOf("=");
     const name = at < 0 ? "" : value.slice(0, at).trim();
-    const phrase = at < 0 ? "" : value.slice(at + 1).trim();
-    if (at < 0 || phrase === "") throw new RangeError(`--phrase: expected FINDING=WORDS, got "${value}"`);
+    const words =
+      at < 0
+        ? []
+        : value
+            .slice(at + 1)
+            .split("|")
+            .map((part) => part.trim());
+    if (at < 0 || words.some((part) => part === "")) {
+      throw new RangeError(`--phrase: expected FINDING=WORDS or FINDING=WORDS|WORDS..., got "${value}"`);
+    }
     const finding = FIDELITY_FINDINGS.find((known) => known.toLowerCase() === name.toLowerCase());
     if (finding === undefined) {
       throw new RangeError(`--phrase: unknown finding "${name}" (one of ${FIDELITY_FINDINGS.join(", ")})`);
     }
     if (phrases[finding] !== undefined) throw new RangeError(`--phrase: ${finding} is worded twice`);
-    phrases[finding] = phrase;
+    phrases[finding] = words.length === 1 ? words[0] : words;
   }
   return phrases;
+}
+
+/** How generated prompts word a finding: one phrase, or alternatives taken in turn. */
+export type FidelityPhrases = Partial<Record<FidelityFinding, string | readonly string[]>>;
+
+/**
+ * The wording of `finding` in generated image `index`'s prompt. Alternatives change every
+ * `DEMOGRAPHICS.length` images, so that each alternative meets every demographic group.
+ */
+export function fidelityPhraseAt(
+  phrases: FidelityPhrases | undefined,
+  finding: FidelityFinding,
+  index: number,
+): string {
+  const wording = phrases?.[finding];
+  if (wording === undefined) return finding;
+  if (typeof wording === "string") return wording;
+  return wording[Math.floor(index / DEMOGRAPHICS.length) % wording.length];
 }
 
 /** Real films for the sex measure: "No Finding" films of adults (the generated prompts are 55-75 years). */
@@ -109,9 +137,10 @@ export interface FidelityOptions {
   /**
    * How the generated prompts word each finding; unset: the label's phrase ("Cardiomegaly.",
    * "Pleural effusion.", as `promptFromFields` writes findings). E.g. `{ "Pleural Effusion": "large
-   * left pleural effusion" }` asks in the wording of a report. The real films are the same either way.
+   * left pleural effusion" }` asks in the wording of a report; a list of phrases is taken in turn
+   * (`fidelityPhraseAt`), e.g. the sides a report names. The real films are the same either way.
    */
-  phrases?: Partial<Record<FidelityFinding, string>>;
+  phrases?: FidelityPhrases;
   onProgress?: (message: string) => void;
 }
 
@@ -528,11 +557,12 @@ export async function measureFidelity(
   const started = performance.now();
   const size = pipeline.model.config.resolution;
   const progress = options.onProgress ?? (() => {});
-  const generate = async (findings: string[], label: string, flipSex = false) => {
+  const generate = async (finding: FidelityFinding | null, label: string, flipSex = false) => {
     progress(`generating ${options.n} "${label}" images (${options.sampler}, ${options.steps} steps)`);
     const prompts: PromptFields[] = Array.from({ length: options.n }, (_, index) => {
       const demographics = DEMOGRAPHICS[index % DEMOGRAPHICS.length];
       const sex = flipSex ? (demographics.sex === "female" ? "male" : "female") : demographics.sex;
+      const findings = finding === null ? [] : [fidelityPhraseAt(options.phrases, finding, index)];
       return { ...demographics, sex, findings };
     });
     const result = await pipeline.generate({
@@ -556,18 +586,21 @@ export async function measureFidelity(
     };
   };
   // The same seed for every prompt set: image i starts from the same noise, only the prompt differs.
-  const wording = (finding: FidelityFinding) => options.phrases?.[finding] ?? finding;
-  const cardiomegaly = await generate([wording("Cardiomegaly")], wording("Cardiomegaly"));
-  const normal = await generate([], "No Finding");
+  const wording = (finding: FidelityFinding) => {
+    const phrase = options.phrases?.[finding] ?? finding;
+    return typeof phrase === "string" ? phrase : phrase.join(" | ");
+  };
+  const cardiomegaly = await generate("Cardiomegaly", wording("Cardiomegaly"));
+  const normal = await generate(null, "No Finding");
   const generated = ctrComparison(ratiosOf(cardiomegaly.measures), ratiosOf(normal.measures));
   const generatedMeasures = new Map<FidelityMeasureName, MeasureComparison>();
   for (const name of options.measures) {
     if (name === "pleural-effusion") {
-      const effusion = await generate([wording("Pleural Effusion")], wording("Pleural Effusion"));
+      const effusion = await generate("Pleural Effusion", wording("Pleural Effusion"));
       generatedMeasures.set(name, compareMeasure(name, effusion.measures, normal.measures));
     } else {
       // Each No Finding image again with the other sex: every noise and age appears once as each sex.
-      const flipped = await generate([], "No Finding, the other sex", true);
+      const flipped = await generate(null, "No Finding, the other sex", true);
       const bySex = (sex: "female" | "male") =>
         [normal, flipped].flatMap((set) => set.measures.filter((_, index) => set.prompts[index].sex === sex));
       generatedMeasures.set(name, compareMeasure(name, bySex("female"), bySex("male")));
@@ -705,6 +738,14 @@ export function formatFidelity(report: FidelityReport): string {
   const lines = [
     `conditioning fidelity of ${report.model} (${report.resolution} px, measured at ${Math.max(report.resolution, report.settings.measureSize)} px; ${report.settings.sampler}, ${report.settings.steps} steps${spacingNote(report.settings.spacing)}, guidance ${report.settings.guidance}${report.settings.guidanceRescale ? ` rescaled by ${report.settings.guidanceRescale}` : ""}, ${seeds})`,
   ];
+  for (const finding of FIDELITY_FINDINGS) {
+    const phrase = report.settings.phrases?.[finding];
+    if (phrase === undefined) continue;
+    const words = typeof phrase === "string" ? [phrase] : phrase;
+    lines.push(
+      `${finding} prompts worded ${words.map((word) => `"${word}"`).join(words.length > 1 ? ", in turn, " : "")}`,
+    );
+  }
   const realTitle = `real films (${report.pooled ? "every film of the " : ""}${report.settings.split} split, resized to ${report.resolution} px)`;
   ctrBlock(lines, "generated", report.generated);
   if (report.real) ctrBlock(lines, realTitle, report.real);

@@ -97,16 +97,63 @@ export interface PromptFromRecordOptions {
   impression?: "auto" | "labels";
   /** Uncertain (-1) labels: "possible <finding>" (default, as the phantom hedges) or left out. */
   uncertain?: "possible" | "omit";
+  /**
+   * With impression "labels": a lateralised finding (`LATERAL_FINDINGS`) that the record's own report
+   * impression gives a side for is phrased with it ("left pleural effusion", "bilateral pleural
+   * effusion"); default false. Records without a report impression, or whose report names no side,
+   * keep the plain phrase.
+   */
+  sides?: boolean;
 }
 
-/** Positive findings of a record as phrases, in CheXpert column order. */
-export function recordFindings(record: CxrRecord, uncertain: "possible" | "omit" = "possible"): string[] {
+export type Side = "left" | "right" | "bilateral";
+
+/** Findings a report gives a side for, and the words that name each in an impression. */
+export const LATERAL_FINDINGS: Readonly<Partial<Record<ChexpertLabel, RegExp>>> = {
+  "Pleural Effusion": /\beffusions?\b/,
+  Pneumothorax: /\bpneumothora(?:x|ces)\b/,
+  Atelectasis: /\batelectas[ie]s\b/,
+  Consolidation: /\bconsolidations?\b/,
+};
+
+/**
+ * The side a report impression gives a finding: each clause (split at sentence and list
+ * punctuation, "with" and "and") that names the finding contributes its side words; "bilateral",
+ * or both left and right, is bilateral. Null when the impression never names the finding with a side
+ * (or the label is not lateralised).
+ */
+export function reportedSide(impression: string, label: ChexpertLabel): Side | null {
+  const words = LATERAL_FINDINGS[label];
+  if (!words) return null;
+  let left = false;
+  let right = false;
+  for (const clause of impression.toLowerCase().split(/[.;,:]|\bwith\b|\band\b/)) {
+    if (!words.test(clause)) continue;
+    if (/\bbilateral(?:ly)?\b|\bboth\b/.test(clause)) return "bilateral";
+    if (/\bleft\b/.test(clause)) left = true;
+    if (/\bright\b/.test(clause)) right = true;
+  }
+  if (left && right) return "bilateral";
+  return left ? "left" : right ? "right" : null;
+}
+
+/**
+ * Positive findings of a record as phrases, in CheXpert column order; with `sidesFrom` (a report
+ * impression) each lateralised finding carries the side that impression gives it.
+ */
+export function recordFindings(
+  record: CxrRecord,
+  uncertain: "possible" | "omit" = "possible",
+  sidesFrom: string | null = null,
+): string[] {
   const findings: string[] = [];
   for (const label of CHEXPERT_LABELS) {
     if (label === "No Finding") continue;
     const value = record.labels[label];
-    if (value === 1) findings.push(FINDING_PHRASES[label]);
-    else if (value === -1 && uncertain === "possible") findings.push(`possible ${FINDING_PHRASES[label]}`);
+    const side = sidesFrom === null ? null : reportedSide(sidesFrom, label);
+    const phrase = side === null ? FINDING_PHRASES[label] : `${side} ${FINDING_PHRASES[label]}`;
+    if (value === 1) findings.push(phrase);
+    else if (value === -1 && uncertain === "possible") findings.push(`possible ${phrase}`);
   }
   return findings;
 }
@@ -116,7 +163,9 @@ export function promptFromRecord(record: CxrRecord, options: PromptFromRecordOpt
   const where = `record ${record.source.file}${record.source.row === null ? "" : ` row ${record.source.row}`} (study ${record.studyId})`;
   checkDemographics(record.sex, record.age, where);
   const own = options.impression !== "labels" && record.prompt ? parsePrompt(record.prompt) : null;
-  const impression = own?.impression || impressionFromFindings(recordFindings(record, options.uncertain));
+  const report = options.sides && record.prompt ? parsePrompt(record.prompt)?.impression || null : null;
+  const impression =
+    own?.impression || impressionFromFindings(recordFindings(record, options.uncertain, report));
   return formatPrompt({
     age: Math.round(record.age as number),
     race: options.race === false ? null : record.race,

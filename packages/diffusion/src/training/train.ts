@@ -129,6 +129,11 @@ export interface TrainOptions {
    * from the seed, so a resumed run draws the same.
    */
   labelPrompts: number;
+  /**
+   * Label-worded prompts name the side the record's report gives a lateralised finding ("Left
+   * pleural effusion." instead of "Pleural effusion."; `promptFromRecord`'s `sides`). Default false.
+   */
+  labelSides?: boolean;
   /** Write a checkpoint every this many steps (and at the end). */
   checkpointEvery: number;
   /** Read the loss back and report progress every this many steps. */
@@ -219,6 +224,9 @@ function checkOptions(options: TrainOptions): void {
   }
   if (!(options.labelPrompts >= 0 && options.labelPrompts <= 1)) {
     problems.push(`labelPrompts must be in [0, 1], got ${options.labelPrompts}`);
+  }
+  if (options.labelSides && !(options.labelPrompts > 0)) {
+    problems.push("labelSides words the label prompts, so it needs labelPrompts above 0");
   }
   const prediction = options.prediction === undefined ? null : predictionProblem(options.prediction);
   if (prediction) problems.push(prediction);
@@ -368,6 +376,7 @@ function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmup
     // Only present when used, so checkpoints written before the option existed still resume.
     ...(options.repeatFindings === undefined ? {} : { repeatFindings: options.repeatFindings }),
     ...(options.labelPrompts === 0 ? {} : { labelPrompts: options.labelPrompts }),
+    ...(options.labelSides ? { labelSides: true } : {}),
     ...(options.growAttention === undefined ? {} : { growAttention: options.growAttention }),
     ...(options.prediction === undefined ? {} : { prediction: options.prediction }),
   };
@@ -515,7 +524,10 @@ export async function trainDiffusion(
   const promptOf = new Map(
     records.map((record, index) => [
       record,
-      { report: prompts[index], labels: promptFromRecord(record, { impression: "labels" }) },
+      {
+        report: prompts[index],
+        labels: promptFromRecord(record, { impression: "labels", sides: options.labelSides === true }),
+      },
     ]),
   );
   if (options.labelPrompts > 0) {
@@ -526,6 +538,12 @@ export async function trainDiffusion(
     log(
       `label prompts: ${(100 * options.labelPrompts).toFixed(0)}% of prompts written from the labels (${differ} of ${records.length} records have a report impression that differs)`,
     );
+    if (options.labelSides) {
+      const sided = records.filter(
+        (record) => promptOf.get(record)!.labels !== promptFromRecord(record, { impression: "labels" }),
+      ).length;
+      log(`label sides: ${sided} of ${records.length} label prompts name the side their report gives`);
+    }
   }
   const pool = epochPool(records, options.repeatFindings);
   if (options.repeatFindings !== undefined) {
