@@ -162,8 +162,9 @@ export function recordFindings(
 export function promptFromRecord(record: CxrRecord, options: PromptFromRecordOptions = {}): string {
   const where = `record ${record.source.file}${record.source.row === null ? "" : ` row ${record.source.row}`} (study ${record.studyId})`;
   checkDemographics(record.sex, record.age, where);
-  const own = options.impression !== "labels" && record.prompt ? parsePrompt(record.prompt) : null;
-  const report = options.sides && record.prompt ? parsePrompt(record.prompt)?.impression || null : null;
+  const parsed = record.prompt ? parsePrompt(record.prompt) : null;
+  const own = options.impression !== "labels" ? parsed : null;
+  const report = options.sides ? parsed?.impression || null : null;
   const impression =
     own?.impression || impressionFromFindings(recordFindings(record, options.uncertain, report));
   return formatPrompt({
