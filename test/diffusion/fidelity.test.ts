@@ -21,6 +21,8 @@ import {
   formatDiffusionBench,
   formatFidelity,
   formatFidelityComparison,
+  lungsByWording,
+  meanShift,
   measureFidelity,
   measureRealFilms,
   type Pipeline,
@@ -99,6 +101,47 @@ describe("conditioning fidelity", () => {
     // Perfect separation: every resample separates too.
     expect(aurocBootstrapInterval([3, 4, 5], [1, 2])).toEqual([1, 1]);
     expect(aurocBootstrapInterval([], [1])).toBeNull();
+  });
+
+  it("a lung's shift is a difference of means with a seeded bootstrap interval about it", () => {
+    const shift = meanShift([0.6, 0.62, null, 0.64], [0.7, 0.72, 0.74, null]);
+    expect(shift.positive).toBeCloseTo(0.62, 12);
+    expect(shift.negative).toBeCloseTo(0.72, 12);
+    expect(shift.difference).toBeCloseTo(-0.1, 12);
+    const [low, high] = shift.interval!;
+    expect(low).toBeLessThanOrEqual(-0.1);
+    expect(high).toBeGreaterThanOrEqual(-0.1);
+    // Resampling three values a class reaches the extremes: 0.60 - 0.74 and 0.64 - 0.70 bound it.
+    expect(low).toBeGreaterThanOrEqual(-0.14 - 1e-12);
+    expect(high).toBeLessThanOrEqual(-0.06 + 1e-12);
+    expect(high).toBeLessThan(0);
+    expect(meanShift([0.6, 0.62, 0.64], [0.7, 0.72, 0.74])).toEqual(
+      meanShift([0.6, 0.62, 0.64], [0.7, 0.72, 0.74]),
+    );
+    // Overlapping classes: the interval reaches past 0.
+    const overlap = meanShift([0.5, 0.7, 0.9, 0.6, 0.8], [0.55, 0.75, 0.85, 0.65]);
+    expect(overlap.interval![0]).toBeLessThan(0);
+    expect(overlap.interval![1]).toBeGreaterThan(0);
+    expect(meanShift([null], [0.7])).toEqual({
+      positive: null,
+      negative: 0.7,
+      difference: null,
+      interval: null,
+    });
+    // Grouped by wording: each wording's images against every negative image.
+    const positive = { right: [0.6, 0.7, 0.6, 0.7], left: [0.8, 0.6, 0.8, 0.6] };
+    const negative = { right: [0.75, 0.75], left: [0.75, 0.75] };
+    const groups = lungsByWording(positive, negative, ["left", "right"], (index) =>
+      index % 2 === 0 ? "right" : "left",
+    );
+    expect(groups.map((group) => [group.wording, group.images])).toEqual([
+      ["left", 2],
+      ["right", 2],
+    ]);
+    expect(groups[0].lungs.right.difference).toBeCloseTo(-0.05, 12);
+    expect(groups[0].lungs.left.difference).toBeCloseTo(-0.15, 12);
+    expect(groups[1].lungs.right.difference).toBeCloseTo(-0.15, 12);
+    expect(groups[1].lungs.left.difference).toBeCloseTo(0.05, 12);
   });
 
   it("the generated-minus-real AUROC difference has an interval that decides only when it should", () => {
@@ -269,7 +312,19 @@ describe("conditioning fidelity", () => {
         joined((r) => r.measures[index].generated.positive.byImage),
       );
       expect(measure.real).toBe(real.measures[measure.name]);
+      expect(measure.generated.positive.lungs).toEqual(
+        measure.name === "pleural-effusion"
+          ? {
+              right: joined((r) => r.measures[index].generated.positive.lungs!.right),
+              left: joined((r) => r.measures[index].generated.positive.lungs!.left),
+            }
+          : undefined,
+      );
     }
+    // A report written before the per-lung depths pools without them.
+    const before = JSON.parse(JSON.stringify(two));
+    delete before.measures[0].generated.positive.lungs;
+    expect(poolFidelityReports([one, before]).measures[0].generated.lungs).toBeUndefined();
     // Every film of the split, not a draw of n: as many as the split holds.
     const films = loadChexpert(data, { onError: "skip" }).records.filter(
       (record) => record.split === "train" && record.frontal && record.labels.Cardiomegaly === 1,
@@ -422,6 +477,33 @@ describe("conditioning fidelity", () => {
     }
     // Real effusion films are compared with the CTR's No Finding films, measured once.
     expect(effusion.real!.negative.images).toBe(real.normal.images);
+    // Each lung's own depth, image by image: the measure is the shallower of the two.
+    for (const group of [effusion.generated.positive, effusion.real!.positive, effusion.real!.negative]) {
+      const lungs = group.lungs!;
+      expect(lungs.right).toHaveLength(group.images);
+      expect(lungs.left).toHaveLength(group.images);
+      group.byImage.forEach((depth, index) => {
+        const [right, left] = [lungs.right[index], lungs.left[index]];
+        expect(depth).toBe(right === null || left === null ? null : Math.min(right, left));
+      });
+    }
+    expect(effusion.real!.positive.measured).toBeGreaterThan(0);
+    for (const side of ["right", "left"] as const) {
+      const shift = effusion.real!.lungs![side];
+      const depths = (values: (number | null)[]) => values.filter((value): value is number => value !== null);
+      const meanOf = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+      expect(shift.positive).toBeCloseTo(meanOf(depths(effusion.real!.positive.lungs![side])), 12);
+      expect(shift.difference).toBeCloseTo(shift.positive! - shift.negative!, 12);
+      expect(shift.interval![0]).toBeLessThanOrEqual(shift.difference!);
+      expect(shift.interval![1]).toBeGreaterThanOrEqual(shift.difference!);
+    }
+    expect(sex.real!.positive.lungs).toBeUndefined();
+    expect(sex.real!.lungs).toBeUndefined();
+    expect(effusion.generated.byWording).toBeUndefined();
+    expect(formatFidelity(report)).toMatch(
+      /each lung's mean depth, Pleural Effusion minus No Finding: right (undefined|[+-][\d.]+ \(95% bootstrap interval [+-][\d.]+ to [+-][\d.]+\)), left /,
+    );
+    expect(formatFidelity(report)).toMatch(/measured, mean [\d.]+ \(right lung [\d.]+, left lung [\d.]+\)/);
     for (const depth of effusion.real!.positive.values) {
       expect(depth).toBeGreaterThanOrEqual(0);
       expect(depth).toBeLessThan(1.5);
@@ -506,6 +588,14 @@ describe("conditioning fidelity", () => {
     expect(formatFidelity(turns)).toContain(
       'Pleural Effusion prompts worded "right pleural effusion", in turn, "left pleural effusion"',
     );
+    // Each wording's images lung by lung: images 0-3 and then 4-5 of the six.
+    const byWording = turns.measures[0].generated.byWording!;
+    expect(byWording.map((group) => [group.wording, group.images])).toEqual([
+      ["right pleural effusion", 4],
+      ["left pleural effusion", 2],
+    ]);
+    expect(formatFidelity(turns)).toMatch(/ {6}"left pleural effusion" \(2 images\): right /);
+    expect(report.measures[0].generated.byWording).toBeUndefined();
   }, 120_000);
 
   it("measures real films alone, and names what a split lacks", async () => {

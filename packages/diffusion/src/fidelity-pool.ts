@@ -11,9 +11,11 @@ import {
   ctrComparison,
   type FidelityMeasureName,
   type FidelityReport,
+  type LungDepths,
   type MeasureComparison,
   measureComparison,
   type RealFilmsFidelity,
+  withWordings,
 } from "./fidelity.ts";
 import { byImage, SAMPLER_SETTINGS, settingDifferences, settingOf } from "./fidelity-compare.ts";
 
@@ -96,14 +98,22 @@ export function poolFidelityReports(
       if (!measure) throw new Error(`${label}: lists ${name} in its settings but holds no ${name} measure`);
       return measure.generated;
     };
-    generatedMeasures.set(
+    // Each lung's depths pool only when every report holds them (reports before them lack them).
+    const hasLungs = reports.every((report, index) => {
+      const measure = side(report, names[index]);
+      return measure?.positive?.lungs !== undefined && measure?.negative?.lungs !== undefined;
+    });
+    const lungs = (which: "positive" | "negative"): LungDepths => ({
+      right: pool((report, label) => side(report, label)[which].lungs?.right, `${name} ${which} right lung`),
+      left: pool((report, label) => side(report, label)[which].lungs?.left, `${name} ${which} left lung`),
+    });
+    const comparison = measureComparison(
       name,
-      measureComparison(
-        name,
-        pool((report, label) => side(report, label)?.positive?.byImage, `${name} positive`),
-        pool((report, label) => side(report, label)?.negative?.byImage, `${name} negative`),
-      ),
+      pool((report, label) => side(report, label)?.positive?.byImage, `${name} positive`),
+      pool((report, label) => side(report, label)?.negative?.byImage, `${name} negative`),
+      hasLungs ? { positive: lungs("positive"), negative: lungs("negative") } : undefined,
     );
+    generatedMeasures.set(name, withWordings(comparison, first.settings.phrases, first.settings.n));
   }
   const { realData: _measuredFrom, ...settings } = first.settings;
   return {

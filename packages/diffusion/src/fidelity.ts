@@ -195,6 +195,35 @@ export interface MeasureClass {
   values: number[];
   /** The value of image i in generation order, null where not measured (as `ClassMeasurement.byImage`). */
   byImage: (number | null)[];
+  /**
+   * pleural-effusion only: each lung's own lateral depth, image by image (the measure itself is the
+   * shallower of the two). Reports written before it lack it.
+   */
+  lungs?: LungDepths;
+}
+
+/** Each lung's lateral depth of a class's images, in image order (null: lungs not segmented). */
+export interface LungDepths {
+  right: (number | null)[];
+  left: (number | null)[];
+}
+
+/**
+ * One lung's mean lateral depth with the finding and without, the difference (positive minus negative)
+ * and its 95% percentile bootstrap interval (each class resampled on its own, `AUROC_BOOTSTRAP_ROUNDS`
+ * rounds, seeded); null where a class has no measured image.
+ */
+export interface LungShift {
+  positive: number | null;
+  negative: number | null;
+  difference: number | null;
+  interval: [number, number] | null;
+}
+
+/** Where a finding moves the lateral depth: each lung on its own. */
+export interface LungsComparison {
+  right: LungShift;
+  left: LungShift;
 }
 
 export interface MeasureComparison {
@@ -208,6 +237,20 @@ export interface MeasureComparison {
   auroc: number | null;
   /** 95% bootstrap interval as for the CTR (`AUROC_BOOTSTRAP_ROUNDS` rounds, classes resampled apart). */
   aurocInterval: [number, number] | null;
+  /** pleural-effusion only: the shift of each lung's depth (the classes' `lungs`). */
+  lungs?: LungsComparison;
+  /**
+   * pleural-effusion with wordings taken in turn (`FidelityOptions.phrases`), generated images only:
+   * each wording's images against every negative image, lung by lung.
+   */
+  byWording?: WordingLungs[];
+}
+
+/** The images of one wording of the finding and their per-lung shift against the negative class. */
+export interface WordingLungs {
+  wording: string;
+  images: number;
+  lungs: LungsComparison;
 }
 
 export interface FidelityMeasure {
@@ -307,11 +350,75 @@ export function percentileInterval(values: Float64Array): [number, number] {
   return [at(0.025), at(0.975)];
 }
 
+/**
+ * Mean of `positives` minus mean of `negatives` (nulls skipped), with the 95% percentile bootstrap
+ * interval of that difference (each class resampled on its own); null parts when a class is empty.
+ */
+export function meanShift(
+  positives: readonly (number | null)[],
+  negatives: readonly (number | null)[],
+  rounds = AUROC_BOOTSTRAP_ROUNDS,
+  seed = 1,
+): LungShift {
+  const a = positives.filter((value): value is number => value !== null);
+  const b = negatives.filter((value): value is number => value !== null);
+  const meanA = mean(a);
+  const meanB = mean(b);
+  if (meanA === null || meanB === null) {
+    return { positive: meanA, negative: meanB, difference: null, interval: null };
+  }
+  const rng = new Rng(seed);
+  const values = new Float64Array(rounds);
+  const drawMean = (from: readonly number[]) => {
+    let sum = 0;
+    for (let index = 0; index < from.length; index++) sum += from[rng.index(from.length)];
+    return sum / from.length;
+  };
+  for (let round = 0; round < rounds; round++) values[round] = drawMean(a) - drawMean(b);
+  return {
+    positive: meanA,
+    negative: meanB,
+    difference: meanA - meanB,
+    interval: percentileInterval(values),
+  };
+}
+
+/** Each lung's shift of depth between two classes (`meanShift`, lung by lung). */
+export function compareLungs(positive: LungDepths, negative: LungDepths): LungsComparison {
+  return {
+    right: meanShift(positive.right, negative.right),
+    left: meanShift(positive.left, negative.left),
+  };
+}
+
+/**
+ * The positive images grouped by the wording of their prompt (`wordingOf(i)` for image i; groups in
+ * `wordings` order), each group's per-lung shift against every negative image.
+ */
+export function lungsByWording(
+  positive: LungDepths,
+  negative: LungDepths,
+  wordings: readonly string[],
+  wordingOf: (index: number) => string,
+): WordingLungs[] {
+  return wordings.map((wording) => {
+    const picked = positive.right.map((_, index) => index).filter((index) => wordingOf(index) === wording);
+    const pick = (values: readonly (number | null)[]) => picked.map((index) => values[index]);
+    return {
+      wording,
+      images: picked.length,
+      lungs: compareLungs({ right: pick(positive.right), left: pick(positive.left) }, negative),
+    };
+  });
+}
+
 /** Every measure of one image; null where the lungs could not be segmented. */
 interface ImageMeasures {
   ratio: number | null;
   lateralDepth: number | null;
   lowerZoneRatio: number | null;
+  rightDepth: number | null;
+  leftDepth: number | null;
 }
 
 function measureImages(images: readonly Float32Array[], size: number, measureSize: number): ImageMeasures[] {
@@ -327,6 +434,8 @@ function measureImages(images: readonly Float32Array[], size: number, measureSiz
       ratio: finite(ctr?.ratio),
       lateralDepth: finite(zones?.lateralDepth),
       lowerZoneRatio: finite(zones?.lowerZoneRatio),
+      rightDepth: finite(zones?.right.lateralDepth),
+      leftDepth: finite(zones?.left.lateralDepth),
     };
   });
 }
@@ -354,8 +463,13 @@ const MEASURE_FIELD: Readonly<Record<FidelityMeasureName, "lateralDepth" | "lowe
 };
 
 /** A class's values of a measure from the value of each image in order (null: not measured). */
-function measureClass(label: string, byImage: readonly (number | null)[]): MeasureClass {
+function measureClass(label: string, byImage: readonly (number | null)[], lungs?: LungDepths): MeasureClass {
   const values = byImage.filter((value): value is number => value !== null);
+  if (lungs && (lungs.right.length !== byImage.length || lungs.left.length !== byImage.length)) {
+    throw new RangeError(
+      `fidelity: ${label} has ${byImage.length} images but ${lungs.right.length} right and ${lungs.left.length} left lung depths`,
+    );
+  }
   return {
     label,
     images: byImage.length,
@@ -363,8 +477,14 @@ function measureClass(label: string, byImage: readonly (number | null)[]): Measu
     mean: mean(values),
     values,
     byImage: [...byImage],
+    ...(lungs ? { lungs: { right: [...lungs.right], left: [...lungs.left] } } : {}),
   };
 }
+
+const lungsOf = (measures: readonly ImageMeasures[]): LungDepths => ({
+  right: measures.map((measure) => measure.rightDepth),
+  left: measures.map((measure) => measure.leftDepth),
+});
 
 const valuesOf = (name: FidelityMeasureName, measures: readonly ImageMeasures[]) =>
   measures.map((measure) => measure[MEASURE_FIELD[name]]);
@@ -392,17 +512,19 @@ export function measureComparison(
   name: FidelityMeasureName,
   positives: readonly (number | null)[],
   negatives: readonly (number | null)[],
+  lungs?: { positive: LungDepths; negative: LungDepths },
 ): MeasureComparison {
   const spec = FIDELITY_MEASURES[name];
   const classes = {
-    positive: measureClass(spec.positive, positives),
-    negative: measureClass(spec.negative, negatives),
+    positive: measureClass(spec.positive, positives, lungs?.positive),
+    negative: measureClass(spec.negative, negatives, lungs?.negative),
   };
   const { positives: oriented, negatives: against } = measureSides(name, classes);
   return {
     ...classes,
     auroc: auroc(oriented, against),
     aurocInterval: aurocBootstrapInterval(oriented, against),
+    ...(lungs ? { lungs: compareLungs(lungs.positive, lungs.negative) } : {}),
   };
 }
 
@@ -411,7 +533,9 @@ function compareMeasure(
   positives: readonly ImageMeasures[],
   negatives: readonly ImageMeasures[],
 ): MeasureComparison {
-  return measureComparison(name, valuesOf(name, positives), valuesOf(name, negatives));
+  const lungs =
+    name === "pleural-effusion" ? { positive: lungsOf(positives), negative: lungsOf(negatives) } : undefined;
+  return measureComparison(name, valuesOf(name, positives), valuesOf(name, negatives), lungs);
 }
 
 /**
@@ -597,7 +721,8 @@ export async function measureFidelity(
   for (const name of options.measures) {
     if (name === "pleural-effusion") {
       const effusion = await generate("Pleural Effusion", wording("Pleural Effusion"));
-      generatedMeasures.set(name, compareMeasure(name, effusion.measures, normal.measures));
+      const comparison = compareMeasure(name, effusion.measures, normal.measures);
+      generatedMeasures.set(name, withWordings(comparison, options.phrases, options.n));
     } else {
       // Each No Finding image again with the other sex: every noise and age appears once as each sex.
       const flipped = await generate(null, "No Finding, the other sex", true);
@@ -627,6 +752,23 @@ export async function measureFidelity(
     ...againstRealFilms(generated, generatedMeasures, options.measures, real),
     seconds: (performance.now() - started) / 1000,
   };
+}
+
+/**
+ * An effusion comparison of generated images with `byWording` added when the prompts took several
+ * wordings in turn (`fidelityPhraseAt` of image `index % n`: pooled reports repeat the order per seed).
+ */
+export function withWordings(
+  comparison: MeasureComparison,
+  phrases: FidelityPhrases | undefined,
+  n: number,
+): MeasureComparison {
+  const wordings = phrases?.["Pleural Effusion"];
+  if (typeof wordings === "string" || wordings === undefined) return comparison;
+  const { positive, negative } = comparison;
+  if (!positive.lungs || !negative.lungs) return comparison;
+  const wordingOf = (index: number) => fidelityPhraseAt(phrases, "Pleural Effusion", index % n);
+  return { ...comparison, byWording: lungsByWording(positive.lungs, negative.lungs, wordings, wordingOf) };
 }
 
 /**
@@ -667,8 +809,20 @@ function describeClass(name: string, measurement: ClassMeasurement): string {
 }
 
 function describeMeasureClass(measurement: MeasureClass): string {
-  const mean = measurement.mean === null ? "-" : measurement.mean.toFixed(3);
-  return `${measurement.label.padEnd(16)} ${String(measurement.measured).padStart(4)}/${String(measurement.images).padEnd(4)} measured, mean ${mean}`;
+  const fixed = (value: number | null) => (value === null ? "-" : value.toFixed(3));
+  const lungs = measurement.lungs
+    ? ` (right lung ${fixed(mean(measurement.lungs.right.filter((v) => v !== null)))}, left lung ${fixed(mean(measurement.lungs.left.filter((v) => v !== null)))})`
+    : "";
+  return `${measurement.label.padEnd(16)} ${String(measurement.measured).padStart(4)}/${String(measurement.images).padEnd(4)} measured, mean ${fixed(measurement.mean)}${lungs}`;
+}
+
+/** "right -0.026 (95% bootstrap interval -0.041 to -0.012), left ..." */
+function describeLungs(lungs: LungsComparison): string {
+  const one = (name: string, shift: LungShift) =>
+    shift.difference === null || shift.interval === null
+      ? `${name} undefined (a class has no measurable image)`
+      : `${name} ${signedFixed(shift.difference)} (95% bootstrap interval ${signedFixed(shift.interval[0])} to ${signedFixed(shift.interval[1])})`;
+  return `${one("right", lungs.right)}, ${one("left", lungs.left)}`;
 }
 
 function describeAuroc(auroc: number | null, interval: [number, number] | null): string {
@@ -729,6 +883,14 @@ function measureBlock(
   lines.push(
     `    AUROC (${spec.positive} ${spec.higherMeansPositive ? "higher" : "lower"}): ${describeAuroc(comparison.auroc, comparison.aurocInterval)}`,
   );
+  if (comparison.lungs) {
+    lines.push(
+      `    each lung's mean depth, ${spec.positive} minus ${spec.negative}: ${describeLungs(comparison.lungs)}`,
+    );
+  }
+  for (const group of comparison.byWording ?? []) {
+    lines.push(`      "${group.wording}" (${group.images} images): ${describeLungs(group.lungs)}`);
+  }
 }
 
 export function formatFidelity(report: FidelityReport): string {
