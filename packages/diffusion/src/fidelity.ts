@@ -301,12 +301,22 @@ export function aurocBootstrapInterval(
   seed = 1,
 ): [number, number] | null {
   if (positives.length === 0 || negatives.length === 0) return null;
+  return bootstrapInterval(rounds, seed, (draw) => auroc(draw(positives), draw(negatives)) as number);
+}
+
+/**
+ * The 95% percentile interval of `statistic` over `rounds` bootstrap rounds. Each round calls it with
+ * `draw`, which resamples a list with replacement; one seeded stream serves every draw in call order.
+ */
+function bootstrapInterval(
+  rounds: number,
+  seed: number,
+  statistic: (draw: (from: readonly number[]) => number[]) => number,
+): [number, number] {
   const rng = new Rng(seed);
   const values = new Float64Array(rounds);
   const draw = (from: readonly number[]) => Array.from(from, () => from[rng.index(from.length)]);
-  for (let round = 0; round < rounds; round++) {
-    values[round] = auroc(draw(positives), draw(negatives)) as number;
-  }
+  for (let round = 0; round < rounds; round++) values[round] = statistic(draw);
   return percentileInterval(values);
 }
 
@@ -331,15 +341,14 @@ export function aurocDifference(
   const aurocA = auroc(a.positives, a.negatives);
   const aurocB = auroc(b.positives, b.negatives);
   if (aurocA === null || aurocB === null) return null;
-  const rng = new Rng(seed);
-  const values = new Float64Array(rounds);
-  const draw = (from: readonly number[]) => Array.from(from, () => from[rng.index(from.length)]);
-  for (let round = 0; round < rounds; round++) {
-    values[round] =
+  const interval = bootstrapInterval(
+    rounds,
+    seed,
+    (draw) =>
       (auroc(draw(a.positives), draw(a.negatives)) as number) -
-      (auroc(draw(b.positives), draw(b.negatives)) as number);
-  }
-  return { difference: aurocA - aurocB, interval: percentileInterval(values) };
+      (auroc(draw(b.positives), draw(b.negatives)) as number),
+  );
+  return { difference: aurocA - aurocB, interval };
 }
 
 /** The 2.5th and 97.5th percentiles of bootstrap values (sorted in place). */
@@ -367,20 +376,12 @@ export function meanShift(
   if (meanA === null || meanB === null) {
     return { positive: meanA, negative: meanB, difference: null, interval: null };
   }
-  const rng = new Rng(seed);
-  const values = new Float64Array(rounds);
-  const drawMean = (from: readonly number[]) => {
-    let sum = 0;
-    for (let index = 0; index < from.length; index++) sum += from[rng.index(from.length)];
-    return sum / from.length;
-  };
-  for (let round = 0; round < rounds; round++) values[round] = drawMean(a) - drawMean(b);
-  return {
-    positive: meanA,
-    negative: meanB,
-    difference: meanA - meanB,
-    interval: percentileInterval(values),
-  };
+  const interval = bootstrapInterval(
+    rounds,
+    seed,
+    (draw) => (mean(draw(a)) as number) - (mean(draw(b)) as number),
+  );
+  return { positive: meanA, negative: meanB, difference: meanA - meanB, interval };
 }
 
 /** Each lung's shift of depth between two classes (`meanShift`, lung by lung). */
