@@ -237,10 +237,21 @@ describe("conditioning fidelity", () => {
     );
     // One model sampled two ways pairs up (same starting noise and prompt); the differences are named.
     // A report written before spacing was recorded sampled with "leading".
-    const { spacing: _spacing, guidanceRescale: _rescale, ...oldSettings } = report.settings;
+    const {
+      spacing: _spacing,
+      guidanceRescale: _rescale,
+      negativePrompt: _negative,
+      ...oldSettings
+    } = report.settings;
     const resampled = {
       ...report,
-      settings: { ...report.settings, guidance: 7, spacing: "trailing" as const, guidanceRescale: 0.7 },
+      settings: {
+        ...report.settings,
+        guidance: 7,
+        spacing: "trailing" as const,
+        guidanceRescale: 0.7,
+        negativePrompt: "{patient}",
+      },
     };
     const ways = compareFidelityReports(
       { ...report, settings: oldSettings as typeof report.settings },
@@ -250,12 +261,14 @@ describe("conditioning fidelity", () => {
       'spacing "leading" vs "trailing"',
       "guidance 3 vs 7",
       "guidanceRescale 0 vs 0.7",
+      'negativePrompt "" vs "{patient}"',
     ]);
     expect(formatFidelityComparison(ways)).toContain(
-      'sampled differently: spacing "leading" vs "trailing"; guidance 3 vs 7; guidanceRescale 0 vs 0.7 (the difference measured is of model and sampling together)',
+      'sampled differently: spacing "leading" vs "trailing"; guidance 3 vs 7; guidanceRescale 0 vs 0.7; negativePrompt "" vs "{patient}" (the difference measured is of model and sampling together)',
     );
     expect(report.settings.spacing).toBe("leading");
     expect(report.settings.guidanceRescale).toBe(0);
+    expect(report.settings.negativePrompt).toBe("");
     const old = JSON.parse(JSON.stringify(report));
     delete old.generated.normal.byImage;
     expect(() => compareFidelityReports(report, old, ["A.json", "old.json"])).toThrow(
@@ -526,6 +539,47 @@ describe("conditioning fidelity", () => {
       'fidelity: measure "sex" is listed twice',
     );
   }, 300_000);
+
+  it("--negative-prompt: {patient} is each image's own patient; a No Finding prompt's own text leaves it unguided", async () => {
+    /** The report, and what each generate call drew (Cardiomegaly, then No Finding) and was asked. */
+    const drawn = async (input: Parameters<typeof measureFidelity>[1]) => {
+      const spy = vi.spyOn(pipeline, "generate");
+      try {
+        const report = await measureFidelity(pipeline, input);
+        const results = await Promise.all(spy.mock.results.map((result) => result.value));
+        return {
+          report,
+          pixels: results.map((result) =>
+            result.images.map((image: { pixels: Float32Array }) => image.pixels),
+          ),
+          negatives: spy.mock.calls.map(([options]) => options.negativePrompt),
+        };
+      } finally {
+        spy.mockRestore();
+      }
+    };
+    const options = { n: 4, steps: 2, measures: [] };
+    const negativePrompt = "{patient} No acute cardiopulmonary abnormality.";
+    const away = await drawn({ ...options, guidance: 3, negativePrompt });
+    const unguided = await drawn({ ...options, guidance: 1 });
+    const plain = await drawn({ ...options, guidance: 3 });
+    expect(away.report.settings.negativePrompt).toBe(negativePrompt);
+    expect(formatFidelity(away.report)).toContain(`guidance 3 away from "${negativePrompt}"`);
+    expect(formatFidelity(plain.report)).not.toContain("away from");
+    expect(away.negatives[1]).toEqual([
+      "70 year old WHITE female. No acute cardiopulmonary abnormality.",
+      "65 year old BLACK male. No acute cardiopulmonary abnormality.",
+      "55 year old ASIAN female. No acute cardiopulmonary abnormality.",
+      "75 year old HISPANIC male. No acute cardiopulmonary abnormality.",
+    ]);
+    expect(plain.negatives[1]).toEqual(["", "", "", ""]);
+    // A No Finding image's negative prompt is its own prompt, so eps_u = eps_c: guidance 3 draws what 1 does.
+    expect(away.pixels[1]).toEqual(unguided.pixels[1]);
+    expect(away.pixels[1]).not.toEqual(plain.pixels[1]);
+    // A Cardiomegaly image is guided away from its patient's normal film instead of from the empty prompt.
+    expect(away.pixels[0]).not.toEqual(plain.pixels[0]);
+    expect(away.pixels[0]).not.toEqual(unguided.pixels[0]);
+  }, 120_000);
 
   it("--phrase words a finding of the generated prompts as asked; the settings record it", async () => {
     expect(parseFidelityPhrases([])).toEqual({});

@@ -135,6 +135,53 @@ describe("createPipeline().generate", () => {
     expect(three.images[0].metadata.guidanceRescale).toBe(0);
   }, 300_000);
 
+  it("a negative prompt is what the unconditional half reads: at guidance 0 the image is the negative prompt's own", async () => {
+    const normal = "40 year old male. No acute cardiopulmonary abnormality.";
+    const options = { n: 1, steps: 2, sampler: "ddim" as const, seed: 5 };
+    const plain = await pipeline.generate({ ...options, prompt, guidance: 3 });
+    const empty = await pipeline.generate({ ...options, prompt, guidance: 3, negativePrompt: "" });
+    expect(empty.images[0].pixels).toEqual(plain.images[0].pixels);
+    expect(plain.images[0].metadata.negativePrompt).toBe("");
+    const away = await pipeline.generate({ ...options, prompt, guidance: 3, negativePrompt: normal });
+    expect(away.images[0].pixels).not.toEqual(plain.images[0].pixels);
+    expect(away.images[0].metadata.negativePrompt).toBe(normal);
+    // eps_u + 0 (eps_c - eps_u) = eps_u: the negative prompt's conditional prediction, step for step.
+    const zero = await pipeline.generate({ ...options, prompt, guidance: 0, negativePrompt: normal });
+    const negativeAlone = await pipeline.generate({ ...options, prompt: normal, guidance: 1 });
+    expect(zero.images[0].pixels).toEqual(negativeAlone.images[0].pixels);
+    // At guidance 1 the unconditional half is not run, so the negative prompt changes nothing.
+    const one = await pipeline.generate({ ...options, prompt, guidance: 1 });
+    const oneAway = await pipeline.generate({ ...options, prompt, guidance: 1, negativePrompt: normal });
+    expect(oneAway.images[0].pixels).toEqual(one.images[0].pixels);
+  }, 300_000);
+
+  it("negative prompts one per prompt entry pair up with the entries, and their tokenizer warnings are named", async () => {
+    const normal = "40 year old male. No acute cardiopulmonary abnormality.";
+    const options = { n: 2, steps: 1, sampler: "ddim" as const, seed: 3, guidance: 3, maxBatch: 3 };
+    const heard: string[] = [];
+    const both = await pipeline.generate({
+      ...options,
+      prompt: [prompt, normal],
+      negativePrompt: ["", "zebra"],
+      onWarning: (message) => heard.push(message),
+    });
+    expect(both.images.map((image) => image.metadata.negativePrompt)).toEqual(["", "", "zebra", "zebra"]);
+    expect(heard).toEqual([
+      'negative prompt "zebra": 1 words not in the model\'s vocabulary, read as [unk]: "zebra"',
+    ]);
+    const first = await pipeline.generate({ ...options, n: 2, prompt });
+    expect(both.images[1].pixels).toEqual(first.images[1].pixels);
+    await expect(
+      pipeline.generate({ ...options, prompt: [prompt, normal], negativePrompt: ["a"] }),
+    ).rejects.toThrow("generate: 1 negative prompts for 2 prompts (give one text, or one per prompt)");
+    await expect(pipeline.generate({ ...options, prompt, negativePrompt: 7 as never })).rejects.toThrow(
+      "negative prompt must be text or a list of texts, got 7",
+    );
+    await expect(
+      pipeline.generate({ ...options, prompt, negativePrompt: ["a", 2] as never }),
+    ).rejects.toThrow("negative prompt 1 must be text, got 2");
+  }, 300_000);
+
   it("timestep spacing: trailing starts at the last training timestep and draws other images than leading", async () => {
     const options = { prompt, n: 1, steps: 2, sampler: "ddim" as const, seed: 5 };
     const leading = await pipeline.generate(options);
@@ -247,6 +294,36 @@ describe("createPipeline().generate", () => {
     expect(sidecar.tokens.unknown).toEqual(["zebra"]);
     expect(sidecar.spacing).toBe("trailing");
     expect(sidecar.guidanceRescale).toBe(0.5);
+  }, 300_000);
+
+  it("cxr generate --negative-prompt: {patient} is the prompt's demographic sentence; a prompt off the template is refused", async () => {
+    const program = new Command("cxr").exitOverride();
+    registerCommands(program, { bench: program.command("bench") });
+    const log = vi.spyOn(console, "log").mockImplementation(() => undefined);
+    const out = join(root, "negative");
+    const common = ["--n", "1", "--steps", "1", "--sampler", "ddim", "--out", out];
+    const negative = ["--negative-prompt", "{patient} No acute cardiopulmonary abnormality."];
+    try {
+      await program.parseAsync(
+        ["generate", "--model", modelDir, "--sex", "F", "--age", "70", "--findings", "Cardiomegaly"]
+          .concat(negative)
+          .concat(common),
+        { from: "user" },
+      );
+      await expect(
+        program.parseAsync(
+          ["generate", "--model", modelDir, "--prompt", "an enlarged heart"].concat(negative).concat(common),
+          { from: "user" },
+        ),
+      ).rejects.toThrow(
+        'negative prompt "{patient} No acute cardiopulmonary abnormality.": {patient} needs a prompt that starts "{age} year old [RACE] {sex}.", got "an enlarged heart"',
+      );
+    } finally {
+      log.mockRestore();
+    }
+    const sidecar = JSON.parse(readFileSync(join(out, "image-0000.json"), "utf8")) as GenerationMetadata;
+    expect(sidecar.prompt).toBe("70 year old female. Cardiomegaly.");
+    expect(sidecar.negativePrompt).toBe("70 year old female. No acute cardiopulmonary abnormality.");
   }, 300_000);
 
   it("cxr generate without --sampler and --steps samples with the model's own (config.json sampling)", async () => {

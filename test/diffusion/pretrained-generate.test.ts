@@ -110,6 +110,37 @@ describe("latent generation from a diffusers folder", () => {
     for (let i = 0; i < torchRescaled.length; i++)
       rescaleEffect = Math.max(rescaleEffect, Math.abs(torchRescaled[i] - torchLatents[i]));
     expect(rescaleEffect).toBeGreaterThan(1e-3);
+    // A negative prompt per prompt (diffusers' negative_prompt: the unconditional rows' text) against
+    // the same loop in torch fed the same negatives.
+    const negativePrompts = ["a photo of a dog", "74 year old BLACK male."];
+    const away = await generateLatent(components, {
+      prompts,
+      negativePrompts,
+      steps: 3,
+      guidance: 3,
+      initialLatents: initial,
+    });
+    const negativeInputs = join(scratch, "inputs-negative.safetensors");
+    writeSafetensors(
+      negativeInputs,
+      { latents: { shape: [prompts.length, 4, side, side], data: initial } },
+      { prompts: JSON.stringify(prompts), negative_prompts: JSON.stringify(negativePrompts) },
+    );
+    const outNegative = join(scratch, "torch-negative.safetensors");
+    execFileSync(
+      PYTHON,
+      [SCRIPT, "sd-generate", folder, negativeInputs, outNegative, "--steps", "3", "--guidance", "3"],
+      { encoding: "utf8" },
+    );
+    const torchNegative = readSafetensors(outNegative).tensors.get("latents")?.data ?? new Float32Array();
+    expectClose(away.latents, torchNegative, { atol: 1e-4, rtol: 1e-4 }, "latents, negative prompts");
+    let negativeEffect = 0;
+    for (let i = 0; i < torchNegative.length; i++)
+      negativeEffect = Math.max(negativeEffect, Math.abs(torchNegative[i] - torchLatents[i]));
+    expect(negativeEffect).toBeGreaterThan(1e-3);
+    await expect(generateLatent(components, { prompts, negativePrompts: ["one"] })).rejects.toThrow(
+      'generateLatent: negativePrompts must be 2 texts, one per prompt, got ["one"]',
+    );
     await expect(generateLatent(components, { prompts, guidanceRescale: 2 })).rejects.toThrow(
       "generateLatent: guidance rescale must be a number in [0, 1], got 2",
     );

@@ -4,8 +4,11 @@ import {
   END_ID,
   impressionFromFindings,
   NORMAL_IMPRESSION,
+  negativePromptFor,
   PAD_ID,
+  PATIENT_PLACEHOLDER,
   PromptError,
+  patientSentence,
   promptFromFields,
   promptFromRecord,
   reportedSide,
@@ -171,6 +174,32 @@ describe("prompts", () => {
     });
     expect(promptFromFields({ sex: "male", age: 30, findings: [] })).toBe(
       `30 year old male. ${NORMAL_IMPRESSION}`,
+    );
+  });
+
+  it("patientSentence and negativePromptFor: {patient} is the demographic sentence of fields or of a text prompt", () => {
+    expect(patientSentence({ sex: "female", age: 72.4, race: "BLACK" })).toBe("72 year old BLACK female.");
+    expect(patientSentence({ sex: "male", age: 30 })).toBe("30 year old male.");
+    const fields = {
+      sex: "female" as const,
+      age: 70,
+      race: "WHITE" as const,
+      findings: ["Pleural Effusion"],
+    };
+    expect(negativePromptFor(PATIENT_PLACEHOLDER, fields)).toBe("70 year old WHITE female.");
+    expect(negativePromptFor(`{patient} ${NORMAL_IMPRESSION}`, fields)).toBe(
+      `70 year old WHITE female. ${NORMAL_IMPRESSION}`,
+    );
+    // Text prompts are read back with the template; the race is optional.
+    expect(negativePromptFor("{patient} Edema.", "65 year old male. Cardiomegaly.")).toBe(
+      "65 year old male. Edema.",
+    );
+    // No placeholder: the text as given, whatever the prompt.
+    expect(negativePromptFor("blurry", "an enlarged heart")).toBe("blurry");
+    expect(negativePromptFor("", fields)).toBe("");
+    expect(() => negativePromptFor("{patient}", "an enlarged heart")).toThrow(PromptError);
+    expect(() => negativePromptFor("{patient}", { sex: "x" as never, age: 5, findings: [] })).toThrow(
+      /patientSentence: sex must be "female" or "male"/,
     );
   });
 

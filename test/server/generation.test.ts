@@ -126,6 +126,7 @@ describe("generation on the real generator", () => {
       spacing: "trailing",
       guidance: 2,
       guidanceRescale: 0.5,
+      negativePrompt: "{patient} No acute cardiopulmonary abnormality.",
     });
     expect(status).toBe(200);
     expect(job.state).toBe("succeeded");
@@ -145,6 +146,7 @@ describe("generation on the real generator", () => {
           spacing: "trailing",
           guidance: 2,
           guidanceRescale: 0.5,
+          negativePrompt: "70 year old WHITE female. No acute cardiopulmonary abnormality.",
         });
         expect(served.equals(expected.images[0].png)).toBe(true);
         const sidecar = (await (await fetch(`${s.url}${image.sidecarUrl}`)).json()) as any;
@@ -156,6 +158,7 @@ describe("generation on the real generator", () => {
           steps: 3,
           guidance: 2,
           guidanceRescale: 0.5,
+          negativePrompt: "70 year old WHITE female. No acute cardiopulmonary abnormality.",
           bits: 8,
           job: job.id,
           index: image.index,
@@ -181,11 +184,16 @@ describe("generation on the real generator", () => {
     expect(meta.depth).toBe("ushort");
   });
 
-  test("the server's sampler and spacing names are the diffusion package's; an unknown spacing or a rescale outside [0, 1] is refused", async () => {
+  test("the server's sampler and spacing names are the diffusion package's; an unknown spacing, a rescale outside [0, 1] or an unwritable negative prompt is refused", async () => {
     expect(SAMPLERS).toEqual(SAMPLER_KINDS);
     expect(SPACINGS).toEqual(TIMESTEP_SPACINGS);
     expect(await refusedField({ prompt: "x", spacing: "uniform" })).toBe("spacing");
     expect(await refusedField({ prompt: "x", guidanceRescale: 1.5 })).toBe("guidanceRescale");
+    // {patient} needs a prompt that names one: refused at submission, not failed in the job.
+    expect(await refusedField({ prompt: "an enlarged heart", negativePrompt: "{patient}" })).toBe(
+      "negativePrompt",
+    );
+    expect(await refusedField({ prompt: "x", negativePrompt: 7 })).toBe("negativePrompt");
   });
 
   test("a request without sampler or steps takes the model's own (config.json sampling), else PNDM 50", async () => {
@@ -251,6 +259,7 @@ describe("generation on the real generator", () => {
     expect(SAMPLING_FIELD_DEFAULTS).toEqual({
       spacing: GENERATE_DEFAULTS.spacing,
       guidanceRescale: GENERATE_DEFAULTS.guidanceRescale,
+      negativePrompt: GENERATE_DEFAULTS.negativePrompt,
       precision: "f32",
     });
     const fallback = await generate({ prompt, seed: 5 });
@@ -285,6 +294,7 @@ describe("generation batches on the real generator", () => {
       steps: 2,
       sampler: "ddim",
       spacing: "linspace",
+      negativePrompt: "{patient}",
       shardSize: 4,
     };
     const response = await fetch(`${s.url}/v1/generation-batches`, {
@@ -319,6 +329,7 @@ describe("generation batches on the real generator", () => {
       seeds: [1, 2],
       model: "tiny",
       spacing: "linspace",
+      negativePrompt: "{patient}",
     });
     expect(manifest.shards.map((shard: any) => shard.id)).toEqual(shards);
     // Each image is the library's image for its cell's prompt and seed.
@@ -329,6 +340,7 @@ describe("generation batches on the real generator", () => {
       prompt: "55 year old BLACK male. Cardiomegaly.",
       seed: 2,
       spacing: "linspace",
+      negativePrompt: "55 year old BLACK male.",
       batch: batch.id,
     });
     const datasets = (await (await fetch(`${s.url}/v1/datasets`)).json()) as any;
@@ -359,5 +371,18 @@ describe("generation batches on the real generator", () => {
     });
     expect(tooMany.status).toBe(400);
     expect(((await tooMany.json()) as any).error.field).toBe("seeds");
+    const offTemplate = await fetch(`${s.url}/v1/generation-batches`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        ...request,
+        name: "off",
+        cells: [...request.cells, { prompt: "an enlarged heart" }],
+      }),
+    });
+    expect(offTemplate.status).toBe(400);
+    const refusal = ((await offTemplate.json()) as any).error;
+    expect(refusal.field).toBe("negativePrompt");
+    expect(refusal.message).toContain('cells[3]: negative prompt "{patient}": {patient} needs a prompt');
   });
 });

@@ -18,7 +18,8 @@ Commands:
       OUT-parity.safetensors with torch's text encoder output for prompt ids from the tokenizer
       transliteration and torch's UNet output for random latents and timesteps.
   sd-generate FOLDER INPUTS OUT [--steps N] [--guidance G] [--guidance-rescale PHI]
-      diffusers' StableDiffusionPipeline loop over an sd-folder, in plain torch: prompts and "" through
+      diffusers' StableDiffusionPipeline loop over an sd-folder, in plain torch: prompts and "" (or the
+      negative prompts, INPUTS' metadata "negative_prompts", JSON, one per prompt) through
       the tokenizer transliteration and the text encoder, INPUTS' "latents" as the initial noise,
       per PNDM (PLMS, skip_prk_steps) timestep the UNet on the doubled batch, guidance (then, with
       --guidance-rescale, diffusers' rescale_noise_cfg transliterated), PNDM step
@@ -618,7 +619,10 @@ def sd_generate(args):
     prompts = json.loads(metadata["prompts"])
     latents = torch.from_numpy(inputs["latents"].astype("float32"))
     guided = args.guidance != 1
-    texts = ([""] * len(prompts) + prompts) if guided else prompts
+    negatives = json.loads(metadata["negative_prompts"]) if "negative_prompts" in metadata else [""] * len(prompts)
+    if len(negatives) != len(prompts):
+        raise SystemExit(f"sd-generate: {len(negatives)} negative prompts for {len(prompts)} prompts")
+    texts = (negatives + prompts) if guided else prompts
     old_stdin, old_stdout = sys.stdin, sys.stdout
     sys.stdin, sys.stdout = io.StringIO(json.dumps(texts)), io.StringIO()
     try:

@@ -23,7 +23,12 @@ import { compareFidelityReports, formatFidelityComparison } from "./fidelity-com
 import { checkPoolable, poolFidelityReports } from "./fidelity-pool.ts";
 import { DIFFUSION_CONFIGS, TRAINED_PREDICTIONS, type TrainedPrediction } from "./model/config.ts";
 import { PRECISIONS, type Precision } from "./model/model.ts";
-import { type PromptFields, promptFromFields } from "./model/prompt.ts";
+import {
+  negativePromptFor,
+  PATIENT_PLACEHOLDER,
+  type PromptFields,
+  promptFromFields,
+} from "./model/prompt.ts";
 import { formatGenerationMemory } from "./pipeline/memory.ts";
 import { writeContactSheet, writeGeneratedImages } from "./pipeline/outputs.ts";
 import { createPipeline, GENERATE_DEFAULTS, GENERATE_LIMITS } from "./pipeline/pipeline.ts";
@@ -365,6 +370,7 @@ interface FidelityFlags {
   spacing: TimestepSpacing;
   guidance: number;
   guidanceRescale: number;
+  negativePrompt: string;
   seed: number;
   json?: boolean;
   out?: string;
@@ -454,6 +460,11 @@ function registerFidelity(program: Command): void {
       FIDELITY_DEFAULTS.guidanceRescale,
     )
     .option(
+      "--negative-prompt <text>",
+      `negative prompt of every generated image (diffusers' negative_prompt: the text guidance steers away from; default "": the empty prompt); ${PATIENT_PLACEHOLDER} stands for the image's demographic sentence, e.g. "${PATIENT_PLACEHOLDER}" guides the impression alone`,
+      FIDELITY_DEFAULTS.negativePrompt,
+    )
+    .option(
       "--seed <n>",
       "noise seed",
       parseIntegerIn("--seed", 0, Number.MAX_SAFE_INTEGER),
@@ -495,6 +506,7 @@ function registerFidelity(program: Command): void {
           spacing: flags.spacing,
           guidance: flags.guidance,
           guidanceRescale: flags.guidanceRescale,
+          negativePrompt: flags.negativePrompt,
           seed: flags.seed,
           realData: flags.data,
           split: flags.split,
@@ -626,6 +638,7 @@ interface GenerateFlags {
   steps?: number;
   guidance?: number;
   guidanceRescale?: number;
+  negativePrompt?: string;
   sampler?: SamplerKind;
   spacing?: TimestepSpacing;
   seed: number;
@@ -741,6 +754,10 @@ function registerGenerate(program: Command): void {
       `guidance rescale in [0, 1] (diffusers' guidance_rescale: each guided prediction pulled toward the conditional one's standard deviation; default ${GENERATE_DEFAULTS.guidanceRescale}: off)`,
       parseNumberIn("--guidance-rescale", 0, 1),
     )
+    .option(
+      "--negative-prompt <text>",
+      `what guidance steers away from (diffusers' negative_prompt; default "": the empty prompt), e.g. "No acute cardiopulmonary abnormality."; ${PATIENT_PLACEHOLDER} stands for the prompt's demographic sentence ("70 year old female."), so "${PATIENT_PLACEHOLDER}" guides the findings alone`,
+    )
     .addOption(
       new Option(
         "--sampler <name>",
@@ -795,6 +812,7 @@ function registerGenerate(program: Command): void {
         const prompt = promptFromFlags(flags);
         const result = await generateFromFolder(flags.model, {
           prompts: [typeof prompt === "string" ? prompt : promptFromFields(prompt)],
+          negativePrompt: negativePromptFor(flags.negativePrompt ?? "", prompt),
           out: flags.out,
           n: flags.n,
           steps: flags.steps,
@@ -835,11 +853,14 @@ function registerGenerate(program: Command): void {
         onStep,
         onWarning: (message: string) => process.stderr.write(`\nwarning: ${message}\n`),
       };
+      const negativeOf = (entry: string | PromptFields) =>
+        negativePromptFor(flags.negativePrompt ?? "", entry);
       try {
         if (sheet) {
           const prompts = flags.prompts !== undefined ? readPromptsFile(flags.prompts) : DEFAULT_GRID_PROMPTS;
           const { path, result } = await writeContactSheet(pipeline, {
             ...common,
+            negativePrompt: prompts.map(negativeOf),
             prompts,
             perPrompt: flags.n,
             out: join(flags.out, "contact-sheet.png"),
@@ -855,6 +876,7 @@ function registerGenerate(program: Command): void {
           const result = await pipeline.generate({
             ...common,
             prompt: prompt as string | PromptFields,
+            negativePrompt: negativeOf(prompt as string | PromptFields),
             n: flags.n,
           });
           const files = writeGeneratedImages(flags.out, result);

@@ -93,12 +93,20 @@ export function pairedAurocDifference(
 const PAIRED_SETTINGS = ["n", "seed", "maxBatch", "measureSize", "phrases"] as const;
 
 /** Settings that change how image i is drawn from its noise; two reports may differ in them. */
-export const SAMPLER_SETTINGS = ["sampler", "steps", "spacing", "guidance", "guidanceRescale"] as const;
+export const SAMPLER_SETTINGS = [
+  "sampler",
+  "steps",
+  "spacing",
+  "guidance",
+  "guidanceRescale",
+  "negativePrompt",
+] as const;
 
 /** What reports written before a setting was recorded sampled with. */
 const SETTING_BEFORE_RECORDED: Partial<Record<(typeof SAMPLER_SETTINGS)[number], unknown>> = {
   spacing: "leading",
   guidanceRescale: 0,
+  negativePrompt: "",
 };
 
 /** "key left vs right" for each key whose value (as `read` gives it) differs between two reports. */

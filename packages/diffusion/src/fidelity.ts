@@ -29,7 +29,7 @@ import {
   shuffledOrder,
   toModelInput,
 } from "@cxr/data";
-import type { PromptFields } from "./model/prompt.ts";
+import { negativePromptFor, type PromptFields } from "./model/prompt.ts";
 import type { Pipeline } from "./pipeline/pipeline.ts";
 import type { SamplerKind, TimestepSpacing } from "./schedule/samplers.ts";
 
@@ -125,6 +125,12 @@ export interface FidelityOptions {
   guidance: number;
   /** Guidance rescale phi (GenerateOptions' `guidanceRescale`; reports written before it: 0). */
   guidanceRescale: number;
+  /**
+   * The negative prompt of every generated image (GenerateOptions' `negativePrompt`; reports written
+   * before it: ""), with `{patient}` standing for the image's own demographic sentence ("70 year old
+   * WHITE female."; `negativePromptFor`). "": the empty prompt.
+   */
+  negativePrompt: string;
   seed: number;
   /** A CheXpert-layout folder with real films (the phantom's output); its `split` films are measured. */
   realData?: string;
@@ -151,6 +157,7 @@ export const FIDELITY_DEFAULTS: Omit<FidelityOptions, "realData"> = {
   spacing: "leading",
   guidance: 3,
   guidanceRescale: 0,
+  negativePrompt: "",
   seed: 1,
   split: "test",
   maxBatch: 16,
@@ -697,6 +704,7 @@ export async function measureFidelity(
       sampler: options.sampler,
       spacing: options.spacing,
       guidance: options.guidance,
+      negativePrompt: prompts.map((fields) => negativePromptFor(options.negativePrompt, fields)),
       guidanceRescale: options.guidanceRescale,
       seed: options.seed,
       maxBatch: options.maxBatch,
@@ -899,7 +907,7 @@ export function formatFidelity(report: FidelityReport): string {
     ? `seeds ${report.pooled.seeds.join(", ")} pooled, ${report.settings.n} images a prompt each`
     : `seed ${report.settings.seed}`;
   const lines = [
-    `conditioning fidelity of ${report.model} (${report.resolution} px, measured at ${Math.max(report.resolution, report.settings.measureSize)} px; ${report.settings.sampler}, ${report.settings.steps} steps${spacingNote(report.settings.spacing)}, guidance ${report.settings.guidance}${report.settings.guidanceRescale ? ` rescaled by ${report.settings.guidanceRescale}` : ""}, ${seeds})`,
+    `conditioning fidelity of ${report.model} (${report.resolution} px, measured at ${Math.max(report.resolution, report.settings.measureSize)} px; ${report.settings.sampler}, ${report.settings.steps} steps${spacingNote(report.settings.spacing)}, guidance ${report.settings.guidance}${report.settings.guidanceRescale ? ` rescaled by ${report.settings.guidanceRescale}` : ""}${report.settings.negativePrompt ? ` away from "${report.settings.negativePrompt}"` : ""}, ${seeds})`,
   ];
   for (const finding of FIDELITY_FINDINGS) {
     const phrase = report.settings.phrases?.[finding];

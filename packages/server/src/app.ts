@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DEFAULT_TRAIN_RUN, MODEL_CONFIG_NAMES, STRATEGIES } from "@cxr/classifier";
 import { CHEXPERT_LABELS, RACES, SEXES } from "@cxr/data";
-import { DIFFUSION_CONFIGS } from "@cxr/diffusion";
+import { DIFFUSION_CONFIGS, negativePromptFor, PATIENT_PLACEHOLDER } from "@cxr/diffusion";
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -171,6 +171,19 @@ const jsonBody = <T extends z.ZodType>(schema: T) => ({
   body: { content: { "application/json": { schema } }, required: true },
 });
 
+/**
+ * Why a negative prompt with `{patient}` cannot be written for a text prompt (it does not follow the
+ * RoentGen-v2 template, so it names no patient), or null: refused at submission, not in the job.
+ */
+function patientProblem(negative: string, prompt: string): string | null {
+  try {
+    negativePromptFor(negative, prompt);
+    return null;
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
+
 function schemas(config: ServerConfig) {
   const { limits } = config;
   const stepsField = z
@@ -188,6 +201,14 @@ function schemas(config: ServerConfig) {
       description:
         "guidance rescale phi (diffusers' guidance_rescale): each guided prediction pulled toward the conditional one's standard deviation; 0: off",
     }),
+    negativePrompt: z
+      .string()
+      .max(limits.maxPromptLength)
+      .default(SAMPLING_FIELD_DEFAULTS.negativePrompt)
+      .openapi({
+        description: `what classifier-free guidance steers away from (diffusers' negative_prompt); "": the empty prompt the model was trained with. ${PATIENT_PLACEHOLDER} stands for each prompt's demographic sentence ("70 year old WHITE female."): "${PATIENT_PLACEHOLDER}" guides the findings alone, "${PATIENT_PLACEHOLDER} No acute cardiopulmonary abnormality." steers away from the patient's normal film. Unused at guidance 1`,
+        example: "",
+      }),
     sampler: z
       .enum(SAMPLERS)
       .optional()
@@ -253,6 +274,8 @@ function schemas(config: ServerConfig) {
           message: "give either prompt or structured, not both",
         });
       }
+      const problem = value.prompt === undefined ? null : patientProblem(value.negativePrompt, value.prompt);
+      if (problem) refine.addIssue({ code: "custom", path: ["negativePrompt"], message: problem });
     })
     .openapi("GenerationRequest");
   const Cell = z.union([
@@ -311,6 +334,17 @@ function schemas(config: ServerConfig) {
       }
       if (new Set(value.seeds).size !== value.seeds.length) {
         refine.addIssue({ code: "custom", path: ["seeds"], message: "seeds repeat" });
+      }
+      for (const [index, cell] of value.cells.entries()) {
+        const problem = "prompt" in cell ? patientProblem(value.negativePrompt, cell.prompt) : null;
+        if (problem) {
+          refine.addIssue({
+            code: "custom",
+            path: ["negativePrompt"],
+            message: `cells[${index}]: ${problem}`,
+          });
+          break;
+        }
       }
     })
     .openapi("GenerationBatchRequest");
@@ -645,6 +679,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         guidance: body.guidance,
         spacing: body.spacing,
         guidanceRescale: body.guidanceRescale,
+        negativePrompt: body.negativePrompt,
         seed: body.seed ?? Math.floor(Math.random() * 2 ** 32),
         bitDepth: body.bitDepth,
         precision: body.precision,

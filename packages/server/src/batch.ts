@@ -52,6 +52,8 @@ export interface ShardParams {
   spacing?: SpacingName;
   /** Absent in shards queued before the field existed: 0. */
   guidanceRescale?: number;
+  /** Absent in shards queued before the field existed: "". */
+  negativePrompt?: string;
   bitDepth: 8 | 16;
   /** Absent in shards queued before the field existed: f32. */
   precision?: Precision;
@@ -68,6 +70,7 @@ export interface BatchParams {
   sampler: SamplerName;
   spacing?: SpacingName;
   guidanceRescale?: number;
+  negativePrompt?: string;
   bitDepth: 8 | 16;
   precision?: Precision;
   shardSize: number;
@@ -110,6 +113,7 @@ export function planShards(batchId: string, stored: BatchParams, items = batchIt
       sampler: params.sampler,
       spacing: params.spacing,
       guidanceRescale: params.guidanceRescale,
+      negativePrompt: params.negativePrompt,
       bitDepth: params.bitDepth,
       precision: params.precision,
       items: items.slice(start, start + params.shardSize),
@@ -172,6 +176,7 @@ export async function makeShardItem(
       sampler: params.sampler,
       spacing: params.spacing,
       guidanceRescale: params.guidanceRescale,
+      negativePrompt: params.negativePrompt,
       seed: item.seed,
       bitDepth: params.bitDepth,
       precision: params.precision,
@@ -366,6 +371,7 @@ export async function writeBatchOutputs(
     sampler: params.sampler,
     spacing: params.spacing,
     guidanceRescale: params.guidanceRescale,
+    negativePrompt: params.negativePrompt,
     bitDepth: params.bitDepth,
     precision: params.precision,
     images: rows.length,

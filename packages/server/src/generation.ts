@@ -42,6 +42,8 @@ export interface ImageRequest {
   spacing: SpacingName;
   /** Guidance rescale phi in [0, 1]. */
   guidanceRescale: number;
+  /** What guidance steers away from ("" : the empty prompt); `{patient}` is the prompt's demographic sentence. */
+  negativePrompt: string;
   seed: number;
   bitDepth: 8 | 16;
   /** "f16": the model's f16 kernels. */
@@ -52,6 +54,7 @@ export interface ImageRequest {
 export interface SamplingFields {
   spacing: SpacingName;
   guidanceRescale: number;
+  negativePrompt: string;
   precision: Precision;
 }
 
@@ -59,19 +62,21 @@ export interface SamplingFields {
 export const SAMPLING_FIELD_DEFAULTS: Readonly<SamplingFields> = {
   spacing: "leading",
   guidanceRescale: 0,
+  negativePrompt: "",
   precision: "f32",
 };
 
 /**
  * A job's params as stored (generation, batch or shard), with the sampling fields that a job queued
  * before they existed lacks filled in with the behaviour it was queued under: "leading" spacing, no
- * guidance rescale, f32. Called once where a runner or the batch bookkeeping reads stored params.
+ * guidance rescale, the empty negative prompt, f32. Called once where a runner or the batch bookkeeping reads stored params.
  */
 export function withSamplingDefaults<T extends Partial<SamplingFields>>(params: T): T & SamplingFields {
   return {
     ...params,
     spacing: params.spacing ?? SAMPLING_FIELD_DEFAULTS.spacing,
     guidanceRescale: params.guidanceRescale ?? SAMPLING_FIELD_DEFAULTS.guidanceRescale,
+    negativePrompt: params.negativePrompt ?? SAMPLING_FIELD_DEFAULTS.negativePrompt,
     precision: params.precision ?? SAMPLING_FIELD_DEFAULTS.precision,
   };
 }
@@ -126,6 +131,8 @@ export interface GenerationParams {
   spacing?: SpacingName;
   /** Guidance rescale phi in [0, 1] (absent in jobs queued before the field existed: 0). */
   guidanceRescale?: number;
+  /** Absent in jobs queued before the field existed: "". */
+  negativePrompt?: string;
   seed: number;
   bitDepth: 8 | 16;
   precision?: Precision;
@@ -181,6 +188,7 @@ export class GenerationRunner implements JobRunner {
           sampler: params.sampler,
           spacing: params.spacing,
           guidanceRescale: params.guidanceRescale,
+          negativePrompt: params.negativePrompt,
           seed,
           bitDepth: params.bitDepth,
           precision: params.precision,

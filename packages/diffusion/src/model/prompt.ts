@@ -87,6 +87,46 @@ export function promptFromFields(fields: PromptFields): string {
   });
 }
 
+/**
+ * The prompt's demographic sentence alone, without an impression ("72 year old BLACK female."): e.g. a
+ * negative prompt that leaves the demographics out of the guidance.
+ */
+export function patientSentence(fields: Omit<PromptFields, "findings">): string {
+  checkDemographics(fields.sex, fields.age, "patientSentence");
+  return formatPrompt({
+    age: Math.round(fields.age),
+    race: fields.race ?? null,
+    sex: fields.sex,
+    impression: "",
+  }).trim();
+}
+
+/** Where a negative prompt names the image's own patient (`negativePromptFor`). */
+export const PATIENT_PLACEHOLDER = "{patient}";
+
+/**
+ * A negative prompt for one prompt: `template` with each `{patient}` replaced by the prompt's
+ * demographic sentence (`patientSentence`; a text prompt must follow the RoentGen-v2 template).
+ * "{patient}" alone makes classifier-free guidance amplify the impression only: the demographics are
+ * in both halves of the guided batch.
+ */
+export function negativePromptFor(template: string, prompt: string | PromptFields): string {
+  if (!template.includes(PATIENT_PLACEHOLDER)) return template;
+  let fields: Omit<PromptFields, "findings">;
+  if (typeof prompt === "string") {
+    const parsed = parsePrompt(prompt);
+    if (parsed === null) {
+      throw new PromptError(
+        `negative prompt "${template}": ${PATIENT_PLACEHOLDER} needs a prompt that starts "{age} year old [RACE] {sex}.", got "${prompt}"`,
+      );
+    }
+    fields = parsed;
+  } else {
+    fields = prompt;
+  }
+  return template.split(PATIENT_PLACEHOLDER).join(patientSentence(fields)).trim();
+}
+
 export interface PromptFromRecordOptions {
   /** Include the race (default true); RoentGen-v2 prompts may omit it. */
   race?: boolean;

@@ -41,6 +41,15 @@ export interface GenerateOptions {
   /** Classifier-free guidance scale (1: conditional only; 0: unconditional). */
   guidance: number;
   /**
+   * What the guidance steers away from (diffusers' `negative_prompt`): the text of the
+   * unconditional rows, "" (default) for the empty prompt the model was trained to read as "no
+   * condition". One text for every image, or one per prompt entry (a list as long as the prompt
+   * list). Unused when guidance is 1. E.g. "No acute cardiopulmonary abnormality." pushes each
+   * image away from a normal film; the patient's own demographic sentence guides the impression
+   * alone.
+   */
+  negativePrompt: string | readonly string[];
+  /**
    * Guidance rescale phi in [0, 1] (diffusers' `guidance_rescale`; default 0: off): each guided
    * prediction scaled toward the conditional one's standard deviation (`guidanceRescale`).
    */
@@ -72,6 +81,7 @@ export const GENERATE_DEFAULTS: Omit<GenerateOptions, "prompt"> = {
   n: 1,
   steps: 50,
   guidance: 3,
+  negativePrompt: "",
   guidanceRescale: 0,
   sampler: "pndm",
   spacing: "leading",
@@ -101,6 +111,8 @@ export interface GenerationMetadata {
   spacing: TimestepSpacing;
   steps: number;
   guidance: number;
+  /** The unconditional rows' text ("" : the empty prompt; recorded also when guidance is 1, unused then). */
+  negativePrompt: string;
   guidanceRescale: number;
   eta: number;
   bits: 8 | 16;
@@ -210,7 +222,33 @@ function checkGenerateOptions(options: GenerateOptions): string[] {
   if (options.bits !== 8 && options.bits !== 16)
     problems.push(`bits must be 8 or 16, got ${JSON.stringify(options.bits)}`);
   if (!(options.eta >= 0 && options.eta <= 1)) problems.push(`eta must be in [0, 1], got ${options.eta}`);
+  const negative = options.negativePrompt;
+  if (Array.isArray(negative)) {
+    const bad = (negative as readonly unknown[]).findIndex((text) => typeof text !== "string");
+    if (bad >= 0) problems.push(`negative prompt ${bad} must be text, got ${JSON.stringify(negative[bad])}`);
+  } else if (typeof negative !== "string") {
+    problems.push(`negative prompt must be text or a list of texts, got ${JSON.stringify(negative)}`);
+  }
   return problems;
+}
+
+/**
+ * The negative prompt of each requested image: one text for all, or one per prompt entry (each
+ * repeated n times, as `expandPrompts` repeats the prompts).
+ */
+function expandNegativePrompts(
+  negative: GenerateOptions["negativePrompt"],
+  prompt: GenerateOptions["prompt"],
+  n: number,
+): string[] {
+  const entries = Array.isArray(prompt) ? prompt.length : 1;
+  if (typeof negative === "string") return new Array<string>(entries * n).fill(negative);
+  if (negative.length !== entries) {
+    throw new GenerateOptionsError(
+      `generate: ${negative.length} negative prompts for ${entries} prompt${entries === 1 ? "" : "s"} (give one text, or one per prompt)`,
+    );
+  }
+  return negative.flatMap((text) => new Array<string>(n).fill(text));
 }
 
 /** Prompt text of each requested image. */
@@ -284,6 +322,7 @@ export class Pipeline {
     const problems = checkGenerateOptions(options);
     if (problems.length > 0) throw new GenerateOptionsError(`generate: ${problems.join("; ")}`);
     const prompts = expandPrompts(options.prompt, options.n);
+    const negatives = expandNegativePrompts(options.negativePrompt, options.prompt, options.n);
     if (prompts.length > GENERATE_LIMITS.maxImages) {
       throw new GenerateOptionsError(
         `generate: ${prompts.length} images requested, at most ${GENERATE_LIMITS.maxImages}`,
@@ -305,6 +344,7 @@ export class Pipeline {
     for (let chunk = 0; chunk < chunks; chunk++) {
       const first = chunk * options.maxBatch;
       const chunkPrompts = prompts.slice(first, first + options.maxBatch);
+      const chunkNegatives = negatives.slice(first, first + options.maxBatch);
       const batch = chunkPrompts.length;
       const generator = new Generator(this.gpu, options.seed + 1 + chunk);
       const sampler = createSampler({
@@ -318,29 +358,37 @@ export class Pipeline {
       // states and ids are kept); without it every generation left them in use.
       const encoded = noGrad(() =>
         tidy(() =>
-          this.model.encodePrompts(
-            guided ? [...new Array<string>(batch).fill(""), ...chunkPrompts] : chunkPrompts,
-            {
-              warn: () => {},
-            },
-          ),
+          this.model.encodePrompts(guided ? [...chunkNegatives, ...chunkPrompts] : chunkPrompts, {
+            warn: () => {},
+          }),
         ),
       );
       encoded.ids.release();
       // The conditional rows follow the unconditional ones when guided.
       const offset = guided ? batch : 0;
-      const tokensOf = (row: number): PromptTokens => ({
-        length: encoded.tokens.lengths[offset + row],
+      const tokensAt = (row: number): PromptTokens => ({
+        length: encoded.tokens.lengths[row],
         context: this.model.tokenizer.maxLength,
-        dropped: encoded.tokens.dropped[offset + row],
-        unknown: encoded.tokens.unknownWords[offset + row],
+        dropped: encoded.tokens.dropped[row],
+        unknown: encoded.tokens.unknownWords[row],
       });
-      for (const [row, prompt] of chunkPrompts.entries()) {
-        if (warned.has(prompt)) continue;
-        warned.add(prompt);
-        for (const message of promptTokenWarnings(prompt, tokensOf(row))) {
+      const tokensOf = (row: number): PromptTokens => tokensAt(offset + row);
+      const warn = (key: string, messages: string[]) => {
+        if (warned.has(key)) return;
+        warned.add(key);
+        for (const message of messages) {
           warnings.push(message);
           options.onWarning?.(message);
+        }
+      };
+      for (const [row, prompt] of chunkPrompts.entries()) {
+        warn(`prompt\u0000${prompt}`, promptTokenWarnings(prompt, tokensOf(row)));
+        if (guided && chunkNegatives[row] !== "") {
+          const negative = chunkNegatives[row];
+          warn(
+            `negative\u0000${negative}`,
+            promptTokenWarnings(negative, tokensAt(row)).map((message) => `negative ${message}`),
+          );
         }
       }
       let latents = randomNormal(this.gpu, [batch, channels, size, size], options.seed, first * perImage);
@@ -394,6 +442,7 @@ export class Pipeline {
             spacing: options.spacing,
             steps: options.steps,
             guidance: options.guidance,
+            negativePrompt: chunkNegatives[row],
             guidanceRescale: options.guidanceRescale,
             eta: options.eta,
             bits: options.bits,

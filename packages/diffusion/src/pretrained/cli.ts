@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { createGpu, defaultGpu, type Gpu } from "@cxr/kernels";
 import { type Command, InvalidArgumentError } from "commander";
 import { PRECISIONS, type Precision } from "../model/model.ts";
+import { negativePromptFor } from "../model/prompt.ts";
 import { formatGenerationMemory, type GenerationMemory } from "../pipeline/memory.ts";
 import { GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
 import { SAMPLER_KINDS, SAMPLING_DEFAULTS, type SamplerKind } from "../schedule/samplers.ts";
@@ -235,6 +236,8 @@ export interface FolderGenerateOptions {
   guidance?: number;
   /** Guidance rescale phi in [0, 1] (default 0: off). */
   guidanceRescale?: number;
+  /** What guidance steers away from (diffusers' negative_prompt): one text, or one per prompt; default "". */
+  negativePrompt?: string | readonly string[];
   /** Default: the folder's scheduler class. */
   sampler?: SamplerKind;
   seed?: number;
@@ -312,8 +315,19 @@ export async function generateFromFolder(
   options.prompts.forEach((prompt, index) => {
     if (typeof prompt !== "string" || prompt.trim() === "") problems.push(`prompt ${index} is empty`);
   });
+  const negative = options.negativePrompt ?? "";
+  const negativeTexts = typeof negative === "string" ? options.prompts.map(() => negative) : [...negative];
+  if (
+    negativeTexts.length !== options.prompts.length ||
+    negativeTexts.some((text) => typeof text !== "string")
+  ) {
+    problems.push(
+      `negative prompt must be one text or one per prompt (${options.prompts.length}), got ${JSON.stringify(negative)}`,
+    );
+  }
   if (problems.length > 0) throw new InvalidArgumentError(`generate ${folder}: ${problems.join("; ")}`);
   const requests = options.prompts.flatMap((prompt) => new Array<string>(n).fill(prompt));
+  const requestNegatives = negativeTexts.flatMap((text) => new Array<string>(n).fill(text));
   if (requests.length > 10_000)
     throw new InvalidArgumentError(`generate: ${requests.length} images requested, at most 10000`);
   const gpu =
@@ -335,8 +349,10 @@ export async function generateFromFolder(
     for (let chunk = 0; chunk < chunks; chunk++) {
       const first = chunk * batch;
       const prompts = requests.slice(first, first + batch);
+      const negativePrompts = requestNegatives.slice(first, first + batch);
       const result = await generateLatent(components, {
         prompts,
+        negativePrompts,
         steps,
         guidance,
         guidanceRescale,
@@ -362,6 +378,7 @@ export async function generateFromFolder(
           steps,
           timesteps: result.timesteps,
           guidance,
+          negativePrompt: negativePrompts[row],
           guidanceRescale,
           bits,
           n,
@@ -410,6 +427,7 @@ export interface ModelGenerateFlags {
   steps?: number;
   guidance?: number;
   guidanceRescale?: number;
+  negativePrompt?: string;
   sampler?: string;
   seed: number;
   bits?: string;
@@ -430,6 +448,7 @@ export async function modelGenerate(
     folder,
     {
       prompts: flags.prompt,
+      negativePrompt: flags.prompt.map((prompt) => negativePromptFor(flags.negativePrompt ?? "", prompt)),
       out: flags.out,
       n: flags.n,
       steps: flags.steps,
@@ -553,6 +572,10 @@ export function registerPretrainedCommands(program: Command): void {
     .option("--steps <n>", "inference steps (default 75, RoentGen-v2's)", number(1, true))
     .option("--guidance <scale>", "classifier-free guidance (default 3; 1 = off)", number(0, false))
     .option("--guidance-rescale <phi>", "guidance rescale in [0, 1] (default 0: off)", number(0, false))
+    .option(
+      "--negative-prompt <text>",
+      "what guidance steers away from (diffusers' negative_prompt; default: the empty prompt); {patient} stands for each prompt's demographic sentence",
+    )
     .option("--bits <depth>", "PNG bit depth, 8 or 16")
     .option("--batch <count>", `images per UNet batch (default ${FOLDER_BATCH_DEFAULT})`, number(1, true))
     .option("--sampler <kind>", `${SAMPLER_KINDS.join(" | ")} (default: the folder's scheduler)`)

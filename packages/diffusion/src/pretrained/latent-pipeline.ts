@@ -1,6 +1,6 @@
 /**
  * Text-to-image in latent space with a published Stable Diffusion folder, as diffusers'
- * StableDiffusionPipeline runs it: prompts (and "" for the unconditional branch) -> CLIP tokenizer ->
+ * StableDiffusionPipeline runs it: prompts (and the negative prompts, "" by default, for the unconditional branch) -> CLIP tokenizer ->
  * text encoder -> initial latents N(0, 1) [B, 4, h, w] -> per timestep: UNet on the doubled batch,
  * classifier-free guidance, sampler step (the folder's scheduler class and settings) -> latents /
  * scaling_factor -> VAE decode -> images in [0, 1] -> RGB PNG.
@@ -25,6 +25,11 @@ export interface LatentGenerateOptions {
   guidance?: number;
   /** Guidance rescale phi in [0, 1] (diffusers' `guidance_rescale`; default 0: off). */
   guidanceRescale?: number;
+  /**
+   * The unconditional rows' texts (diffusers' `negative_prompt`), one per prompt; default "" for
+   * each (the empty prompt). Unused when guidance is 1.
+   */
+  negativePrompts?: readonly string[];
   /** The sampler; default: the folder's scheduler class. */
   sampler?: SamplerKind;
   /** Seed of the initial latents (Philox normal) and of DDPM's noise. */
@@ -74,6 +79,12 @@ export async function generateLatent(
     throw new RangeError(
       `generateLatent: guidance rescale must be a number in [0, 1], got ${guidanceRescale}`,
     );
+  const negatives = options.negativePrompts ?? new Array<string>(batch).fill("");
+  if (negatives.length !== batch || negatives.some((text) => typeof text !== "string")) {
+    throw new RangeError(
+      `generateLatent: negativePrompts must be ${batch} texts, one per prompt, got ${JSON.stringify(negatives)}`,
+    );
+  }
   const steps = options.steps ?? SAMPLING_DEFAULTS.inferenceSteps;
   const seed = options.seed ?? 0;
   const firstIndex = options.firstIndex ?? 0;
@@ -99,7 +110,7 @@ export async function generateLatent(
     config: scheduler.config,
     generator,
   });
-  const texts = guided ? [...new Array<string>(batch).fill(""), ...options.prompts] : [...options.prompts];
+  const texts = guided ? [...negatives, ...options.prompts] : [...options.prompts];
   const ids = tokenizer.encodeBatch(texts, options.onWarning);
   const table = textEncoder.textModel.embeddings.tokenEmbedding.weight;
   const timesteps = [...sampler.timesteps];

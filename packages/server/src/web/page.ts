@@ -92,6 +92,7 @@ details{margin-top:1.2em} summary{cursor:pointer;font-weight:600}
 <label>Sampler <select id="sampler"><option value="">model's</option><option>pndm</option><option>ddim</option><option>ddpm</option><option>dpmpp-2m</option></select></label>
 <label>Spacing <select id="spacing"><option>leading</option><option>trailing</option><option>linspace</option></select></label>
 </div>
+<label title="what guidance steers away from (negative prompt); {patient} is the prompt's demographic sentence; empty: the empty prompt">Negative prompt <input type="text" id="negativePrompt" size="40" placeholder="{patient} No acute cardiopulmonary abnormality."></label>
 <div class="row">
 <label>Seed <input type="number" id="seed" min="0" placeholder="random"></label>
 <label>Bits <select id="bitDepth"><option>8</option><option>16</option></select></label>
@@ -187,7 +188,7 @@ async function showImages(job) {
     figure.dataset.image = image.id;
     const p = job.params;
     const what = p.prompt ? p.prompt : p.structured.age + " y " + (p.structured.race || "") + " " + p.structured.sex + (p.structured.findings.length ? ": " + p.structured.findings.join(", ") : ": no finding");
-    figure.innerHTML = '<img alt="generated image"><figcaption>' + esc(what) + "<br>seed " + image.seed + ", " + p.steps + " " + esc(p.sampler) + " steps" + (p.spacing && p.spacing !== "leading" ? " (" + esc(p.spacing) + ")" : "") + ", guidance " + p.guidance + (p.guidanceRescale ? " rescaled by " + p.guidanceRescale : "") + ", " + p.bitDepth + "-bit" + (p.precision ? " " + esc(p.precision) : "") + ", " + esc(p.model) + "</figcaption>";
+    figure.innerHTML = '<img alt="generated image"><figcaption>' + esc(what) + "<br>seed " + image.seed + ", " + p.steps + " " + esc(p.sampler) + " steps" + (p.spacing && p.spacing !== "leading" ? " (" + esc(p.spacing) + ")" : "") + ", guidance " + p.guidance + (p.guidanceRescale ? " rescaled by " + p.guidanceRescale : "") + (p.negativePrompt ? ' away from "' + esc(p.negativePrompt) + '"' : "") + ", " + p.bitDepth + "-bit" + (p.precision ? " " + esc(p.precision) : "") + ", " + esc(p.model) + "</figcaption>";
     figure.querySelector("img").src = await imageUrl(image.url);
     $("gallery").prepend(figure);
   }
@@ -349,7 +350,7 @@ $("generate").addEventListener("submit", async (event) => {
   const body = {
     model: $("model").value || undefined,
     n: Number($("n").value), steps: Number($("steps").value), guidance: Number($("guidance").value),
-    guidanceRescale: Number($("guidanceRescale").value),
+    guidanceRescale: Number($("guidanceRescale").value), negativePrompt: $("negativePrompt").value,
     spacing: $("spacing").value, bitDepth: Number($("bitDepth").value),
   };
   if ($("sampler").value !== "") body.sampler = $("sampler").value;
