@@ -241,6 +241,7 @@ describe("conditioning fidelity", () => {
       spacing: _spacing,
       guidanceRescale: _rescale,
       negativePrompt: _negative,
+      negativeGuidance: _negativeGuidance,
       ...oldSettings
     } = report.settings;
     const resampled = {
@@ -251,6 +252,7 @@ describe("conditioning fidelity", () => {
         spacing: "trailing" as const,
         guidanceRescale: 0.7,
         negativePrompt: "{patient}",
+        negativeGuidance: 3,
       },
     };
     const ways = compareFidelityReports(
@@ -262,9 +264,10 @@ describe("conditioning fidelity", () => {
       "guidance 3 vs 7",
       "guidanceRescale 0 vs 0.7",
       'negativePrompt "" vs "{patient}"',
+      "negativeGuidance 1 vs 3",
     ]);
     expect(formatFidelityComparison(ways)).toContain(
-      'sampled differently: spacing "leading" vs "trailing"; guidance 3 vs 7; guidanceRescale 0 vs 0.7; negativePrompt "" vs "{patient}" (the difference measured is of model and sampling together)',
+      'sampled differently: spacing "leading" vs "trailing"; guidance 3 vs 7; guidanceRescale 0 vs 0.7; negativePrompt "" vs "{patient}"; negativeGuidance 1 vs 3 (the difference measured is of model and sampling together)',
     );
     expect(report.settings.spacing).toBe("leading");
     expect(report.settings.guidanceRescale).toBe(0);
@@ -566,6 +569,12 @@ describe("conditioning fidelity", () => {
     expect(away.report.settings.negativePrompt).toBe(negativePrompt);
     expect(formatFidelity(away.report)).toContain(`guidance 3 away from "${negativePrompt}"`);
     expect(formatFidelity(plain.report)).not.toContain("away from");
+    const split = await drawn({ ...options, guidance: 3, negativePrompt: "{patient}", negativeGuidance: 2 });
+    expect(formatFidelity(split.report)).toContain(
+      'guidance 3 away from "{patient}" guided 2 over the empty prompt',
+    );
+    expect(split.report.settings.negativeGuidance).toBe(2);
+    expect(away.report.settings.negativeGuidance).toBe(1);
     expect(away.negatives[1]).toEqual([
       "70 year old WHITE female. No acute cardiopulmonary abnormality.",
       "65 year old BLACK male. No acute cardiopulmonary abnormality.",

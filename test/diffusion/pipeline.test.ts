@@ -23,7 +23,7 @@ import { promptFromFlags, readPromptsFile, registerCommands } from "@cxr/diffusi
 import { Command } from "commander";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { gpu } from "../kernels/helpers.ts";
+import { expectClose, gpu } from "../kernels/helpers.ts";
 
 let root: string;
 let pipeline: Pipeline;
@@ -153,6 +153,37 @@ describe("createPipeline().generate", () => {
     const one = await pipeline.generate({ ...options, prompt, guidance: 1 });
     const oneAway = await pipeline.generate({ ...options, prompt, guidance: 1, negativePrompt: normal });
     expect(oneAway.images[0].pixels).toEqual(one.images[0].pixels);
+  }, 300_000);
+
+  it("negative guidance: the negative prompt at its own scale over the empty prompt (three rows); equal scales are plain guidance", async () => {
+    const patient = "70 year old female.";
+    const options = { prompt, n: 2, steps: 2, sampler: "ddim" as const, seed: 5, guidance: 3 };
+    const plain = await pipeline.generate(options);
+    // eps_0 + 3 (eps_p - eps_0) + 3 (eps_c - eps_p) = eps_0 + 3 (eps_c - eps_0), to f32 rounding.
+    const split = await pipeline.generate({ ...options, negativePrompt: patient, negativeGuidance: 3 });
+    for (const [index, image] of split.images.entries()) {
+      expectClose(image.pixels, plain.images[index].pixels, { atol: 1e-4, rtol: 0 }, `image ${index}`);
+    }
+    expect(split.images[0].metadata).toMatchObject({ negativePrompt: patient, negativeGuidance: 3 });
+    // At 1 the empty rows drop out: the two-row negative prompt, bit for bit.
+    const away = await pipeline.generate({ ...options, negativePrompt: patient });
+    const one = await pipeline.generate({ ...options, negativePrompt: patient, negativeGuidance: 1 });
+    expect(one.images[1].pixels).toEqual(away.images[1].pixels);
+    expect(away.images[0].metadata.negativeGuidance).toBe(1);
+    // Another scale for the demographics draws another image, also at guidance 1 (three rows still).
+    const more = await pipeline.generate({ ...options, negativePrompt: patient, negativeGuidance: 6 });
+    expect(more.images[0].pixels).not.toEqual(plain.images[0].pixels);
+    const atOne = await pipeline.generate({
+      ...options,
+      guidance: 1,
+      negativePrompt: patient,
+      negativeGuidance: 3,
+    });
+    const conditional = await pipeline.generate({ ...options, guidance: 1 });
+    expect(atOne.images[0].pixels).not.toEqual(conditional.images[0].pixels);
+    await expect(pipeline.generate({ ...options, negativeGuidance: -1 })).rejects.toThrow(
+      "negative guidance must be a number in [0, 30], got -1",
+    );
   }, 300_000);
 
   it("negative prompts one per prompt entry pair up with the entries, and their tokenizer warnings are named", async () => {
@@ -296,7 +327,7 @@ describe("createPipeline().generate", () => {
     expect(sidecar.guidanceRescale).toBe(0.5);
   }, 300_000);
 
-  it("cxr generate --negative-prompt: {patient} is the prompt's demographic sentence; a prompt off the template is refused", async () => {
+  it("cxr generate --negative-prompt and --negative-guidance: {patient} is the prompt's demographic sentence; a prompt off the template is refused", async () => {
     const program = new Command("cxr").exitOverride();
     registerCommands(program, { bench: program.command("bench") });
     const log = vi.spyOn(console, "log").mockImplementation(() => undefined);
@@ -306,7 +337,7 @@ describe("createPipeline().generate", () => {
     try {
       await program.parseAsync(
         ["generate", "--model", modelDir, "--sex", "F", "--age", "70", "--findings", "Cardiomegaly"]
-          .concat(negative)
+          .concat(negative, ["--negative-guidance", "2"])
           .concat(common),
         { from: "user" },
       );
@@ -324,6 +355,7 @@ describe("createPipeline().generate", () => {
     const sidecar = JSON.parse(readFileSync(join(out, "image-0000.json"), "utf8")) as GenerationMetadata;
     expect(sidecar.prompt).toBe("70 year old female. Cardiomegaly.");
     expect(sidecar.negativePrompt).toBe("70 year old female. No acute cardiopulmonary abnormality.");
+    expect(sidecar.negativeGuidance).toBe(2);
   }, 300_000);
 
   it("cxr generate without --sampler and --steps samples with the model's own (config.json sampling)", async () => {

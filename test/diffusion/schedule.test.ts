@@ -27,6 +27,7 @@ import {
   type SchedulerConfig,
   STABLE_DIFFUSION_SCHEDULER,
   samplerReference,
+  twoScaleGuidanceBatched,
   velocityTarget,
 } from "@cxr/diffusion";
 import { Generator, randomReference, type Tensor } from "@cxr/kernels";
@@ -354,6 +355,67 @@ describe("classifier-free guidance", () => {
       { atol: 1e-6, rtol: 1e-6 },
       "scale 7.5",
     );
+  });
+
+  it("two-scale guidance eps_0 + sn (eps_n - eps_0) + s (eps_c - eps_n) matches float64 over awkward shapes", async () => {
+    for (const [index, shape] of [
+      [1, 1],
+      [3, 2, 5, 7],
+      [2, 4, 17, 19],
+      [1, 4, 96, 96],
+    ].entries()) {
+      const size = shape.reduce((a, b) => a * b, 1);
+      const [empty, negative, conditional] = [0, 1, 2].map((part) =>
+        asFloat32(randomValues(size, 60 + 3 * index + part)),
+      );
+      const tripled = await upload(Float64Array.from([...empty, ...negative, ...conditional]), [
+        3 * shape[0],
+        ...shape.slice(1),
+      ]);
+      for (const [negativeScale, scale] of [
+        [3, 5],
+        [1, 3],
+        [0, 2.5],
+      ]) {
+        const expected = guidanceReference.combineTwoScales(
+          empty,
+          negative,
+          conditional,
+          negativeScale,
+          scale,
+        );
+        const guided = twoScaleGuidanceBatched(tripled, negativeScale, scale);
+        expect(guided.shape).toEqual(shape);
+        expectClose(
+          await download(guided),
+          expected,
+          { atol: 1e-5, rtol: 1e-5 },
+          `${shape} ${negativeScale}, ${scale}`,
+        );
+      }
+      // sn = s is plain guidance of the conditional over the empty prompt, whatever the negative rows.
+      expectClose(
+        await download(twoScaleGuidanceBatched(tripled, 4, 4)),
+        guidanceReference.combine(empty, conditional, 4),
+        { atol: 1e-5, rtol: 1e-5 },
+        `${shape} sn = s`,
+      );
+      // Rescale toward the conditional rows' deviation, as the two-row guidance does.
+      const guided = asFloat32(guidanceReference.combineTwoScales(empty, negative, conditional, 3, 5));
+      expectClose(
+        await download(twoScaleGuidanceBatched(tripled, 3, 5, 0.7)),
+        guidanceReference.rescale(conditional, guided, shape[0], 0.7),
+        { atol: 1e-5, rtol: 1e-4 },
+        `${shape} rescaled`,
+      );
+    }
+    const two = await upload(new Float64Array(8), [2, 4]);
+    expect(() => twoScaleGuidanceBatched(two, 3, 3)).toThrow(/needs a batch of three parts/);
+    const three = await upload(new Float64Array(12), [3, 4]);
+    expect(() => twoScaleGuidanceBatched(three, Number.NaN, 3)).toThrow(
+      /negative guidance scale must be finite/,
+    );
+    expect(() => twoScaleGuidanceBatched(three, 3, 3, 2)).toThrow(/guidance rescale must be in \[0, 1\]/);
   });
 
   it("guidance rescale matches diffusers' rescale_noise_cfg in float64 over awkward shapes", async () => {

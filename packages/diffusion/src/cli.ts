@@ -371,6 +371,7 @@ interface FidelityFlags {
   guidance: number;
   guidanceRescale: number;
   negativePrompt: string;
+  negativeGuidance: number;
   seed: number;
   json?: boolean;
   out?: string;
@@ -465,6 +466,12 @@ function registerFidelity(program: Command): void {
       FIDELITY_DEFAULTS.negativePrompt,
     )
     .option(
+      "--negative-guidance <scale>",
+      'the negative prompt\'s own guidance over the empty prompt: eps_0 + sn (eps_n - eps_0) + s (eps_c - eps_n), three UNet rows per image (default 1: eps_n + s (eps_c - eps_n)); with "{patient}" it scales the demographics and --guidance the findings',
+      parseNumberIn("--negative-guidance", 0, GENERATE_LIMITS.maxGuidance),
+      FIDELITY_DEFAULTS.negativeGuidance,
+    )
+    .option(
       "--seed <n>",
       "noise seed",
       parseIntegerIn("--seed", 0, Number.MAX_SAFE_INTEGER),
@@ -507,6 +514,7 @@ function registerFidelity(program: Command): void {
           guidance: flags.guidance,
           guidanceRescale: flags.guidanceRescale,
           negativePrompt: flags.negativePrompt,
+          negativeGuidance: flags.negativeGuidance,
           seed: flags.seed,
           realData: flags.data,
           split: flags.split,
@@ -639,6 +647,7 @@ interface GenerateFlags {
   guidance?: number;
   guidanceRescale?: number;
   negativePrompt?: string;
+  negativeGuidance?: number;
   sampler?: SamplerKind;
   spacing?: TimestepSpacing;
   seed: number;
@@ -758,6 +767,11 @@ function registerGenerate(program: Command): void {
       "--negative-prompt <text>",
       `what guidance steers away from (diffusers' negative_prompt; default "": the empty prompt), e.g. "No acute cardiopulmonary abnormality."; ${PATIENT_PLACEHOLDER} stands for the prompt's demographic sentence ("70 year old female."), so "${PATIENT_PLACEHOLDER}" guides the findings alone`,
     )
+    .option(
+      "--negative-guidance <scale>",
+      `our models: the negative prompt's own guidance over the empty prompt, eps_0 + sn (eps_n - eps_0) + s (eps_c - eps_n), three UNet rows per image (default ${GENERATE_DEFAULTS.negativeGuidance}: eps_n + s (eps_c - eps_n)); with "${PATIENT_PLACEHOLDER}" it scales the demographics and --guidance the findings`,
+      parseNumberIn("--negative-guidance", 0, GENERATE_LIMITS.maxGuidance),
+    )
     .addOption(
       new Option(
         "--sampler <name>",
@@ -804,6 +818,11 @@ function registerGenerate(program: Command): void {
             `${flags.model} is a diffusers folder: --grid and --prompts (contact sheets) are only for our own models; give --prompt or --sex/--age`,
           );
         }
+        if (flags.negativeGuidance !== undefined) {
+          throw new InvalidArgumentError(
+            `${flags.model} is a diffusers folder: --negative-guidance is for our own models (a diffusers folder takes --negative-prompt at guidance's scale)`,
+          );
+        }
         if (flags.spacing !== undefined) {
           throw new InvalidArgumentError(
             `${flags.model} is a diffusers folder: it samples with its scheduler_config.json's timestep_spacing; --spacing is for our own models`,
@@ -845,6 +864,7 @@ function registerGenerate(program: Command): void {
         steps: flags.steps ?? defaults.steps,
         guidance: flags.guidance ?? defaults.guidance,
         guidanceRescale: flags.guidanceRescale ?? defaults.guidanceRescale,
+        negativeGuidance: flags.negativeGuidance ?? defaults.negativeGuidance,
         sampler: flags.sampler ?? defaults.sampler,
         spacing: flags.spacing ?? defaults.spacing,
         seed: flags.seed,

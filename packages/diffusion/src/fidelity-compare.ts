@@ -100,6 +100,7 @@ export const SAMPLER_SETTINGS = [
   "guidance",
   "guidanceRescale",
   "negativePrompt",
+  "negativeGuidance",
 ] as const;
 
 /** What reports written before a setting was recorded sampled with. */
@@ -107,6 +108,7 @@ const SETTING_BEFORE_RECORDED: Partial<Record<(typeof SAMPLER_SETTINGS)[number],
   spacing: "leading",
   guidanceRescale: 0,
   negativePrompt: "",
+  negativeGuidance: 1,
 };
 
 /** "key left vs right" for each key whose value (as `read` gives it) differs between two reports. */

@@ -131,6 +131,8 @@ export interface FidelityOptions {
    * WHITE female."; `negativePromptFor`). "": the empty prompt.
    */
   negativePrompt: string;
+  /** The negative prompt's own guidance scale (GenerateOptions' `negativeGuidance`; reports written before it: 1). */
+  negativeGuidance: number;
   seed: number;
   /** A CheXpert-layout folder with real films (the phantom's output); its `split` films are measured. */
   realData?: string;
@@ -158,6 +160,7 @@ export const FIDELITY_DEFAULTS: Omit<FidelityOptions, "realData"> = {
   guidance: 3,
   guidanceRescale: 0,
   negativePrompt: "",
+  negativeGuidance: 1,
   seed: 1,
   split: "test",
   maxBatch: 16,
@@ -705,6 +708,7 @@ export async function measureFidelity(
       spacing: options.spacing,
       guidance: options.guidance,
       negativePrompt: prompts.map((fields) => negativePromptFor(options.negativePrompt, fields)),
+      negativeGuidance: options.negativeGuidance,
       guidanceRescale: options.guidanceRescale,
       seed: options.seed,
       maxBatch: options.maxBatch,
@@ -907,7 +911,7 @@ export function formatFidelity(report: FidelityReport): string {
     ? `seeds ${report.pooled.seeds.join(", ")} pooled, ${report.settings.n} images a prompt each`
     : `seed ${report.settings.seed}`;
   const lines = [
-    `conditioning fidelity of ${report.model} (${report.resolution} px, measured at ${Math.max(report.resolution, report.settings.measureSize)} px; ${report.settings.sampler}, ${report.settings.steps} steps${spacingNote(report.settings.spacing)}, guidance ${report.settings.guidance}${report.settings.guidanceRescale ? ` rescaled by ${report.settings.guidanceRescale}` : ""}${report.settings.negativePrompt ? ` away from "${report.settings.negativePrompt}"` : ""}, ${seeds})`,
+    `conditioning fidelity of ${report.model} (${report.resolution} px, measured at ${Math.max(report.resolution, report.settings.measureSize)} px; ${report.settings.sampler}, ${report.settings.steps} steps${spacingNote(report.settings.spacing)}, guidance ${report.settings.guidance}${report.settings.guidanceRescale ? ` rescaled by ${report.settings.guidanceRescale}` : ""}${report.settings.negativePrompt ? ` away from "${report.settings.negativePrompt}"${(report.settings.negativeGuidance ?? 1) !== 1 ? ` guided ${report.settings.negativeGuidance} over the empty prompt` : ""}` : ""}, ${seeds})`,
   ];
   for (const finding of FIDELITY_FINDINGS) {
     const phrase = report.settings.phrases?.[finding];

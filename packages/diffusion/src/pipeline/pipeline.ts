@@ -5,7 +5,9 @@
  *   const { images } = await pipeline.generate({ prompt: { sex: "female", age: 70, findings: ["Cardiomegaly"] }, n: 4 });
  *
  * Batched on the GPU: each chunk of up to `maxBatch` images runs the UNet once per step on the doubled
- * batch [unconditional; conditional] (classifier-free guidance in one call, diffusers' order), then the
+ * batch [unconditional; conditional] (classifier-free guidance in one call, diffusers' order; the
+ * unconditional rows read the negative prompt, "" by default), or on the tripled batch [empty;
+ * negative; conditional] when the negative prompt has its own scale (`negativeGuidance`), then the
  * sampler step. Reproducible: the initial noise of image i is the Philox stream of `seed` at offset
  * i * C * H * W, so with a deterministic sampler (DDIM, PNDM, DPM-Solver++) image i depends only on
  * (model, prompt, seed, i, sampler, steps, guidance): bit for bit with the same maxBatch and adapter,
@@ -27,7 +29,7 @@ import {
   TIMESTEP_SPACINGS,
   type TimestepSpacing,
 } from "../schedule/samplers.ts";
-import { denoisingStep } from "./denoise.ts";
+import { denoisingStep, guidanceRows } from "./denoise.ts";
 import { type GenerationMemory, weightBytes } from "./memory.ts";
 
 export const GENERATE_LIMITS = { maxImages: 10_000, maxSteps: 1000, maxGuidance: 30 } as const;
@@ -49,6 +51,14 @@ export interface GenerateOptions {
    * alone.
    */
   negativePrompt: string | readonly string[];
+  /**
+   * The negative prompt's own guidance scale over the empty prompt (default 1): eps_0 + negativeGuidance
+   * (eps_n - eps_0) + guidance (eps_c - eps_n), three UNet rows per image (`twoScaleGuidanceBatched`).
+   * 1 is the negative prompt as diffusers uses it (two rows). With the negative prompt "{patient}"
+   * written out (the patient's demographic sentence), negativeGuidance scales the demographics and
+   * guidance the impression; equal, they are plain guidance of the whole prompt.
+   */
+  negativeGuidance: number;
   /**
    * Guidance rescale phi in [0, 1] (diffusers' `guidance_rescale`; default 0: off): each guided
    * prediction scaled toward the conditional one's standard deviation (`guidanceRescale`).
@@ -82,6 +92,7 @@ export const GENERATE_DEFAULTS: Omit<GenerateOptions, "prompt"> = {
   steps: 50,
   guidance: 3,
   negativePrompt: "",
+  negativeGuidance: 1,
   guidanceRescale: 0,
   sampler: "pndm",
   spacing: "leading",
@@ -113,6 +124,8 @@ export interface GenerationMetadata {
   guidance: number;
   /** The unconditional rows' text ("" : the empty prompt; recorded also when guidance is 1, unused then). */
   negativePrompt: string;
+  /** The negative prompt's own scale (1: none, two rows). */
+  negativeGuidance: number;
   guidanceRescale: number;
   eta: number;
   bits: 8 | 16;
@@ -222,6 +235,14 @@ function checkGenerateOptions(options: GenerateOptions): string[] {
   if (options.bits !== 8 && options.bits !== 16)
     problems.push(`bits must be 8 or 16, got ${JSON.stringify(options.bits)}`);
   if (!(options.eta >= 0 && options.eta <= 1)) problems.push(`eta must be in [0, 1], got ${options.eta}`);
+  if (
+    typeof options.negativeGuidance !== "number" ||
+    !(options.negativeGuidance >= 0 && options.negativeGuidance <= GENERATE_LIMITS.maxGuidance)
+  ) {
+    problems.push(
+      `negative guidance must be a number in [0, ${GENERATE_LIMITS.maxGuidance}], got ${JSON.stringify(options.negativeGuidance)}`,
+    );
+  }
   const negative = options.negativePrompt;
   if (Array.isArray(negative)) {
     const bad = (negative as readonly unknown[]).findIndex((text) => typeof text !== "string");
@@ -340,7 +361,7 @@ export class Pipeline {
     const warnings: string[] = [];
     const warned = new Set<string>();
     const chunks = Math.ceil(prompts.length / options.maxBatch);
-    const guided = options.guidance !== 1;
+    const parts = guidanceRows(options.guidance, options.negativeGuidance);
     for (let chunk = 0; chunk < chunks; chunk++) {
       const first = chunk * options.maxBatch;
       const chunkPrompts = prompts.slice(first, first + options.maxBatch);
@@ -358,14 +379,20 @@ export class Pipeline {
       // states and ids are kept); without it every generation left them in use.
       const encoded = noGrad(() =>
         tidy(() =>
-          this.model.encodePrompts(guided ? [...chunkNegatives, ...chunkPrompts] : chunkPrompts, {
-            warn: () => {},
-          }),
+          this.model.encodePrompts(
+            parts === 3
+              ? [...new Array<string>(batch).fill(""), ...chunkNegatives, ...chunkPrompts]
+              : parts === 2
+                ? [...chunkNegatives, ...chunkPrompts]
+                : chunkPrompts,
+            { warn: () => {} },
+          ),
         ),
       );
       encoded.ids.release();
-      // The conditional rows follow the unconditional ones when guided.
-      const offset = guided ? batch : 0;
+      // The conditional rows come last; the negative ones just before them.
+      const offset = (parts - 1) * batch;
+      const negativeOffset = (parts - 2) * batch;
       const tokensAt = (row: number): PromptTokens => ({
         length: encoded.tokens.lengths[row],
         context: this.model.tokenizer.maxLength,
@@ -383,11 +410,13 @@ export class Pipeline {
       };
       for (const [row, prompt] of chunkPrompts.entries()) {
         warn(`prompt\u0000${prompt}`, promptTokenWarnings(prompt, tokensOf(row)));
-        if (guided && chunkNegatives[row] !== "") {
+        if (parts > 1 && chunkNegatives[row] !== "") {
           const negative = chunkNegatives[row];
           warn(
             `negative\u0000${negative}`,
-            promptTokenWarnings(negative, tokensAt(row)).map((message) => `negative ${message}`),
+            promptTokenWarnings(negative, tokensAt(negativeOffset + row)).map(
+              (message) => `negative ${message}`,
+            ),
           );
         }
       }
@@ -406,6 +435,7 @@ export class Pipeline {
             encoded.hiddenStates,
             options.guidance,
             options.guidanceRescale,
+            options.negativeGuidance,
           );
           // A step boundary for the kernels runtime: every few steps it drains the queue and collects
           // garbage (its workaround for a crash inside Dawn in long runs, Gpu.endStep).
@@ -443,6 +473,7 @@ export class Pipeline {
             steps: options.steps,
             guidance: options.guidance,
             negativePrompt: chunkNegatives[row],
+            negativeGuidance: options.negativeGuidance,
             guidanceRescale: options.guidanceRescale,
             eta: options.eta,
             bits: options.bits,

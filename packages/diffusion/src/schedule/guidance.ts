@@ -100,6 +100,73 @@ export function classifierFreeGuidanceBatched(
   }
 }
 
+/**
+ * Guidance with a negative prompt at its own scale, from one model call on a tripled batch
+ * [empty; negative; conditional]: eps_0 + sn (eps_n - eps_0) + s (eps_c - eps_n). It splits plain
+ * guidance in two: with the patient's demographic sentence as the negative prompt, sn scales the
+ * demographics over the empty prompt and s the impression over the patient (sn = s is plain guidance
+ * of the whole prompt; sn = 1 is the negative prompt as diffusers uses it, eps_n + s (eps_c - eps_n)).
+ */
+export const TWO_SCALE_GUIDANCE_WGSL = `
+@group(0) @binding(0) var<storage, read> prediction: array<f32>;
+@group(0) @binding(1) var<storage, read_write> guided: array<f32>;
+struct Params { size: u32, unused: u32, negativeScale: f32, scale: f32 }
+@group(0) @binding(2) var<uniform> params: Params;
+${LINEAR_INDEX_WGSL}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+  let index = linearIndex(gid, groups, 256u);
+  if (index >= params.size) { return; }
+  let empty = prediction[index];
+  let negative = prediction[params.size + index];
+  let conditional = prediction[2u * params.size + index];
+  guided[index] = empty + params.negativeScale * (negative - empty) + params.scale * (conditional - negative);
+}`;
+
+/**
+ * `TWO_SCALE_GUIDANCE_WGSL` on a tripled batch [3B, ...] (empty, negative, conditional rows): returns
+ * [B, ...]; `rescale` (phi in [0, 1], default 0: off) then applies `guidanceRescale` toward the
+ * conditional rows' deviation, as `classifierFreeGuidanceBatched` does.
+ */
+export function twoScaleGuidanceBatched(
+  prediction: Tensor,
+  negativeScale: number,
+  scale = GUIDANCE_DEFAULTS.scale,
+  rescale = 0,
+): Tensor {
+  const op = "twoScaleGuidance";
+  checkScale(op, scale, { prediction });
+  if (!Number.isFinite(negativeScale)) {
+    throw new OpError(op, `negative guidance scale must be finite, got ${negativeScale}`, { prediction });
+  }
+  checkRescale(op, rescale, { prediction });
+  const tripled = prediction.shape[0];
+  if (prediction.rank < 1 || tripled % 3 !== 0 || tripled === 0) {
+    throw new OpError(op, `needs a batch of three parts (empty, negative, conditional), got ${tripled}`, {
+      prediction,
+    });
+  }
+  const shape = [tripled / 3, ...prediction.shape.slice(1)];
+  const guided = Tensor.empty(prediction.gpu, shape);
+  launch(
+    prediction.gpu,
+    { name: "twoScaleGuidance", code: TWO_SCALE_GUIDANCE_WGSL },
+    {
+      bindings: [prediction, guided],
+      params: new Params().u32(guided.size, 0).f32(negativeScale, scale),
+      workgroups: grid(guided.size, 256),
+      flops: 6 * guided.size,
+      bytes: 16 * guided.size,
+    },
+  );
+  if (rescale === 0) return guided;
+  try {
+    return launchRescale(prediction, (2 * prediction.size) / 3, guided, rescale);
+  } finally {
+    guided.release();
+  }
+}
+
 function checkRescale(op: string, rescale: number, operands: Record<string, Tensor>): void {
   if (!(rescale >= 0 && rescale <= 1)) {
     throw new OpError(op, `guidance rescale must be in [0, 1], got ${rescale}`, operands);
@@ -211,6 +278,19 @@ export function guidanceRescale(conditional: Tensor, guided: Tensor, phi: number
 export const guidanceReference = {
   combine(unconditional: Float64Array, conditional: Float64Array, scale: number): Float64Array {
     return unconditional.map((u, index) => u + scale * (conditional[index] - u));
+  },
+  /** eps_0 + sn (eps_n - eps_0) + s (eps_c - eps_n) in float64. */
+  combineTwoScales(
+    empty: Float64Array,
+    negative: Float64Array,
+    conditional: Float64Array,
+    negativeScale: number,
+    scale: number,
+  ): Float64Array {
+    return empty.map(
+      (e, index) =>
+        e + negativeScale * (negative[index] - e) + scale * (conditional[index] - negative[index]),
+    );
   },
   /** diffusers' rescale_noise_cfg in float64 (unbiased deviations, as torch.std), per sample of `samples`. */
   rescale(conditional: Float64Array, guided: Float64Array, samples: number, phi: number): Float64Array {
