@@ -333,6 +333,14 @@ describe("sampler steps on the GPU vs float64 diffusers transliterations", () =>
 });
 
 describe("classifier-free guidance", () => {
+  /** [samples, ...per sample]: one element, odd sizes below one workgroup's 256, several strides, large. */
+  const GUIDANCE_SHAPES = [
+    [1, 1],
+    [3, 2, 5, 7],
+    [2, 4, 17, 19],
+    [1, 4, 96, 96],
+  ];
+
   it("eps_u + s (eps_c - eps_u) from two tensors and from one doubled batch, default scale 3", async () => {
     expect(GUIDANCE_DEFAULTS.scale).toBe(3);
     const shape = [2, 4, 3, 3];
@@ -358,12 +366,7 @@ describe("classifier-free guidance", () => {
   });
 
   it("two-scale guidance eps_0 + sn (eps_n - eps_0) + s (eps_c - eps_n) matches float64 over awkward shapes", async () => {
-    for (const [index, shape] of [
-      [1, 1],
-      [3, 2, 5, 7],
-      [2, 4, 17, 19],
-      [1, 4, 96, 96],
-    ].entries()) {
+    for (const [index, shape] of GUIDANCE_SHAPES.entries()) {
       const size = shape.reduce((a, b) => a * b, 1);
       const [empty, negative, conditional] = [0, 1, 2].map((part) =>
         asFloat32(randomValues(size, 60 + 3 * index + part)),
@@ -419,13 +422,7 @@ describe("classifier-free guidance", () => {
   });
 
   it("guidance rescale matches diffusers' rescale_noise_cfg in float64 over awkward shapes", async () => {
-    // [samples, ...per sample]: one element, odd sizes below one workgroup's 256, several strides, large.
-    for (const [index, shape] of [
-      [1, 1],
-      [3, 2, 5, 7],
-      [2, 4, 17, 19],
-      [1, 4, 96, 96],
-    ].entries()) {
+    for (const [index, shape] of GUIDANCE_SHAPES.entries()) {
       const size = shape.reduce((a, b) => a * b, 1);
       const unconditional = asFloat32(randomValues(size, 20 + index));
       const conditional = asFloat32(randomValues(size, 40 + index).map((value) => 0.3 + 1.7 * value));
