@@ -10,7 +10,7 @@
  * negative; conditional] when the negative prompt has its own scale (`negativeGuidance`), then the
  * sampler step. Reproducible: the initial noise of image i is the Philox stream of `seed` at offset
  * i * C * H * W, so with a deterministic sampler (DDIM, PNDM, DPM-Solver++) image i depends only on
- * (model, prompt, seed, i, sampler, steps, guidance): bit for bit with the same maxBatch and adapter,
+ * (model, prompt, negative prompt, seed, i, sampler, steps, guidance): bit for bit with the same maxBatch and adapter,
  * to f32 rounding (~1e-7) with another batch size (batched kernels sum in another order). DDPM's
  * per-step noise also depends on the chunk layout, which is fixed by n and maxBatch.
  */
@@ -46,7 +46,7 @@ export interface GenerateOptions {
    * What the guidance steers away from (diffusers' `negative_prompt`): the text of the
    * unconditional rows, "" (default) for the empty prompt the model was trained to read as "no
    * condition". One text for every image, or one per prompt entry (a list as long as the prompt
-   * list). Unused when guidance is 1. E.g. "No acute cardiopulmonary abnormality." pushes each
+   * list). Unused when guidance and negativeGuidance are both 1. E.g. "No acute cardiopulmonary abnormality." pushes each
    * image away from a normal film; the patient's own demographic sentence guides the impression
    * alone.
    */
@@ -75,7 +75,7 @@ export interface GenerateOptions {
   bits: 8 | 16;
   /** DDIM's eta (default 0). */
   eta: number;
-  /** Images per UNet batch (the doubled guidance batch is twice this). */
+  /** Images per UNet batch (the guided batch is twice this, three times with negativeGuidance). */
   maxBatch: number;
   /**
    * Called once per distinct prompt that the tokenizer had to change: longer than the text
@@ -122,7 +122,7 @@ export interface GenerationMetadata {
   spacing: TimestepSpacing;
   steps: number;
   guidance: number;
-  /** The unconditional rows' text ("" : the empty prompt; recorded also when guidance is 1, unused then). */
+  /** The unconditional rows' text ("": the empty prompt; recorded also when no unconditional rows ran). */
   negativePrompt: string;
   /** The negative prompt's own scale (1: none, two rows). */
   negativeGuidance: number;
