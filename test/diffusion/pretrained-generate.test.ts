@@ -83,10 +83,17 @@ describe("latent generation from a diffusers folder", () => {
       guidance: 1,
       initialLatents: initial,
     });
-    let guidanceEffect = 0;
-    for (let i = 0; i < torchLatents.length; i++)
-      guidanceEffect = Math.max(guidanceEffect, Math.abs(unguided.latents[i] - torchLatents[i]));
-    expect(guidanceEffect).toBeGreaterThan(1e-2);
+    /** The largest |a - b| over two latents of one shape. */
+    const largestDifference = (a: Float32Array, b: Float32Array) =>
+      a.reduce((largest, value, i) => Math.max(largest, Math.abs(value - b[i])), 0);
+    /** The torch loop's final latents for `inputsFile` with extra sd-generate flags. */
+    const torchRun = (name: string, inputsFile: string, flags: string[] = []) => {
+      const path = join(scratch, `torch-${name}.safetensors`);
+      const args = [SCRIPT, "sd-generate", folder, inputsFile, path, "--steps", "3", "--guidance", "3"];
+      execFileSync(PYTHON, args.concat(flags), { encoding: "utf8" });
+      return readSafetensors(path).tensors.get("latents")?.data ?? new Float32Array();
+    };
+    expect(largestDifference(unguided.latents, torchLatents)).toBeGreaterThan(1e-2);
     // Guidance rescale (diffusers' rescale_noise_cfg) against the same loop in torch with it.
     const rescaled = await generateLatent(components, {
       prompts,
@@ -95,21 +102,9 @@ describe("latent generation from a diffusers folder", () => {
       guidanceRescale: 0.7,
       initialLatents: initial,
     });
-    const outRescaled = join(scratch, "torch-rescaled.safetensors");
-    execFileSync(
-      PYTHON,
-      [SCRIPT, "sd-generate", folder, inputs, outRescaled, "--steps", "3", "--guidance", "3"].concat([
-        "--guidance-rescale",
-        "0.7",
-      ]),
-      { encoding: "utf8" },
-    );
-    const torchRescaled = readSafetensors(outRescaled).tensors.get("latents")?.data ?? new Float32Array();
+    const torchRescaled = torchRun("rescaled", inputs, ["--guidance-rescale", "0.7"]);
     expectClose(rescaled.latents, torchRescaled, { atol: 1e-4, rtol: 1e-4 }, "latents, guidance rescale 0.7");
-    let rescaleEffect = 0;
-    for (let i = 0; i < torchRescaled.length; i++)
-      rescaleEffect = Math.max(rescaleEffect, Math.abs(torchRescaled[i] - torchLatents[i]));
-    expect(rescaleEffect).toBeGreaterThan(1e-3);
+    expect(largestDifference(torchRescaled, torchLatents)).toBeGreaterThan(1e-3);
     // A negative prompt per prompt (diffusers' negative_prompt: the unconditional rows' text) against
     // the same loop in torch fed the same negatives.
     const negativePrompts = ["a photo of a dog", "74 year old BLACK male."];
@@ -126,18 +121,9 @@ describe("latent generation from a diffusers folder", () => {
       { latents: { shape: [prompts.length, 4, side, side], data: initial } },
       { prompts: JSON.stringify(prompts), negative_prompts: JSON.stringify(negativePrompts) },
     );
-    const outNegative = join(scratch, "torch-negative.safetensors");
-    execFileSync(
-      PYTHON,
-      [SCRIPT, "sd-generate", folder, negativeInputs, outNegative, "--steps", "3", "--guidance", "3"],
-      { encoding: "utf8" },
-    );
-    const torchNegative = readSafetensors(outNegative).tensors.get("latents")?.data ?? new Float32Array();
+    const torchNegative = torchRun("negative", negativeInputs);
     expectClose(away.latents, torchNegative, { atol: 1e-4, rtol: 1e-4 }, "latents, negative prompts");
-    let negativeEffect = 0;
-    for (let i = 0; i < torchNegative.length; i++)
-      negativeEffect = Math.max(negativeEffect, Math.abs(torchNegative[i] - torchLatents[i]));
-    expect(negativeEffect).toBeGreaterThan(1e-3);
+    expect(largestDifference(torchNegative, torchLatents)).toBeGreaterThan(1e-3);
     await expect(generateLatent(components, { prompts, negativePrompts: ["one"] })).rejects.toThrow(
       'generateLatent: negativePrompts must be 2 texts, one per prompt, got ["one"]',
     );
