@@ -127,6 +127,19 @@ export function negativePromptFor(template: string, prompt: string | PromptField
   return template.split(PATIENT_PLACEHOLDER).join(patientSentence(fields)).trim();
 }
 
+/**
+ * One negative prompt per prompt entry: a single text repeated, or a list as long as the entries;
+ * null when the list's length or any element's type is wrong (the caller names the problem).
+ */
+export function negativePromptsPerEntry(
+  negative: string | readonly string[],
+  entries: number,
+): string[] | null {
+  if (typeof negative === "string") return new Array<string>(entries).fill(negative);
+  if (negative.length !== entries || negative.some((text) => typeof text !== "string")) return null;
+  return [...negative];
+}
+
 export interface PromptFromRecordOptions {
   /** Include the race (default true); RoentGen-v2 prompts may omit it. */
   race?: boolean;

@@ -20,6 +20,19 @@ export function guidanceRows(guidance: number, negativeGuidance = 1): 1 | 2 | 3 
 }
 
 /**
+ * The texts the text encoder reads for `guidanceRows` parts, in the order `denoisingStep` expects:
+ * [empty; negative; conditional] for three, [negative; conditional] for two, the prompts for one.
+ */
+export function guidanceTexts(
+  parts: 1 | 2 | 3,
+  negatives: readonly string[],
+  prompts: readonly string[],
+): string[] {
+  if (parts === 3) return [...new Array<string>(prompts.length).fill(""), ...negatives, ...prompts];
+  return parts === 2 ? [...negatives, ...prompts] : [...prompts];
+}
+
+/**
  * The latents after timestep `t`. `context` holds the text states of `guidanceRows` parts in turn:
  * the unconditional prompts then the conditional ones when guided (guidance !== 1), the empty, the
  * negative and the conditional prompts when the negative prompt has its own scale

@@ -20,7 +20,7 @@ import { join, resolve } from "node:path";
 import { encodeGrayPng } from "@cxr/data";
 import { defaultGpu, Generator, type Gpu, noGrad, randomNormal, tidy } from "@cxr/kernels";
 import { CheckpointError, DiffusionModel, MODEL_FILES, PRECISIONS, type Precision } from "../model/model.ts";
-import { type PromptFields, promptFromFields } from "../model/prompt.ts";
+import { negativePromptsPerEntry, type PromptFields, promptFromFields } from "../model/prompt.ts";
 import { schedulerConfigOf } from "../schedule/of-config.ts";
 import {
   createSampler,
@@ -29,7 +29,7 @@ import {
   TIMESTEP_SPACINGS,
   type TimestepSpacing,
 } from "../schedule/samplers.ts";
-import { denoisingStep, guidanceRows } from "./denoise.ts";
+import { denoisingStep, guidanceRows, guidanceTexts } from "./denoise.ts";
 import { type GenerationMemory, weightBytes } from "./memory.ts";
 
 export const GENERATE_LIMITS = { maxImages: 10_000, maxSteps: 1000, maxGuidance: 30 } as const;
@@ -263,13 +263,13 @@ function expandNegativePrompts(
   n: number,
 ): string[] {
   const entries = Array.isArray(prompt) ? prompt.length : 1;
-  if (typeof negative === "string") return new Array<string>(entries * n).fill(negative);
-  if (negative.length !== entries) {
+  const perEntry = negativePromptsPerEntry(negative, entries);
+  if (perEntry === null) {
     throw new GenerateOptionsError(
       `generate: ${negative.length} negative prompts for ${entries} prompt${entries === 1 ? "" : "s"} (give one text, or one per prompt)`,
     );
   }
-  return negative.flatMap((text) => new Array<string>(n).fill(text));
+  return perEntry.flatMap((text) => new Array<string>(n).fill(text));
 }
 
 /** Prompt text of each requested image. */
@@ -379,14 +379,7 @@ export class Pipeline {
       // states and ids are kept); without it every generation left them in use.
       const encoded = noGrad(() =>
         tidy(() =>
-          this.model.encodePrompts(
-            parts === 3
-              ? [...new Array<string>(batch).fill(""), ...chunkNegatives, ...chunkPrompts]
-              : parts === 2
-                ? [...chunkNegatives, ...chunkPrompts]
-                : chunkPrompts,
-            { warn: () => {} },
-          ),
+          this.model.encodePrompts(guidanceTexts(parts, chunkNegatives, chunkPrompts), { warn: () => {} }),
         ),
       );
       encoded.ids.release();

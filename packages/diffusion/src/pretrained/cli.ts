@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { createGpu, defaultGpu, type Gpu } from "@cxr/kernels";
 import { type Command, InvalidArgumentError } from "commander";
 import { PRECISIONS, type Precision } from "../model/model.ts";
-import { negativePromptFor } from "../model/prompt.ts";
+import { negativePromptFor, negativePromptsPerEntry } from "../model/prompt.ts";
 import { formatGenerationMemory, type GenerationMemory } from "../pipeline/memory.ts";
 import { GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
 import { SAMPLER_KINDS, SAMPLING_DEFAULTS, type SamplerKind } from "../schedule/samplers.ts";
@@ -316,11 +316,8 @@ export async function generateFromFolder(
     if (typeof prompt !== "string" || prompt.trim() === "") problems.push(`prompt ${index} is empty`);
   });
   const negative = options.negativePrompt ?? "";
-  const negativeTexts = typeof negative === "string" ? options.prompts.map(() => negative) : [...negative];
-  if (
-    negativeTexts.length !== options.prompts.length ||
-    negativeTexts.some((text) => typeof text !== "string")
-  ) {
+  const negativeTexts = negativePromptsPerEntry(negative, options.prompts.length) ?? [];
+  if (negativeTexts.length !== options.prompts.length) {
     problems.push(
       `negative prompt must be one text or one per prompt (${options.prompts.length}), got ${JSON.stringify(negative)}`,
     );

@@ -7,7 +7,7 @@
  */
 import { Generator, type Gpu, noGrad, randomNormal, scale, Tensor, tidy, uploadTokens } from "@cxr/kernels";
 import sharp from "sharp";
-import { denoisingStep } from "../pipeline/denoise.ts";
+import { denoisingStep, guidanceRows, guidanceTexts } from "../pipeline/denoise.ts";
 import { type GenerationMemory, weightBytes } from "../pipeline/memory.ts";
 import { GUIDANCE_DEFAULTS } from "../schedule/guidance.ts";
 import { createSampler, SAMPLING_DEFAULTS, type SamplerKind } from "../schedule/samplers.ts";
@@ -90,7 +90,6 @@ export async function generateLatent(
   const firstIndex = options.firstIndex ?? 0;
   if (!Number.isSafeInteger(firstIndex) || firstIndex < 0)
     throw new RangeError(`generateLatent: firstIndex must be a non-negative integer, got ${firstIndex}`);
-  const guided = guidance !== 1;
   const channels = config.unet.inChannels;
   const side = config.unet.sampleSize;
   const latentShape: [number, number, number, number] = [batch, channels, side, side];
@@ -110,7 +109,7 @@ export async function generateLatent(
     config: scheduler.config,
     generator,
   });
-  const texts = guided ? [...negatives, ...options.prompts] : [...options.prompts];
+  const texts = guidanceTexts(guidanceRows(guidance), negatives, options.prompts);
   const ids = tokenizer.encodeBatch(texts, options.onWarning);
   const table = textEncoder.textModel.embeddings.tokenEmbedding.weight;
   const timesteps = [...sampler.timesteps];

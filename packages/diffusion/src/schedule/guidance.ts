@@ -92,9 +92,17 @@ export function classifierFreeGuidanceBatched(
   }
   const shape = [doubled / 2, ...prediction.shape.slice(1)];
   const guided = launchGuidance(prediction, prediction, shape, [0, prediction.size / 2], scale);
+  return rescaledBy(prediction, prediction.size / 2, guided, rescale);
+}
+
+/**
+ * `guided` as it is when `rescale` is 0, else rescaled toward the deviation of the conditional rows
+ * that start at `conditionalOffset` in `prediction` (`guided` is released then).
+ */
+function rescaledBy(prediction: Tensor, conditionalOffset: number, guided: Tensor, rescale: number): Tensor {
   if (rescale === 0) return guided;
   try {
-    return launchRescale(prediction, prediction.size / 2, guided, rescale);
+    return launchRescale(prediction, conditionalOffset, guided, rescale);
   } finally {
     guided.release();
   }
@@ -159,12 +167,7 @@ export function twoScaleGuidanceBatched(
       bytes: 16 * guided.size,
     },
   );
-  if (rescale === 0) return guided;
-  try {
-    return launchRescale(prediction, (2 * prediction.size) / 3, guided, rescale);
-  } finally {
-    guided.release();
-  }
+  return rescaledBy(prediction, (2 * prediction.size) / 3, guided, rescale);
 }
 
 function checkRescale(op: string, rescale: number, operands: Record<string, Tensor>): void {
