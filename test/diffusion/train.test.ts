@@ -20,6 +20,7 @@ import {
   CheckpointError,
   createPipeline,
   DiffusionModel,
+  diffusionConfig,
   epochPool,
   findCheckpoint,
   labelPromptDraws,
@@ -35,6 +36,7 @@ import {
   trainDiffusion,
   trainingPrompt,
   withAttentionAt,
+  withResolution,
 } from "@cxr/diffusion";
 import { readSafetensors, writeSafetensors } from "@cxr/kernels";
 import { Command } from "commander";
@@ -246,6 +248,104 @@ describe("trainDiffusion", () => {
         gpu: device,
       }),
     ).rejects.toThrow('prediction must be "epsilon" or "v_prediction", got "x0"');
+  }, 600_000);
+
+  it("--resolution trains an init model's weights at another image size, saved in its config", async () => {
+    const device = await gpu();
+    const initDir = join(root, "straight", "checkpoint", "model");
+    const run = join(root, "init-32px");
+    const { config: _config, ...rest } = base(run);
+    const lines: string[] = [];
+    await trainDiffusion({
+      ...rest,
+      init: initDir,
+      resolution: 32,
+      steps: 1,
+      learningRate: 1e-9,
+      gpu: device,
+      log: (line) => lines.push(line),
+    });
+    expect(lines).toContain('resolution: 32 px (the init model was trained at 16 px), "phantom-tiny@32px"');
+    const configOf = (dir: string) => JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+    const initial = configOf(initDir);
+    const saved = configOf(join(run, "checkpoint", "model"));
+    expect([initial.resolution, initial.unet.sampleSize]).toEqual([16, 16]);
+    expect([saved.name, saved.resolution, saved.unet.sampleSize]).toEqual(["phantom-tiny@32px", 32, 32]);
+    // Everything else in the configuration is the init model's, and so are the weights (lr 1e-9).
+    expect({
+      ...saved,
+      name: initial.name,
+      resolution: 16,
+      unet: { ...saved.unet, sampleSize: 16 },
+    }).toEqual(initial);
+    const file = "unet/diffusion_pytorch_model.safetensors";
+    const before = tensorsOf(initDir, file);
+    const after = tensorsOf(join(run, "checkpoint", "model"), file);
+    expect([...after.keys()]).toEqual([...before.keys()]);
+    let largest = 0;
+    for (const [name, tensor] of before) {
+      const other = after.get(name)!.data;
+      tensor.data.forEach((value, i) => {
+        largest = Math.max(largest, Math.abs(value - other[i]));
+      });
+    }
+    expect(largest).toBeLessThan(1e-6);
+    // The trained folder generates images of its new size.
+    const pipeline = await createPipeline(join(run, "checkpoint", "model"), { gpu: device });
+    try {
+      const { images } = await pipeline.generate({ prompt: "", n: 1, steps: 2, sampler: "ddim", seed: 1 });
+      expect(images[0].pixels.length).toBe(32 * 32);
+    } finally {
+      pipeline.dispose();
+    }
+    // The size belongs to the run: a resume that leaves it out is refused.
+    await expect(
+      trainDiffusion({ ...rest, init: initDir, steps: 1, resume: true, learningRate: 1e-9, gpu: device }),
+    ).rejects.toThrow(/cannot resume .*resolution/);
+    // Sizes the UNet cannot halve evenly, the size it already has, and latent models are refused.
+    for (const [resolution, message] of [
+      [
+        33,
+        'resizing "phantom-tiny": resolution 33 is not a positive multiple of 2 (its UNet halves the image 1 times)',
+      ],
+      [16, 'resizing "phantom-tiny": it is already 16 px'],
+    ] as const) {
+      await expect(
+        trainDiffusion({
+          ...rest,
+          out: join(root, `init-${resolution}px`),
+          init: initDir,
+          resolution,
+          gpu: device,
+        }),
+      ).rejects.toThrow(message);
+    }
+    // The CLI flag reaches the run (33 is refused by trainDiffusion, 4 by the flag's range).
+    const cli = async (value: string) => {
+      const program = new Command("cxr").exitOverride();
+      program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
+      registerCommands(program, { bench: program.command("bench") });
+      await program.parseAsync(
+        ["node", "cxr", "train", "diffusion", "--data", data, "--out", join(root, "resize-cli")].concat([
+          "--init",
+          initDir,
+          "--resolution",
+          value,
+        ]),
+      );
+    };
+    await expect(cli("33")).rejects.toThrow("resolution 33 is not a positive multiple of 2");
+    await expect(cli("4")).rejects.toThrow(/--resolution/);
+    expect(() => withResolution(diffusionConfig("sd2-base"), 768)).toThrow(
+      'resizing "sd2-base": only pixel-space models train at another resolution (this one is latent)',
+    );
+    expect(withResolution(diffusionConfig("phantom-small"), 64).name).toBe("phantom-small@64px");
+    expect(withResolution(withResolution(diffusionConfig("phantom-small"), 64), 128).name).toBe(
+      "phantom-small@128px",
+    );
+    expect(() => withResolution(diffusionConfig("phantom-small"), 34)).toThrow(
+      "not a positive multiple of 4",
+    );
   }, 600_000);
 
   it("--grow-attention adds transformer blocks that start as the identity, trains and resumes them", async () => {

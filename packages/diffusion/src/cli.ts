@@ -97,6 +97,7 @@ interface TrainFlags {
   init?: string;
   growAttention?: number[];
   prediction?: TrainedPrediction;
+  resolution?: number;
   steps: number;
   batch: number;
   out?: string;
@@ -139,6 +140,11 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
         "--prediction <type>",
         "what the UNet learns to predict, replacing the config's or the --init model's (with --init the same weights learn it)",
       ).choices([...TRAINED_PREDICTIONS]),
+    )
+    .option(
+      "--resolution <px>",
+      "train at this image size instead of the config's or the --init model's (pixel space; with --init the same weights learn at the new size; saved as NAME@PXpx)",
+      parseIntegerIn("--resolution", 8, 1024),
     )
     .option(
       "--grow-attention <levels>",
@@ -253,6 +259,7 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
           init: flags.init,
           growAttention: flags.growAttention,
           prediction: flags.prediction,
+          resolution: flags.resolution,
           steps: flags.steps,
           batchSize: flags.batch,
           out: flags.out as string,

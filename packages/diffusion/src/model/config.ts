@@ -309,6 +309,35 @@ export function withAttentionAt(
   return grown;
 }
 
+/**
+ * The same network at another image size (pixel space): `resolution` and `unet.sampleSize` replaced,
+ * named `name@Npx`. Every weight of a UNet and text encoder is independent of the image size
+ * (convolutions, and attention over however many positions there are), so a model trained at one size
+ * loads unchanged and can be trained further at the other, as Stable Diffusion 2 went from 512 to
+ * 768 px. The size must halve evenly once per level below the first.
+ */
+export function withResolution(config: DiffusionModelConfig, resolution: number): DiffusionModelConfig {
+  if (config.space !== "pixel") {
+    throw new ConfigError(
+      `resizing "${config.name}": only pixel-space models train at another resolution (this one is ${config.space})`,
+    );
+  }
+  const halvings = config.unet.blockOutChannels.length - 1;
+  if (!Number.isSafeInteger(resolution) || resolution < 1 || resolution % 2 ** halvings !== 0) {
+    throw new ConfigError(
+      `resizing "${config.name}": resolution ${resolution} is not a positive multiple of ${2 ** halvings} (its UNet halves the image ${halvings} times)`,
+    );
+  }
+  if (resolution === config.resolution) {
+    throw new ConfigError(`resizing "${config.name}": it is already ${resolution} px`);
+  }
+  const resized = structuredClone(config);
+  resized.resolution = resolution;
+  resized.unet.sampleSize = resolution;
+  resized.name = `${config.name.replace(/@\d+px$/, "")}@${resolution}px`;
+  return resized;
+}
+
 /** Heads per level (diffusers' attention_head_dim, expanded). */
 export function headsPerLevel(unet: UNetConfig): number[] {
   const levels = unet.blockOutChannels.length;

@@ -45,6 +45,7 @@ import {
   predictionProblem,
   type TrainedPrediction,
   withAttentionAt,
+  withResolution,
 } from "../model/config.ts";
 import {
   CheckpointError,
@@ -97,6 +98,13 @@ export interface TrainOptions {
    * x0 equals eps at the noisiest timesteps). Saved in the run's config.json.
    */
   prediction?: TrainedPrediction;
+  /**
+   * Train at this image size (pixel space) instead of the configuration's (or the init model's)
+   * `resolution` (`withResolution`, renamed `name@Npx`): with `init`, the same weights learn at the
+   * other size, as Stable Diffusion 2 was fine-tuned from 512 to 768 px. Images are resized to it.
+   * Saved in the run's config.json.
+   */
+  resolution?: number;
   /** Total optimizer steps of the run (a resumed run continues up to this). */
   steps: number;
   batchSize: number;
@@ -291,11 +299,17 @@ export function parseRepeatFindings(text: string): Partial<Record<ChexpertLabel,
 
 /**
  * The run's model configuration: the named or given one, or the `init` model's (which must agree),
- * with `prediction` replaced when the options give one.
+ * with `prediction` and `resolution` replaced when the options give them.
  */
 function runConfig(options: TrainOptions): DiffusionModelConfig {
-  const config = baseRunConfig(options);
-  return options.prediction === undefined ? config : { ...config, prediction: options.prediction };
+  const base = baseRunConfig(options);
+  const config = options.prediction === undefined ? base : { ...base, prediction: options.prediction };
+  if (options.resolution === undefined) return config;
+  try {
+    return withResolution(config, options.resolution);
+  } catch (error) {
+    throw new TrainOptionsError(`trainDiffusion: ${(error as Error).message}`);
+  }
 }
 
 function baseRunConfig(options: TrainOptions): DiffusionModelConfig {
@@ -358,6 +372,40 @@ function configDifferences(a: unknown, b: unknown, path = ""): string[] {
     : [`${path || "config"}: init ${JSON.stringify(a)}, given ${JSON.stringify(b)}`];
 }
 
+/**
+ * The init model with what the run changes about it and its weights do not: the prediction (what the
+ * UNet's output is trained to mean) and the image size (`withResolution`). Same weights, tokenizer
+ * and modules.
+ */
+function retargeted(
+  model: DiffusionModel,
+  config: DiffusionModelConfig,
+  log: (message: string) => void,
+): DiffusionModel {
+  const initial = model.config;
+  if (initial.prediction === config.prediction && initial.resolution === config.resolution) return model;
+  if (initial.prediction !== config.prediction) {
+    log(`prediction: ${config.prediction} (the init model predicted ${initial.prediction})`);
+  }
+  if (initial.resolution !== config.resolution) {
+    log(
+      `resolution: ${config.resolution} px (the init model was trained at ${initial.resolution} px), "${config.name}"`,
+    );
+  }
+  return new DiffusionModel(
+    {
+      ...initial,
+      name: config.name,
+      prediction: config.prediction,
+      resolution: config.resolution,
+      unet: { ...initial.unet, sampleSize: config.unet.sampleSize },
+    },
+    model.tokenizer,
+    model.textEncoder,
+    model.unet,
+  );
+}
+
 /** The options that must match for a resume to continue the same run. */
 function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmupSteps: number) {
   return {
@@ -379,6 +427,7 @@ function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmup
     ...(options.labelSides ? { labelSides: true } : {}),
     ...(options.growAttention === undefined ? {} : { growAttention: options.growAttention }),
     ...(options.prediction === undefined ? {} : { prediction: options.prediction }),
+    ...(options.resolution === undefined ? {} : { resolution: options.resolution }),
   };
 }
 
@@ -580,17 +629,6 @@ export async function trainDiffusion(
   } else if (options.init !== undefined) {
     model = await loadModelDir(gpu, options.init);
     log(`initialised from ${options.init} (fresh optimizer, schedule and EMA)`);
-    const initPrediction = model.config.prediction;
-    if (initPrediction !== config.prediction) {
-      // Same weights, tokenizer and modules; only what the UNet's output is trained to mean changes.
-      model = new DiffusionModel(
-        { ...model.config, prediction: config.prediction },
-        model.tokenizer,
-        model.textEncoder,
-        model.unet,
-      );
-      log(`prediction: ${config.prediction} (the init model predicted ${initPrediction})`);
-    }
   } else {
     const vocabularyPrompts =
       options.labelPrompts > 0 ? [...prompts, ...[...promptOf.values()].map((both) => both.labels)] : prompts;
@@ -600,6 +638,7 @@ export async function trainDiffusion(
     });
     model = createDiffusionModel(gpu, config, tokenizer, options.seed);
   }
+  if (options.init !== undefined && !checkpointDir) model = retargeted(model, config, log);
   const named = model.namedParameters();
   const names = [...named.keys()];
   const params = [...named.values()];
