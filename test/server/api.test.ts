@@ -254,7 +254,7 @@ describe("server without tokens", () => {
     expect(states.every((state: string) => state === "cancelled" || state === "succeeded")).toBe(true);
   });
 
-  test("jobs stored before spacing, guidanceRescale, negativePrompt and precision existed run as they were queued", async () => {
+  test("jobs stored before spacing, guidanceRescale, negativePrompt, negativeGuidance and precision existed run as they were queued", async () => {
     // Params as the server stored them before those fields (an upgrade finds such jobs in the
     // database): they run with leading spacing, no rescale and f32, and the manifest says so.
     const before = { model: "tiny", steps: 2, guidance: 3, sampler: "ddim" as const, bitDepth: 8 as const };
@@ -273,13 +273,14 @@ describe("server without tokens", () => {
       spacing: "leading",
       guidanceRescale: 0,
       negativePrompt: "",
+      negativeGuidance: 1,
       precision: "f32",
     });
     // The batch record and its shard as stored then, the shard without the fields too.
     const [record] = s.server.store.insertMany([
       { kind: BATCH_KIND, priority: 5, params: { ...batch }, state: "running" },
     ]);
-    const { spacing, guidanceRescale, negativePrompt, precision, ...storedShard } = shard;
+    const { spacing, guidanceRescale, negativePrompt, negativeGuidance, precision, ...storedShard } = shard;
     s.server.queue.submit([
       { kind: SHARD_KIND, priority: 5, params: { ...storedShard, batchId: record.id }, parentId: record.id },
     ]);
@@ -295,6 +296,7 @@ describe("server without tokens", () => {
         spacing: "leading",
         guidanceRescale: 0,
         negativePrompt: "",
+        negativeGuidance: 1,
         precision: "f32",
         sampler: "ddim",
       });
@@ -306,6 +308,7 @@ describe("server without tokens", () => {
       spacing: "leading",
       guidanceRescale: 0,
       negativePrompt: "",
+      negativeGuidance: 1,
       precision: "f32",
       images: 1,
     });

@@ -132,6 +132,7 @@ test.skipIf(!available)(
       await page.selectOption("#spacing", "trailing");
       await page.fill("#guidanceRescale", "0.7");
       await page.fill("#negativePrompt", "{patient}");
+      await page.fill("#negativeGuidance", "2");
       await page.selectOption("#precision", "f32");
       const posted: any[] = [];
       page.on("request", (request) => {
@@ -153,13 +154,14 @@ test.skipIf(!available)(
       expect(captions.join(" ")).toMatch(/seed 42/);
       expect(captions.join(" ")).toMatch(/seed 43/);
       expect(captions.join(" ")).toContain("(trailing)");
-      expect(captions.join(" ")).toContain('guidance 3 rescaled by 0.7 away from "{patient}"');
+      expect(captions.join(" ")).toContain('guidance 3 rescaled by 0.7 away from "{patient}" at 2');
       expect(captions.join(" ")).toContain("8-bit f32");
       expect(posted).toHaveLength(1);
       expect(posted[0]).toMatchObject({
         spacing: "trailing",
         guidanceRescale: 0.7,
         negativePrompt: "{patient}",
+        negativeGuidance: 2,
         precision: "f32",
         seed: 42,
         n: 2,

@@ -127,6 +127,7 @@ describe("generation on the real generator", () => {
       guidance: 2,
       guidanceRescale: 0.5,
       negativePrompt: "{patient} No acute cardiopulmonary abnormality.",
+      negativeGuidance: 2,
     });
     expect(status).toBe(200);
     expect(job.state).toBe("succeeded");
@@ -147,6 +148,7 @@ describe("generation on the real generator", () => {
           guidance: 2,
           guidanceRescale: 0.5,
           negativePrompt: "70 year old WHITE female. No acute cardiopulmonary abnormality.",
+          negativeGuidance: 2,
         });
         expect(served.equals(expected.images[0].png)).toBe(true);
         const sidecar = (await (await fetch(`${s.url}${image.sidecarUrl}`)).json()) as any;
@@ -159,6 +161,7 @@ describe("generation on the real generator", () => {
           guidance: 2,
           guidanceRescale: 0.5,
           negativePrompt: "70 year old WHITE female. No acute cardiopulmonary abnormality.",
+          negativeGuidance: 2,
           bits: 8,
           job: job.id,
           index: image.index,
@@ -194,6 +197,8 @@ describe("generation on the real generator", () => {
       "negativePrompt",
     );
     expect(await refusedField({ prompt: "x", negativePrompt: 7 })).toBe("negativePrompt");
+    expect(await refusedField({ prompt: "x", negativeGuidance: -1 })).toBe("negativeGuidance");
+    expect(await refusedField({ prompt: "x", negativeGuidance: "2" })).toBe("negativeGuidance");
   });
 
   test("a request without sampler or steps takes the model's own (config.json sampling), else PNDM 50", async () => {
@@ -260,6 +265,7 @@ describe("generation on the real generator", () => {
       spacing: GENERATE_DEFAULTS.spacing,
       guidanceRescale: GENERATE_DEFAULTS.guidanceRescale,
       negativePrompt: GENERATE_DEFAULTS.negativePrompt,
+      negativeGuidance: GENERATE_DEFAULTS.negativeGuidance,
       precision: "f32",
     });
     const fallback = await generate({ prompt, seed: 5 });
@@ -295,6 +301,7 @@ describe("generation batches on the real generator", () => {
       sampler: "ddim",
       spacing: "linspace",
       negativePrompt: "{patient}",
+      negativeGuidance: 1.5,
       shardSize: 4,
     };
     const response = await fetch(`${s.url}/v1/generation-batches`, {
@@ -330,6 +337,7 @@ describe("generation batches on the real generator", () => {
       model: "tiny",
       spacing: "linspace",
       negativePrompt: "{patient}",
+      negativeGuidance: 1.5,
     });
     expect(manifest.shards.map((shard: any) => shard.id)).toEqual(shards);
     // Each image is the library's image for its cell's prompt and seed.
@@ -341,6 +349,7 @@ describe("generation batches on the real generator", () => {
       seed: 2,
       spacing: "linspace",
       negativePrompt: "55 year old BLACK male.",
+      negativeGuidance: 1.5,
       batch: batch.id,
     });
     const datasets = (await (await fetch(`${s.url}/v1/datasets`)).json()) as any;

@@ -209,6 +209,14 @@ function schemas(config: ServerConfig) {
         description: `what classifier-free guidance steers away from (diffusers' negative_prompt); "": the empty prompt the model was trained with. ${PATIENT_PLACEHOLDER} stands for each prompt's demographic sentence ("70 year old WHITE female."): "${PATIENT_PLACEHOLDER}" guides the findings alone, "${PATIENT_PLACEHOLDER} No acute cardiopulmonary abnormality." steers away from the patient's normal film. Unused at guidance 1`,
         example: "",
       }),
+    negativeGuidance: z
+      .number()
+      .min(0)
+      .max(30)
+      .default(SAMPLING_FIELD_DEFAULTS.negativeGuidance)
+      .openapi({
+        description: `the negative prompt's own guidance scale over the empty prompt: eps_0 + negativeGuidance (eps_negative - eps_0) + guidance (eps_prompt - eps_negative). 1: the plain negative prompt (two UNet rows per image); anything else costs a third row. With "${PATIENT_PLACEHOLDER}" it scales the demographics and guidance the findings`,
+      }),
     sampler: z
       .enum(SAMPLERS)
       .optional()
@@ -680,6 +688,7 @@ export function createApp(deps: AppDependencies): OpenAPIHono {
         spacing: body.spacing,
         guidanceRescale: body.guidanceRescale,
         negativePrompt: body.negativePrompt,
+        negativeGuidance: body.negativeGuidance,
         seed: body.seed ?? Math.floor(Math.random() * 2 ** 32),
         bitDepth: body.bitDepth,
         precision: body.precision,

@@ -54,6 +54,8 @@ export interface ShardParams {
   guidanceRescale?: number;
   /** Absent in shards queued before the field existed: "". */
   negativePrompt?: string;
+  /** Absent in shards queued before the field existed: 1. */
+  negativeGuidance?: number;
   bitDepth: 8 | 16;
   /** Absent in shards queued before the field existed: f32. */
   precision?: Precision;
@@ -71,6 +73,7 @@ export interface BatchParams {
   spacing?: SpacingName;
   guidanceRescale?: number;
   negativePrompt?: string;
+  negativeGuidance?: number;
   bitDepth: 8 | 16;
   precision?: Precision;
   shardSize: number;
@@ -114,6 +117,7 @@ export function planShards(batchId: string, stored: BatchParams, items = batchIt
       spacing: params.spacing,
       guidanceRescale: params.guidanceRescale,
       negativePrompt: params.negativePrompt,
+      negativeGuidance: params.negativeGuidance,
       bitDepth: params.bitDepth,
       precision: params.precision,
       items: items.slice(start, start + params.shardSize),
@@ -177,6 +181,7 @@ export async function makeShardItem(
       spacing: params.spacing,
       guidanceRescale: params.guidanceRescale,
       negativePrompt: params.negativePrompt,
+      negativeGuidance: params.negativeGuidance,
       seed: item.seed,
       bitDepth: params.bitDepth,
       precision: params.precision,
@@ -372,6 +377,7 @@ export async function writeBatchOutputs(
     spacing: params.spacing,
     guidanceRescale: params.guidanceRescale,
     negativePrompt: params.negativePrompt,
+    negativeGuidance: params.negativeGuidance,
     bitDepth: params.bitDepth,
     precision: params.precision,
     images: rows.length,

@@ -167,6 +167,7 @@ export class DiffusionGenerator implements ImageGenerator {
       spacing: request.spacing,
       guidanceRescale: request.guidanceRescale,
       negativePrompt: negativePromptFor(request.negativePrompt ?? "", prompt),
+      negativeGuidance: request.negativeGuidance ?? 1,
       seed: request.seed,
       bits: request.bitDepth,
       onStep: ({ step, steps }) => onStep(step, steps),

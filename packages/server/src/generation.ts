@@ -44,6 +44,8 @@ export interface ImageRequest {
   guidanceRescale: number;
   /** What guidance steers away from ("" : the empty prompt); `{patient}` is the prompt's demographic sentence. */
   negativePrompt: string;
+  /** The negative prompt's own scale over the empty prompt (1: none; else three UNet rows per image). */
+  negativeGuidance: number;
   seed: number;
   bitDepth: 8 | 16;
   /** "f16": the model's f16 kernels. */
@@ -55,6 +57,7 @@ export interface SamplingFields {
   spacing: SpacingName;
   guidanceRescale: number;
   negativePrompt: string;
+  negativeGuidance: number;
   precision: Precision;
 }
 
@@ -63,6 +66,7 @@ export const SAMPLING_FIELD_DEFAULTS: Readonly<SamplingFields> = {
   spacing: "leading",
   guidanceRescale: 0,
   negativePrompt: "",
+  negativeGuidance: 1,
   precision: "f32",
 };
 
@@ -77,6 +81,7 @@ export function withSamplingDefaults<T extends Partial<SamplingFields>>(params: 
     spacing: params.spacing ?? SAMPLING_FIELD_DEFAULTS.spacing,
     guidanceRescale: params.guidanceRescale ?? SAMPLING_FIELD_DEFAULTS.guidanceRescale,
     negativePrompt: params.negativePrompt ?? SAMPLING_FIELD_DEFAULTS.negativePrompt,
+    negativeGuidance: params.negativeGuidance ?? SAMPLING_FIELD_DEFAULTS.negativeGuidance,
     precision: params.precision ?? SAMPLING_FIELD_DEFAULTS.precision,
   };
 }
@@ -133,6 +138,8 @@ export interface GenerationParams {
   guidanceRescale?: number;
   /** Absent in jobs queued before the field existed: "". */
   negativePrompt?: string;
+  /** Absent in jobs queued before the field existed: 1. */
+  negativeGuidance?: number;
   seed: number;
   bitDepth: 8 | 16;
   precision?: Precision;
@@ -189,6 +196,7 @@ export class GenerationRunner implements JobRunner {
           spacing: params.spacing,
           guidanceRescale: params.guidanceRescale,
           negativePrompt: params.negativePrompt,
+          negativeGuidance: params.negativeGuidance,
           seed,
           bitDepth: params.bitDepth,
           precision: params.precision,

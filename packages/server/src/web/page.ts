@@ -93,6 +93,7 @@ details{margin-top:1.2em} summary{cursor:pointer;font-weight:600}
 <label>Spacing <select id="spacing"><option>leading</option><option>trailing</option><option>linspace</option></select></label>
 </div>
 <label title="what guidance steers away from (negative prompt); {patient} is the prompt's demographic sentence; empty: the empty prompt">Negative prompt <input type="text" id="negativePrompt" size="40" placeholder="{patient} No acute cardiopulmonary abnormality."></label>
+<label title="the negative prompt's own guidance scale over the empty prompt; 1: none (anything else costs a third UNet row per image)">Negative scale <input type="number" id="negativeGuidance" min="0" max="30" step="0.5" value="1"></label>
 <div class="row">
 <label>Seed <input type="number" id="seed" min="0" placeholder="random"></label>
 <label>Bits <select id="bitDepth"><option>8</option><option>16</option></select></label>
@@ -188,7 +189,7 @@ async function showImages(job) {
     figure.dataset.image = image.id;
     const p = job.params;
     const what = p.prompt ? p.prompt : p.structured.age + " y " + (p.structured.race || "") + " " + p.structured.sex + (p.structured.findings.length ? ": " + p.structured.findings.join(", ") : ": no finding");
-    figure.innerHTML = '<img alt="generated image"><figcaption>' + esc(what) + "<br>seed " + image.seed + ", " + p.steps + " " + esc(p.sampler) + " steps" + (p.spacing && p.spacing !== "leading" ? " (" + esc(p.spacing) + ")" : "") + ", guidance " + p.guidance + (p.guidanceRescale ? " rescaled by " + p.guidanceRescale : "") + (p.negativePrompt ? ' away from "' + esc(p.negativePrompt) + '"' : "") + ", " + p.bitDepth + "-bit" + (p.precision ? " " + esc(p.precision) : "") + ", " + esc(p.model) + "</figcaption>";
+    figure.innerHTML = '<img alt="generated image"><figcaption>' + esc(what) + "<br>seed " + image.seed + ", " + p.steps + " " + esc(p.sampler) + " steps" + (p.spacing && p.spacing !== "leading" ? " (" + esc(p.spacing) + ")" : "") + ", guidance " + p.guidance + (p.guidanceRescale ? " rescaled by " + p.guidanceRescale : "") + (p.negativePrompt ? ' away from "' + esc(p.negativePrompt) + '"' + (p.negativeGuidance !== undefined && p.negativeGuidance !== 1 ? " at " + p.negativeGuidance : "") : "") + ", " + p.bitDepth + "-bit" + (p.precision ? " " + esc(p.precision) : "") + ", " + esc(p.model) + "</figcaption>";
     figure.querySelector("img").src = await imageUrl(image.url);
     $("gallery").prepend(figure);
   }
@@ -351,6 +352,7 @@ $("generate").addEventListener("submit", async (event) => {
     model: $("model").value || undefined,
     n: Number($("n").value), steps: Number($("steps").value), guidance: Number($("guidance").value),
     guidanceRescale: Number($("guidanceRescale").value), negativePrompt: $("negativePrompt").value,
+    negativeGuidance: Number($("negativeGuidance").value),
     spacing: $("spacing").value, bitDepth: Number($("bitDepth").value),
   };
   if ($("sampler").value !== "") body.sampler = $("sampler").value;
