@@ -73,7 +73,7 @@ export const SAMPLING_FIELD_DEFAULTS: Readonly<SamplingFields> = {
 /**
  * A job's params as stored (generation, batch or shard), with the sampling fields that a job queued
  * before they existed lacks filled in with the behaviour it was queued under: "leading" spacing, no
- * guidance rescale, the empty negative prompt, f32. Called once where a runner or the batch bookkeeping reads stored params.
+ * guidance rescale, the empty negative prompt at scale 1, f32. Called once where a runner or the batch bookkeeping reads stored params.
  */
 export function withSamplingDefaults<T extends Partial<SamplingFields>>(params: T): T & SamplingFields {
   return {
