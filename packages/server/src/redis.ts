@@ -334,6 +334,12 @@ export class RedisJobs {
     const record = this.store.get(id);
     if (!record || TERMINAL_STATES.has(record.state) || !this.handles(record.kind)) return;
     const queue = this.queues.get(record.kind)!;
+    // The state first, then the job: a job read just before it completes carries no return value or
+    // failure reason, so reading the job first and its state second could record a completed job
+    // with an empty result (seen under load: an evaluation succeeded without its macroAuroc). Read
+    // in this order, a job that completes in between is seen as still active, and its completed
+    // event brings it here again.
+    const state = await queue.getJobState(id);
     const bull = await queue.getJob(id);
     if (!bull) {
       // Removed from Redis: a cancel that removed it, or Redis lost it (it was not persisted).
@@ -346,7 +352,6 @@ export class RedisJobs {
       this.emit({ type: cancelled ? "cancelled" : "failed", job: this.store.get(id)! });
       return;
     }
-    const state = await bull.getState();
     const attempts = Math.max(1, bull.attemptsStarted ?? bull.attemptsMade + 1);
     if (state === "active") {
       const job = this.started(record, attempts);
