@@ -67,6 +67,24 @@ const base = (out: string): Partial<TrainOptions> & Pick<TrainOptions, "data" | 
   log: () => {},
 });
 
+/** `cxr train diffusion --data DATA --out ROOT/OUT ...flags`, parsed as the CLI would (errors thrown). */
+async function trainCli(out: string, ...flags: string[]): Promise<void> {
+  const program = new Command("cxr").exitOverride();
+  program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
+  registerCommands(program, { bench: program.command("bench") });
+  await program.parseAsync([
+    "node",
+    "cxr",
+    "train",
+    "diffusion",
+    "--data",
+    data,
+    "--out",
+    join(root, out),
+    ...flags,
+  ]);
+}
+
 function tensorsOf(dir: string, file: string) {
   return readSafetensors(join(dir, file)).tensors;
 }
@@ -321,19 +339,7 @@ describe("trainDiffusion", () => {
       ).rejects.toThrow(message);
     }
     // The CLI flag reaches the run (33 is refused by trainDiffusion, 4 by the flag's range).
-    const cli = async (value: string) => {
-      const program = new Command("cxr").exitOverride();
-      program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
-      registerCommands(program, { bench: program.command("bench") });
-      await program.parseAsync(
-        ["node", "cxr", "train", "diffusion", "--data", data, "--out", join(root, "resize-cli")].concat([
-          "--init",
-          initDir,
-          "--resolution",
-          value,
-        ]),
-      );
-    };
+    const cli = (value: string) => trainCli("resize-cli", "--init", initDir, "--resolution", value);
     await expect(cli("33")).rejects.toThrow("resolution 33 is not a positive multiple of 2");
     await expect(cli("4")).rejects.toThrow(/--resolution/);
     expect(() => withResolution(diffusionConfig("sd2-base"), 768)).toThrow(
@@ -442,25 +448,7 @@ describe("trainDiffusion", () => {
       trainDiffusion({ ...base(join(root, "grow-no-init")), growAttention: [0], gpu: device }),
     ).rejects.toThrow("growing attention needs an init model to grow");
     // The CLI flag: a list of levels, anything else refused before training starts.
-    const cli = async (value: string) => {
-      const program = new Command("cxr").exitOverride();
-      program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
-      registerCommands(program, { bench: program.command("bench") });
-      await program.parseAsync([
-        "node",
-        "cxr",
-        "train",
-        "diffusion",
-        "--data",
-        data,
-        "--out",
-        join(root, "grow-cli"),
-        "--init",
-        initDir,
-        "--grow-attention",
-        value,
-      ]);
-    };
+    const cli = (value: string) => trainCli("grow-cli", "--init", initDir, "--grow-attention", value);
     await expect(cli("0,x")).rejects.toThrow('"x" is not a level (an integer from 0)');
     await expect(cli("-1")).rejects.toThrow('"-1" is not a level (an integer from 0)');
     await expect(cli("1")).rejects.toThrow("level 1 (down_blocks.1) already has attention");
