@@ -28,9 +28,12 @@ import {
   makeNoiseSchedule,
   minSnrWeights,
   parseRepeatFindings,
+  parseSingleFindings,
   promptFromRecord,
   readTrainingState,
   saveCheckpoint,
+  selectSingleFindings,
+  singleFindingOf,
   stepDraws,
   type TrainOptions,
   trainDiffusion,
@@ -632,6 +635,103 @@ describe("trainDiffusion", () => {
     await expect(
       trainDiffusion({ ...base(join(root, "straight")), resume: true, repeatFindings: { "No Finding": 4 } }),
     ).rejects.toThrow(/repeatFindings: checkpoint undefined, now \{"No Finding":4\}/);
+  }, 300_000);
+
+  it("--single-findings keeps films whose one finding is listed, capped by the seed, belongs to the resume identity, refuses bad input", async () => {
+    const record = (labels: Record<string, number | null>) =>
+      ({ labels }) as unknown as Parameters<typeof singleFindingOf>[0];
+    expect(singleFindingOf(record({ "No Finding": 1, "Support Devices": 1 }))).toBe("No Finding");
+    expect(singleFindingOf(record({ "Pleural Effusion": 1, "Support Devices": 1, Edema: 0 }))).toBe(
+      "Pleural Effusion",
+    );
+    expect(singleFindingOf(record({ "Pleural Effusion": 1, Edema: 1 }))).toBeNull();
+    // An uncertain companion is not "alone", nor is an uncertain finding by itself.
+    expect(singleFindingOf(record({ "Pleural Effusion": 1, Atelectasis: -1 }))).toBeNull();
+    expect(singleFindingOf(record({ Cardiomegaly: -1 }))).toBeNull();
+    expect(singleFindingOf(record({ "Support Devices": 1 }))).toBeNull();
+
+    const records = [
+      record({ "No Finding": 1 }),
+      record({ Cardiomegaly: 1 }),
+      record({ "No Finding": 1 }),
+      record({ Cardiomegaly: 1, "Pleural Effusion": 1 }),
+      record({ "Pleural Effusion": 1 }),
+      record({ "No Finding": 1 }),
+      record({ "No Finding": 1 }),
+    ];
+    expect(selectSingleFindings(records, { "Pleural Effusion": null, Cardiomegaly: null }, 1)).toEqual({
+      kept: [1, 4],
+      counts: [
+        { label: "Cardiomegaly", kept: 1, qualified: 1 },
+        { label: "Pleural Effusion", kept: 1, qualified: 1 },
+      ],
+    });
+    const capped = selectSingleFindings(records, { "No Finding": 2, "Pleural Effusion": 5 }, 9);
+    expect(capped.counts).toEqual([
+      { label: "No Finding", kept: 2, qualified: 4 },
+      { label: "Pleural Effusion", kept: 1, qualified: 1 },
+    ]);
+    expect(capped.kept).toHaveLength(3);
+    expect(capped.kept).toContain(4);
+    expect([...capped.kept].sort((a, b) => a - b)).toEqual(capped.kept);
+    expect(capped.kept.filter((index) => index !== 4).every((index) => [0, 2, 5, 6].includes(index))).toBe(
+      true,
+    );
+    expect(selectSingleFindings(records, { "No Finding": 2 }, 9)).toEqual(
+      selectSingleFindings(records, { "No Finding": 2 }, 9),
+    );
+    const picks = new Set(
+      [1, 2, 3, 4, 5, 6, 7, 8].map((seed) =>
+        selectSingleFindings(records, { "No Finding": 2 }, seed).kept.join(),
+      ),
+    );
+    expect(picks.size).toBeGreaterThan(1);
+
+    expect(parseSingleFindings("pleural effusion, Cardiomegaly ,No Finding = 130")).toEqual({
+      "Pleural Effusion": null,
+      Cardiomegaly: null,
+      "No Finding": 130,
+    });
+    expect(() => parseSingleFindings("Heart")).toThrow(/unknown finding "Heart" \(one of No Finding, /);
+    expect(() => parseSingleFindings("Support Devices")).toThrow('unknown finding "Support Devices"');
+    expect(() => parseSingleFindings("Cardiomegaly,cardiomegaly=2")).toThrow("Cardiomegaly is listed twice");
+    expect(() => parseSingleFindings("No Finding=many")).toThrow(
+      'the most records of No Finding must be an integer, got "many"',
+    );
+    expect(() => parseSingleFindings(" , ")).toThrow("no finding given");
+    await expect(trainCli("s-cli", "--single-findings", "Heart")).rejects.toThrow(/unknown finding "Heart"/);
+    await expect(
+      trainDiffusion({ ...base(join(root, "sf0")), singleFindings: { "No Finding": 0 } }),
+    ).rejects.toThrow(
+      "singleFindings: the most records of No Finding must be an integer of at least 1, got 0",
+    );
+
+    const loaded = loadTrainingData(data);
+    const normal = loaded.records.filter((one) => singleFindingOf(one) === "No Finding").length;
+    expect(normal).toBeGreaterThan(4);
+    const out = join(root, "single");
+    const messages: string[] = [];
+    const run = await trainDiffusion({
+      ...base(out),
+      steps: 2,
+      gpu: await gpu(),
+      singleFindings: { "No Finding": 4 },
+      log: (message) => messages.push(message),
+    });
+    expect(run.steps).toBe(2);
+    expect(messages).toContain(
+      `single findings: 4 of ${loaded.records.length} records kept (No Finding 4 of ${normal})`,
+    );
+    expect(readTrainingState(join(out, "checkpoint")).options).toMatchObject({
+      singleFindings: { "No Finding": 4 },
+    });
+    await expect(trainDiffusion({ ...base(out), steps: 2, resume: true })).rejects.toThrow(
+      /with different settings: singleFindings: checkpoint \{"No Finding":4\}, now undefined/,
+    );
+    // Fewer kept films than one batch: said before anything is trained.
+    await expect(
+      trainDiffusion({ ...base(join(root, "sf-small")), batchSize: 3, singleFindings: { "No Finding": 2 } }),
+    ).rejects.toThrow(/2 training images in .* are fewer than one batch of 3/);
   }, 300_000);
 
   it("--label-prompts writes that share of prompts from the labels, belongs to the resume identity, refuses bad input", async () => {

@@ -46,6 +46,7 @@ import {
   TIMESTEP_SPACINGS,
   type TimestepSpacing,
 } from "./schedule/samplers.ts";
+import { parseSingleFindings, type SingleFindings } from "./training/select.ts";
 import {
   parseRepeatFindings,
   TRAIN_DEFAULTS,
@@ -109,6 +110,7 @@ interface TrainFlags {
   emaDecay: number;
   dropout: number;
   repeatFindings?: Partial<Record<ChexpertLabel, number>>;
+  singleFindings?: SingleFindings;
   labelPrompts: number;
   labelSides?: boolean;
   checkpointEvery: number;
@@ -227,6 +229,17 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
       },
     )
     .option(
+      "--single-findings <list>",
+      'train only on films whose one finding (support devices aside) is listed, at most N of a finding where given, drawn by the seed: "Pleural Effusion,Cardiomegaly,No Finding=130" (default: every film)',
+      (value: string) => {
+        try {
+          return parseSingleFindings(value);
+        } catch (error) {
+          throw new InvalidArgumentError((error as Error).message.replace(/^--single-findings: /, ""));
+        }
+      },
+    )
+    .option(
       "--checkpoint-every <n>",
       "steps between checkpoints",
       parseIntegerIn("--checkpoint-every", 1, TRAIN_LIMITS.maxSteps),
@@ -271,6 +284,7 @@ export function registerCommands(program: Command, groups: { bench: Command }): 
           emaDecay: flags.emaDecay,
           conditioningDropout: flags.dropout,
           repeatFindings: flags.repeatFindings,
+          singleFindings: flags.singleFindings,
           labelPrompts: flags.labelPrompts,
           labelSides: flags.labelSides === true,
           checkpointEvery: flags.checkpointEvery,

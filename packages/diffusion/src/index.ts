@@ -20,4 +20,5 @@ export * from "./schedule/samplers.ts";
 export * from "./training/checkpoint.ts";
 export * from "./training/data.ts";
 export * from "./training/plot.ts";
+export * from "./training/select.ts";
 export * from "./training/train.ts";

@@ -68,7 +68,9 @@ import {
   type TrainingState,
 } from "./checkpoint.ts";
 import { loadTrainingData, type TrainingDataFormat } from "./data.ts";
+import { TrainOptionsError } from "./errors.ts";
 import { writeLossPlot } from "./plot.ts";
+import { type SingleFindings, selectSingleFindings, singleFindingsProblems } from "./select.ts";
 
 export interface TrainOptions {
   /** Training data folder (CheXpert layout or a RoentGen-style prompt folder). */
@@ -127,6 +129,12 @@ export interface TrainOptions {
    * encoder and UNet see those words and their pixels more often. Unset: every record once.
    */
   repeatFindings?: Partial<Record<ChexpertLabel, number>>;
+  /**
+   * Train only on single-finding films (`selectSingleFindings`): the records whose one finding,
+   * Support Devices aside, is a listed one ("No Finding" included), at most the given number of a
+   * finding (drawn by the seed; null: all). Applied before `repeatFindings`. Unset: every record.
+   */
+  singleFindings?: SingleFindings;
   /**
    * Share of training prompts (in [0, 1], default 0) whose impression is written from the record's
    * labels ("Cardiomegaly and pleural effusion.", as `promptFromFields` writes prompts from a findings
@@ -203,12 +211,7 @@ export interface TrainResult {
   stopped: boolean;
 }
 
-export class TrainOptionsError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "TrainOptionsError";
-  }
-}
+export { TrainOptionsError };
 
 function checkOptions(options: TrainOptions): void {
   const problems: string[] = [];
@@ -255,6 +258,7 @@ function checkOptions(options: TrainOptions): void {
       problems.push(`repeatFindings: the factor of ${label} must be an integer in [1, 100], got ${factor}`);
     }
   }
+  if (options.singleFindings !== undefined) problems.push(...singleFindingsProblems(options.singleFindings));
   if (problems.length > 0) throw new TrainOptionsError(`trainDiffusion: ${problems.join("; ")}`);
 }
 
@@ -423,6 +427,7 @@ function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmup
     conditioningDropout: options.conditioningDropout,
     // Only present when used, so checkpoints written before the option existed still resume.
     ...(options.repeatFindings === undefined ? {} : { repeatFindings: options.repeatFindings }),
+    ...(options.singleFindings === undefined ? {} : { singleFindings: options.singleFindings }),
     ...(options.labelPrompts === 0 ? {} : { labelPrompts: options.labelPrompts }),
     ...(options.labelSides ? { labelSides: true } : {}),
     ...(options.growAttention === undefined ? {} : { growAttention: options.growAttention }),
@@ -564,7 +569,17 @@ export async function trainDiffusion(
 
   const data = loadTrainingData(options.data, options.format);
   for (const note of data.notes) log(`data: ${note}`);
-  const { records, prompts } = data;
+  let { records, prompts } = data;
+  if (options.singleFindings !== undefined) {
+    const selection = selectSingleFindings(records, options.singleFindings, options.seed);
+    log(
+      `single findings: ${selection.kept.length} of ${records.length} records kept (${selection.counts
+        .map((count) => `${count.label} ${count.kept} of ${count.qualified}`)
+        .join(", ")})`,
+    );
+    records = selection.kept.map((index) => data.records[index]);
+    prompts = selection.kept.map((index) => data.prompts[index]);
+  }
   if (records.length < options.batchSize) {
     throw new TrainOptionsError(
       `trainDiffusion: ${records.length} training images in ${options.data} are fewer than one batch of ${options.batchSize}`,
