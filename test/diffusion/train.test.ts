@@ -23,6 +23,7 @@ import {
   diffusionConfig,
   epochPool,
   findCheckpoint,
+  findingsInLabelOrder,
   labelPromptDraws,
   loadTrainingData,
   makeNoiseSchedule,
@@ -635,6 +636,58 @@ describe("trainDiffusion", () => {
     await expect(
       trainDiffusion({ ...base(join(root, "straight")), resume: true, repeatFindings: { "No Finding": 4 } }),
     ).rejects.toThrow(/repeatFindings: checkpoint undefined, now \{"No Finding":4\}/);
+  }, 300_000);
+
+  it("the per-finding options enter the resume identity in label order, whatever order the flag or an older checkpoint listed them in", async () => {
+    expect(Object.keys(findingsInLabelOrder({ "Pleural Effusion": 2, extra: 1, "No Finding": 3 }))).toEqual([
+      "No Finding",
+      "Pleural Effusion",
+      "extra",
+    ]);
+    const out = join(root, "order");
+    const device = await gpu();
+    const flagOrder = {
+      repeatFindings: { "Pleural Effusion": 2, "No Finding": 3 },
+      singleFindings: { "Pleural Effusion": null, "No Finding": 6 },
+    };
+    const controller = new AbortController();
+    const stopped = await trainDiffusion({
+      ...base(out),
+      ...flagOrder,
+      gpu: device,
+      signal: controller.signal,
+      onProgress: (progress) => {
+        if (progress.step === 2) controller.abort();
+      },
+    });
+    expect(stopped.steps).toBe(2);
+    const statePath = join(out, "checkpoint", "state.json");
+    const state = JSON.parse(readFileSync(statePath, "utf8"));
+    // Written in label order (No Finding is CheXpert's first label).
+    expect(Object.keys(state.options.repeatFindings)).toEqual(["No Finding", "Pleural Effusion"]);
+    expect(Object.keys(state.options.singleFindings)).toEqual(["No Finding", "Pleural Effusion"]);
+    // A checkpoint written before the normalisation kept the flag's order: still resumable.
+    writeFileSync(
+      statePath,
+      JSON.stringify({ ...state, options: { ...state.options, ...flagOrder } }, null, 2),
+    );
+    const labelOrder = {
+      repeatFindings: { "No Finding": 3, "Pleural Effusion": 2 },
+      singleFindings: { "No Finding": 6, "Pleural Effusion": null },
+    };
+    // Another value is still refused, and named.
+    await expect(
+      trainDiffusion({
+        ...base(out),
+        ...labelOrder,
+        repeatFindings: { "No Finding": 3, "Pleural Effusion": 3 },
+        resume: true,
+      }),
+    ).rejects.toThrow(
+      /repeatFindings: checkpoint \{"No Finding":3,"Pleural Effusion":2\}, now \{"No Finding":3,"Pleural Effusion":3\}/,
+    );
+    const resumed = await trainDiffusion({ ...base(out), ...labelOrder, gpu: device, resume: true });
+    expect(resumed.steps).toBe(4);
   }, 300_000);
 
   it("--single-findings keeps films whose one finding is listed, capped by the seed, belongs to the resume identity, refuses bad input", async () => {

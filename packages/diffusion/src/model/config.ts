@@ -202,7 +202,7 @@ export const DIFFUSION_CONFIGS = {
    * 128 channels), two resnets per level, cross-attention at the lowest level (8x8) and in the middle
    * block, four 32-channel heads there; phantom-small's text encoder. Tried on the effusion measure
    * that phantom-small's phases could not move: from scratch to 44,320 images it separates effusion
-   * as the shipped phase 9 does, no better (models/phantom-diffusion/README.md); 5.6 M UNet
+   * as phase 9 (shipped then) does, no better (models/phantom-diffusion/README.md); 5.6 M UNet
    * parameters, four times phantom-small's.
    */
   "phantom-base": {

@@ -411,6 +411,30 @@ function retargeted(
 }
 
 /** The options that must match for a resume to continue the same run. */
+/**
+ * A per-finding option (`repeatFindings`, `singleFindings`) with its findings in CHEXPERT_LABELS
+ * order: the selection and the epoch pool do not depend on the order the flag listed them in, so a
+ * resume that lists the same findings in another order must compare equal. Keys that are not
+ * findings (only in a hand-edited state file) keep their order after the findings.
+ */
+export function findingsInLabelOrder<T>(value: Readonly<Record<string, T>>): Record<string, T> {
+  const known = CHEXPERT_LABELS.filter((label) => Object.hasOwn(value, label));
+  const others = Object.keys(value).filter((key) => !(CHEXPERT_LABELS as readonly string[]).includes(key));
+  return Object.fromEntries([...known, ...others].map((key) => [key, value[key]]));
+}
+
+/** The resume identity as stored in a checkpoint, with its per-finding options in label order. */
+function canonicalIdentity(stored: Record<string, unknown>): Record<string, unknown> {
+  const result = { ...stored };
+  for (const key of ["repeatFindings", "singleFindings"]) {
+    const value = result[key];
+    if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+      result[key] = findingsInLabelOrder(value as Record<string, unknown>);
+    }
+  }
+  return result;
+}
+
 function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmupSteps: number) {
   return {
     config: config.name,
@@ -426,8 +450,12 @@ function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmup
     minSnrGamma: options.minSnrGamma,
     conditioningDropout: options.conditioningDropout,
     // Only present when used, so checkpoints written before the option existed still resume.
-    ...(options.repeatFindings === undefined ? {} : { repeatFindings: options.repeatFindings }),
-    ...(options.singleFindings === undefined ? {} : { singleFindings: options.singleFindings }),
+    ...(options.repeatFindings === undefined
+      ? {}
+      : { repeatFindings: findingsInLabelOrder(options.repeatFindings) }),
+    ...(options.singleFindings === undefined
+      ? {}
+      : { singleFindings: findingsInLabelOrder(options.singleFindings) }),
     ...(options.labelPrompts === 0 ? {} : { labelPrompts: options.labelPrompts }),
     ...(options.labelSides ? { labelSides: true } : {}),
     ...(options.growAttention === undefined ? {} : { growAttention: options.growAttention }),
@@ -555,7 +583,8 @@ export async function trainDiffusion(
   let resumed: TrainingState | null = null;
   if (checkpointDir) {
     resumed = readTrainingState(checkpointDir);
-    const stored = resumed.options as Record<string, unknown>;
+    // Checkpoints written before 2026-12-05 kept the findings in flag order; compare in label order.
+    const stored = canonicalIdentity(resumed.options as Record<string, unknown>);
     const now = identity as Record<string, unknown>;
     const differences = [...new Set([...Object.keys(now), ...Object.keys(stored)])]
       .filter((key) => JSON.stringify(stored[key]) !== JSON.stringify(now[key]))
