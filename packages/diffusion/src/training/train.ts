@@ -410,7 +410,6 @@ function retargeted(
   );
 }
 
-/** The options that must match for a resume to continue the same run. */
 /**
  * A per-finding option (`repeatFindings`, `singleFindings`) with its findings in CHEXPERT_LABELS
  * order: the selection and the epoch pool do not depend on the order the flag listed them in, so a
@@ -435,6 +434,7 @@ function canonicalIdentity(stored: Record<string, unknown>): Record<string, unkn
   return result;
 }
 
+/** The options that must match for a resume to continue the same run. */
 function runIdentity(options: TrainOptions, config: DiffusionModelConfig, warmupSteps: number) {
   return {
     config: config.name,
