@@ -101,9 +101,11 @@ export function selectSingleFindings(
   const rng = Rng.derive("single-findings", seed);
   const kept: number[] = [];
   const counts: SingleFindingSelection["counts"] = [];
+  // Each record's one finding, worked out once rather than once per listed finding.
+  const findings = records.map(singleFindingOf);
   for (const label of CHEXPERT_LABELS) {
     if (!(label in wanted)) continue;
-    const qualified = records.flatMap((record, index) => (singleFindingOf(record) === label ? [index] : []));
+    const qualified = findings.flatMap((finding, index) => (finding === label ? [index] : []));
     const cap = wanted[label] ?? null;
     const chosen =
       cap === null || qualified.length <= cap ? qualified : rng.shuffle([...qualified]).slice(0, cap);
